@@ -19,8 +19,8 @@
  * A ts_tokenizer is immutable after creation and safe to use from several threads. It copies what
  * it needs from the GGUF (the file may be closed afterwards).
  */
-#ifndef TS_MODEL_TOKENIZER_H
-#define TS_MODEL_TOKENIZER_H
+#ifndef TS_TOKENIZER_TOKENIZER_H
+#define TS_TOKENIZER_TOKENIZER_H
 
 #include "common/buf.h"
 #include "model/gguf.h"

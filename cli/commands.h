@@ -1,0 +1,22 @@
+/*
+ * commands.h — the subcommands of the `tessera` CLI.
+ *
+ * Each command receives argv with argv[0] = its own name ("generate") and returns the process
+ * exit code: 0 ok, 1 runtime failure, 2 usage error (bad flag, missing or unreadable path).
+ * Commands print errors as one line "tessera NAME: message" on stderr (ts_cli_fail below).
+ */
+#ifndef TS_CLI_COMMANDS_H
+#define TS_CLI_COMMANDS_H
+
+int ts_cmd_model(int argc, char **argv);    /* model inspect | model synth */
+int ts_cmd_tokenize(int argc, char **argv); /* tokenize -m MODEL -p TEXT [--no-bos] [--json] */
+
+enum { TS_EXIT_OK = 0, TS_EXIT_FAILURE = 1, TS_EXIT_USAGE = 2 };
+
+/* Prints "tessera CMD: <current error message>" to stderr and returns `exit_code`. */
+int ts_cli_fail(const char *cmd, int exit_code);
+
+/* Exit code for a TS_E code: TS_E_INVALID and TS_E_IO (bad input, unreadable path) → 2, else 1. */
+int ts_cli_exit_code(int ts_error_code);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * main.c — `tessera`: the command-line entry point. It only dispatches to a subcommand
+ * (cli/cmd_*.c); each subcommand parses its own flags with common/flags.h.
+ */
+#include "cli/commands.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+/* Add a subcommand here and its source file to cli/CMakeLists.txt. */
+static const command commands[] = {
+    {"model", ts_cmd_model, "inspect a model file, or write a synthetic one for benchmarks"},
+    {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
+};
+
+int ts_cli_fail(const char *cmd, int exit_code) {
+    fprintf(stderr, "tessera %s: %s\n", cmd, ts_error_message());
+    return exit_code;
+}
+
+int ts_cli_exit_code(int ts_error_code) {
+    return (ts_error_code == TS_E_INVALID || ts_error_code == TS_E_IO) ? TS_EXIT_USAGE
+                                                                       : TS_EXIT_FAILURE;
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: tessera COMMAND [flags]   (tessera COMMAND --help for its flags)\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    ts_log_init("tessera");
+    if (argc < 2) {
+        usage(stderr);
+        return TS_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return TS_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);
+    return TS_EXIT_USAGE;
+}
