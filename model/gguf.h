@@ -85,7 +85,8 @@ typedef struct ts_gguf ts_gguf;
 /* Maps and validates `path`. On failure *out is NULL and the message names the file. */
 int ts_gguf_open(const char *path, ts_gguf **out);
 /* Parses an in-memory image (not copied; must outlive the result). `name` is used in messages.
- * This is what the fuzzer drives. */
+ * Tensor data is aligned in memory only as far as the image itself is (files are mapped at a
+ * page boundary). This is what the fuzzer drives. */
 int ts_gguf_open_memory(const void *data, size_t size, const char *name, ts_gguf **out);
 void ts_gguf_close(ts_gguf *g); /* NULL is fine */
 
@@ -93,6 +94,8 @@ const char *ts_gguf_path(const ts_gguf *g);
 uint32_t ts_gguf_version(const ts_gguf *g);
 size_t ts_gguf_file_size(const ts_gguf *g);
 uint32_t ts_gguf_alignment(const ts_gguf *g);
+/* File offset of the data section (tensor offsets are relative to it). */
+uint64_t ts_gguf_data_offset(const ts_gguf *g);
 
 size_t ts_gguf_n_kv(const ts_gguf *g);
 const ts_gguf_kv *ts_gguf_kv_at(const ts_gguf *g, size_t i);
