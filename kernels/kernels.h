@@ -149,9 +149,10 @@ struct ts_backend {
     void (*argmax)(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
                    int32_t *index_host, float *value_host);
     /* Picks one token per row of logits[n][n_cols] (full vocabulary) by params[row] (see
-     * ts_sampling and docs/architecture.md for the exact order: penalty, top-k, temperature,
-     * softmax, top-p, min-p, draw). logprob_host (may be NULL) receives log softmax(logits)[token]
-     * of the unmodified row. Logits are not modified. */
+     * ts_sampling; the exact definition, which every backend follows, is at ts_ref_sample in
+     * kernels/cpu/ref.h: penalty, top-k, temperature, softmax, top-p, min-p, draw).
+     * logprob_host (may be NULL) receives log softmax(logits)[token] of the unmodified row.
+     * Logits are not modified. */
     void (*sample)(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
                    const ts_sampling *params, int32_t *token_host, float *logprob_host);
 

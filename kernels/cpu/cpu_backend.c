@@ -1,0 +1,252 @@
+/*
+ * cpu_backend.c — the ts_backend table of the CPU: memory, the batch, and the operations routed
+ * to the scalar reference (ref.c) or to one instruction set's SIMD kernels (simd_ops.c).
+ *
+ * Memory is host memory from aligned_alloc, 64-byte aligned, with a small header that records
+ * the size so that free() can return it to the budget. Weights are used where they are (the
+ * mmap'd file): weight_prepare copies the view.
+ *
+ * Scratch. Each kernel thread owns one scratch buffer, sized for the larger of the GEMM packing
+ * buffers (fixed per ISA) and the attention scores of the longest context of the batch; it only
+ * grows (in set_batch, when a longer context shows up), so after warm-up a decode step
+ * allocates nothing.
+ */
+#include "kernels/cpu/cpu_backend.h"
+
+#include "common/error.h"
+#include "kernels/cpu/cpu_batch.h"
+#include "kernels/cpu/ref.h"
+#include "kernels/cpu/threadpool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ALIGN = 64 };
+
+typedef struct cpu_backend {
+    ts_backend base;
+    ts_cpu_impl impl;
+    char name[32];
+    ts_threadpool *pool;
+    size_t budget, used;
+    ts_cpu_batch batch;
+    /* reference paths: attention scores and sampling scratch */
+    float *ref_scores;
+    size_t ref_scores_cap;
+    void *sample_scratch;
+    size_t sample_scratch_cap;
+} cpu_backend;
+
+static cpu_backend *cpu(ts_backend *be) { return (cpu_backend *)be; }
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(ts_backend *be, size_t bytes) {
+    cpu_backend *c = cpu(be);
+    if (c->budget && (bytes > c->budget || c->used > c->budget - bytes)) {
+        ts_error_set(TS_E_NOMEM,
+                     "cpu backend: allocating %zu bytes would exceed the memory budget of %zu "
+                     "bytes (%zu in use)",
+                     bytes, c->budget, c->used);
+        return NULL;
+    }
+    size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (rounded < bytes || rounded > SIZE_MAX - ALIGN) {
+        ts_error_set(TS_E_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
+        return NULL;
+    }
+    char *p = aligned_alloc(ALIGN, rounded + ALIGN);
+    if (!p) {
+        ts_error_set(TS_E_NOMEM, "cpu backend: out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memcpy(p, &bytes, sizeof bytes);
+    c->used += bytes;
+    return p + ALIGN;
+}
+
+static void cpu_free(ts_backend *be, void *ptr) {
+    if (!ptr) return;
+    char *p = (char *)ptr - ALIGN;
+    size_t bytes;
+    memcpy(&bytes, p, sizeof bytes);
+    cpu(be)->used -= bytes;
+    free(p);
+}
+
+static void cpu_copy(ts_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void cpu_memset_zero(ts_backend *be, void *dst, size_t bytes) {
+    if (bytes) memset(dst, 0, bytes);
+}
+
+static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *dst) {
+    *dst = *host;
+    dst->owned = NULL;
+    return 0;
+}
+
+static void cpu_weight_release(ts_backend *be, ts_weight *w) {
+    cpu_free(be, w->owned);
+    w->owned = NULL;
+}
+
+static int cpu_sync(ts_backend *be) { return 0; }
+
+/* Grows a plain scratch buffer (not counted in the budget: it is the backend's own). */
+static int grow_scratch(void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return 0;
+    void *q = aligned_alloc(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN);
+    if (!q) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for %zu bytes of scratch",
+                                bytes);
+    free(*p);
+    *p = q;
+    *cap = bytes;
+    return 0;
+}
+
+static int cpu_set_batch(ts_backend *be, const ts_batch *batch) {
+    cpu_backend *c = cpu(be);
+    int rc = ts_cpu_batch_set(&c->batch, batch);
+    if (rc) return rc;
+    return grow_scratch((void **)&c->ref_scores, &c->ref_scores_cap,
+                        (size_t)c->batch.max_ctx * sizeof(float));
+}
+
+/* ---- operations: the scalar reference ---- */
+
+static void ref_embed(ts_backend *be, float *x, const ts_weight *table, int64_t first_row) {
+    const ts_cpu_batch *b = &cpu(be)->batch;
+    ts_ref_embed(x, table, first_row, b->tokens, b->n_tokens);
+}
+
+static void ref_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight,
+                        int32_t n, int32_t dim, float eps) {
+    ts_ref_rmsnorm(out, x, weight, n, dim, eps);
+}
+
+static void ref_matmul(ts_backend *be, float *y, const float *x, int32_t n, const ts_weight *w) {
+    ts_ref_matmul(y, x, n, w);
+}
+
+static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
+                     int32_t rope_dims, float theta) {
+    const ts_cpu_batch *b = &cpu(be)->batch;
+    ts_ref_rope(x, b->pos, b->n_tokens, n_heads, head_dim, rope_dims, theta);
+}
+
+static void ref_kv_store(ts_backend *be, const ts_kv_layer *kv, const float *k, const float *v) {
+    ts_ref_kv_store(kv, &cpu(be)->batch, k, v);
+}
+
+static void ref_attention(ts_backend *be, float *out, const float *q, const ts_kv_layer *kv,
+                          int32_t n_heads, float scale) {
+    cpu_backend *c = cpu(be);
+    ts_ref_attention(out, q, kv, &c->batch, n_heads, scale, c->ref_scores);
+}
+
+static void ref_silu_mul(ts_backend *be, float *gate, const float *up, int64_t count) {
+    ts_ref_silu_mul(gate, up, count);
+}
+
+static void ref_add(ts_backend *be, float *y, const float *x, int64_t count) {
+    ts_ref_add(y, x, count);
+}
+
+static void ref_logit_rows(ts_backend *be, float *dst, const float *x, int32_t dim) {
+    ts_ref_logit_rows(dst, x, &cpu(be)->batch, dim);
+}
+
+static void ref_argmax(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
+                       int32_t *index_host, float *value_host) {
+    ts_ref_argmax(logits, n, n_cols, index_host, value_host);
+}
+
+static void ref_sample(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
+                       const ts_sampling *params, int32_t *token_host, float *logprob_host) {
+    cpu_backend *c = cpu(be);
+    /* Allocation failure here cannot be reported (operations do not fail); the scratch is
+     * grown once per vocabulary size, so it only happens when memory is already exhausted. */
+    TS_ASSERT(grow_scratch(&c->sample_scratch, &c->sample_scratch_cap,
+                           ts_ref_sample_scratch_bytes(n_cols)) == 0);
+    for (int32_t i = 0; i < n; i++)
+        token_host[i] = ts_ref_sample(logits + (size_t)i * (size_t)n_cols, n_cols, &params[i],
+                                      c->sample_scratch, logprob_host ? &logprob_host[i] : NULL);
+}
+
+/* ---- lifetime ---- */
+
+static void cpu_destroy(ts_backend *be) {
+    if (!be) return;
+    cpu_backend *c = cpu(be);
+    ts_threadpool_destroy(c->pool);
+    ts_cpu_batch_free(&c->batch);
+    free(c->ref_scores);
+    free(c->sample_scratch);
+    free(c);
+}
+
+const char *ts_cpu_impl_name(ts_cpu_impl impl) {
+    switch (impl) {
+    case TS_CPU_IMPL_SCALAR: return "scalar";
+    case TS_CPU_IMPL_AVX2: return "avx2";
+    case TS_CPU_IMPL_AVX512: return "avx512";
+    case TS_CPU_IMPL_AVX512_EMU: return "avx512emu";
+    case TS_CPU_IMPL_COUNT: break;
+    }
+    return "unknown";
+}
+
+bool ts_cpu_impl_supported(ts_cpu_impl impl) {
+    switch (impl) {
+    case TS_CPU_IMPL_SCALAR: return true;
+    default: return false; /* the SIMD kernels are not built yet */
+    }
+}
+
+int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_backend **out) {
+    *out = NULL;
+    if ((unsigned)impl >= TS_CPU_IMPL_COUNT || !ts_cpu_impl_supported(impl))
+        return ts_error_set(TS_E_UNSUPPORTED, "cpu backend: the %s kernels cannot run on this CPU",
+                            ts_cpu_impl_name(impl));
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory");
+    c->impl = impl;
+    c->budget = opts ? opts->memory_budget : 0;
+    snprintf(c->name, sizeof c->name, "cpu-%s", ts_cpu_impl_name(impl));
+    int n_threads = impl == TS_CPU_IMPL_SCALAR ? 1 : (opts ? opts->n_threads : 0);
+    int rc = ts_threadpool_create(n_threads, &c->pool);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+
+    ts_backend *be = &c->base;
+    be->name = c->name;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->memset_zero = cpu_memset_zero;
+    be->weight_prepare = cpu_weight_prepare;
+    be->weight_release = cpu_weight_release;
+    be->sync = cpu_sync;
+    be->set_batch = cpu_set_batch;
+    be->embed = ref_embed;
+    be->rmsnorm = ref_rmsnorm;
+    be->matmul = ref_matmul;
+    be->rope = ref_rope;
+    be->kv_store = ref_kv_store;
+    be->attention = ref_attention;
+    be->silu_mul = ref_silu_mul;
+    be->add = ref_add;
+    be->logit_rows = ref_logit_rows;
+    be->argmax = ref_argmax;
+    be->sample = ref_sample;
+    be->destroy = cpu_destroy;
+    *out = be;
+    return 0;
+}

@@ -1,0 +1,3 @@
+# Kernel tests: every backend operation against the scalar reference, batch invariance, sampling,
+# the thread pool. Each program prints which CPU implementations it ran.
+ts_add_test(NAME test_kernels_ref SOURCES unit/test_kernels_ref.c LIBS ts_kernels LABELS unit)
