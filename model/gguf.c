@@ -142,13 +142,13 @@ const char *ts_gguf_type_name(ts_gguf_type t) {
     return "unknown";
 }
 
-/* Bytes of one packed scalar of type t; 0 for STRING, ARRAY and unknown types. */
-static size_t scalar_bytes(uint32_t t) {
+size_t ts_gguf_type_size(ts_gguf_type t) {
     switch (t) {
     case TS_GGUF_UINT8: case TS_GGUF_INT8: case TS_GGUF_BOOL: return 1;
     case TS_GGUF_UINT16: case TS_GGUF_INT16: return 2;
     case TS_GGUF_UINT32: case TS_GGUF_INT32: case TS_GGUF_FLOAT32: return 4;
     case TS_GGUF_UINT64: case TS_GGUF_INT64: case TS_GGUF_FLOAT64: return 8;
+    case TS_GGUF_STRING: case TS_GGUF_ARRAY: return 0;
     }
     return 0;
 }
@@ -161,7 +161,7 @@ static bool is_signed(ts_gguf_type t) {
     return t == TS_GGUF_INT8 || t == TS_GGUF_INT16 || t == TS_GGUF_INT32 || t == TS_GGUF_INT64;
 }
 
-/* Decodes one packed scalar (p holds scalar_bytes(t) bytes) into the value union. */
+/* Decodes one packed scalar (p holds ts_gguf_type_size(t) bytes) into the value union. */
 static void decode_scalar(ts_gguf_type t, const uint8_t *p, ts_gguf_kv *kv) {
     switch (t) {
     case TS_GGUF_UINT8: case TS_GGUF_BOOL: kv->value.u64 = p[0]; break;
@@ -188,13 +188,13 @@ static int parse_array(cursor *c, ts_gguf_kv *kv) {
     if (rc) return rc;
     if (elem_type == TS_GGUF_ARRAY)
         return ts_error_set(TS_E_UNSUPPORTED, "arrays of arrays are not supported");
-    if (elem_type != TS_GGUF_STRING && scalar_bytes(elem_type) == 0)
+    if (elem_type != TS_GGUF_STRING && ts_gguf_type_size((ts_gguf_type)elem_type) == 0)
         return ts_error_set(TS_E_FORMAT, "unknown array element type %" PRIu32, elem_type);
     kv->elem_type = (ts_gguf_type)elem_type;
     kv->n_elems = n;
     kv->elems = c->base + c->pos;
     if (elem_type != TS_GGUF_STRING) {
-        size_t size = scalar_bytes(elem_type);
+        size_t size = ts_gguf_type_size((ts_gguf_type)elem_type);
         if (n > remaining(c) / size)
             return ts_error_set(TS_E_FORMAT,
                                 "array of %" PRIu64 " %s values at offset %zu runs past the end "
@@ -232,7 +232,7 @@ static int parse_value(cursor *c, ts_gguf_kv *kv) {
     kv->type = (ts_gguf_type)type;
     if (type == TS_GGUF_ARRAY) return parse_array(c, kv);
     if (type == TS_GGUF_STRING) return read_str(c, &kv->value.str, "string value");
-    size_t size = scalar_bytes(type);
+    size_t size = ts_gguf_type_size((ts_gguf_type)type);
     if (size == 0) return ts_error_set(TS_E_FORMAT, "unknown value type %" PRIu32, type);
     rc = need(c, size, ts_gguf_type_name(kv->type));
     if (rc) return rc;
@@ -679,7 +679,7 @@ int ts_gguf_get_array(const ts_gguf *g, const char *key, ts_gguf_type elem_type,
 /* Element i of a numeric array as the value union (the caller checked i < n_elems). */
 static ts_gguf_kv array_elem(const ts_gguf_kv *kv, uint64_t i) {
     ts_gguf_kv e = {0};
-    size_t size = scalar_bytes(kv->elem_type);
+    size_t size = ts_gguf_type_size(kv->elem_type);
     if (size) decode_scalar(kv->elem_type, (const uint8_t *)kv->elems + i * size, &e);
     return e;
 }

@@ -123,6 +123,8 @@ int64_t ts_gguf_array_i64(const ts_gguf_kv *kv, uint64_t i);
 
 /* "uint32", "string", ... */
 const char *ts_gguf_type_name(ts_gguf_type t);
+/* Bytes of one packed value of type t; 0 for STRING, ARRAY and unknown types. */
+size_t ts_gguf_type_size(ts_gguf_type t);
 
 /* True if the string equals the NUL-terminated s. */
 bool ts_gguf_str_eq(ts_gguf_str a, const char *s);

@@ -70,8 +70,9 @@ typedef struct ts_llama_model {
 int ts_llama_load(const ts_gguf *g, ts_llama_model *out);
 void ts_llama_free(ts_llama_model *m); /* frees `layers`; safe on a zeroed struct */
 
-/* Total bytes of all weights the forward pass reads per token at batch 1 (every layer matrix
- * and the output head; the embedding contributes one row). Used for the roofline figure. */
+/* Total bytes of all weights the forward pass reads per token at batch 1 (every layer matrix and
+ * norm, the final norm and the output head; the embedding contributes one row, so a tied output
+ * counts the table once as the head plus that row). Used for the roofline figure. */
 uint64_t ts_llama_bytes_per_token(const ts_llama_model *m);
 
 #endif
