@@ -1,0 +1,599 @@
+/*
+ * engine.c — see engine.h for the forward pass and the group protocol.
+ *
+ * The plan a leader broadcasts is a fixed header followed by int32 words: the batch's tokens,
+ * its sequences (6 words each) and the concatenated block tables. Most decode plans fit in the
+ * first broadcast of PLAN_INLINE_BYTES; a larger plan sends the rest in a second broadcast.
+ */
+#include "node/engine.h"
+
+#include "common/error.h"
+#include "common/log.h"
+#include "kernels/quant.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    PLAN_MAGIC = 0x4c505354, /* "TSPL" */
+    PLAN_STEP = 1,
+    PLAN_STOP = 2,
+    PLAN_INLINE_BYTES = 4096,
+    SEQ_WORDS = 6,
+};
+
+typedef struct plan_header {
+    uint32_t magic;
+    uint32_t type;
+    int32_t n_tokens;
+    int32_t n_seqs;
+    int32_t n_block_ids;
+    int32_t block_size;
+    int32_t full_logits; /* gather full logits (sampling / log-probs) instead of argmax pairs */
+    int32_t n_words;     /* payload words after the header */
+} plan_header;
+
+enum { PLAN_INLINE_WORDS = (PLAN_INLINE_BYTES - (int)sizeof(plan_header)) / 4 };
+
+typedef struct layer_weights {
+    float *attn_norm; /* backend memory, f32 [dim] */
+    float *ffn_norm;
+    ts_weight wq, wk, wv, wo, w_gate, w_up, w_down;
+} layer_weights;
+
+typedef struct argmax_pick {
+    float value;
+    int32_t index; /* global vocabulary id */
+} argmax_pick;
+
+struct ts_engine {
+    const ts_llama_model *model;
+    ts_llama_hparams hp;
+    ts_backend *be;
+    ts_comm *comm;
+    ts_engine_options opts;
+    ts_shard_plan shard;
+
+    /* weights (backend form) */
+    ts_weight embd;   /* vocabulary shard of token_embd */
+    ts_weight output; /* vocabulary shard of the output head (aliases embd when tied) */
+    float *output_norm;
+    layer_weights *layers;
+
+    /* KV cache */
+    ts_kv_layer *kv; /* [n_layers] */
+    int32_t n_blocks;
+
+    /* activations (backend memory) */
+    float *x, *xb, *q, *k, *v, *att, *o, *gate, *up, *logits, *logits_full;
+
+    /* host buffers */
+    int32_t *plan;   /* header + words */
+    size_t plan_capacity_words;
+    ts_batch_seq *plan_seqs; /* followers: decoded sequences */
+    int32_t *picks_index;    /* [max_batch_seqs] */
+    float *picks_value;
+    argmax_pick *pairs_local;  /* [max_batch_seqs] */
+    argmax_pick *pairs_all;    /* [size][max_batch_seqs] */
+    float *host_logits_local;  /* [max_batch_seqs][max_vocab_shard] */
+    float *host_logits_all;    /* [size][max_batch_seqs][max_vocab_shard] (leader) */
+    float *host_logits_full;   /* [max_batch_seqs][n_vocab] (leader) */
+};
+
+/* ------------------------------------------------------------------ setup */
+
+static void fill_defaults(const ts_llama_hparams *hp, const ts_engine_options *in,
+                          ts_engine_options *out) {
+    *out = in ? *in : (ts_engine_options){0};
+    if (out->max_batch_tokens <= 0) out->max_batch_tokens = 512;
+    if (out->max_batch_seqs <= 0) out->max_batch_seqs = 256;
+    if (out->max_batch_seqs > out->max_batch_tokens) out->max_batch_seqs = out->max_batch_tokens;
+    if (out->block_size <= 0) out->block_size = 16;
+    if (out->kv_memory == 0) out->kv_memory = (size_t)256 << 20;
+    if (out->kv_type != TS_DTYPE_F32) out->kv_type = TS_DTYPE_F16;
+    if (out->max_ctx <= 0) out->max_ctx = hp->n_ctx_train;
+}
+
+static void *backend_alloc(ts_engine *e, size_t bytes, const char *what, int *rc) {
+    if (*rc) return NULL;
+    void *p = e->be->alloc(e->be, bytes ? bytes : 1);
+    if (!p) *rc = ts_error_wrap(TS_E_NOMEM, "allocating %s (%zu bytes)", what, bytes);
+    return p;
+}
+
+static void *host_alloc(size_t bytes, int *rc) {
+    if (*rc) return NULL;
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) *rc = ts_error_set(TS_E_NOMEM, "out of memory (%zu bytes of engine buffers)", bytes);
+    return p;
+}
+
+static float *prepare_vector(ts_engine *e, const ts_llama_vector *v, const char *what, int *rc) {
+    float *host = host_alloc((size_t)v->n * sizeof(float), rc);
+    float *dev = backend_alloc(e, (size_t)v->n * sizeof(float), what, rc);
+    if (!*rc) {
+        ts_dequantize_row(v->type, v->data, host, v->n);
+        e->be->upload(e->be, dev, host, (size_t)v->n * sizeof(float));
+    }
+    free(host);
+    return dev;
+}
+
+static void prepare_weight(ts_engine *e, const ts_weight *host, ts_weight *dst, const char *what,
+                           int *rc) {
+    if (*rc) return;
+    *rc = e->be->weight_prepare(e->be, host, dst);
+    if (*rc) *rc = ts_error_wrap(*rc, "preparing %s", what);
+}
+
+static int prepare_layer(ts_engine *e, int l) {
+    const ts_llama_layer *src = &e->model->layers[l];
+    layer_weights *dst = &e->layers[l];
+    const ts_shard_plan *s = &e->shard;
+    int32_t hd = e->hp.head_dim;
+    char what[64];
+    int rc = 0;
+    ts_weight view;
+    snprintf(what, sizeof what, "layer %d attn_norm", l);
+    dst->attn_norm = prepare_vector(e, &src->attn_norm, what, &rc);
+    snprintf(what, sizeof what, "layer %d ffn_norm", l);
+    dst->ffn_norm = prepare_vector(e, &src->ffn_norm, what, &rc);
+    if (rc) return rc;
+#define SHARD(fn, w, a, b, out, name)                                                              \
+    do {                                                                                           \
+        snprintf(what, sizeof what, "layer %d %s", l, name);                                       \
+        if (!rc) rc = fn(&src->w, a, b, &view);                                                    \
+        if (rc && !strstr(ts_error_message(), "layer")) rc = ts_error_wrap(rc, "%s", what);       \
+        prepare_weight(e, &view, &dst->out, what, &rc);                                            \
+    } while (0)
+    SHARD(ts_weight_rows, wq, (int64_t)s->head0 * hd, (int64_t)s->n_heads * hd, wq, "attn_q");
+    SHARD(ts_weight_rows, wk, (int64_t)s->kv_head0 * hd, (int64_t)s->n_kv_heads * hd, wk, "attn_k");
+    SHARD(ts_weight_rows, wv, (int64_t)s->kv_head0 * hd, (int64_t)s->n_kv_heads * hd, wv, "attn_v");
+    SHARD(ts_weight_cols, wo, (int64_t)s->head0 * hd, (int64_t)s->n_heads * hd, wo, "attn_output");
+    SHARD(ts_weight_rows, w_gate, s->ff0, s->n_ff, w_gate, "ffn_gate");
+    SHARD(ts_weight_rows, w_up, s->ff0, s->n_ff, w_up, "ffn_up");
+    SHARD(ts_weight_cols, w_down, s->ff0, s->n_ff, w_down, "ffn_down");
+#undef SHARD
+    return rc;
+}
+
+/* Every rank computes how many KV blocks fit its budget; the group uses the smallest count so
+ * that block ids mean the same on every rank. */
+static int size_kv_cache(ts_engine *e) {
+    const ts_engine_options *o = &e->opts;
+    size_t elem = (size_t)ts_dtype_block_bytes(o->kv_type);
+    size_t per_layer_block =
+        (size_t)e->shard.n_kv_heads * (size_t)o->block_size * (size_t)e->hp.head_dim * elem;
+    size_t per_block = 2 * (size_t)e->hp.n_layers * per_layer_block;
+    int64_t fit = (int64_t)(o->kv_memory / per_block);
+    int32_t need = (o->max_ctx + o->block_size - 1) / o->block_size;
+    int32_t mine = fit > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)fit;
+    int32_t *all = malloc((size_t)e->comm->size * sizeof *all);
+    if (!all) return ts_error_set(TS_E_NOMEM, "out of memory");
+    int rc = ts_comm_allgather(e->comm, &mine, all, sizeof mine);
+    int32_t n = mine;
+    for (int r = 0; !rc && r < e->comm->size; r++)
+        if (all[r] < n) n = all[r];
+    free(all);
+    if (rc) return ts_error_wrap(rc, "agreeing on the KV cache size");
+    if (n < need)
+        return ts_error_set(TS_E_INVALID,
+                            "KV cache memory %zu bytes per rank holds %d blocks of %d tokens, but "
+                            "one sequence of the context length %d needs %d: raise --kv-memory "
+                            "(to at least %zu bytes) or lower --ctx",
+                            o->kv_memory, n, o->block_size, o->max_ctx, need,
+                            (size_t)need * per_block);
+    e->n_blocks = n;
+    return TS_OK;
+}
+
+int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
+                     const ts_engine_options *opts, ts_engine **out) {
+    *out = NULL;
+    ts_engine *e = calloc(1, sizeof *e);
+    if (!e) return ts_error_set(TS_E_NOMEM, "out of memory");
+    e->model = m;
+    e->hp = m->hp;
+    e->be = be;
+    e->comm = comm;
+    fill_defaults(&m->hp, opts, &e->opts);
+    const ts_engine_options *o = &e->opts;
+    int rc = ts_shard_plan_make(m, comm->rank, comm->size, &e->shard);
+    if (rc) goto fail;
+    if (o->max_ctx < 1 || o->max_ctx > (1 << 24)) {
+        rc = ts_error_set(TS_E_INVALID, "context length %d out of range", o->max_ctx);
+        goto fail;
+    }
+    const ts_shard_plan *s = &e->shard;
+    const ts_llama_hparams *hp = &e->hp;
+
+    /* weights */
+    e->layers = calloc((size_t)hp->n_layers, sizeof *e->layers);
+    if (!e->layers) {
+        rc = ts_error_set(TS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    ts_weight view;
+    rc = ts_weight_rows(&m->token_embd, s->vocab0, s->n_vocab, &view);
+    prepare_weight(e, &view, &e->embd, "token_embd", &rc);
+    if (hp->tied_output) {
+        e->output = e->embd;
+        e->output.owned = NULL; /* released once, through embd */
+    } else {
+        if (!rc) rc = ts_weight_rows(&m->output, s->vocab0, s->n_vocab, &view);
+        prepare_weight(e, &view, &e->output, "output", &rc);
+    }
+    e->output_norm = prepare_vector(e, &m->output_norm, "output_norm", &rc);
+    for (int l = 0; !rc && l < hp->n_layers; l++) rc = prepare_layer(e, l);
+    if (rc) goto fail;
+
+    /* KV cache */
+    rc = size_kv_cache(e);
+    if (rc) goto fail;
+    e->kv = calloc((size_t)hp->n_layers, sizeof *e->kv);
+    if (!e->kv) {
+        rc = ts_error_set(TS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    size_t pool_bytes = (size_t)e->n_blocks * (size_t)s->n_kv_heads * (size_t)o->block_size *
+                        (size_t)hp->head_dim * (size_t)ts_dtype_block_bytes(o->kv_type);
+    for (int l = 0; l < hp->n_layers; l++) {
+        ts_kv_layer *kv = &e->kv[l];
+        kv->type = o->kv_type;
+        kv->n_blocks = e->n_blocks;
+        kv->block_size = o->block_size;
+        kv->n_kv_heads = s->n_kv_heads;
+        kv->head_dim = hp->head_dim;
+        kv->k = backend_alloc(e, pool_bytes, "the KV cache", &rc);
+        kv->v = backend_alloc(e, pool_bytes, "the KV cache", &rc);
+    }
+
+    /* activations */
+    size_t T = (size_t)o->max_batch_tokens, S = (size_t)o->max_batch_seqs;
+    size_t q_width = (size_t)s->n_heads * (size_t)hp->head_dim;
+    size_t kv_width = (size_t)s->n_kv_heads * (size_t)hp->head_dim;
+    size_t f = sizeof(float);
+    e->x = backend_alloc(e, T * (size_t)hp->dim * f, "activations", &rc);
+    e->xb = backend_alloc(e, T * (size_t)hp->dim * f, "activations", &rc);
+    e->o = backend_alloc(e, T * (size_t)hp->dim * f, "activations", &rc);
+    e->q = backend_alloc(e, T * q_width * f, "activations", &rc);
+    e->att = backend_alloc(e, T * q_width * f, "activations", &rc);
+    e->k = backend_alloc(e, T * kv_width * f, "activations", &rc);
+    e->v = backend_alloc(e, T * kv_width * f, "activations", &rc);
+    e->gate = backend_alloc(e, T * (size_t)s->n_ff * f, "activations", &rc);
+    e->up = backend_alloc(e, T * (size_t)s->n_ff * f, "activations", &rc);
+    e->logits = backend_alloc(e, S * (size_t)s->n_vocab * f, "logits", &rc);
+    bool leader = comm->rank == 0;
+    if (leader && comm->size > 1)
+        e->logits_full = backend_alloc(e, S * (size_t)hp->n_vocab * f, "logits", &rc);
+
+    /* host buffers */
+    int32_t max_blocks_per_seq = (o->max_ctx + o->block_size - 1) / o->block_size;
+    e->plan_capacity_words = T + S * SEQ_WORDS + S * (size_t)max_blocks_per_seq;
+    e->plan = host_alloc(sizeof(plan_header) + e->plan_capacity_words * 4, &rc);
+    e->plan_seqs = host_alloc(S * sizeof *e->plan_seqs, &rc);
+    e->picks_index = host_alloc(S * sizeof *e->picks_index, &rc);
+    e->picks_value = host_alloc(S * sizeof *e->picks_value, &rc);
+    e->pairs_local = host_alloc(S * sizeof *e->pairs_local, &rc);
+    e->pairs_all = host_alloc((size_t)comm->size * S * sizeof *e->pairs_all, &rc);
+    if (comm->size > 1) {
+        size_t shard = (size_t)s->max_vocab_shard;
+        e->host_logits_local = host_alloc(S * shard * f, &rc);
+        e->host_logits_all = host_alloc((size_t)comm->size * S * shard * f, &rc);
+        if (leader) e->host_logits_full = host_alloc(S * (size_t)hp->n_vocab * f, &rc);
+    }
+    if (rc) goto fail;
+    *out = e;
+    return TS_OK;
+fail:
+    ts_engine_destroy(e);
+    return rc;
+}
+
+static void release_weight(ts_engine *e, ts_weight *w) {
+    if (w->owned) e->be->weight_release(e->be, w);
+}
+
+void ts_engine_destroy(ts_engine *e) {
+    if (!e) return;
+    ts_backend *be = e->be;
+    if (e->layers) {
+        for (int l = 0; l < e->hp.n_layers; l++) {
+            layer_weights *w = &e->layers[l];
+            be->free(be, w->attn_norm);
+            be->free(be, w->ffn_norm);
+            release_weight(e, &w->wq);
+            release_weight(e, &w->wk);
+            release_weight(e, &w->wv);
+            release_weight(e, &w->wo);
+            release_weight(e, &w->w_gate);
+            release_weight(e, &w->w_up);
+            release_weight(e, &w->w_down);
+        }
+        free(e->layers);
+    }
+    release_weight(e, &e->embd);
+    release_weight(e, &e->output);
+    be->free(be, e->output_norm);
+    if (e->kv) {
+        for (int l = 0; l < e->hp.n_layers; l++) {
+            be->free(be, e->kv[l].k);
+            be->free(be, e->kv[l].v);
+        }
+        free(e->kv);
+    }
+    float *bufs[] = {e->x, e->xb, e->q, e->k, e->v, e->att, e->o, e->gate, e->up, e->logits,
+                     e->logits_full};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    free(e->plan);
+    free(e->plan_seqs);
+    free(e->picks_index);
+    free(e->picks_value);
+    free(e->pairs_local);
+    free(e->pairs_all);
+    free(e->host_logits_local);
+    free(e->host_logits_all);
+    free(e->host_logits_full);
+    free(e);
+}
+
+const ts_llama_hparams *ts_engine_hparams(const ts_engine *e) { return &e->hp; }
+const ts_shard_plan *ts_engine_shard(const ts_engine *e) { return &e->shard; }
+const ts_engine_options *ts_engine_options_get(const ts_engine *e) { return &e->opts; }
+int32_t ts_engine_n_blocks(const ts_engine *e) { return e->n_blocks; }
+ts_comm *ts_engine_comm(const ts_engine *e) { return e->comm; }
+
+/* ------------------------------------------------------------------ validation */
+
+int ts_engine_check_batch(const ts_engine *e, const ts_batch *b) {
+    const ts_engine_options *o = &e->opts;
+    if (b->n_tokens < 1 || b->n_tokens > o->max_batch_tokens)
+        return ts_error_set(TS_E_INVALID, "batch of %d tokens (limit %d)", b->n_tokens,
+                            o->max_batch_tokens);
+    if (b->n_seqs < 1 || b->n_seqs > o->max_batch_seqs)
+        return ts_error_set(TS_E_INVALID, "batch of %d sequences (limit %d)", b->n_seqs,
+                            o->max_batch_seqs);
+    if (b->block_size != o->block_size)
+        return ts_error_set(TS_E_INVALID, "batch block size %d, engine %d", b->block_size,
+                            o->block_size);
+    int32_t row = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const ts_batch_seq *s = &b->seqs[i];
+        if (s->row0 != row || s->n_rows < 1 || row + s->n_rows > b->n_tokens)
+            return ts_error_set(TS_E_INVALID, "batch sequence %d: rows [%d, +%d) out of order", i,
+                                s->row0, s->n_rows);
+        if (s->pos0 < 0 || (int64_t)s->pos0 + s->n_rows > o->max_ctx)
+            return ts_error_set(TS_E_INVALID, "batch sequence %d: positions %d..%d beyond the "
+                                "context length %d", i, s->pos0, s->pos0 + s->n_rows - 1,
+                                o->max_ctx);
+        if (s->block0 < 0 || s->n_blocks < 0 || (int64_t)s->block0 + s->n_blocks > b->n_block_ids ||
+            (int64_t)s->n_blocks * b->block_size < (int64_t)s->pos0 + s->n_rows)
+            return ts_error_set(TS_E_INVALID, "batch sequence %d: block table too short", i);
+        row += s->n_rows;
+    }
+    if (row != b->n_tokens)
+        return ts_error_set(TS_E_INVALID, "batch sequences cover %d of %d tokens", row, b->n_tokens);
+    for (int32_t i = 0; i < b->n_block_ids; i++)
+        if (b->block_ids[i] < 0 || b->block_ids[i] >= e->n_blocks)
+            return ts_error_set(TS_E_INVALID, "block id %d outside the pool of %d", b->block_ids[i],
+                                e->n_blocks);
+    for (int32_t i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= e->hp.n_vocab)
+            return ts_error_set(TS_E_INVALID, "token id %d outside the vocabulary of %d",
+                                b->tokens[i], e->hp.n_vocab);
+    return TS_OK;
+}
+
+/* ------------------------------------------------------------------ forward pass */
+
+static int forward_layers(ts_engine *e, const ts_batch *b) {
+    ts_backend *be = e->be;
+    const ts_llama_hparams *hp = &e->hp;
+    const ts_shard_plan *s = &e->shard;
+    int32_t n = b->n_tokens;
+    size_t n_x = (size_t)n * (size_t)hp->dim;
+    float scale = 1.0f / sqrtf((float)hp->head_dim);
+    int rc = be->set_batch(be, b);
+    if (rc) return rc;
+    be->embed(be, e->x, &e->embd, s->vocab0);
+    rc = ts_comm_allreduce_sum_f32(e->comm, e->x, n_x);
+    for (int l = 0; !rc && l < hp->n_layers; l++) {
+        const layer_weights *w = &e->layers[l];
+        be->rmsnorm(be, e->xb, e->x, w->attn_norm, n, hp->dim, hp->rms_eps);
+        be->matmul(be, e->q, e->xb, n, &w->wq);
+        be->matmul(be, e->k, e->xb, n, &w->wk);
+        be->matmul(be, e->v, e->xb, n, &w->wv);
+        be->rope(be, e->q, s->n_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
+        be->rope(be, e->k, s->n_kv_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
+        be->kv_store(be, &e->kv[l], e->k, e->v);
+        be->attention(be, e->att, e->q, &e->kv[l], s->n_heads, scale);
+        be->matmul(be, e->o, e->att, n, &w->wo);
+        rc = ts_comm_allreduce_sum_f32(e->comm, e->o, n_x);
+        if (rc) break;
+        be->add(be, e->x, e->o, (int64_t)n_x);
+        be->rmsnorm(be, e->xb, e->x, w->ffn_norm, n, hp->dim, hp->rms_eps);
+        be->matmul(be, e->gate, e->xb, n, &w->w_gate);
+        be->matmul(be, e->up, e->xb, n, &w->w_up);
+        be->silu_mul(be, e->gate, e->up, (int64_t)n * s->n_ff);
+        be->matmul(be, e->o, e->gate, n, &w->w_down);
+        rc = ts_comm_allreduce_sum_f32(e->comm, e->o, n_x);
+        if (rc) break;
+        be->add(be, e->x, e->o, (int64_t)n_x);
+    }
+    if (rc) return ts_error_wrap(rc, "forward pass");
+    return TS_OK;
+}
+
+static int32_t count_outputs(const ts_batch *b) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) n += b->seqs[i].want_logits;
+    return n;
+}
+
+/* Greedy rows across ranks: each rank's best (value, id) of its vocabulary shard, gathered;
+ * the leader keeps the largest value, the lowest id on ties (ranks hold increasing ids). */
+static int pick_greedy_group(ts_engine *e, int32_t n_out, int32_t *tokens) {
+    ts_comm *c = e->comm;
+    e->be->argmax(e->be, e->logits, n_out, e->shard.n_vocab, e->picks_index, e->picks_value);
+    for (int32_t j = 0; j < n_out; j++) {
+        e->pairs_local[j].value = e->picks_value[j];
+        e->pairs_local[j].index = e->picks_index[j] + e->shard.vocab0;
+    }
+    size_t bytes = (size_t)n_out * sizeof(argmax_pick);
+    int rc = ts_comm_allgather(c, e->pairs_local, e->pairs_all, bytes);
+    if (rc || c->rank != 0) return rc;
+    for (int32_t j = 0; j < n_out; j++) {
+        argmax_pick best = e->pairs_all[j];
+        for (int r = 1; r < c->size; r++) {
+            argmax_pick p = e->pairs_all[(size_t)r * (size_t)n_out + (size_t)j];
+            if (p.value > best.value) best = p;
+        }
+        tokens[j] = best.index;
+    }
+    return TS_OK;
+}
+
+/* Sampled rows across ranks: gather every rank's logits shard (padded to the largest shard) on
+ * the host, reassemble full rows on the leader and sample there. */
+static int pick_sampled_group(ts_engine *e, int32_t n_out, const ts_sampling *params,
+                              int32_t *tokens, float *logprobs) {
+    ts_comm *c = e->comm;
+    const ts_shard_plan *s = &e->shard;
+    size_t shard = (size_t)s->max_vocab_shard;
+    size_t vocab_local = (size_t)s->n_vocab;
+    for (int32_t j = 0; j < n_out; j++)
+        e->be->download(e->be, e->host_logits_local + (size_t)j * shard,
+                        e->logits + (size_t)j * vocab_local, vocab_local * sizeof(float));
+    int rc = ts_comm_allgather(c, e->host_logits_local, e->host_logits_all,
+                               (size_t)n_out * shard * sizeof(float));
+    if (rc || c->rank != 0) return rc;
+    size_t vocab = (size_t)e->hp.n_vocab;
+    for (int r = 0; r < c->size; r++) {
+        int64_t v0, v1;
+        ts_shard_split(e->hp.n_vocab, c->size, r, 1, &v0, &v1);
+        for (int32_t j = 0; j < n_out; j++)
+            memcpy(e->host_logits_full + (size_t)j * vocab + (size_t)v0,
+                   e->host_logits_all + ((size_t)r * (size_t)n_out + (size_t)j) * shard,
+                   (size_t)(v1 - v0) * sizeof(float));
+    }
+    e->be->upload(e->be, e->logits_full, e->host_logits_full, (size_t)n_out * vocab * sizeof(float));
+    e->be->sample(e->be, e->logits_full, n_out, e->hp.n_vocab, params, tokens, logprobs);
+    return TS_OK;
+}
+
+static int forward(ts_engine *e, const ts_batch *b, bool full_logits, const ts_sampling *params,
+                   int32_t *tokens, float *logprobs) {
+    int rc = forward_layers(e, b);
+    if (rc) return rc;
+    int32_t n_out = count_outputs(b);
+    if (n_out == 0) return e->be->sync(e->be);
+    ts_backend *be = e->be;
+    be->logit_rows(be, e->o, e->x, e->hp.dim);
+    be->rmsnorm(be, e->xb, e->o, e->output_norm, n_out, e->hp.dim, e->hp.rms_eps);
+    be->matmul(be, e->logits, e->xb, n_out, &e->output);
+    if (e->comm->size == 1) {
+        if (full_logits) be->sample(be, e->logits, n_out, e->hp.n_vocab, params, tokens, logprobs);
+        else be->argmax(be, e->logits, n_out, e->hp.n_vocab, tokens, e->picks_value);
+        return be->sync(be);
+    }
+    rc = full_logits ? pick_sampled_group(e, n_out, params, tokens, logprobs)
+                     : pick_greedy_group(e, n_out, tokens);
+    if (rc) return ts_error_wrap(rc, "picking tokens");
+    return be->sync(be);
+}
+
+/* ------------------------------------------------------------------ group protocol */
+
+static bool needs_full_logits(const ts_sampling *params, int32_t n_out, const float *logprobs) {
+    if (logprobs) return true;
+    for (int32_t j = 0; j < n_out; j++)
+        if (params[j].temperature > 0.0f || params[j].repetition_penalty != 1.0f) return true;
+    return false;
+}
+
+/* Broadcasts the plan from the leader: the header and the first words in one message, the rest
+ * (large prefill plans) in a second. */
+static int broadcast_plan(ts_engine *e) {
+    int rc = ts_comm_broadcast(e->comm, e->plan, PLAN_INLINE_BYTES, 0);
+    if (rc) return rc;
+    const plan_header *h = (const plan_header *)e->plan;
+    if (h->magic != PLAN_MAGIC)
+        return ts_error_set(TS_E_INTERNAL, "corrupt step plan from the group leader");
+    if (h->n_words > PLAN_INLINE_WORDS) {
+        if ((size_t)h->n_words > e->plan_capacity_words)
+            return ts_error_set(TS_E_INTERNAL, "step plan of %d words exceeds %zu", h->n_words,
+                                e->plan_capacity_words);
+        int32_t *words = (int32_t *)((plan_header *)e->plan + 1);
+        rc = ts_comm_broadcast(e->comm, words + PLAN_INLINE_WORDS,
+                               (size_t)(h->n_words - PLAN_INLINE_WORDS) * 4, 0);
+    }
+    return rc;
+}
+
+int ts_engine_step(ts_engine *e, const ts_batch *b, const ts_sampling *params, int32_t *tokens,
+                   float *logprobs) {
+    TS_ASSERT(e->comm->rank == 0);
+    int rc = ts_engine_check_batch(e, b);
+    if (rc) return rc;
+    bool full = needs_full_logits(params, count_outputs(b), logprobs);
+    if (e->comm->size > 1) {
+        plan_header *h = (plan_header *)e->plan;
+        int32_t *w = (int32_t *)(h + 1);
+        size_t n_words = (size_t)b->n_tokens + (size_t)b->n_seqs * SEQ_WORDS + (size_t)b->n_block_ids;
+        if (n_words > e->plan_capacity_words)
+            return ts_error_set(TS_E_INVALID, "step plan too large");
+        *h = (plan_header){PLAN_MAGIC, PLAN_STEP, b->n_tokens, b->n_seqs, b->n_block_ids,
+                           b->block_size, full, (int32_t)n_words};
+        memcpy(w, b->tokens, (size_t)b->n_tokens * 4);
+        w += b->n_tokens;
+        for (int32_t i = 0; i < b->n_seqs; i++, w += SEQ_WORDS) {
+            const ts_batch_seq *s = &b->seqs[i];
+            w[0] = s->row0;
+            w[1] = s->n_rows;
+            w[2] = s->pos0;
+            w[3] = s->block0;
+            w[4] = s->n_blocks;
+            w[5] = s->want_logits;
+        }
+        memcpy(w, b->block_ids, (size_t)b->n_block_ids * 4);
+        rc = broadcast_plan(e);
+        if (rc) return ts_error_wrap(rc, "sending the step to the group");
+    }
+    return forward(e, b, full, params, tokens, logprobs);
+}
+
+int ts_engine_stop_group(ts_engine *e) {
+    if (e->comm->size == 1) return TS_OK;
+    plan_header *h = (plan_header *)e->plan;
+    *h = (plan_header){PLAN_MAGIC, PLAN_STOP, 0, 0, 0, 0, 0, 0};
+    return broadcast_plan(e);
+}
+
+int ts_engine_follow(ts_engine *e) {
+    TS_ASSERT(e->comm->rank != 0);
+    for (;;) {
+        int rc = broadcast_plan(e);
+        if (rc) return ts_error_wrap(rc, "waiting for the group leader");
+        const plan_header *h = (const plan_header *)e->plan;
+        if (h->type == PLAN_STOP) return TS_OK;
+        const int32_t *w = (const int32_t *)(h + 1);
+        if (h->n_seqs < 0 || h->n_seqs > e->opts.max_batch_seqs || h->n_tokens < 0 ||
+            h->n_block_ids < 0 ||
+            (int64_t)h->n_tokens + (int64_t)h->n_seqs * SEQ_WORDS + h->n_block_ids != h->n_words)
+            return ts_error_set(TS_E_INTERNAL, "malformed step plan from the group leader");
+        ts_batch b = {.n_tokens = h->n_tokens, .n_seqs = h->n_seqs, .tokens = w,
+                      .seqs = e->plan_seqs, .n_block_ids = h->n_block_ids,
+                      .block_size = h->block_size};
+        w += h->n_tokens;
+        for (int32_t i = 0; i < h->n_seqs; i++, w += SEQ_WORDS)
+            e->plan_seqs[i] = (ts_batch_seq){w[0], w[1], w[2], w[3], w[4], w[5] != 0};
+        b.block_ids = w;
+        rc = ts_engine_check_batch(e, &b);
+        if (rc) return ts_error_wrap(rc, "step plan from the group leader");
+        rc = forward(e, &b, h->full_logits != 0, NULL, e->picks_index, NULL);
+        if (rc) return rc;
+    }
+}

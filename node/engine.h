@@ -1,0 +1,80 @@
+/*
+ * engine.h — the Llama forward pass of one tensor-parallel rank over the paged KV cache.
+ *
+ * A step runs a batch (kernels.h: ts_batch) of tokens from many sequences at once — decode
+ * tokens and prefill chunks together — and picks the next token of every sequence whose last
+ * prompt token or last generated token is in the batch. Per layer:
+ *
+ *   xb = rmsnorm(x)                  q,k,v = xb·Wq,Wk,Wv (this rank's heads)   rope(q, k)
+ *   kv_store(k, v)                   att = attention(q, paged KV)               o = att·Wo
+ *   all-reduce(o)   x += o           xb = rmsnorm(x)     g,u = xb·Wgate,Wup (this rank's rows)
+ *   g = silu(g)·u   d = g·Wdown      all-reduce(d)       x += d
+ *
+ * so a group of N ranks does two all-reduces per layer and nothing else in the hot path (plus
+ * one for the vocab-parallel embedding per step, and one small gather for the next tokens).
+ *
+ * Group protocol. The group's rank 0 (the leader) owns the work: it calls ts_engine_step with a
+ * plan (the batch), which the engine broadcasts to the other ranks (the followers); every rank
+ * then runs the same forward pass on its shard. Followers sit in ts_engine_follow, executing
+ * plans until the leader calls ts_engine_stop_group. Greedy rows are reduced across ranks as
+ * (value, index) pairs without gathering the logits; rows that sample or want log-probs gather
+ * the full logits on the leader.
+ *
+ * Memory: the weights stay where the backend prepared them (zero-copy views of the mmap on the
+ * CPU); activations are sized for opts.max_batch_tokens; the KV cache takes opts.kv_memory bytes
+ * per rank, as many blocks as fit (the same count on every rank). No allocation happens per step.
+ *
+ * Threads: one thread drives an engine. Errors: a failed collective (a dead rank) returns
+ * TS_E_UNAVAILABLE/TS_E_TIMEOUT; the group cannot continue after that.
+ */
+#ifndef TS_NODE_ENGINE_H
+#define TS_NODE_ENGINE_H
+
+#include "kernels/kernels.h"
+#include "model/llama.h"
+#include "node/comm.h"
+#include "node/shard.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ts_engine ts_engine;
+
+typedef struct ts_engine_options {
+    int32_t max_batch_tokens; /* tokens per step; <= 0: 512 */
+    int32_t max_batch_seqs;   /* sequences per step; <= 0: 256 */
+    int32_t block_size;       /* KV slots per block; <= 0: 16 */
+    size_t kv_memory;         /* KV cache bytes on this rank; 0: 256 MiB */
+    ts_dtype kv_type;         /* TS_DTYPE_F16 or TS_DTYPE_F32 */
+    int32_t max_ctx;          /* longest sequence; <= 0: the model's trained context */
+} ts_engine_options;
+
+/* Prepares this rank's shard (comm->rank of comm->size) on the backend and allocates the KV
+ * cache. Collective: every rank of the group calls it. The model and backend must outlive it. */
+int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
+                     const ts_engine_options *opts, ts_engine **out);
+void ts_engine_destroy(ts_engine *e);
+
+const ts_llama_hparams *ts_engine_hparams(const ts_engine *e);
+const ts_shard_plan *ts_engine_shard(const ts_engine *e);
+const ts_engine_options *ts_engine_options_get(const ts_engine *e); /* with defaults filled in */
+int32_t ts_engine_n_blocks(const ts_engine *e);
+ts_comm *ts_engine_comm(const ts_engine *e);
+
+/* Leader only. Runs one step of the group. For the j-th sequence of the batch with want_logits
+ * (in batch order), picks tokens[j] by params[j]; logprobs (may be NULL) receives the log-prob of
+ * each picked token (gathering the full logits for every row when non-NULL). */
+int ts_engine_step(ts_engine *e, const ts_batch *batch, const ts_sampling *params,
+                   int32_t *tokens, float *logprobs);
+
+/* Leader only: ends ts_engine_follow on the followers. */
+int ts_engine_stop_group(ts_engine *e);
+
+/* Followers only: executes the leader's plans until it stops the group (returns 0) or a
+ * collective fails (returns the error). */
+int ts_engine_follow(ts_engine *e);
+
+/* Checks a batch against the engine's limits and the KV pool (used before every step). */
+int ts_engine_check_batch(const ts_engine *e, const ts_batch *batch);
+
+#endif

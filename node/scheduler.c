@@ -1,0 +1,544 @@
+/*
+ * scheduler.c — see scheduler.h for the policy.
+ *
+ * Every active request is a `seq`. It knows n_tokens token ids (prompt, then generated ones) of
+ * which the first n_computed have their KV in the cache; pending = n_tokens - n_computed >= 1
+ * tokens remain to run: exactly 1 while decoding, more while prefilling. When a step runs the
+ * last pending token, the sequence gets a new token and pending is 1 again. Sequences live in
+ * two lists, `running` (admitted, holding KV blocks) and `waiting` (queued or preempted),
+ * ordered by (priority desc, arrival asc).
+ */
+#include "node/scheduler.h"
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/rng.h"
+#include "node/kv_pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct seq {
+    uint64_t id;
+    uint64_t arrival;
+    ts_request_params params;
+    ts_rng rng;
+    int32_t *tokens; /* [max_ctx] */
+    int32_t n_prompt, n_tokens, n_computed, n_generated, n_cached;
+    int32_t *blocks; /* [max_blocks] block table */
+    int32_t n_blocks;
+    int32_t n_published; /* leading full blocks registered in the prefix cache */
+    uint64_t last_hash;  /* chain hash of block n_published - 1 (0 if none) */
+    /* set while building a step */
+    int32_t step_rows;
+    bool step_logits;
+} seq;
+
+typedef struct seq_list {
+    seq **items;
+    int32_t n, cap;
+} seq_list;
+
+struct ts_sched {
+    ts_engine *engine;
+    ts_sched_options opts;
+    ts_kv_pool *pool;
+    int32_t max_ctx, block_size, max_blocks, n_vocab;
+    int32_t max_batch_tokens, max_batch_seqs;
+    uint64_t next_arrival;
+    seq_list running, waiting;
+    ts_sched_stats stats;
+    /* step buffers, sized once */
+    int32_t *batch_tokens;
+    ts_batch_seq *batch_seqs;
+    int32_t *batch_block_ids;
+    seq **step_seqs;
+    ts_sampling *sampling;
+    int32_t *picked;
+    float *picked_logprobs;
+    ts_sched_event *events;
+    int32_t n_events, events_cap;
+};
+
+const char *ts_finish_reason_name(ts_finish_reason r) {
+    switch (r) {
+    case TS_FINISH_NONE: return "none";
+    case TS_FINISH_LENGTH: return "length";
+    case TS_FINISH_STOP: return "stop";
+    case TS_FINISH_CANCELLED: return "cancelled";
+    case TS_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+ts_request_params ts_request_params_default(void) {
+    ts_request_params p;
+    memset(&p, 0, sizeof p);
+    p.max_tokens = 16;
+    p.top_p = 1.0f;
+    p.repetition_penalty = 1.0f;
+    p.repetition_last_n = 64;
+    return p;
+}
+
+/* ------------------------------------------------------------------ lists */
+
+static bool runs_before(const seq *a, const seq *b) {
+    if (a->params.priority != b->params.priority) return a->params.priority > b->params.priority;
+    return a->arrival < b->arrival;
+}
+
+static int list_insert(seq_list *l, seq *s) {
+    if (l->n == l->cap) {
+        int32_t cap = l->cap ? l->cap * 2 : 64;
+        seq **items = realloc(l->items, (size_t)cap * sizeof *items);
+        if (!items) return ts_error_set(TS_E_NOMEM, "out of memory");
+        l->items = items;
+        l->cap = cap;
+    }
+    int32_t i = l->n;
+    while (i > 0 && runs_before(s, l->items[i - 1])) {
+        l->items[i] = l->items[i - 1];
+        i--;
+    }
+    l->items[i] = s;
+    l->n++;
+    return TS_OK;
+}
+
+static void list_remove_at(seq_list *l, int32_t i) {
+    memmove(&l->items[i], &l->items[i + 1], (size_t)(l->n - i - 1) * sizeof *l->items);
+    l->n--;
+}
+
+static int32_t list_find(const seq_list *l, uint64_t id) {
+    for (int32_t i = 0; i < l->n; i++)
+        if (l->items[i]->id == id) return i;
+    return -1;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **out) {
+    *out = NULL;
+    ts_sched *s = calloc(1, sizeof *s);
+    if (!s) return ts_error_set(TS_E_NOMEM, "out of memory");
+    s->engine = engine;
+    s->opts = opts ? *opts : (ts_sched_options){0};
+    if (s->opts.prefill_chunk <= 0) s->opts.prefill_chunk = 512;
+    if (s->opts.max_waiting <= 0) s->opts.max_waiting = 4096;
+    const ts_engine_options *eo = ts_engine_options_get(engine);
+    s->max_ctx = eo->max_ctx;
+    s->block_size = eo->block_size;
+    s->max_blocks = (s->max_ctx + s->block_size - 1) / s->block_size;
+    s->n_vocab = ts_engine_hparams(engine)->n_vocab;
+    s->max_batch_tokens = eo->max_batch_tokens;
+    s->max_batch_seqs = eo->max_batch_seqs;
+    int rc = ts_kv_pool_create(ts_engine_n_blocks(engine), s->block_size, &s->pool);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    size_t S = (size_t)s->max_batch_seqs;
+    s->batch_tokens = malloc((size_t)s->max_batch_tokens * sizeof *s->batch_tokens);
+    s->batch_seqs = malloc(S * sizeof *s->batch_seqs);
+    s->batch_block_ids = malloc(S * (size_t)s->max_blocks * sizeof *s->batch_block_ids);
+    s->step_seqs = malloc(S * sizeof *s->step_seqs);
+    s->sampling = malloc(S * sizeof *s->sampling);
+    s->picked = malloc(S * sizeof *s->picked);
+    s->picked_logprobs = malloc(S * sizeof *s->picked_logprobs);
+    s->events_cap = (int32_t)S * 2 + 16;
+    s->events = malloc((size_t)s->events_cap * sizeof *s->events);
+    if (!s->batch_tokens || !s->batch_seqs || !s->batch_block_ids || !s->step_seqs ||
+        !s->sampling || !s->picked || !s->picked_logprobs || !s->events) {
+        ts_sched_destroy(s);
+        return ts_error_set(TS_E_NOMEM, "out of memory for scheduler buffers");
+    }
+    *out = s;
+    return TS_OK;
+}
+
+static void seq_free(seq *q) {
+    if (!q) return;
+    free(q->tokens);
+    free(q->blocks);
+    free(q);
+}
+
+void ts_sched_destroy(ts_sched *s) {
+    if (!s) return;
+    for (int32_t i = 0; i < s->running.n; i++) seq_free(s->running.items[i]);
+    for (int32_t i = 0; i < s->waiting.n; i++) seq_free(s->waiting.items[i]);
+    free(s->running.items);
+    free(s->waiting.items);
+    ts_kv_pool_destroy(s->pool);
+    free(s->batch_tokens);
+    free(s->batch_seqs);
+    free(s->batch_block_ids);
+    free(s->step_seqs);
+    free(s->sampling);
+    free(s->picked);
+    free(s->picked_logprobs);
+    free(s->events);
+    free(s);
+}
+
+/* ------------------------------------------------------------------ submit / cancel */
+
+static int check_params(const ts_sched *s, const ts_request_params *p) {
+    if (p->max_tokens < 1) return ts_error_set(TS_E_INVALID, "max_tokens must be at least 1");
+    if (!(p->temperature == p->temperature) || p->temperature < 0 || p->temperature > 100)
+        return ts_error_set(TS_E_INVALID, "temperature must be between 0 and 100");
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return ts_error_set(TS_E_INVALID, "top_p must be in (0, 1]");
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return ts_error_set(TS_E_INVALID, "min_p must be in [0, 1]");
+    if (!(p->repetition_penalty > 0.0f && p->repetition_penalty <= 10.0f))
+        return ts_error_set(TS_E_INVALID, "repetition_penalty must be in (0, 10]");
+    if (p->top_k < 0) return ts_error_set(TS_E_INVALID, "top_k must not be negative");
+    if (p->repetition_last_n < 0)
+        return ts_error_set(TS_E_INVALID, "repetition_last_n must not be negative");
+    if (p->n_stop_ids < 0 || p->n_stop_ids > TS_MAX_STOP_IDS)
+        return ts_error_set(TS_E_INVALID, "at most %d stop token ids", TS_MAX_STOP_IDS);
+    for (int32_t i = 0; i < p->n_stop_ids; i++)
+        if (p->stop_ids[i] < 0 || p->stop_ids[i] >= s->n_vocab)
+            return ts_error_set(TS_E_INVALID, "stop token id %d outside the vocabulary of %d",
+                                p->stop_ids[i], s->n_vocab);
+    return TS_OK;
+}
+
+int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                    const ts_request_params *params) {
+    if (n_prompt < 1) return ts_error_set(TS_E_INVALID, "the prompt is empty");
+    if (n_prompt >= s->max_ctx)
+        return ts_error_set(TS_E_INVALID,
+                            "the prompt has %d tokens, the context length is %d: at most %d "
+                            "prompt tokens leave room to generate",
+                            n_prompt, s->max_ctx, s->max_ctx - 1);
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
+            return ts_error_set(TS_E_INVALID, "prompt token %d (id %d) outside the vocabulary of %d",
+                                i, prompt[i], s->n_vocab);
+    int rc = check_params(s, params);
+    if (rc) return rc;
+    if (list_find(&s->running, id) >= 0 || list_find(&s->waiting, id) >= 0)
+        return ts_error_set(TS_E_INVALID, "request id %llu is already active",
+                            (unsigned long long)id);
+    if (s->waiting.n >= s->opts.max_waiting)
+        return ts_error_set(TS_E_EXHAUSTED, "the queue is full (%d waiting requests)",
+                            s->waiting.n);
+    seq *q = calloc(1, sizeof *q);
+    if (!q) return ts_error_set(TS_E_NOMEM, "out of memory");
+    q->tokens = malloc((size_t)s->max_ctx * sizeof *q->tokens);
+    q->blocks = malloc((size_t)s->max_blocks * sizeof *q->blocks);
+    if (!q->tokens || !q->blocks) {
+        seq_free(q);
+        return ts_error_set(TS_E_NOMEM, "out of memory");
+    }
+    q->id = id;
+    q->arrival = s->next_arrival++;
+    q->params = *params;
+    ts_rng_seed(&q->rng, params->seed);
+    memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
+    q->n_prompt = q->n_tokens = n_prompt;
+    rc = list_insert(&s->waiting, q);
+    if (rc) seq_free(q);
+    return rc;
+}
+
+static void release_blocks(ts_sched *s, seq *q) {
+    for (int32_t i = 0; i < q->n_blocks; i++) ts_kv_pool_release(s->pool, q->blocks[i]);
+    q->n_blocks = 0;
+    q->n_computed = 0;
+    q->n_published = 0;
+    q->last_hash = 0;
+}
+
+static void push_event(ts_sched *s, const seq *q, int32_t token, float logprob,
+                       ts_finish_reason finish) {
+    TS_ASSERT(s->n_events < s->events_cap);
+    s->events[s->n_events++] = (ts_sched_event){q->id,         token,        logprob,
+                                                finish,        q->n_prompt,  q->n_cached,
+                                                q->n_generated};
+}
+
+static void flush_events(ts_sched *s, ts_sched_emit emit, void *user) {
+    for (int32_t i = 0; i < s->n_events; i++)
+        if (emit) emit(user, &s->events[i]);
+    s->n_events = 0;
+}
+
+int ts_sched_cancel(ts_sched *s, uint64_t id, ts_sched_emit emit, void *user) {
+    seq_list *lists[] = {&s->running, &s->waiting};
+    for (int l = 0; l < 2; l++) {
+        int32_t i = list_find(lists[l], id);
+        if (i < 0) continue;
+        seq *q = lists[l]->items[i];
+        list_remove_at(lists[l], i);
+        release_blocks(s, q);
+        push_event(s, q, -1, 0.0f, TS_FINISH_CANCELLED);
+        flush_events(s, emit, user);
+        seq_free(q);
+        return TS_OK;
+    }
+    return ts_error_set(TS_E_NOT_FOUND, "no active request %llu", (unsigned long long)id);
+}
+
+void ts_sched_abort_all(ts_sched *s, ts_finish_reason reason, ts_sched_emit emit, void *user) {
+    seq_list *lists[] = {&s->running, &s->waiting};
+    for (int l = 0; l < 2; l++) {
+        while (lists[l]->n > 0) {
+            seq *q = lists[l]->items[0];
+            list_remove_at(lists[l], 0);
+            release_blocks(s, q);
+            push_event(s, q, -1, 0.0f, reason);
+            flush_events(s, emit, user);
+            seq_free(q);
+        }
+    }
+}
+
+bool ts_sched_has_work(const ts_sched *s) { return s->running.n > 0 || s->waiting.n > 0; }
+
+void ts_sched_get_stats(const ts_sched *s, ts_sched_stats *out) {
+    *out = s->stats;
+    out->n_running = s->running.n;
+    out->n_waiting = s->waiting.n;
+    out->blocks_total = ts_kv_pool_n_blocks(s->pool);
+    out->blocks_free = ts_kv_pool_n_free(s->pool);
+    out->blocks_cached = ts_kv_pool_n_cached(s->pool);
+}
+
+/* ------------------------------------------------------------------ building a step */
+
+/* Makes q's block table cover `upto` tokens. Returns false (and keeps what it got) when the pool
+ * runs dry. */
+static bool grow_blocks(ts_sched *s, seq *q, int32_t upto) {
+    int32_t need = (upto + s->block_size - 1) / s->block_size;
+    while (q->n_blocks < need) {
+        int32_t b;
+        if (ts_kv_pool_alloc(s->pool, &b) != TS_OK) return false;
+        q->blocks[q->n_blocks++] = b;
+    }
+    return true;
+}
+
+/* Moves a running sequence back to the waiting queue, releasing its KV (recomputed later). */
+static void preempt(ts_sched *s, int32_t running_index) {
+    seq *q = s->running.items[running_index];
+    list_remove_at(&s->running, running_index);
+    release_blocks(s, q);
+    q->n_cached = 0;
+    s->stats.preemptions++;
+    TS_DEBUG("preempted request %llu (%d tokens to recompute)", (unsigned long long)q->id,
+             q->n_tokens);
+    if (list_insert(&s->waiting, q) != TS_OK) TS_ASSERT(!"queue insert failed after removal");
+}
+
+/* The last running sequence in scheduling order other than `keep`, or -1. */
+static int32_t preemption_victim(const ts_sched *s, const seq *keep) {
+    for (int32_t i = s->running.n - 1; i >= 0; i--)
+        if (s->running.items[i] != keep && s->running.items[i]->step_rows == 0) return i;
+    return -1;
+}
+
+/* Reuses cached blocks of q's prompt prefix; at least one token is left to compute so that the
+ * step produces the logits of the last known token. */
+static void attach_prefix(ts_sched *s, seq *q) {
+    if (s->opts.no_prefix_cache) return;
+    int32_t bs = s->block_size;
+    int32_t max_blocks = (q->n_tokens - 1) / bs;
+    uint64_t parent = 0;
+    for (int32_t i = 0; i < max_blocks; i++) {
+        const int32_t *toks = q->tokens + (size_t)i * (size_t)bs;
+        uint64_t h = ts_kv_prefix_hash(parent, toks, bs);
+        int32_t b = ts_kv_pool_lookup(s->pool, h, parent, toks);
+        if (b < 0) break;
+        q->blocks[q->n_blocks++] = b;
+        parent = h;
+    }
+    q->n_computed = q->n_blocks * bs;
+    q->n_published = q->n_blocks;
+    q->last_hash = parent;
+    q->n_cached = q->n_computed;
+}
+
+/* Registers the blocks q has completed since the last step. */
+static void publish_full_blocks(ts_sched *s, seq *q) {
+    if (s->opts.no_prefix_cache) return;
+    int32_t bs = s->block_size;
+    while ((q->n_published + 1) * bs <= q->n_computed) {
+        const int32_t *toks = q->tokens + (size_t)q->n_published * (size_t)bs;
+        uint64_t h = ts_kv_prefix_hash(q->last_hash, toks, bs);
+        ts_kv_pool_publish(s->pool, q->blocks[q->n_published], h, q->last_hash, toks);
+        q->last_hash = h;
+        q->n_published++;
+    }
+}
+
+/* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen. */
+static int32_t plan_step(ts_sched *s) {
+    int32_t budget = s->max_batch_tokens;
+    int32_t n_chosen = 0;
+    for (int32_t i = 0; i < s->running.n; i++) s->running.items[i]->step_rows = 0;
+
+    /* 1. decoding sequences, in priority order; preempt from the back when blocks run out */
+    for (int32_t i = 0; i < s->running.n && n_chosen < s->max_batch_seqs && budget > 0; i++) {
+        seq *q = s->running.items[i];
+        if (q->n_tokens - q->n_computed != 1) continue;
+        while (!grow_blocks(s, q, q->n_computed + 1)) {
+            int32_t victim = preemption_victim(s, q);
+            if (victim < 0) break;
+            if (victim < i) i--; /* a prefilling sequence ahead of q: q moves up one */
+            preempt(s, victim);
+        }
+        if (q->n_blocks * s->block_size < q->n_computed + 1) continue; /* wait for blocks */
+        q->step_rows = 1;
+        budget--;
+        s->step_seqs[n_chosen++] = q;
+    }
+
+    /* 2. running sequences still prefilling */
+    for (int32_t i = 0; i < s->running.n && n_chosen < s->max_batch_seqs && budget > 0; i++) {
+        seq *q = s->running.items[i];
+        int32_t pending = q->n_tokens - q->n_computed;
+        if (pending <= 1) continue; /* decoding: handled above */
+        int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
+        if (chunk > budget) chunk = budget;
+        grow_blocks(s, q, q->n_computed + chunk);
+        int32_t room = q->n_blocks * s->block_size - q->n_computed;
+        if (chunk > room) chunk = room;
+        if (chunk <= 0) continue;
+        q->step_rows = chunk;
+        budget -= chunk;
+        s->step_seqs[n_chosen++] = q;
+    }
+
+    /* 3. admit waiting requests while there is room */
+    while (s->waiting.n > 0 && n_chosen < s->max_batch_seqs && budget > 0) {
+        seq *q = s->waiting.items[0];
+        attach_prefix(s, q);
+        int32_t pending = q->n_tokens - q->n_computed;
+        int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
+        if (chunk > budget) chunk = budget;
+        /* keep a few blocks free for the running sequences' next tokens */
+        int32_t reserve = s->running.n / 4;
+        int32_t need = (q->n_computed + chunk + s->block_size - 1) / s->block_size - q->n_blocks;
+        if (ts_kv_pool_n_free(s->pool) - need < reserve && s->running.n > 0) {
+            release_blocks(s, q); /* give back the prefix blocks; try again next step */
+            q->n_cached = 0;
+            break;
+        }
+        grow_blocks(s, q, q->n_computed + chunk);
+        int32_t room = q->n_blocks * s->block_size - q->n_computed;
+        if (chunk > room) chunk = room;
+        if (chunk <= 0) {
+            release_blocks(s, q);
+            q->n_cached = 0;
+            break;
+        }
+        list_remove_at(&s->waiting, 0);
+        if (list_insert(&s->running, q) != TS_OK) TS_ASSERT(!"running list insert failed");
+        s->stats.cached_tokens += q->n_cached;
+        q->step_rows = chunk;
+        budget -= chunk;
+        s->step_seqs[n_chosen++] = q;
+    }
+    return n_chosen;
+}
+
+/* ------------------------------------------------------------------ running a step */
+
+static bool is_stop_id(const seq *q, int32_t token) {
+    for (int32_t i = 0; i < q->params.n_stop_ids; i++)
+        if (q->params.stop_ids[i] == token) return true;
+    return false;
+}
+
+static void finish_seq(ts_sched *s, seq *q) {
+    int32_t i = list_find(&s->running, q->id);
+    TS_ASSERT(i >= 0);
+    list_remove_at(&s->running, i);
+    release_blocks(s, q);
+    seq_free(q);
+}
+
+int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
+    if (!ts_sched_has_work(s)) return TS_OK;
+    int32_t n_chosen = plan_step(s);
+    if (n_chosen == 0) return TS_OK; /* waiting for blocks: nothing runnable */
+
+    /* The batch: chosen sequences in order, their pending tokens and block tables. */
+    int32_t row = 0, n_block_ids = 0, n_out = 0, n_prefill_rows = 0;
+    bool want_logprobs = false;
+    for (int32_t j = 0; j < n_chosen; j++) {
+        seq *q = s->step_seqs[j];
+        int32_t rows = q->step_rows;
+        memcpy(s->batch_tokens + row, q->tokens + q->n_computed, (size_t)rows * sizeof(int32_t));
+        q->step_logits = q->n_computed + rows == q->n_tokens;
+        s->batch_seqs[j] = (ts_batch_seq){row, rows, q->n_computed, n_block_ids, q->n_blocks,
+                                          q->step_logits};
+        memcpy(s->batch_block_ids + n_block_ids, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
+        n_block_ids += q->n_blocks;
+        row += rows;
+        if (rows > 1 || !q->step_logits) n_prefill_rows += rows;
+        if (q->step_logits) {
+            const ts_request_params *p = &q->params;
+            int32_t lookback = p->repetition_last_n < q->n_tokens ? p->repetition_last_n : q->n_tokens;
+            s->sampling[n_out] = (ts_sampling){
+                .temperature = p->temperature,
+                .top_k = p->top_k,
+                .top_p = p->top_p,
+                .min_p = p->min_p,
+                .repetition_penalty = p->repetition_penalty,
+                .recent = q->tokens + q->n_tokens - lookback,
+                .n_recent = lookback,
+                .uniform = p->temperature > 0.0f ? ts_rng_uniform(&q->rng) : 0.0f,
+            };
+            want_logprobs |= p->logprobs;
+            n_out++;
+        }
+    }
+    ts_batch batch = {row, n_chosen, s->batch_tokens, s->batch_seqs, s->batch_block_ids,
+                      n_block_ids, s->block_size};
+    int64_t t0 = ts_now_ns();
+    int rc = ts_engine_step(s->engine, &batch, s->sampling, s->picked,
+                            want_logprobs ? s->picked_logprobs : NULL);
+    int64_t dt = ts_now_ns() - t0;
+    if (rc) {
+        ts_sched_abort_all(s, TS_FINISH_ERROR, emit, user);
+        return rc;
+    }
+    s->stats.steps++;
+    s->stats.prefill_tokens += n_prefill_rows;
+    s->stats.decode_tokens += row - n_prefill_rows;
+    if (n_prefill_rows > 0) s->stats.prefill_ns += dt;
+    else s->stats.decode_ns += dt;
+
+    /* Advance every chosen sequence; sample results go to those that asked for logits. */
+    int32_t out = 0;
+    for (int32_t j = 0; j < n_chosen; j++) {
+        seq *q = s->step_seqs[j];
+        q->n_computed += q->step_rows;
+        publish_full_blocks(s, q);
+        if (!q->step_logits) continue;
+        int32_t token = s->picked[out];
+        float logprob = want_logprobs ? s->picked_logprobs[out] : 0.0f;
+        out++;
+        if (is_stop_id(q, token)) {
+            push_event(s, q, -1, 0.0f, TS_FINISH_STOP);
+            finish_seq(s, q);
+            continue;
+        }
+        q->tokens[q->n_tokens++] = token;
+        q->n_generated++;
+        ts_finish_reason finish = TS_FINISH_NONE;
+        if (q->n_generated >= q->params.max_tokens || q->n_tokens >= s->max_ctx)
+            finish = TS_FINISH_LENGTH;
+        push_event(s, q, token, logprob, finish);
+        if (finish != TS_FINISH_NONE) finish_seq(s, q);
+    }
+    flush_events(s, emit, user);
+    return TS_OK;
+}

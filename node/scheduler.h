@@ -1,0 +1,115 @@
+/*
+ * scheduler.h — continuous batching over the paged KV cache: the group leader's work loop.
+ *
+ * Requests (token ids in, token ids out) join and leave the running batch at every step:
+ *   1. every running sequence that is decoding contributes its one new token;
+ *   2. sequences still prefilling contribute the next chunk of their prompt (chunked prefill,
+ *      at most opts.prefill_chunk tokens each), within the step's token budget;
+ *   3. waiting requests are admitted, highest priority first then oldest, while the budget,
+ *      the sequence limit and free KV blocks allow. A new request first reuses cached full
+ *      blocks of a shared prompt prefix (kv_pool.h) and prefills only the rest.
+ * When a decoding sequence needs a KV block and none is free, the lowest-priority, most recently
+ * admitted other sequence is preempted: its blocks are released and it goes back to the front of
+ * the queue to be recomputed later (prompt + tokens generated so far). Kernels are
+ * batch-invariant, so neither batching, chunking, prefix reuse nor preemption changes any
+ * sequence's tokens: the same request and seed give the same tokens whatever else runs.
+ *
+ * A sequence finishes when it samples one of its stop ids (finish STOP; the stop token is not
+ * emitted), reaches max_tokens or the context length (finish LENGTH), is cancelled (CANCELLED),
+ * and its KV blocks are released at once.
+ *
+ * Threads: not thread-safe; one thread (the node's engine thread, or the CLI) owns it. Events
+ * are delivered through the callback during ts_sched_step / ts_sched_cancel on that thread.
+ */
+#ifndef TS_NODE_SCHEDULER_H
+#define TS_NODE_SCHEDULER_H
+
+#include "node/engine.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum {
+    TS_FINISH_NONE = 0,
+    TS_FINISH_LENGTH = 1,    /* max_tokens or the context length reached */
+    TS_FINISH_STOP = 2,      /* a stop token (EOS) was sampled */
+    TS_FINISH_CANCELLED = 3, /* ts_sched_cancel */
+    TS_FINISH_ERROR = 4,     /* the group failed */
+} ts_finish_reason;
+
+const char *ts_finish_reason_name(ts_finish_reason r); /* "length", "stop", ... */
+
+enum { TS_MAX_STOP_IDS = 16 };
+
+typedef struct ts_request_params {
+    int32_t max_tokens;        /* >= 1 */
+    float temperature;         /* <= 0: greedy */
+    int32_t top_k;             /* <= 0: off */
+    float top_p;               /* >= 1: off */
+    float min_p;               /* <= 0: off */
+    float repetition_penalty;  /* 1: off */
+    int32_t repetition_last_n; /* tokens (prompt included) the penalty looks back over */
+    uint64_t seed;
+    bool logprobs;
+    int32_t priority;          /* higher runs first; interactive > batch */
+    int32_t stop_ids[TS_MAX_STOP_IDS];
+    int32_t n_stop_ids;
+} ts_request_params;
+
+/* Greedy, 16 tokens, no penalties, no stop ids. */
+ts_request_params ts_request_params_default(void);
+
+typedef struct ts_sched_event {
+    uint64_t request_id;
+    int32_t token;            /* the new token, or -1 when the event only finishes */
+    float logprob;            /* when the request asked for log-probs */
+    ts_finish_reason finish;  /* TS_FINISH_NONE while the sequence goes on */
+    int32_t n_prompt;         /* prompt tokens */
+    int32_t n_cached;         /* prompt tokens whose KV came from the prefix cache */
+    int32_t n_generated;      /* tokens emitted so far, this one included */
+} ts_sched_event;
+
+typedef void (*ts_sched_emit)(void *user, const ts_sched_event *ev);
+
+typedef struct ts_sched_options {
+    int32_t prefill_chunk;   /* prompt tokens per sequence per step; <= 0: 512 */
+    int32_t max_waiting;     /* queued requests before submit says EXHAUSTED; <= 0: 4096 */
+    bool no_prefix_cache;    /* do not reuse KV blocks of shared prompt prefixes */
+} ts_sched_options;
+
+typedef struct ts_sched ts_sched;
+
+typedef struct ts_sched_stats {
+    int32_t n_running, n_waiting;
+    int32_t blocks_total, blocks_free, blocks_cached;
+    int64_t steps;
+    int64_t prefill_tokens, decode_tokens, cached_tokens, preemptions;
+    int64_t prefill_ns, decode_ns; /* time in steps that held prefill / only decode tokens */
+} ts_sched_stats;
+
+/* The engine must be the group leader's and outlive the scheduler. */
+int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **out);
+void ts_sched_destroy(ts_sched *s);
+
+/* Queues a request (the prompt is copied). TS_E_INVALID for an empty prompt, a prompt that
+ * leaves no room in the context, ids outside the vocabulary, bad parameters, or a duplicate id;
+ * TS_E_EXHAUSTED when the queue is full. The message says what is wrong. */
+int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                    const ts_request_params *params);
+
+/* Cancels a request wherever it is, releasing its KV blocks now, and emits its CANCELLED
+ * finish event. TS_E_NOT_FOUND if no such request is active. */
+int ts_sched_cancel(ts_sched *s, uint64_t id, ts_sched_emit emit, void *user);
+
+bool ts_sched_has_work(const ts_sched *s);
+
+/* Runs one engine step (if there is work) and emits the events it produced. An engine failure
+ * finishes every active request with TS_FINISH_ERROR and returns the error. */
+int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user);
+
+/* Ends every active request with `reason` (e.g. at shutdown), releasing their blocks. */
+void ts_sched_abort_all(ts_sched *s, ts_finish_reason reason, ts_sched_emit emit, void *user);
+
+void ts_sched_get_stats(const ts_sched *s, ts_sched_stats *out);
+
+#endif
