@@ -101,6 +101,10 @@ typedef struct ts_sampling {
 
 struct ts_backend {
     const char *name; /* "cpu-avx2", "cpu-scalar", "cuda:0", ... */
+    /* CUDA: the cudaStream_t every operation is queued on, so that a NCCL communicator can run
+     * its collectives in order with the kernels; NULL for the CPU. */
+    void *device_stream;
+    int device_index; /* CUDA device ordinal (unused on the CPU) */
 
     /* ---- memory ---- */
     /* Returns NULL with the error message set when out of memory or over the budget. */

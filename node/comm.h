@@ -64,6 +64,14 @@ int ts_comm_create_mpi(int color, int key, const ts_comm_options *opts, ts_comm 
  * instead, since MPI_Finalize would wait for the lost rank. */
 void ts_mpi_finalize(void);
 
+/* ---- NCCL (node/comm_nccl.c, built with CUDA) ---- */
+
+/* A NCCL group over the ranks of `control` (MPI or self), running collectives on the backend's
+ * stream (ts_backend.device_stream) of CUDA device `device`. On success the new communicator owns
+ * `control`; on failure the caller still does. Only in builds with CUDA (TESSERA_HAVE_CUDA). */
+int ts_comm_create_nccl(ts_comm *control, void *cuda_stream, int device,
+                        const ts_comm_options *opts, ts_comm **out);
+
 void ts_comm_destroy(ts_comm *c); /* NULL is fine */
 
 static inline int ts_comm_allreduce_sum_f32(ts_comm *c, float *buf, size_t count) {
