@@ -369,10 +369,7 @@ static int cmd_synth(int argc, char **argv) {
 }
 
 int ts_cmd_model(int argc, char **argv) {
-    if (argc < 2) {
-        fputs(MODEL_USAGE, stderr);
-        return TS_EXIT_USAGE;
-    }
+    if (argc < 2) return usage_error("missing subcommand: inspect or synth (see tessera model --help)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(MODEL_USAGE, stdout);
         return TS_EXIT_OK;

@@ -279,7 +279,7 @@ int ts_gguf_writer_copy_kvs(ts_gguf_writer *w, const ts_gguf *src, const char *p
     size_t plen = prefix ? strlen(prefix) : 0, count = 0;
     for (size_t i = 0; i < ts_gguf_n_kv(src); i++) {
         const ts_gguf_kv *kv = ts_gguf_kv_at(src, i);
-        if (kv->key.len < plen || memcmp(kv->key.data, prefix, plen) != 0) continue;
+        if (plen && (kv->key.len < plen || memcmp(kv->key.data, prefix, plen) != 0)) continue;
         if (ts_gguf_str_eq(kv->key, "general.alignment")) continue;
         int rc = ts_gguf_writer_add_kv(w, kv);
         if (rc) return ts_error_wrap(rc, "copying metadata from %s", ts_gguf_path(src));
