@@ -2,6 +2,11 @@
  * cpu_backend.c — the ts_backend table of the CPU: memory, the batch, and the operations routed
  * to the scalar reference (ref.c) or to one instruction set's SIMD kernels (simd_ops.c).
  *
+ * The SIMD implementations use their own matmul, rmsnorm, attention, silu_mul, add and argmax,
+ * the fast sampler (sample.c), and rope from a per-step angle table; embed, kv_store and
+ * logit_rows are copies and conversions that are exact anyway, so every implementation shares
+ * the reference ones.
+ *
  * Memory is host memory from aligned_alloc, 64-byte aligned, with a small header that records
  * the size so that free() can return it to the budget. Weights are used where they are (the
  * mmap'd file): weight_prepare copies the view.
@@ -16,6 +21,8 @@
 #include "common/error.h"
 #include "kernels/cpu/cpu_batch.h"
 #include "kernels/cpu/ref.h"
+#include "kernels/cpu/sample.h"
+#include "kernels/cpu/simd_ops.h"
 #include "kernels/cpu/threadpool.h"
 
 #include <stdio.h>
@@ -31,7 +38,11 @@ typedef struct cpu_backend {
     ts_threadpool *pool;
     size_t budget, used;
     ts_cpu_batch batch;
-    /* reference paths: attention scores and sampling scratch */
+    const ts_cpu_kernels *k; /* NULL for the scalar reference */
+    ts_cpu_exec exec;        /* what the SIMD kernels see */
+    float **thread_scratch;  /* [n_threads], each thread_scratch_cap bytes */
+    size_t thread_scratch_cap;
+    /* reference paths: attention scores; both: sampling scratch */
     float *ref_scores;
     size_t ref_scores_cap;
     void *sample_scratch;
@@ -96,15 +107,30 @@ static void cpu_weight_release(ts_backend *be, ts_weight *w) {
 
 static int cpu_sync(ts_backend *be) { return 0; }
 
-/* Grows a plain scratch buffer (not counted in the budget: it is the backend's own). */
+/* Grows a zeroed scratch buffer (not counted in the budget: it is the backend's own). */
 static int grow_scratch(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return 0;
-    void *q = aligned_alloc(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN);
+    size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    void *q = aligned_alloc(ALIGN, rounded);
     if (!q) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for %zu bytes of scratch",
                                 bytes);
+    memset(q, 0, rounded);
     free(*p);
     *p = q;
     *cap = bytes;
+    return 0;
+}
+
+/* Per-thread scratch of the SIMD kernels for contexts up to max_ctx. */
+static int grow_thread_scratch(cpu_backend *c, int32_t max_ctx) {
+    size_t want = c->k->scratch_bytes(max_ctx);
+    if (want <= c->thread_scratch_cap) return 0;
+    for (int i = 0; i < ts_threadpool_size(c->pool); i++) {
+        size_t cap = c->thread_scratch_cap;
+        int rc = grow_scratch((void **)&c->thread_scratch[i], &cap, want);
+        if (rc) return rc;
+    }
+    c->thread_scratch_cap = want;
     return 0;
 }
 
@@ -112,6 +138,7 @@ static int cpu_set_batch(ts_backend *be, const ts_batch *batch) {
     cpu_backend *c = cpu(be);
     int rc = ts_cpu_batch_set(&c->batch, batch);
     if (rc) return rc;
+    if (c->k) return grow_thread_scratch(c, c->batch.max_ctx);
     return grow_scratch((void **)&c->ref_scores, &c->ref_scores_cap,
                         (size_t)c->batch.max_ctx * sizeof(float));
 }
@@ -177,11 +204,86 @@ static void ref_sample(ts_backend *be, const float *logits, int32_t n, int32_t n
                                       c->sample_scratch, logprob_host ? &logprob_host[i] : NULL);
 }
 
+/* ---- operations: the SIMD kernels ---- */
+
+static void simd_matmul(ts_backend *be, float *y, const float *x, int32_t n, const ts_weight *w) {
+    cpu_backend *c = cpu(be);
+    c->k->matmul(&c->exec, y, x, n, w);
+}
+
+static void simd_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight,
+                         int32_t n, int32_t dim, float eps) {
+    cpu_backend *c = cpu(be);
+    c->k->rmsnorm(&c->exec, out, x, weight, n, dim, eps);
+}
+
+typedef struct {
+    float *x;
+    const ts_cpu_batch *b;
+    int32_t n_heads, head_dim, rope_dims;
+} rope_args;
+
+static void rope_task(void *ctx, int ith, int nth) {
+    const rope_args *a = ctx;
+    const int32_t n = a->b->n_tokens, pairs = a->rope_dims / 2;
+    for (int32_t r = (int32_t)((int64_t)n * ith / nth); r < (int64_t)n * (ith + 1) / nth; r++)
+        ts_ref_rope_row(a->x + (size_t)r * (size_t)a->n_heads * (size_t)a->head_dim, a->n_heads,
+                        a->head_dim, a->rope_dims, a->b->rope_cos + (size_t)r * (size_t)pairs,
+                        a->b->rope_sin + (size_t)r * (size_t)pairs);
+}
+
+/* Angles from the step's table (computed once per step by the reference function), the rotation
+ * by the reference row function: rope is bit-identical to the reference on every ISA. */
+static void simd_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
+                      int32_t rope_dims, float theta) {
+    cpu_backend *c = cpu(be);
+    /* The table only grows with the batch; failure means memory is already exhausted. */
+    TS_ASSERT(ts_cpu_batch_rope_table(&c->batch, rope_dims, theta) == 0);
+    rope_args a = {x, &c->batch, n_heads, head_dim, rope_dims};
+    int work = c->batch.n_tokens * n_heads * rope_dims;
+    ts_threadpool_run(c->pool, work < (1 << 14) ? 1 : 0, rope_task, &a);
+}
+
+static void simd_attention(ts_backend *be, float *out, const float *q, const ts_kv_layer *kv,
+                           int32_t n_heads, float scale) {
+    cpu_backend *c = cpu(be);
+    c->k->attention(&c->exec, out, q, kv, n_heads, scale);
+}
+
+static void simd_silu_mul(ts_backend *be, float *gate, const float *up, int64_t count) {
+    cpu_backend *c = cpu(be);
+    c->k->silu_mul(&c->exec, gate, up, count);
+}
+
+static void simd_add(ts_backend *be, float *y, const float *x, int64_t count) {
+    cpu_backend *c = cpu(be);
+    c->k->add(&c->exec, y, x, count);
+}
+
+static void simd_argmax(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
+                        int32_t *index_host, float *value_host) {
+    cpu_backend *c = cpu(be);
+    c->k->argmax(&c->exec, logits, n, n_cols, index_host, value_host);
+}
+
+static void fast_sample(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,
+                        const ts_sampling *params, int32_t *token_host, float *logprob_host) {
+    cpu_backend *c = cpu(be);
+    TS_ASSERT(grow_scratch(&c->sample_scratch, &c->sample_scratch_cap,
+                           ts_cpu_sample_scratch_bytes(n_cols)) == 0);
+    for (int32_t i = 0; i < n; i++)
+        token_host[i] = ts_cpu_sample(logits + (size_t)i * (size_t)n_cols, n_cols, &params[i],
+                                      c->sample_scratch, logprob_host ? &logprob_host[i] : NULL);
+}
+
 /* ---- lifetime ---- */
 
 static void cpu_destroy(ts_backend *be) {
     if (!be) return;
     cpu_backend *c = cpu(be);
+    if (c->thread_scratch)
+        for (int i = 0; i < ts_threadpool_size(c->pool); i++) free(c->thread_scratch[i]);
+    free(c->thread_scratch);
     ts_threadpool_destroy(c->pool);
     ts_cpu_batch_free(&c->batch);
     free(c->ref_scores);
@@ -200,11 +302,29 @@ const char *ts_cpu_impl_name(ts_cpu_impl impl) {
     return "unknown";
 }
 
+static const ts_cpu_kernels *impl_kernels(ts_cpu_impl impl) {
+#ifndef TS_CPU_SIMD
+    return NULL; /* not an x86-64 build: the reference only */
+#endif
+    switch (impl) {
+    case TS_CPU_IMPL_AVX2: return &ts_cpu_kernels_avx2;
+    case TS_CPU_IMPL_AVX512: return &ts_cpu_kernels_avx512;
+    case TS_CPU_IMPL_AVX512_EMU: return &ts_cpu_kernels_avx512emu;
+    default: return NULL;
+    }
+}
+
 bool ts_cpu_impl_supported(ts_cpu_impl impl) {
+    ts_cpu_isa best = ts_cpu_isa_detect();
+    if (impl != TS_CPU_IMPL_SCALAR && !impl_kernels(impl)) return false;
     switch (impl) {
     case TS_CPU_IMPL_SCALAR: return true;
-    default: return false; /* the SIMD kernels are not built yet */
+    case TS_CPU_IMPL_AVX2:
+    case TS_CPU_IMPL_AVX512_EMU: return best >= TS_ISA_AVX2;
+    case TS_CPU_IMPL_AVX512: return best == TS_ISA_AVX512;
+    case TS_CPU_IMPL_COUNT: break;
     }
+    return false;
 }
 
 int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_backend **out) {
@@ -222,6 +342,19 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
     if (rc) {
         free(c);
         return rc;
+    }
+    c->k = impl_kernels(impl);
+    if (c->k) {
+        c->thread_scratch = calloc((size_t)ts_threadpool_size(c->pool), sizeof(float *));
+        rc = c->thread_scratch ? grow_thread_scratch(c, 0)
+                               : ts_error_set(TS_E_NOMEM, "cpu backend: out of memory");
+        if (rc) {
+            cpu_destroy(&c->base);
+            return rc;
+        }
+        c->exec.pool = c->pool;
+        c->exec.batch = &c->batch;
+        c->exec.scratch = c->thread_scratch;
     }
 
     ts_backend *be = &c->base;
@@ -247,6 +380,16 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
     be->argmax = ref_argmax;
     be->sample = ref_sample;
     be->destroy = cpu_destroy;
+    if (c->k) {
+        be->matmul = simd_matmul;
+        be->rmsnorm = simd_rmsnorm;
+        be->rope = simd_rope;
+        be->attention = simd_attention;
+        be->silu_mul = simd_silu_mul;
+        be->add = simd_add;
+        be->argmax = simd_argmax;
+        be->sample = fast_sample;
+    }
     *out = be;
     return 0;
 }

@@ -172,7 +172,7 @@ void ts_ref_logit_rows(float *dst, const float *x, const ts_cpu_batch *b, int32_
                (size_t)dim * sizeof(float));
 }
 
-static int32_t argmax_row(const float *row, int32_t n_cols) {
+int32_t ts_ref_argmax_row(const float *row, int32_t n_cols) {
     int32_t best = 0;
     for (int32_t j = 1; j < n_cols; j++)
         if (row[j] > row[best]) best = j; /* strict: the lowest index wins ties */
@@ -182,20 +182,16 @@ static int32_t argmax_row(const float *row, int32_t n_cols) {
 void ts_ref_argmax(const float *logits, int32_t n, int32_t n_cols, int32_t *index, float *value) {
     for (int32_t i = 0; i < n; i++) {
         const float *row = logits + (size_t)i * (size_t)n_cols;
-        index[i] = argmax_row(row, n_cols);
+        index[i] = ts_ref_argmax_row(row, n_cols);
         if (value) value[i] = row[index[i]];
     }
 }
 
 /* ---- sampling ---- */
 
-typedef struct {
-    float v;
-    int32_t id;
-} item;
+typedef ts_ref_item item;
 
-/* Descending by value, ascending by id among equal values. */
-static int cmp_item_desc(const void *a, const void *b) {
+int ts_ref_item_cmp(const void *a, const void *b) {
     const item *x = a, *y = b;
     if (x->v != y->v) return x->v > y->v ? -1 : 1;
     return (x->id > y->id) - (x->id < y->id);
@@ -206,7 +202,7 @@ size_t ts_ref_sample_scratch_bytes(int32_t n_cols) {
 }
 
 float ts_ref_logprob(const float *row, int32_t n_cols, int32_t token) {
-    float max = row[argmax_row(row, n_cols)];
+    float max = row[ts_ref_argmax_row(row, n_cols)];
     double sum = 0.0;
     for (int32_t j = 0; j < n_cols; j++) sum += exp((double)row[j] - (double)max);
     return (float)((double)(row[token] - max) - log(sum));
@@ -233,7 +229,7 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
 
     /* 2. greedy */
     if (p->temperature <= 0.0f) {
-        token = argmax_row(l, V);
+        token = ts_ref_argmax_row(l, V);
         goto done;
     }
 
@@ -241,7 +237,7 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
     memset(kept, 1, (size_t)V);
     if (p->top_k > 0 && p->top_k < V) {
         for (int32_t j = 0; j < V; j++) items[j] = (item){l[j], j};
-        qsort(items, (size_t)V, sizeof(item), cmp_item_desc);
+        qsort(items, (size_t)V, sizeof(item), ts_ref_item_cmp);
         for (int32_t j = p->top_k; j < V; j++) kept[items[j].id] = 0;
     }
 
@@ -262,7 +258,7 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
     int32_t n_kept = 0;
     for (int32_t j = 0; j < V; j++)
         if (kept[j]) items[n_kept++] = (item){prob[j], j};
-    qsort(items, (size_t)n_kept, sizeof(item), cmp_item_desc);
+    qsort(items, (size_t)n_kept, sizeof(item), ts_ref_item_cmp);
     if (p->top_p < 1.0f) {
         float cum = 0.0f;
         int32_t keep = n_kept;

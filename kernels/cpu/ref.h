@@ -60,6 +60,16 @@ void ts_ref_add(float *y, const float *x, int64_t count);
 void ts_ref_logit_rows(float *dst, const float *x, const ts_cpu_batch *b, int32_t dim);
 void ts_ref_argmax(const float *logits, int32_t n, int32_t n_cols, int32_t *index, float *value);
 
+/* The first index of the largest value (strict comparison: the lowest index wins ties). */
+int32_t ts_ref_argmax_row(const float *row, int32_t n_cols);
+
+/* A (value, id) pair and the order sampling sorts by: value descending, then id ascending. */
+typedef struct ts_ref_item {
+    float v;
+    int32_t id;
+} ts_ref_item;
+int ts_ref_item_cmp(const void *a, const void *b);
+
 /* Sampling of one row. The exact definition every implementation follows (V = n_cols):
  *  1. l = logits; for each distinct id in recent (ids outside 0..V-1 ignored):
  *     l[id] = l[id] > 0 ? l[id] / penalty : l[id] * penalty.

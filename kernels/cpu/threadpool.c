@@ -38,6 +38,8 @@ struct ts_threadpool {
     ts_task_fn fn;
     void *ctx;
     int nth;
+    int64_t spin_ns; /* 0 when there are more threads than cores: spinning would only delay the
+                      * thread that holds the work */
 
     _Atomic uint32_t generation; /* futex word of the workers */
     _Atomic uint32_t pending;    /* workers still busy; futex word of the caller */
@@ -66,12 +68,13 @@ static inline void cpu_relax(void) {
 }
 
 /* Returns once `*word` differs from `seen`, spinning first and then sleeping. */
-static uint32_t wait_change(_Atomic uint32_t *word, uint32_t seen, _Atomic int *sleeping) {
-    int64_t spin_until = ts_now_ns() + SPIN_NS;
+static uint32_t wait_change(_Atomic uint32_t *word, uint32_t seen, _Atomic int *sleeping,
+                            int64_t spin_ns) {
+    int64_t spin_until = ts_now_ns() + spin_ns;
     for (unsigned it = 1;; it++) {
         uint32_t now = atomic_load(word);
         if (now != seen) return now;
-        if ((it & 255) == 0 && ts_now_ns() > spin_until) {
+        if (spin_ns == 0 || ((it & 255) == 0 && ts_now_ns() > spin_until)) {
             atomic_fetch_add(sleeping, 1);
             futex_wait(word, seen);
             atomic_fetch_sub(sleeping, 1);
@@ -88,7 +91,7 @@ static void *worker_main(void *arg) {
     free(wa);
     uint32_t seen = 0;
     for (;;) {
-        seen = wait_change(&pool->generation, seen, &pool->n_sleeping);
+        seen = wait_change(&pool->generation, seen, &pool->n_sleeping, pool->spin_ns);
         if (atomic_load(&pool->stop)) return NULL;
         if (index < pool->nth) pool->fn(pool->ctx, index, pool->nth);
         if (atomic_fetch_sub(&pool->pending, 1) == 1 && atomic_load(&pool->caller_sleeping))
@@ -109,6 +112,7 @@ int ts_threadpool_create(int n_threads, ts_threadpool **out) {
     ts_threadpool *pool = calloc(1, sizeof *pool);
     if (!pool) return ts_error_set(TS_E_NOMEM, "thread pool: out of memory");
     pool->n_threads = n_threads;
+    pool->spin_ns = n_threads <= ts_cpu_count() ? SPIN_NS : 0;
     pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
     if (!pool->threads) {
         free(pool);
@@ -164,11 +168,11 @@ void ts_threadpool_run(ts_threadpool *pool, int max_threads, ts_task_fn fn, void
 
     fn(ctx, 0, nth);
 
-    int64_t spin_until = ts_now_ns() + SPIN_NS;
+    int64_t spin_until = ts_now_ns() + pool->spin_ns;
     for (unsigned it = 1;; it++) {
         uint32_t left = atomic_load(&pool->pending);
         if (left == 0) break;
-        if ((it & 255) == 0 && ts_now_ns() > spin_until) {
+        if (pool->spin_ns == 0 || ((it & 255) == 0 && ts_now_ns() > spin_until)) {
             atomic_store(&pool->caller_sleeping, 1);
             while ((left = atomic_load(&pool->pending)) != 0) futex_wait(&pool->pending, left);
             atomic_store(&pool->caller_sleeping, 0);
