@@ -107,9 +107,11 @@ static void cpu_weight_release(ts_backend *be, ts_weight *w) {
 
 static int cpu_sync(ts_backend *be) { return 0; }
 
-/* Grows a zeroed scratch buffer (not counted in the budget: it is the backend's own). */
+/* Grows a zeroed scratch buffer (not counted in the budget: it is the backend's own). Sizes at
+ * least double, so a context that grows by one token per step reallocates O(log n) times. */
 static int grow_scratch(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return 0;
+    if (bytes < 2 * *cap) bytes = 2 * *cap;
     size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
     void *q = aligned_alloc(ALIGN, rounded);
     if (!q) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for %zu bytes of scratch",
@@ -125,12 +127,13 @@ static int grow_scratch(void **p, size_t *cap, size_t bytes) {
 static int grow_thread_scratch(cpu_backend *c, int32_t max_ctx) {
     size_t want = c->k->scratch_bytes(max_ctx);
     if (want <= c->thread_scratch_cap) return 0;
+    size_t cap = c->thread_scratch_cap;
     for (int i = 0; i < ts_threadpool_size(c->pool); i++) {
-        size_t cap = c->thread_scratch_cap;
+        cap = c->thread_scratch_cap;
         int rc = grow_scratch((void **)&c->thread_scratch[i], &cap, want);
         if (rc) return rc;
     }
-    c->thread_scratch_cap = want;
+    c->thread_scratch_cap = cap;
     return 0;
 }
 
