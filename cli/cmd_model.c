@@ -61,12 +61,23 @@ static void format_shape(char *buf, size_t n, const ts_gguf_tensor *t) {
 
 /* ---- inspect: text ---- */
 
+/* Prints at most 60 bytes of s in quotes, control characters escaped so that a value (a chat
+ * template, say) cannot break the one-line-per-key layout or drive the terminal. */
+static void print_string(ts_gguf_str s) {
+    putchar('"');
+    for (uint64_t i = 0; i < s.len && i < 60; i++) {
+        unsigned char ch = (unsigned char)s.data[i];
+        if (ch == '\n') fputs("\\n", stdout);
+        else if (ch == '\t') fputs("\\t", stdout);
+        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+        else putchar(ch);
+    }
+    fputs(s.len > 60 ? "...\"" : "\"", stdout);
+}
+
 static void print_kv_value(const ts_gguf_kv *kv) {
     switch (kv->type) {
-    case TS_GGUF_STRING:
-        printf("\"%.*s%s\"", (int)(kv->value.str.len < 60 ? kv->value.str.len : 60),
-               kv->value.str.data, kv->value.str.len > 60 ? "..." : "");
-        break;
+    case TS_GGUF_STRING: print_string(kv->value.str); break;
     case TS_GGUF_FLOAT32: case TS_GGUF_FLOAT64: printf("%g", kv->value.f64); break;
     case TS_GGUF_INT8: case TS_GGUF_INT16: case TS_GGUF_INT32: case TS_GGUF_INT64:
         printf("%" PRId64, kv->value.i64);

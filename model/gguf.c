@@ -244,19 +244,29 @@ static int parse_value(cursor *c, ts_gguf_kv *kv) {
     return TS_OK;
 }
 
+/* Keys and tensor names are looked up as C strings: non-empty, bounded, without NUL bytes. */
+static int check_name(ts_gguf_str s, const char *kind, size_t index, uint64_t max) {
+    char shown[128];
+    printable(s, shown, sizeof shown);
+    if (s.len == 0) return ts_error_set(TS_E_FORMAT, "%s #%zu: empty name", kind, index);
+    if (s.len > max)
+        return ts_error_set(TS_E_FORMAT, "%s #%zu ('%s'): %" PRIu64 " bytes long, the limit is %"
+                            PRIu64, kind, index, shown, s.len, max);
+    if (memchr(s.data, '\0', (size_t)s.len))
+        return ts_error_set(TS_E_FORMAT, "%s #%zu ('%s') contains a NUL byte", kind, index, shown);
+    return TS_OK;
+}
+
 static int parse_kv(cursor *c, size_t index, ts_gguf_kv *kv) {
     int rc = read_str(c, &kv->key, "key");
     if (rc) return ts_error_wrap(rc, "key #%zu", index);
-    char shown[128];
-    printable(kv->key, shown, sizeof shown);
-    if (kv->key.len == 0) return ts_error_set(TS_E_FORMAT, "key #%zu: empty key", index);
-    if (kv->key.len > GGUF_MAX_KEY_BYTES)
-        return ts_error_set(TS_E_FORMAT, "key #%zu ('%s'): %" PRIu64 " bytes long, the limit is %d",
-                            index, shown, kv->key.len, GGUF_MAX_KEY_BYTES);
-    if (memchr(kv->key.data, '\0', (size_t)kv->key.len))
-        return ts_error_set(TS_E_FORMAT, "key #%zu ('%s') contains a NUL byte", index, shown);
+    rc = check_name(kv->key, "key", index, GGUF_MAX_KEY_BYTES);
+    if (rc) return rc;
     rc = parse_value(c, kv);
-    if (rc) return ts_error_wrap(rc, "key '%s'", shown);
+    if (rc) {
+        char shown[128];
+        return ts_error_wrap(rc, "key '%s'", printable(kv->key, shown, sizeof shown));
+    }
     return TS_OK;
 }
 
@@ -265,15 +275,10 @@ static int parse_kv(cursor *c, size_t index, ts_gguf_kv *kv) {
 static int parse_tensor_info(cursor *c, size_t index, ts_gguf_tensor *t) {
     int rc = read_str(c, &t->name, "tensor name");
     if (rc) return ts_error_wrap(rc, "tensor #%zu", index);
+    rc = check_name(t->name, "tensor", index, GGUF_MAX_NAME_BYTES);
+    if (rc) return rc;
     char shown[128];
     printable(t->name, shown, sizeof shown);
-    if (t->name.len == 0) return ts_error_set(TS_E_FORMAT, "tensor #%zu: empty name", index);
-    if (t->name.len > GGUF_MAX_NAME_BYTES)
-        return ts_error_set(TS_E_FORMAT, "tensor #%zu ('%s'): name of %" PRIu64
-                            " bytes is longer than %d", index, shown, t->name.len,
-                            GGUF_MAX_NAME_BYTES);
-    if (memchr(t->name.data, '\0', (size_t)t->name.len))
-        return ts_error_set(TS_E_FORMAT, "tensor #%zu ('%s'): name contains a NUL byte", index, shown);
     memcpy(t->name_z, t->name.data, (size_t)t->name.len);
     t->name_z[t->name.len] = '\0';
 

@@ -4,10 +4,14 @@
  * ts_gguf_open maps the file read-only (mmap) and parses the header, every metadata key/value
  * and every tensor info, validating as it goes: magic, version, counts, string lengths, array
  * sizes, value types, tensor dimensions, tensor types, alignment and that every tensor's data
- * lies inside the file. Any violation gives TS_E_FORMAT (or TS_E_UNSUPPORTED for a tensor type
- * we do not know) with one message naming the file and the key or tensor, e.g.
+ * lies inside the file. Any violation gives TS_E_FORMAT (TS_E_UNSUPPORTED for what is well-formed
+ * but not supported: GGUF v1, big-endian files, arrays of arrays, a tensor type other than f32,
+ * f16, bf16, q8_0 and q4_0) with one message naming the file and the key or tensor, e.g.
  *   "model.gguf: tensor 'blk.3.attn_q.weight': data [123456, 789012) beyond file size 1000".
- * The parser never reads outside the mapping, whatever the bytes (it is fuzzed: tests/fuzz/).
+ * The parser never reads outside the mapping, whatever the bytes (it is fuzzed: tests/fuzz/), and
+ * allocates only in proportion to the bytes the file actually has, whatever counts it claims.
+ * Opening a path that cannot be read gives TS_E_IO ("PATH: No such file or directory").
+ * Keys are 1 to 65535 bytes and tensor names 1 to 255 bytes, neither with a NUL byte.
  *
  * Strings and tensor data point into the mapping and stay valid until ts_gguf_close. Strings in
  * GGUF are not NUL-terminated: use ts_gguf_str's length. The structure is immutable after open

@@ -7,6 +7,10 @@
  * shape that does not match, or a type we cannot compute with gives one error naming the file
  * and the key or tensor:
  *   "m.gguf: tensor 'blk.2.ffn_up.weight': shape [64, 171], expected [64, 172]".
+ * Codes: TS_E_NOT_FOUND for a missing key or tensor, TS_E_FORMAT for a value of the wrong type,
+ * out of range or inconsistent (heads that do not divide, RoPE dims odd or beyond the head, a
+ * vocabulary size that disagrees with the embedding, a shape mismatch), TS_E_UNSUPPORTED for
+ * another architecture, value_length != key_length or a quantized norm.
  * Shapes are written GGML-style, fastest dimension first: a weight of `rows` outputs and `cols`
  * inputs has shape [cols, rows].
  *
