@@ -2,6 +2,7 @@
 #include "common/json.h"
 
 #include "common/error.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -63,24 +64,12 @@ void ts_jw_object_end(ts_json_writer *w) { jw_close(w, true); }
 void ts_jw_array_begin(ts_json_writer *w) { jw_open(w, false); }
 void ts_jw_array_end(ts_json_writer *w) { jw_close(w, false); }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not valid UTF-8. */
+/* Length of the valid UTF-8 character at s (1..4), or 0 if the bytes there are not valid UTF-8
+ * (then one byte is replaced and the next one looked at). */
 static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) { len = 2; min = 0x80; }
-    else if (c >= 0xe0 && c <= 0xef) { len = 3; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { len = 4; min = 0x10000; }
-    else return 0;
-    if (n < len) return 0;
-    unsigned cp = c & (0x3fu >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
+    uint32_t cp;
+    size_t len = ts_utf8_decode((const char *)s, n, &cp);
+    return cp == TS_UTF8_INVALID || cp == TS_UTF8_INCOMPLETE ? 0 : len;
 }
 
 static void jw_escaped(ts_json_writer *w, const char *s, size_t n) {
@@ -251,26 +240,6 @@ static int hex4(parser *p, unsigned *out) {
     return TS_OK;
 }
 
-static size_t put_utf8(char *dst, unsigned cp) {
-    if (cp < 0x80) { dst[0] = (char)cp; return 1; }
-    if (cp < 0x800) {
-        dst[0] = (char)(0xc0 | (cp >> 6));
-        dst[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        dst[0] = (char)(0xe0 | (cp >> 12));
-        dst[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        dst[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    dst[0] = (char)(0xf0 | (cp >> 18));
-    dst[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    dst[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    dst[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Parses a string at p->pos (which is at the opening quote). Decoded bytes go to the arena. */
 static int parse_string(parser *p, const char **out, size_t *out_len) {
     p->pos++; /* opening quote */
@@ -317,7 +286,7 @@ static int parse_string(parser *p, const char **out, size_t *out_len) {
             } else if (cp >= 0xdc00 && cp <= 0xdfff) {
                 return parse_fail(p, "unpaired surrogate in \\u escape");
             }
-            n += put_utf8(dst + n, cp);
+            n += ts_utf8_encode(cp, dst + n);
             break;
         }
         default: return parse_fail(p, "bad escape in string");

@@ -7,6 +7,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/utf8.h"
 #include "tests/unit/test.h"
 
 #include <immintrin.h>
@@ -281,6 +282,47 @@ static void test_log_levels_parse(void) {
     CHECK(ts_log_parse_level("loud", &l) == TS_E_INVALID);
 }
 
+/* Strict decoding: maximal ill-formed subparts, incomplete tails, and every code point round
+ * trips through encode/decode. */
+static void test_utf8_decodes_strictly(void) {
+    static const struct {
+        const char *bytes;
+        size_t len, want_len;
+        uint32_t want_cp;
+    } cases[] = {
+        {"A", 1, 1, 'A'},
+        {"\xC3\xA9", 2, 2, 0xE9},
+        {"\xE4\xBD\xA0", 3, 3, 0x4F60},
+        {"\xF0\x9F\xA6\x99", 4, 4, 0x1F999},
+        {"\xC3", 1, 1, TS_UTF8_INCOMPLETE},
+        {"\xF0\x9F\xA6", 3, 3, TS_UTF8_INCOMPLETE},
+        {"\xE4(", 2, 1, TS_UTF8_INVALID},
+        {"\xF0\x9F(", 3, 2, TS_UTF8_INVALID},
+        {"\xF0\x9F\xA6(", 4, 3, TS_UTF8_INVALID},
+        {"\x80", 1, 1, TS_UTF8_INVALID},
+        {"\xC0\xAF", 2, 1, TS_UTF8_INVALID},     /* overlong */
+        {"\xE0\x80\x80", 3, 1, TS_UTF8_INVALID}, /* overlong */
+        {"\xED\xA0\x80", 3, 1, TS_UTF8_INVALID}, /* surrogate */
+        {"\xF4\x90\x80\x80", 4, 1, TS_UTF8_INVALID}, /* above U+10FFFF */
+        {"\xFF", 1, 1, TS_UTF8_INVALID},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint32_t cp = 0;
+        CHECK_EQ_INT(ts_utf8_decode(cases[i].bytes, cases[i].len, &cp), cases[i].want_len);
+        CHECK_EQ_INT(cp, cases[i].want_cp);
+    }
+    for (uint32_t cp = 0; cp < 0x110000; cp++) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        char buf[4];
+        size_t n = ts_utf8_encode(cp, buf);
+        uint32_t back = 0;
+        if (ts_utf8_decode(buf, n, &back) != n || back != cp) {
+            CHECK_EQ_INT(back, cp);
+            break;
+        }
+    }
+}
+
 int main(void) {
     RUN(test_error_wrap_builds_one_line);
     RUN(test_buf_appends_and_formats);
@@ -294,5 +336,6 @@ int main(void) {
     RUN(test_rng_is_deterministic);
     RUN(test_dtype_rows_and_names);
     RUN(test_log_levels_parse);
+    RUN(test_utf8_decodes_strictly);
     return test_summary();
 }
