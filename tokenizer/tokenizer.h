@@ -6,15 +6,21 @@
  *             spaces become U+2581, a dummy-prefix space is added in front of the text
  *             (`tokenizer.ggml.add_space_prefix`, default true), pieces are merged greedily by
  *             score, and characters without a piece fall back to byte tokens <0xXX>.
- *   "gpt2"  — byte-level BPE: the GPT-2 pre-tokenizer regex splits the text, each piece is mapped
+ *   "gpt2"  — byte-level BPE: a pre-tokenizer regex splits the text, each piece is mapped
  *             to the byte-to-unicode alphabet and merged by rank from `tokenizer.ggml.merges`.
+ *             The regex is chosen by `tokenizer.ggml.pre`: "gpt-2" (GPT-2's regex), "llama-bpe"
+ *             / "llama3" / "llama-v3" (Llama 3's), "qwen2" / "deepseek-r1-qwen" (Qwen 2's); an
+ *             absent or "default" name falls back to GPT-2's with a logged warning (llama.cpp
+ *             splits such files slightly differently), any other name is TS_E_UNSUPPORTED.
  * Ids match llama.cpp's tokenizer for the same vocabulary exactly (tests/data vectors).
- * Control tokens (BOS/EOS/...) in the text are treated as plain text, never parsed as specials.
+ * Control tokens (BOS/EOS/...) in the text are treated as plain text, never parsed as specials;
+ * user-defined tokens (token_type 4) are matched in the text first, as llama.cpp does.
  *
  * Decoding: ts_tokenizer_piece gives the bytes of one token (byte tokens give their byte, U+2581
  * gives a space, control tokens give nothing). A token may end in the middle of a UTF-8
  * character; ts_detok buffers such bytes and emits only complete characters, so streamed text is
- * always valid UTF-8 and the concatenation of all emitted text equals the full decode.
+ * always valid UTF-8 and the concatenation of all emitted text equals the full decode
+ * (ts_tokenizer_decode without strip_prefix) whenever that is valid UTF-8.
  *
  * A ts_tokenizer is immutable after creation and safe to use from several threads. It copies what
  * it needs from the GGUF (the file may be closed afterwards).
@@ -33,7 +39,14 @@ typedef struct ts_tokenizer ts_tokenizer;
 
 typedef enum { TS_TOKENIZER_SPM = 1, TS_TOKENIZER_BPE = 2 } ts_tokenizer_kind;
 
-/* TS_E_FORMAT / TS_E_NOT_FOUND / TS_E_UNSUPPORTED with the file and key named on bad metadata. */
+/* Builds the tokenizer of a GGUF file. Errors name the file and the key:
+ *   TS_E_NOT_FOUND   the file has no tokenizer (no `tokenizer.ggml.model`);
+ *   TS_E_UNSUPPORTED another tokenizer model, or an unknown `tokenizer.ggml.pre`;
+ *   TS_E_FORMAT      broken metadata: missing or empty tokens array, scores or token types whose
+ *                    length differs from the token count, a token type outside 0..6, a byte token
+ *                    not written <0xXX>, a merge that is not "LEFT RIGHT", a missing merges array
+ *                    (gpt2), a special token id outside the vocabulary, a key of the wrong type.
+ * Special ids (bos/eos/unknown/eot/eom_token_id) of -1 or 0xFFFFFFFF mean "none". */
 int ts_tokenizer_from_gguf(const ts_gguf *g, ts_tokenizer **out);
 void ts_tokenizer_destroy(ts_tokenizer *t);
 
@@ -41,14 +54,20 @@ ts_tokenizer_kind ts_tokenizer_get_kind(const ts_tokenizer *t);
 int32_t ts_tokenizer_n_vocab(const ts_tokenizer *t);
 int32_t ts_tokenizer_bos(const ts_tokenizer *t); /* -1 if none */
 int32_t ts_tokenizer_eos(const ts_tokenizer *t); /* -1 if none */
-/* End of generation: EOS, or another end-of-turn token the vocabulary marks (e.g. <|eot_id|>). */
+/* End of generation: EOS, `tokenizer.ggml.eot_token_id`, `.eom_token_id`, and (as llama.cpp) the
+ * tokens written <|eot_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, <|eom_id|>,
+ * <EOT> or <|end_of_text|> when the vocabulary has them. */
 bool ts_tokenizer_is_eog(const ts_tokenizer *t, int32_t id);
 /* Whether `add_bos` should default to true for this vocabulary (`tokenizer.ggml.add_bos_token`). */
 bool ts_tokenizer_adds_bos(const ts_tokenizer *t);
 
 /* Encodes `len` bytes of text (need not be NUL-terminated; invalid UTF-8 is encoded byte by byte,
- * never refused). Appends the ids to *ids (realloc'd; *ids may be NULL with *n_ids == 0) and
- * updates *n_ids. Returns 0 or TS_E_NOMEM. */
+ * never refused). With add_bos, BOS (if the vocabulary has one) comes first; an empty text gives
+ * no other id. Appends the ids to *ids (realloc'd; *ids may be NULL with *n_ids == 0) and
+ * updates *n_ids; on failure *ids and *n_ids are unchanged. O(n log n) in the text length.
+ * Returns 0, TS_E_NOMEM, or TS_E_INVALID for a text of more than 2^31 characters.
+ * Ill-formed UTF-8: SPM gives the same ids as llama.cpp (byte tokens); byte-level BPE keeps the
+ * bytes (llama.cpp replaces them with U+FFFD first, so its ids differ there). */
 int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
                         int32_t **ids, size_t *n_ids);
 
@@ -56,8 +75,16 @@ int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, boo
  * an empty piece. The pointer stays valid for the tokenizer's lifetime. */
 const char *ts_tokenizer_piece(const ts_tokenizer *t, int32_t id, size_t *len);
 
-/* The vocabulary string of a token as stored (e.g. "▁Once", "<0x0A>", "<s>"), for inspection. */
+/* The vocabulary string of a token as stored (e.g. "▁Once", "<0x0A>", "<s>"), for inspection;
+ * "" for an id out of range. NUL-terminated (a text containing NUL bytes appears cut short). */
 const char *ts_tokenizer_token_text(const ts_tokenizer *t, int32_t id);
+
+/* Appends the text of ids[0..n) to out: the concatenation of their pieces. With strip_prefix, a
+ * SentencePiece vocabulary that adds the dummy-prefix space has one leading space removed from
+ * the first token (after a leading BOS), as llama.cpp's llama_detokenize with remove_special, so
+ * that decode(encode(text)) == text. Returns 0 or TS_E_NOMEM. */
+int ts_tokenizer_decode(const ts_tokenizer *t, const int32_t *ids, size_t n, bool strip_prefix,
+                        ts_buf *out);
 
 /* Streaming decoder state: zero-initialise. */
 typedef struct ts_detok {
@@ -66,8 +93,9 @@ typedef struct ts_detok {
 } ts_detok;
 
 /* Appends the piece of `id` to the pending bytes and appends to `out` every complete UTF-8
- * character (a byte that can neither start nor continue a valid character becomes U+FFFD).
- * Returns 0 or TS_E_NOMEM. */
+ * character (a byte that can neither start nor continue a valid character becomes U+FFFD; one
+ * U+FFFD per maximal ill-formed subpart, so the output does not depend on how the bytes were cut
+ * into tokens). Returns 0 or TS_E_NOMEM. */
 int ts_detok_push(ts_detok *d, const ts_tokenizer *t, int32_t id, ts_buf *out);
 /* Flushes what is pending at the end of a stream (an incomplete character becomes U+FFFD). */
 int ts_detok_flush(ts_detok *d, ts_buf *out);

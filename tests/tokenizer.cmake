@@ -1,0 +1,5 @@
+# Tokenizers (tokenizer/): llama.cpp's vectors for stories260K, Llama 2 SPM and GPT-2 BPE,
+# decoding and streaming, broken metadata, the pre-tokenizer regexes, and `tessera tokenize`.
+ts_add_test(NAME test_tokenizer SOURCES unit/test_tokenizer.c LIBS ts_tokenizer LABELS unit)
+ts_add_test(NAME test_tokenizer_pretok SOURCES unit/test_tokenizer_pretok.c LIBS ts_tokenizer
+            LABELS unit)
