@@ -3,3 +3,7 @@
 ts_add_test(NAME test_tokenizer SOURCES unit/test_tokenizer.c LIBS ts_tokenizer LABELS unit)
 ts_add_test(NAME test_tokenizer_pretok SOURCES unit/test_tokenizer_pretok.c LIBS ts_tokenizer
             LABELS unit)
+
+# `tessera tokenize`, run as a user would (the test runs the built binary).
+ts_add_test(NAME test_tokenize_cli SOURCES cli/test_tokenize_cli.c LABELS unit)
+add_dependencies(test_tokenize_cli tessera)
