@@ -77,51 +77,88 @@ static size_t json_ids(const ts_json *arr, int32_t *out, size_t cap) {
     return n;
 }
 
-static void test_stories260K_matches_llama_cpp(void) {
-    loaded l = load(STORIES);
+/* Calls fn for each line of a JSONL file; returns the number of lines. */
+static int for_each_json_line(const char *path, void (*fn)(const ts_json *root, void *ctx),
+                              void *ctx) {
     ts_buf file = {0};
-    CHECK_OK(ts_buf_read_file(&file, DATA "tokenizer_stories260K.jsonl"));
-    if (!l.t || !file.data) goto done;
-    int cases = 0, matched = 0;
-    for (char *line = file.data, *end; *line; line = end + 1) {
+    CHECK_OK(ts_buf_read_file(&file, path));
+    int lines = 0;
+    for (char *line = file.data, *end; line && *line; line = *end ? end + 1 : end) {
         end = strchr(line, '\n');
         if (!end) end = line + strlen(line);
-        if (end == line) {
-            if (!*end) break;
-            continue;
-        }
+        if (end == line) continue;
         ts_json_doc *doc = NULL;
         CHECK_OK(ts_json_parse(line, (size_t)(end - line), &doc));
         if (!doc) break;
-        const ts_json *root = ts_json_root(doc), *with_bos, *no_bos;
-        const char *text;
-        size_t len;
-        CHECK_OK(ts_json_get_string(root, "text", &text, &len));
-        CHECK_OK(ts_json_get_array(root, "ids_with_bos", &with_bos));
-        CHECK_OK(ts_json_get_array(root, "ids_no_bos", &no_bos));
-        int32_t want[512];
-        size_t n = json_ids(with_bos, want, 512);
-        if (len == 0 && n == 0) {
-            /* llama-tokenize refuses an empty prompt ("must specify one of: --stdin, --file or
-             * --prompt") and prints nothing, so this vector has no BOS; llama.cpp's library
-             * (llama_tokenize with add_special) gives [BOS] for an empty text, and so do we. */
-            want[n++] = 1;
-            fprintf(stderr,
-                    "  stories260K: empty text with BOS: expecting [1], not the recorded []\n");
-        }
-        cases += 2;
-        matched += ids_match(l.t, text, len, true, want, n, "stories260K");
-        n = json_ids(no_bos, want, 512);
-        matched += ids_match(l.t, text, len, false, want, n, "stories260K");
-        CHECK(round_trips(l.t, text, len));
+        fn(ts_json_root(doc), ctx);
         ts_json_doc_free(doc);
-        if (!*end) break;
+        lines++;
     }
-    fprintf(stderr, "  stories260K: %d of %d cases match\n", matched, cases);
-    CHECK_EQ_INT(cases, 24);
-    CHECK_EQ_INT(matched, cases);
-done:
     ts_buf_free(&file);
+    return lines;
+}
+
+typedef struct vector_count {
+    const ts_tokenizer *t;
+    int cases, matched;
+} vector_count;
+
+/* tokenizer_stories260K.jsonl: text, ids_with_bos, ids_no_bos (llama-tokenize). */
+static void check_stories_line(const ts_json *root, void *ctx) {
+    vector_count *c = ctx;
+    const ts_json *with_bos, *no_bos;
+    const char *text;
+    size_t len;
+    CHECK_OK(ts_json_get_string(root, "text", &text, &len));
+    CHECK_OK(ts_json_get_array(root, "ids_with_bos", &with_bos));
+    CHECK_OK(ts_json_get_array(root, "ids_no_bos", &no_bos));
+    int32_t want[512];
+    size_t n = json_ids(with_bos, want, 512);
+    if (len == 0 && n == 0) {
+        /* llama-tokenize refuses an empty prompt ("must specify one of: --stdin, --file or
+         * --prompt") and prints nothing, so this vector has no BOS; llama.cpp's library
+         * (llama_tokenize with add_special) gives [BOS] for an empty text, and so do we. */
+        want[n++] = 1;
+        fprintf(stderr, "  stories260K: empty text with BOS: expecting [1], not the recorded []\n");
+    }
+    c->cases += 2;
+    c->matched += ids_match(c->t, text, len, true, want, n, "stories260K");
+    n = json_ids(no_bos, want, 512);
+    c->matched += ids_match(c->t, text, len, false, want, n, "stories260K");
+    CHECK(round_trips(c->t, text, len));
+}
+
+static void test_stories260K_matches_llama_cpp(void) {
+    loaded l = load(STORIES);
+    vector_count c = {l.t, 0, 0};
+    if (l.t) for_each_json_line(DATA "tokenizer_stories260K.jsonl", check_stories_line, &c);
+    fprintf(stderr, "  stories260K: %d of %d cases match\n", c.matched, c.cases);
+    CHECK_EQ_INT(c.cases, 24);
+    CHECK_EQ_INT(c.matched, c.cases);
+    unload(&l);
+}
+
+/* greedy_stories260K_f32.jsonl: prompt and prompt_ids (llama-simple, with BOS). */
+static void check_greedy_prompt(const ts_json *root, void *ctx) {
+    vector_count *c = ctx;
+    const ts_json *ids;
+    const char *text;
+    size_t len;
+    CHECK_OK(ts_json_get_string(root, "prompt", &text, &len));
+    CHECK_OK(ts_json_get_array(root, "prompt_ids", &ids));
+    int32_t want[512];
+    size_t n = json_ids(ids, want, 512);
+    c->cases++;
+    c->matched += ids_match(c->t, text, len, true, want, n, "greedy prompt");
+}
+
+static void test_greedy_prompts_match_llama_cpp(void) {
+    loaded l = load(STORIES);
+    vector_count c = {l.t, 0, 0};
+    if (l.t) for_each_json_line(DATA "greedy_stories260K_f32.jsonl", check_greedy_prompt, &c);
+    fprintf(stderr, "  greedy prompts: %d of %d match\n", c.matched, c.cases);
+    CHECK_EQ_INT(c.cases, 8);
+    CHECK_EQ_INT(c.matched, c.cases);
     unload(&l);
 }
 
@@ -662,6 +699,7 @@ static void test_user_defined_tokens_are_matched_first(void) {
 
 int main(void) {
     RUN(test_stories260K_matches_llama_cpp);
+    RUN(test_greedy_prompts_match_llama_cpp);
     RUN(test_llama_spm_vocab_matches_llama_cpp);
     RUN(test_gpt2_vocab_matches_llama_cpp);
     RUN(test_vocab_properties);
