@@ -128,14 +128,19 @@ static void check_stories_line(const ts_json *root, void *ctx) {
     CHECK(round_trips(c->t, text, len));
 }
 
-static void test_stories260K_matches_llama_cpp(void) {
+/* Runs fn over every line of a stories260K vector file; expects `cases` cases, all matching. */
+static void check_stories_file(const char *file, void (*fn)(const ts_json *, void *), int cases) {
     loaded l = load(STORIES);
     vector_count c = {l.t, 0, 0};
-    if (l.t) for_each_json_line(DATA "tokenizer_stories260K.jsonl", check_stories_line, &c);
-    fprintf(stderr, "  stories260K: %d of %d cases match\n", c.matched, c.cases);
-    CHECK_EQ_INT(c.cases, 24);
+    if (l.t) for_each_json_line(file, fn, &c);
+    fprintf(stderr, "  %s: %d of %d cases match\n", strrchr(file, '/') + 1, c.matched, c.cases);
+    CHECK_EQ_INT(c.cases, cases);
     CHECK_EQ_INT(c.matched, c.cases);
     unload(&l);
+}
+
+static void test_stories260K_matches_llama_cpp(void) {
+    check_stories_file(DATA "tokenizer_stories260K.jsonl", check_stories_line, 24);
 }
 
 /* greedy_stories260K_f32.jsonl: prompt and prompt_ids (llama-simple, with BOS). */
@@ -153,13 +158,7 @@ static void check_greedy_prompt(const ts_json *root, void *ctx) {
 }
 
 static void test_greedy_prompts_match_llama_cpp(void) {
-    loaded l = load(STORIES);
-    vector_count c = {l.t, 0, 0};
-    if (l.t) for_each_json_line(DATA "greedy_stories260K_f32.jsonl", check_greedy_prompt, &c);
-    fprintf(stderr, "  greedy prompts: %d of %d match\n", c.matched, c.cases);
-    CHECK_EQ_INT(c.cases, 8);
-    CHECK_EQ_INT(c.matched, c.cases);
-    unload(&l);
+    check_stories_file(DATA "greedy_stories260K_f32.jsonl", check_greedy_prompt, 8);
 }
 
 /* llama.cpp's test-tokenizer-0 layout: texts separated by "\n__ggml_vocab_test__\n" (the
