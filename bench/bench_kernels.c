@@ -56,11 +56,16 @@ static int parse(int argc, char **argv, options *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage();
         i++;
-        if (!strcmp(a, "--threads")) o->threads = atoi(v);
-        else if (!strcmp(a, "--reps")) o->reps = atoi(v);
-        else if (!strcmp(a, "--tokens")) o->tokens = atoi(v);
-        else if (!strcmp(a, "--layers")) o->layers = atoi(v);
-        else if (!strcmp(a, "--types")) snprintf(o->types, sizeof o->types, "%s", v);
+        if (!strcmp(a, "--threads"))
+            o->threads = atoi(v);
+        else if (!strcmp(a, "--reps"))
+            o->reps = atoi(v);
+        else if (!strcmp(a, "--tokens"))
+            o->tokens = atoi(v);
+        else if (!strcmp(a, "--layers"))
+            o->layers = atoi(v);
+        else if (!strcmp(a, "--types"))
+            snprintf(o->types, sizeof o->types, "%s", v);
         else if (!strcmp(a, "--isa")) {
             int found = !strcmp(v, "auto");
             for (int k = 0; k < TS_CPU_IMPL_COUNT; k++)
@@ -97,7 +102,9 @@ static ts_weight make_weight(ts_rng *rng, ts_dtype type, int64_t rows, int64_t c
     return w;
 }
 
-static size_t weight_bytes(const ts_weight *w) { return w->row_stride * (size_t)w->rows; }
+static size_t weight_bytes(const ts_weight *w) {
+    return w->row_stride * (size_t)w->rows;
+}
 
 static void bench_type(ts_backend *be, const options *o, ts_dtype type, double bw, double peak) {
     ts_rng rng;
@@ -115,15 +122,18 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
     bytes += weight_bytes(&out);
 
     const int n = o->tokens;
-    float *x = malloc((size_t)n * FFN * sizeof(float)), *y = malloc((size_t)n * VOCAB * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * FFN; i++) x[i] = (float)(i % 13) * 0.1f - 0.6f;
+    float *x = malloc((size_t)n * FFN * sizeof(float)),
+          *y = malloc((size_t)n * VOCAB * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * FFN; i++)
+        x[i] = (float)(i % 13) * 0.1f - 0.6f;
 
     /* decode: one pass over all weights, batch 1 */
     double best = 1e30;
     for (int rep = 0; rep < o->reps + 1; rep++) {
         int64_t t0 = ts_now_ns();
         for (int l = 0; l < o->layers; l++)
-            for (int m = 0; m < 7; m++) be->matmul(be, y, x, 1, &layers[l].w[m]);
+            for (int m = 0; m < 7; m++)
+                be->matmul(be, y, x, 1, &layers[l].w[m]);
         be->matmul(be, y, x, 1, &out);
         double s = ts_ns_to_s(ts_now_ns() - t0);
         if (rep > 0 && s < best) best = s; /* the first pass warms up */
@@ -134,12 +144,14 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
 
     /* prefill: the seven matmuls of one layer for n tokens */
     double flop = 0;
-    for (int m = 0; m < 7; m++) flop += 2.0 * n * (double)shape[m][0] * (double)shape[m][1];
+    for (int m = 0; m < 7; m++)
+        flop += 2.0 * n * (double)shape[m][0] * (double)shape[m][1];
     best = 1e30;
     int reps = o->reps < 3 ? o->reps : 3;
     for (int rep = 0; rep < reps + 1; rep++) {
         int64_t t0 = ts_now_ns();
-        for (int m = 0; m < 7; m++) be->matmul(be, y, x, n, &layers[rep % o->layers].w[m]);
+        for (int m = 0; m < 7; m++)
+            be->matmul(be, y, x, n, &layers[rep % o->layers].w[m]);
         double s = ts_ns_to_s(ts_now_ns() - t0);
         if (rep > 0 && s < best) best = s;
     }
@@ -149,7 +161,8 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
     fflush(stdout);
 
     for (int l = 0; l < o->layers; l++)
-        for (int m = 0; m < 7; m++) free((void *)layers[l].w[m].data);
+        for (int m = 0; m < 7; m++)
+            free((void *)layers[l].w[m].data);
     free((void *)out.data);
     free(layers);
     free(x);

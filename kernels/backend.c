@@ -44,7 +44,9 @@ ts_cpu_isa ts_cpu_isa_detect(void) {
     return TS_ISA_AVX2;
 }
 #else
-ts_cpu_isa ts_cpu_isa_detect(void) { return TS_ISA_SCALAR; }
+ts_cpu_isa ts_cpu_isa_detect(void) {
+    return TS_ISA_SCALAR;
+}
 #endif
 
 const char *ts_cpu_isa_name(ts_cpu_isa isa) {
@@ -65,8 +67,10 @@ int ts_cpu_isa_parse(const char *text, ts_cpu_isa *out) {
             return 0;
         }
     }
-    return ts_error_set(TS_E_INVALID, "unknown CPU instruction set '%s' (expected auto, scalar, "
-                        "avx2 or avx512)", text ? text : "(null)");
+    return ts_error_set(TS_E_INVALID,
+                        "unknown CPU instruction set '%s' (expected auto, scalar, "
+                        "avx2 or avx512)",
+                        text ? text : "(null)");
 }
 
 static int create_cpu(const ts_backend_options *opts, ts_backend **out) {
@@ -81,7 +85,8 @@ static int create_cpu(const ts_backend_options *opts, ts_backend **out) {
     default: return ts_error_set(TS_E_INVALID, "cpu backend: unknown instruction set %d", (int)isa);
     }
     if (isa > best)
-        return ts_error_set(TS_E_UNSUPPORTED, "cpu backend: this CPU does not support %s (best: %s)",
+        return ts_error_set(TS_E_UNSUPPORTED,
+                            "cpu backend: this CPU does not support %s (best: %s)",
                             ts_cpu_isa_name(isa), ts_cpu_isa_name(best));
     impl = isa == TS_ISA_AVX512 ? TS_CPU_IMPL_AVX512
            : isa == TS_ISA_AVX2 ? TS_CPU_IMPL_AVX2

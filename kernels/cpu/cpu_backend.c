@@ -49,7 +49,9 @@ typedef struct cpu_backend {
     size_t sample_scratch_cap;
 } cpu_backend;
 
-static cpu_backend *cpu(ts_backend *be) { return (cpu_backend *)be; }
+static cpu_backend *cpu(ts_backend *be) {
+    return (cpu_backend *)be;
+}
 
 /* ---- memory ---- */
 
@@ -105,7 +107,9 @@ static void cpu_weight_release(ts_backend *be, ts_weight *w) {
     w->owned = NULL;
 }
 
-static int cpu_sync(ts_backend *be) { return 0; }
+static int cpu_sync(ts_backend *be) {
+    return 0;
+}
 
 /* Grows a zeroed scratch buffer (not counted in the budget: it is the backend's own). Sizes at
  * least double, so a context that grows by one token per step reallocates O(log n) times. */
@@ -114,8 +118,9 @@ static int grow_scratch(void **p, size_t *cap, size_t bytes) {
     if (bytes < 2 * *cap) bytes = 2 * *cap;
     size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
     void *q = aligned_alloc(ALIGN, rounded);
-    if (!q) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for %zu bytes of scratch",
-                                bytes);
+    if (!q)
+        return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for %zu bytes of scratch",
+                            bytes);
     memset(q, 0, rounded);
     free(*p);
     *p = q;
@@ -153,8 +158,8 @@ static void ref_embed(ts_backend *be, float *x, const ts_weight *table, int64_t 
     ts_ref_embed(x, table, first_row, b->tokens, b->n_tokens);
 }
 
-static void ref_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight,
-                        int32_t n, int32_t dim, float eps) {
+static void ref_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight, int32_t n,
+                        int32_t dim, float eps) {
     ts_ref_rmsnorm(out, x, weight, n, dim, eps);
 }
 
@@ -162,8 +167,8 @@ static void ref_matmul(ts_backend *be, float *y, const float *x, int32_t n, cons
     ts_ref_matmul(y, x, n, w);
 }
 
-static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
-                     int32_t rope_dims, float theta) {
+static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
+                     float theta) {
     const ts_cpu_batch *b = &cpu(be)->batch;
     ts_ref_rope(x, b->pos, b->n_tokens, n_heads, head_dim, rope_dims, theta);
 }
@@ -214,8 +219,8 @@ static void simd_matmul(ts_backend *be, float *y, const float *x, int32_t n, con
     c->k->matmul(&c->exec, y, x, n, w);
 }
 
-static void simd_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight,
-                         int32_t n, int32_t dim, float eps) {
+static void simd_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight, int32_t n,
+                         int32_t dim, float eps) {
     cpu_backend *c = cpu(be);
     c->k->rmsnorm(&c->exec, out, x, weight, n, dim, eps);
 }
@@ -285,7 +290,8 @@ static void cpu_destroy(ts_backend *be) {
     if (!be) return;
     cpu_backend *c = cpu(be);
     if (c->thread_scratch)
-        for (int i = 0; i < ts_threadpool_size(c->pool); i++) free(c->thread_scratch[i]);
+        for (int i = 0; i < ts_threadpool_size(c->pool); i++)
+            free(c->thread_scratch[i]);
     free(c->thread_scratch);
     ts_threadpool_destroy(c->pool);
     ts_cpu_batch_free(&c->batch);

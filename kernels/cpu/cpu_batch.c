@@ -11,7 +11,8 @@
 static int grow(void **p, size_t *cap, size_t n, size_t elem) {
     if (n <= *cap) return 0;
     size_t want = *cap ? *cap : 16;
-    while (want < n) want *= 2;
+    while (want < n)
+        want *= 2;
     void *q = malloc(want * elem);
     if (!q) return ts_error_set(TS_E_NOMEM, "cpu backend: out of memory for a batch of %zu", n);
     free(*p);

@@ -30,11 +30,14 @@ typedef struct {
 __attribute__((target("avx2,fma"))) static float fma_loop_avx2(double *flops) {
     __m256 acc[CHAINS];
     const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    for (int c = 0; c < CHAINS; c++)
+        acc[c] = _mm256_set1_ps((float)c);
     for (int i = 0; i < FMA_ITERS; i++)
-        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+        for (int c = 0; c < CHAINS; c++)
+            acc[c] = _mm256_fmadd_ps(acc[c], a, b);
     __m256 s = acc[0];
-    for (int c = 1; c < CHAINS; c++) s = _mm256_add_ps(s, acc[c]);
+    for (int c = 1; c < CHAINS; c++)
+        s = _mm256_add_ps(s, acc[c]);
     *flops = (double)FMA_ITERS * CHAINS * 8 * 2;
     return _mm256_cvtss_f32(s);
 }
@@ -42,11 +45,14 @@ __attribute__((target("avx2,fma"))) static float fma_loop_avx2(double *flops) {
 __attribute__((target("avx512f"))) static float fma_loop_avx512(double *flops) {
     __m512 acc[CHAINS];
     const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
+    for (int c = 0; c < CHAINS; c++)
+        acc[c] = _mm512_set1_ps((float)c);
     for (int i = 0; i < FMA_ITERS; i++)
-        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+        for (int c = 0; c < CHAINS; c++)
+            acc[c] = _mm512_fmadd_ps(acc[c], a, b);
     __m512 s = acc[0];
-    for (int c = 1; c < CHAINS; c++) s = _mm512_add_ps(s, acc[c]);
+    for (int c = 1; c < CHAINS; c++)
+        s = _mm512_add_ps(s, acc[c]);
     *flops = (double)FMA_ITERS * CHAINS * 16 * 2;
     return _mm512_reduce_add_ps(s);
 }
@@ -54,11 +60,14 @@ __attribute__((target("avx512f"))) static float fma_loop_avx512(double *flops) {
 
 static float fma_loop_scalar(double *flops) {
     float acc[CHAINS];
-    for (int c = 0; c < CHAINS; c++) acc[c] = (float)c;
+    for (int c = 0; c < CHAINS; c++)
+        acc[c] = (float)c;
     for (int i = 0; i < FMA_ITERS / 8; i++)
-        for (int c = 0; c < CHAINS; c++) acc[c] = acc[c] * 0.999999f + 1e-7f;
+        for (int c = 0; c < CHAINS; c++)
+            acc[c] = acc[c] * 0.999999f + 1e-7f;
     float s = 0;
-    for (int c = 0; c < CHAINS; c++) s += acc[c];
+    for (int c = 0; c < CHAINS; c++)
+        s += acc[c];
     *flops = (double)(FMA_ITERS / 8) * CHAINS * 2;
     return s;
 }
@@ -95,7 +104,8 @@ double ts_probe_fma_peak_gflops(int n_threads) {
         int64_t t0 = ts_now_ns();
         ts_threadpool_run(pool, nth, fma_task, a);
         double secs = ts_ns_to_s(ts_now_ns() - t0), flops = 0;
-        for (int i = 0; i < nth; i++) flops += a->flops[i];
+        for (int i = 0; i < nth; i++)
+            flops += a->flops[i];
         if (flops / secs > best) best = flops / secs;
     }
     free(a);
@@ -132,7 +142,8 @@ __attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) 
 static float sum_scalar(const float *p, size_t n) {
     float s[4] = {0};
     for (size_t i = 0; i + 4 <= n; i += 4)
-        for (int j = 0; j < 4; j++) s[j] += p[i + j];
+        for (int j = 0; j < 4; j++)
+            s[j] += p[i + j];
     return s[0] + s[1] + s[2] + s[3];
 }
 

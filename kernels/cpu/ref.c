@@ -31,9 +31,11 @@ void ts_ref_rmsnorm(float *out, const float *x, const float *weight, int32_t n, 
         const float *xi = x + (size_t)i * (size_t)dim;
         float *oi = out + (size_t)i * (size_t)dim;
         double sum = 0.0;
-        for (int32_t j = 0; j < dim; j++) sum += (double)xi[j] * (double)xi[j];
+        for (int32_t j = 0; j < dim; j++)
+            sum += (double)xi[j] * (double)xi[j];
         float scale = 1.0f / sqrtf((float)(sum / dim) + eps);
-        for (int32_t j = 0; j < dim; j++) oi[j] = xi[j] * scale * weight[j];
+        for (int32_t j = 0; j < dim; j++)
+            oi[j] = xi[j] * scale * weight[j];
     }
 }
 
@@ -47,7 +49,8 @@ void ts_ref_matmul(float *y, const float *x, int32_t n, const ts_weight *w) {
             for (int64_t k0 = 0; k0 < w->cols; k0 += CHUNK) {
                 int64_t len = w->cols - k0 < CHUNK ? w->cols - k0 : CHUNK;
                 ts_dequantize_row(w->type, row + ts_dtype_row_bytes(w->type, k0), wbuf, len);
-                for (int64_t k = 0; k < len; k++) sum += (double)wbuf[k] * (double)xi[k0 + k];
+                for (int64_t k = 0; k < len; k++)
+                    sum += (double)wbuf[k] * (double)xi[k0 + k];
             }
             y[(size_t)i * (size_t)w->rows + (size_t)r] = (float)sum;
         }
@@ -107,8 +110,7 @@ static void kv_put(const ts_kv_layer *kv, void *pool, size_t at, float v) {
         ((float *)pool)[at] = v;
 }
 
-void ts_ref_kv_store(const ts_kv_layer *kv, const ts_cpu_batch *b, const float *k,
-                     const float *v) {
+void ts_ref_kv_store(const ts_kv_layer *kv, const ts_cpu_batch *b, const float *k, const float *v) {
     size_t width = (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
     for (int32_t r = 0; r < b->n_tokens; r++) {
         int32_t p = b->pos[r];
@@ -137,7 +139,8 @@ void ts_ref_attention(float *out, const float *q, const ts_kv_layer *kv, const t
             for (int32_t t = 0; t <= pos; t++) { /* scores */
                 size_t at = kv_offset(kv, ts_cpu_batch_block(b, r, t), kvh, t % b->block_size);
                 double dot = 0.0;
-                for (int32_t d = 0; d < hd; d++) dot += (double)qh[d] * kv_get(kv, kv->k, at + d);
+                for (int32_t d = 0; d < hd; d++)
+                    dot += (double)qh[d] * kv_get(kv, kv->k, at + d);
                 scratch[t] = (float)dot * scale;
                 if (scratch[t] > max) max = scratch[t];
             }
@@ -159,11 +162,13 @@ void ts_ref_attention(float *out, const float *q, const ts_kv_layer *kv, const t
 }
 
 void ts_ref_silu_mul(float *gate, const float *up, int64_t count) {
-    for (int64_t i = 0; i < count; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    for (int64_t i = 0; i < count; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 void ts_ref_add(float *y, const float *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++) y[i] += x[i];
+    for (int64_t i = 0; i < count; i++)
+        y[i] += x[i];
 }
 
 void ts_ref_logit_rows(float *dst, const float *x, const ts_cpu_batch *b, int32_t dim) {
@@ -204,15 +209,16 @@ size_t ts_ref_sample_scratch_bytes(int32_t n_cols) {
 float ts_ref_logprob(const float *row, int32_t n_cols, int32_t token) {
     float max = row[ts_ref_argmax_row(row, n_cols)];
     double sum = 0.0;
-    for (int32_t j = 0; j < n_cols; j++) sum += exp((double)row[j] - (double)max);
+    for (int32_t j = 0; j < n_cols; j++)
+        sum += exp((double)row[j] - (double)max);
     return (float)((double)(row[token] - max) - log(sum));
 }
 
 int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p, void *scratch,
                       float *logprob) {
     const int32_t V = n_cols;
-    float *l = scratch;             /* penalised logits */
-    float *prob = l + V;            /* probabilities of kept ids */
+    float *l = scratch;               /* penalised logits */
+    float *prob = l + V;              /* probabilities of kept ids */
     item *items = (item *)(prob + V); /* for sorting */
     unsigned char *kept = (unsigned char *)(items + V);
     int32_t token;
@@ -222,7 +228,8 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
     for (int32_t i = 0; i < p->n_recent && p->repetition_penalty != 1.0f; i++) {
         int32_t id = p->recent[i];
         int seen = 0;
-        for (int32_t j = 0; j < i; j++) seen |= p->recent[j] == id;
+        for (int32_t j = 0; j < i; j++)
+            seen |= p->recent[j] == id;
         if (id < 0 || id >= V || seen) continue;
         l[id] = l[id] > 0 ? l[id] / p->repetition_penalty : l[id] * p->repetition_penalty;
     }
@@ -236,9 +243,11 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
     /* 3. top-k */
     memset(kept, 1, (size_t)V);
     if (p->top_k > 0 && p->top_k < V) {
-        for (int32_t j = 0; j < V; j++) items[j] = (item){l[j], j};
+        for (int32_t j = 0; j < V; j++)
+            items[j] = (item){l[j], j};
         qsort(items, (size_t)V, sizeof(item), ts_ref_item_cmp);
-        for (int32_t j = p->top_k; j < V; j++) kept[items[j].id] = 0;
+        for (int32_t j = p->top_k; j < V; j++)
+            kept[items[j].id] = 0;
     }
 
     /* 4. temperature and softmax over the kept ids (sum in id order) */
@@ -269,12 +278,13 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
                 break;
             }
         }
-        for (int32_t j = keep; j < n_kept; j++) kept[items[j].id] = 0;
+        for (int32_t j = keep; j < n_kept; j++)
+            kept[items[j].id] = 0;
     }
 
     /* 6. min-p relative to the largest probability */
     if (p->min_p > 0.0f) {
-        float floor_p = p->min_p * items[0].v;
+        float floor_p = (p->min_p < 1.0f ? p->min_p : 1.0f) * items[0].v;
         for (int32_t j = 0; j < V; j++)
             if (kept[j] && prob[j] < floor_p) kept[j] = 0;
     }

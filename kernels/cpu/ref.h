@@ -47,8 +47,7 @@ void ts_ref_rope_row(float *x, int32_t n_heads, int32_t head_dim, int32_t rope_d
                      const float *cos_v, const float *sin_v);
 
 /* Writes row r's k and v into the slot of its position. */
-void ts_ref_kv_store(const ts_kv_layer *kv, const ts_cpu_batch *b, const float *k,
-                     const float *v);
+void ts_ref_kv_store(const ts_kv_layer *kv, const ts_cpu_batch *b, const float *k, const float *v);
 
 /* Causal attention over the paged cache; scratch holds b->max_ctx floats. */
 void ts_ref_attention(float *out, const float *q, const ts_kv_layer *kv, const ts_cpu_batch *b,
@@ -79,15 +78,15 @@ int ts_ref_item_cmp(const void *a, const void *b);
  *     s = float sum of e in id order; p = e / s.
  *  5. Order the kept ids by p descending, ties by lower id. top-p (< 1): keep the shortest
  *     prefix whose float cumulative sum of p (in that order) is >= top_p; at least one id.
- *  6. min-p (> 0): drop ids with p < min_p * (largest p).
+ *  6. min-p (> 0): drop ids with p < min(min_p, 1) * (largest p) (the most probable stays).
  *  7. S = float sum of the remaining p in id order; r = uniform * S; walk the remaining ids in
  *     id order adding p; the token is the first id where the sum exceeds r (the last remaining
  *     id if rounding leaves none).
  * *logprob (if logprob != NULL) = log softmax(logits)[token] of the unmodified row:
  *   (logits[token] - max) - log(sum over all ids of exp(logits - max)), sum in double.
  * scratch holds ts_ref_sample_scratch_bytes(n_cols) bytes. */
-int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *params,
-                      void *scratch, float *logprob);
+int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *params, void *scratch,
+                      float *logprob);
 size_t ts_ref_sample_scratch_bytes(int32_t n_cols);
 
 /* log softmax(row)[token] as defined above. */

@@ -10,10 +10,10 @@
 typedef ts_ref_item item;
 
 typedef struct {
-    float *l;       /* penalised logits */
-    float *prob;    /* probabilities of kept ids */
-    int32_t *ids;   /* kept ids in increasing order (when not all are kept) */
-    item *items;    /* heap / sort space */
+    float *l;     /* penalised logits */
+    float *prob;  /* probabilities of kept ids */
+    int32_t *ids; /* kept ids in increasing order (when not all are kept) */
+    item *items;  /* heap / sort space */
     unsigned char *mark;
 } scratch_view;
 
@@ -32,7 +32,9 @@ size_t ts_cpu_sample_scratch_bytes(int32_t n_cols) {
 }
 
 /* Whether a ranks before b in the sampling order. */
-static int before(item a, item b) { return a.v > b.v || (a.v == b.v && a.id < b.id); }
+static int before(item a, item b) {
+    return a.v > b.v || (a.v == b.v && a.id < b.id);
+}
 
 /* Heap with the entry that ranks last at the root. */
 static void sift_down(item *h, int32_t n, int32_t i) {
@@ -77,7 +79,8 @@ static int32_t top_k(const scratch_view *s, int32_t V, int32_t k) {
             sift_down(s->items, n, 0);
         }
     }
-    for (int32_t i = 0; i < n; i++) s->ids[i] = s->items[i].id;
+    for (int32_t i = 0; i < n; i++)
+        s->ids[i] = s->items[i].id;
     qsort(s->ids, (size_t)n, sizeof(int32_t), cmp_id);
     return n;
 }
@@ -107,7 +110,8 @@ static int32_t top_p(const scratch_view *s, int32_t V, int all_kept, int32_t n_k
         }
         if (keep < 0 && n < n_kept) continue; /* not enough candidates yet */
         if (keep < 0) keep = n;
-        for (int32_t i = 0; i < keep; i++) s->ids[i] = s->items[i].id;
+        for (int32_t i = 0; i < keep; i++)
+            s->ids[i] = s->items[i].id;
         qsort(s->ids, (size_t)keep, sizeof(int32_t), cmp_id);
         return keep;
     }
@@ -126,8 +130,8 @@ int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
             int32_t id = p->recent[i];
             if (id < 0 || id >= V || s.mark[id]) continue;
             s.mark[id] = 1;
-            s.l[id] = s.l[id] > 0 ? s.l[id] / p->repetition_penalty
-                                  : s.l[id] * p->repetition_penalty;
+            s.l[id] =
+                s.l[id] > 0 ? s.l[id] / p->repetition_penalty : s.l[id] * p->repetition_penalty;
         }
         for (int32_t i = 0; i < p->n_recent; i++)
             if (p->recent[i] >= 0 && p->recent[i] < V) s.mark[p->recent[i]] = 0;
@@ -172,7 +176,7 @@ int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
 
     /* 6. min-p: compact the kept ids */
     if (p->min_p > 0.0f) {
-        const float floor_p = p->min_p * pmax;
+        const float floor_p = (p->min_p < 1.0f ? p->min_p : 1.0f) * pmax;
         int32_t n = 0;
         for (int32_t i = 0; i < n_kept; i++) {
             int32_t j = KEPT(i);
@@ -184,7 +188,8 @@ int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
 
     /* 7. draw in id order */
     float total = 0.0f;
-    for (int32_t i = 0; i < n_kept; i++) total += s.prob[KEPT(i)];
+    for (int32_t i = 0; i < n_kept; i++)
+        total += s.prob[KEPT(i)];
     const float target = p->uniform * total;
     float acc = 0.0f;
     token = -1;

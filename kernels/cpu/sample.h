@@ -18,7 +18,7 @@
 
 size_t ts_cpu_sample_scratch_bytes(int32_t n_cols);
 
-int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *params,
-                      void *scratch, float *logprob);
+int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *params, void *scratch,
+                      float *logprob);
 
 #endif

@@ -32,25 +32,49 @@ TS_INLINE float ts_hsum8(__m256 v) {
     return _mm_cvtss_f32(s1);
 }
 
-TS_INLINE float ts_f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
+TS_INLINE float ts_f16_scalar(uint16_t h) {
+    return _cvtsh_ss(h);
+}
 
 /* ---------------------------------------------------------------------------------------- */
 #if defined(TS_SIMD_AVX2)
 #define TS_SIMD_LANES 8
 typedef __m256 ts_v;
 
-TS_INLINE ts_v ts_v_zero(void) { return _mm256_setzero_ps(); }
-TS_INLINE ts_v ts_v_set1(float a) { return _mm256_set1_ps(a); }
-TS_INLINE ts_v ts_v_load(const float *p) { return _mm256_loadu_ps(p); }
-TS_INLINE void ts_v_store(float *p, ts_v v) { _mm256_storeu_ps(p, v); }
-TS_INLINE ts_v ts_v_add(ts_v a, ts_v b) { return _mm256_add_ps(a, b); }
-TS_INLINE ts_v ts_v_sub(ts_v a, ts_v b) { return _mm256_sub_ps(a, b); }
-TS_INLINE ts_v ts_v_mul(ts_v a, ts_v b) { return _mm256_mul_ps(a, b); }
-TS_INLINE ts_v ts_v_div(ts_v a, ts_v b) { return _mm256_div_ps(a, b); }
-TS_INLINE ts_v ts_v_max(ts_v a, ts_v b) { return _mm256_max_ps(a, b); }
-TS_INLINE ts_v ts_v_min(ts_v a, ts_v b) { return _mm256_min_ps(a, b); }
+TS_INLINE ts_v ts_v_zero(void) {
+    return _mm256_setzero_ps();
+}
+TS_INLINE ts_v ts_v_set1(float a) {
+    return _mm256_set1_ps(a);
+}
+TS_INLINE ts_v ts_v_load(const float *p) {
+    return _mm256_loadu_ps(p);
+}
+TS_INLINE void ts_v_store(float *p, ts_v v) {
+    _mm256_storeu_ps(p, v);
+}
+TS_INLINE ts_v ts_v_add(ts_v a, ts_v b) {
+    return _mm256_add_ps(a, b);
+}
+TS_INLINE ts_v ts_v_sub(ts_v a, ts_v b) {
+    return _mm256_sub_ps(a, b);
+}
+TS_INLINE ts_v ts_v_mul(ts_v a, ts_v b) {
+    return _mm256_mul_ps(a, b);
+}
+TS_INLINE ts_v ts_v_div(ts_v a, ts_v b) {
+    return _mm256_div_ps(a, b);
+}
+TS_INLINE ts_v ts_v_max(ts_v a, ts_v b) {
+    return _mm256_max_ps(a, b);
+}
+TS_INLINE ts_v ts_v_min(ts_v a, ts_v b) {
+    return _mm256_min_ps(a, b);
+}
 /* a * b + c with one rounding */
-TS_INLINE ts_v ts_v_fma(ts_v a, ts_v b, ts_v c) { return _mm256_fmadd_ps(a, b, c); }
+TS_INLINE ts_v ts_v_fma(ts_v a, ts_v b, ts_v c) {
+    return _mm256_fmadd_ps(a, b, c);
+}
 /* to the nearest integer, ties to even */
 TS_INLINE ts_v ts_v_round(ts_v a) {
     return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -77,7 +101,9 @@ TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
     u = _mm256_and_si256(_mm256_srl_epi32(u, _mm_cvtsi32_si128(shift)), _mm256_set1_epi32(15));
     return _mm256_cvtepi32_ps(u);
 }
-TS_INLINE float ts_v_hsum(ts_v v) { return ts_hsum8(v); }
+TS_INLINE float ts_v_hsum(ts_v v) {
+    return ts_hsum8(v);
+}
 /* max is exact, so its order does not matter */
 TS_INLINE float ts_v_hmax(ts_v v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -90,17 +116,39 @@ TS_INLINE float ts_v_hmax(ts_v v) {
 #define TS_SIMD_LANES 16
 typedef __m512 ts_v;
 
-TS_INLINE ts_v ts_v_zero(void) { return _mm512_setzero_ps(); }
-TS_INLINE ts_v ts_v_set1(float a) { return _mm512_set1_ps(a); }
-TS_INLINE ts_v ts_v_load(const float *p) { return _mm512_loadu_ps(p); }
-TS_INLINE void ts_v_store(float *p, ts_v v) { _mm512_storeu_ps(p, v); }
-TS_INLINE ts_v ts_v_add(ts_v a, ts_v b) { return _mm512_add_ps(a, b); }
-TS_INLINE ts_v ts_v_sub(ts_v a, ts_v b) { return _mm512_sub_ps(a, b); }
-TS_INLINE ts_v ts_v_mul(ts_v a, ts_v b) { return _mm512_mul_ps(a, b); }
-TS_INLINE ts_v ts_v_div(ts_v a, ts_v b) { return _mm512_div_ps(a, b); }
-TS_INLINE ts_v ts_v_max(ts_v a, ts_v b) { return _mm512_max_ps(a, b); }
-TS_INLINE ts_v ts_v_min(ts_v a, ts_v b) { return _mm512_min_ps(a, b); }
-TS_INLINE ts_v ts_v_fma(ts_v a, ts_v b, ts_v c) { return _mm512_fmadd_ps(a, b, c); }
+TS_INLINE ts_v ts_v_zero(void) {
+    return _mm512_setzero_ps();
+}
+TS_INLINE ts_v ts_v_set1(float a) {
+    return _mm512_set1_ps(a);
+}
+TS_INLINE ts_v ts_v_load(const float *p) {
+    return _mm512_loadu_ps(p);
+}
+TS_INLINE void ts_v_store(float *p, ts_v v) {
+    _mm512_storeu_ps(p, v);
+}
+TS_INLINE ts_v ts_v_add(ts_v a, ts_v b) {
+    return _mm512_add_ps(a, b);
+}
+TS_INLINE ts_v ts_v_sub(ts_v a, ts_v b) {
+    return _mm512_sub_ps(a, b);
+}
+TS_INLINE ts_v ts_v_mul(ts_v a, ts_v b) {
+    return _mm512_mul_ps(a, b);
+}
+TS_INLINE ts_v ts_v_div(ts_v a, ts_v b) {
+    return _mm512_div_ps(a, b);
+}
+TS_INLINE ts_v ts_v_max(ts_v a, ts_v b) {
+    return _mm512_max_ps(a, b);
+}
+TS_INLINE ts_v ts_v_min(ts_v a, ts_v b) {
+    return _mm512_min_ps(a, b);
+}
+TS_INLINE ts_v ts_v_fma(ts_v a, ts_v b, ts_v c) {
+    return _mm512_fmadd_ps(a, b, c);
+}
 TS_INLINE ts_v ts_v_round(ts_v a) {
     return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -127,7 +175,9 @@ TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
-TS_INLINE float ts_v_hmax(ts_v v) { return _mm512_reduce_max_ps(v); }
+TS_INLINE float ts_v_hmax(ts_v v) {
+    return _mm512_reduce_max_ps(v);
+}
 
 /* ---------------------------------------------------------------------------------------- */
 #elif defined(TS_SIMD_AVX2X2)
@@ -137,8 +187,12 @@ typedef struct {
 } ts_v;
 
 #define TS_V2(expr_lo, expr_hi) ((ts_v){expr_lo, expr_hi})
-TS_INLINE ts_v ts_v_zero(void) { return TS_V2(_mm256_setzero_ps(), _mm256_setzero_ps()); }
-TS_INLINE ts_v ts_v_set1(float a) { return TS_V2(_mm256_set1_ps(a), _mm256_set1_ps(a)); }
+TS_INLINE ts_v ts_v_zero(void) {
+    return TS_V2(_mm256_setzero_ps(), _mm256_setzero_ps());
+}
+TS_INLINE ts_v ts_v_set1(float a) {
+    return TS_V2(_mm256_set1_ps(a), _mm256_set1_ps(a));
+}
 TS_INLINE ts_v ts_v_load(const float *p) {
     return TS_V2(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
 }
@@ -170,12 +224,16 @@ TS_INLINE ts_v ts_v_fma(ts_v a, ts_v b, ts_v c) {
 TS_INLINE __m256 round8(__m256 a) {
     return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
-TS_INLINE ts_v ts_v_round(ts_v a) { return TS_V2(round8(a.lo), round8(a.hi)); }
+TS_INLINE ts_v ts_v_round(ts_v a) {
+    return TS_V2(round8(a.lo), round8(a.hi));
+}
 TS_INLINE __m256 pow2i8(__m256 n) {
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
 }
-TS_INLINE ts_v ts_v_pow2i(ts_v n) { return TS_V2(pow2i8(n.lo), pow2i8(n.hi)); }
+TS_INLINE ts_v ts_v_pow2i(ts_v n) {
+    return TS_V2(pow2i8(n.lo), pow2i8(n.hi));
+}
 TS_INLINE ts_v ts_v_load_f16(const uint16_t *p) {
     return TS_V2(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
                  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8))));
@@ -184,11 +242,15 @@ TS_INLINE __m256 bf16x8(const uint16_t *p) {
     __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
 }
-TS_INLINE ts_v ts_v_load_bf16(const uint16_t *p) { return TS_V2(bf16x8(p), bf16x8(p + 8)); }
+TS_INLINE ts_v ts_v_load_bf16(const uint16_t *p) {
+    return TS_V2(bf16x8(p), bf16x8(p + 8));
+}
 TS_INLINE __m256 i8x8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-TS_INLINE ts_v ts_v_load_i8(const int8_t *p) { return TS_V2(i8x8(p), i8x8(p + 8)); }
+TS_INLINE ts_v ts_v_load_i8(const int8_t *p) {
+    return TS_V2(i8x8(p), i8x8(p + 8));
+}
 TS_INLINE __m256 u4x8(const uint8_t *p, int shift) {
     __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
     u = _mm256_and_si256(_mm256_srl_epi32(u, _mm_cvtsi32_si128(shift)), _mm256_set1_epi32(15));
@@ -197,7 +259,9 @@ TS_INLINE __m256 u4x8(const uint8_t *p, int shift) {
 TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
     return TS_V2(u4x8(p, shift), u4x8(p + 8, shift));
 }
-TS_INLINE float ts_v_hsum(ts_v v) { return ts_hsum8(_mm256_add_ps(v.lo, v.hi)); }
+TS_INLINE float ts_v_hsum(ts_v v) {
+    return ts_hsum8(_mm256_add_ps(v.lo, v.hi));
+}
 TS_INLINE float ts_v_hmax(ts_v v) {
     __m256 m = _mm256_max_ps(v.lo, v.hi);
     __m128 q = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
@@ -215,11 +279,14 @@ TS_INLINE float ts_v_hmax(ts_v v) {
  * small buffer: slower than a masked load, but plainly the same in every build. */
 TS_INLINE ts_v ts_v_load_partial_fill(const float *p, int n, float fill) {
     float buf[TS_SIMD_LANES];
-    for (int i = 0; i < TS_SIMD_LANES; i++) buf[i] = i < n ? p[i] : fill;
+    for (int i = 0; i < TS_SIMD_LANES; i++)
+        buf[i] = i < n ? p[i] : fill;
     return ts_v_load(buf);
 }
 
-TS_INLINE ts_v ts_v_load_partial(const float *p, int n) { return ts_v_load_partial_fill(p, n, 0.0f); }
+TS_INLINE ts_v ts_v_load_partial(const float *p, int n) {
+    return ts_v_load_partial_fill(p, n, 0.0f);
+}
 
 TS_INLINE void ts_v_store_partial(float *p, ts_v v, int n) {
     float buf[TS_SIMD_LANES];

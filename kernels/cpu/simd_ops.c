@@ -40,10 +40,10 @@
 #define NR 4 /* weight rows per tile */
 
 enum {
-    KC = 256,                 /* k per packed panel piece: a multiple of 32 and of L */
-    MB_MAX = 96,              /* tokens per GEMM block at most (a multiple of MR) */
+    KC = 256,                  /* k per packed panel piece: a multiple of 32 and of L */
+    MB_MAX = 96,               /* tokens per GEMM block at most (a multiple of MR) */
     X_BLOCK_BYTES = 192 << 10, /* activations of one token block, kept in L2 */
-    PAR_MIN_WORK = 1 << 15,   /* below this many multiply-adds a kernel runs on one thread */
+    PAR_MIN_WORK = 1 << 15,    /* below this many multiply-adds a kernel runs on one thread */
     MAX_HEAD_DIM = 512,
 };
 
@@ -65,11 +65,14 @@ TS_INLINE ts_v load_plain(ts_dtype type, const void *row, int64_t k) {
 /* The last n < L weights from element k, zero-padded (the scalar conversions are exact too). */
 TS_INLINE ts_v load_plain_partial(ts_dtype type, const void *row, int64_t k, int n) {
     float buf[L];
-    for (int i = 0; i < L; i++) buf[i] = i < n ? scalar_weight(type, row, k + i) : 0.0f;
+    for (int i = 0; i < L; i++)
+        buf[i] = i < n ? scalar_weight(type, row, k + i) : 0.0f;
     return ts_v_load(buf);
 }
 
-TS_INLINE int is_quant(ts_dtype type) { return type == TS_DTYPE_Q8_0 || type == TS_DTYPE_Q4_0; }
+TS_INLINE int is_quant(ts_dtype type) {
+    return type == TS_DTYPE_Q8_0 || type == TS_DTYPE_Q4_0;
+}
 
 TS_INLINE size_t block_bytes(ts_dtype type) {
     return type == TS_DTYPE_Q8_0 ? sizeof(ts_block_q8_0) : sizeof(ts_block_q4_0);
@@ -77,7 +80,8 @@ TS_INLINE size_t block_bytes(ts_dtype type) {
 
 /* Chunk c (elements c*L .. c*L+L-1) of a quantized block whose scale d is broadcast. */
 TS_INLINE ts_v load_quant(ts_dtype type, const void *block, int c, ts_v d) {
-    if (type == TS_DTYPE_Q8_0) return ts_v_mul(d, ts_v_load_i8(((const ts_block_q8_0 *)block)->q + c * L));
+    if (type == TS_DTYPE_Q8_0)
+        return ts_v_mul(d, ts_v_load_i8(((const ts_block_q8_0 *)block)->q + c * L));
     const ts_block_q4_0 *b = block;
     int off = c * L; /* elements 0..15 are low nibbles of qs[0..15], 16..31 the high ones */
     ts_v q = ts_v_load_u4(b->qs + off % 16, off >= 16 ? 4 : 0);
@@ -90,22 +94,39 @@ TS_INLINE ts_v block_scale(const void *block) {
 
 /* ---- the one dot-product kernel ---- */
 
+#ifndef TS_PREFETCH_GROUPS
+#define TS_PREFETCH_GROUPS 2
+#endif
+
+/* Software prefetch for the in-place (memory-bound) path: the hardware prefetchers stop at 4 KiB
+ * page boundaries, so while a tile reads its rows, it touches the same number of bytes a few
+ * tiles ahead (rows are usually contiguous). One prefetch per cache line; results unaffected. */
+TS_INLINE void prefetch_step(const char **pf, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch(*pf + o);
+    *pf += bytes;
+}
+
 /* acc[i][j] continues the dot product of x[i][0..len) with weight row w[j][0..len) (rows of
  * `type`; for quantized types len is a multiple of 32). mr, nr and type are constants at every
  * call site, so the loops unroll and the accumulators live in registers. */
-TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x,
-                        const void *const *w, int64_t len, ts_v acc[][NR]) {
+TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x, const void *const *w,
+                        int64_t len, ts_v acc[][NR], const char *pf) {
     if (is_quant(type)) {
         const size_t bb = block_bytes(type);
         for (int64_t b = 0; b < len / 32; b++) {
+            if (pf) prefetch_step(&pf, (size_t)nr * bb);
             ts_v d[NR];
-            for (int j = 0; j < nr; j++) d[j] = block_scale((const char *)w[j] + b * bb);
+            for (int j = 0; j < nr; j++)
+                d[j] = block_scale((const char *)w[j] + b * bb);
             for (int c = 0; c < 32 / L; c++) {
                 ts_v xv[MR];
-                for (int i = 0; i < mr; i++) xv[i] = ts_v_load(x[i] + b * 32 + c * L);
+                for (int i = 0; i < mr; i++)
+                    xv[i] = ts_v_load(x[i] + b * 32 + c * L);
                 for (int j = 0; j < nr; j++) {
                     ts_v wv = load_quant(type, (const char *)w[j] + b * bb, c, d[j]);
-                    for (int i = 0; i < mr; i++) acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
+                    for (int i = 0; i < mr; i++)
+                        acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
                 }
             }
         }
@@ -113,20 +134,25 @@ TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x,
     }
     int64_t k = 0;
     for (; k + L <= len; k += L) {
+        if (pf) prefetch_step(&pf, (size_t)nr * L * (type == TS_DTYPE_F32 ? 4 : 2));
         ts_v xv[MR];
-        for (int i = 0; i < mr; i++) xv[i] = ts_v_load(x[i] + k);
+        for (int i = 0; i < mr; i++)
+            xv[i] = ts_v_load(x[i] + k);
         for (int j = 0; j < nr; j++) {
             ts_v wv = load_plain(type, w[j], k);
-            for (int i = 0; i < mr; i++) acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
+            for (int i = 0; i < mr; i++)
+                acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
         }
     }
     if (k < len) { /* the tail: zero-padded weights and activations, same FMA per lane */
         int n = (int)(len - k);
         ts_v xv[MR];
-        for (int i = 0; i < mr; i++) xv[i] = ts_v_load_partial(x[i] + k, n);
+        for (int i = 0; i < mr; i++)
+            xv[i] = ts_v_load_partial(x[i] + k, n);
         for (int j = 0; j < nr; j++) {
             ts_v wv = load_plain_partial(type, w[j], k, n);
-            for (int i = 0; i < mr; i++) acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
+            for (int i = 0; i < mr; i++)
+                acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
         }
     }
 }
@@ -136,7 +162,9 @@ TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x,
 #define MR_CASES_EXTRA(CALL)                                                                       \
     case 4: CALL(4); break;                                                                        \
     case 5: CALL(5); break;                                                                        \
-    case 6: CALL(6); break;
+    case 6:                                                                                        \
+        CALL(6);                                                                                   \
+        break;
 #else
 #define MR_CASES_EXTRA(CALL)
 #endif
@@ -144,7 +172,9 @@ TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x,
     switch (mr) {                                                                                  \
     case 1: CALL(1); break;                                                                        \
     case 2: CALL(2); break;                                                                        \
-    case 3: CALL(3); break;                                                                        \
+    case 3:                                                                                        \
+        CALL(3);                                                                                   \
+        break;                                                                                     \
         MR_CASES_EXTRA(CALL)                                                                       \
     }
 
@@ -172,7 +202,8 @@ typedef struct {
 TS_INLINE void direct_rows(ts_dtype type, int mr, const mm_args *a, int64_t r0, int64_t r1) {
     const ts_weight *w = a->w;
     const float *x[MR];
-    for (int i = 0; i < mr; i++) x[i] = a->x + (size_t)i * (size_t)w->cols;
+    for (int i = 0; i < mr; i++)
+        x[i] = a->x + (size_t)i * (size_t)w->cols;
     for (int64_t r = r0; r < r1; r += NR) {
         const void *wr[NR];
         for (int j = 0; j < NR; j++) { /* past the last row, repeat it; those results are dropped */
@@ -181,8 +212,12 @@ TS_INLINE void direct_rows(ts_dtype type, int mr, const mm_args *a, int64_t r0, 
         }
         ts_v acc[MR][NR];
         for (int i = 0; i < mr; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] = ts_v_zero();
-        dot_tile(type, mr, NR, x, wr, w->cols, acc);
+            for (int j = 0; j < NR; j++)
+                acc[i][j] = ts_v_zero();
+        const char *pf = TS_PREFETCH_GROUPS > 0 && r + (TS_PREFETCH_GROUPS + 1) * NR <= w->rows
+                             ? (const char *)wr[0] + (size_t)TS_PREFETCH_GROUPS * NR * w->row_stride
+                             : NULL;
+        dot_tile(type, mr, NR, x, wr, w->cols, acc, pf);
         for (int i = 0; i < mr; i++)
             for (int j = 0; j < NR && r + j < w->rows; j++)
                 a->y[(size_t)i * (size_t)w->rows + (size_t)(r + j)] = ts_v_hsum(acc[i][j]);
@@ -201,7 +236,7 @@ static void direct_task(void *ctx, int ith, int nth) {
     int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
     int64_t r1 = g1 * NR < a->w->rows ? g1 * NR : a->w->rows;
     if (g0 >= g1) return;
-#define CALL(type) direct_range(type, a, g0 * NR, r1)
+#define CALL(type) direct_range(type, a, g0 *NR, r1)
     WITH_CONST_TYPE(a->w->type, CALL)
 #undef CALL
 }
@@ -230,7 +265,8 @@ TS_INLINE void pack_panel(ts_dtype type, const ts_weight *w, int64_t r, int64_t 
             continue;
         }
         int64_t k = 0;
-        for (; k + L <= kc; k += L) ts_v_store(dst + k, load_plain(type, row, k0 + k));
+        for (; k + L <= kc; k += L)
+            ts_v_store(dst + k, load_plain(type, row, k0 + k));
         if (k < kc)
             ts_v_store_partial(dst + k, load_plain_partial(type, row, k0 + k, (int)(kc - k)),
                                (int)(kc - k));
@@ -249,10 +285,12 @@ TS_INLINE void gemm_tile(int mr, const mm_args *a, int64_t t, int64_t r, int64_t
         for (int j = 0; j < NR; j++)
             acc[i][j] = first ? ts_v_zero() : ts_v_load(accbuf + (size_t)(i * NR + j) * L);
     const float *x[MR];
-    for (int i = 0; i < mr; i++) x[i] = a->x + (size_t)(t + i) * (size_t)w->cols + (size_t)k0;
+    for (int i = 0; i < mr; i++)
+        x[i] = a->x + (size_t)(t + i) * (size_t)w->cols + (size_t)k0;
     const void *wp[NR];
-    for (int j = 0; j < NR; j++) wp[j] = panel + (size_t)j * KC;
-    dot_tile(TS_DTYPE_F32, mr, NR, x, wp, kc, acc);
+    for (int j = 0; j < NR; j++)
+        wp[j] = panel + (size_t)j * KC;
+    dot_tile(TS_DTYPE_F32, mr, NR, x, wp, kc, acc, NULL);
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < NR; j++) {
             if (!last)
@@ -296,7 +334,9 @@ static void gemm_task(void *ctx, int ith, int nth) {
 #undef CALL
 }
 
-static int threads_for(int64_t work) { return work < PAR_MIN_WORK ? 1 : 0; }
+static int threads_for(int64_t work) {
+    return work < PAR_MIN_WORK ? 1 : 0;
+}
 
 static void simd_matmul(const ts_cpu_exec *ex, float *y, const float *x, int32_t n,
                         const ts_weight *w) {
@@ -330,7 +370,8 @@ TS_INLINE ts_v load_kv(int f16, const void *base, size_t at) {
 TS_INLINE ts_v load_kv_partial(int f16, const void *base, size_t at, int n) {
     if (!f16) return ts_v_load_partial((const float *)base + at, n);
     float buf[L];
-    for (int i = 0; i < L; i++) buf[i] = i < n ? ts_f16_scalar(((const uint16_t *)base)[at + i]) : 0.0f;
+    for (int i = 0; i < L; i++)
+        buf[i] = i < n ? ts_f16_scalar(((const uint16_t *)base)[at + i]) : 0.0f;
     return ts_v_load(buf);
 }
 
@@ -347,7 +388,7 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
     const ts_batch_seq *seq = &b->seqs[b->row_seq[r]];
     const int32_t *table = b->block_ids + seq->block0;
 #define SLOT_AT(t)                                                                                 \
-    ((((size_t)table[(t) / bs] * (size_t)kv->n_kv_heads + (size_t)kvh) * (size_t)bs +             \
+    ((((size_t)table[(t) / bs] * (size_t)kv->n_kv_heads + (size_t)kvh) * (size_t)bs +              \
       (size_t)((t) % bs)) *                                                                        \
      (size_t)hd)
 
@@ -382,17 +423,19 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
 
     ts_v acc[MAX_HEAD_DIM / L];
     const int32_t n_chunks = n_full + (rem != 0);
-    for (int32_t c = 0; c < n_chunks; c++) acc[c] = ts_v_zero();
+    for (int32_t c = 0; c < n_chunks; c++)
+        acc[c] = ts_v_zero();
     for (int32_t u = 0; u < n; u++) {
         size_t at = SLOT_AT(u);
         ts_v p = ts_v_set1(scores[u]);
         for (int32_t c = 0; c < n_full; c++)
             acc[c] = ts_v_fma(p, load_kv(f16, kv->v, at + (size_t)c * L), acc[c]);
         if (rem)
-            acc[n_full] = ts_v_fma(p, load_kv_partial(f16, kv->v, at + (size_t)n_full * L, rem),
-                                   acc[n_full]);
+            acc[n_full] =
+                ts_v_fma(p, load_kv_partial(f16, kv->v, at + (size_t)n_full * L, rem), acc[n_full]);
     }
-    for (int32_t c = 0; c < n_full; c++) ts_v_store(oh + c * L, ts_v_div(acc[c], total));
+    for (int32_t c = 0; c < n_full; c++)
+        ts_v_store(oh + c * L, ts_v_div(acc[c], total));
     if (rem) ts_v_store_partial(oh + n_full * L, ts_v_div(acc[n_full], total), rem);
 #undef SLOT_AT
 }
@@ -411,8 +454,8 @@ static void attn_task(void *ctx, int ith, int nth) {
     }
 }
 
-static void simd_attention(const ts_cpu_exec *ex, float *out, const float *q,
-                           const ts_kv_layer *kv, int32_t n_heads, float scale) {
+static void simd_attention(const ts_cpu_exec *ex, float *out, const float *q, const ts_kv_layer *kv,
+                           int32_t n_heads, float scale) {
     TS_ASSERT(kv->head_dim <= MAX_HEAD_DIM);
     attn_args a = {out, q, kv, n_heads, scale, ex->batch, ex->scratch};
     int64_t work = (int64_t)ex->batch->n_tokens * ex->batch->max_ctx * n_heads * kv->head_dim;
@@ -438,7 +481,8 @@ static void rmsnorm_task(void *ctx, int ith, int nth) {
         float *o = a->out + (size_t)i * (size_t)dim;
         ts_v acc = ts_v_zero();
         int32_t k = 0;
-        for (; k + L <= dim; k += L) acc = ts_v_fma(ts_v_load(x + k), ts_v_load(x + k), acc);
+        for (; k + L <= dim; k += L)
+            acc = ts_v_fma(ts_v_load(x + k), ts_v_load(x + k), acc);
         if (k < dim) {
             ts_v t = ts_v_load_partial(x + k, dim - k);
             acc = ts_v_fma(t, t, acc);
@@ -487,9 +531,9 @@ static void silu_mul_task(void *ctx, int ith, int nth) {
         ts_v_store(a->y + i, silu_mul_v(ts_v_load(a->y + i), ts_v_load(a->x + i)));
     if (i < end) {
         int n = (int)(end - i);
-        ts_v_store_partial(a->y + i,
-                           silu_mul_v(ts_v_load_partial(a->y + i, n), ts_v_load_partial(a->x + i, n)),
-                           n);
+        ts_v_store_partial(
+            a->y + i, silu_mul_v(ts_v_load_partial(a->y + i, n), ts_v_load_partial(a->x + i, n)),
+            n);
     }
 }
 
@@ -499,7 +543,8 @@ static void add_task(void *ctx, int ith, int nth) {
     ew_range(a->count, ith, nth, &i, &end);
     for (; i + L <= end; i += L)
         ts_v_store(a->y + i, ts_v_add(ts_v_load(a->y + i), ts_v_load(a->x + i)));
-    for (; i < end; i++) a->y[i] += a->x[i];
+    for (; i < end; i++)
+        a->y[i] += a->x[i];
 }
 
 static void simd_silu_mul(const ts_cpu_exec *ex, float *gate, const float *up, int64_t count) {
@@ -526,12 +571,14 @@ static void argmax_task(void *ctx, int ith, int nth) {
         const float *row = a->logits + (size_t)i * (size_t)a->n_cols;
         ts_v m = ts_v_set1(-INFINITY);
         int32_t k = 0;
-        for (; k + L <= a->n_cols; k += L) m = ts_v_max(m, ts_v_load(row + k));
+        for (; k + L <= a->n_cols; k += L)
+            m = ts_v_max(m, ts_v_load(row + k));
         if (k < a->n_cols)
             m = ts_v_max(m, ts_v_load_partial_fill(row + k, a->n_cols - k, -INFINITY));
         float best = ts_v_hmax(m);
         int32_t at = 0;
-        while (at < a->n_cols - 1 && row[at] != best) at++; /* first index holding the max */
+        while (at < a->n_cols - 1 && row[at] != best)
+            at++; /* first index holding the max */
         a->index[i] = at;
         if (a->value) a->value[i] = row[at];
     }

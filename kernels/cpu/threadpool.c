@@ -144,13 +144,16 @@ void ts_threadpool_destroy(ts_threadpool *pool) {
         atomic_store(&pool->stop, 1);
         atomic_fetch_add(&pool->generation, 1);
         futex_wake(&pool->generation, INT_MAX);
-        for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i], NULL);
+        for (int i = 1; i < pool->n_threads; i++)
+            pthread_join(pool->threads[i], NULL);
     }
     free(pool->threads);
     free(pool);
 }
 
-int ts_threadpool_size(const ts_threadpool *pool) { return pool->n_threads; }
+int ts_threadpool_size(const ts_threadpool *pool) {
+    return pool->n_threads;
+}
 
 void ts_threadpool_run(ts_threadpool *pool, int max_threads, ts_task_fn fn, void *ctx) {
     int nth = pool->n_threads;
@@ -174,7 +177,8 @@ void ts_threadpool_run(ts_threadpool *pool, int max_threads, ts_task_fn fn, void
         if (left == 0) break;
         if (pool->spin_ns == 0 || ((it & 255) == 0 && ts_now_ns() > spin_until)) {
             atomic_store(&pool->caller_sleeping, 1);
-            while ((left = atomic_load(&pool->pending)) != 0) futex_wait(&pool->pending, left);
+            while ((left = atomic_load(&pool->pending)) != 0)
+                futex_wait(&pool->pending, left);
             atomic_store(&pool->caller_sleeping, 0);
             break;
         }

@@ -71,11 +71,13 @@ static void test_matmul_is_exact_on_integers_for_every_type(void) {
         char *data = malloc(w.row_stride * ROWS);
         float row[COLS], x[N * COLS], y[N * ROWS];
         for (int r = 0; r < ROWS; r++) {
-            for (int k = 0; k < COLS; k++) row[k] = exact_weight_value(type, r, k);
+            for (int k = 0; k < COLS; k++)
+                row[k] = exact_weight_value(type, r, k);
             ts_quantize_row(type, row, data + (size_t)r * w.row_stride, COLS);
         }
         w.data = data;
-        for (int i = 0; i < N * COLS; i++) x[i] = (float)((i * 5) % 9 - 4) * 0.25f;
+        for (int i = 0; i < N * COLS; i++)
+            x[i] = (float)((i * 5) % 9 - 4) * 0.25f;
         ts_ref_matmul(y, x, N, &w);
         for (int i = 0; i < N; i++)
             for (int r = 0; r < ROWS; r++) {
@@ -100,7 +102,8 @@ static void test_matmul_odd_shapes_and_column_shards(void) {
     for (int i = 0; i < 2; i++)
         for (int r = 0; r < 7; r++) {
             double want = 0;
-            for (int k = 0; k < 300; k++) want += (double)wf[r * 300 + k] * x[i * 300 + k];
+            for (int k = 0; k < 300; k++)
+                want += (double)wf[r * 300 + k] * x[i * 300 + k];
             CHECK_NEAR(y[i * 7 + r], want, 1e-5);
         }
     free(wf);
@@ -114,7 +117,8 @@ static void test_matmul_odd_shapes_and_column_shards(void) {
     ts_ref_matmul(y, x, 1, &shard);
     for (int r = 0; r < 4; r++) {
         double want = 0;
-        for (int k = 0; k < 128; k++) want += (double)pf[r * 320 + 64 + k] * x[k];
+        for (int k = 0; k < 128; k++)
+            want += (double)pf[r * 320 + 64 + k] * x[k];
         CHECK_NEAR(y[r], want, 1e-5);
     }
     free(pf);
@@ -135,10 +139,12 @@ static void test_rope_angles_follow_ggml(void) {
 static void test_rope_rotates_adjacent_pairs_of_the_first_rope_dims(void) {
     enum { HEADS = 2, HD = 8, RD = 4 };
     float x[2 * HEADS * HD], orig[2 * HEADS * HD];
-    for (int i = 0; i < 2 * HEADS * HD; i++) orig[i] = x[i] = (float)(i % 5) - 2.0f;
+    for (int i = 0; i < 2 * HEADS * HD; i++)
+        orig[i] = x[i] = (float)(i % 5) - 2.0f;
     const int32_t pos[] = {0, 3};
     ts_ref_rope(x, pos, 2, HEADS, HD, RD, 10000.0f);
-    for (int i = 0; i < HEADS * HD; i++) CHECK(x[i] == orig[i]); /* position 0: identity */
+    for (int i = 0; i < HEADS * HD; i++)
+        CHECK(x[i] == orig[i]); /* position 0: identity */
     for (int h = 0; h < HEADS; h++) {
         const float *o = orig + HEADS * HD + h * HD;
         const float *r = x + HEADS * HD + h * HD;
@@ -147,7 +153,8 @@ static void test_rope_rotates_adjacent_pairs_of_the_first_rope_dims(void) {
             CHECK_NEAR(r[2 * i], o[2 * i] * cos(a) - o[2 * i + 1] * sin(a), 1e-5);
             CHECK_NEAR(r[2 * i + 1], o[2 * i] * sin(a) + o[2 * i + 1] * cos(a), 1e-5);
         }
-        for (int d = RD; d < HD; d++) CHECK(r[d] == o[d]); /* beyond rope_dims: untouched */
+        for (int d = RD; d < HD; d++)
+            CHECK(r[d] == o[d]); /* beyond rope_dims: untouched */
     }
 }
 
@@ -177,7 +184,8 @@ static void test_attention_closed_forms_gqa_and_paging(void) {
     run_attention(&kv, NULL, k, v, q, N, HEADS, out);
     /* position 0 sees only itself: the output is v_0 of the head's KV head (h / 2) */
     for (int h = 0; h < HEADS; h++)
-        for (int d = 0; d < HD; d++) CHECK_NEAR(out[h * HD + d], v[(h / 2) * HD + d], 1e-6);
+        for (int d = 0; d < HD; d++)
+            CHECK_NEAR(out[h * HD + d], v[(h / 2) * HD + d], 1e-6);
     /* every position against the direct formula */
     for (int t = 0; t < N; t++)
         for (int h = 0; h < HEADS; h++) {
@@ -189,10 +197,12 @@ static void test_attention_closed_forms_gqa_and_paging(void) {
                 w[u] = 0.5 * dot;
                 if (w[u] > mx) mx = w[u];
             }
-            for (int u = 0; u <= t; u++) sum += (w[u] = exp(w[u] - mx));
+            for (int u = 0; u <= t; u++)
+                sum += (w[u] = exp(w[u] - mx));
             for (int d = 0; d < HD; d++) {
                 double acc = 0;
-                for (int u = 0; u <= t; u++) acc += w[u] * v[(u * KVH + h / 2) * HD + d];
+                for (int u = 0; u <= t; u++)
+                    acc += w[u] * v[(u * KVH + h / 2) * HD + d];
                 CHECK_NEAR(out[(t * HEADS + h) * HD + d], acc / sum, 1e-5);
             }
         }
@@ -204,7 +214,8 @@ static void test_attention_closed_forms_gqa_and_paging(void) {
     /* f16 KV: values rounded to f16, otherwise the same computation */
     ts_kv_layer kv16 = tk_kv_make(TS_DTYPE_F16, 8, BS, KVH, HD);
     run_attention(&kv16, NULL, k, v, q, N, HEADS, out2);
-    for (int i = 0; i < N * HEADS * HD; i++) CHECK_NEAR(out2[i], out[i], 5e-3);
+    for (int i = 0; i < N * HEADS * HD; i++)
+        CHECK_NEAR(out2[i], out[i], 5e-3);
     CHECK(((uint16_t *)kv16.k)[1] == ts_f32_to_f16(k[1]));
     tk_kv_free(&kv);
     tk_kv_free(&kv2);
@@ -244,7 +255,8 @@ static void test_logit_rows_copies_last_rows_of_wanting_sequences(void) {
     ts_cpu_batch b = {0};
     CHECK_OK(ts_cpu_batch_set(&b, &tb.batch));
     float x[6 * 2], dst[4];
-    for (int i = 0; i < 12; i++) x[i] = (float)i;
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)i;
     ts_ref_logit_rows(dst, x, &b, 2);
     CHECK_EQ_INT(b.n_logit_rows, 2);
     CHECK(dst[0] == 4 && dst[1] == 5 && dst[2] == 10 && dst[3] == 11);
@@ -323,6 +335,11 @@ static void test_sample_top_p_and_min_p_cut_the_tail(void) {
     p.min_p = 0.2f; /* 0.09 < 0.2 * 0.64: keeps 0 and 1 */
     p.uniform = 0.99f;
     CHECK_EQ_INT(sample(row, 4, p, NULL), 1);
+    p.min_p = 5.0f; /* more than 1 acts as 1: only the most probable id stays */
+    CHECK_EQ_INT(sample(row, 4, p, NULL), 0);
+    p.min_p = 0.0f;
+    p.uniform = 1.0f; /* a draw at the upper end picks the last kept id */
+    CHECK_EQ_INT(sample(row, 4, p, NULL), 3);
 }
 
 static void test_sample_repetition_penalty(void) {
@@ -372,8 +389,10 @@ static void test_sample_empirical_distribution_matches_softmax(void) {
         count[ts_ref_sample(row, V, &p, scratch, NULL)]++;
     }
     double z = 0, prob[V];
-    for (int j = 0; j < V; j++) z += (prob[j] = exp(row[j] / 0.8));
-    for (int j = 0; j < V; j++) CHECK_NEAR((double)count[j] / DRAWS, prob[j] / z, 0.015);
+    for (int j = 0; j < V; j++)
+        z += (prob[j] = exp(row[j] / 0.8));
+    for (int j = 0; j < V; j++)
+        CHECK_NEAR((double)count[j] / DRAWS, prob[j] / z, 0.015);
     free(scratch);
 }
 

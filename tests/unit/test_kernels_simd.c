@@ -107,7 +107,8 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
     ts_rng_seed(&rng, 12);
     for (int e = 0; e < n_impls; e++) {
         ts_backend *be[3];
-        for (int t = 0; t < 3; t++) be[t] = make_backend(impls[e], t + 1);
+        for (int t = 0; t < 3; t++)
+            be[t] = make_backend(impls[e], t + 1);
         for (int t = 0; t < N_TYPES; t++)
             for (int s = 0; s < 4; s++) {
                 int64_t rows = shapes[s][0], cols = shapes[s][1];
@@ -125,7 +126,8 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
                         be[th]->matmul(be[th], part + i * rows, x + i * cols, 1, &w);
                     CHECK(tk_same_bits(full, part, (size_t)N * rows));
                     for (int i = 0; i < N; i += 5) /* batches of 5 (the last one of 4) */
-                        be[th]->matmul(be[th], part + i * rows, x + i * cols, i + 5 <= N ? 5 : N - i, &w);
+                        be[th]->matmul(be[th], part + i * rows, x + i * cols,
+                                       i + 5 <= N ? 5 : N - i, &w);
                     CHECK(tk_same_bits(full, part, (size_t)N * rows));
                 }
                 free(x);
@@ -133,7 +135,8 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
                 free(part);
                 tk_weight_free(&w);
             }
-        for (int t = 0; t < 3; t++) ts_backend_destroy(be[t]);
+        for (int t = 0; t < 3; t++)
+            ts_backend_destroy(be[t]);
     }
 }
 
@@ -146,7 +149,8 @@ static void test_avx512_emulation_equals_real_avx512(void) {
     }
     ts_rng rng;
     ts_rng_seed(&rng, 13);
-    ts_backend *emu = make_backend(TS_CPU_IMPL_AVX512_EMU, 2), *real = make_backend(TS_CPU_IMPL_AVX512, 2);
+    ts_backend *emu = make_backend(TS_CPU_IMPL_AVX512_EMU, 2),
+               *real = make_backend(TS_CPU_IMPL_AVX512, 2);
     for (int t = 0; t < N_TYPES; t++) {
         ts_weight w = tk_weight(&rng, all_types[t], 45, 224, 1.0f);
         float *x = tk_randn(&rng, 9 * 224, 1.0f), a[9 * 45], b[9 * 45];
@@ -182,10 +186,12 @@ static void test_rmsnorm_against_reference_and_invariant(void) {
         for (int d = 0; d < 7; d++) {
             int32_t dim = dims[d], n = 40;
             float *x = tk_randn(&rng, (size_t)n * dim, 3.0f), *w = tk_randn(&rng, dim, 1.0f);
-            float *a = malloc((size_t)n * dim * sizeof(float)), *b = malloc((size_t)n * dim * sizeof(float));
+            float *a = malloc((size_t)n * dim * sizeof(float)),
+                  *b = malloc((size_t)n * dim * sizeof(float));
             be1->rmsnorm(be1, a, x, w, n, dim, 1e-5f);
             ts_ref_rmsnorm(b, x, w, n, dim, 1e-5f);
-            for (int32_t i = 0; i < n * dim; i++) CHECK_NEAR(a[i], b[i], 1e-5 * fabs(b[i]) + 1e-6);
+            for (int32_t i = 0; i < n * dim; i++)
+                CHECK_NEAR(a[i], b[i], 1e-5 * fabs(b[i]) + 1e-6);
             be3->rmsnorm(be3, b, x, w, n, dim, 1e-5f);
             CHECK(tk_same_bits(a, b, (size_t)n * dim));
             be3->rmsnorm(be3, b + dim, x + dim, w, 1, dim, 1e-5f); /* one row alone */
@@ -243,7 +249,8 @@ static void test_elementwise_against_reference(void) {
             memcpy(b, g, (n + 1) * sizeof(float));
             be->silu_mul(be, a, u, n);
             ts_ref_silu_mul(b, u, n);
-            for (int64_t i = 0; i < n; i++) CHECK_NEAR(a[i], b[i], 4e-6 * fabs(b[i]) + 1e-7);
+            for (int64_t i = 0; i < n; i++)
+                CHECK_NEAR(a[i], b[i], 4e-6 * fabs(b[i]) + 1e-7);
             CHECK(a[n] == g[n]); /* past count: untouched */
             free(g);
             free(u);
@@ -252,7 +259,8 @@ static void test_elementwise_against_reference(void) {
         }
         /* add is exact: equal inputs give equal bits */
         float y[19], y2[19], x[19];
-        for (int i = 0; i < 19; i++) y[i] = y2[i] = 0.1f * i, x[i] = 0.37f * i - 2;
+        for (int i = 0; i < 19; i++)
+            y[i] = y2[i] = 0.1f * i, x[i] = 0.37f * i - 2;
         be->add(be, y, x, 19);
         ts_ref_add(y2, x, 19);
         CHECK(tk_same_bits(y, y2, 19));
@@ -265,15 +273,18 @@ static void test_argmax_ties_and_tails(void) {
         ts_backend *be = make_backend(impls[e], 2);
         enum { V = 37 };
         float l[3 * V];
-        for (int i = 0; i < 3 * V; i++) l[i] = -1.0f - (float)(i % 5);
-        l[5] = l[20] = 3.0f;          /* row 0: tie, lowest wins */
-        l[V + 36] = 0.5f;             /* row 1: max in the tail */
-        for (int i = 0; i < V; i++) l[2 * V + i] = -5.0f; /* row 2: all equal */
+        for (int i = 0; i < 3 * V; i++)
+            l[i] = -1.0f - (float)(i % 5);
+        l[5] = l[20] = 3.0f; /* row 0: tie, lowest wins */
+        l[V + 36] = 0.5f;    /* row 1: max in the tail */
+        for (int i = 0; i < V; i++)
+            l[2 * V + i] = -5.0f; /* row 2: all equal */
         int32_t idx[3], ref_idx[3];
         float val[3], ref_val[3];
         be->argmax(be, l, 3, V, idx, val);
         ts_ref_argmax(l, 3, V, ref_idx, ref_val);
-        for (int i = 0; i < 3; i++) CHECK(idx[i] == ref_idx[i] && val[i] == ref_val[i]);
+        for (int i = 0; i < 3; i++)
+            CHECK(idx[i] == ref_idx[i] && val[i] == ref_val[i]);
         CHECK_EQ_INT(idx[0], 5);
         CHECK_EQ_INT(idx[1], 36);
         CHECK_EQ_INT(idx[2], 0);
@@ -307,13 +318,23 @@ static void attention_step(ts_backend *be, const ts_kv_layer *kv, const seq_tabl
     int hd = kv->head_dim, row = 0, nb = 0;
     for (int i = 0; i < n_parts; i++) {
         int s = parts[i][0];
-        seqs[i] = (ts_batch_seq){.row0 = row, .n_rows = parts[i][2], .pos0 = parts[i][1],
-                                 .block0 = nb, .n_blocks = st->n_blocks[s]};
-        for (int b = 0; b < st->n_blocks[s]; b++) block_ids[nb++] = st->table[s][b];
-        for (int r = 0; r < parts[i][2]; r++) tokens[row++] = 1;
+        seqs[i] = (ts_batch_seq){.row0 = row,
+                                 .n_rows = parts[i][2],
+                                 .pos0 = parts[i][1],
+                                 .block0 = nb,
+                                 .n_blocks = st->n_blocks[s]};
+        for (int b = 0; b < st->n_blocks[s]; b++)
+            block_ids[nb++] = st->table[s][b];
+        for (int r = 0; r < parts[i][2]; r++)
+            tokens[row++] = 1;
     }
-    ts_batch batch = {.n_tokens = row, .n_seqs = n_parts, .tokens = tokens, .seqs = seqs,
-                      .block_ids = block_ids, .n_block_ids = nb, .block_size = A_BS};
+    ts_batch batch = {.n_tokens = row,
+                      .n_seqs = n_parts,
+                      .tokens = tokens,
+                      .seqs = seqs,
+                      .block_ids = block_ids,
+                      .n_block_ids = nb,
+                      .block_size = A_BS};
     CHECK_OK(be->set_batch(be, &batch));
     float *q = malloc((size_t)row * A_HEADS * hd * sizeof(float));
     float *k = malloc((size_t)row * A_KVH * hd * sizeof(float));
@@ -362,7 +383,8 @@ static void test_attention_against_reference_and_batch_invariant(void) {
                 float *tmp = malloc(300 * w * sizeof(float));
                 attention_step(be, &kv, &st, fill, 3, 1, tmp); /* fills the cache */
 
-                /* the step under test: seq 0 rows 100..149, seq 1 decode at 90, seq 2 rows 20..32 */
+                /* the step under test: seq 0 rows 100..149, seq 1 decode at 90, seq 2 rows 20..32
+                 */
                 const int32_t step[3][3] = {{0, 100, 50}, {1, 90, 1}, {2, 20, 13}};
                 float *all = malloc(64 * w * sizeof(float)), *part = malloc(64 * w * sizeof(float));
                 float *want = malloc(64 * w * sizeof(float));
@@ -389,7 +411,8 @@ static void test_attention_against_reference_and_batch_invariant(void) {
                 seq_tables contig = st;
                 ts_kv_layer kv2 = tk_kv_make(kv_type, A_POOL, A_BS, A_KVH, hd);
                 for (int s = 0, next = 0; s < A_SEQS; s++)
-                    for (int b = 0; b < st.n_blocks[s]; b++) contig.table[s][b] = next++;
+                    for (int b = 0; b < st.n_blocks[s]; b++)
+                        contig.table[s][b] = next++;
                 attention_step(be, &kv2, &contig, fill, 3, 1, tmp);
                 attention_step(be, &kv2, &contig, step, 3, 0, part);
                 CHECK(tk_same_bits(all, part, 64 * w));
@@ -415,7 +438,8 @@ static void test_shared_ops_equal_reference(void) {
         tk_batch tb;
         const int32_t pos0[] = {3, 0}, rows[] = {4, 5};
         tk_batch_make(&tb, 2, pos0, rows, 4, NULL);
-        for (int i = 0; i < 9; i++) tb.tokens[i] = 95 + i; /* crosses the shard end at 100 */
+        for (int i = 0; i < 9; i++)
+            tb.tokens[i] = 95 + i; /* crosses the shard end at 100 */
         CHECK_OK(be->set_batch(be, &tb.batch));
         ts_cpu_batch b = {0};
         CHECK_OK(ts_cpu_batch_set(&b, &tb.batch));
@@ -426,12 +450,14 @@ static void test_shared_ops_equal_reference(void) {
             ts_ref_embed(y, &table, 50, b.tokens, 9);
             CHECK(tk_same_bits(x, y, 9 * 64));
             float in = 0, out = 0; /* token 99 is the shard's last row, 100 is outside */
-            for (int j = 0; j < 64; j++) in += fabsf(x[4 * 64 + j]), out += fabsf(x[5 * 64 + j]);
+            for (int j = 0; j < 64; j++)
+                in += fabsf(x[4 * 64 + j]), out += fabsf(x[5 * 64 + j]);
             CHECK(in > 0.0f && out == 0.0f);
             tk_weight_free(&table);
         }
         float lx[9 * 3], ld[2 * 3];
-        for (int i = 0; i < 27; i++) lx[i] = (float)i;
+        for (int i = 0; i < 27; i++)
+            lx[i] = (float)i;
         be->logit_rows(be, ld, lx, 3);
         CHECK(ld[0] == 9.0f && ld[3] == 24.0f);
         ts_cpu_batch_free(&b);
@@ -453,13 +479,17 @@ static void test_fast_sampler_picks_the_reference_token(void) {
         int mismatches = 0;
         for (int r = 0; r < ROWS; r++) {
             float spread = 0.5f + (float)(r % 7);
-            for (int j = 0; j < V; j++) logits[j] = ts_rng_normal(&rng) * spread;
+            for (int j = 0; j < V; j++)
+                logits[j] = ts_rng_normal(&rng) * spread;
             if (r % 5 == 0) logits[17] = logits[1234]; /* a tie */
-            for (int i = 0; i < 32; i++) recent[i] = (int32_t)(ts_rng_next(&rng) % (V + 10)) - 5;
+            for (int i = 0; i < 32; i++)
+                recent[i] = (int32_t)(ts_rng_next(&rng) % (V + 10)) - 5;
             ts_sampling p = {.temperature = r % 11 == 0 ? 0.0f : 0.3f + 0.2f * (float)(r % 6),
                              .top_k = r % 3 == 0 ? 0 : (int32_t)(1 + r % 97),
                              .top_p = r % 4 == 0 ? 1.0f : 0.05f + 0.15f * (float)(r % 7),
-                             .min_p = r % 5 == 1 ? 0.05f * (float)(r % 4) : 0.0f,
+                             .min_p = r % 5 == 1    ? 0.05f * (float)(r % 4)
+                                      : r % 13 == 2 ? 1.5f
+                                                    : 0.0f,
                              .repetition_penalty = r % 2 ? 1.3f : 1.0f,
                              .recent = recent,
                              .n_recent = 32,
@@ -493,13 +523,16 @@ static void test_fast_sampler_distribution_and_greedy(void) {
             count[tok]++;
         }
         double z = 0, prob[V];
-        for (int j = 0; j < V; j++) z += (prob[j] = exp(row[j] / 0.8));
-        for (int j = 0; j < V; j++) CHECK_NEAR((double)count[j] / DRAWS, prob[j] / z, 0.015);
+        for (int j = 0; j < V; j++)
+            z += (prob[j] = exp(row[j] / 0.8));
+        for (int j = 0; j < V; j++)
+            CHECK_NEAR((double)count[j] / DRAWS, prob[j] / z, 0.015);
         /* greedy, top_k 1 and a tiny top_p agree on a tie between ids 1 and 3 */
         const float tie[] = {0.0f, 4.0f, 1.0f, 4.0f};
-        ts_sampling g[3] = {{.temperature = 0.0f, .top_p = 1, .repetition_penalty = 1},
-                            {.temperature = 1.0f, .top_k = 1, .top_p = 1, .repetition_penalty = 1, .uniform = 0.9f},
-                            {.temperature = 1.0f, .top_p = 1e-6f, .repetition_penalty = 1, .uniform = 0.9f}};
+        ts_sampling g[3] = {
+            {.temperature = 0.0f, .top_p = 1, .repetition_penalty = 1},
+            {.temperature = 1.0f, .top_k = 1, .top_p = 1, .repetition_penalty = 1, .uniform = 0.9f},
+            {.temperature = 1.0f, .top_p = 1e-6f, .repetition_penalty = 1, .uniform = 0.9f}};
         for (int i = 0; i < 3; i++) {
             int32_t tok;
             float lp;
@@ -515,7 +548,8 @@ int main(void) {
     for (int i = 1; i < TS_CPU_IMPL_COUNT; i++)
         if (ts_cpu_impl_supported((ts_cpu_impl)i)) impls[n_impls++] = (ts_cpu_impl)i;
     printf("implementations tested:");
-    for (int i = 0; i < n_impls; i++) printf(" %s", ts_cpu_impl_name(impls[i]));
+    for (int i = 0; i < n_impls; i++)
+        printf(" %s", ts_cpu_impl_name(impls[i]));
     printf(" (this CPU: %s)\n", ts_cpu_isa_name(ts_cpu_isa_detect()));
     fflush(stdout);
     if (n_impls == 0) test_skip("this CPU has no AVX2: only the scalar reference runs here");

@@ -32,7 +32,8 @@ static void test_each_worker_runs_once_per_dispatch(void) {
         ctx c = {0};
         /* more threads than cores sleep between dispatches (no spinning): fewer rounds */
         const int ROUNDS = size <= ts_cpu_count() ? 20000 : 2000;
-        for (c.round = 1; c.round <= ROUNDS; c.round++) ts_threadpool_run(pool, 0, task, &c);
+        for (c.round = 1; c.round <= ROUNDS; c.round++)
+            ts_threadpool_run(pool, 0, task, &c);
         for (int i = 0; i < size; i++) {
             CHECK_EQ_INT(atomic_load(&c.calls[i]), ROUNDS);
             CHECK(c.sum[i] == (long)ROUNDS * (ROUNDS + 1) / 2);
@@ -66,7 +67,8 @@ static void test_sleeping_workers_wake_up(void) {
         c.round = 1;
         ts_threadpool_run(pool, 0, task, &c);
     }
-    for (int i = 0; i < 3; i++) CHECK_EQ_INT(atomic_load(&c.calls[i]), 5);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(atomic_load(&c.calls[i]), 5);
     ts_threadpool_destroy(pool);
 }
 

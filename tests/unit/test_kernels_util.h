@@ -16,7 +16,8 @@
 
 static inline float *tk_randn(ts_rng *rng, size_t n, float scale) {
     float *x = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = ts_rng_normal(rng) * scale;
+    for (size_t i = 0; i < n; i++)
+        x[i] = ts_rng_normal(rng) * scale;
     return x;
 }
 
@@ -28,7 +29,8 @@ static inline ts_weight tk_weight(ts_rng *rng, ts_dtype type, int64_t rows, int6
     char *data = malloc(w.row_stride * (size_t)rows + 1);
     float *row = malloc((size_t)cols * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t k = 0; k < cols; k++) row[k] = ts_rng_normal(rng) * scale;
+        for (int64_t k = 0; k < cols; k++)
+            row[k] = ts_rng_normal(rng) * scale;
         ts_quantize_row(type, row, data + (size_t)r * w.row_stride, cols);
     }
     free(row);
@@ -36,7 +38,9 @@ static inline ts_weight tk_weight(ts_rng *rng, ts_dtype type, int64_t rows, int6
     return w;
 }
 
-static inline void tk_weight_free(ts_weight *w) { free((void *)w->data); }
+static inline void tk_weight_free(ts_weight *w) {
+    free((void *)w->data);
+}
 
 /* Dequantized copy [rows][cols] (what the weight means). */
 static inline float *tk_weight_f32(const ts_weight *w) {
@@ -72,7 +76,8 @@ static inline void tk_batch_make(tk_batch *tb, int32_t n_seqs, const int32_t *po
         q->want_logits = true;
         for (int32_t b = 0; b < q->n_blocks; b++, nb++)
             tb->block_ids[nb] = block_perm ? block_perm[nb] : nb;
-        for (int32_t i = 0; i < n_rows[s]; i++, row++) tb->tokens[row] = (row * 7 + s) % 100;
+        for (int32_t i = 0; i < n_rows[s]; i++, row++)
+            tb->tokens[row] = (row * 7 + s) % 100;
     }
     tb->batch.n_tokens = row;
     tb->batch.n_seqs = n_seqs;
@@ -91,8 +96,8 @@ static inline ts_kv_layer tk_kv_make(ts_dtype type, int32_t n_blocks, int32_t bl
                       .block_size = block_size,
                       .n_kv_heads = n_kv_heads,
                       .head_dim = head_dim};
-    size_t bytes = (size_t)n_blocks * (size_t)block_size * (size_t)n_kv_heads *
-                   (size_t)head_dim * (type == TS_DTYPE_F16 ? 2 : 4);
+    size_t bytes = (size_t)n_blocks * (size_t)block_size * (size_t)n_kv_heads * (size_t)head_dim *
+                   (type == TS_DTYPE_F16 ? 2 : 4);
     kv.k = calloc(1, bytes);
     kv.v = calloc(1, bytes);
     return kv;
