@@ -181,6 +181,11 @@ void ts_rpc_args_common(ts_rpc_args *a, size_t max_recv_bytes, size_t max_send_b
     ts_rpc_args_int(a, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_timeout_ms);
     ts_rpc_args_int(a, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     ts_rpc_args_int(a, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    /* No BDP probing: on a busy connection it grows the flow-control windows until seconds of
+     * data queue ahead of every ping ack, and keepalive then kills healthy connections
+     * (test_saturated_connections_survive_keepalive). Fixed 64 KiB stream windows still move
+     * hundreds of MB/s on a LAN-sized delay. */
+    ts_rpc_args_int(a, GRPC_ARG_HTTP2_BDP_PROBE, 0);
 }
 
 void ts_rpc_cond_init(pthread_cond_t *cond) {

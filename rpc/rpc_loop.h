@@ -85,9 +85,10 @@ typedef struct ts_rpc_args {
 void ts_rpc_args_init(ts_rpc_args *a);
 void ts_rpc_args_int(ts_rpc_args *a, const char *key, int value);
 
-/* The arguments every Tessera server and channel sets: message size limits and keepalive
- * (pings on idle connections too, and without waiting for data in between, so a dead peer is
- * found within keepalive_time + keepalive_timeout even on a quiet stream). */
+/* The arguments every Tessera server and channel sets: message size limits, keepalive (pings on
+ * idle connections too, and without waiting for data in between, so a dead peer is found within
+ * keepalive_time + keepalive_timeout even on a quiet stream), and fixed flow-control windows
+ * (no BDP probing), which keep ping acks from queueing behind seconds of data. */
 void ts_rpc_args_common(ts_rpc_args *a, size_t max_recv_bytes, size_t max_send_bytes,
                         int keepalive_time_ms, int keepalive_timeout_ms);
 

@@ -539,10 +539,10 @@ int ts_rpc_server_start(ts_rpc_server *s) {
     ts_rpc_args_init(&args);
     ts_rpc_args_common(&args, o->max_recv_bytes, o->max_send_bytes, o->keepalive_time_ms,
                        o->keepalive_timeout_ms);
-    /* Our clients keep pinging (keepalive, and BDP probes while data flows) even when a
-     * stream sends them nothing and flow control holds our data back; gRPC's ping-abuse
-     * policy would then answer GOAWAY "too_many_pings" and fail their newer streams. Pings
-     * are cheap: tolerate them. */
+    /* Our clients send keepalive pings every few seconds also on quiet connections; gRPC's
+     * ping-abuse policy (by default at most one ping per 5 minutes while the server sends no
+     * data) would answer GOAWAY "too_many_pings" and fail their newer streams. Pings are
+     * cheap: tolerate them. */
     ts_rpc_args_int(&args, GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
     ts_rpc_args_int(&args, GRPC_ARG_ALLOW_REUSEPORT, 0); /* a busy port is an error */
     if (o->max_concurrent_streams > 0)

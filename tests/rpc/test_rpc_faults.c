@@ -1,8 +1,9 @@
 /*
  * test_rpc_faults.c — rpc/ under faults: server shutdown with active streams (clean statuses,
  * no hang, no leak), a client that stops reading during shutdown, garbage bytes on the port,
- * and dead peers found by keepalive in both directions (a SIGSTOPped server process, a
- * SIGSTOPped client process).
+ * dead peers found by keepalive in both directions (a SIGSTOPped server process, a SIGSTOPped
+ * client process), and keepalive not killing healthy connections (idle for many periods, or
+ * saturated with data).
  *
  * The peer processes are forked at the start of main, before this process initialises gRPC:
  * a process that has run grpc_init must not fork a child that uses gRPC (NOTES.md).
@@ -279,6 +280,116 @@ static void test_garbage_bytes_do_not_disturb_other_clients(void) {
     fixture_stop(&f);
 }
 
+/* A channel to 127.0.0.1:port with the tests' short keepalive. */
+static int keepalive_channel(int port, int own_connection, ts_rpc_channel **out) {
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    ts_rpc_channel_options co;
+    ts_rpc_channel_options_default(&co);
+    co.keepalive_time_ms = KEEPALIVE_MS;
+    co.keepalive_timeout_ms = KEEPALIVE_MS;
+    co.own_connection = own_connection;
+    return ts_rpc_channel_create(target, &co, out);
+}
+
+/* ---- an idle stream survives keepalive --------------------------------------------------------- */
+
+/* Like a node leader's Attach stream between steps: nothing flows for many keepalive periods;
+ * the pings must keep the connection, not get it closed as ping abuse. */
+static void test_idle_stream_survives_many_keepalive_periods(void) {
+    fixture f;
+    if (fixture_start(&f, KEEPALIVE_MS) != 0) {
+        CHECK(0);
+        return;
+    }
+    ts_rpc_channel *ch;
+    CHECK_OK(keepalive_channel(f.port, 0, &ch));
+    ts_rpc_stream *s;
+    CHECK_OK(ts_rpc_stream_open(ch, CHAT, 0, &s));
+    ts_buf req = {0}, msg = {0};
+    CHECK_OK(echo_request_pack(&req, "before", 0, 0, 0, 1));
+    CHECK_OK(ts_rpc_stream_send(s, req.data, req.len, 1000));
+    CHECK_EQ_INT(ts_rpc_stream_recv(s, &msg, 5000), 1);
+    ts_sleep_ms(6 * KEEPALIVE_MS);
+    CHECK_OK(echo_request_pack(&req, "after", 0, 0, 0, 2));
+    CHECK_OK(ts_rpc_stream_send(s, req.data, req.len, 1000));
+    CHECK_EQ_INT(ts_rpc_stream_recv(s, &msg, 5000), 1);
+    char text[32];
+    CHECK_OK(echo_reply_parse(&msg, text, sizeof text, NULL, NULL, NULL));
+    CHECK_EQ_STR(text, "after");
+    CHECK_OK(ts_rpc_stream_close_send(s));
+    CHECK_EQ_INT(ts_rpc_stream_recv(s, &msg, 5000), 0);
+    CHECK_OK(ts_rpc_stream_finish(s, 5000));
+    ts_rpc_stream_destroy(s);
+    ts_rpc_channel_destroy(ch);
+    ts_buf_free(&req);
+    ts_buf_free(&msg);
+    fixture_stop(&f);
+}
+
+/* ---- saturated connections keep their keepalive ------------------------------------------------- */
+
+enum { SAT_STREAMS = 32, SAT_CHANNELS = 4, SAT_READERS = 8, SAT_MESSAGES = 10000 };
+
+typedef struct sat_reader {
+    ts_rpc_stream **streams;
+    int first;
+    pthread_t thread;
+    int failed;
+    long long received;
+} sat_reader;
+
+static void *sat_reader_main(void *p) {
+    sat_reader *r = p;
+    ts_buf msg = {0};
+    for (int i = r->first; i < SAT_STREAMS; i += SAT_READERS) {
+        int rc;
+        while ((rc = ts_rpc_stream_recv(r->streams[i], &msg, 30000)) == 1) r->received++;
+        if (rc != 0 || ts_rpc_stream_finish(r->streams[i], 10000) != 0) {
+            if (r->failed++ == 0) fprintf(stderr, "  stream %d: %s\n", i, ts_error_message());
+        }
+    }
+    ts_buf_free(&msg);
+    return NULL;
+}
+
+/* Consumers slower than the producer keep every connection's buffers full for seconds. Ping
+ * acks queue behind that data, so this is where over-grown flow-control windows make keepalive
+ * kill healthy connections; with 1 s keepalive it must not happen. */
+static void test_saturated_connections_survive_keepalive(void) {
+    fixture f;
+    if (fixture_start(&f, KEEPALIVE_MS) != 0) {
+        CHECK(0);
+        return;
+    }
+    ts_rpc_channel *ch[SAT_CHANNELS];
+    static ts_rpc_stream *streams[SAT_STREAMS];
+    for (int c = 0; c < SAT_CHANNELS; c++) CHECK_OK(keepalive_channel(f.port, 1, &ch[c]));
+    int64_t t0 = ts_now_ns();
+    for (int i = 0; i < SAT_STREAMS; i++)
+        CHECK_OK(open_count(ch[i % SAT_CHANNELS], i, SAT_MESSAGES, 0, 0, &streams[i]));
+    sat_reader readers[SAT_READERS];
+    for (int t = 0; t < SAT_READERS; t++) {
+        readers[t] = (sat_reader){.streams = streams, .first = t};
+        pthread_create(&readers[t].thread, NULL, sat_reader_main, &readers[t]);
+    }
+    long long received = 0;
+    int failed = 0;
+    for (int t = 0; t < SAT_READERS; t++) {
+        pthread_join(readers[t].thread, NULL);
+        received += readers[t].received;
+        failed += readers[t].failed;
+    }
+    double secs = ts_ns_to_s(ts_now_ns() - t0);
+    fprintf(stderr, "  %d saturated streams over %d connections: %.1f s, %d failed\n",
+            SAT_STREAMS, SAT_CHANNELS, secs, failed);
+    CHECK_EQ_INT(failed, 0);
+    CHECK_EQ_INT(received, (long long)SAT_STREAMS * SAT_MESSAGES);
+    for (int i = 0; i < SAT_STREAMS; i++) ts_rpc_stream_destroy(streams[i]);
+    for (int c = 0; c < SAT_CHANNELS; c++) ts_rpc_channel_destroy(ch[c]);
+    fixture_stop(&f);
+}
+
 /* ---- dead peers (forked processes) ---------------------------------------------------------------- */
 
 /* Child: a server with keepalive, port written to `port_fd`; serves until killed. */
@@ -360,14 +471,8 @@ static void test_client_detects_a_dead_server_by_keepalive(void) {
         CHECK(0);
         return;
     }
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", port);
-    ts_rpc_channel_options co;
-    ts_rpc_channel_options_default(&co);
-    co.keepalive_time_ms = KEEPALIVE_MS;
-    co.keepalive_timeout_ms = KEEPALIVE_MS;
     ts_rpc_channel *ch;
-    CHECK_OK(ts_rpc_channel_create(target, &co, &ch));
+    CHECK_OK(keepalive_channel(port, 0, &ch));
     ts_rpc_stream *s;
     CHECK_OK(open_count(ch, 1, 1000000, 1000, 0, &s)); /* no deadline */
     ts_buf msg = {0};
@@ -436,6 +541,8 @@ int main(void) {
     RUN(test_shutdown_with_active_streams_gives_clean_statuses);
     RUN(test_shutdown_does_not_hang_on_a_client_that_stopped_reading);
     RUN(test_garbage_bytes_do_not_disturb_other_clients);
+    RUN(test_idle_stream_survives_many_keepalive_periods);
+    RUN(test_saturated_connections_survive_keepalive);
     RUN(test_client_detects_a_dead_server_by_keepalive);
     RUN(test_server_detects_a_dead_client_by_keepalive);
     close(the_peers.client_port_fd);
