@@ -95,8 +95,10 @@ int ts_rpc_channel_create(const char *target, const ts_rpc_channel_options *o,
     if (o->max_recv_bytes == 0 || o->max_recv_bytes > INT32_MAX || o->max_send_bytes == 0 ||
         o->max_send_bytes > INT32_MAX || o->keepalive_time_ms < 1 || o->keepalive_timeout_ms < 1 ||
         o->read_ahead < 1 || o->max_queued_messages < 1 || o->max_queued_bytes == 0)
-        return ts_error_set(TS_E_INVALID, "rpc channel %s: sizes, queue and keepalive options "
-                                          "must be positive", target);
+        return ts_error_set(TS_E_INVALID,
+                            "rpc channel %s: sizes, queue and keepalive options "
+                            "must be positive",
+                            target);
     ts_rpc_channel *ch = calloc(1, sizeof *ch);
     if (!ch || !(ch->target = strdup(target))) {
         free(ch);
@@ -193,7 +195,8 @@ static void stream_start_recv_locked(ts_rpc_stream *s) {
     stream_batch(s, ops, n, &s->recv_op, "receive");
 }
 
-/* ---- loop-thread events ------------------------------------------------------------------------ */
+/* ---- loop-thread events ------------------------------------------------------------------------
+ */
 
 static void stream_op_done_locked(ts_rpc_stream *s) {
     if (--s->n_ops == 0) pthread_cond_broadcast(&s->end_cond);
@@ -266,8 +269,10 @@ static int stream_create(ts_rpc_channel *ch, const char *method, int timeout_ms,
     TS_ASSERT(!ts_rpc_loop_on_thread());
     *out = NULL;
     if (!method || method[0] != '/')
-        return ts_error_set(TS_E_INVALID, "rpc: method \"%s\" is not a path "
-                                          "\"/package.Service/Method\"", method ? method : "");
+        return ts_error_set(TS_E_INVALID,
+                            "rpc: method \"%s\" is not a path "
+                            "\"/package.Service/Method\"",
+                            method ? method : "");
     ts_rpc_stream *s = calloc(1, sizeof *s);
     if (!s || !(s->method = strdup(method))) {
         free(s);
@@ -310,8 +315,8 @@ static int stream_create(ts_rpc_channel *ch, const char *method, int timeout_ms,
 int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method, int timeout_ms,
                        ts_rpc_stream **out) {
     int rc = stream_create(ch, method, timeout_ms, out);
-    if (rc != 0) return rc;
     ts_rpc_stream *s = *out;
+    if (!s) return rc; /* no stream: rc says why */
     pthread_mutex_lock(&s->mu);
     stream_start_send_locked(s); /* the headers: the server sees the call now */
     pthread_mutex_unlock(&s->mu);
@@ -322,12 +327,14 @@ int ts_rpc_stream_open_request(ts_rpc_channel *ch, const char *method, const voi
                                size_t req_len, int timeout_ms, ts_rpc_stream **out) {
     if (req_len > ch->opt.max_send_bytes) {
         *out = NULL;
-        return ts_error_set(TS_E_INVALID, "rpc: %s: request of %zu bytes exceeds the limit of "
-                                          "%zu bytes", method, req_len, ch->opt.max_send_bytes);
+        return ts_error_set(TS_E_INVALID,
+                            "rpc: %s: request of %zu bytes exceeds the limit of "
+                            "%zu bytes",
+                            method, req_len, ch->opt.max_send_bytes);
     }
     int rc = stream_create(ch, method, timeout_ms, out);
-    if (rc != 0) return rc;
     ts_rpc_stream *s = *out;
+    if (!s) return rc; /* no stream: rc says why */
     grpc_byte_buffer *bb = ts_rpc_buffer_from_bytes(req, req_len);
     pthread_mutex_lock(&s->mu);
     rc = ts_rpc_queue_push(&s->sendq, bb, req_len);
@@ -345,8 +352,10 @@ int ts_rpc_stream_open_request(ts_rpc_channel *ch, const char *method, const voi
 static int stream_enqueue(ts_rpc_stream *s, grpc_byte_buffer *bb, size_t len, int timeout_ms) {
     if (len > s->ch->opt.max_send_bytes) {
         grpc_byte_buffer_destroy(bb);
-        return ts_error_set(TS_E_INVALID, "rpc: %s: message of %zu bytes exceeds the limit of "
-                                          "%zu bytes", s->method, len, s->ch->opt.max_send_bytes);
+        return ts_error_set(TS_E_INVALID,
+                            "rpc: %s: message of %zu bytes exceeds the limit of "
+                            "%zu bytes",
+                            s->method, len, s->ch->opt.max_send_bytes);
     }
     int64_t until = ts_rpc_until_ns(timeout_ms);
     const ts_rpc_channel_options *o = &s->ch->opt;
@@ -383,8 +392,10 @@ static int stream_enqueue(ts_rpc_stream *s, grpc_byte_buffer *bb, size_t len, in
     case TS_E_CANCELLED: return ts_error_set(rc, "rpc: %s: the stream has ended", s->method);
     case TS_E_INVALID: return ts_error_set(rc, "rpc: %s: send after close_send", s->method);
     case TS_E_EXHAUSTED:
-        return ts_error_set(rc, "rpc: %s: send queue still full after %d ms (the server reads "
-                                "too slowly)", s->method, timeout_ms);
+        return ts_error_set(rc,
+                            "rpc: %s: send queue still full after %d ms (the server reads "
+                            "too slowly)",
+                            s->method, timeout_ms);
     default: return rc;
     }
 }
@@ -467,7 +478,8 @@ int ts_rpc_stream_finish(ts_rpc_stream *s, int timeout_ms) {
                  timeout_ms);
         grpc_call_cancel_with_status(s->call, GRPC_STATUS_CANCELLED, why, NULL);
         pthread_mutex_lock(&s->mu);
-        while (!s->finished) pthread_cond_wait(&s->end_cond, &s->mu);
+        while (!s->finished)
+            pthread_cond_wait(&s->end_cond, &s->mu);
     }
     int code = (int)s->status;
     const char *message = s->status_message ? s->status_message : "";
@@ -485,7 +497,8 @@ void ts_rpc_stream_destroy(ts_rpc_stream *s) {
         pthread_mutex_unlock(&s->mu);
         grpc_call_cancel_with_status(s->call, GRPC_STATUS_CANCELLED, "stream destroyed", NULL);
         pthread_mutex_lock(&s->mu);
-        while (s->n_ops > 0) pthread_cond_wait(&s->end_cond, &s->mu);
+        while (s->n_ops > 0)
+            pthread_cond_wait(&s->end_cond, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     grpc_call_unref(s->call);
@@ -511,9 +524,9 @@ void ts_rpc_stream_destroy(ts_rpc_stream *s) {
 
 int ts_rpc_unary(ts_rpc_channel *ch, const char *method, const void *req, size_t req_len,
                  int timeout_ms, ts_buf *reply) {
-    ts_rpc_stream *s;
+    ts_rpc_stream *s = NULL;
     int rc = ts_rpc_stream_open_request(ch, method, req, req_len, timeout_ms, &s);
-    if (rc != 0) return rc;
+    if (!s) return rc;
     int got = ts_rpc_stream_recv(s, reply, -1); /* the deadline bounds the wait */
     rc = ts_rpc_stream_finish(s, -1);
     if (rc == 0 && got < 0) rc = got;

@@ -44,17 +44,17 @@ typedef struct ts_rpc_channel ts_rpc_channel;
 typedef struct ts_rpc_stream ts_rpc_stream;
 
 typedef struct ts_rpc_channel_options {
-    size_t max_recv_bytes;     /* largest message accepted; larger → RESOURCE_EXHAUSTED. 4 MiB */
-    size_t max_send_bytes;     /* largest message sent. 4 MiB */
-    int keepalive_time_ms;     /* ping this often. 5000 */
-    int keepalive_timeout_ms;  /* the connection is dead when a ping is unanswered this long. 5000 */
-    int read_ahead;            /* messages received ahead of ts_rpc_stream_recv. 64 */
-    int max_queued_messages;   /* per-stream send queue bound. 1024 */
-    size_t max_queued_bytes;   /* per-stream send queue bound, bytes. 4 MiB */
-    int wait_for_ready;        /* 1: calls wait for the server to be reachable (up to their
-                                  deadline) instead of failing UNAVAILABLE at once. 0 */
-    int own_connection;        /* 1: do not share the TCP connection with other channels to the
-                                  same target (spreads load over connections). 0 */
+    size_t max_recv_bytes;    /* largest message accepted; larger → RESOURCE_EXHAUSTED. 4 MiB */
+    size_t max_send_bytes;    /* largest message sent. 4 MiB */
+    int keepalive_time_ms;    /* ping this often. 5000 */
+    int keepalive_timeout_ms; /* the connection is dead when a ping is unanswered this long. 5000 */
+    int read_ahead;           /* messages received ahead of ts_rpc_stream_recv. 64 */
+    int max_queued_messages;  /* per-stream send queue bound. 1024 */
+    size_t max_queued_bytes;  /* per-stream send queue bound, bytes. 4 MiB */
+    int wait_for_ready;       /* 1: calls wait for the server to be reachable (up to their
+                                 deadline) instead of failing UNAVAILABLE at once. 0 */
+    int own_connection;       /* 1: do not share the TCP connection with other channels to the
+                                 same target (spreads load over connections). 0 */
 } ts_rpc_channel_options;
 
 void ts_rpc_channel_options_default(ts_rpc_channel_options *o);
@@ -76,8 +76,7 @@ int ts_rpc_unary(ts_rpc_channel *ch, const char *method, const void *req, size_t
 /* Opens a bidirectional stream: the call starts at once (its headers are sent). timeout_ms is
  * its deadline (<= 0: none). Fails only for bad arguments or out-of-memory; a server that cannot
  * be reached shows as the stream's final status. */
-int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method, int timeout_ms,
-                       ts_rpc_stream **out);
+int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method, int timeout_ms, ts_rpc_stream **out);
 
 /* Opens a server-streaming call: sends `req` as the only message and closes the sending side,
  * in one batch. */

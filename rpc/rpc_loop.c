@@ -74,7 +74,9 @@ void ts_rpc_loop_release(void) {
     pthread_mutex_unlock(&loop_mu);
 }
 
-int ts_rpc_loop_on_thread(void) { return loop_is_this_thread; }
+int ts_rpc_loop_on_thread(void) {
+    return loop_is_this_thread;
+}
 
 grpc_byte_buffer *ts_rpc_buffer_from_bytes(const void *data, size_t len) {
     grpc_slice slice = grpc_slice_malloc(len);
@@ -163,7 +165,8 @@ grpc_byte_buffer *ts_rpc_queue_pop(ts_rpc_queue *q, size_t *size) {
 
 void ts_rpc_queue_clear(ts_rpc_queue *q) {
     grpc_byte_buffer *bb;
-    while ((bb = ts_rpc_queue_pop(q, NULL)) != NULL) grpc_byte_buffer_destroy(bb);
+    while ((bb = ts_rpc_queue_pop(q, NULL)) != NULL)
+        grpc_byte_buffer_destroy(bb);
 }
 
 void ts_rpc_queue_free(ts_rpc_queue *q) {

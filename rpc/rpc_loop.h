@@ -27,7 +27,7 @@ struct ts_rpc_op {
     void (*complete)(ts_rpc_op *op, int success);
 };
 
-#define TS_RPC_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define TS_RPC_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Takes a reference on the process loop, starting it on first use; *cq is its queue.
  * Returns 0 or TS_E_INTERNAL (message set) when gRPC cannot start. Not on the loop thread. */
@@ -63,7 +63,7 @@ typedef struct ts_rpc_queue {
 } ts_rpc_queue;
 
 int ts_rpc_queue_push(ts_rpc_queue *q, grpc_byte_buffer *bb, size_t size); /* 0 or TS_E_NOMEM */
-grpc_byte_buffer *ts_rpc_queue_pop(ts_rpc_queue *q, size_t *size);        /* NULL if empty */
+grpc_byte_buffer *ts_rpc_queue_pop(ts_rpc_queue *q, size_t *size);         /* NULL if empty */
 void ts_rpc_queue_clear(ts_rpc_queue *q); /* destroys the queued buffers, keeps the memory */
 void ts_rpc_queue_free(ts_rpc_queue *q);
 

@@ -179,7 +179,9 @@ static void call_free(ts_rpc_call *c) {
     free(c);
 }
 
-void ts_rpc_call_ref(ts_rpc_call *c) { atomic_fetch_add(&c->refs, 1); }
+void ts_rpc_call_ref(ts_rpc_call *c) {
+    atomic_fetch_add(&c->refs, 1);
+}
 
 void ts_rpc_call_unref(ts_rpc_call *c) {
     if (c && atomic_fetch_sub(&c->refs, 1) == 1) call_free(c);
@@ -211,8 +213,10 @@ static void call_maybe_release(ts_rpc_call *c) {
     grpc_call_unref(gc);
 
     pthread_mutex_lock(&s->mu);
-    if (c->prev) c->prev->next = c->next;
-    else s->live = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->live = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     s->n_live--;
@@ -324,10 +328,12 @@ static void on_send_complete(ts_rpc_op *op, int success) {
     if (c->writing) grpc_byte_buffer_destroy(c->writing);
     c->writing = NULL;
     c->writing_bytes = 0;
-    if (!success) ts_rpc_queue_clear(&c->queue); /* the call is broken; its close op follows */
-    else call_start_send_locked(c);
-    int writable = c->want_writable && !c->done && !c->finish_requested && success &&
-                   call_below_low_water(c);
+    if (!success)
+        ts_rpc_queue_clear(&c->queue); /* the call is broken; its close op follows */
+    else
+        call_start_send_locked(c);
+    int writable =
+        c->want_writable && !c->done && !c->finish_requested && success && call_below_low_water(c);
     if (writable) c->want_writable = 0;
     pthread_mutex_unlock(&c->mu);
     if (writable && c->method->m.on_writable) c->method->m.on_writable(c, c->method->m.arg);
@@ -363,8 +369,8 @@ static const method_entry *server_find(const ts_rpc_server *s, grpc_slice path) 
 static int server_request_call_locked(ts_rpc_server *s) {
     ts_rpc_call *c = call_new(s);
     if (!c) return ts_error_set(TS_E_NOMEM, "rpc: out of memory for a call");
-    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details,
-                                                 &c->request_md, s->cq, s->cq, &c->accept_op);
+    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md,
+                                                 s->cq, s->cq, &c->accept_op);
     if (e != GRPC_CALL_OK) {
         call_free(c);
         return ts_error_set(TS_E_INTERNAL, "rpc: grpc_server_request_call failed (%d)", (int)e);
@@ -416,8 +422,8 @@ static void call_dispatch(ts_rpc_call *c) {
             snprintf(msg, sizeof msg, "method %.200s is not implemented by this server",
                      c->method_name);
         c->finish_requested = 1;
-        c->status_code = c->method_name && c->peer ? GRPC_STATUS_UNIMPLEMENTED
-                                                   : GRPC_STATUS_RESOURCE_EXHAUSTED;
+        c->status_code =
+            c->method_name && c->peer ? GRPC_STATUS_UNIMPLEMENTED : GRPC_STATUS_RESOURCE_EXHAUSTED;
         c->status_details = grpc_slice_from_copied_string(msg);
         call_start_send_locked(c);
         pthread_mutex_unlock(&c->mu);
@@ -513,8 +519,9 @@ int ts_rpc_server_add_method(ts_rpc_server *s, const char *path, const ts_rpc_me
         return ts_error_set(TS_E_INVALID, "rpc server: %s: methods are added before start", path);
     if (!path || path[0] != '/' || !strchr(path + 1, '/') || !m->on_message ||
         (unsigned)m->kind > TS_RPC_BIDI_STREAM)
-        return ts_error_set(TS_E_INVALID, "rpc server: %s: a method needs a path "
-                                          "\"/package.Service/Method\", a kind and on_message",
+        return ts_error_set(TS_E_INVALID,
+                            "rpc server: %s: a method needs a path "
+                            "\"/package.Service/Method\", a kind and on_message",
                             path ? path : "(null)");
     for (int i = 0; i < s->n_methods; i++)
         if (strcmp(s->methods[i].path, path) == 0)
@@ -556,14 +563,17 @@ int ts_rpc_server_start(ts_rpc_server *s) {
     if (s->port == 0) {
         grpc_server_destroy(s->server); /* never started and no listener: allowed */
         s->server = NULL;
-        return ts_error_set(TS_E_UNAVAILABLE, "rpc server: cannot bind %s (address in use or "
-                                              "not local?)", s->address);
+        return ts_error_set(TS_E_UNAVAILABLE,
+                            "rpc server: cannot bind %s (address in use or "
+                            "not local?)",
+                            s->address);
     }
     grpc_server_start(s->server);
     pthread_mutex_lock(&s->mu);
     s->state = SERVER_RUNNING;
     int rc = 0;
-    for (int i = 0; i < o->accept_depth && rc == 0; i++) rc = server_request_call_locked(s);
+    for (int i = 0; i < o->accept_depth && rc == 0; i++)
+        rc = server_request_call_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (rc != 0 && s->n_accepting == 0) {
         ts_rpc_server_shutdown(s, 0);
@@ -572,7 +582,9 @@ int ts_rpc_server_start(ts_rpc_server *s) {
     return 0;
 }
 
-int ts_rpc_server_port(const ts_rpc_server *s) { return s->state == SERVER_CREATED ? 0 : s->port; }
+int ts_rpc_server_port(const ts_rpc_server *s) {
+    return s->state == SERVER_CREATED ? 0 : s->port;
+}
 
 int ts_rpc_server_active_calls(ts_rpc_server *s) {
     pthread_mutex_lock(&s->mu);
@@ -627,7 +639,8 @@ void ts_rpc_server_destroy(ts_rpc_server *s) {
     if (!s) return;
     ts_rpc_server_shutdown(s, 0);
     ts_rpc_loop_release();
-    for (int i = 0; i < s->n_methods; i++) free(s->methods[i].path);
+    for (int i = 0; i < s->n_methods; i++)
+        free(s->methods[i].path);
     free(s->methods);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
@@ -667,14 +680,20 @@ static int call_enqueue(ts_rpc_call *c, grpc_byte_buffer *bb, size_t len) {
     switch (rc) {
     case 0: return 0;
     case TS_E_CANCELLED:
-        return ts_error_set(rc, "%s: the call has ended (cancelled, deadline passed, client gone "
-                                "or finished)", c->method_name);
+        return ts_error_set(rc,
+                            "%s: the call has ended (cancelled, deadline passed, client gone "
+                            "or finished)",
+                            c->method_name);
     case TS_E_INVALID:
-        return ts_error_set(rc, "%s: send after the call was finished (or a second response to "
-                                "a unary call)", c->method_name);
+        return ts_error_set(rc,
+                            "%s: send after the call was finished (or a second response to "
+                            "a unary call)",
+                            c->method_name);
     case TS_E_EXHAUSTED:
-        return ts_error_set(rc, "%s: send queue full (%d messages, %zu bytes): the client reads "
-                                "too slowly", c->method_name, n, bytes);
+        return ts_error_set(rc,
+                            "%s: send queue full (%d messages, %zu bytes): the client reads "
+                            "too slowly",
+                            c->method_name, n, bytes);
     default: return rc;
     }
 }
@@ -729,11 +748,21 @@ void ts_rpc_call_abort(ts_rpc_call *c, int status_code, const char *message) {
     pthread_mutex_unlock(&c->mu);
 }
 
-const char *ts_rpc_call_method(const ts_rpc_call *c) { return c->method_name; }
-const char *ts_rpc_call_peer(const ts_rpc_call *c) { return c->peer; }
-int64_t ts_rpc_call_deadline_ns(const ts_rpc_call *c) { return c->deadline_ns; }
-void ts_rpc_call_set_data(ts_rpc_call *c, void *data) { c->data = data; }
-void *ts_rpc_call_data(const ts_rpc_call *c) { return c->data; }
+const char *ts_rpc_call_method(const ts_rpc_call *c) {
+    return c->method_name;
+}
+const char *ts_rpc_call_peer(const ts_rpc_call *c) {
+    return c->peer;
+}
+int64_t ts_rpc_call_deadline_ns(const ts_rpc_call *c) {
+    return c->deadline_ns;
+}
+void ts_rpc_call_set_data(ts_rpc_call *c, void *data) {
+    c->data = data;
+}
+void *ts_rpc_call_data(const ts_rpc_call *c) {
+    return c->data;
+}
 
 int ts_rpc_call_is_done(ts_rpc_call *c) {
     pthread_mutex_lock(&c->mu);

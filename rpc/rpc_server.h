@@ -73,15 +73,15 @@ typedef struct ts_rpc_method {
 } ts_rpc_method;
 
 typedef struct ts_rpc_server_options {
-    const char *address;          /* "host:port"; port 0 picks a free port. Default "0.0.0.0:0" */
-    size_t max_recv_bytes;        /* largest request message; larger → RESOURCE_EXHAUSTED. 4 MiB */
-    size_t max_send_bytes;        /* largest response message. 4 MiB */
-    int max_queued_messages;      /* per-call send queue bound, messages. 1024 */
-    size_t max_queued_bytes;      /* per-call send queue bound, bytes. 4 MiB */
-    int keepalive_time_ms;        /* ping an idle connection this often. 5000 */
-    int keepalive_timeout_ms;     /* close it when a ping is not answered in time. 5000 */
-    int max_concurrent_streams;   /* per connection; 0 = gRPC's default (unlimited) */
-    int accept_depth;             /* calls requested from gRPC ahead of arrival. 32 */
+    const char *address;        /* "host:port"; port 0 picks a free port. Default "0.0.0.0:0" */
+    size_t max_recv_bytes;      /* largest request message; larger → RESOURCE_EXHAUSTED. 4 MiB */
+    size_t max_send_bytes;      /* largest response message. 4 MiB */
+    int max_queued_messages;    /* per-call send queue bound, messages. 1024 */
+    size_t max_queued_bytes;    /* per-call send queue bound, bytes. 4 MiB */
+    int keepalive_time_ms;      /* ping an idle connection this often. 5000 */
+    int keepalive_timeout_ms;   /* close it when a ping is not answered in time. 5000 */
+    int max_concurrent_streams; /* per connection; 0 = gRPC's default (unlimited) */
+    int accept_depth;           /* calls requested from gRPC ahead of arrival. 32 */
 } ts_rpc_server_options;
 
 void ts_rpc_server_options_default(ts_rpc_server_options *o);

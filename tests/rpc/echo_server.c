@@ -26,8 +26,10 @@ int main(int argc, char **argv) {
     o.address = "127.0.0.1:0";
     int grace_ms = 1000;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--address") == 0 && i + 1 < argc) o.address = argv[++i];
-        else if (strcmp(argv[i], "--grace-ms") == 0 && i + 1 < argc) grace_ms = atoi(argv[++i]);
+        if (strcmp(argv[i], "--address") == 0 && i + 1 < argc)
+            o.address = argv[++i];
+        else if (strcmp(argv[i], "--grace-ms") == 0 && i + 1 < argc)
+            grace_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--max-queued") == 0 && i + 1 < argc)
             o.max_queued_messages = atoi(argv[++i]);
         else {

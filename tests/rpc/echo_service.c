@@ -67,7 +67,9 @@ static void count_started(echo_service *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
-static void on_start(ts_rpc_call *call, void *arg) { count_started(arg); }
+static void on_start(ts_rpc_call *call, void *arg) {
+    count_started(arg);
+}
 
 static void on_done(ts_rpc_call *call, int cancelled, void *arg) {
     echo_service *e = arg;
@@ -103,7 +105,8 @@ static void stats_on_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     ts_rpc_call_finish(call, TS_RPC_OK, NULL);
 }
 
-/* ---- Chat (bidi) ------------------------------------------------------------------------------ */
+/* ---- Chat (bidi) ------------------------------------------------------------------------------
+ */
 
 static void chat_on_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     Tessera__Test__EchoRequest *req = parse_request(call, data, len);
@@ -117,7 +120,8 @@ static void chat_on_half_close(ts_rpc_call *call, void *arg) {
     ts_rpc_call_finish(call, TS_RPC_OK, NULL);
 }
 
-/* ---- Count (server streaming, produced by the engine thread) ---------------------------------- */
+/* ---- Count (server streaming, produced by the engine thread) ----------------------------------
+ */
 
 static void count_on_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     echo_service *e = arg;
@@ -172,8 +176,10 @@ static void count_on_done(ts_rpc_call *call, int cancelled, void *arg) {
         pthread_mutex_unlock(&e->mu);
         return;
     }
-    if (job->n_done++ > 0) e->st.double_done++;
-    else e->st.active_streams--;
+    if (job->n_done++ > 0)
+        e->st.double_done++;
+    else
+        e->st.active_streams--;
     job->cancelled = cancelled;
     pthread_cond_signal(&e->cond);
     pthread_mutex_unlock(&e->mu);
@@ -218,8 +224,10 @@ static void *producer_main(void *arg) {
             if (job->n_done > 0) {
                 /* The call has ended: a late send must fail cleanly, not crash. */
                 int rc = reply(job->call, "late", -1, job->id, 0);
-                if (rc == TS_E_CANCELLED) e->st.late_send_cancelled++;
-                else e->st.late_send_other++;
+                if (rc == TS_E_CANCELLED)
+                    e->st.late_send_cancelled++;
+                else
+                    e->st.late_send_other++;
                 *link = job->next;
                 ts_rpc_call_unref(job->call);
                 free(job->text);
@@ -240,7 +248,8 @@ static void *producer_main(void *arg) {
     return NULL;
 }
 
-/* ---- setup ------------------------------------------------------------------------------------ */
+/* ---- setup ------------------------------------------------------------------------------------
+ */
 
 int echo_service_create(ts_rpc_server *srv, echo_service **out) {
     echo_service *e = calloc(1, sizeof *e);
@@ -252,15 +261,24 @@ int echo_service_create(ts_rpc_server *srv, echo_service **out) {
     pthread_cond_init(&e->cond, &attr);
     pthread_condattr_destroy(&attr);
 
-    ts_rpc_method echo = {.kind = TS_RPC_UNARY, .on_start = on_start,
-                          .on_message = echo_on_message, .on_done = on_done, .arg = e};
+    ts_rpc_method echo = {.kind = TS_RPC_UNARY,
+                          .on_start = on_start,
+                          .on_message = echo_on_message,
+                          .on_done = on_done,
+                          .arg = e};
     ts_rpc_method stats = {.kind = TS_RPC_UNARY, .on_message = stats_on_message, .arg = e};
-    ts_rpc_method chat = {.kind = TS_RPC_BIDI_STREAM, .on_start = on_start,
-                          .on_message = chat_on_message, .on_half_close = chat_on_half_close,
-                          .on_done = on_done, .arg = e};
-    ts_rpc_method count = {.kind = TS_RPC_SERVER_STREAM, .on_start = on_start,
-                           .on_message = count_on_message, .on_writable = count_on_writable,
-                           .on_done = count_on_done, .arg = e};
+    ts_rpc_method chat = {.kind = TS_RPC_BIDI_STREAM,
+                          .on_start = on_start,
+                          .on_message = chat_on_message,
+                          .on_half_close = chat_on_half_close,
+                          .on_done = on_done,
+                          .arg = e};
+    ts_rpc_method count = {.kind = TS_RPC_SERVER_STREAM,
+                           .on_start = on_start,
+                           .on_message = count_on_message,
+                           .on_writable = count_on_writable,
+                           .on_done = count_on_done,
+                           .arg = e};
     int rc = ts_rpc_server_add_method(srv, "/tessera.test.Echo/Echo", &echo);
     if (rc == 0) rc = ts_rpc_server_add_method(srv, "/tessera.test.Echo/Stats", &stats);
     if (rc == 0) rc = ts_rpc_server_add_method(srv, "/tessera.test.Echo/Chat", &chat);
@@ -311,10 +329,11 @@ void echo_service_destroy(echo_service *e) {
     free(e);
 }
 
-/* ---- client helpers --------------------------------------------------------------------------- */
+/* ---- client helpers ---------------------------------------------------------------------------
+ */
 
-int echo_request_pack(ts_buf *out, const char *text, int count, int interval_us,
-                      int payload_bytes, int id) {
+int echo_request_pack(ts_buf *out, const char *text, int count, int interval_us, int payload_bytes,
+                      int id) {
     Tessera__Test__EchoRequest r = TESSERA__TEST__ECHO_REQUEST__INIT;
     r.text = (char *)text;
     r.count = count;

@@ -17,17 +17,17 @@
 typedef struct echo_service echo_service;
 
 typedef struct echo_stats {
-    int started;         /* calls that reached a handler (on_start) */
-    int done;            /* on_done callbacks */
-    int cancelled;       /* ... with cancelled = 1 */
-    int double_done;     /* on_done more than once for one call (must stay 0) */
-    int active_streams;  /* Count streams whose on_done has not run */
-    int exhausted;       /* sends refused with TS_E_EXHAUSTED */
-    int writable;        /* on_writable callbacks */
+    int started;             /* calls that reached a handler (on_start) */
+    int done;                /* on_done callbacks */
+    int cancelled;           /* ... with cancelled = 1 */
+    int double_done;         /* on_done more than once for one call (must stay 0) */
+    int active_streams;      /* Count streams whose on_done has not run */
+    int exhausted;           /* sends refused with TS_E_EXHAUSTED */
+    int writable;            /* on_writable callbacks */
     int late_send_cancelled; /* sends after on_done that returned TS_E_CANCELLED */
     int late_send_other;     /* ... that returned anything else (must stay 0) */
-    int max_queued;      /* the largest send queue seen by the producer */
-    long long sent;      /* Count messages accepted by ts_rpc_call_send */
+    int max_queued;          /* the largest send queue seen by the producer */
+    long long sent;          /* Count messages accepted by ts_rpc_call_send */
 } echo_stats;
 
 /* Registers /tessera.test.Echo/{Echo,Count,Chat,Stats} on srv (before start) and starts the
@@ -44,8 +44,8 @@ void echo_stats_format(const echo_stats *st, char *buf, size_t size);
 void echo_service_destroy(echo_service *e);
 
 /* Client side: packs an EchoRequest into out; parses an EchoReply (text copied, truncated). */
-int echo_request_pack(ts_buf *out, const char *text, int count, int interval_us,
-                      int payload_bytes, int id);
+int echo_request_pack(ts_buf *out, const char *text, int count, int interval_us, int payload_bytes,
+                      int id);
 int echo_reply_parse(const ts_buf *msg, char *text, size_t text_size, int *seq, int *id,
                      size_t *payload_len);
 

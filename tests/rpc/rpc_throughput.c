@@ -80,7 +80,8 @@ static pid_t fork_server(int *port) {
         }
         int p = ts_rpc_server_port(srv);
         if (write(fds[1], &p, sizeof p) != (ssize_t)sizeof p) _exit(1);
-        for (;;) pause();
+        for (;;)
+            pause();
     }
     close(fds[1]);
     if (pid < 0 || read(fds[0], port, sizeof *port) != (ssize_t)sizeof *port) {
@@ -95,15 +96,23 @@ int main(int argc, char **argv) {
     int n_streams = 64, n_messages = 20000, payload = 0, n_channels = 1, in_process = 0;
     const char *target_arg = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--streams") == 0 && i + 1 < argc) n_streams = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--messages") == 0 && i + 1 < argc) n_messages = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) payload = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--channels") == 0 && i + 1 < argc) n_channels = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc) target_arg = argv[++i];
-        else if (strcmp(argv[i], "--in-process") == 0) in_process = 1;
+        if (strcmp(argv[i], "--streams") == 0 && i + 1 < argc)
+            n_streams = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--messages") == 0 && i + 1 < argc)
+            n_messages = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc)
+            payload = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--channels") == 0 && i + 1 < argc)
+            n_channels = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc)
+            target_arg = argv[++i];
+        else if (strcmp(argv[i], "--in-process") == 0)
+            in_process = 1;
         else {
-            fprintf(stderr, "usage: %s [--streams N] [--messages N] [--payload BYTES] "
-                            "[--channels N] [--in-process] [--target HOST:PORT]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--streams N] [--messages N] [--payload BYTES] "
+                    "[--channels N] [--in-process] [--target HOST:PORT]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -179,11 +188,14 @@ int main(int argc, char **argv) {
 
     printf("rpc_throughput: %d streams x %d messages (payload %d B), %d channel(s), server %s\n",
            n_streams, n_messages, payload, n_channels,
-           target_arg ? target : in_process ? "in this process" : "in a child process");
+           target_arg   ? target
+           : in_process ? "in this process"
+                        : "in a child process");
     printf("rpc_throughput: %lld messages in %.2f s = %.0f messages/s, %d errors\n", total, secs,
            (double)total / secs, errors);
 
-    for (int c = 0; c < n_channels; c++) ts_rpc_channel_destroy(channels[c]);
+    for (int c = 0; c < n_channels; c++)
+        ts_rpc_channel_destroy(channels[c]);
     free(channels);
     free(readers);
     ts_buf_free(&req);

@@ -99,14 +99,16 @@ typedef struct drain_arg {
 static void *drain_main(void *p) {
     drain_arg *a = p;
     ts_buf msg = {0};
-    while (ts_rpc_stream_recv(a->s, &msg, 30000) == 1) a->messages++;
+    while (ts_rpc_stream_recv(a->s, &msg, 30000) == 1)
+        a->messages++;
     a->finish_rc = ts_rpc_stream_finish(a->s, 10000);
     snprintf(a->message, sizeof a->message, "%s", a->finish_rc ? ts_error_message() : "");
     ts_buf_free(&msg);
     return NULL;
 }
 
-/* ---- shutdown ------------------------------------------------------------------------------------ */
+/* ---- shutdown
+ * ------------------------------------------------------------------------------------ */
 
 static void *shutdown_main(void *p) {
     ts_rpc_server_shutdown(p, 500);
@@ -174,7 +176,7 @@ static void test_shutdown_does_not_hang_on_a_client_that_stopped_reading(void) {
         CHECK(0);
         return;
     }
-    ts_rpc_stream *s;
+    ts_rpc_stream *s = NULL;
     CHECK_OK(open_count(f.ch, 1, 1000000, 0, 16 << 10, &s)); /* flow control blocks it soon */
     ts_sleep_ms(300);
     int64_t t0 = ts_now_ns();
@@ -198,7 +200,8 @@ static void test_shutdown_does_not_hang_on_a_client_that_stopped_reading(void) {
     fixture_stop(&f);
 }
 
-/* ---- garbage on the port ------------------------------------------------------------------------- */
+/* ---- garbage on the port
+ * ------------------------------------------------------------------------- */
 
 static int raw_connect(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -258,14 +261,15 @@ static void test_garbage_bytes_do_not_disturb_other_clients(void) {
 
     ts_buf req = {0}, reply = {0};
     CHECK_OK(echo_request_pack(&req, "still here", 0, 0, 0, 1));
-    for (int i = 0; i < 20; i++) CHECK_OK(ts_rpc_unary(f.ch, ECHO, req.data, req.len, 5000, &reply));
+    for (int i = 0; i < 20; i++)
+        CHECK_OK(ts_rpc_unary(f.ch, ECHO, req.data, req.len, 5000, &reply));
     char text[32];
     CHECK_OK(echo_reply_parse(&reply, text, sizeof text, NULL, NULL, NULL));
     CHECK_EQ_STR(text, "still here");
     /* A fresh channel (new connection) is served too. */
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", f.port);
-    ts_rpc_channel *other;
+    ts_rpc_channel *other = NULL;
     CHECK_OK(ts_rpc_channel_create(target, NULL, &other));
     CHECK_OK(ts_rpc_unary(other, ECHO, req.data, req.len, 5000, &reply));
     ts_rpc_channel_destroy(other);
@@ -274,7 +278,8 @@ static void test_garbage_bytes_do_not_disturb_other_clients(void) {
     CHECK_EQ_INT(busy.messages, 300);
     CHECK_EQ_INT(busy.finish_rc, 0);
     ts_rpc_stream_destroy(busy.s);
-    for (int i = 0; i < 3; i++) close(idle[i]);
+    for (int i = 0; i < 3; i++)
+        close(idle[i]);
     ts_buf_free(&req);
     ts_buf_free(&reply);
     fixture_stop(&f);
@@ -292,7 +297,8 @@ static int keepalive_channel(int port, int own_connection, ts_rpc_channel **out)
     return ts_rpc_channel_create(target, &co, out);
 }
 
-/* ---- an idle stream survives keepalive --------------------------------------------------------- */
+/* ---- an idle stream survives keepalive ---------------------------------------------------------
+ */
 
 /* Like a node leader's Attach stream between steps: nothing flows for many keepalive periods;
  * the pings must keep the connection, not get it closed as ping abuse. */
@@ -302,9 +308,9 @@ static void test_idle_stream_survives_many_keepalive_periods(void) {
         CHECK(0);
         return;
     }
-    ts_rpc_channel *ch;
+    ts_rpc_channel *ch = NULL;
     CHECK_OK(keepalive_channel(f.port, 0, &ch));
-    ts_rpc_stream *s;
+    ts_rpc_stream *s = NULL;
     CHECK_OK(ts_rpc_stream_open(ch, CHAT, 0, &s));
     ts_buf req = {0}, msg = {0};
     CHECK_OK(echo_request_pack(&req, "before", 0, 0, 0, 1));
@@ -327,16 +333,17 @@ static void test_idle_stream_survives_many_keepalive_periods(void) {
     fixture_stop(&f);
 }
 
-/* ---- saturated connections keep their keepalive ------------------------------------------------- */
+/* ---- saturated connections keep their keepalive -------------------------------------------------
+ */
 
 enum { SAT_STREAMS = 32, SAT_CHANNELS = 4, SAT_READERS = 8, SAT_MESSAGES = 10000 };
 
 typedef struct sat_reader {
     ts_rpc_stream **streams;
-    int first;
     pthread_t thread;
-    int failed;
     long long received;
+    int first;
+    int failed;
 } sat_reader;
 
 static void *sat_reader_main(void *p) {
@@ -344,7 +351,8 @@ static void *sat_reader_main(void *p) {
     ts_buf msg = {0};
     for (int i = r->first; i < SAT_STREAMS; i += SAT_READERS) {
         int rc;
-        while ((rc = ts_rpc_stream_recv(r->streams[i], &msg, 30000)) == 1) r->received++;
+        while ((rc = ts_rpc_stream_recv(r->streams[i], &msg, 30000)) == 1)
+            r->received++;
         if (rc != 0 || ts_rpc_stream_finish(r->streams[i], 10000) != 0) {
             if (r->failed++ == 0) fprintf(stderr, "  stream %d: %s\n", i, ts_error_message());
         }
@@ -364,7 +372,8 @@ static void test_saturated_connections_survive_keepalive(void) {
     }
     ts_rpc_channel *ch[SAT_CHANNELS];
     static ts_rpc_stream *streams[SAT_STREAMS];
-    for (int c = 0; c < SAT_CHANNELS; c++) CHECK_OK(keepalive_channel(f.port, 1, &ch[c]));
+    for (int c = 0; c < SAT_CHANNELS; c++)
+        CHECK_OK(keepalive_channel(f.port, 1, &ch[c]));
     int64_t t0 = ts_now_ns();
     for (int i = 0; i < SAT_STREAMS; i++)
         CHECK_OK(open_count(ch[i % SAT_CHANNELS], i, SAT_MESSAGES, 0, 0, &streams[i]));
@@ -381,23 +390,27 @@ static void test_saturated_connections_survive_keepalive(void) {
         failed += readers[t].failed;
     }
     double secs = ts_ns_to_s(ts_now_ns() - t0);
-    fprintf(stderr, "  %d saturated streams over %d connections: %.1f s, %d failed\n",
-            SAT_STREAMS, SAT_CHANNELS, secs, failed);
+    fprintf(stderr, "  %d saturated streams over %d connections: %.1f s, %d failed\n", SAT_STREAMS,
+            SAT_CHANNELS, secs, failed);
     CHECK_EQ_INT(failed, 0);
     CHECK_EQ_INT(received, (long long)SAT_STREAMS * SAT_MESSAGES);
-    for (int i = 0; i < SAT_STREAMS; i++) ts_rpc_stream_destroy(streams[i]);
-    for (int c = 0; c < SAT_CHANNELS; c++) ts_rpc_channel_destroy(ch[c]);
+    for (int i = 0; i < SAT_STREAMS; i++)
+        ts_rpc_stream_destroy(streams[i]);
+    for (int c = 0; c < SAT_CHANNELS; c++)
+        ts_rpc_channel_destroy(ch[c]);
     fixture_stop(&f);
 }
 
-/* ---- dead peers (forked processes) ---------------------------------------------------------------- */
+/* ---- dead peers (forked processes)
+ * ---------------------------------------------------------------- */
 
 /* Child: a server with keepalive, port written to `port_fd`; serves until killed. */
 static void child_server(int port_fd) {
     fixture f;
     if (fixture_start(&f, KEEPALIVE_MS) != 0) _exit(1);
     if (write(port_fd, &f.port, sizeof f.port) != (ssize_t)sizeof f.port) _exit(1);
-    for (;;) pause();
+    for (;;)
+        pause();
 }
 
 /* Child: reads a port from `in_fd`, opens an endless stream there, writes one byte to `out_fd`
@@ -407,8 +420,8 @@ static void child_client(int in_fd, int out_fd) {
     if (read(in_fd, &port, sizeof port) != (ssize_t)sizeof port) _exit(0); /* test skipped */
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
-    ts_rpc_channel *ch;
-    ts_rpc_stream *s;
+    ts_rpc_channel *ch = NULL;
+    ts_rpc_stream *s = NULL;
     if (ts_rpc_channel_create(target, NULL, &ch) != 0 || open_count(ch, 9, 1000000, 1000, 0, &s))
         _exit(1);
     ts_buf msg = {0};
@@ -422,9 +435,9 @@ static void child_client(int in_fd, int out_fd) {
 
 typedef struct peers {
     pid_t server_pid, client_pid;
-    int server_port_fd;            /* the child server's port arrives here */
-    int client_port_fd;            /* we send our server's port to the child client here */
-    int client_ready_fd;           /* the child client says "streaming" here */
+    int server_port_fd;  /* the child server's port arrives here */
+    int client_port_fd;  /* we send our server's port to the child client here */
+    int client_ready_fd; /* the child client says "streaming" here */
 } peers;
 
 static int fork_peers(peers *p) {
@@ -466,19 +479,21 @@ static peers the_peers;
 static void test_client_detects_a_dead_server_by_keepalive(void) {
     int port = 0;
     struct pollfd pfd = {.fd = the_peers.server_port_fd, .events = POLLIN};
-    if (poll(&pfd, 1, 10000) != 1 || read(the_peers.server_port_fd, &port, sizeof port) !=
-                                         (ssize_t)sizeof port) {
+    if (poll(&pfd, 1, 10000) != 1 ||
+        read(the_peers.server_port_fd, &port, sizeof port) != (ssize_t)sizeof port) {
         CHECK(0);
         return;
     }
-    ts_rpc_channel *ch;
+    ts_rpc_channel *ch = NULL;
     CHECK_OK(keepalive_channel(port, 0, &ch));
-    ts_rpc_stream *s;
+    ts_rpc_stream *s = NULL;
     CHECK_OK(open_count(ch, 1, 1000000, 1000, 0, &s)); /* no deadline */
     ts_buf msg = {0};
-    for (int i = 0; i < 3; i++) CHECK_EQ_INT(ts_rpc_stream_recv(s, &msg, 10000), 1);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(ts_rpc_stream_recv(s, &msg, 10000), 1);
     int64_t tq = ts_now_ns() + 2500000000LL; /* the peer dies after a few keepalive periods */
-    while (ts_now_ns() < tq) ts_rpc_stream_recv(s, &msg, 1000);
+    while (ts_now_ns() < tq)
+        ts_rpc_stream_recv(s, &msg, 1000);
 
     kill(the_peers.server_pid, SIGSTOP); /* alive to TCP, dead to HTTP/2 */
     int64_t t0 = ts_now_ns();
@@ -486,8 +501,8 @@ static void test_client_detects_a_dead_server_by_keepalive(void) {
     while ((rc = ts_rpc_stream_recv(s, &msg, 20000)) == 1) {
     }
     double s_elapsed = ts_ns_to_s(ts_now_ns() - t0);
-    fprintf(stderr, "  stopped server detected after %.1f s (keepalive %d ms + %d ms)\n",
-            s_elapsed, KEEPALIVE_MS, KEEPALIVE_MS);
+    fprintf(stderr, "  stopped server detected after %.1f s (keepalive %d ms + %d ms)\n", s_elapsed,
+            KEEPALIVE_MS, KEEPALIVE_MS);
     CHECK_EQ_INT(rc, 0);
     CHECK(s_elapsed < 8);
     CHECK_EQ_INT(ts_rpc_stream_finish(s, 5000), TS_E_UNAVAILABLE);

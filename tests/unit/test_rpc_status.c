@@ -35,8 +35,8 @@ static void test_statuses_map_back_to_errors(void) {
 }
 
 static void test_round_trip_keeps_the_mapped_codes(void) {
-    const int codes[] = {TS_OK, TS_E_INVALID, TS_E_EXHAUSTED, TS_E_UNAVAILABLE, TS_E_NOT_FOUND,
-                         TS_E_TIMEOUT, TS_E_CANCELLED, TS_E_INTERNAL};
+    const int codes[] = {TS_OK,          TS_E_INVALID, TS_E_EXHAUSTED, TS_E_UNAVAILABLE,
+                         TS_E_NOT_FOUND, TS_E_TIMEOUT, TS_E_CANCELLED, TS_E_INTERNAL};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         CHECK_EQ_INT(ts_rpc_error_from_status(ts_rpc_status_from_error(codes[i])), codes[i]);
 }
