@@ -169,6 +169,21 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
     free(y);
 }
 
+static void noop_task(void *ctx, int ith, int nth) {}
+
+/* Round trip of an empty task on all threads: the fixed cost each threaded kernel pays. */
+static void print_dispatch_latency(int threads) {
+    ts_threadpool *pool;
+    if (ts_threadpool_create(threads, &pool)) return;
+    enum { N = 20000 };
+    for (int i = 0; i < 1000; i++) ts_threadpool_run(pool, 0, noop_task, NULL);
+    int64_t t0 = ts_now_ns();
+    for (int i = 0; i < N; i++) ts_threadpool_run(pool, 0, noop_task, NULL);
+    printf("dispatch: %.2f us per empty task on %d threads\n",
+           ts_ns_to_s(ts_now_ns() - t0) * 1e6 / N, threads);
+    ts_threadpool_destroy(pool);
+}
+
 int main(int argc, char **argv) {
     options o;
     parse(argc, argv, &o);
@@ -182,6 +197,7 @@ int main(int argc, char **argv) {
     double peak = ts_probe_fma_peak_gflops(o.threads);
     printf("backend %s, %d threads; probes: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s\n",
            be->name, o.threads, bw, peak);
+    print_dispatch_latency(o.threads);
     char types[128];
     snprintf(types, sizeof types, "%s", o.types);
     for (char *save = NULL, *t = strtok_r(types, ",", &save); t; t = strtok_r(NULL, ",", &save)) {

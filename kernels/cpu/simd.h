@@ -95,11 +95,14 @@ TS_INLINE ts_v ts_v_load_bf16(const uint16_t *p) {
 TS_INLINE ts_v ts_v_load_i8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-/* (p[i] >> shift) & 15 as f32, shift 0 or 4 */
-TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
+/* The low (p[i] & 15) or high (p[i] >> 4) nibbles of 8 bytes as f32 */
+TS_INLINE ts_v ts_v_load_u4_lo(const uint8_t *p) {
     __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    u = _mm256_and_si256(_mm256_srl_epi32(u, _mm_cvtsi32_si128(shift)), _mm256_set1_epi32(15));
-    return _mm256_cvtepi32_ps(u);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(u, _mm256_set1_epi32(15)));
+}
+TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
+    __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4));
 }
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(v);
@@ -166,10 +169,13 @@ TS_INLINE ts_v ts_v_load_bf16(const uint16_t *p) {
 TS_INLINE ts_v ts_v_load_i8(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
-TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
+TS_INLINE ts_v ts_v_load_u4_lo(const uint8_t *p) {
     __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-    u = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(shift)), _mm512_set1_epi32(15));
-    return _mm512_cvtepi32_ps(u);
+    return _mm512_cvtepi32_ps(_mm512_and_si512(u, _mm512_set1_epi32(15)));
+}
+TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
+    __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_cvtepi32_ps(_mm512_srli_epi32(u, 4));
 }
 /* lanes i + (i + 8) first, then the 8-lane tree: the same as the AVX2X2 build */
 TS_INLINE float ts_v_hsum(ts_v v) {
@@ -251,13 +257,19 @@ TS_INLINE __m256 i8x8(const int8_t *p) {
 TS_INLINE ts_v ts_v_load_i8(const int8_t *p) {
     return TS_V2(i8x8(p), i8x8(p + 8));
 }
-TS_INLINE __m256 u4x8(const uint8_t *p, int shift) {
+TS_INLINE __m256 u4lo8(const uint8_t *p) {
     __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    u = _mm256_and_si256(_mm256_srl_epi32(u, _mm_cvtsi32_si128(shift)), _mm256_set1_epi32(15));
-    return _mm256_cvtepi32_ps(u);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(u, _mm256_set1_epi32(15)));
 }
-TS_INLINE ts_v ts_v_load_u4(const uint8_t *p, int shift) {
-    return TS_V2(u4x8(p, shift), u4x8(p + 8, shift));
+TS_INLINE __m256 u4hi8(const uint8_t *p) {
+    __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4));
+}
+TS_INLINE ts_v ts_v_load_u4_lo(const uint8_t *p) {
+    return TS_V2(u4lo8(p), u4lo8(p + 8));
+}
+TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
+    return TS_V2(u4hi8(p), u4hi8(p + 8));
 }
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(_mm256_add_ps(v.lo, v.hi));

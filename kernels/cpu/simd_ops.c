@@ -78,18 +78,21 @@ TS_INLINE size_t block_bytes(ts_dtype type) {
     return type == TS_DTYPE_Q8_0 ? sizeof(ts_block_q8_0) : sizeof(ts_block_q4_0);
 }
 
-/* Chunk c (elements c*L .. c*L+L-1) of a quantized block whose scale d is broadcast. */
-TS_INLINE ts_v load_quant(ts_dtype type, const void *block, int c, ts_v d) {
-    if (type == TS_DTYPE_Q8_0)
-        return ts_v_mul(d, ts_v_load_i8(((const ts_block_q8_0 *)block)->q + c * L));
-    const ts_block_q4_0 *b = block;
-    int off = c * L; /* elements 0..15 are low nibbles of qs[0..15], 16..31 the high ones */
-    ts_v q = ts_v_load_u4(b->qs + off % 16, off >= 16 ? 4 : 0);
-    return ts_v_mul(d, ts_v_sub(q, ts_v_set1(8.0f)));
+/* The scale of a quantized block (its first field), broadcast. */
+TS_INLINE ts_v block_scale(const void *block) {
+    return ts_v_set1(ts_f16_scalar(*(const uint16_t *)block));
 }
 
-TS_INLINE ts_v block_scale(const void *block) {
-    return ts_v_set1(ts_f16_scalar(*(const uint16_t *)block)); /* d is the first field */
+/* Chunk c (elements c*L .. c*L+L-1) of a quantized block as exact f32, given its scale d and
+ * -8d. Q8_0: d * q. Q4_0: d * (q - 8), computed as fma(d, q, -8d): the exact value is
+ * representable (an 11-bit d times a 4-bit integer), so the single rounding leaves it exact. */
+TS_INLINE ts_v load_quant(ts_dtype type, const void *block, int c, ts_v d, ts_v minus_8d) {
+    if (type == TS_DTYPE_Q8_0)
+        return ts_v_mul(d, ts_v_load_i8(((const ts_block_q8_0 *)block)->q + c * L));
+    const uint8_t *qs = ((const ts_block_q4_0 *)block)->qs;
+    const int off = c * L; /* elements 0..15: low nibbles of qs[0..15]; 16..31: high nibbles */
+    ts_v q = off < 16 ? ts_v_load_u4_lo(qs + off) : ts_v_load_u4_hi(qs + off - 16);
+    return ts_v_fma(d, q, minus_8d);
 }
 
 /* ---- the one dot-product kernel ---- */
@@ -116,15 +119,17 @@ TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x, co
         const size_t bb = block_bytes(type);
         for (int64_t b = 0; b < len / 32; b++) {
             if (pf) prefetch_step(&pf, (size_t)nr * bb);
-            ts_v d[NR];
-            for (int j = 0; j < nr; j++)
+            ts_v d[NR], minus_8d[NR];
+            for (int j = 0; j < nr; j++) {
                 d[j] = block_scale((const char *)w[j] + b * bb);
+                minus_8d[j] = ts_v_mul(d[j], ts_v_set1(-8.0f));
+            }
             for (int c = 0; c < 32 / L; c++) {
                 ts_v xv[MR];
                 for (int i = 0; i < mr; i++)
                     xv[i] = ts_v_load(x[i] + b * 32 + c * L);
                 for (int j = 0; j < nr; j++) {
-                    ts_v wv = load_quant(type, (const char *)w[j] + b * bb, c, d[j]);
+                    ts_v wv = load_quant(type, (const char *)w[j] + b * bb, c, d[j], minus_8d[j]);
                     for (int i = 0; i < mr; i++)
                         acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
                 }
@@ -258,9 +263,9 @@ TS_INLINE void pack_panel(ts_dtype type, const ts_weight *w, int64_t r, int64_t 
             const char *blocks = row + (size_t)(k0 / 32) * block_bytes(type);
             for (int64_t b = 0; b < kc / 32; b++) {
                 const char *blk = blocks + b * block_bytes(type);
-                ts_v d = block_scale(blk);
+                ts_v d = block_scale(blk), minus_8d = ts_v_mul(d, ts_v_set1(-8.0f));
                 for (int c = 0; c < 32 / L; c++)
-                    ts_v_store(dst + b * 32 + c * L, load_quant(type, blk, c, d));
+                    ts_v_store(dst + b * 32 + c * L, load_quant(type, blk, c, d, minus_8d));
             }
             continue;
         }
