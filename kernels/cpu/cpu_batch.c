@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Grows *p to hold n elements of size elem (keeping nothing: callers overwrite everything). */
+/* Grows *p to hold n elements of size elem (keeping nothing: callers overwrite everything);
+ * capacities double, so a batch that grows a little each step rarely reallocates. */
 static int grow(void **p, size_t *cap, size_t n, size_t elem) {
     if (n <= *cap) return 0;
     size_t want = *cap ? *cap : 16;
@@ -18,6 +19,18 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem) {
     free(*p);
     *p = q;
     *cap = want;
+    return 0;
+}
+
+/* The four per-row arrays live in one allocation starting at b->tokens. */
+static int grow_rows(ts_cpu_batch *b, size_t n) {
+    size_t cap = b->cap_tokens;
+    int rc = grow((void **)&b->tokens, &cap, n, 4 * sizeof(int32_t));
+    if (rc) return rc;
+    b->cap_tokens = cap;
+    b->pos = b->tokens + cap;
+    b->row_seq = b->tokens + 2 * cap;
+    b->logit_rows = b->tokens + 3 * cap;
     return 0;
 }
 
@@ -57,21 +70,12 @@ int ts_cpu_batch_set(ts_cpu_batch *b, const ts_batch *src) {
     b->rope_valid = 0;
     int rc = check_layout(src);
     size_t nt = (size_t)src->n_tokens, ns = (size_t)src->n_seqs;
-    size_t cap = b->cap_tokens, cap2 = b->cap_tokens, cap3 = b->cap_tokens, cap4 = b->cap_tokens;
-    if (!rc) rc = grow((void **)&b->tokens, &cap, nt, sizeof(int32_t));
-    if (!rc) rc = grow((void **)&b->pos, &cap2, nt, sizeof(int32_t));
-    if (!rc) rc = grow((void **)&b->row_seq, &cap3, nt, sizeof(int32_t));
-    if (!rc) rc = grow((void **)&b->logit_rows, &cap4, nt, sizeof(int32_t));
+    if (!rc) rc = grow_rows(b, nt);
+    if (!rc) rc = grow((void **)&b->seqs, &b->cap_seqs, ns, sizeof(ts_batch_seq));
+    if (!rc)
+        rc = grow((void **)&b->block_ids, &b->cap_block_ids, (size_t)src->n_block_ids,
+                  sizeof(int32_t));
     if (rc) return rc;
-    b->cap_tokens = cap;
-    cap = b->cap_seqs;
-    rc = grow((void **)&b->seqs, &cap, ns, sizeof(ts_batch_seq));
-    if (rc) return rc;
-    b->cap_seqs = cap;
-    cap = b->cap_block_ids;
-    rc = grow((void **)&b->block_ids, &cap, (size_t)src->n_block_ids, sizeof(int32_t));
-    if (rc) return rc;
-    b->cap_block_ids = cap;
 
     memcpy(b->tokens, src->tokens, nt * sizeof(int32_t));
     memcpy(b->seqs, src->seqs, ns * sizeof(ts_batch_seq));
@@ -99,11 +103,9 @@ int ts_cpu_batch_rope_table(ts_cpu_batch *b, int32_t rope_dims, float theta) {
     if (b->rope_valid && b->rope_dims == rope_dims && b->rope_theta == theta) return 0;
     size_t pairs = (size_t)(rope_dims / 2);
     size_t n = (size_t)b->n_tokens * pairs;
-    size_t cap = b->cap_rope, cap2 = b->cap_rope;
-    int rc = grow((void **)&b->rope_cos, &cap, n, sizeof(float));
-    if (!rc) rc = grow((void **)&b->rope_sin, &cap2, n, sizeof(float));
+    int rc = grow((void **)&b->rope_cos, &b->cap_rope, n, 2 * sizeof(float));
     if (rc) return rc;
-    b->cap_rope = cap;
+    b->rope_sin = b->rope_cos + b->cap_rope; /* one allocation: cos, then sin */
     for (int32_t r = 0; r < b->n_tokens; r++)
         ts_ref_rope_angles(b->pos[r], rope_dims, theta, b->rope_cos + (size_t)r * pairs,
                            b->rope_sin + (size_t)r * pairs);
@@ -114,13 +116,9 @@ int ts_cpu_batch_rope_table(ts_cpu_batch *b, int32_t rope_dims, float theta) {
 }
 
 void ts_cpu_batch_free(ts_cpu_batch *b) {
-    free(b->tokens);
-    free(b->pos);
-    free(b->row_seq);
-    free(b->logit_rows);
+    free(b->tokens); /* with pos, row_seq and logit_rows */
     free(b->seqs);
     free(b->block_ids);
-    free(b->rope_cos);
-    free(b->rope_sin);
+    free(b->rope_cos); /* with rope_sin */
     memset(b, 0, sizeof *b);
 }
