@@ -119,19 +119,21 @@ typedef struct {
     const float *buf;
     size_t n_floats;
     ts_cpu_isa isa;
+    int prefetch;
     float sink[256];
 } bw_args;
 
 #ifdef TS_PROBE_X86
-/* 8 independent sums and a software prefetch 1 KiB ahead (the hardware prefetchers stop at 4 KiB
- * pages): the best plain read loop found on the build machines, so the baseline is not easy. */
-__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
+/* 8 independent sums, with or without a software prefetch 1 KiB ahead: which of the two reads
+ * faster depends on the machine (here, without), so the probe runs both and keeps the best. */
+__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n, int prefetch) {
     __m256 s[8];
     for (int j = 0; j < 8; j++)
         s[j] = _mm256_setzero_ps();
     for (size_t i = 0; i + 64 <= n; i += 64) {
-        for (int j = 0; j < 4; j++)
-            _mm_prefetch((const char *)(p + i) + 1024 + 64 * j, _MM_HINT_T0);
+        if (prefetch)
+            for (int j = 0; j < 4; j++)
+                _mm_prefetch((const char *)(p + i) + 1024 + 64 * j, _MM_HINT_T0);
         for (int j = 0; j < 8; j++)
             s[j] = _mm256_add_ps(s[j], _mm256_load_ps(p + i + 8 * j));
     }
@@ -157,7 +159,7 @@ static void bw_task(void *ctx, int ith, int nth) {
     const float *p = a->buf + per * (size_t)ith;
 #ifdef TS_PROBE_X86
     if (a->isa >= TS_ISA_AVX2) {
-        a->sink[ith] = sum_avx2(p, per);
+        a->sink[ith] = sum_avx2(p, per, a->prefetch);
         return;
     }
 #endif
@@ -184,7 +186,8 @@ double ts_probe_read_bandwidth_gbs(int n_threads, size_t bytes) {
     a->isa = ts_cpu_isa_detect();
     double best = 0.0;
     size_t read = a->n_floats / (size_t)nth / 64 * 64 * (size_t)nth * sizeof(float);
-    for (int rep = 0; rep < REPS; rep++) {
+    for (int rep = 0; rep < 2 * REPS; rep++) {
+        a->prefetch = rep % 2;
         int64_t t0 = ts_now_ns();
         ts_threadpool_run(pool, nth, bw_task, a);
         double gbs = (double)read / ts_ns_to_s(ts_now_ns() - t0) / 1e9;

@@ -7,7 +7,8 @@
  *   - ts_probe_fma_peak_gflops: every thread runs independent chains of vector FMAs (the widest
  *     the CPU has: AVX-512, AVX2, or scalar) with no memory traffic;
  *   - ts_probe_read_bandwidth_gbs: every thread sums its share of a buffer of `bytes` bytes
- *     (make it much larger than the last-level cache, e.g. 1 GiB) with vector loads.
+ *     (make it much larger than the last-level cache, e.g. 1 GiB) with vector loads, in two
+ *     variants (with and without software prefetch), keeping the faster.
  * Each runs a few repetitions (about 0.1–0.5 s in all) and returns the best. Threads come from a
  * private ts_threadpool of n_threads (<= 0: all cores). On failure (out of memory) they return
  * 0 with the error message set.
