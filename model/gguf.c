@@ -258,7 +258,7 @@ static int check_name(ts_gguf_str s, const char *kind, size_t index, uint64_t ma
 }
 
 static int parse_kv(cursor *c, size_t index, ts_gguf_kv *kv) {
-    int rc = read_str(c, &kv->key, "key");
+    int rc = read_str(c, &kv->key, "string");
     if (rc) return ts_error_wrap(rc, "key #%zu", index);
     rc = check_name(kv->key, "key", index, GGUF_MAX_KEY_BYTES);
     if (rc) return rc;
@@ -273,7 +273,7 @@ static int parse_kv(cursor *c, size_t index, ts_gguf_kv *kv) {
 /* ---- tensor infos ---- */
 
 static int parse_tensor_info(cursor *c, size_t index, ts_gguf_tensor *t) {
-    int rc = read_str(c, &t->name, "tensor name");
+    int rc = read_str(c, &t->name, "name");
     if (rc) return ts_error_wrap(rc, "tensor #%zu", index);
     rc = check_name(t->name, "tensor", index, GGUF_MAX_NAME_BYTES);
     if (rc) return rc;

@@ -100,6 +100,12 @@ static int append_str(ts_buf *b, const char *s, uint64_t len) {
     return rc ? rc : ts_buf_append(b, s, (size_t)len);
 }
 
+/* Forgets the bytes appended since mark (keeping the buffer NUL-terminated like ts_buf does). */
+static void truncate_to(ts_buf *b, size_t mark) {
+    b->len = mark;
+    if (b->data) b->data[mark] = '\0';
+}
+
 /* Validates the key and appends it with the value type; the caller appends the value and then
  * calls end_kv with the result, which rolls the entry back on failure. */
 static int begin_kv(ts_gguf_writer *w, const char *key, ts_gguf_type type, size_t *mark) {
@@ -124,7 +130,7 @@ static int begin_kv(ts_gguf_writer *w, const char *key, ts_gguf_type type, size_
     if (!rc) rc = append_u32(&w->kv_bytes, (uint32_t)type);
     if (rc) {
         free(copy);
-        w->kv_bytes.len = *mark;
+        truncate_to(&w->kv_bytes, *mark);
         return rc;
     }
     w->keys[w->n_keys++] = copy;
@@ -133,7 +139,7 @@ static int begin_kv(ts_gguf_writer *w, const char *key, ts_gguf_type type, size_
 
 static int end_kv(ts_gguf_writer *w, size_t mark, int rc) {
     if (rc) {
-        w->kv_bytes.len = mark;
+        truncate_to(&w->kv_bytes, mark);
         free(w->keys[--w->n_keys]);
     }
     return rc;

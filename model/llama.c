@@ -170,6 +170,14 @@ static int load_layer(const ts_gguf *g, const ts_llama_hparams *hp, int32_t i, t
     return rc;
 }
 
+/* Converters of tied models often store the embedding twice (stories260K does). Treating an
+ * identical copy as tied saves a copy in device memory and in the bytes read per token. The
+ * comparison costs nothing for real untied heads: memcmp stops at the first differing byte. */
+static bool same_weight(const ts_weight *a, const ts_weight *b) {
+    return a->type == b->type && a->rows == b->rows && a->cols == b->cols &&
+           memcmp(a->data, b->data, (size_t)a->rows * a->row_stride) == 0;
+}
+
 /* The vocabulary size comes from the embedding; every other statement of it must agree. */
 static int check_vocab(const ts_gguf *g, ts_llama_hparams *hp) {
     const ts_gguf_tensor *t = ts_gguf_find_tensor(g, "token_embd.weight");
@@ -219,9 +227,14 @@ int ts_llama_load(const ts_gguf *g, ts_llama_model *out) {
     rc = find_weight(g, "token_embd.weight", hp.n_vocab, hp.dim, &m.token_embd);
     if (!rc) rc = find_vector(g, "output_norm.weight", hp.dim, &m.output_norm);
     if (rc) return rc;
-    hp.tied_output = ts_gguf_find_tensor(g, "output.weight") == NULL;
+    if (ts_gguf_find_tensor(g, "output.weight")) {
+        rc = find_weight(g, "output.weight", hp.n_vocab, hp.dim, &m.output);
+        if (rc) return rc;
+        hp.tied_output = same_weight(&m.output, &m.token_embd);
+    } else {
+        hp.tied_output = true;
+    }
     if (hp.tied_output) m.output = m.token_embd;
-    else if ((rc = find_weight(g, "output.weight", hp.n_vocab, hp.dim, &m.output))) return rc;
     m.layers = calloc((size_t)hp.n_layers, sizeof *m.layers);
     if (!m.layers) return ts_error_set(TS_E_NOMEM, "%s: out of memory for %" PRId32 " layers",
                                        ts_gguf_path(g), hp.n_layers);

@@ -14,8 +14,9 @@
  * Shapes are written GGML-style, fastest dimension first: a weight of `rows` outputs and `cols`
  * inputs has shape [cols, rows].
  *
- * Norm weights are 1-D f32, f16 or bf16 of length dim. When `output.weight` is absent the output
- * head is the token embedding (tied weights). The result holds pointers into the ts_gguf, which
+ * Norm weights are 1-D f32, f16 or bf16 of length dim. When `output.weight` is absent, or holds
+ * exactly the bytes of `token_embd.weight` (converters of tied models often store the embedding
+ * twice), the output head is the token embedding (tied weights). The result holds pointers into the ts_gguf, which
  * must outlive it. Sharding for tensor parallelism is done by node/ from these full views.
  */
 #ifndef TS_MODEL_LLAMA_H
@@ -39,7 +40,7 @@ typedef struct ts_llama_hparams {
     int32_t rope_dims;     /* llama.rope.dimension_count (default head_dim) */
     float rope_theta;      /* llama.rope.freq_base (default 10000) */
     float rms_eps;         /* llama.attention.layer_norm_rms_epsilon (default 1e-5) */
-    bool tied_output;      /* output.weight absent: the output head is token_embd.weight */
+    bool tied_output;      /* output head = token_embd.weight (no or an identical output.weight) */
 } ts_llama_hparams;
 
 /* A 1-D tensor (norm weights). */

@@ -49,14 +49,17 @@ int ts_synth_shape_by_name(const char *name, ts_synth_shape *out) {
 }
 
 int ts_synth_shape_check(const ts_synth_shape *s, ts_dtype type) {
-    const struct { const char *what; int32_t v; } sizes[] = {
-        {"dim", s->dim}, {"layers", s->n_layers}, {"heads", s->n_heads},
-        {"kv-heads", s->n_kv_heads}, {"ff", s->n_ff}, {"vocab", s->n_vocab}, {"ctx", s->n_ctx},
+    /* The upper limits are far beyond any real model and keep every buffer and count sane. */
+    const struct { const char *what; int32_t v, max; } sizes[] = {
+        {"dim", s->dim, 1 << 16},       {"layers", s->n_layers, 1 << 10},
+        {"heads", s->n_heads, 1 << 10}, {"kv-heads", s->n_kv_heads, 1 << 10},
+        {"ff", s->n_ff, 1 << 18},       {"vocab", s->n_vocab, 1 << 22},
+        {"ctx", s->n_ctx, 1 << 24},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (sizes[i].v <= 0)
-            return ts_error_set(TS_E_INVALID, "shape: %s must be positive, got %" PRId32,
-                                sizes[i].what, sizes[i].v);
+        if (sizes[i].v <= 0 || sizes[i].v > sizes[i].max)
+            return ts_error_set(TS_E_INVALID, "shape: %s must be between 1 and %" PRId32 ", got %"
+                                PRId32, sizes[i].what, sizes[i].max, sizes[i].v);
     if (s->dim % s->n_heads != 0)
         return ts_error_set(TS_E_INVALID, "shape: dim %" PRId32 " is not a multiple of heads %" PRId32,
                             s->dim, s->n_heads);
@@ -214,6 +217,15 @@ static int write_tensor(stream *st, const spec *sp, uint64_t seed, size_t index)
     return TS_OK;
 }
 
+/* Norms are f32; everything else has the requested type. */
+static ts_dtype spec_type(const spec *sp, ts_dtype weights) {
+    return sp->rows ? weights : TS_DTYPE_F32;
+}
+
+static uint64_t spec_bytes(const spec *sp, ts_dtype weights) {
+    return ts_dtype_row_bytes(spec_type(sp, weights), sp->cols) * (uint64_t)(sp->rows ? sp->rows : 1);
+}
+
 static int write_model(ts_gguf_writer *w, const ts_synth_options *o, const spec *specs,
                        size_t n_specs, const char *path) {
     int64_t max_cols = 0;
@@ -221,11 +233,11 @@ static int write_model(ts_gguf_writer *w, const ts_synth_options *o, const spec 
     for (size_t i = 0; i < n_specs; i++) {
         const spec *sp = &specs[i];
         int64_t dims[2] = {sp->cols, sp->rows};
-        ts_dtype type = sp->rows ? o->type : TS_DTYPE_F32;
-        int rc = ts_gguf_writer_add_tensor(w, sp->name, type, sp->rows ? 2 : 1, dims, NULL);
+        int rc = ts_gguf_writer_add_tensor(w, sp->name, spec_type(sp, o->type), sp->rows ? 2 : 1,
+                                           dims, NULL);
         if (rc) return rc;
         if (sp->cols > max_cols) max_cols = sp->cols;
-        total += ts_dtype_row_bytes(type, sp->cols) * (uint64_t)(sp->rows ? sp->rows : 1);
+        total += spec_bytes(sp, o->type);
     }
     stream st = {.w = w, .type = o->type};
     st.capacity = (size_t)max_cols > SYNTH_CHUNK_ELEMS ? (size_t)max_cols : SYNTH_CHUNK_ELEMS;
@@ -234,10 +246,8 @@ static int write_model(ts_gguf_writer *w, const ts_synth_options *o, const spec 
     int rc = (st.values && st.bytes) ? TS_OK : ts_error_set(TS_E_NOMEM, "out of memory");
     if (!rc) rc = ts_gguf_writer_begin(w, path);
     for (size_t i = 0; !rc && i < n_specs; i++) {
-        const spec *sp = &specs[i];
-        rc = write_tensor(&st, sp, o->seed, i);
-        done += ts_dtype_row_bytes(sp->rows ? o->type : TS_DTYPE_F32, sp->cols) *
-                (uint64_t)(sp->rows ? sp->rows : 1);
+        rc = write_tensor(&st, &specs[i], o->seed, i);
+        done += spec_bytes(&specs[i], o->type);
         if (!rc && o->progress) o->progress(o->progress_ctx, done, total);
     }
     if (!rc) rc = ts_gguf_writer_finish(w);

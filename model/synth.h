@@ -50,7 +50,8 @@ int ts_synth_shape_by_name(const char *name, ts_synth_shape *out);
 /* "tiny, 110m, llama3-8b" */
 const char *ts_synth_shape_names(void);
 
-/* Checks a shape for the weight type: every size positive, heads divide dim and each other,
+/* Checks a shape for the weight type: every size positive and below a generous limit (dim 65536,
+ * 1024 layers and heads, FFN 262144, vocab 4M, context 16M), heads dividing dim and each other,
  * an even head size, and for q8_0/q4_0 dim and n_ff multiples of 32. TS_E_INVALID naming the
  * offending value. */
 int ts_synth_shape_check(const ts_synth_shape *shape, ts_dtype type);

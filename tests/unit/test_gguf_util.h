@@ -22,7 +22,7 @@
 typedef struct fixture {
     int dim, n_layers, n_heads, n_kv_heads, n_ff, n_vocab;
     ts_dtype type;              /* of the matrices; norms are f32 */
-    bool tied;                  /* no output.weight */
+    bool tied;                  /* no output.weight (otherwise one that differs from the embedding) */
     const char *skip_tensor;    /* not written */
     const char *reshape_tensor; /* written with its second (or only) dimension one smaller */
     const char *retype_tensor;  /* written as q8_0 */
@@ -65,7 +65,9 @@ static inline int fixture_build(const fixture *f, ts_buf *out) {
     int64_t biggest = (int64_t)f->n_vocab * f->dim;
     if ((int64_t)f->n_ff * f->dim > biggest) biggest = (int64_t)f->n_ff * f->dim;
     void *zeros = calloc((size_t)biggest, sizeof(float));
-    if (!zeros) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+    void *head = malloc((size_t)biggest * sizeof(float)); /* differs from the embedding: untied */
+    if (!zeros || !head) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+    else memset(head, 0x3c, (size_t)biggest * sizeof(float));
     const char *arch = f->arch ? f->arch : "llama";
     if (!rc && !(f->skip_key && !strcmp(f->skip_key, "general.architecture")))
         rc = ts_gguf_writer_add_str(w, "general.architecture", arch);
@@ -78,7 +80,7 @@ static inline int fixture_build(const fixture *f, ts_buf *out) {
     if (!rc) rc = fixture_tensor(w, f, "token_embd.weight", f->dim, f->n_vocab, f->type, zeros);
     if (!rc) rc = fixture_tensor(w, f, "output_norm.weight", f->dim, 0, TS_DTYPE_F32, zeros);
     if (!rc && !f->tied)
-        rc = fixture_tensor(w, f, "output.weight", f->dim, f->n_vocab, f->type, zeros);
+        rc = fixture_tensor(w, f, "output.weight", f->dim, f->n_vocab, f->type, head);
     for (int i = 0; !rc && i < f->n_layers; i++) {
         char name[64];
 #define T(suffix, d0, d1, type)                                                                    \
@@ -98,6 +100,7 @@ static inline int fixture_build(const fixture *f, ts_buf *out) {
     if (!rc) rc = ts_gguf_writer_write_buf(w, out);
     ts_gguf_writer_destroy(w);
     free(zeros);
+    free(head);
     return rc;
 }
 

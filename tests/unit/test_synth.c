@@ -179,7 +179,11 @@ static void test_refuses_bad_shapes(void) {
     bad = s;
     bad.n_layers = 0;
     CHECK_EQ_INT(ts_synth_shape_check(&bad, TS_DTYPE_F32), TS_E_INVALID);
-    CHECK(contains(ts_error_message(), "layers must be positive"));
+    CHECK(contains(ts_error_message(), "layers must be between 1 and 1024, got 0"));
+    bad = s;
+    bad.dim = 1 << 20;
+    CHECK_EQ_INT(ts_synth_shape_check(&bad, TS_DTYPE_F32), TS_E_INVALID);
+    CHECK(contains(ts_error_message(), "dim must be between 1 and 65536"));
     bad = s;
     bad.dim = 36; /* head size 9 */
     bad.n_heads = 4;
