@@ -18,6 +18,8 @@ typedef struct {
 /* Add a subcommand here and its source file to cli/CMakeLists.txt. */
 static const command commands[] = {
     {"model", ts_cmd_model, "inspect a model file, or write a synthetic one for benchmarks"},
+    {"generate", ts_cmd_generate, "generate a completion (locally, or under mpirun as a TP group)"},
+    {"bench-engine", ts_cmd_bench_engine, "measure prefill/decode speed against the machine's roofline"},
     {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
 };
 
@@ -35,7 +37,7 @@ static void usage(FILE *out) {
     fprintf(out, "usage: tessera COMMAND [flags]   (tessera COMMAND --help for its flags)\n\n"
                  "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-13s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv) {

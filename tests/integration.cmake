@@ -1,0 +1,39 @@
+# Integration and fault tests: real processes (the tessera binary, mpirun) driven by Python.
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+
+# ts_add_script_test(NAME name SCRIPT path ARGS args... LABELS labels... [TIMEOUT s])
+function(ts_add_script_test)
+  cmake_parse_arguments(T "" "NAME;SCRIPT;TIMEOUT" "ARGS;LABELS" ${ARGN})
+  add_test(NAME ${T_NAME} COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/${T_SCRIPT}
+                                  ${T_ARGS})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+                       SKIP_RETURN_CODE 77)
+endfunction()
+
+if(TARGET tessera)
+  set(TESSERA_BIN $<TARGET_FILE:tessera>)
+  ts_add_script_test(NAME generate_greedy_matches_reference
+                     SCRIPT integration/test_generate_greedy.py ARGS ${TESSERA_BIN}
+                     LABELS integration)
+  ts_add_script_test(NAME generate_greedy_scalar_reference_kernels
+                     SCRIPT integration/test_generate_greedy.py ARGS ${TESSERA_BIN} --isa scalar
+                     LABELS integration)
+  ts_add_script_test(NAME tp2_greedy_matches_reference
+                     SCRIPT integration/test_generate_greedy.py ARGS ${TESSERA_BIN} --np 2
+                     --threads 1 LABELS integration)
+  ts_add_script_test(NAME tp4_greedy_matches_reference
+                     SCRIPT integration/test_generate_greedy.py ARGS ${TESSERA_BIN} --np 4
+                     --threads 1 LABELS integration)
+  ts_add_script_test(NAME tp_rank_killed_or_hung_ends_group
+                     SCRIPT fault/test_tp_rank_failure.py ARGS ${TESSERA_BIN}
+                     LABELS fault TIMEOUT 120)
+endif()
+
+if(TARGET tessera)
+  ts_add_script_test(NAME tp_degree_not_dividing_heads_is_refused
+                     SCRIPT integration/test_tp_bad_degree.py ARGS ${TESSERA_BIN}
+                     LABELS integration TIMEOUT 120)
+endif()

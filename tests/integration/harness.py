@@ -1,0 +1,89 @@
+"""harness.py — shared helpers of the integration and fault tests (real processes).
+
+Every test runs the real binaries; nothing is mocked. MPI runs as root in CI need Open MPI's
+allow-run-as-root settings and oversubscription (more ranks than cores): they are set here, in
+the test harness, never in user-facing defaults.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA_DIR = os.path.join(SOURCE_DIR, "tests", "data")
+MODEL_F32 = os.path.join(SOURCE_DIR, "models", "stories260K", "stories260K-f32.gguf")
+MODEL_F16 = os.path.join(SOURCE_DIR, "models", "stories260K", "stories260K-f16.gguf")
+
+
+def mpi_env():
+    env = dict(os.environ)
+    env.update({
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMPI_MCA_mpi_yield_when_idle": "1",
+        "OMPI_MCA_rmaps_base_oversubscribe": "1",
+        # Shared-memory transport between ranks on one host; no network probing in CI.
+        "OMPI_MCA_btl": "self,vader",
+    })
+    return env
+
+
+def mpirun_prefix(n):
+    return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n)]
+
+
+def greedy_cases():
+    with open(os.path.join(DATA_DIR, "greedy_stories260K_f32.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(cmd, timeout=120, env=None, check=True):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       env=env, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError("command failed (%d): %s\nstdout: %s\nstderr: %s"
+                             % (p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-4000:]))
+    return p
+
+
+class Failures:
+    """Collects failed checks so one run reports all of them."""
+
+    def __init__(self):
+        self.failed = []
+
+    def check(self, cond, what):
+        if not cond:
+            self.failed.append(what)
+            print("FAIL " + what, file=sys.stderr)
+        return cond
+
+    def finish(self):
+        if self.failed:
+            print("%d check(s) failed" % len(self.failed), file=sys.stderr)
+            sys.exit(1)
+        print("all checks passed")
+        sys.exit(0)
+
+
+def skip(why):
+    print("SKIP: " + why)
+    sys.exit(77)
+
+
+def kill_tree(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_for(pred, timeout, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
