@@ -6,16 +6,24 @@
  * `mpirun -np N` it runs one tensor-parallel group of N ranks: rank 0 tokenizes, schedules and
  * prints; the other ranks follow its step plans. With --json it prints one JSON object at the end
  * instead (prompt_ids, completion_ids, completion, finish_reason, usage, timings).
+ *
+ * With --server HOST:PORT it runs nothing locally: the prompt goes to a cluster's public API
+ * (tessera.v1.Inference/Generate, a server stream) and the output is the same — the text as it
+ * streams, or the same JSON object (prompt_ids from the server's Tokenize, usage from the last
+ * message, timings measured here). A gRPC error status ends it with one line
+ * "tessera generate: STATUS: message" and exit 1 (INVALID_ARGUMENT: exit 2).
  */
 #include "cli/commands.h"
+#include "cli/generate_output.h"
+#include "cli/remote.h"
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/flags.h"
-#include "common/json.h"
 #include "common/log.h"
 #include "node/runtime.h"
 #include "node/scheduler.h"
+#include "tessera/v1/inference.pb-c.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
@@ -24,12 +32,9 @@
 
 typedef struct generate_state {
     const ts_tokenizer *tok;
-    bool json;
     ts_detok detok;
-    ts_buf piece;      /* text of the current event */
-    ts_buf completion; /* all text streamed so far */
-    int32_t *ids;
-    size_t n_ids, cap_ids;
+    ts_buf piece; /* text of the current event */
+    ts_generate_output out;
     ts_finish_reason finish;
     bool done;
     int64_t t_start, t_first_token;
@@ -42,17 +47,7 @@ static void on_event(void *user, const ts_sched_event *ev) {
     ts_buf_clear(&g->piece);
     if (ev->token >= 0) {
         if (g->t_first_token == 0) g->t_first_token = ts_now_ns();
-        if (g->n_ids == g->cap_ids) {
-            size_t cap = g->cap_ids ? g->cap_ids * 2 : 64;
-            int32_t *ids = realloc(g->ids, cap * sizeof *ids);
-            if (!ids) {
-                g->rc = ts_error_set(TS_E_NOMEM, "out of memory");
-                return;
-            }
-            g->ids = ids;
-            g->cap_ids = cap;
-        }
-        g->ids[g->n_ids++] = ev->token;
+        if (ts_generate_output_tokens(&g->out, &ev->token, 1)) g->rc = TS_E_NOMEM;
         if (ts_detok_push(&g->detok, g->tok, ev->token, &g->piece)) g->rc = TS_E_NOMEM;
     }
     g->n_cached = ev->n_cached;
@@ -61,59 +56,161 @@ static void on_event(void *user, const ts_sched_event *ev) {
         g->done = true;
         if (ts_detok_flush(&g->detok, &g->piece)) g->rc = TS_E_NOMEM;
     }
-    if (g->piece.len > 0) {
-        if (ts_buf_append(&g->completion, g->piece.data, g->piece.len)) g->rc = TS_E_NOMEM;
-        if (!g->json) {
-            fwrite(g->piece.data, 1, g->piece.len, stdout);
-            fflush(stdout);
-        }
-    }
-}
-
-static void write_ids(ts_json_writer *w, const char *key, const int32_t *ids, size_t n) {
-    ts_jw_key(w, key);
-    ts_jw_array_begin(w);
-    for (size_t i = 0; i < n; i++) ts_jw_int(w, ids[i]);
-    ts_jw_array_end(w);
+    if (ts_generate_output_text(&g->out, g->piece.data, g->piece.len)) g->rc = TS_E_NOMEM;
 }
 
 static int print_json(const generate_state *g, const int32_t *prompt, size_t n_prompt,
                       const ts_sched_stats *st) {
-    ts_buf out = {0};
-    ts_json_writer w;
-    ts_jw_init(&w, &out);
-    ts_jw_object_begin(&w);
-    write_ids(&w, "prompt_ids", prompt, n_prompt);
-    write_ids(&w, "completion_ids", g->ids, g->n_ids);
-    ts_jw_key(&w, "completion");
-    ts_jw_string_n(&w, g->completion.data ? g->completion.data : "", g->completion.len);
-    ts_jw_key(&w, "finish_reason");
-    ts_jw_string(&w, ts_finish_reason_name(g->finish));
-    ts_jw_key(&w, "usage");
-    ts_jw_object_begin(&w);
-    ts_jw_key(&w, "prompt_tokens");
-    ts_jw_int(&w, (int64_t)n_prompt);
-    ts_jw_key(&w, "completion_tokens");
-    ts_jw_int(&w, (int64_t)g->n_ids);
-    ts_jw_key(&w, "cached_prompt_tokens");
-    ts_jw_int(&w, g->n_cached);
-    ts_jw_object_end(&w);
-    ts_jw_key(&w, "timings");
-    ts_jw_object_begin(&w);
-    ts_jw_key(&w, "ttft_ms");
-    ts_jw_double(&w, g->t_first_token ? ts_ns_to_ms(g->t_first_token - g->t_start) : 0.0);
-    ts_jw_key(&w, "prefill_tokens_per_s");
-    ts_jw_double(&w, st->prefill_ns ? (double)st->prefill_tokens / ts_ns_to_s(st->prefill_ns) : 0);
-    ts_jw_key(&w, "decode_tokens_per_s");
-    ts_jw_double(&w, st->decode_ns ? (double)st->decode_tokens / ts_ns_to_s(st->decode_ns) : 0);
-    ts_jw_key(&w, "total_ms");
-    ts_jw_double(&w, ts_ns_to_ms(ts_now_ns() - g->t_start));
-    ts_jw_object_end(&w);
-    ts_jw_object_end(&w);
-    int rc = ts_jw_finish(&w);
-    if (!rc) printf("%s\n", out.data);
-    ts_buf_free(&out);
+    ts_generate_summary s = {
+        .prompt_ids = prompt,
+        .n_prompt = n_prompt,
+        .finish = g->finish,
+        .prompt_tokens = (int64_t)n_prompt,
+        .completion_tokens = (int64_t)g->out.n_ids,
+        .cached_prompt_tokens = g->n_cached,
+        .ttft_ms = g->t_first_token ? ts_ns_to_ms(g->t_first_token - g->t_start) : 0.0,
+        .prefill_tokens_per_s =
+            st->prefill_ns ? (double)st->prefill_tokens / ts_ns_to_s(st->prefill_ns) : 0,
+        .decode_tokens_per_s =
+            st->decode_ns ? (double)st->decode_tokens / ts_ns_to_s(st->decode_ns) : 0,
+        .total_ms = ts_ns_to_ms(ts_now_ns() - g->t_start),
+    };
+    return ts_generate_output_json(&g->out, &s);
+}
+
+/* ---- --server: the same output, streamed from a cluster's Generate ------------------------- */
+
+typedef struct remote_args {
+    const char *server, *model_name, *prompt;
+    bool no_bos, ignore_eos, json;
+    int timeout_ms;
+    const ts_request_params *params;
+} remote_args;
+
+static int remote_fail(int rc) {
+    fprintf(stderr, "tessera generate: %s\n", ts_remote_error());
+    return ts_remote_exit_code(rc);
+}
+
+static int remote_request(const remote_args *a, ts_buf *bytes) {
+    const ts_request_params *p = a->params;
+    Tessera__V1__SamplingParams sp = TESSERA__V1__SAMPLING_PARAMS__INIT;
+    sp.temperature = p->temperature;
+    sp.top_k = p->top_k;
+    sp.top_p = p->top_p;
+    sp.min_p = p->min_p;
+    sp.repetition_penalty = p->repetition_penalty;
+    sp.repetition_last_n = p->repetition_last_n;
+    sp.seed = p->seed;
+    Tessera__V1__GenerateRequest req = TESSERA__V1__GENERATE_REQUEST__INIT;
+    req.model = (char *)(a->model_name ? a->model_name : "");
+    req.prompt = (char *)a->prompt;
+    req.max_tokens = p->max_tokens;
+    req.sampling = &sp;
+    req.no_bos = a->no_bos;
+    req.ignore_eos = a->ignore_eos;
+    size_t n = tessera__v1__generate_request__get_packed_size(&req);
+    if (ts_buf_reserve(bytes, n + 1)) return ts_error_set(TS_E_NOMEM, "out of memory");
+    bytes->len = tessera__v1__generate_request__pack(&req, (uint8_t *)bytes->data);
+    return 0;
+}
+
+/* Reads the stream to its end into `out`; the last message's finish reason and usage go to
+ * *finish and **usage (owned by the caller, free with ..._free_unpacked). */
+static int remote_read(ts_rpc_stream *s, const char *prompt, ts_generate_output *out,
+                       int64_t *t_first, ts_finish_reason *finish,
+                       Tessera__V1__GenerateResponse **last) {
+    ts_buf msg = {0};
+    bool started = false;
+    int got, rc = 0;
+    while (!rc && (got = ts_rpc_stream_recv(s, &msg, -1)) == 1) {
+        Tessera__V1__GenerateResponse *r =
+            tessera__v1__generate_response__unpack(NULL, msg.len, (const uint8_t *)msg.data);
+        if (!r) {
+            rc = ts_error_set(TS_E_FORMAT, "Generate: a message from the server does not parse");
+            break;
+        }
+        if (!started && !out->json) { /* the prompt once the server has accepted the request */
+            fputs(prompt, stdout);
+            fflush(stdout);
+        }
+        started = true;
+        if (r->n_token_ids && *t_first == 0) *t_first = ts_now_ns();
+        rc = ts_generate_output_tokens(out, r->token_ids, r->n_token_ids);
+        if (!rc) rc = ts_generate_output_text(out, r->text, strlen(r->text));
+        if (r->finish_reason != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
+            *finish = ts_remote_finish_reason(r->finish_reason);
+            if (*last) tessera__v1__generate_response__free_unpacked(*last, NULL);
+            *last = r;
+        } else {
+            tessera__v1__generate_response__free_unpacked(r, NULL);
+        }
+    }
+    ts_buf_free(&msg);
+    if (rc) ts_rpc_stream_cancel(s);
+    int status = ts_rpc_stream_finish(s, 10000); /* the status follows the last message */
+    if (!rc) rc = status;
+    if (!rc && !*last)
+        rc = ts_error_set(TS_E_FORMAT, "Generate: the stream ended without a finish reason");
     return rc;
+}
+
+static int generate_remote(const remote_args *a) {
+    ts_rpc_channel *ch = NULL;
+    int rc = ts_remote_connect(a->server, &ch);
+    if (rc) return remote_fail(rc);
+    int32_t *prompt_ids = NULL;
+    size_t n_prompt = 0;
+    /* --json reports the prompt ids: the server's tokenizer says what they are. */
+    if (a->json)
+        rc = ts_remote_tokenize(ch, a->model_name, a->prompt, a->no_bos, a->timeout_ms,
+                                &prompt_ids, &n_prompt);
+    ts_buf req = {0};
+    if (!rc) rc = remote_request(a, &req);
+    ts_rpc_stream *s = NULL;
+    int64_t t_start = ts_now_ns(), t_first = 0;
+    if (!rc)
+        rc = ts_rpc_stream_open_request(ch, TS_REMOTE_GENERATE, req.data, req.len, a->timeout_ms,
+                                        &s);
+    ts_buf_free(&req);
+    ts_generate_output out = {.json = a->json};
+    ts_finish_reason finish = TS_FINISH_NONE;
+    Tessera__V1__GenerateResponse *last = NULL;
+    if (!rc) rc = remote_read(s, a->prompt, &out, &t_first, &finish, &last);
+    int64_t t_end = ts_now_ns();
+    int exit_code = TS_EXIT_OK;
+    if (!rc && a->json) {
+        const Tessera__V1__Usage *u = last->usage;
+        double ttft = t_first ? ts_ns_to_ms(t_first - t_start) : 0.0;
+        double prefill_ms = u ? u->ttft_ms - u->queue_ms : 0.0;
+        double decode_s = t_first ? ts_ns_to_s(t_end - t_first) : 0.0;
+        ts_generate_summary sum = {
+            .prompt_ids = prompt_ids,
+            .n_prompt = n_prompt,
+            .finish = finish,
+            .prompt_tokens = u ? u->prompt_tokens : (int64_t)n_prompt,
+            .completion_tokens = u ? u->completion_tokens : (int64_t)out.n_ids,
+            .cached_prompt_tokens = u ? u->cached_prompt_tokens : 0,
+            .ttft_ms = ttft,
+            .prefill_tokens_per_s = prefill_ms > 0 && u ? u->prompt_tokens / (prefill_ms / 1e3) : 0,
+            .decode_tokens_per_s =
+                out.n_ids > 1 && decode_s > 0 ? (double)(out.n_ids - 1) / decode_s : 0,
+            .total_ms = ts_ns_to_ms(t_end - t_start),
+        };
+        rc = ts_generate_output_json(&out, &sum);
+        if (rc) exit_code = ts_cli_fail("generate", TS_EXIT_FAILURE);
+    } else if (!rc) {
+        putchar('\n');
+    } else {
+        if (!a->json && out.completion.len) putchar('\n');
+        exit_code = remote_fail(rc);
+    }
+    if (last) tessera__v1__generate_response__free_unpacked(last, NULL);
+    ts_generate_output_free(&out);
+    ts_rpc_stream_destroy(s);
+    ts_rpc_channel_destroy(ch);
+    free(prompt_ids);
+    return exit_code;
 }
 
 int ts_cmd_generate(int argc, char **argv) {
@@ -122,9 +219,11 @@ int ts_cmd_generate(int argc, char **argv) {
     ts_request_params params = ts_request_params_default();
     const char *prompt = NULL;
     bool json = false, no_bos = false, ignore_eos = false;
+    const char *server = NULL, *model_name = NULL;
+    int timeout_ms = 0;
     double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
     int64_t seed = 0;
-    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 16];
+    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 20];
     int n = ts_runtime_flags(&ro, flags);
     flags[n++] = (ts_flag){"prompt", 'p', TS_FLAG_STRING, &prompt, "prompt text", 0, 0};
     flags[n++] = (ts_flag){"max-tokens", 'n', TS_FLAG_INT, &params.max_tokens,
@@ -146,6 +245,12 @@ int ts_cmd_generate(int argc, char **argv) {
     flags[n++] = (ts_flag){"ignore-eos", 0, TS_FLAG_BOOL, &ignore_eos,
                            "keep generating after the end-of-sequence token", 0, 0};
     flags[n++] = (ts_flag){"json", 0, TS_FLAG_BOOL, &json, "print one JSON object at the end", 0, 0};
+    flags[n++] = (ts_flag){"server", 0, TS_FLAG_STRING, &server,
+                           "HOST:PORT of a cluster (tessera up): generate there, not locally", 0, 0};
+    flags[n++] = (ts_flag){"model-name", 0, TS_FLAG_STRING, &model_name,
+                           "with --server: the served model to use; default: the server's", 0, 0};
+    flags[n++] = (ts_flag){"timeout-ms", 0, TS_FLAG_INT, &timeout_ms,
+                           "with --server: deadline of the request; 0 = none", 0, 1 << 30};
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera generate [-m MODEL] -p PROMPT [flags]", flags, n, argc, argv,
                             1, &res);
@@ -160,6 +265,10 @@ int ts_cmd_generate(int argc, char **argv) {
     params.min_p = (float)min_p;
     params.repetition_penalty = (float)repeat_penalty;
     params.seed = (uint64_t)seed;
+    if (server) {
+        remote_args a = {server, model_name, prompt, no_bos, ignore_eos, json, timeout_ms, &params};
+        return generate_remote(&a);
+    }
 
     ts_runtime *rt = NULL;
     rc = ts_runtime_open(&ro, &rt);
@@ -179,7 +288,7 @@ int ts_cmd_generate(int argc, char **argv) {
     int32_t *prompt_ids = NULL;
     size_t n_prompt = 0;
     bool add_bos = !no_bos && ts_tokenizer_adds_bos(tok);
-    generate_state g = {.tok = tok, .json = json};
+    generate_state g = {.tok = tok, .out = {.json = json}};
     rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &prompt_ids, &n_prompt);
     if (!rc && !ignore_eos) {
         int32_t eos = ts_tokenizer_eos(tok);
@@ -210,9 +319,8 @@ int ts_cmd_generate(int argc, char **argv) {
     else if (!rc) putchar('\n');
     if (rc) ts_cli_fail("generate", TS_EXIT_FAILURE);
     free(prompt_ids);
-    free(g.ids);
+    ts_generate_output_free(&g.out);
     ts_buf_free(&g.piece);
-    ts_buf_free(&g.completion);
     ts_tokenizer_destroy(tok);
     int close_rc = ts_runtime_close(rt);
     if (!rc && close_rc) rc = ts_cli_fail("generate", TS_EXIT_FAILURE);

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"generate", ts_cmd_generate, "generate a completion (locally, or under mpirun as a TP group)"},
     {"bench-engine", ts_cmd_bench_engine, "measure prefill/decode speed against the machine's roofline"},
     {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
+    {"bench", ts_cmd_bench, "load a cluster (--server) with concurrent streams: TTFT, latency, tokens/s"},
 };
 
 int ts_cli_fail(const char *cmd, int exit_code) {

@@ -1,0 +1,538 @@
+/*
+ * cmd_bench.c — `tessera bench --server HOST:PORT`: load a cluster with concurrent streams and
+ * measure what its clients see.
+ *
+ * C client threads share one channel (one HTTP/2 connection; the rpc loop thread does the I/O)
+ * and each runs one Generate stream at a time until R requests are done. Every request is a
+ * synthetic prompt of exactly L token ids (prompt_ids, so no tokenizer is involved), different
+ * per request — the first --shared-prefix ids are common to all, the rest drawn from a seeded
+ * generator — so the prefix cache helps only as much as asked. ignore_eos makes every request
+ * stream exactly N tokens.
+ *
+ * It reports time to first token and inter-token latency (p50/p90/p99; a message carrying k
+ * tokens counts as k gaps of 1/k its distance from the previous message), requests/s and
+ * streamed tokens/s over the wall time of the run, and failed requests by gRPC status. A
+ * progress bar goes to stderr when stderr is a terminal.
+ *
+ * --overhead measures the serving path rather than the engine: on a tiny model (the bundled
+ * stories260K) the forward pass costs little, so streamed tokens/s over many streams is bound by
+ * the coordinator, the node's streaming and the RPC layer. It only changes the defaults
+ * (64 streams, 256 requests, 4-token prompts, 256 tokens each) and adds the client's own CPU
+ * time, so a reader can see whether the client was the bottleneck.
+ *
+ * --verify checks that batching does not change results: it first runs every request alone
+ * (concurrency 1), then all of them at concurrency C, and compares the token ids request by
+ * request (prompt lengths vary between L/2 and L so that prefills of different lengths share
+ * steps with decodes). Exit 1 on any difference. Figures are those of the concurrent pass.
+ *
+ * Exit: 0 when every request succeeded (and --verify found no difference), 1 otherwise, 2 for
+ * bad flags or a request the server refused as INVALID_ARGUMENT before the run.
+ */
+#include "cli/commands.h"
+#include "cli/remote.h"
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/flags.h"
+#include "common/json.h"
+#include "common/rng.h"
+#include "tessera/v1/inference.pb-c.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+enum {
+    FIRST_ORDINARY_ID = 3, /* 0..2 are unk/bos/eos in llama vocabularies */
+    N_STATUS = 17
+};
+
+typedef struct bench_opts {
+    const char *server, *model_name;
+    int concurrency, requests, prompt_tokens, max_tokens, shared_prefix, timeout_ms;
+    int64_t seed;
+    bool json, verify, overhead;
+    int vocab_size;
+} bench_opts;
+
+typedef struct request_result {
+    int status; /* TS_RPC_* */
+    double ttft_ms;
+    int n_tokens;
+    int32_t *ids; /* with keep_ids */
+    char *error;  /* the server's message when status != OK */
+} request_result;
+
+typedef struct samples {
+    double *v;
+    size_t n, cap;
+} samples;
+
+typedef struct bench_run {
+    const bench_opts *o;
+    ts_rpc_channel *ch;
+    int concurrency;
+    bool keep_ids;
+    atomic_int next, done, running;
+    atomic_llong tokens;
+    request_result *results; /* one per request */
+    pthread_mutex_t mu;      /* guards itl */
+    samples itl;
+    int rc; /* a local failure (out of memory); under mu */
+} bench_run;
+
+static int samples_add(samples *s, double v, size_t times) {
+    if (s->n + times > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->n + times)
+            cap *= 2;
+        double *grown = realloc(s->v, cap * sizeof *grown);
+        if (!grown) return ts_error_set(TS_E_NOMEM, "out of memory");
+        s->v = grown;
+        s->cap = cap;
+    }
+    for (size_t i = 0; i < times; i++)
+        s->v[s->n++] = v;
+    return 0;
+}
+
+static int samples_append(samples *dst, const samples *src) {
+    if (src->n == 0) return 0;
+    if (samples_add(dst, 0, src->n)) return TS_E_NOMEM; /* makes room */
+    memcpy(dst->v + dst->n - src->n, src->v, src->n * sizeof *src->v);
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted values; 0 when there are none. */
+static double percentile(const double *sorted, size_t n, double q) {
+    if (n == 0) return 0.0;
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return sorted[i < n ? i : n - 1];
+}
+
+static int prompt_length(const bench_opts *o, int idx) {
+    if (!o->verify) return o->prompt_tokens;
+    int spread = o->prompt_tokens / 2 + 1;
+    return o->prompt_tokens - idx % spread;
+}
+
+/* The synthetic prompt of request idx: the shared prefix from the seed alone, the rest from the
+ * seed and idx. */
+static void make_prompt(const bench_opts *o, int idx, int32_t *ids, int n) {
+    int range = o->vocab_size - FIRST_ORDINARY_ID;
+    ts_rng rng;
+    ts_rng_seed(&rng, (uint64_t)o->seed);
+    int shared = o->shared_prefix < n ? o->shared_prefix : n;
+    for (int i = 0; i < shared; i++)
+        ids[i] = FIRST_ORDINARY_ID + (int32_t)(ts_rng_next(&rng) % (uint64_t)range);
+    ts_rng_seed(&rng, (uint64_t)o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)idx + 1);
+    for (int i = shared; i < n; i++)
+        ids[i] = FIRST_ORDINARY_ID + (int32_t)(ts_rng_next(&rng) % (uint64_t)range);
+}
+
+static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
+    int n = prompt_length(o, idx);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) return ts_error_set(TS_E_NOMEM, "out of memory");
+    make_prompt(o, idx, ids, n);
+    Tessera__V1__SamplingParams sp = TESSERA__V1__SAMPLING_PARAMS__INIT; /* greedy */
+    Tessera__V1__GenerateRequest req = TESSERA__V1__GENERATE_REQUEST__INIT;
+    req.model = (char *)(o->model_name ? o->model_name : "");
+    req.n_prompt_ids = (size_t)n;
+    req.prompt_ids = ids;
+    req.max_tokens = o->max_tokens;
+    req.sampling = &sp;
+    req.ignore_eos = 1;
+    size_t len = tessera__v1__generate_request__get_packed_size(&req);
+    int rc = ts_buf_reserve(bytes, len + 1);
+    if (!rc) bytes->len = tessera__v1__generate_request__pack(&req, (uint8_t *)bytes->data);
+    free(ids);
+    return rc ? ts_error_set(TS_E_NOMEM, "out of memory") : 0;
+}
+
+/* One request, start to end; fills r and adds its inter-token gaps to itl. Returns a local
+ * failure only (out of memory); the call's own status goes to r->status. */
+static int run_request(bench_run *run, int idx, request_result *r, samples *itl) {
+    ts_buf req = {0}, msg = {0};
+    int rc = pack_request(run->o, idx, &req);
+    ts_rpc_stream *s = NULL;
+    int64_t t_open = ts_now_ns(), t_prev = 0;
+    if (!rc)
+        rc = ts_rpc_stream_open_request(run->ch, TS_REMOTE_GENERATE, req.data, req.len,
+                                        run->o->timeout_ms, &s);
+    ts_buf_free(&req);
+    size_t cap_ids = 0;
+    while (!rc && ts_rpc_stream_recv(s, &msg, -1) == 1) {
+        int64_t now = ts_now_ns();
+        Tessera__V1__GenerateResponse *m =
+            tessera__v1__generate_response__unpack(NULL, msg.len, (const uint8_t *)msg.data);
+        if (!m) {
+            rc = ts_error_set(TS_E_FORMAT, "Generate: a message from the server does not parse");
+            break;
+        }
+        size_t k = m->n_token_ids;
+        if (k > 0) {
+            if (t_prev == 0)
+                r->ttft_ms = ts_ns_to_ms(now - t_open);
+            else
+                rc = samples_add(itl, ts_ns_to_ms(now - t_prev) / (double)k, k);
+            t_prev = now;
+            if (!rc && run->keep_ids && (size_t)r->n_tokens + k > cap_ids) {
+                cap_ids = ((size_t)r->n_tokens + k) * 2;
+                int32_t *grown = realloc(r->ids, cap_ids * sizeof *grown);
+                if (!grown)
+                    rc = ts_error_set(TS_E_NOMEM, "out of memory");
+                else
+                    r->ids = grown;
+            }
+            if (!rc && run->keep_ids)
+                memcpy(r->ids + r->n_tokens, m->token_ids, k * sizeof(int32_t));
+            r->n_tokens += (int)k;
+            atomic_fetch_add(&run->tokens, (long long)k);
+        }
+        tessera__v1__generate_response__free_unpacked(m, NULL);
+    }
+    ts_buf_free(&msg);
+    if (s) {
+        if (rc) ts_rpc_stream_cancel(s);
+        ts_rpc_stream_finish(s, 10000);
+        const char *message = NULL;
+        if (ts_rpc_stream_status(s, &r->status, &message) && r->status != TS_RPC_OK)
+            r->error = strdup(message ? message : "");
+        ts_rpc_stream_destroy(s);
+    }
+    return rc;
+}
+
+static void *worker(void *arg) {
+    bench_run *run = arg;
+    samples itl = {0};
+    int rc = 0;
+    int idx;
+    while (!rc && (idx = atomic_fetch_add(&run->next, 1)) < run->o->requests) {
+        rc = run_request(run, idx, &run->results[idx], &itl);
+        atomic_fetch_add(&run->done, 1);
+    }
+    pthread_mutex_lock(&run->mu);
+    if (!rc) rc = samples_append(&run->itl, &itl);
+    if (rc && !run->rc) run->rc = rc;
+    pthread_mutex_unlock(&run->mu);
+    free(itl.v);
+    atomic_fetch_sub(&run->running, 1);
+    return NULL;
+}
+
+static void progress(const bench_run *run, int64_t t0, bool final) {
+    int done = atomic_load(&run->done), total = run->o->requests;
+    long long tokens = atomic_load(&run->tokens);
+    double s = ts_ns_to_s(ts_now_ns() - t0);
+    int width = 30, filled = total ? done * width / total : width;
+    char bar[32];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < filled ? '#' : '-';
+    bar[width] = 0;
+    fprintf(stderr, "\r[%s] %d/%d requests  %lld tokens  %.0f tok/s ", bar, done, total, tokens,
+            s > 0 ? (double)tokens / s : 0.0);
+    if (final) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Runs every request at `concurrency`; *wall_s is the run's wall time. */
+static int run_pass(bench_run *run, int concurrency, bool show_progress, double *wall_s) {
+    int n_threads = concurrency < run->o->requests ? concurrency : run->o->requests;
+    pthread_t *threads = calloc((size_t)n_threads, sizeof *threads);
+    if (!threads) return ts_error_set(TS_E_NOMEM, "out of memory");
+    atomic_store(&run->next, 0);
+    atomic_store(&run->done, 0);
+    atomic_store(&run->tokens, 0);
+    int64_t t0 = ts_now_ns();
+    int started = 0, rc = 0;
+    atomic_store(&run->running, n_threads);
+    for (; started < n_threads; started++)
+        if (pthread_create(&threads[started], NULL, worker, run)) {
+            rc = ts_error_set(TS_E_NOMEM, "cannot start client thread %d", started);
+            atomic_store(&run->next, run->o->requests); /* the others stop after their request */
+            break;
+        }
+    while (show_progress && !rc && atomic_load(&run->running) > 0) {
+        progress(run, t0, false);
+        ts_sleep_ms(100);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    *wall_s = ts_ns_to_s(ts_now_ns() - t0);
+    if (show_progress) progress(run, t0, true);
+    free(threads);
+    return rc ? rc : run->rc;
+}
+
+static void clear_results(bench_run *run) {
+    for (int i = 0; i < run->o->requests; i++) {
+        free(run->results[i].ids);
+        free(run->results[i].error);
+        memset(&run->results[i], 0, sizeof run->results[i]);
+    }
+    run->itl.n = 0;
+}
+
+typedef struct report {
+    int ok, failed;
+    int by_status[N_STATUS];
+    const char *first_error[N_STATUS];
+    long long tokens;
+    double wall_s, ttft[3], itl[3], cpu_s;
+} report;
+
+static int summarize(bench_run *run, double wall_s, report *rep) {
+    const double q[3] = {0.50, 0.90, 0.99};
+    memset(rep, 0, sizeof *rep);
+    rep->wall_s = wall_s;
+    samples ttft = {0};
+    for (int i = 0; i < run->o->requests; i++) {
+        const request_result *r = &run->results[i];
+        rep->tokens += r->n_tokens;
+        int st = r->status >= 0 && r->status < N_STATUS ? r->status : TS_RPC_UNKNOWN;
+        if (st != TS_RPC_OK) {
+            rep->failed++;
+            if (!rep->by_status[st]++) rep->first_error[st] = r->error;
+            continue;
+        }
+        rep->ok++;
+        if (samples_add(&ttft, r->ttft_ms, 1)) {
+            free(ttft.v);
+            return TS_E_NOMEM;
+        }
+    }
+    qsort(ttft.v, ttft.n, sizeof(double), cmp_double);
+    qsort(run->itl.v, run->itl.n, sizeof(double), cmp_double);
+    for (int i = 0; i < 3; i++) {
+        rep->ttft[i] = percentile(ttft.v, ttft.n, q[i]);
+        rep->itl[i] = percentile(run->itl.v, run->itl.n, q[i]);
+    }
+    free(ttft.v);
+    struct rusage ru;
+    if (!getrusage(RUSAGE_SELF, &ru))
+        rep->cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                     ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    return 0;
+}
+
+static void write_percentiles(ts_json_writer *w, const char *key, const double p[3]) {
+    static const char *names[3] = {"p50", "p90", "p99"};
+    ts_jw_key(w, key);
+    ts_jw_object_begin(w);
+    for (int i = 0; i < 3; i++) {
+        ts_jw_key(w, names[i]);
+        ts_jw_double(w, p[i]);
+    }
+    ts_jw_object_end(w);
+}
+
+static int print_json(const bench_opts *o, const report *rep, int mismatches) {
+    ts_buf out = {0};
+    ts_json_writer w;
+    ts_jw_init(&w, &out);
+    ts_jw_object_begin(&w);
+    ts_jw_key(&w, "server");
+    ts_jw_string(&w, o->server);
+    const char *ints[] = {"concurrency",   "requests", "prompt_tokens", "max_tokens",
+                          "shared_prefix", "ok",       "failed"};
+    const int64_t vals[] = {o->concurrency,   o->requests, o->prompt_tokens, o->max_tokens,
+                            o->shared_prefix, rep->ok,     rep->failed};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        ts_jw_key(&w, ints[i]);
+        ts_jw_int(&w, vals[i]);
+    }
+    ts_jw_key(&w, "tokens");
+    ts_jw_int(&w, rep->tokens);
+    ts_jw_key(&w, "wall_s");
+    ts_jw_double(&w, rep->wall_s);
+    ts_jw_key(&w, "requests_per_s");
+    ts_jw_double(&w, rep->wall_s > 0 ? rep->ok / rep->wall_s : 0);
+    ts_jw_key(&w, "tokens_per_s");
+    ts_jw_double(&w, rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0);
+    write_percentiles(&w, "ttft_ms", rep->ttft);
+    write_percentiles(&w, "itl_ms", rep->itl);
+    ts_jw_key(&w, "client_cpu_s");
+    ts_jw_double(&w, rep->cpu_s);
+    ts_jw_key(&w, "errors");
+    ts_jw_object_begin(&w);
+    for (int st = 0; st < N_STATUS; st++)
+        if (rep->by_status[st]) {
+            ts_jw_key(&w, ts_rpc_status_name(st));
+            ts_jw_int(&w, rep->by_status[st]);
+        }
+    ts_jw_object_end(&w);
+    if (o->verify) {
+        ts_jw_key(&w, "verify_mismatches");
+        ts_jw_int(&w, mismatches);
+    }
+    ts_jw_object_end(&w);
+    int rc = ts_jw_finish(&w);
+    if (!rc) printf("%s\n", out.data);
+    ts_buf_free(&out);
+    return rc;
+}
+
+static void print_text(const bench_opts *o, const report *rep) {
+    printf("tessera bench: %s, concurrency %d, %d requests, prompt %d tokens%s, %d tokens each\n",
+           o->server, o->concurrency, o->requests, o->prompt_tokens,
+           o->verify ? " (L/2..L with --verify)" : "", o->max_tokens);
+    printf("  requests   %d ok, %d failed in %.2f s  (%.2f req/s)\n", rep->ok, rep->failed,
+           rep->wall_s, rep->wall_s > 0 ? rep->ok / rep->wall_s : 0.0);
+    printf("  tokens     %lld streamed  (%.1f tok/s)\n", rep->tokens,
+           rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0.0);
+    printf("  TTFT ms    p50 %.2f  p90 %.2f  p99 %.2f\n", rep->ttft[0], rep->ttft[1], rep->ttft[2]);
+    printf("  ITL ms     p50 %.3f  p90 %.3f  p99 %.3f\n", rep->itl[0], rep->itl[1], rep->itl[2]);
+    printf("  client CPU %.2f s (%.0f%% of one core; %.2f us per token)\n", rep->cpu_s,
+           rep->wall_s > 0 ? 100.0 * rep->cpu_s / rep->wall_s : 0.0,
+           rep->tokens ? rep->cpu_s * 1e6 / (double)rep->tokens : 0.0);
+    for (int st = 0; st < N_STATUS; st++)
+        if (rep->by_status[st])
+            printf("  error      %s x%d: %s\n", ts_rpc_status_name(st), rep->by_status[st],
+                   rep->first_error[st] ? rep->first_error[st] : "");
+}
+
+/* Compares the ids of the concurrent pass with those kept from the lone pass. */
+static int compare(const bench_run *run, const request_result *alone) {
+    int mismatches = 0;
+    for (int i = 0; i < run->o->requests; i++) {
+        const request_result *a = &alone[i], *b = &run->results[i];
+        if (a->status != TS_RPC_OK || b->status != TS_RPC_OK) continue; /* counted as failures */
+        int pos = 0;
+        while (pos < a->n_tokens && pos < b->n_tokens && a->ids[pos] == b->ids[pos])
+            pos++;
+        if (pos == a->n_tokens && pos == b->n_tokens) continue;
+        if (mismatches++ < 8)
+            fprintf(stderr,
+                    "tessera bench: verify: request %d (prompt %d tokens) differs at token %d: "
+                    "%d alone, %d concurrently (%d vs %d tokens)\n",
+                    i, prompt_length(run->o, i), pos, pos < a->n_tokens ? a->ids[pos] : -1,
+                    pos < b->n_tokens ? b->ids[pos] : -1, a->n_tokens, b->n_tokens);
+    }
+    return mismatches;
+}
+
+static int bench(bench_opts *o) {
+    ts_rpc_channel *ch = NULL;
+    int rc = ts_remote_connect(o->server, &ch);
+    ts_remote_model model = {0};
+    if (!rc) rc = ts_remote_model_info(ch, o->model_name, 30000, &model);
+    if (!rc && model.vocab_size <= FIRST_ORDINARY_ID)
+        rc = ts_error_set(TS_E_INVALID, "the server reports vocabulary size %d", model.vocab_size);
+    if (!rc && model.context_length > 0 && o->prompt_tokens + o->max_tokens > model.context_length)
+        rc = ts_error_set(TS_E_INVALID,
+                          "--prompt-tokens %d + --max-tokens %d exceed the model's context (%d)",
+                          o->prompt_tokens, o->max_tokens, model.context_length);
+    if (rc) {
+        fprintf(stderr, "tessera bench: %s\n", ts_remote_error());
+        ts_rpc_channel_destroy(ch);
+        return ts_remote_exit_code(rc);
+    }
+    o->vocab_size = model.vocab_size;
+    bench_run run = {.o = o, .ch = ch, .keep_ids = o->verify};
+    pthread_mutex_init(&run.mu, NULL);
+    run.results = calloc((size_t)o->requests, sizeof *run.results);
+    request_result *alone = NULL;
+    bool show_progress = isatty(STDERR_FILENO);
+    double wall_s = 0;
+    rc = run.results ? 0 : ts_error_set(TS_E_NOMEM, "out of memory");
+    if (!rc && o->verify) {
+        if (show_progress) fprintf(stderr, "each request alone:\n");
+        rc = run_pass(&run, 1, show_progress, &wall_s);
+        alone = run.results;
+        run.results = calloc((size_t)o->requests, sizeof *run.results);
+        if (!rc && !run.results) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+        if (!rc) run.itl.n = 0;
+        if (!rc && show_progress) fprintf(stderr, "all at concurrency %d:\n", o->concurrency);
+    }
+    if (!rc) rc = run_pass(&run, o->concurrency, show_progress, &wall_s);
+    report rep;
+    int mismatches = 0;
+    if (!rc) rc = summarize(&run, wall_s, &rep);
+    if (!rc && alone) {
+        mismatches = compare(&run, alone);
+        for (int i = 0; i < o->requests; i++)
+            if (alone[i].status != TS_RPC_OK) {
+                int st = alone[i].status < N_STATUS ? alone[i].status : TS_RPC_UNKNOWN;
+                rep.failed++;
+                if (!rep.by_status[st]++) rep.first_error[st] = alone[i].error;
+            }
+    }
+    if (!rc && o->json)
+        rc = print_json(o, &rep, mismatches);
+    else if (!rc)
+        print_text(o, &rep);
+    if (!rc && o->verify && !o->json)
+        printf("  verify     %d of %d requests identical alone and at concurrency %d\n",
+               o->requests - mismatches - rep.failed, o->requests, o->concurrency);
+    int exit_code = TS_EXIT_OK;
+    if (rc)
+        exit_code = ts_cli_fail("bench", TS_EXIT_FAILURE);
+    else if (rep.failed || mismatches)
+        exit_code = TS_EXIT_FAILURE;
+    if (alone) {
+        request_result *concurrent = run.results;
+        run.results = alone;
+        clear_results(&run);
+        free(alone);
+        run.results = concurrent;
+    }
+    if (run.results) clear_results(&run);
+    free(run.results);
+    free(run.itl.v);
+    pthread_mutex_destroy(&run.mu);
+    ts_rpc_channel_destroy(ch);
+    return exit_code;
+}
+
+int ts_cmd_bench(int argc, char **argv) {
+    bench_opts o = {.seed = 1};
+    ts_flag flags[] = {
+        {"server", 0, TS_FLAG_STRING, &o.server, "HOST:PORT of the cluster (tessera up)", 0, 0},
+        {"model-name", 0, TS_FLAG_STRING, &o.model_name, "served model; default: the server's", 0,
+         0},
+        {"concurrency", 'c', TS_FLAG_INT, &o.concurrency,
+         "streams at once; 0 = 1 (64 with --overhead)", 0, 4096},
+        {"requests", 'r', TS_FLAG_INT, &o.requests,
+         "requests in all; 0 = 4 x concurrency (256 with --overhead)", 0, 1 << 24},
+        {"prompt-tokens", 'l', TS_FLAG_INT, &o.prompt_tokens,
+         "prompt length in tokens; 0 = 32 (4 with --overhead)", 0, 1 << 24},
+        {"max-tokens", 'n', TS_FLAG_INT, &o.max_tokens,
+         "tokens generated per request; 0 = 64 (256 with --overhead)", 0, 1 << 24},
+        {"shared-prefix", 0, TS_FLAG_INT, &o.shared_prefix,
+         "prompt tokens common to every request (the prefix cache may reuse them)", 0, 1 << 24},
+        {"seed", 0, TS_FLAG_INT64, &o.seed, "seed of the synthetic prompts", 0, 0},
+        {"timeout-ms", 0, TS_FLAG_INT, &o.timeout_ms, "deadline per request; 0 = none", 0, 1 << 30},
+        {"overhead", 0, TS_FLAG_BOOL, &o.overhead,
+         "measure the serving path: many streams of a tiny model (see the defaults)", 0, 0},
+        {"verify", 0, TS_FLAG_BOOL, &o.verify,
+         "run every request alone first, then check the concurrent run gives the same tokens", 0,
+         0},
+        {"json", 0, TS_FLAG_BOOL, &o.json, "print one JSON object", 0, 0},
+    };
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera bench --server HOST:PORT [--concurrency C] [--requests R] "
+                            "[--prompt-tokens L] [--max-tokens N] [flags]",
+                            flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
+    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
+    if (rc) return ts_cli_fail("bench", TS_EXIT_USAGE);
+    if (!o.server) {
+        ts_error_set(TS_E_INVALID, "missing --server HOST:PORT");
+        return ts_cli_fail("bench", TS_EXIT_USAGE);
+    }
+    if (!o.concurrency) o.concurrency = o.overhead ? 64 : 1;
+    if (!o.requests) o.requests = o.overhead ? 256 : 4 * o.concurrency;
+    if (!o.prompt_tokens) o.prompt_tokens = o.overhead ? 4 : 32;
+    if (!o.max_tokens) o.max_tokens = o.overhead ? 256 : 64;
+    return bench(&o);
+}

@@ -1,0 +1,113 @@
+/*
+ * remote.c — see remote.h. Unary calls of the public API, shared by the CLI's client commands.
+ */
+#include "cli/remote.h"
+
+#include "common/buf.h"
+#include "common/error.h"
+#include "tessera/v1/inference.pb-c.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ts_remote_connect(const char *target, ts_rpc_channel **out) {
+    if (!target || !strchr(target, ':'))
+        return ts_error_set(TS_E_INVALID, "--server: expected HOST:PORT, got '%s'",
+                            target ? target : "");
+    return ts_rpc_channel_create(target, NULL, out);
+}
+
+const char *ts_remote_error(void) {
+    const char *m = ts_error_message();
+    /* The rpc layer writes "/package.Service/Method: STATUS: message". */
+    if (m[0] == '/') {
+        const char *sep = strstr(m, ": ");
+        if (sep) return sep + 2;
+    }
+    return m;
+}
+
+int ts_remote_exit_code(int rc) {
+    return rc == TS_E_INVALID ? 2 : 1;
+}
+
+/* A unary call with a protobuf-c request; the reply's bytes land in `reply`. */
+static int unary(ts_rpc_channel *ch, const char *method, const ProtobufCMessage *msg,
+                 int timeout_ms, ts_buf *reply) {
+    ts_buf req = {0};
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    int rc = ts_buf_reserve(&req, n + 1) ? ts_error_set(TS_E_NOMEM, "out of memory") : 0;
+    if (!rc) {
+        req.len = protobuf_c_message_pack(msg, (uint8_t *)req.data);
+        rc = ts_rpc_unary(ch, method, req.data, req.len, timeout_ms, reply);
+    }
+    ts_buf_free(&req);
+    return rc;
+}
+
+int ts_remote_tokenize(ts_rpc_channel *ch, const char *model, const char *text, int no_bos,
+                       int timeout_ms, int32_t **ids, size_t *n_ids) {
+    Tessera__V1__TokenizeRequest req = TESSERA__V1__TOKENIZE_REQUEST__INIT;
+    req.model = (char *)(model ? model : "");
+    req.text = (char *)text;
+    req.no_bos = no_bos != 0;
+    ts_buf in = {0};
+    int rc = unary(ch, TS_REMOTE_TOKENIZE, &req.base, timeout_ms, &in);
+    if (rc) {
+        ts_buf_free(&in);
+        return rc;
+    }
+    Tessera__V1__TokenizeResponse *resp =
+        tessera__v1__tokenize_response__unpack(NULL, in.len, (const uint8_t *)in.data);
+    ts_buf_free(&in);
+    if (!resp) return ts_error_set(TS_E_FORMAT, "Tokenize: the server's reply does not parse");
+    int32_t *copy = malloc((resp->n_ids ? resp->n_ids : 1) * sizeof *copy);
+    if (!copy) {
+        tessera__v1__tokenize_response__free_unpacked(resp, NULL);
+        return ts_error_set(TS_E_NOMEM, "out of memory");
+    }
+    if (resp->n_ids) memcpy(copy, resp->ids, resp->n_ids * sizeof *copy);
+    *ids = copy;
+    *n_ids = resp->n_ids;
+    tessera__v1__tokenize_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int ts_remote_model_info(ts_rpc_channel *ch, const char *model, int timeout_ms,
+                         ts_remote_model *out) {
+    Tessera__V1__ListModelsRequest req = TESSERA__V1__LIST_MODELS_REQUEST__INIT;
+    ts_buf in = {0};
+    int rc = unary(ch, TS_REMOTE_LIST_MODELS, &req.base, timeout_ms, &in);
+    if (rc) {
+        ts_buf_free(&in);
+        return rc;
+    }
+    Tessera__V1__ListModelsResponse *resp =
+        tessera__v1__list_models_response__unpack(NULL, in.len, (const uint8_t *)in.data);
+    ts_buf_free(&in);
+    if (!resp) return ts_error_set(TS_E_FORMAT, "ListModels: the server's reply does not parse");
+    bool named = model && model[0];
+    size_t i = 0;
+    while (i < resp->n_models && named && strcmp(resp->models[i]->name, model) != 0)
+        i++;
+    if (i < resp->n_models) {
+        out->vocab_size = resp->models[i]->vocab_size;
+        out->context_length = resp->models[i]->context_length;
+    } else {
+        rc = ts_error_set(TS_E_NOT_FOUND, "ListModels: the server serves no model%s%s",
+                          named ? " named " : "", named ? model : "");
+    }
+    tessera__v1__list_models_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+ts_finish_reason ts_remote_finish_reason(int proto_finish_reason) {
+    switch (proto_finish_reason) {
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED: return TS_FINISH_NONE;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_LENGTH: return TS_FINISH_LENGTH;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP: return TS_FINISH_STOP;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED: return TS_FINISH_CANCELLED;
+    default: return TS_FINISH_ERROR;
+    }
+}
