@@ -183,6 +183,24 @@ static void report(const bench_result *r, const ts_runtime *rt, int threads, int
     ts_buf_free(&out);
 }
 
+/* Runs both probes on every rank at once and gives the leader the sums over the group. */
+static int probe_group(ts_comm *comm, int threads, size_t probe_bytes, bench_result *r) {
+    double mine[2], all[2 * 64];
+    if (comm->size > 64) return ts_error_set(TS_E_INVALID, "probes: at most 64 ranks");
+    mine[0] = ts_probe_fma_peak_gflops(threads);
+    int rc = ts_comm_barrier(comm); /* the bandwidth probes also start together */
+    if (rc) return rc;
+    mine[1] = ts_probe_read_bandwidth_gbs(threads, probe_bytes);
+    rc = ts_comm_allgather(comm, mine, all, sizeof mine);
+    if (rc) return rc;
+    r->fma_peak_gflops = r->bandwidth_gbs = 0;
+    for (int i = 0; i < comm->size; i++) {
+        r->fma_peak_gflops += all[2 * i];
+        r->bandwidth_gbs += all[2 * i + 1];
+    }
+    return 0;
+}
+
 int ts_cmd_bench_engine(int argc, char **argv) {
     ts_runtime_options ro;
     ts_runtime_options_default(&ro);
@@ -216,14 +234,11 @@ int ts_cmd_bench_engine(int argc, char **argv) {
     ts_comm *comm = ts_runtime_comm(rt);
     int threads = ro.threads > 0 ? ro.threads : 0;
     if (threads == 0) threads = ts_cpu_count();
-    /* The probes run on the leader alone, before the group starts working. In a group every
-     * rank owns its own cores, so the machine figures are for the whole group's threads. */
-    if (!no_probe && comm->rank == 0) {
-        int probe_threads = threads * comm->size;
-        r.fma_peak_gflops = ts_probe_fma_peak_gflops(probe_threads);
-        r.bandwidth_gbs = ts_probe_read_bandwidth_gbs(probe_threads, probe_bytes);
-    }
+    /* The machine figures are those of the cores the group uses: every rank probes with its own
+     * threads at the same time (an idle rank would otherwise spin in a collective on a core the
+     * probe wants), and the leader sums them. */
     rc = ts_comm_barrier(comm);
+    if (!rc && !no_probe) rc = probe_group(comm, threads, probe_bytes, &r);
     if (!rc && comm->size > 1) {
         const ts_llama_hparams *hp = ts_engine_hparams(ts_runtime_engine(rt));
         rc = time_allreduce(comm, (size_t)hp->dim, 1000, &r.allreduce_vector_us);

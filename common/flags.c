@@ -101,12 +101,23 @@ static const ts_flag *find_short(const ts_flag *flags, int n, char c) {
 }
 
 /* Storage for strings read from config files; lives as long as the process. */
+/* String values read from a --config file must outlive the file's buffer: flag targets point at
+ * them for the rest of the process, like they point into argv. They are chained on a static list
+ * so that they stay reachable (and leak checkers agree) until the process exits. */
+typedef struct kept_string {
+    struct kept_string *next;
+    char text[];
+} kept_string;
+static kept_string *kept_strings;
+
 static char *keep_string(const char *s, size_t n) {
-    char *copy = malloc(n + 1);
-    if (!copy) return NULL;
-    memcpy(copy, s, n);
-    copy[n] = '\0';
-    return copy;
+    kept_string *k = malloc(sizeof *k + n + 1);
+    if (!k) return NULL;
+    memcpy(k->text, s, n);
+    k->text[n] = '\0';
+    k->next = kept_strings;
+    kept_strings = k;
+    return k->text;
 }
 
 static int apply_config_file(const ts_flag *flags, int n_flags, const char *path) {
