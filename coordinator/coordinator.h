@@ -1,0 +1,148 @@
+/*
+ * coordinator.h — the state of tessera-coordinator, shared by its modules (internal header).
+ *
+ *   api.c        tessera.v1.Inference: validation and admission of Generate, Tokenize,
+ *                ListModels, Health
+ *   membership.c tessera.v1.Worker/Attach: groups register, heartbeat, stream events; a broken
+ *                stream or missed heartbeats ends a group
+ *   router.c     which group runs a request (least outstanding tokens among healthy groups with
+ *                room), the cluster-wide wait queue
+ *   request.c    one request's life: token events → incremental detokenization, stop strings
+ *                across token boundaries, usage and timings, the final message or status
+ *   main.c       flags, the server, the timer tick (heartbeat timeouts, deadlines), SIGTERM
+ *
+ * Threads and the lock. gRPC callbacks run on the process's one completion-queue thread (the
+ * rpc loop); the main thread runs a 100 ms tick and the shutdown. Both take co->mu, the one lock
+ * of the coordinator, for everything they touch here; it is held only for bookkeeping and
+ * non-blocking ts_rpc_call_* sends, never across a wait. Lock order: co->mu, then the rpc
+ * wrapper's per-call locks (the wrapper calls back without holding them).
+ *
+ * Ownership. A request lives until both its client call has ended (on_done) and no group holds
+ * it (its node reported the finish, or the group is gone); the request then frees itself
+ * (co_request_maybe_free). A group lives until its Attach call's on_done. Both hold a reference
+ * to their rpc call.
+ */
+#ifndef TS_COORDINATOR_H
+#define TS_COORDINATOR_H
+
+#include "common/buf.h"
+#include "rpc/rpc_server.h"
+#include "tessera/v1/inference.pb-c.h"
+#include "tessera/v1/worker.pb-c.h"
+#include "tokenizer/tokenizer.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct co_group co_group;
+typedef struct co_request co_request;
+
+enum { CO_MAX_STOPS = 16, CO_MAX_STOP_BYTES = 256, CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096 };
+
+struct co_request {
+    uint64_t id;            /* coordinator-assigned, the node's request_id */
+    char client_id[128];    /* GenerateRequest.request_id or a generated one */
+    ts_rpc_call *call;      /* reference held */
+    int32_t *prompt;
+    int32_t n_prompt;
+    int32_t max_tokens;
+    Tessera__V1__SamplingParams sampling; /* plain copy (no pointers inside) */
+    bool logprobs, ignore_eos;
+    int32_t priority;
+    char *stops[CO_MAX_STOPS];
+    int n_stops;
+
+    ts_detok detok;
+    ts_buf held;            /* decoded text not sent yet: it may begin a stop string */
+    int32_t n_generated;    /* tokens received from the node */
+    int32_t n_cached;
+    bool sent_first;        /* the first message (with request_id) went out */
+    int64_t t_arrival, t_dispatch, t_first, deadline_ns;
+
+    co_group *group;        /* the group running it, NULL when queued or released */
+    co_group *avoid;        /* after a failure there: try another group first */
+    int attempts;
+    bool queued;
+    int64_t t_queued;
+    bool closed;            /* the client's call got its final status (or went away) */
+    bool call_done;         /* on_done ran */
+    co_request *q_prev, *q_next; /* wait queue */
+    co_request *g_prev, *g_next; /* the group's requests */
+    co_request *h_next;          /* hash chain */
+};
+
+struct co_group {
+    char name[128], role[16], host[128], peer[128], model_name[128];
+    int32_t vocab, ctx, tp, kv_total, block_size, max_seqs;
+    ts_rpc_call *call; /* reference held */
+    bool registered, dead;
+    int64_t last_seen;
+    int32_t running, waiting, kv_free, kv_cached; /* from the last heartbeat */
+    int n_active;
+    int64_t outstanding; /* tokens still to process: prompts not started + tokens to generate */
+    co_request *reqs;
+    co_group *next;
+};
+
+typedef struct coordinator {
+    pthread_mutex_t mu;
+    int heartbeat_ms, heartbeat_timeout_ms, max_queue;
+    ts_tokenizer *tok;
+    char model_name[256];
+    char architecture[64];
+    int32_t vocab, ctx_train;
+    co_group *groups;
+    co_request *buckets[CO_HASH_BUCKETS];
+    co_request *q_head, *q_tail;
+    int n_queued;
+    uint64_t next_id;
+    int64_t requests_active, requests_total;
+    bool shutting_down;
+} coordinator;
+
+/* ---- api.c ---- */
+void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tokenize,
+                    ts_rpc_method *list_models, ts_rpc_method *health);
+/* Tick: ends requests whose client deadline passed. Under co->mu. */
+void co_api_tick(coordinator *co, int64_t now);
+
+/* ---- membership.c ---- */
+void co_membership_method(coordinator *co, ts_rpc_method *attach);
+/* Tick: ends groups that missed heartbeats. Under co->mu. */
+void co_membership_tick(coordinator *co, int64_t now);
+/* Ends a group: its requests that streamed nothing are queued again, the others fail with
+ * UNAVAILABLE. Under co->mu. */
+void co_group_fail(coordinator *co, co_group *g, const char *why);
+/* Asks every group to shut down. Under co->mu. */
+void co_membership_shutdown(coordinator *co, const char *reason);
+int co_live_groups(const coordinator *co);
+/* Sends a message to a group; a failure ends the group. Under co->mu. Returns 0 or the error. */
+int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMessage *m);
+void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id);
+
+/* ---- router.c ---- */
+/* Sends the request to the best group, or queues it. 0; TS_E_EXHAUSTED when it would have to
+ * wait and the queue is full; TS_E_UNAVAILABLE when no group serves. Under co->mu. */
+int co_route(coordinator *co, co_request *r, bool front);
+/* Dispatches queued requests while groups have room; fails requests that waited longer than
+ * the heartbeat timeout with no group at all. Under co->mu. */
+void co_route_queue(coordinator *co, int64_t now);
+void co_queue_remove(coordinator *co, co_request *r);
+/* Detaches a request from its group (accounting). */
+void co_group_release(co_group *g, co_request *r);
+
+/* ---- request.c ---- */
+co_request *co_request_find(coordinator *co, uint64_t id);
+void co_request_insert(coordinator *co, co_request *r);
+/* A token or finish event of the request from its group. Under co->mu. */
+void co_request_on_event(coordinator *co, co_group *g, co_request *r,
+                         const Tessera__V1__TokenEvent *ev);
+/* Ends the client's call with an error status (no-op when already closed). Under co->mu. */
+void co_request_fail(coordinator *co, co_request *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Frees the request when nothing holds it any more. Under co->mu. */
+void co_request_maybe_free(coordinator *co, co_request *r);
+void co_request_destroy(co_request *r);
+
+#endif

@@ -1,0 +1,232 @@
+/*
+ * main.c — `tessera-coordinator`: the public API and the node groups' Worker service on one
+ * port (see coordinator.h for the modules and the lock).
+ *
+ * The main thread blocks SIGTERM/SIGINT before any thread starts (so gRPC's threads inherit the
+ * mask) and then waits for them with a 100 ms timeout: each timeout is the coordinator's tick
+ * (heartbeat timeouts, client deadlines, queued requests with no group). On a signal: new
+ * requests get UNAVAILABLE, running ones get up to --grace-ms to finish, then every group is sent
+ * Shutdown and the server stops (what is still running ends with UNAVAILABLE); exit 0.
+ */
+#include "coordinator/coordinator.h"
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fail(int code) {
+    fprintf(stderr, "tessera-coordinator: %s\n", ts_error_message());
+    return code;
+}
+
+/* The model's name: general.name, else the file name without ".gguf". */
+static void name_model(const ts_gguf *g, const char *path, char *out, size_t size) {
+    ts_gguf_str s;
+    if (ts_gguf_get_str(g, "general.name", &s) == TS_OK && s.len > 0) {
+        snprintf(out, size, "%.*s", (int)s.len, s.data);
+        return;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+    snprintf(out, size, "%.*s", (int)n, base);
+}
+
+static int load_model(coordinator *co, const char *path) {
+    char found[PATH_MAX];
+    if (!path) {
+        if (ts_find_data_file(TS_DEFAULT_MODEL, found, sizeof found))
+            return ts_error_wrap(TS_E_IO, "the bundled model (give one with --model)");
+        path = found;
+    }
+    ts_gguf *g = NULL;
+    int rc = ts_gguf_open(path, &g);
+    ts_llama_model m;
+    bool loaded = false;
+    if (!rc) rc = ts_llama_load(g, &m);
+    if (!rc) {
+        loaded = true;
+        rc = ts_tokenizer_from_gguf(g, &co->tok);
+    }
+    if (!rc) {
+        name_model(g, path, co->model_name, sizeof co->model_name);
+        co->vocab = ts_tokenizer_n_vocab(co->tok);
+        co->ctx_train = m.hp.n_ctx_train;
+        ts_gguf_str arch;
+        if (ts_gguf_get_str(g, "general.architecture", &arch) == TS_OK)
+            snprintf(co->architecture, sizeof co->architecture, "%.*s", (int)arch.len, arch.data);
+    }
+    if (loaded) ts_llama_free(&m);
+    ts_gguf_close(g);
+    return rc;
+}
+
+/* "HOST:PORT" of the bound server; a wildcard host becomes 127.0.0.1 for the endpoint file,
+ * which local clients dial. */
+static void endpoint(const char *listen, int port, bool dialable, char *out, size_t size) {
+    const char *colon = strrchr(listen, ':');
+    size_t hn = colon ? (size_t)(colon - listen) : strlen(listen);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)hn, listen);
+    if (dialable && (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") ||
+                     !strcmp(host, "::")))
+        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(out, size, "%s:%d", host, port);
+}
+
+static int write_endpoint_file(const char *path, const char *ep) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ts_error_set(TS_E_IO, "--endpoint-file %s: cannot write %s", path, tmp);
+    int bad = fprintf(f, "%s\n", ep) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return ts_error_set(TS_E_IO, "--endpoint-file %s: cannot write it", path);
+    }
+    return TS_OK;
+}
+
+static void tick(coordinator *co) {
+    int64_t now = ts_now_ns();
+    pthread_mutex_lock(&co->mu);
+    co_membership_tick(co, now);
+    co_api_tick(co, now);
+    co_route_queue(co, now);
+    pthread_mutex_unlock(&co->mu);
+}
+
+/* Waits up to ms for a signal in `set`, ticking every 100 ms. Returns the signal or 0. */
+static int wait_signal(coordinator *co, const sigset_t *set, int ms) {
+    int64_t end = ts_now_ns() + (int64_t)ms * 1000000;
+    do {
+        struct timespec ts = {0, 100 * 1000000L};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig > 0) return sig;
+        tick(co);
+    } while (ms < 0 || ts_now_ns() < end);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    ts_log_init("coordinator");
+    const char *listen = "0.0.0.0:50051", *model_path = NULL, *endpoint_file = NULL;
+    const char *log_level = "info";
+    int heartbeat_ms = 500, heartbeat_timeout_ms = 3000, max_queue = 1024, grace_ms = 10000;
+    ts_flag flags[] = {
+        {"listen", 0, TS_FLAG_STRING, &listen,
+         "HOST:PORT for the Inference API and the Worker service (port 0: any free port)", 0, 0},
+        {"model", 'm', TS_FLAG_STRING, &model_path,
+         "GGUF whose tokenizer and metadata the coordinator uses (default: the bundled model)", 0,
+         0},
+        {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
+         "once listening, write HOST:PORT there (atomically)", 0, 0},
+        {"heartbeat-ms", 0, TS_FLAG_INT, &heartbeat_ms, "how often groups send heartbeats", 10,
+         600000},
+        {"heartbeat-timeout-ms", 0, TS_FLAG_INT, &heartbeat_timeout_ms,
+         "a group silent this long is removed", 50, 3600000},
+        {"max-queue", 0, TS_FLAG_INT, &max_queue,
+         "requests waiting cluster-wide before RESOURCE_EXHAUSTED", 0, 1 << 24},
+        {"grace-ms", 0, TS_FLAG_INT, &grace_ms,
+         "on SIGTERM, time running requests get to finish", 0, 3600000},
+        {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
+    };
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera-coordinator [--listen HOST:PORT] [-m MODEL] [flags]", flags,
+                            (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
+    if (rc == TS_FLAGS_HELP) return 0;
+    if (rc) return fail(2);
+    ts_log_level level;
+    if (ts_log_parse_level(log_level, &level)) return fail(2);
+    ts_log_set_level(level);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    coordinator *co = calloc(1, sizeof *co);
+    if (!co) return fail(1);
+    pthread_mutex_init(&co->mu, NULL);
+    co->heartbeat_ms = heartbeat_ms;
+    co->heartbeat_timeout_ms = heartbeat_timeout_ms;
+    co->max_queue = max_queue;
+    rc = load_model(co, model_path);
+    if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
+
+    ts_rpc_server_options so;
+    ts_rpc_server_options_default(&so);
+    so.address = listen;
+    ts_rpc_server *srv = NULL;
+    ts_rpc_method generate, tokenize, list_models, health, attach;
+    co_api_methods(co, &generate, &tokenize, &list_models, &health);
+    co_membership_method(co, &attach);
+    rc = ts_rpc_server_create(&so, &srv);
+    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Generate", &generate);
+    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Tokenize", &tokenize);
+    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/ListModels", &list_models);
+    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Health", &health);
+    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Worker/Attach", &attach);
+    if (!rc) rc = ts_rpc_server_start(srv);
+    char ep[300];
+    if (!rc && endpoint_file) {
+        endpoint(listen, ts_rpc_server_port(srv), true, ep, sizeof ep);
+        rc = write_endpoint_file(endpoint_file, ep);
+    }
+    if (rc) {
+        fail(1);
+        ts_rpc_server_destroy(srv);
+        return 1;
+    }
+    endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
+    TS_INFO("tessera-coordinator: listening on %s (model %s)", ep, co->model_name);
+
+    int sig = wait_signal(co, &set, -1);
+    TS_INFO("%s: stopping (running requests get up to %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+            grace_ms);
+    pthread_mutex_lock(&co->mu);
+    co->shutting_down = true;
+    pthread_mutex_unlock(&co->mu);
+    int64_t end = ts_now_ns() + (int64_t)grace_ms * 1000000;
+    for (;;) {
+        pthread_mutex_lock(&co->mu);
+        int64_t active = co->requests_active;
+        pthread_mutex_unlock(&co->mu);
+        if (active == 0 || ts_now_ns() > end) break;
+        if (wait_signal(co, &set, 100)) break; /* a second signal: stop now */
+    }
+    pthread_mutex_lock(&co->mu);
+    co_membership_shutdown(co, "the coordinator is shutting down");
+    pthread_mutex_unlock(&co->mu);
+    /* Give the nodes a moment to read Shutdown and leave by themselves. */
+    for (int i = 0; i < 20; i++) {
+        pthread_mutex_lock(&co->mu);
+        int live = co_live_groups(co);
+        pthread_mutex_unlock(&co->mu);
+        if (live == 0) break;
+        ts_sleep_ms(50);
+    }
+    ts_rpc_server_shutdown(srv, 1000);
+    ts_rpc_server_destroy(srv);
+    /* Every call has ended: on_done freed each request and group. */
+    ts_tokenizer_destroy(co->tok);
+    pthread_mutex_destroy(&co->mu);
+    free(co);
+    TS_INFO("stopped");
+    return 0;
+}

@@ -1,0 +1,260 @@
+/*
+ * membership.c — node groups: tessera.v1.Worker/Attach.
+ *
+ * A group leader opens Attach and sends Register; the coordinator checks it (same vocabulary
+ * as the coordinator's tokenizer, a name not in use) and answers Welcome with the heartbeat
+ * period, or ends the call with FAILED_PRECONDITION / ALREADY_EXISTS and the reason. Heartbeats
+ * carry the scheduler's figures shown by Health; TokenEvents carry every step's tokens.
+ *
+ * A group ends when its stream ends (the node closed it, died, or the connection broke) or when
+ * nothing came from it for --heartbeat-timeout-ms. Its requests that have received no token yet
+ * go back to the front of the queue (another group runs them); the others end with UNAVAILABLE,
+ * since the client already holds part of an answer that another group would not continue.
+ */
+#include "coordinator/coordinator.h"
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int co_live_groups(const coordinator *co) {
+    int n = 0;
+    for (const co_group *g = co->groups; g; g = g->next) n += g->registered && !g->dead;
+    return n;
+}
+
+int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMessage *m) {
+    if (g->dead) return ts_error_set(TS_E_UNAVAILABLE, "node group %s is gone", g->name);
+    int rc = ts_rpc_call_send_pb(g->call, &m->base);
+    if (rc) {
+        char why[512];
+        snprintf(why, sizeof why, "sending to the group failed: %s", ts_error_message());
+        co_group_fail(co, g, why);
+    }
+    return rc;
+}
+
+void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id) {
+    Tessera__V1__Cancel c = TESSERA__V1__CANCEL__INIT;
+    c.request_id = request_id;
+    Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
+    m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_CANCEL;
+    m.cancel = &c;
+    co_group_send(co, g, &m);
+}
+
+void co_group_fail(coordinator *co, co_group *g, const char *why) {
+    if (g->dead) return;
+    g->dead = true;
+    if (g->registered) TS_WARN("node group %s removed: %s", g->name, why);
+    ts_rpc_call_abort(g->call, TS_RPC_UNAVAILABLE, why);
+    while (g->reqs) {
+        co_request *r = g->reqs;
+        co_group_release(g, r);
+        if (r->closed) {
+            co_request_maybe_free(co, r);
+        } else if (r->n_generated == 0 && !co->shutting_down) {
+            ts_log(TS_LOG_INFO, r->client_id, "group %s failed before any token: retrying",
+                   g->name);
+            r->avoid = g;
+            if (co_route(co, r, true))
+                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s failed (%s): %s",
+                                g->name, why, ts_error_message());
+            co_request_maybe_free(co, r);
+        } else {
+            co_request_fail(co, r, TS_RPC_UNAVAILABLE,
+                            "node group %s failed after %d tokens were streamed: %s", g->name,
+                            r->n_generated, why);
+            co_request_maybe_free(co, r);
+        }
+    }
+}
+
+static co_group *find_group(coordinator *co, const char *name) {
+    for (co_group *g = co->groups; g; g = g->next)
+        if (g->registered && !g->dead && !strcmp(g->name, name)) return g;
+    return NULL;
+}
+
+static void on_register(coordinator *co, co_group *g, const Tessera__V1__Register *r) {
+    if (!r->group_name[0]) {
+        ts_rpc_call_finish(g->call, TS_RPC_INVALID_ARGUMENT, "Register without a group_name");
+        g->dead = true;
+        return;
+    }
+    char msg[512];
+    if (find_group(co, r->group_name)) {
+        snprintf(msg, sizeof msg, "a node group named %s is already attached", r->group_name);
+        ts_rpc_call_finish(g->call, TS_RPC_ALREADY_EXISTS, msg);
+        g->dead = true;
+        return;
+    }
+    if (r->vocab_size != co->vocab || r->context_length < 2 || r->tp < 1) {
+        snprintf(msg, sizeof msg,
+                 "group %s serves %s (vocabulary %d, context %d, tp %d); this coordinator "
+                 "serves %s (vocabulary %d)",
+                 r->group_name, r->model_name, r->vocab_size, r->context_length, r->tp,
+                 co->model_name, co->vocab);
+        ts_rpc_call_finish(g->call, TS_RPC_FAILED_PRECONDITION, msg);
+        g->dead = true;
+        return;
+    }
+    snprintf(g->name, sizeof g->name, "%s", r->group_name);
+    snprintf(g->role, sizeof g->role, "%s", r->role[0] ? r->role : "mixed");
+    snprintf(g->host, sizeof g->host, "%s", r->host);
+    snprintf(g->model_name, sizeof g->model_name, "%s", r->model_name);
+    g->vocab = r->vocab_size;
+    g->ctx = r->context_length;
+    g->tp = r->tp;
+    g->kv_total = r->kv_blocks_total;
+    g->kv_free = r->kv_blocks_total;
+    g->block_size = r->block_size;
+    g->max_seqs = r->max_batch_seqs;
+    Tessera__V1__Welcome w = TESSERA__V1__WELCOME__INIT;
+    w.cluster = co->model_name;
+    w.heartbeat_ms = co->heartbeat_ms;
+    Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
+    m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_WELCOME;
+    m.welcome = &w;
+    if (ts_rpc_call_send_pb(g->call, &m.base)) {
+        g->dead = true;
+        return;
+    }
+    g->registered = true;
+    TS_INFO("node group %s attached from %s (tp %d, %d KV blocks of %d, context %d)", g->name,
+            g->peer, g->tp, g->kv_total, g->block_size, g->ctx);
+    co_route_queue(co, ts_now_ns());
+}
+
+static void on_events(coordinator *co, co_group *g, const Tessera__V1__TokenEvents *te) {
+    for (size_t i = 0; i < te->n_events && !g->dead; i++) {
+        const Tessera__V1__TokenEvent *ev = te->events[i];
+        co_request *r = co_request_find(co, ev->request_id);
+        if (r && r->group == g) co_request_on_event(co, g, r, ev);
+    }
+    co_route_queue(co, ts_now_ns());
+}
+
+static void attach_start(ts_rpc_call *call, void *arg) {
+    coordinator *co = arg;
+    co_group *g = calloc(1, sizeof *g);
+    if (!g) {
+        ts_rpc_call_finish(call, TS_RPC_RESOURCE_EXHAUSTED, "coordinator out of memory");
+        return;
+    }
+    ts_rpc_call_ref(call);
+    g->call = call;
+    snprintf(g->name, sizeof g->name, "(unregistered)");
+    snprintf(g->peer, sizeof g->peer, "%s", ts_rpc_call_peer(call));
+    ts_rpc_call_set_data(call, g);
+    pthread_mutex_lock(&co->mu);
+    g->last_seen = ts_now_ns();
+    g->next = co->groups;
+    co->groups = g;
+    pthread_mutex_unlock(&co->mu);
+}
+
+static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
+    coordinator *co = arg;
+    co_group *g = ts_rpc_call_data(call);
+    if (!g) return;
+    Tessera__V1__NodeMessage *m = tessera__v1__node_message__unpack(NULL, len, data);
+    pthread_mutex_lock(&co->mu);
+    g->last_seen = ts_now_ns();
+    if (g->dead) {
+        /* ended already: ignore the rest */
+    } else if (!m) {
+        co_group_fail(co, g, "malformed message from the node");
+    } else if (!g->registered) {
+        if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_REGISTER) {
+            if (co->shutting_down) {
+                ts_rpc_call_finish(call, TS_RPC_UNAVAILABLE, "the coordinator is shutting down");
+                g->dead = true;
+            } else {
+                on_register(co, g, m->register_);
+            }
+        } else {
+            ts_rpc_call_finish(call, TS_RPC_FAILED_PRECONDITION,
+                               "the first message on Attach must be Register");
+            g->dead = true;
+        }
+    } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT) {
+        const Tessera__V1__Heartbeat *hb = m->heartbeat;
+        g->running = hb->running;
+        g->waiting = hb->waiting;
+        g->kv_free = hb->kv_blocks_free;
+        g->kv_cached = hb->kv_blocks_cached;
+    } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
+        on_events(co, g, m->events);
+    }
+    pthread_mutex_unlock(&co->mu);
+    if (m) tessera__v1__node_message__free_unpacked(m, NULL);
+}
+
+static void attach_half_close(ts_rpc_call *call, void *arg) {
+    coordinator *co = arg;
+    co_group *g = ts_rpc_call_data(call);
+    if (!g) return;
+    pthread_mutex_lock(&co->mu);
+    co_group_fail(co, g, "the node left");
+    pthread_mutex_unlock(&co->mu);
+    ts_rpc_call_finish(call, TS_RPC_OK, NULL);
+}
+
+static void attach_done(ts_rpc_call *call, int cancelled, void *arg) {
+    coordinator *co = arg;
+    co_group *g = ts_rpc_call_data(call);
+    if (!g) return;
+    pthread_mutex_lock(&co->mu);
+    co_group_fail(co, g, cancelled ? "the connection to the node was lost" : "the stream ended");
+    for (co_group **p = &co->groups; *p; p = &(*p)->next)
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    /* Requests that tried g first must not compare against a freed pointer later. */
+    for (int b = 0; b < CO_HASH_BUCKETS; b++)
+        for (co_request *r = co->buckets[b]; r; r = r->h_next)
+            if (r->avoid == g) r->avoid = NULL;
+    co_route_queue(co, ts_now_ns());
+    pthread_mutex_unlock(&co->mu);
+    ts_rpc_call_set_data(call, NULL);
+    ts_rpc_call_unref(g->call);
+    free(g);
+}
+
+void co_membership_method(coordinator *co, ts_rpc_method *attach) {
+    *attach = (ts_rpc_method){.kind = TS_RPC_BIDI_STREAM,
+                              .on_start = attach_start,
+                              .on_message = attach_message,
+                              .on_half_close = attach_half_close,
+                              .on_done = attach_done,
+                              .arg = co};
+}
+
+void co_membership_tick(coordinator *co, int64_t now) {
+    for (co_group *g = co->groups; g; g = g->next) {
+        if (g->dead) continue;
+        int64_t quiet_ms = (now - g->last_seen) / 1000000;
+        if (quiet_ms > co->heartbeat_timeout_ms) {
+            char why[128];
+            snprintf(why, sizeof why, "no heartbeat for %lld ms (--heartbeat-timeout-ms %d)",
+                     (long long)quiet_ms, co->heartbeat_timeout_ms);
+            co_group_fail(co, g, why);
+        }
+    }
+}
+
+void co_membership_shutdown(coordinator *co, const char *reason) {
+    Tessera__V1__Shutdown s = TESSERA__V1__SHUTDOWN__INIT;
+    s.reason = (char *)reason;
+    Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
+    m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_SHUTDOWN;
+    m.shutdown = &s;
+    for (co_group *g = co->groups; g; g = g->next)
+        if (g->registered && !g->dead) ts_rpc_call_send_pb(g->call, &m.base);
+}

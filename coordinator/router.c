@@ -1,0 +1,156 @@
+/*
+ * router.c — which node group runs a request, and the cluster-wide wait queue.
+ *
+ * A group can take a request when it is registered and healthy, the prompt fits its context, and
+ * it runs fewer requests than its max_batch_seqs ("room": more would only wait in the node's own
+ * queue, where no other group could pick them up). Among those the group with the fewest
+ * outstanding tokens (prompt tokens not yet processed + tokens still to generate, an estimate of
+ * the work ahead of a new request) wins; a group the request just failed on is taken only when no
+ * other fits. When no group has room the request waits here, in arrival order (retried requests
+ * in front); more than --max-queue waiting gives RESOURCE_EXHAUSTED.
+ */
+#include "coordinator/coordinator.h"
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdlib.h>
+
+static int64_t work_of(const co_request *r) {
+    return (int64_t)r->n_prompt + r->max_tokens - r->n_generated;
+}
+
+static bool has_room(const co_group *g, const co_request *r) {
+    int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
+    return g->registered && !g->dead && g->n_active < max_seqs && r->n_prompt < g->ctx;
+}
+
+static co_group *pick(coordinator *co, const co_request *r) {
+    co_group *best = NULL;
+    for (int pass = 0; pass < 2 && !best; pass++)
+        for (co_group *g = co->groups; g; g = g->next) {
+            if (!has_room(g, r) || (pass == 0 && g == r->avoid)) continue;
+            if (!best || g->outstanding < best->outstanding ||
+                (g->outstanding == best->outstanding && g->n_active < best->n_active))
+                best = g;
+        }
+    return best;
+}
+
+static void queue_push(coordinator *co, co_request *r, bool front) {
+    r->queued = true;
+    r->t_queued = ts_now_ns();
+    if (front) {
+        r->q_prev = NULL;
+        r->q_next = co->q_head;
+        if (co->q_head) co->q_head->q_prev = r;
+        else co->q_tail = r;
+        co->q_head = r;
+    } else {
+        r->q_next = NULL;
+        r->q_prev = co->q_tail;
+        if (co->q_tail) co->q_tail->q_next = r;
+        else co->q_head = r;
+        co->q_tail = r;
+    }
+    co->n_queued++;
+}
+
+void co_queue_remove(coordinator *co, co_request *r) {
+    if (!r->queued) return;
+    if (r->q_prev) r->q_prev->q_next = r->q_next;
+    else co->q_head = r->q_next;
+    if (r->q_next) r->q_next->q_prev = r->q_prev;
+    else co->q_tail = r->q_prev;
+    r->q_prev = r->q_next = NULL;
+    r->queued = false;
+    co->n_queued--;
+}
+
+void co_group_release(co_group *g, co_request *r) {
+    if (r->group != g) return;
+    if (r->g_prev) r->g_prev->g_next = r->g_next;
+    else g->reqs = r->g_next;
+    if (r->g_next) r->g_next->g_prev = r->g_prev;
+    r->g_prev = r->g_next = NULL;
+    g->n_active--;
+    g->outstanding -= work_of(r);
+    if (g->outstanding < 0 || g->n_active == 0) g->outstanding = 0;
+    r->group = NULL;
+}
+
+/* Sends the Submit; on failure the group has been ended (and r is not on it). */
+static int submit_to(coordinator *co, co_group *g, co_request *r) {
+    Tessera__V1__Submit s = TESSERA__V1__SUBMIT__INIT;
+    Tessera__V1__SamplingParams sp = r->sampling;
+    s.request_id = r->id;
+    s.n_prompt_ids = (size_t)r->n_prompt;
+    s.prompt_ids = r->prompt;
+    s.max_tokens = r->max_tokens;
+    s.sampling = &sp;
+    s.logprobs = r->logprobs;
+    s.priority = r->priority;
+    int32_t eos = ts_tokenizer_eos(co->tok);
+    if (!r->ignore_eos && eos >= 0) {
+        s.n_stop_ids = 1;
+        s.stop_ids = &eos;
+    }
+    Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
+    m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_SUBMIT;
+    m.submit = &s;
+    /* Attach first: if the send fails, co_group_fail finds it and queues it again. */
+    r->group = g;
+    r->g_prev = NULL;
+    r->g_next = g->reqs;
+    if (g->reqs) g->reqs->g_prev = r;
+    g->reqs = r;
+    g->n_active++;
+    g->outstanding += work_of(r);
+    r->attempts++;
+    r->t_dispatch = ts_now_ns();
+    return co_group_send(co, g, &m);
+}
+
+int co_route(coordinator *co, co_request *r, bool front) {
+    co_group *g = pick(co, r);
+    if (g) {
+        ts_log(TS_LOG_DEBUG, r->client_id, "to group %s (%d active, %lld outstanding tokens)",
+               g->name, g->n_active, (long long)g->outstanding);
+        submit_to(co, g, r); /* a failed send ended g and queued r again */
+        return TS_OK;
+    }
+    if (co_live_groups(co) == 0)
+        return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
+    if (!front && co->n_queued >= co->max_queue)
+        return ts_error_set(TS_E_EXHAUSTED, "%d requests are waiting (--max-queue %d); retry later",
+                            co->n_queued, co->max_queue);
+    queue_push(co, r, front);
+    return TS_OK;
+}
+
+void co_route_queue(coordinator *co, int64_t now) {
+    int live = co_live_groups(co);
+    co_request *r = co->q_head;
+    while (r) {
+        co_request *next = r->q_next;
+        if (live == 0) {
+            if (now - r->t_queued > (int64_t)co->heartbeat_timeout_ms * 1000000) {
+                co_queue_remove(co, r);
+                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "no node group is serving");
+                co_request_maybe_free(co, r);
+            }
+        } else {
+            co_group *g = pick(co, r);
+            if (!g) {
+                r = next;
+                continue; /* keep arrival order for this one; smaller ones may still fit */
+            }
+            co_queue_remove(co, r);
+            submit_to(co, g, r);
+            next = co->q_head; /* a failed send may have reshaped the queue */
+            if (next == r) break;
+        }
+        r = next;
+    }
+}

@@ -1,0 +1,95 @@
+/*
+ * node_main.c — `tessera-node`: one rank of a serving node group.
+ *
+ * Run alone it is a group of one; under `mpirun -np N tessera-node --tp T` the world splits into
+ * N/T groups. Each group's leader (rank 0) attaches to the coordinator and serves
+ * (node/worker.h); the other ranks follow the leader's step plans. The runtime (and MPI) is
+ * opened before any gRPC thread starts (NOTES.md). SIGTERM/SIGINT: the leader finishes or fails
+ * its requests and exits 0; closing the runtime releases the followers.
+ */
+#include "common/error.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "node/runtime.h"
+#include "node/worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int fail(int code) {
+    fprintf(stderr, "tessera-node: %s\n", ts_error_message());
+    return code;
+}
+
+int main(int argc, char **argv) {
+    ts_runtime_options ro;
+    ts_runtime_options_default(&ro);
+    ts_worker_options wo = {.role = "mixed", .connect_timeout_ms = 60000, .drain_ms = 10000};
+    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 8];
+    int n = ts_runtime_flags(&ro, flags);
+    flags[n++] = (ts_flag){"coordinator", 0, TS_FLAG_STRING, &wo.coordinator,
+                           "coordinator HOST:PORT (default: env TESSERA_COORDINATOR)", 0, 0};
+    flags[n++] = (ts_flag){"coordinator-file", 0, TS_FLAG_STRING, &wo.coordinator_file,
+                           "file holding the coordinator's HOST:PORT (waited for)", 0, 0};
+    flags[n++] = (ts_flag){"connect-timeout-ms", 0, TS_FLAG_INT, &wo.connect_timeout_ms,
+                           "how long to try to reach the coordinator", 1, 86400000};
+    flags[n++] = (ts_flag){"name", 0, TS_FLAG_STRING, &wo.name,
+                           "group name (default HOST-PID, with -gK for several groups)", 0, 0};
+    flags[n++] = (ts_flag){"role", 0, TS_FLAG_STRING, &wo.role, "mixed, prefill or decode", 0, 0};
+    flags[n++] = (ts_flag){"drain-ms", 0, TS_FLAG_INT, &wo.drain_ms,
+                           "on SIGTERM, time running requests get to finish", 0, 86400000};
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera-node [-m MODEL] --coordinator HOST:PORT [flags]", flags, n,
+                            argc, argv, 1, &res);
+    if (rc == TS_FLAGS_HELP) return 0;
+    if (rc) return fail(2);
+    if (!wo.coordinator && !wo.coordinator_file) {
+        const char *env = getenv("TESSERA_COORDINATOR");
+        if (env && env[0]) wo.coordinator = env;
+    }
+    if (!wo.coordinator && !wo.coordinator_file) {
+        ts_error_set(TS_E_INVALID, "no coordinator: give --coordinator HOST:PORT, "
+                                   "--coordinator-file PATH or TESSERA_COORDINATOR");
+        return fail(2);
+    }
+    if (strcmp(wo.role, "mixed") && strcmp(wo.role, "prefill") && strcmp(wo.role, "decode")) {
+        ts_error_set(TS_E_INVALID, "--role: expected mixed, prefill or decode, got '%s'",
+                     wo.role);
+        return fail(2);
+    }
+    wo.comm_timeout_ms = ro.comm_timeout_ms;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    ts_runtime *rt = NULL;
+    rc = ts_runtime_open(&ro, &rt);
+    if (rc) return fail(rc == TS_E_INVALID || rc == TS_E_IO ? 2 : 1);
+    char component[64];
+    snprintf(component, sizeof component, "node r%d", ts_runtime_comm(rt)->rank);
+    ts_log_init(component);
+    if (!ts_runtime_is_leader(rt)) {
+        rc = ts_runtime_follow(rt);
+        if (rc) fail(1);
+        ts_runtime_close(rt);
+        return rc ? 1 : 0;
+    }
+    rc = ts_worker_run(rt, &wo, &g_stop);
+    if (rc) fail(1);
+    int close_rc = ts_runtime_close(rt);
+    if (!rc && close_rc) rc = fail(1);
+    return rc ? 1 : 0;
+}

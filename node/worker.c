@@ -1,0 +1,622 @@
+/*
+ * worker.c — see worker.h. The engine thread owns the scheduler; the receiver thread owns nothing
+ * but the inbox it fills. Lock: w->mu guards the inbox only and is never held across I/O or an
+ * engine step.
+ */
+#include "node/worker.h"
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "rpc/rpc_client.h"
+#include "tessera/v1/worker.pb-c.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ATTACH_METHOD "/tessera.v1.Worker/Attach"
+/* The keep-alive request of an idle TP group; the coordinator's ids never reach it. */
+#define KEEPALIVE_ID UINT64_MAX
+
+typedef struct pending_event {
+    ts_sched_event ev;
+    char *error; /* FINISH_REASON_ERROR text (owned) or NULL */
+} pending_event;
+
+typedef struct worker {
+    ts_runtime *rt;
+    ts_sched *sched;
+    const ts_worker_options *o;
+    volatile sig_atomic_t *stop;
+    char name[256];
+    char host[128];
+    int heartbeat_ms;
+
+    ts_rpc_channel *ch;
+    ts_rpc_stream *stream;
+    pthread_t rx;
+    bool rx_running;
+    atomic_int rx_stop;
+
+    pthread_mutex_t mu; /* guards the inbox below */
+    pthread_cond_t cv;
+    Tessera__V1__CoordinatorMessage **inbox;
+    size_t n_inbox, cap_inbox;
+    bool broken;
+    char broken_msg[512];
+
+    pending_event *events; /* produced by the current step */
+    size_t n_events, cap_events;
+    bool draining;
+} worker;
+
+/* ---- the inbox (receiver thread → engine thread) --------------------------------------- */
+
+static void inbox_push(worker *w, Tessera__V1__CoordinatorMessage *m, const char *broken) {
+    pthread_mutex_lock(&w->mu);
+    if (m) {
+        if (w->n_inbox == w->cap_inbox) {
+            size_t cap = w->cap_inbox ? w->cap_inbox * 2 : 64;
+            void *p = realloc(w->inbox, cap * sizeof *w->inbox);
+            if (!p) {
+                tessera__v1__coordinator_message__free_unpacked(m, NULL);
+                m = NULL;
+                broken = "out of memory queueing a coordinator message";
+            } else {
+                w->inbox = p;
+                w->cap_inbox = cap;
+            }
+        }
+        if (m) w->inbox[w->n_inbox++] = m;
+    }
+    if (broken && !w->broken) {
+        w->broken = true;
+        snprintf(w->broken_msg, sizeof w->broken_msg, "%s", broken);
+    }
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *rx_main(void *arg) {
+    worker *w = arg;
+    ts_buf buf = {0};
+    while (!atomic_load(&w->rx_stop)) {
+        int rc = ts_rpc_stream_recv(w->stream, &buf, 200);
+        if (rc == TS_E_TIMEOUT) continue;
+        if (rc == 1) {
+            Tessera__V1__CoordinatorMessage *m = tessera__v1__coordinator_message__unpack(
+                NULL, buf.len, (const uint8_t *)buf.data);
+            if (!m) {
+                inbox_push(w, NULL, "malformed message from the coordinator");
+                ts_rpc_stream_cancel(w->stream);
+                break;
+            }
+            inbox_push(w, m, NULL);
+            continue;
+        }
+        rc = ts_rpc_stream_finish(w->stream, 1000);
+        inbox_push(w, NULL, rc ? ts_error_message() : "the coordinator closed the stream");
+        break;
+    }
+    ts_buf_free(&buf);
+    return NULL;
+}
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+static void add_event(worker *w, const ts_sched_event *ev, const char *error) {
+    if (ev->request_id == KEEPALIVE_ID) return;
+    if (w->n_events == w->cap_events) {
+        size_t cap = w->cap_events ? w->cap_events * 2 : 256;
+        void *p = realloc(w->events, cap * sizeof *w->events);
+        if (!p) {
+            TS_ERROR("out of memory: dropping an event of request %llu",
+                     (unsigned long long)ev->request_id);
+            return;
+        }
+        w->events = p;
+        w->cap_events = cap;
+    }
+    pending_event *pe = &w->events[w->n_events++];
+    pe->ev = *ev;
+    pe->error = error ? strdup(error) : NULL;
+}
+
+static void on_sched_event(void *user, const ts_sched_event *ev) {
+    worker *w = user;
+    add_event(w, ev, ev->finish == TS_FINISH_ERROR ? "the node group failed" : NULL);
+}
+
+static void fail_request(worker *w, uint64_t id, int32_t n_prompt, const char *why) {
+    ts_sched_event ev = {.request_id = id, .token = -1, .finish = TS_FINISH_ERROR,
+                         .n_prompt = n_prompt};
+    add_event(w, &ev, why);
+}
+
+/* Sends without waiting: a full queue means the coordinator stopped reading, which is handled
+ * like a broken stream (the receiver thread reports the end). */
+static void send_or_break(worker *w, const ProtobufCMessage *msg) {
+    if (!w->stream) return;
+    int rc = ts_rpc_stream_send_pb(w->stream, msg, 0);
+    if (rc) {
+        TS_WARN("sending to the coordinator failed (%s): dropping the connection",
+                ts_error_message());
+        ts_rpc_stream_cancel(w->stream);
+    }
+}
+
+static void clear_events(worker *w) {
+    for (size_t i = 0; i < w->n_events; i++) free(w->events[i].error);
+    w->n_events = 0;
+}
+
+static void flush_events(worker *w) {
+    if (w->n_events == 0) return;
+    Tessera__V1__TokenEvent *evs = calloc(w->n_events, sizeof *evs);
+    Tessera__V1__TokenEvent **ptrs = calloc(w->n_events, sizeof *ptrs);
+    if (!evs || !ptrs) {
+        TS_ERROR("out of memory sending %zu events: dropping the connection", w->n_events);
+        if (w->stream) ts_rpc_stream_cancel(w->stream);
+    } else {
+        for (size_t i = 0; i < w->n_events; i++) {
+            const pending_event *pe = &w->events[i];
+            tessera__v1__token_event__init(&evs[i]);
+            evs[i].request_id = pe->ev.request_id;
+            evs[i].token = pe->ev.token;
+            evs[i].logprob = pe->ev.logprob;
+            evs[i].finish_reason = (Tessera__V1__FinishReason)pe->ev.finish;
+            evs[i].prompt_tokens = pe->ev.n_prompt;
+            evs[i].cached_prompt_tokens = pe->ev.n_cached;
+            if (pe->error) evs[i].error = pe->error;
+            ptrs[i] = &evs[i];
+        }
+        Tessera__V1__TokenEvents te = TESSERA__V1__TOKEN_EVENTS__INIT;
+        te.n_events = w->n_events;
+        te.events = ptrs;
+        Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
+        nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_EVENTS;
+        nm.events = &te;
+        send_or_break(w, &nm.base);
+    }
+    free(evs);
+    free(ptrs);
+    clear_events(w);
+}
+
+static void send_heartbeat(worker *w) {
+    ts_sched_stats st;
+    ts_sched_get_stats(w->sched, &st);
+    Tessera__V1__Heartbeat hb = TESSERA__V1__HEARTBEAT__INIT;
+    hb.running = st.n_running;
+    hb.waiting = st.n_waiting;
+    hb.kv_blocks_free = st.blocks_free;
+    hb.kv_blocks_cached = st.blocks_cached;
+    hb.steps = st.steps;
+    hb.prefill_tokens = st.prefill_tokens;
+    hb.decode_tokens = st.decode_tokens;
+    Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
+    nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
+    nm.heartbeat = &hb;
+    send_or_break(w, &nm.base);
+}
+
+/* ---- requests from the coordinator -------------------------------------------------------- */
+
+/* Submit fields → scheduler parameters. Zero sampling values mean "off" (inference.proto). */
+static int submit_params(const Tessera__V1__Submit *m, ts_request_params *p) {
+    *p = ts_request_params_default();
+    if (m->max_tokens < 1)
+        return ts_error_set(TS_E_INVALID, "max_tokens must be at least 1, got %d", m->max_tokens);
+    p->max_tokens = m->max_tokens;
+    const Tessera__V1__SamplingParams *s = m->sampling;
+    if (s) {
+        p->temperature = s->temperature;
+        p->top_k = s->top_k;
+        p->top_p = s->top_p == 0.0f ? 1.0f : s->top_p;
+        p->min_p = s->min_p;
+        p->repetition_penalty = s->repetition_penalty == 0.0f ? 1.0f : s->repetition_penalty;
+        if (s->repetition_last_n) p->repetition_last_n = s->repetition_last_n;
+        p->seed = s->seed;
+        if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
+            !(p->min_p >= 0.0f && p->min_p <= 1.0f) || !(p->repetition_penalty > 0.0f) ||
+            p->repetition_last_n < 0)
+            return ts_error_set(TS_E_INVALID, "bad sampling parameters");
+    }
+    p->logprobs = m->logprobs;
+    p->priority = m->priority;
+    if (m->n_stop_ids > TS_MAX_STOP_IDS)
+        return ts_error_set(TS_E_INVALID, "%zu stop ids (at most %d)", m->n_stop_ids,
+                            TS_MAX_STOP_IDS);
+    for (size_t i = 0; i < m->n_stop_ids; i++) p->stop_ids[i] = m->stop_ids[i];
+    p->n_stop_ids = (int32_t)m->n_stop_ids;
+    return TS_OK;
+}
+
+static void handle_submit(worker *w, const Tessera__V1__Submit *m) {
+    int32_t n_prompt = m->n_prompt_ids > INT32_MAX ? INT32_MAX : (int32_t)m->n_prompt_ids;
+    if (m->request_id == KEEPALIVE_ID) {
+        fail_request(w, m->request_id, n_prompt, "request id reserved");
+        return;
+    }
+    if (w->draining) {
+        char why[300];
+        snprintf(why, sizeof why, "node group %s is shutting down", w->name);
+        fail_request(w, m->request_id, n_prompt, why);
+        return;
+    }
+    ts_request_params p;
+    int rc = submit_params(m, &p);
+    if (!rc) rc = ts_sched_submit(w->sched, m->request_id, m->prompt_ids, n_prompt, &p);
+    if (rc) {
+        TS_DEBUG("request %llu refused: %s", (unsigned long long)m->request_id,
+                 ts_error_message());
+        fail_request(w, m->request_id, n_prompt, ts_error_message());
+    }
+}
+
+/* Returns 1 when the coordinator asked the node to shut down. */
+static int handle_inbox(worker *w, Tessera__V1__CoordinatorMessage **msgs, size_t n) {
+    int shutdown = 0;
+    for (size_t i = 0; i < n; i++) {
+        Tessera__V1__CoordinatorMessage *m = msgs[i];
+        switch (m->msg_case) {
+        case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SUBMIT:
+            handle_submit(w, m->submit);
+            break;
+        case TESSERA__V1__COORDINATOR_MESSAGE__MSG_CANCEL:
+            /* Not found is fine: the request finished while the Cancel was on its way. */
+            if (m->cancel->request_id != KEEPALIVE_ID)
+                ts_sched_cancel(w->sched, m->cancel->request_id, on_sched_event, w);
+            break;
+        case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SHUTDOWN:
+            TS_INFO("the coordinator asked to shut down: %s", m->shutdown->reason);
+            shutdown = 1;
+            break;
+        default:
+            break; /* a second Welcome or an unknown message: nothing to do */
+        }
+        tessera__v1__coordinator_message__free_unpacked(m, NULL);
+    }
+    return shutdown;
+}
+
+/* ---- the connection ------------------------------------------------------------------------ */
+
+static void disconnect(worker *w) {
+    if (w->stream) ts_rpc_stream_cancel(w->stream);
+    if (w->rx_running) {
+        atomic_store(&w->rx_stop, 1);
+        pthread_join(w->rx, NULL);
+        w->rx_running = false;
+    }
+    ts_rpc_stream_destroy(w->stream);
+    w->stream = NULL;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < w->n_inbox; i++)
+        tessera__v1__coordinator_message__free_unpacked(w->inbox[i], NULL);
+    w->n_inbox = 0;
+    w->broken = false;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* A fingerprint of the exact weights: tensor names, shapes, types and the first bytes of each. */
+static void fingerprint(const ts_gguf *g, char *out, size_t size) {
+    uint64_t h = 1469598103934665603ULL;
+#define FNV(byte) (h = (h ^ (uint8_t)(byte)) * 1099511628211ULL)
+    for (size_t i = 0; i < ts_gguf_n_tensors(g); i++) {
+        const ts_gguf_tensor *t = ts_gguf_tensor_at(g, i);
+        for (const char *c = t->name_z; *c; c++) FNV(*c);
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            for (int b = 0; b < 8; b++) FNV((uint64_t)t->dims[d] >> (8 * b));
+        FNV(t->type);
+        const uint8_t *data = t->data;
+        for (size_t b = 0; b < t->n_bytes && b < 64; b++) FNV(data[b]);
+    }
+#undef FNV
+    snprintf(out, size, "%016llx-%zu", (unsigned long long)h, ts_gguf_file_size(g));
+}
+
+static void model_name(const ts_runtime *rt, char *out, size_t size) {
+    ts_gguf_str s;
+    if (ts_gguf_get_str(ts_runtime_gguf(rt), "general.name", &s) == TS_OK && s.len > 0) {
+        snprintf(out, size, "%.*s", (int)s.len, s.data);
+        return;
+    }
+    const char *path = ts_runtime_model_path(rt);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+    snprintf(out, size, "%.*s", (int)n, base);
+}
+
+static int send_register(worker *w) {
+    ts_engine *e = ts_runtime_engine(w->rt);
+    const ts_engine_options *eo = ts_engine_options_get(e);
+    char name[256], fp[64];
+    model_name(w->rt, name, sizeof name);
+    fingerprint(ts_runtime_gguf(w->rt), fp, sizeof fp);
+    Tessera__V1__Register r = TESSERA__V1__REGISTER__INIT;
+    r.group_name = w->name;
+    r.role = (char *)w->o->role;
+    r.model_name = name;
+    r.vocab_size = ts_engine_hparams(e)->n_vocab;
+    r.context_length = eo->max_ctx;
+    r.tp = ts_runtime_comm(w->rt)->size;
+    r.kv_blocks_total = ts_engine_n_blocks(e);
+    r.block_size = eo->block_size;
+    r.max_batch_seqs = eo->max_batch_seqs;
+    r.host = w->host;
+    r.model_fingerprint = fp;
+    Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
+    nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_REGISTER;
+    nm.register_ = &r;
+    return ts_rpc_stream_send_pb(w->stream, &nm.base, 5000);
+}
+
+/* Reads "host:port" from the coordinator file, waiting for it until the deadline. */
+static int read_endpoint_file(const char *path, int64_t deadline, char *out, size_t size) {
+    for (;;) {
+        ts_buf b = {0};
+        if (ts_buf_read_file(&b, path) == TS_OK && b.len > 0) {
+            size_t n = strcspn(b.data, "\r\n \t");
+            snprintf(out, size, "%.*s", (int)n, b.data);
+            ts_buf_free(&b);
+            if (n > 0) return TS_OK;
+        }
+        ts_buf_free(&b);
+        if (ts_now_ns() > deadline)
+            return ts_error_set(TS_E_UNAVAILABLE, "--coordinator-file %s: no endpoint appeared",
+                                path);
+        ts_sleep_ms(100);
+    }
+}
+
+/* Dials, registers, waits for Welcome; retries until the deadline. A refusal (the coordinator
+ * answered the Register with an error other than UNAVAILABLE) is not retried. */
+static int connect_coordinator(worker *w, int64_t deadline) {
+    char target[512];
+    int rc = TS_OK;
+    if (w->o->coordinator) snprintf(target, sizeof target, "%s", w->o->coordinator);
+    else rc = read_endpoint_file(w->o->coordinator_file, deadline, target, sizeof target);
+    if (rc) return rc;
+    if (!w->ch) {
+        rc = ts_rpc_channel_create(target, NULL, &w->ch);
+        if (rc) return ts_error_wrap(rc, "--coordinator %s", target);
+    }
+    ts_buf buf = {0};
+    char last[512] = "no answer";
+    for (int attempt = 0;; attempt++) {
+        if (*w->stop) {
+            rc = ts_error_set(TS_E_CANCELLED, "stopped while connecting");
+            break;
+        }
+        atomic_store(&w->rx_stop, 0);
+        rc = ts_rpc_stream_open(w->ch, ATTACH_METHOD, 0, &w->stream);
+        if (rc) break;
+        rc = send_register(w);
+        int got = rc ? rc : ts_rpc_stream_recv(w->stream, &buf, 5000);
+        if (got == 1) {
+            Tessera__V1__CoordinatorMessage *m = tessera__v1__coordinator_message__unpack(
+                NULL, buf.len, (const uint8_t *)buf.data);
+            if (m && m->msg_case == TESSERA__V1__COORDINATOR_MESSAGE__MSG_WELCOME) {
+                w->heartbeat_ms = m->welcome->heartbeat_ms > 0 ? m->welcome->heartbeat_ms : 500;
+                tessera__v1__coordinator_message__free_unpacked(m, NULL);
+                if (pthread_create(&w->rx, NULL, rx_main, w) != 0) {
+                    rc = ts_error_set(TS_E_INTERNAL, "cannot start the receiver thread");
+                    break;
+                }
+                w->rx_running = true;
+                TS_INFO("attached to the coordinator at %s as group %s", target, w->name);
+                rc = TS_OK;
+                break;
+            }
+            if (m) tessera__v1__coordinator_message__free_unpacked(m, NULL);
+            snprintf(last, sizeof last, "the coordinator did not answer Register with Welcome");
+            ts_rpc_stream_cancel(w->stream);
+        } else if (got == 0 || got == TS_E_CANCELLED) {
+            rc = ts_rpc_stream_finish(w->stream, 1000);
+            snprintf(last, sizeof last, "%s", ts_error_message());
+            if (rc && rc != TS_E_UNAVAILABLE && rc != TS_E_CANCELLED && rc != TS_E_TIMEOUT) {
+                ts_error_set(rc, "the coordinator at %s refused group %s: %s", target, w->name,
+                             last);
+                break; /* refused: retrying would not help */
+            }
+        } else {
+            snprintf(last, sizeof last, "%s", ts_error_message());
+        }
+        ts_rpc_stream_destroy(w->stream);
+        w->stream = NULL;
+        if (ts_now_ns() > deadline) {
+            rc = ts_error_set(TS_E_UNAVAILABLE, "cannot reach the coordinator at %s: %s", target,
+                              last);
+            break;
+        }
+        if (attempt == 0) TS_INFO("waiting for the coordinator at %s (%s)", target, last);
+        ts_sleep_ms(200);
+    }
+    ts_buf_free(&buf);
+    if (rc && w->stream) {
+        ts_rpc_stream_destroy(w->stream);
+        w->stream = NULL;
+    }
+    return rc;
+}
+
+/* ---- the engine loop ------------------------------------------------------------------------- */
+
+static int connect_timeout_ms(const worker *w) {
+    return w->o->connect_timeout_ms > 0 ? w->o->connect_timeout_ms : 60000;
+}
+
+static void keepalive_step(worker *w) {
+    ts_request_params p = ts_request_params_default();
+    p.max_tokens = 1;
+    int32_t token = 0;
+    if (ts_sched_submit(w->sched, KEEPALIVE_ID, &token, 1, &p) == TS_OK)
+        TS_DEBUG("keep-alive step for the group's followers");
+}
+
+/* Ends the run: every request left is finished with `reason` and the stream closed. */
+static void finish_run(worker *w, ts_finish_reason reason) {
+    ts_sched_abort_all(w->sched, reason, on_sched_event, w);
+    flush_events(w);
+    if (w->stream) {
+        ts_rpc_stream_close_send(w->stream);
+        /* Let the coordinator read what is queued (it ends the call on our half-close). */
+        int64_t end = ts_now_ns() + 2000 * 1000000LL;
+        while (w->rx_running && ts_now_ns() < end) {
+            pthread_mutex_lock(&w->mu);
+            bool done = w->broken;
+            pthread_mutex_unlock(&w->mu);
+            if (done) break;
+            ts_sleep_ms(20);
+        }
+    }
+    disconnect(w);
+}
+
+static int engine_loop(worker *w) {
+    int64_t next_heartbeat = 0, last_step = ts_now_ns(), drain_end = 0;
+    ts_comm *comm = ts_runtime_comm(w->rt);
+    int64_t keepalive_ns = (int64_t)(w->o->comm_timeout_ms > 0 ? w->o->comm_timeout_ms : 60000) *
+                           1000000LL / 4;
+    Tessera__V1__CoordinatorMessage **batch = NULL;
+    size_t cap_batch = 0;
+    int rc = TS_OK;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        if (w->n_inbox == 0 && !w->broken && !ts_sched_has_work(w->sched) && !*w->stop) {
+            int64_t wait_ns = next_heartbeat - ts_now_ns();
+            if (wait_ns > 50000000LL) wait_ns = 50000000LL;
+            if (wait_ns > 0) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += wait_ns;
+                ts.tv_sec += ts.tv_nsec / 1000000000L;
+                ts.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+            }
+        }
+        size_t n = w->n_inbox;
+        if (n > cap_batch) {
+            void *p = realloc(batch, n * sizeof *batch);
+            if (p) {
+                batch = p;
+                cap_batch = n;
+            } else {
+                n = cap_batch;
+            }
+        }
+        memcpy(batch, w->inbox, n * sizeof *batch);
+        memmove(w->inbox, w->inbox + n, (w->n_inbox - n) * sizeof *batch);
+        w->n_inbox -= n;
+        bool broken = w->broken && w->n_inbox == 0;
+        char why[512];
+        snprintf(why, sizeof why, "%s", w->broken_msg);
+        pthread_mutex_unlock(&w->mu);
+
+        if (handle_inbox(w, batch, n)) {
+            finish_run(w, TS_FINISH_CANCELLED);
+            break;
+        }
+        if (broken) {
+            /* The coordinator fails or retries these requests itself: free their blocks now. */
+            ts_sched_abort_all(w->sched, TS_FINISH_ERROR, on_sched_event, w);
+            clear_events(w);
+            disconnect(w);
+            if (*w->stop) break;
+            TS_WARN("lost the coordinator (%s); reconnecting for up to %d ms", why,
+                    connect_timeout_ms(w));
+            rc = connect_coordinator(w, ts_now_ns() + (int64_t)connect_timeout_ms(w) * 1000000);
+            if (rc) {
+                if (rc == TS_E_CANCELLED) rc = TS_OK; /* stopped by a signal meanwhile */
+                break;
+            }
+            next_heartbeat = 0;
+            continue;
+        }
+        if (*w->stop && !w->draining) {
+            w->draining = true;
+            drain_end = ts_now_ns() + (int64_t)(w->o->drain_ms > 0 ? w->o->drain_ms : 10000) *
+                                          1000000LL;
+            TS_INFO("stopping: finishing running requests (up to %d ms)",
+                    w->o->drain_ms > 0 ? w->o->drain_ms : 10000);
+        }
+        if (w->draining && (!ts_sched_has_work(w->sched) || ts_now_ns() > drain_end)) {
+            finish_run(w, TS_FINISH_ERROR);
+            break;
+        }
+        if (ts_sched_has_work(w->sched)) {
+            rc = ts_sched_step(w->sched, on_sched_event, w);
+            last_step = ts_now_ns();
+            if (rc) {
+                ts_error_wrap(rc, "engine step");
+                TS_ERROR("%s: the group cannot continue", ts_error_message());
+                flush_events(w);
+                disconnect(w);
+                break;
+            }
+        } else if (comm->size > 1 && ts_now_ns() - last_step > keepalive_ns) {
+            keepalive_step(w);
+            last_step = ts_now_ns();
+        }
+        flush_events(w);
+        if (ts_now_ns() >= next_heartbeat) {
+            send_heartbeat(w);
+            next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
+        }
+    }
+    free(batch);
+    return rc;
+}
+
+static void default_name(worker *w) {
+    if (w->o->name && w->o->name[0]) {
+        snprintf(w->name, sizeof w->name, "%s", w->o->name);
+        return;
+    }
+    snprintf(w->name, sizeof w->name, "%s-%d", w->host, (int)getpid());
+    ts_comm *comm = ts_runtime_comm(w->rt);
+    if (ts_mpi_launched() && comm->size > 0 && ts_mpi_world_size() > comm->size) {
+        size_t len = strlen(w->name);
+        snprintf(w->name + len, sizeof w->name - len, "-g%d", ts_mpi_world_rank() / comm->size);
+    }
+}
+
+int ts_worker_run(ts_runtime *rt, const ts_worker_options *o, volatile sig_atomic_t *stop) {
+    if (!ts_runtime_is_leader(rt))
+        return ts_error_set(TS_E_INVALID, "ts_worker_run: not the group leader");
+    if (!o->coordinator && !o->coordinator_file)
+        return ts_error_set(TS_E_INVALID, "no coordinator: give --coordinator HOST:PORT, "
+                                          "--coordinator-file PATH or TESSERA_COORDINATOR");
+    worker *w = calloc(1, sizeof *w);
+    if (!w) return ts_error_set(TS_E_NOMEM, "out of memory");
+    w->rt = rt;
+    w->sched = ts_runtime_scheduler(rt);
+    w->o = o;
+    w->stop = stop;
+    if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "node");
+    w->host[sizeof w->host - 1] = '\0';
+    default_name(w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    int rc = connect_coordinator(w, ts_now_ns() + (int64_t)connect_timeout_ms(w) * 1000000);
+    if (rc == TS_E_CANCELLED && *stop) rc = TS_OK;
+    else if (!rc) rc = engine_loop(w);
+    disconnect(w);
+    ts_rpc_channel_destroy(w->ch);
+    clear_events(w);
+    free(w->events);
+    free(w->inbox);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    return rc;
+}
