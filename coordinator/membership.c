@@ -200,7 +200,7 @@ static void attach_half_close(ts_rpc_call *call, void *arg) {
     co_group *g = ts_rpc_call_data(call);
     if (!g) return;
     pthread_mutex_lock(&co->mu);
-    co_group_fail(co, g, "the node left");
+    co_group_fail(co, g, "the node closed its stream (it left or died)");
     pthread_mutex_unlock(&co->mu);
     ts_rpc_call_finish(call, TS_RPC_OK, NULL);
 }

@@ -1,0 +1,176 @@
+"""serving_cluster.py — start a real coordinator and node groups on loopback, talk to them with
+Python grpcio (Debian's python3-grpcio; message classes from `protoc --python_out` in the build
+tree, generic unary/stream calls, no grpc_tools).
+
+Ports: the coordinator listens on port 0 and writes its endpoint to a file (--endpoint-file);
+nodes read that file (--coordinator-file), so parallel tests never clash on a port.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import harness
+
+
+def import_protos(pydir):
+    """Returns (grpc, inference_pb2) or exits 77 when grpcio/protobuf are missing."""
+    sys.path.insert(0, pydir)
+    try:
+        import grpc
+        from tessera.v1 import inference_pb2
+    except ImportError as e:
+        harness.skip("python grpcio/protobuf not importable: %s" % e)
+    return grpc, inference_pb2
+
+
+class Cluster:
+    def __init__(self, bin_dir, pydir):
+        self.bin_dir = bin_dir
+        self.grpc, self.pb = import_protos(pydir)
+        self.tmp = tempfile.mkdtemp(prefix="tessera-serving-")
+        self.procs = []
+        self.coordinator = None
+        self.endpoint = None
+        self.channel = None
+
+    # ---- processes ----
+
+    def _spawn(self, cmd, log_name):
+        log = open(os.path.join(self.tmp, log_name), "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p.log_path = log.name
+        self.procs.append(p)
+        return p
+
+    def start_coordinator(self, *extra):
+        ep_file = os.path.join(self.tmp, "endpoint")
+        cmd = [os.path.join(self.bin_dir, "tessera-coordinator"), "--listen", "127.0.0.1:0",
+               "--endpoint-file", ep_file, "-m", harness.MODEL_F32] + list(extra)
+        self.coordinator = self._spawn(cmd, "coordinator.log")
+        if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
+            raise AssertionError("the coordinator wrote no endpoint file:\n" + self.log(self.coordinator))
+        with open(ep_file) as f:
+            self.endpoint = f.read().strip()
+        self.endpoint_file = ep_file
+        self.channel = self.grpc.insecure_channel(self.endpoint)
+        return self.coordinator
+
+    def start_node(self, name, *extra, np=0, tp=0):
+        cmd = [os.path.join(self.bin_dir, "tessera-node"), "--coordinator-file", self.endpoint_file,
+               "--name", name, "-m", harness.MODEL_F32, "--threads", "1"] + list(extra)
+        env = None
+        if np:
+            cmd = harness.mpirun_prefix(np) + cmd + ["--tp", str(tp or np)]
+            env = harness.mpi_env()
+        log = open(os.path.join(self.tmp, "node-%s.log" % name), "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env=env)
+        p.log_path = log.name
+        self.procs.append(p)
+        return p
+
+    def log(self, p):
+        try:
+            with open(p.log_path) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                harness.kill_tree(p)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.channel:
+            self.channel.close()
+
+    def remove_logs(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- calls ----
+
+    def _unary(self, method, req, resp_cls, timeout=10):
+        call = self.channel.unary_unary("/tessera.v1.Inference/" + method,
+                                        request_serializer=req.SerializeToString,
+                                        response_deserializer=resp_cls.FromString)
+        return call(req, timeout=timeout)
+
+    def health(self):
+        return self._unary("Health", self.pb.HealthRequest(), self.pb.HealthResponse)
+
+    def list_models(self):
+        return self._unary("ListModels", self.pb.ListModelsRequest(), self.pb.ListModelsResponse)
+
+    def generate_call(self, timeout=60, **fields):
+        call = self.channel.unary_stream(
+            "/tessera.v1.Inference/Generate",
+            request_serializer=self.pb.GenerateRequest.SerializeToString,
+            response_deserializer=self.pb.GenerateResponse.FromString)
+        return call(self.pb.GenerateRequest(**fields), timeout=timeout)
+
+    def generate(self, timeout=60, **fields):
+        """Runs a whole stream: (text, token ids, messages) or raises grpc.RpcError."""
+        msgs = list(self.generate_call(timeout=timeout, **fields))
+        text = "".join(m.text for m in msgs)
+        ids = [t for m in msgs for t in m.token_ids]
+        return text, ids, msgs
+
+    def status_of(self, timeout=60, **fields):
+        """The gRPC status code of a Generate call (OK when it succeeds) and its details."""
+        try:
+            self.generate(timeout=timeout, **fields)
+            return self.grpc.StatusCode.OK, ""
+        except self.grpc.RpcError as e:
+            return e.code(), e.details()
+
+    def wait_groups(self, n, timeout=60):
+        """Waits until Health lists exactly n groups; returns the last HealthResponse."""
+        last = [None]
+
+        def ok():
+            try:
+                last[0] = self.health()
+            except self.grpc.RpcError:
+                return False
+            return len(last[0].groups) == n
+
+        if not harness.wait_for(ok, timeout, 0.1):
+            raise AssertionError("Health never showed %d groups: %s\ncoordinator log:\n%s"
+                                 % (n, last[0], self.log(self.coordinator)))
+        return last[0]
+
+    def wait_kv_idle(self, timeout=15):
+        """Waits until every group reports all its KV blocks free and nothing running."""
+        def idle():
+            h = self.health()
+            return all(g.kv_blocks_free == g.kv_blocks_total and g.running == 0 and g.waiting == 0
+                       for g in h.groups)
+        return harness.wait_for(idle, timeout, 0.05)
+
+
+def signal_proc(p, sig):
+    try:
+        os.kill(p.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_exit(p, timeout):
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+SIGTERM = signal.SIGTERM
+SIGKILL = signal.SIGKILL
+SIGSTOP = signal.SIGSTOP
+SIGCONT = signal.SIGCONT

@@ -1,0 +1,17 @@
+# Serving (issue 4): tessera-coordinator + tessera-node as real processes on loopback, driven by
+# a Python grpcio client (Debian's /usr/bin/python3 sees python3-grpcio; the message classes are
+# generated into the build tree by ts_proto_library ... PYTHON).
+if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
+  get_target_property(TS_SERVING_PYDIR ts_proto TS_PYTHON_DIR)
+  if(TS_SERVING_PYDIR)
+    foreach(name basic faults)
+      add_test(NAME serving_${name}
+               COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_${name}.py
+                       --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    endforeach()
+    set_tests_properties(serving_basic PROPERTIES LABELS integration TIMEOUT 300
+                         SKIP_RETURN_CODE 77)
+    set_tests_properties(serving_faults PROPERTIES LABELS "integration;fault" TIMEOUT 300
+                         SKIP_RETURN_CODE 77)
+  endif()
+endif()
