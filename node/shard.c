@@ -13,6 +13,16 @@ void ts_shard_split(int64_t n, int size, int rank, int64_t align, int64_t *begin
     *end = e < n ? e : n;
 }
 
+void ts_shard_kv_heads(int32_t n_kv_heads, int size, int rank, int32_t *head0, int32_t *n) {
+    if (n_kv_heads % size == 0) {
+        *n = n_kv_heads / size;
+        *head0 = *n * rank;
+    } else {
+        *n = 1;
+        *head0 = rank / (size / n_kv_heads);
+    }
+}
+
 int ts_weight_rows(const ts_weight *w, int64_t row0, int64_t n_rows, ts_weight *out) {
     if (row0 < 0 || n_rows < 0 || row0 + n_rows > w->rows)
         return ts_error_set(TS_E_INTERNAL, "row shard [%lld, %lld) outside %lld rows",
@@ -66,14 +76,9 @@ int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_pla
     out->size = size;
     out->n_heads = hp->n_heads / size;
     out->head0 = out->n_heads * rank;
-    if (hp->n_kv_heads % size == 0) {
-        out->n_kv_heads = hp->n_kv_heads / size;
-        out->kv_head0 = out->n_kv_heads * rank;
-    } else {
-        int group = hp->n_heads / hp->n_kv_heads; /* query heads per KV head */
-        out->n_kv_heads = 1;
-        out->kv_head0 = out->head0 / group;
-    }
+    /* With replication the head is the one this rank's query heads attend with:
+     * head0 / (n_heads / n_kv_heads) == rank / (size / n_kv_heads) since size divides n_heads. */
+    ts_shard_kv_heads(hp->n_kv_heads, size, rank, &out->kv_head0, &out->n_kv_heads);
     int64_t b, e;
     int64_t ff_align = m->layers && hp->n_layers > 0 ? ts_dtype_block_elems(m->layers[0].w_down.type) : 1;
     ts_shard_split(hp->n_ff, size, rank, ff_align, &b, &e);

@@ -38,6 +38,12 @@ typedef struct ts_shard_plan {
 /* The FFN split is aligned to the block size of W_down's type so its column shards stay whole. */
 int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_plan *out);
 
+/* The KV heads [*head0, *head0 + *n) that rank `rank` of a group of `size` holds, by the rule
+ * above: n_kv_heads / size consecutive heads when size divides n_kv_heads, else (n_kv_heads
+ * divides size) the one head rank / (size / n_kv_heads), replicated. The caller has checked that
+ * one of the two divides the other. */
+void ts_shard_kv_heads(int32_t n_kv_heads, int size, int rank, int32_t *head0, int32_t *n);
+
 /* Rank r's slice [begin, end) of n items in units of `align` (n need not divide evenly). */
 void ts_shard_split(int64_t n, int size, int rank, int64_t align, int64_t *begin, int64_t *end);
 

@@ -1,0 +1,4 @@
+# KV transfer between prefill and decode groups (node/kv_layout.h, node/kv_transfer.h).
+if(TARGET ts_node)
+  ts_add_test(NAME test_kv_layout SOURCES unit/test_kv_layout.c LIBS ts_node LABELS unit)
+endif()
