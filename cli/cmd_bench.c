@@ -17,8 +17,8 @@
  * --overhead measures the serving path rather than the engine: on a tiny model (the bundled
  * stories260K) the forward pass costs little, so streamed tokens/s over many streams is bound by
  * the coordinator, the node's streaming and the RPC layer. It only changes the defaults
- * (64 streams, 256 requests, 4-token prompts, 256 tokens each) and adds the client's own CPU
- * time, so a reader can see whether the client was the bottleneck.
+ * (64 streams, 512 requests, 4-token prompts, 120 tokens each: the bundled model's context is 128)
+ * and adds the client's own CPU time, so a reader can see whether the client was the bottleneck.
  *
  * --verify checks that batching does not change results: it first runs every request alone
  * (concurrency 1), then all of them at concurrency C, and compares the token ids request by
@@ -82,7 +82,8 @@ typedef struct bench_run {
     request_result *results; /* one per request */
     pthread_mutex_t mu;      /* guards itl */
     samples itl;
-    int rc; /* a local failure (out of memory); under mu */
+    int rc;       /* a local failure (out of memory); under mu */
+    double cpu_s; /* client CPU seconds of the last pass */
 } bench_run;
 
 static int samples_add(samples *s, double v, size_t times) {
@@ -246,7 +247,16 @@ static void progress(const bench_run *run, int64_t t0, bool final) {
     fflush(stderr);
 }
 
-/* Runs every request at `concurrency`; *wall_s is the run's wall time. */
+/* User + system CPU seconds of this process so far. */
+static double process_cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return 0.0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Runs every request at `concurrency`; *wall_s is the run's wall time, run->cpu_s the client's
+ * CPU time in it. */
 static int run_pass(bench_run *run, int concurrency, bool show_progress, double *wall_s) {
     int n_threads = concurrency < run->o->requests ? concurrency : run->o->requests;
     pthread_t *threads = calloc((size_t)n_threads, sizeof *threads);
@@ -255,6 +265,7 @@ static int run_pass(bench_run *run, int concurrency, bool show_progress, double 
     atomic_store(&run->done, 0);
     atomic_store(&run->tokens, 0);
     int64_t t0 = ts_now_ns();
+    double cpu0 = process_cpu_s();
     int started = 0, rc = 0;
     atomic_store(&run->running, n_threads);
     for (; started < n_threads; started++)
@@ -270,6 +281,7 @@ static int run_pass(bench_run *run, int concurrency, bool show_progress, double 
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     *wall_s = ts_ns_to_s(ts_now_ns() - t0);
+    run->cpu_s = process_cpu_s() - cpu0;
     if (show_progress) progress(run, t0, true);
     free(threads);
     return rc ? rc : run->rc;
@@ -319,10 +331,7 @@ static int summarize(bench_run *run, double wall_s, report *rep) {
         rep->itl[i] = percentile(run->itl.v, run->itl.n, q[i]);
     }
     free(ttft.v);
-    struct rusage ru;
-    if (!getrusage(RUSAGE_SELF, &ru))
-        rep->cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-                     ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    rep->cpu_s = run->cpu_s;
     return 0;
 }
 
@@ -504,11 +513,11 @@ int ts_cmd_bench(int argc, char **argv) {
         {"concurrency", 'c', TS_FLAG_INT, &o.concurrency,
          "streams at once; 0 = 1 (64 with --overhead)", 0, 4096},
         {"requests", 'r', TS_FLAG_INT, &o.requests,
-         "requests in all; 0 = 4 x concurrency (256 with --overhead)", 0, 1 << 24},
+         "requests in all; 0 = 4 x concurrency (512 with --overhead)", 0, 1 << 24},
         {"prompt-tokens", 'l', TS_FLAG_INT, &o.prompt_tokens,
          "prompt length in tokens; 0 = 32 (4 with --overhead)", 0, 1 << 24},
         {"max-tokens", 'n', TS_FLAG_INT, &o.max_tokens,
-         "tokens generated per request; 0 = 64 (256 with --overhead)", 0, 1 << 24},
+         "tokens generated per request; 0 = 64 (120 with --overhead)", 0, 1 << 24},
         {"shared-prefix", 0, TS_FLAG_INT, &o.shared_prefix,
          "prompt tokens common to every request (the prefix cache may reuse them)", 0, 1 << 24},
         {"seed", 0, TS_FLAG_INT64, &o.seed, "seed of the synthetic prompts", 0, 0},
@@ -531,8 +540,8 @@ int ts_cmd_bench(int argc, char **argv) {
         return ts_cli_fail("bench", TS_EXIT_USAGE);
     }
     if (!o.concurrency) o.concurrency = o.overhead ? 64 : 1;
-    if (!o.requests) o.requests = o.overhead ? 256 : 4 * o.concurrency;
+    if (!o.requests) o.requests = o.overhead ? 512 : 4 * o.concurrency;
     if (!o.prompt_tokens) o.prompt_tokens = o.overhead ? 4 : 32;
-    if (!o.max_tokens) o.max_tokens = o.overhead ? 256 : 64;
+    if (!o.max_tokens) o.max_tokens = o.overhead ? 120 : 64;
     return bench(&o);
 }

@@ -1,13 +1,16 @@
-"""cluster.py — a real local Tessera cluster for client-facing tests (`tessera up` on loopback).
+"""cluster.py — a real local Tessera cluster on loopback for client-facing tests.
 
     with cluster.Cluster(tessera, groups=2, tp=2) as c:
         run([tessera, "generate", "--server", c.target, ...])
 
-`tessera up` starts tessera-coordinator (port 0: it picks a free port and writes it to the
-endpoint file) and the node groups, and logs "tessera up: serving ..." once every group has
-registered; the cluster is ready then. Leaving the block sends SIGTERM (a clean stop) and, if
-that takes longer than 30 s, kills the whole process group. The cluster's log is printed when
-it fails to start or when the test body raised.
+Two ways to start it, both real processes:
+  launcher="direct" (default): tessera-coordinator --listen 127.0.0.1:0 --endpoint-file F, then
+      G node groups, each `tessera-node --coordinator HOST:PORT` (under `mpirun -np N` when
+      N > 1); ready when the coordinator has logged G "node group ... attached" lines.
+  launcher="up": `tessera up --port 0 --endpoint-file F ...`, which does the same; ready when it
+      logs "tessera up: serving".
+Leaving the block sends SIGTERM (a clean stop) and, after 30 s, kills the process groups that
+are left. The logs are printed when the cluster fails to start or the test body raised.
 """
 import os
 import signal
@@ -19,94 +22,131 @@ import time
 import harness
 
 
+def bindir(tessera):
+    return os.path.dirname(os.path.abspath(tessera))
+
+
 def serving_binaries(tessera):
-    """The binaries `tessera up` needs next to `tessera`; the missing ones."""
-    bindir = os.path.dirname(os.path.abspath(tessera))
+    """The serving binaries that are missing next to `tessera`."""
     return [b for b in ("tessera-coordinator", "tessera-node")
-            if not os.access(os.path.join(bindir, b), os.X_OK)]
+            if not os.access(os.path.join(bindir(tessera), b), os.X_OK)]
 
 
 class Cluster:
-    def __init__(self, tessera, model=harness.MODEL_F32, groups=1, tp=1, threads=1, extra=(),
-                 start_timeout=180):
+    def __init__(self, tessera, model=harness.MODEL_F32, groups=1, tp=1, threads=1,
+                 launcher="direct", start_timeout=180):
         self.tessera = tessera
         self.model = model
         self.groups = groups
         self.tp = tp
         self.threads = threads
-        self.extra = list(extra)
+        self.launcher = launcher
         self.start_timeout = start_timeout
-        self.proc = None
+        self.procs = []  # (name, Popen, log path); the first one is stopped first
         self.target = None
         self.port = None
 
-    def __enter__(self):
-        self.dir = tempfile.TemporaryDirectory(prefix="tessera-cluster-")
-        self.endpoint_file = os.path.join(self.dir.name, "endpoint")
-        self.log_path = os.path.join(self.dir.name, "up.log")
-        cmd = [self.tessera, "up", "-m", self.model, "--port", "0", "--groups", str(self.groups),
-               "--tp", str(self.tp), "--threads", str(self.threads),
-               "--endpoint-file", self.endpoint_file] + self.extra
-        self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=harness.mpi_env(),
-                                     start_new_session=True)
+    def _spawn(self, name, cmd):
+        path = os.path.join(self.dir.name, name + ".log")
+        with open(path, "w") as log:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, env=harness.mpi_env(),
+                                 start_new_session=True)
+        self.procs.append((name, p, path))
+        return path
+
+    def _wait(self, what, ready):
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self._fail("tessera up exited %d before serving" % self.proc.returncode)
-            if "tessera up: serving" in self.read_log() and os.path.exists(self.endpoint_file):
-                break
+            for name, p, _ in self.procs:
+                if p.poll() is not None:
+                    self._fail("%s exited %d before %s" % (name, p.returncode, what))
+            if ready():
+                return
             time.sleep(0.1)
+        self._fail("no %s within %d s" % (what, self.start_timeout))
+
+    def __enter__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="tessera-cluster-")
+        endpoint_file = os.path.join(self.dir.name, "endpoint")
+        threads = ["--threads", str(self.threads)]
+        if self.launcher == "up":
+            log = self._spawn("up", [self.tessera, "up", "-m", self.model, "--port", "0",
+                                     "--groups", str(self.groups), "--tp", str(self.tp),
+                                     "--endpoint-file", endpoint_file] + threads)
+            self._wait("'tessera up: serving'", lambda: "tessera up: serving" in read(log)
+                       and os.path.exists(endpoint_file))
         else:
-            self._fail("tessera up did not report serving within %d s" % self.start_timeout)
-        with open(self.endpoint_file) as f:
-            endpoint = f.read().strip()
+            log = self._spawn("coordinator", [
+                os.path.join(bindir(self.tessera), "tessera-coordinator"), "-m", self.model,
+                "--listen", "127.0.0.1:0", "--endpoint-file", endpoint_file])
+            self._wait("endpoint file", lambda: os.path.exists(endpoint_file))
+            node = os.path.join(bindir(self.tessera), "tessera-node")
+            target = read(endpoint_file).strip()
+            for g in range(self.groups):
+                prefix = harness.mpirun_prefix(self.tp) if self.tp > 1 else []
+                self._spawn("group%d" % g, prefix + [
+                    node, "-m", self.model, "--tp", str(self.tp), "--coordinator", target,
+                    "--name", "g%d" % g] + threads)
+            self._wait("%d attached groups" % self.groups,
+                       lambda: read(log).count("attached from") >= self.groups)
+        endpoint = read(endpoint_file).strip()
         self.port = int(endpoint.rsplit(":", 1)[1])
         # The coordinator may listen on 0.0.0.0; clients dial loopback.
         self.target = "127.0.0.1:%d" % self.port
         return self
 
-    def read_log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+    def logs(self):
+        return "".join("--- %s ---\n%s\n" % (name, read(path)[-4000:])
+                       for name, _, path in self.procs)
 
     def alive(self):
-        return self.proc.poll() is None
+        return all(p.poll() is None for _, p, _ in self.procs)
 
     def _fail(self, why):
-        log = self.read_log()
+        logs = self.logs()
         self.stop()
-        raise AssertionError("%s\n--- cluster log ---\n%s" % (why, log[-6000:]))
+        raise AssertionError("%s\n%s" % (why, logs))
 
     def stop(self):
-        """SIGTERM and wait; returns tessera up's exit code (None if it had to be killed)."""
-        if self.proc is None:
-            return None
-        code = self.proc.poll()
-        if code is None:
+        """SIGTERM to the coordinator (or tessera up) first, then to what is left; kills what
+        has not exited 30 s later. Returns the first process's exit code (None if killed)."""
+        first = None
+        for i, (name, p, _) in enumerate(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            if i == 0:
+                try:
+                    first = p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    print("%s did not stop within 30 s of SIGTERM" % name, file=sys.stderr)
+        deadline = time.time() + 30
+        for name, p, _ in self.procs:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                code = self.proc.wait(timeout=30)
+                p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                print("cluster did not stop within 30 s of SIGTERM; killing it", file=sys.stderr)
-                code = None
-        harness.kill_tree(self.proc)  # whatever is left in its process group
-        self.proc.wait()
-        self.proc = None
-        self.log.close()
-        return code
+                print("%s did not stop within 30 s; killing it" % name, file=sys.stderr)
+            harness.kill_tree(p)  # whatever is left in its process group
+            p.wait()
+        return first
 
     def __exit__(self, exc_type, exc, tb):
-        log = self.read_log()
-        self.stop()
         if exc_type is not None:
-            print("--- cluster log ---\n" + log[-6000:], file=sys.stderr)
+            print(self.logs(), file=sys.stderr)
+        self.stop()
         self.dir.cleanup()
         return False
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def require_serving(tessera):

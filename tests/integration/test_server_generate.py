@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """`tessera generate --server` prints exactly what local `tessera generate` prints.
 
-Usage: test_server_generate.py TESSERA [--groups G] [--tp N]
+Usage: test_server_generate.py TESSERA [--groups G] [--tp N] [--launcher direct|up]
 
-Starts a real cluster (`tessera up`, G groups of N ranks, on loopback) and, for every case of
+Starts a real cluster (G groups of N ranks on loopback; with --launcher up through `tessera up`)
+and, for every case of
 greedy_stories260K_f32.jsonl, compares `tessera generate --server HOST:PORT --json` with the local
 `tessera generate --json`: prompt_ids, completion_ids, completion text, finish_reason and the
 token counts of usage must be equal, and the text must be the reference text. The plain text
@@ -37,12 +38,14 @@ def main():
     ap.add_argument("tessera")
     ap.add_argument("--groups", type=int, default=1)
     ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--launcher", choices=("direct", "up"), default="direct")
     args = ap.parse_args()
     cluster.require_serving(args.tessera)
     f = harness.Failures()
     cases = harness.greedy_cases()
     local = [generate(args.tessera, c) for c in cases]
-    with cluster.Cluster(args.tessera, groups=args.groups, tp=args.tp) as c:
+    with cluster.Cluster(args.tessera, groups=args.groups, tp=args.tp,
+                         launcher=args.launcher) as c:
         with ThreadPoolExecutor(max_workers=2 * args.groups) as pool:
             remote = list(pool.map(lambda case: generate(args.tessera, case, c.target), cases))
         for case, lo, re in zip(cases, local, remote):
