@@ -81,6 +81,9 @@ struct ts_engine {
     float *host_logits_local;  /* [max_batch_seqs][max_vocab_shard] */
     float *host_logits_all;    /* [size][max_batch_seqs][max_vocab_shard] (leader) */
     float *host_logits_full;   /* [max_batch_seqs][n_vocab] (leader) */
+
+    ts_engine_layer_hook layer_hook; /* see ts_engine_set_layer_hook */
+    void *layer_hook_user;
 };
 
 /* ------------------------------------------------------------------ setup */
@@ -409,6 +412,7 @@ static int forward_layers(ts_engine *e, const ts_batch *b) {
         be->rope(be, e->q, s->n_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
         be->rope(be, e->k, s->n_kv_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
         be->kv_store(be, &e->kv[l], e->k, e->v);
+        if (e->layer_hook) e->layer_hook(e->layer_hook_user, b, l);
         be->attention(be, e->att, e->q, &e->kv[l], s->n_heads, scale);
         be->matmul(be, e->o, e->att, n, &w->wo);
         rc = ts_comm_allreduce_sum_f32(e->comm, e->o, n_x);
@@ -596,4 +600,62 @@ int ts_engine_follow(ts_engine *e) {
         rc = forward(e, &b, h->full_logits != 0, NULL, e->picks_index, NULL);
         if (rc) return rc;
     }
+}
+
+/* ------------------------------------------------------------------ KV cache access */
+
+void ts_engine_set_layer_hook(ts_engine *e, ts_engine_layer_hook hook, void *user) {
+    e->layer_hook = hook;
+    e->layer_hook_user = user;
+}
+
+/* One head range of one block is contiguous in a pool ([block][kv_head][slot][head_dim]), so a
+ * block moves in one copy per pool. Checks the request and gives the sizes of the copy. */
+static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                    int32_t head0, int32_t n_heads, size_t *block_bytes, size_t *part) {
+    if (layer < 0 || layer >= e->hp.n_layers)
+        return ts_error_set(TS_E_INVALID, "KV layer %d of %d", layer, e->hp.n_layers);
+    if (head0 < 0 || n_heads < 1 || head0 + n_heads > e->shard.n_kv_heads)
+        return ts_error_set(TS_E_INVALID, "KV heads [%d, %d) outside this rank's %d", head0,
+                            head0 + n_heads, e->shard.n_kv_heads);
+    for (int32_t i = 0; i < n_blocks; i++)
+        if (block_ids[i] < 0 || block_ids[i] >= e->n_blocks)
+            return ts_error_set(TS_E_INVALID, "block id %d outside the pool of %d", block_ids[i],
+                                e->n_blocks);
+    const ts_kv_layer *kv = &e->kv[layer];
+    size_t head_bytes = (size_t)kv->block_size * (size_t)kv->head_dim *
+                        (size_t)ts_dtype_block_bytes(kv->type);
+    *block_bytes = head_bytes * (size_t)kv->n_kv_heads;
+    *part = head_bytes * (size_t)n_heads;
+    return e->be->sync(e->be);
+}
+
+int ts_engine_kv_read(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                      int32_t head0, int32_t n_heads, void *k_host, void *v_host) {
+    size_t block_bytes, part;
+    int rc = kv_range(e, layer, block_ids, n_blocks, head0, n_heads, &block_bytes, &part);
+    if (rc) return rc;
+    const ts_kv_layer *kv = &e->kv[layer];
+    size_t head_off = part / (size_t)n_heads * (size_t)head0;
+    for (int32_t i = 0; i < n_blocks; i++) {
+        size_t off = (size_t)block_ids[i] * block_bytes + head_off;
+        e->be->download(e->be, (char *)k_host + (size_t)i * part, (const char *)kv->k + off, part);
+        e->be->download(e->be, (char *)v_host + (size_t)i * part, (const char *)kv->v + off, part);
+    }
+    return TS_OK;
+}
+
+int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                       int32_t head0, int32_t n_heads, const void *k_host, const void *v_host) {
+    size_t block_bytes, part;
+    int rc = kv_range(e, layer, block_ids, n_blocks, head0, n_heads, &block_bytes, &part);
+    if (rc) return rc;
+    const ts_kv_layer *kv = &e->kv[layer];
+    size_t head_off = part / (size_t)n_heads * (size_t)head0;
+    for (int32_t i = 0; i < n_blocks; i++) {
+        size_t off = (size_t)block_ids[i] * block_bytes + head_off;
+        e->be->upload(e->be, (char *)kv->k + off, (const char *)k_host + (size_t)i * part, part);
+        e->be->upload(e->be, (char *)kv->v + off, (const char *)v_host + (size_t)i * part, part);
+    }
+    return e->be->sync(e->be);
 }

@@ -77,4 +77,23 @@ int ts_engine_follow(ts_engine *e);
 /* Checks a batch against the engine's limits and the KV pool (used before every step). */
 int ts_engine_check_batch(const ts_engine *e, const ts_batch *batch);
 
+/* ---- KV cache access, for moving a sequence between groups (node/kv_transfer.h) ---- */
+
+/* Copies layer `layer`'s K and V of blocks block_ids[0 .. n_blocks) for this rank's KV heads
+ * [head0, head0 + n_heads) (local indices, 0 .. shard.n_kv_heads) into host memory laid out
+ * [n_blocks][n_heads][block_size][head_dim] of the engine's kv_type, K into k_host and V into
+ * v_host. Waits for queued work first. TS_E_INVALID for a layer, block or head out of range. */
+int ts_engine_kv_read(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                      int32_t head0, int32_t n_heads, void *k_host, void *v_host);
+/* The reverse: writes host K and V (same layout) into those blocks and heads. */
+int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                       int32_t head0, int32_t n_heads, const void *k_host, const void *v_host);
+
+/* Called on every rank during a step, right after layer `layer`'s kv_store, with the step's
+ * batch: the layer's KV of the batch's tokens is then in the cache, so a prefill can ship layer
+ * l while it computes l + 1. Runs on the engine's thread; may call ts_engine_kv_read. NULL (the
+ * default) turns it off. */
+typedef void (*ts_engine_layer_hook)(void *user, const ts_batch *batch, int32_t layer);
+void ts_engine_set_layer_hook(ts_engine *e, ts_engine_layer_hook hook, void *user);
+
 #endif

@@ -1,0 +1,212 @@
+/*
+ * kv_transfer.c — the parts of the KV transfer both sides share: CRC32C, the model fingerprint
+ * and the wire encoding (see kv_transfer.h for the format). The sender is in
+ * kv_transfer_send.c, the receiver in kv_transfer_recv.c, the socket plumbing in
+ * kv_transfer_tcp.c.
+ */
+#include "node/kv_transfer.h"
+
+#include "common/error.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+enum {
+    HEADER_MAGIC = 0x58564b54, /* "TKVX" */
+    FRAME_MAGIC = 0x46564b54,  /* "TKVF" */
+};
+
+/* ------------------------------------------------------------------ CRC32C */
+
+/* Slicing-by-8 tables of the reflected Castagnoli polynomial, built once. */
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+uint32_t ts_crc32c_portable(uint32_t crc, const void *data, size_t n) {
+    pthread_once(&crc_once, crc_init);
+    const uint8_t *p = data;
+    uint32_t c = ~crc;
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                           (uint32_t)p[3] << 24);
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+            crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
+    return ~c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *data,
+                                                               size_t n) {
+    const uint8_t *p = data;
+    uint64_t c = ~crc;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = _mm_crc32_u64(c, w);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+#endif
+
+uint32_t ts_crc32c(uint32_t crc, const void *data, size_t n) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return crc32c_sse42(crc, data, n);
+#endif
+    return ts_crc32c_portable(crc, data, n);
+}
+
+/* ------------------------------------------------------------------ fingerprint */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv_u64(uint64_t h, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    return fnv1a(h, b, sizeof b);
+}
+
+/* The first few KiB of a weight: enough to tell two checkpoints apart, cheap to read. */
+static uint64_t fnv_weight(uint64_t h, const ts_weight *w) {
+    size_t bytes = w->row_stride * (size_t)w->rows;
+    h = fnv_u64(h, (uint64_t)w->type);
+    h = fnv_u64(h, (uint64_t)w->rows);
+    h = fnv_u64(h, (uint64_t)w->cols);
+    return w->data ? fnv1a(h, w->data, bytes < 4096 ? bytes : 4096) : h;
+}
+
+static uint64_t fnv_vector(uint64_t h, const ts_llama_vector *v) {
+    size_t bytes = ts_dtype_row_bytes(v->type, v->n);
+    return v->data ? fnv1a(h, v->data, bytes < 4096 ? bytes : 4096) : h;
+}
+
+uint64_t ts_kvx_fingerprint(const ts_llama_model *m, ts_dtype kv_type) {
+    const ts_llama_hparams *hp = &m->hp;
+    uint64_t h = 0xcbf29ce484222325ull;
+    int64_t shape[] = {hp->n_vocab, hp->dim,       hp->n_layers,  hp->n_heads,
+                       hp->n_kv_heads, hp->head_dim, hp->rope_dims, (int64_t)kv_type};
+    for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++) h = fnv_u64(h, (uint64_t)shape[i]);
+    h = fnv1a(h, &hp->rope_theta, sizeof hp->rope_theta);
+    h = fnv1a(h, &hp->rms_eps, sizeof hp->rms_eps);
+    h = fnv_weight(h, &m->token_embd);
+    for (int32_t l = 0; m->layers && l < hp->n_layers; l++) {
+        h = fnv_vector(h, &m->layers[l].attn_norm);
+        h = fnv_weight(h, &m->layers[l].wk);
+        h = fnv_weight(h, &m->layers[l].wv);
+    }
+    return h;
+}
+
+/* ------------------------------------------------------------------ wire encoding */
+
+static void put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+void ts_kvx_header_encode(const ts_kvx_header *h, uint8_t out[TS_KVX_HEADER_BYTES]) {
+    memset(out, 0, TS_KVX_HEADER_BYTES);
+    put32(out, HEADER_MAGIC);
+    put16(out + 4, TS_KVX_VERSION);
+    put16(out + 6, TS_KVX_HEADER_BYTES);
+    put64(out + 8, h->request_id);
+    put64(out + 16, h->fingerprint);
+    const uint32_t words[] = {h->n_layers, h->n_tokens, h->block_size, h->n_blocks,
+                              h->head_dim, h->dtype,    h->kv_head0,   h->n_kv_heads};
+    for (int i = 0; i < 8; i++) put32(out + 24 + 4 * i, words[i]);
+    put16(out + 56, h->src_rank);
+    put16(out + 58, h->src_size);
+    put16(out + 60, h->dst_rank);
+    put16(out + 62, h->dst_size);
+    put32(out + 68, ts_crc32c(0, out, 68));
+}
+
+int ts_kvx_header_decode(const uint8_t in[TS_KVX_HEADER_BYTES], ts_kvx_header *h) {
+    if (get32(in) != HEADER_MAGIC)
+        return ts_error_set(TS_E_FORMAT, "not a KV transfer (bad header magic %08x)", get32(in));
+    if (get16(in + 4) != TS_KVX_VERSION || get16(in + 6) != TS_KVX_HEADER_BYTES)
+        return ts_error_set(TS_E_FORMAT, "KV transfer version %u (header %u bytes); this build "
+                            "speaks version %d", get16(in + 4), get16(in + 6), TS_KVX_VERSION);
+    if (get32(in + 68) != ts_crc32c(0, in, 68))
+        return ts_error_set(TS_E_FORMAT, "KV transfer header checksum mismatch");
+    h->request_id = get64(in + 8);
+    h->fingerprint = get64(in + 16);
+    uint32_t *words[] = {&h->n_layers, &h->n_tokens, &h->block_size, &h->n_blocks,
+                         &h->head_dim, &h->dtype,    &h->kv_head0,   &h->n_kv_heads};
+    for (int i = 0; i < 8; i++) *words[i] = get32(in + 24 + 4 * i);
+    h->src_rank = get16(in + 56);
+    h->src_size = get16(in + 58);
+    h->dst_rank = get16(in + 60);
+    h->dst_size = get16(in + 62);
+    return TS_OK;
+}
+
+void ts_kvx_frame_encode(const ts_kvx_frame *f, uint8_t out[TS_KVX_FRAME_BYTES]) {
+    memset(out, 0, TS_KVX_FRAME_BYTES);
+    put32(out, FRAME_MAGIC);
+    put32(out + 4, f->kind);
+    put32(out + 8, f->layer);
+    put32(out + 12, f->block);
+    put32(out + 16, f->payload_bytes);
+    put32(out + 20, f->payload_crc);
+    put32(out + 28, ts_crc32c(0, out, 28));
+}
+
+int ts_kvx_frame_decode(const uint8_t in[TS_KVX_FRAME_BYTES], ts_kvx_frame *f) {
+    if (get32(in) != FRAME_MAGIC)
+        return ts_error_set(TS_E_FORMAT, "bad KV frame magic %08x (stream out of step)",
+                            get32(in));
+    if (get32(in + 28) != ts_crc32c(0, in, 28))
+        return ts_error_set(TS_E_FORMAT, "KV frame header checksum mismatch");
+    f->kind = get32(in + 4);
+    f->layer = get32(in + 8);
+    f->block = get32(in + 12);
+    f->payload_bytes = get32(in + 16);
+    f->payload_crc = get32(in + 20);
+    if (f->kind != TS_KVX_FRAME_BLOCK && f->kind != TS_KVX_FRAME_END)
+        return ts_error_set(TS_E_FORMAT, "unknown KV frame kind %u", f->kind);
+    return TS_OK;
+}
+
+size_t ts_kvx_block_payload_bytes(const ts_kvx_header *h) {
+    return 2 * (size_t)h->n_kv_heads * (size_t)h->block_size * (size_t)h->head_dim *
+           (size_t)ts_dtype_block_bytes((ts_dtype)h->dtype);
+}

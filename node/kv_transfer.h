@@ -1,0 +1,212 @@
+/*
+ * kv_transfer.h — moving a prefilled sequence's KV cache from a prefill group to a decode group.
+ *
+ * Roles. Every rank of a prefill group runs a sender per request; every rank of a decode group
+ * runs one receiver (a listening TCP endpoint, "host:port", announced as Register.kv_endpoint).
+ * kv_layout.h decides which prefill rank sends which KV heads to which decode rank, so each
+ * decode rank receives exactly the heads it owns and no rank ever holds the whole cache.
+ *
+ *   prefill rank p                                   decode rank d
+ *   ts_kvx_sender_open(engine, {request, n_tokens,   ts_kvx_receiver_open(engine, ...)
+ *                       decode endpoints})             (I/O thread: accept, verify, stage)
+ *   per layer l as it finishes (engine layer hook):
+ *     ts_kvx_sender_send_layer(l, block table) ───▶   frames land in host staging
+ *   ts_kvx_sender_finish() ◀──────── status ───────   ts_kvx_receiver_wait(request)
+ *                                                     ts_kvx_receiver_claim(pool) / _install(ids)
+ *
+ * Wire format (TCP, little-endian, version 1). Per connection (one per route of kv_layout.h):
+ *   transfer header, 72 bytes: magic "TKVX", version u16, header bytes u16, request id u64,
+ *     model fingerprint u64, n_layers, n_tokens, block_size, n_blocks, head_dim, dtype,
+ *     kv_head0, n_kv_heads (u32 each; the global head range this connection carries),
+ *     src_rank, src_size, dst_rank, dst_size (u16 each), CRC32C of the bytes before it (u32).
+ *   frames, each a 32-byte header: magic "TKVF", kind (1 block, 2 end), layer, block (index in
+ *     the sequence's block table), payload bytes, payload CRC32C, 0, CRC32C of the 28 bytes
+ *     before it; a block frame's payload is that block's K then V for the connection's heads,
+ *     [n_kv_heads][block_size][head_dim] each, in the header's dtype. Frames may come in any
+ *     order (a prefill sends layer l while it computes l + 1); each (layer, block) exactly once.
+ *     The end frame carries the number of block frames sent in its block field.
+ *   status, receiver to sender once the whole transfer (all of its connections) is decided:
+ *     magic "TKVS", code i32 (0 or a TS_E_* code), message bytes u32, CRC32C of the message,
+ *     then the message (at most 255 bytes). The sender learns a failure this way, or by the
+ *     connection breaking.
+ *
+ * Integrity. A transfer is accepted only when every connection delivered every (layer, block)
+ * frame with the right length and checksum and the connections together cover exactly the
+ * decode rank's heads. A bad magic, version, geometry or fingerprint, a wrong length, a checksum
+ * mismatch, a duplicate frame, a connection that closes early, or no progress for timeout_ms
+ * fails the whole transfer: its staging memory is freed at once, its other connections get the
+ * error status and are closed, and ts_kvx_receiver_wait reports the error. Nothing reaches the
+ * KV cache (or the block pool) before the transfer is complete, so a half-written sequence can
+ * never be decoded.
+ *
+ * Threads. A receiver owns one I/O thread that touches only sockets and host staging memory;
+ * the backend and the block pool are touched only by ts_kvx_receiver_install/_claim, called by
+ * the engine's thread. The other receiver functions are thread-safe. A sender owns one I/O
+ * thread that writes the queued frames; its functions are called from one thread (the one that
+ * drives the engine, since send_layer reads the backend).
+ */
+#ifndef TS_NODE_KV_TRANSFER_H
+#define TS_NODE_KV_TRANSFER_H
+
+#include "node/engine.h"
+#include "node/kv_pool.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    TS_KVX_VERSION = 1,
+    TS_KVX_HEADER_BYTES = 72,
+    TS_KVX_FRAME_BYTES = 32,
+    TS_KVX_STATUS_BYTES = 16,
+    TS_KVX_MAX_MESSAGE = 255,
+    TS_KVX_FRAME_BLOCK = 1,
+    TS_KVX_FRAME_END = 2,
+};
+
+/* ---- checksum and identity ---- */
+
+/* CRC32C (Castagnoli, reflected, as iSCSI/ext4): crc = ts_crc32c(0, data, n) for one buffer;
+ * pass the previous value to continue over more bytes. Uses the SSE4.2 instruction when the CPU
+ * has it, a table otherwise (both give the same value). */
+uint32_t ts_crc32c(uint32_t crc, const void *data, size_t n);
+/* The table version, always (tests hold the fast path to it). */
+uint32_t ts_crc32c_portable(uint32_t crc, const void *data, size_t n);
+
+/* A 64-bit identity of a model's KV semantics: the shape, the KV dtype, and the bytes of every
+ * layer's K and V projection and of the embedding (sampled), so that two processes agree only
+ * when their KV caches mean the same thing. Cheap (reads a few KiB per layer). */
+uint64_t ts_kvx_fingerprint(const ts_llama_model *m, ts_dtype kv_type);
+
+/* ---- wire format (exposed for tests and tools) ---- */
+
+typedef struct ts_kvx_header {
+    uint64_t request_id;
+    uint64_t fingerprint;
+    uint32_t n_layers, n_tokens, block_size, n_blocks, head_dim, dtype;
+    uint32_t kv_head0, n_kv_heads; /* global heads carried by this connection */
+    uint16_t src_rank, src_size, dst_rank, dst_size;
+} ts_kvx_header;
+
+typedef struct ts_kvx_frame {
+    uint32_t kind; /* TS_KVX_FRAME_BLOCK or TS_KVX_FRAME_END */
+    uint32_t layer;
+    uint32_t block; /* block index in the sequence; for END: block frames sent */
+    uint32_t payload_bytes;
+    uint32_t payload_crc;
+} ts_kvx_frame;
+
+void ts_kvx_header_encode(const ts_kvx_header *h, uint8_t out[TS_KVX_HEADER_BYTES]);
+/* TS_E_FORMAT (message says what) for a bad magic, version or checksum. */
+int ts_kvx_header_decode(const uint8_t in[TS_KVX_HEADER_BYTES], ts_kvx_header *h);
+void ts_kvx_frame_encode(const ts_kvx_frame *f, uint8_t out[TS_KVX_FRAME_BYTES]);
+int ts_kvx_frame_decode(const uint8_t in[TS_KVX_FRAME_BYTES], ts_kvx_frame *f);
+/* Payload bytes of one block frame: 2 * n_kv_heads * block_size * head_dim elements. */
+size_t ts_kvx_block_payload_bytes(const ts_kvx_header *h);
+
+/* ---- receiver (decode side) ---- */
+
+typedef struct ts_kvx_receiver ts_kvx_receiver;
+
+typedef struct ts_kvx_receiver_options {
+    const char *listen;         /* "host:port" to bind; NULL: "0.0.0.0:0" (port 0 = any free) */
+    const char *advertise_host; /* host in ts_kvx_receiver_endpoint; NULL: the bound address,
+                                   or this machine's hostname when bound to 0.0.0.0 */
+    uint64_t fingerprint;       /* required: ts_kvx_fingerprint of the decode model */
+    int timeout_ms;             /* a transfer with no progress this long fails; <= 0: 30000 */
+    size_t max_staging_bytes;   /* transfers held at once; beyond it a new one is refused
+                                   with TS_E_EXHAUSTED; 0: 1 GiB */
+} ts_kvx_receiver_options;
+
+/* Binds, listens and starts the I/O thread. The engine gives this rank's geometry (layers,
+ * head_dim, block size, KV dtype, its KV heads and TP rank/size); it must outlive the receiver,
+ * and is used from the I/O thread only for that read-only geometry. */
+int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts,
+                         ts_kvx_receiver **out);
+/* Stops the thread, closes every connection (their senders see the connection close) and frees
+ * all staging. NULL is fine. */
+void ts_kvx_receiver_close(ts_kvx_receiver *r);
+
+/* "host:port" where senders reach this receiver. Valid for the receiver's lifetime. */
+const char *ts_kvx_receiver_endpoint(const ts_kvx_receiver *r);
+
+/* Waits up to timeout_ms (< 0: forever) until transfer `request_id` is complete (returns 0) or
+ * has failed (returns its error, with the receiver's message; the failure is then forgotten).
+ * TS_E_TIMEOUT when neither happened in time (the transfer goes on). */
+int ts_kvx_receiver_wait(ts_kvx_receiver *r, uint64_t request_id, int timeout_ms);
+
+/* Engine thread. Writes a complete transfer into the engine's KV cache at block_ids[0 .. n)
+ * (n must equal the transfer's block count) and forgets it (frees its staging). Every rank of a
+ * decode group calls it with the same block ids, chosen by the group leader. */
+int ts_kvx_receiver_install(ts_kvx_receiver *r, ts_engine *e, uint64_t request_id,
+                            const int32_t *block_ids, int32_t n_blocks);
+
+/* Engine thread, a decode group of one rank (or a leader that installs its own share): takes
+ * the transfer's blocks from `pool` (reference count 1 each; the caller owns them afterwards)
+ * and installs into them. block_ids must hold at least the transfer's block count; *n_blocks
+ * receives it. TS_E_EXHAUSTED when the pool lacks room (nothing taken, the transfer stays
+ * complete so the caller may retry after freeing blocks). On any failure the pool is exactly as
+ * before. */
+int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool,
+                          uint64_t request_id, int32_t *block_ids, int32_t max_blocks,
+                          int32_t *n_blocks);
+
+/* The block count and token count of a complete transfer (for the caller's block table).
+ * TS_E_NOT_FOUND if no complete transfer has that id. */
+int ts_kvx_receiver_geometry(ts_kvx_receiver *r, uint64_t request_id, int32_t *n_tokens,
+                             int32_t *n_blocks);
+
+/* Forgets a transfer wherever it is (cancel): frees its staging; its open connections get a
+ * TS_E_CANCELLED status and are closed. TS_E_NOT_FOUND if unknown. */
+int ts_kvx_receiver_drop(ts_kvx_receiver *r, uint64_t request_id);
+
+typedef struct ts_kvx_receiver_stats {
+    int32_t n_receiving; /* transfers in flight */
+    int32_t n_complete;  /* complete, not yet installed or dropped */
+    int32_t n_connections;
+    size_t staging_bytes;
+    int64_t transfers_ok, transfers_failed;
+    int64_t bytes_received;
+} ts_kvx_receiver_stats;
+
+void ts_kvx_receiver_get_stats(ts_kvx_receiver *r, ts_kvx_receiver_stats *out);
+
+/* ---- sender (prefill side) ---- */
+
+typedef struct ts_kvx_sender ts_kvx_sender;
+
+typedef struct ts_kvx_sender_options {
+    uint64_t request_id;
+    uint64_t fingerprint;                 /* ts_kvx_fingerprint of the prefill model */
+    int32_t n_tokens;                     /* tokens whose KV is sent (the prompt) */
+    const char *const *dst_endpoints;     /* [dst_size]: decode rank r's receiver endpoint */
+    int dst_size;                         /* decode group's TP degree */
+    int timeout_ms;                       /* connect, each write, and the final status;
+                                             <= 0: 30000 */
+} ts_kvx_sender_options;
+
+/* Connects to the decode ranks this rank feeds (kv_layout.h; a replicated prefill rank may feed
+ * none) and sends the transfer headers. Every prefill rank of the group calls it. */
+int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_sender **out);
+
+/* Engine thread. Reads layer `layer` of the sequence's blocks block_table[first .. first + n)
+ * (sequence block indices first ..) from the engine and queues them for sending; returns without
+ * waiting for the network. Call it once per (layer, block), as soon as the layer's KV of those
+ * blocks is final (e.g. from the engine's layer hook during the last prefill step). Returns the
+ * sender's error once the transfer has failed. */
+int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *block_table,
+                             int32_t first, int32_t n);
+
+/* Sends the end frames and waits for every receiver's status. 0 when every decode rank this
+ * rank feeds accepted the transfer; otherwise the error (the receiver's own message when it sent
+ * one, TS_E_UNAVAILABLE when a connection broke, TS_E_TIMEOUT). */
+int ts_kvx_sender_finish(ts_kvx_sender *s);
+
+/* Closes everything; an unfinished transfer is aborted (the receivers see the connections close
+ * and free what they staged). NULL is fine. */
+void ts_kvx_sender_destroy(ts_kvx_sender *s);
+
+/* Bytes queued or sent so far (for metrics). */
+int64_t ts_kvx_sender_bytes(const ts_kvx_sender *s);
+
+#endif
