@@ -176,6 +176,32 @@ static void reject(conn *c, int code, const char *fmt, ...) {
     c->close_now = true;
 }
 
+/* A new transfer in the table, with `bytes` of staging (0: none, it is about to fail). */
+static transfer *new_transfer(ts_kvx_receiver *r, const ts_kvx_header *h, size_t bytes) {
+    transfer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    if (bytes) {
+        t->staging = malloc(bytes);
+        t->head_covered = calloc((size_t)r->own_heads, sizeof *t->head_covered);
+        if (!t->staging || !t->head_covered) {
+            free(t->staging);
+            free(t->head_covered);
+            free(t);
+            return NULL;
+        }
+    }
+    t->id = h->request_id;
+    t->state = RECEIVING;
+    t->n_tokens = h->n_tokens;
+    t->n_blocks = h->n_blocks;
+    t->staging_bytes = bytes;
+    t->last_ns = ts_now_ns();
+    r->staging_bytes += bytes;
+    t->next = r->transfers;
+    r->transfers = t;
+    return t;
+}
+
 /* Checks a transfer header against this rank and attaches the connection to its transfer. */
 static void on_header(ts_kvx_receiver *r, conn *c) {
     ts_kvx_header *h = &c->h;
@@ -212,45 +238,29 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     else if (t && t->n_tokens != h->n_tokens)
         snprintf(why, sizeof why, "%u tokens, another prefill rank announced %u", h->n_tokens,
                  t->n_tokens);
-    if (why[0]) {
-        /* A bad part spoils a transfer in progress; a finished one is left alone. */
-        if (t && t->state == RECEIVING) fail(r, t, TS_E_INVALID, "%s", why);
-        reject(c, t && t->state == FAILED ? t->code : TS_E_INVALID, "request %llu: %s",
-               (unsigned long long)h->request_id, why);
-        return;
-    }
     size_t bytes = (size_t)r->n_layers * 2 * (size_t)h->n_blocks * (size_t)r->own_heads *
                    r->head_bytes;
+    int code = TS_E_INVALID;
+    if (!why[0] && !t && r->staging_bytes + bytes > r->opts.max_staging_bytes) {
+        snprintf(why, sizeof why, "KV staging full (%zu + %zu bytes > %zu)", r->staging_bytes,
+                 bytes, r->opts.max_staging_bytes);
+        code = TS_E_EXHAUSTED;
+    }
     if (!t) {
-        if (r->staging_bytes + bytes > r->opts.max_staging_bytes) {
-            reject(c, TS_E_EXHAUSTED, "request %llu: KV staging full (%zu + %zu bytes > %zu)",
-                   (unsigned long long)h->request_id, r->staging_bytes, bytes,
-                   r->opts.max_staging_bytes);
-            return;
-        }
-        t = calloc(1, sizeof *t);
-        if (t) {
-            t->staging = malloc(bytes);
-            t->head_covered = calloc((size_t)r->own_heads, sizeof *t->head_covered);
-        }
-        if (!t || !t->staging || !t->head_covered) {
-            if (t) {
-                free(t->staging);
-                free(t->head_covered);
-            }
-            free(t);
+        t = new_transfer(r, h, why[0] ? 0 : bytes);
+        if (!t) {
             reject(c, TS_E_NOMEM, "request %llu: out of memory for %zu bytes of KV staging",
                    (unsigned long long)h->request_id, bytes);
             return;
         }
-        t->id = h->request_id;
-        t->state = RECEIVING;
-        t->n_tokens = h->n_tokens;
-        t->n_blocks = h->n_blocks;
-        t->staging_bytes = bytes;
-        r->staging_bytes += bytes;
-        t->next = r->transfers;
-        r->transfers = t;
+    }
+    if (why[0]) {
+        /* A bad part spoils a transfer in progress, and a refused new one is remembered as
+         * failed so that its owner learns why; a finished one is left alone. */
+        if (t->state == RECEIVING) fail(r, t, code, "%s", why);
+        reject(c, t->state == FAILED ? t->code : code, "request %llu: %s",
+               (unsigned long long)h->request_id, why);
+        return;
     }
     for (uint32_t k = 0; k < h->n_kv_heads; k++)
         if (t->head_covered[h->kv_head0 - (uint32_t)r->own_head0 + k]) {

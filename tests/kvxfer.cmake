@@ -6,3 +6,7 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
   ts_add_test(NAME test_kv_transfer SOURCES unit/test_kv_transfer.c LIBS ts_node ts_tokenizer
               LABELS unit TIMEOUT 300)
 endif()
+if(TARGET ts_node AND TARGET ts_tokenizer)
+  ts_add_test(NAME test_kv_transfer_fault SOURCES unit/test_kv_transfer_fault.c
+              LIBS ts_node ts_tokenizer LABELS fault TIMEOUT 300)
+endif()

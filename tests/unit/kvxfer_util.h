@@ -24,7 +24,7 @@
 #define KVX_MODEL TS_SOURCE_DIR "/models/stories260K/stories260K-f32.gguf"
 #define KVX_CASES TS_SOURCE_DIR "/tests/data/greedy_stories260K_f32.jsonl"
 
-enum { KVX_BLOCK = 4, KVX_CTX = 256, KVX_MAX_CASES = 16, KVX_MAX_IDS = 256 };
+enum { KVX_BLOCK = 4, KVX_CTX = 128, KVX_MAX_CASES = 16, KVX_MAX_IDS = 256 };
 
 typedef struct kvx_rank {
     ts_gguf *gguf;
