@@ -14,6 +14,7 @@ int ts_cmd_generate(int argc, char **argv); /* generate -m MODEL -p PROMPT [-n N
 int ts_cmd_bench_engine(int argc, char **argv); /* bench-engine: prefill/decode speed, roofline */
 int ts_cmd_topology(int argc, char **argv); /* topology [--plan SPEC] [--cluster FILE] [--json] */
 int ts_cmd_bench(int argc, char **argv); /* bench --server HOST:PORT: load a cluster, latency */
+int ts_cmd_up(int argc, char **argv);    /* up [-m MODEL] [--port P] [--tp N] [--groups G] */
 
 enum { TS_EXIT_OK = 0, TS_EXIT_FAILURE = 1, TS_EXIT_USAGE = 2 };
 

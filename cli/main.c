@@ -23,6 +23,7 @@ static const command commands[] = {
     {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
     {"topology", ts_cmd_topology, "show hosts, devices and the Slurm job; check a placement plan"},
     {"bench", ts_cmd_bench, "load a cluster (--server) with concurrent streams: TTFT, latency, tokens/s"},
+    {"up", ts_cmd_up, "start a local cluster (coordinator + node groups) in the foreground"},
 };
 
 int ts_cli_fail(const char *cmd, int exit_code) {

@@ -578,11 +578,9 @@ static int engine_loop(worker *w) {
 }
 
 static void default_name(worker *w) {
-    if (w->o->name && w->o->name[0]) {
-        snprintf(w->name, sizeof w->name, "%s", w->o->name);
-        return;
-    }
-    snprintf(w->name, sizeof w->name, "%s-%d", w->host, (int)getpid());
+    if (w->o->name && w->o->name[0]) snprintf(w->name, sizeof w->name, "%s", w->o->name);
+    else snprintf(w->name, sizeof w->name, "%s-%d", w->host, (int)getpid());
+    /* Several groups in one MPI world share the flags: tell them apart. */
     ts_comm *comm = ts_runtime_comm(w->rt);
     if (ts_mpi_launched() && comm->size > 0 && ts_mpi_world_size() > comm->size) {
         size_t len = strlen(w->name);

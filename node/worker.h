@@ -38,7 +38,8 @@ typedef struct ts_worker_options {
     const char *coordinator;      /* "host:port", or NULL to read coordinator_file */
     const char *coordinator_file; /* a file holding "host:port", waited for */
     int connect_timeout_ms;       /* how long to try to reach the coordinator; <= 0: 60000 */
-    const char *name;             /* group name; NULL: HOST-PID (+ "-gK" with several groups) */
+    const char *name;             /* group name; NULL: HOST-PID; "-gK" is appended when one
+                                     MPI world holds several groups */
     const char *role;             /* "mixed", "prefill" or "decode" */
     int comm_timeout_ms;          /* the runtime's collective timeout (for the keep-alive) */
     int drain_ms;                 /* on *stop, time given to running requests; <= 0: 10000 */

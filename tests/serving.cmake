@@ -13,5 +13,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                          SKIP_RETURN_CODE 77)
     set_tests_properties(serving_faults PROPERTIES LABELS "integration;fault" TIMEOUT 300
                          SKIP_RETURN_CODE 77)
+    if(TARGET tessera)
+      add_test(NAME serving_up
+               COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_up.py
+                       --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
+      set_tests_properties(serving_up PROPERTIES LABELS integration TIMEOUT 300
+                           SKIP_RETURN_CODE 77)
+    endif()
   endif()
 endif()

@@ -5,6 +5,7 @@ tree, generic unary/stream calls, no grpc_tools).
 Ports: the coordinator listens on port 0 and writes its endpoint to a file (--endpoint-file);
 nodes read that file (--coordinator-file), so parallel tests never clash on a port.
 """
+import argparse
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import harness
 
@@ -156,6 +158,29 @@ class Cluster:
         return harness.wait_for(idle, timeout, 0.05)
 
 
+def from_args():
+    """The Cluster of a test run as `test_serving_X.py --bin-dir BUILD/bin --pydir PYDIR`."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--pydir", required=True)
+    args = ap.parse_args()
+    return Cluster(args.bin_dir, args.pydir)
+
+
+def finish(c, f):
+    """Stops everything; prints the logs when a check failed (else removes them); exits. Called
+    in a `finally:`, it also counts an exception that is on its way out as a failure."""
+    if sys.exc_info()[0] is not None:
+        f.check(False, "exception: " + "".join(traceback.format_exception(*sys.exc_info())))
+    c.stop_all()
+    if f.failed:
+        for p in c.procs:
+            print("---- %s\n%s" % (p.log_path, c.log(p)))
+    else:
+        c.remove_logs()
+    f.finish()
+
+
 def signal_proc(p, sig):
     try:
         os.kill(p.pid, sig)
@@ -174,3 +199,4 @@ SIGTERM = signal.SIGTERM
 SIGKILL = signal.SIGKILL
 SIGSTOP = signal.SIGSTOP
 SIGCONT = signal.SIGCONT
+SIGINT = signal.SIGINT

@@ -12,7 +12,6 @@ SIGTERM stops the coordinator with exit 0 and the node leaves with exit 0.
 
   test_serving_basic.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
-import argparse
 import socket
 import sys
 import time
@@ -121,12 +120,8 @@ def check_cancel_frees_kv(c, f):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--pydir", required=True)
-    args = ap.parse_args()
     f = harness.Failures()
-    c = sc.Cluster(args.bin_dir, args.pydir)
+    c = sc.from_args()
     try:
         c.start_coordinator("--heartbeat-ms", "100")
         # A large context makes long streams (seconds) possible for the cancel checks.
@@ -155,14 +150,7 @@ def main():
         rc = sc.wait_exit(node, 30)
         f.check(rc == 0, "after the coordinator's Shutdown the node exits 0 (got %s)" % rc)
     finally:
-        c.stop_all()
-    if f.failed:
-        print("coordinator log:\n" + c.log(c.coordinator))
-        for p in c.procs[1:]:
-            print("node log:\n" + c.log(p))
-    if not f.failed:
-        c.remove_logs()
-    f.finish()
+        sc.finish(c, f)
 
 
 if __name__ == "__main__":

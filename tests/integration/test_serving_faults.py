@@ -13,7 +13,6 @@
 
   test_serving_faults.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
-import argparse
 import threading
 import time
 
@@ -129,25 +128,15 @@ def check_coordinator_gone(c, f):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--pydir", required=True)
-    args = ap.parse_args()
     f = harness.Failures()
-    c = sc.Cluster(args.bin_dir, args.pydir)
+    c = sc.from_args()
     try:
         c.start_coordinator("--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1500")
         check_killed_node(c, f)
         check_hung_node_retried(c, f)
         check_coordinator_gone(c, f)
     finally:
-        c.stop_all()
-    if f.failed:
-        for p in c.procs:
-            print("---- %s\n%s" % (p.log_path, c.log(p)))
-    if not f.failed:
-        c.remove_logs()
-    f.finish()
+        sc.finish(c, f)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,338 @@
+/*
+ * cmd_up.c — `tessera up`: a whole local cluster in the foreground.
+ *
+ * Starts tessera-coordinator and G node groups (`mpirun -np N tessera-node --tp N` when N > 1,
+ * plain `tessera-node` when N == 1), all found next to the `tessera` executable; waits until
+ * Health lists every group; logs where it serves; then stays until SIGINT/SIGTERM, or until a
+ * child dies (logged by name, exit 1). Stopping: SIGTERM to the coordinator, which lets running
+ * requests finish and sends Shutdown to the groups; stragglers get SIGTERM, then SIGKILL.
+ *
+ * Every child runs in its own process group, so the terminal's Ctrl-C reaches only this process,
+ * which then stops the cluster in order (and a SIGKILL of an mpirun's group takes its ranks).
+ * Children are spawned before the first gRPC channel exists (a forked gRPC process hangs).
+ */
+#include "cli/commands.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "rpc/rpc_client.h"
+#include "tessera/v1/inference.pb-c.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 48 };
+
+typedef struct child {
+    char name[64];
+    pid_t pid; /* 0 once reaped */
+} child;
+
+typedef struct up_state {
+    child kids[UP_MAX_GROUPS + 1]; /* [0] the coordinator */
+    int n_kids;
+    char tmpdirs[UP_MAX_GROUPS][64]; /* mpirun session directories ("" if none) */
+} up_state;
+
+static int spawn(up_state *st, const char *name, char *const argv[]) {
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGTERM);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
+    pid_t pid;
+    int err = posix_spawnp(&pid, argv[0], NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    if (err) return ts_error_set(TS_E_IO, "cannot start %s (%s): %s", name, argv[0], strerror(err));
+    child *c = &st->kids[st->n_kids++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->pid = pid;
+    return TS_OK;
+}
+
+/* Reaps exited children; returns the first one that exited now (or NULL) and its status. */
+static child *reap(up_state *st, int *status) {
+    child *first = NULL;
+    for (int i = 0; i < st->n_kids; i++) {
+        child *c = &st->kids[i];
+        int s;
+        if (c->pid > 0 && waitpid(c->pid, &s, WNOHANG) == c->pid) {
+            c->pid = 0;
+            if (!first) {
+                first = c;
+                *status = s;
+            }
+        }
+    }
+    return first;
+}
+
+static int alive(const up_state *st) {
+    int n = 0;
+    for (int i = 0; i < st->n_kids; i++) n += st->kids[i].pid > 0;
+    return n;
+}
+
+static void describe_exit(int status, char *out, size_t size) {
+    if (WIFEXITED(status)) snprintf(out, size, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) snprintf(out, size, "was killed by signal %d", WTERMSIG(status));
+    else snprintf(out, size, "ended");
+}
+
+/* The coordinator first (it drains and tells the groups), then whatever is left. */
+static void stop_all(up_state *st) {
+    if (st->kids[0].pid > 0) kill(st->kids[0].pid, SIGTERM);
+    int64_t t0 = ts_now_ns();
+    bool termed = false;
+    int status;
+    while (alive(st) > 0) {
+        double waited_s = ts_ns_to_s(ts_now_ns() - t0);
+        if (!termed && (st->kids[0].pid == 0 || waited_s > 15)) {
+            if (st->kids[0].pid == 0) ts_sleep_ms(500); /* let the groups act on Shutdown */
+            for (int i = 1; i < st->n_kids; i++)
+                if (st->kids[i].pid > 0) kill(st->kids[i].pid, SIGTERM);
+            termed = true;
+        }
+        if (waited_s > 30) {
+            for (int i = 0; i < st->n_kids; i++)
+                if (st->kids[i].pid > 0) {
+                    TS_WARN("tessera up: %s does not stop; killing it", st->kids[i].name);
+                    kill(-st->kids[i].pid, SIGKILL);
+                    kill(st->kids[i].pid, SIGKILL);
+                }
+        }
+        reap(st, &status);
+        ts_sleep_ms(50);
+    }
+}
+
+/* Health: how many groups are registered. -1 when the call fails. */
+static int registered_groups(ts_rpc_channel *ch) {
+    ts_buf reply = {0};
+    int n = -1;
+    if (ts_rpc_unary(ch, "/tessera.v1.Inference/Health", "", 0, 2000, &reply) == TS_OK) {
+        Tessera__V1__HealthResponse *h =
+            tessera__v1__health_response__unpack(NULL, reply.len, (const uint8_t *)reply.data);
+        if (h) {
+            n = (int)h->n_groups;
+            tessera__v1__health_response__free_unpacked(h, NULL);
+        }
+    }
+    ts_buf_free(&reply);
+    return n;
+}
+
+static int read_endpoint(const char *path, char *out, size_t size) {
+    ts_buf b = {0};
+    int ok = ts_buf_read_file(&b, path) == TS_OK && b.len > 0;
+    if (ok) snprintf(out, size, "%.*s", (int)strcspn(b.data, "\r\n"), b.data);
+    ts_buf_free(&b);
+    return ok && out[0];
+}
+
+int ts_cmd_up(int argc, char **argv) {
+    const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
+    int port = 50051, tp = 1, groups = 1, threads = 0, ctx = 0, startup_ms = 120000;
+    const char *kv_memory = NULL;
+    ts_flag flags[] = {
+        {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0, 0},
+        {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
+        {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
+        {"groups", 0, TS_FLAG_INT, &groups, "node groups", 1, UP_MAX_GROUPS},
+        {"threads", 't', TS_FLAG_INT, &threads,
+         "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
+        {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
+        {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
+        {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
+         "write the API's HOST:PORT there once serving", 0, 0},
+        {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms,
+         "how long the groups get to register", 1000, 86400000},
+        {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
+    };
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera up [-m MODEL] [--port 50051] [--tp N] [--groups G]", flags,
+                            (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
+    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
+    if (rc) return ts_cli_fail("up", TS_EXIT_USAGE);
+    ts_log_level level;
+    if (ts_log_parse_level(log_level, &level)) return ts_cli_fail("up", TS_EXIT_USAGE);
+    ts_log_set_level(level);
+    if (model && access(model, R_OK) != 0) {
+        ts_error_set(TS_E_IO, "--model %s: %s", model, strerror(errno));
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+
+    char self[PATH_MAX], coord_bin[PATH_MAX + 32], node_bin[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        ts_error_set(TS_E_IO, "cannot find the tessera executable's directory");
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    }
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = '\0';
+    snprintf(coord_bin, sizeof coord_bin, "%s/tessera-coordinator", self);
+    snprintf(node_bin, sizeof node_bin, "%s/tessera-node", self);
+    if (access(coord_bin, X_OK) || access(node_bin, X_OK)) {
+        ts_error_set(TS_E_IO, "tessera-coordinator and tessera-node must be next to tessera in %s",
+                     self);
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    }
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = (int)(cores / (groups * tp));
+        if (threads < 1) threads = 1;
+    }
+
+    char tmp_ep[64] = "", listen[64], threads_s[16], tp_s[16], ctx_s[16];
+    if (!endpoint_file) {
+        snprintf(tmp_ep, sizeof tmp_ep, "/tmp/tessera-up-%d.endpoint", (int)getpid());
+        endpoint_file = tmp_ep;
+    }
+    remove(endpoint_file);
+    snprintf(listen, sizeof listen, "0.0.0.0:%d", port);
+    snprintf(threads_s, sizeof threads_s, "%d", threads);
+    snprintf(tp_s, sizeof tp_s, "%d", tp);
+    snprintf(ctx_s, sizeof ctx_s, "%d", ctx);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    up_state st = {0};
+    {
+        char *args[UP_MAX_ARGS];
+        int a = 0;
+        args[a++] = coord_bin;
+        args[a++] = "--listen";
+        args[a++] = listen;
+        args[a++] = "--endpoint-file";
+        args[a++] = (char *)endpoint_file;
+        args[a++] = "--log-level";
+        args[a++] = (char *)log_level;
+        if (model) {
+            args[a++] = "-m";
+            args[a++] = (char *)model;
+        }
+        args[a] = NULL;
+        rc = spawn(&st, "tessera-coordinator", args);
+    }
+    for (int g = 0; !rc && g < groups; g++) {
+        char *args[UP_MAX_ARGS], name[32], np_s[16];
+        int a = 0;
+        snprintf(name, sizeof name, "group-%d", g);
+        snprintf(np_s, sizeof np_s, "%d", tp);
+        if (tp > 1) {
+            /* mpiruns started together race creating one session directory ("File exists"):
+             * each gets its own. */
+            snprintf(st.tmpdirs[g], sizeof st.tmpdirs[g], "/tmp/tessera-up-%d-g%d", (int)getpid(),
+                     g);
+            mkdir(st.tmpdirs[g], 0700);
+            args[a++] = "mpirun";
+            args[a++] = "--oversubscribe"; /* a local cluster shares the machine's cores */
+            args[a++] = "--bind-to";
+            args[a++] = "none";
+            args[a++] = "--mca";
+            args[a++] = "orte_tmpdir_base";
+            args[a++] = st.tmpdirs[g];
+            args[a++] = "-np";
+            args[a++] = np_s;
+        }
+        args[a++] = node_bin;
+        args[a++] = "--coordinator-file";
+        args[a++] = (char *)endpoint_file;
+        args[a++] = "--name";
+        args[a++] = name;
+        args[a++] = "--threads";
+        args[a++] = threads_s;
+        args[a++] = "--ctx";
+        args[a++] = ctx_s;
+        args[a++] = "--log-level";
+        args[a++] = (char *)log_level;
+        if (tp > 1) {
+            args[a++] = "--tp";
+            args[a++] = tp_s;
+        }
+        if (model) {
+            args[a++] = "-m";
+            args[a++] = (char *)model;
+        }
+        if (kv_memory) {
+            args[a++] = "--kv-memory";
+            args[a++] = (char *)kv_memory;
+        }
+        args[a] = NULL;
+        char what[64];
+        snprintf(what, sizeof what, "node %s", name);
+        rc = spawn(&st, what, args);
+    }
+    if (rc) {
+        ts_cli_fail("up", TS_EXIT_FAILURE);
+        stop_all(&st);
+        return TS_EXIT_FAILURE;
+    }
+
+    /* Wait for the endpoint and for every group to register, watching the children. */
+    int exit_code = TS_EXIT_OK, status = 0;
+    char ep[300] = "";
+    ts_rpc_channel *ch = NULL;
+    int64_t deadline = ts_now_ns() + (int64_t)startup_ms * 1000000;
+    bool serving = false, stop = false;
+    while (!stop) {
+        struct timespec ts = {0, 200 * 1000000L};
+        if (sigtimedwait(&sigs, NULL, &ts) > 0) break;
+        child *dead = reap(&st, &status);
+        if (dead) {
+            char how[64];
+            describe_exit(status, how, sizeof how);
+            TS_ERROR("tessera up: %s %s; stopping the cluster", dead->name, how);
+            exit_code = TS_EXIT_FAILURE;
+            break;
+        }
+        if (serving) continue;
+        if (!ch && read_endpoint(endpoint_file, ep, sizeof ep) &&
+            ts_rpc_channel_create(ep, NULL, &ch) != TS_OK) {
+            ts_cli_fail("up", TS_EXIT_FAILURE);
+            exit_code = TS_EXIT_FAILURE;
+            break;
+        }
+        if (ch && registered_groups(ch) >= groups) {
+            TS_INFO("tessera up: serving %s on %s (%d groups x %d ranks)",
+                    model ? model : "the bundled model", ep, groups, tp);
+            serving = true;
+        } else if (ts_now_ns() > deadline) {
+            TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
+                     startup_ms);
+            exit_code = TS_EXIT_FAILURE;
+            stop = true;
+        }
+    }
+    TS_INFO("tessera up: stopping the cluster");
+    ts_rpc_channel_destroy(ch);
+    stop_all(&st);
+    if (tmp_ep[0]) remove(tmp_ep);
+    for (int g = 0; g < groups; g++)
+        if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */
+    TS_INFO("tessera up: stopped");
+    return exit_code;
+}

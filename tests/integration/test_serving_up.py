@@ -1,0 +1,101 @@
+#!/usr/bin/python3
+"""`tessera up`: a whole local cluster in the foreground.
+
+  1. `tessera up --groups 2 --tp 2` logs "tessera up: serving ... (2 groups x 2 ranks)" once Health
+     lists both groups, serves a greedy completion, and on SIGINT stops every process it started
+     and exits 0.
+  2. When one of its children dies, it logs which one, stops the rest and exits 1.
+
+  test_serving_up.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
+"""
+import os
+import re
+import subprocess
+
+import harness
+import serving_cluster as sc
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid):
+    out = []
+    for c in children(pid):
+        out += [c] + descendants(c)
+    return out
+
+
+def alive(pids):
+    return [p for p in pids if os.path.exists("/proc/%d" % p)
+            and "zombie" not in open("/proc/%d/status" % p).read()]
+
+
+def start_up(c, *flags):
+    ep = os.path.join(c.tmp, "endpoint")
+    if os.path.exists(ep):
+        os.remove(ep)
+    log = open(os.path.join(c.tmp, "up.log"), "w")
+    p = subprocess.Popen([os.path.join(c.bin_dir, "tessera"), "up", "-m", harness.MODEL_F32,
+                          "--port", "0", "--endpoint-file", ep, "--threads", "1"] + list(flags),
+                         stdout=log, stderr=subprocess.STDOUT, env=harness.mpi_env(),
+                         start_new_session=True)
+    p.log_path = log.name
+    c.procs.append(p)
+    ok = harness.wait_for(lambda: "tessera up: serving" in c.log(p) or p.poll() is not None, 120)
+    if not ok or p.poll() is not None:
+        raise AssertionError("tessera up did not start:\n" + c.log(p))
+    with open(ep) as f:
+        c.endpoint = f.read().strip()
+    c.channel = c.grpc.insecure_channel(c.endpoint)
+    return p
+
+
+def main():
+    f = harness.Failures()
+    c = sc.from_args()
+    try:
+        up = start_up(c, "--groups", "2", "--tp", "2")
+        line = [l for l in c.log(up).splitlines() if "tessera up: serving" in l][0]
+        f.check(re.search(r"serving .* on 127\.0\.0\.1:\d+ \(2 groups x 2 ranks\)", line),
+                "the serving line names the endpoint and the shape (%r)" % line)
+        h = c.health()
+        f.check(sorted(g.name for g in h.groups) == ["group-0", "group-1"] and
+                all(g.tp == 2 for g in h.groups), "Health: two groups of 2 ranks (%s)" % h)
+        case = harness.greedy_cases()[1]
+        text, _, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"])
+        f.check(case["prompt"] + text == case["greedy_text"][len("<s> "):],
+                "greedy completion through tessera up")
+        kids = descendants(up.pid)
+        f.check(len(kids) >= 3, "tessera up started the coordinator and the groups (%s)" % kids)
+        c.channel.close()
+        sc.signal_proc(up, sc.SIGINT)
+        rc = sc.wait_exit(up, 60)
+        f.check(rc == 0, "SIGINT: tessera up exits 0 (got %s)" % rc)
+        f.check(harness.wait_for(lambda: not alive(kids), 10),
+                "SIGINT: nothing it started is left (%s)" % alive(kids))
+
+        up = start_up(c, "--groups", "1")
+        nodes = [p for p in descendants(up.pid)
+                 if "tessera-node" in open("/proc/%d/cmdline" % p).read()]
+        f.check(len(nodes) == 1, "one node process (%s)" % nodes)
+        kids = descendants(up.pid)
+        for p in nodes:
+            os.kill(p, sc.SIGKILL)
+        rc = sc.wait_exit(up, 60)
+        f.check(rc == 1, "a child died: tessera up exits 1 (got %s)" % rc)
+        f.check("node group-0" in c.log(up) and "stopping the cluster" in c.log(up),
+                "a child died: the log names it")
+        f.check(harness.wait_for(lambda: not alive(kids), 10),
+                "a child died: the rest is stopped (%s)" % alive(kids))
+    finally:
+        sc.finish(c, f)
+
+
+if __name__ == "__main__":
+    main()
