@@ -14,11 +14,13 @@
  * streamed tokens/s over the wall time of the run, and failed requests by gRPC status. A
  * progress bar goes to stderr when stderr is a terminal.
  *
- * --overhead measures the serving path rather than the engine: on a tiny model (the bundled
- * stories260K) the forward pass costs little, so streamed tokens/s over many streams is bound by
- * the coordinator, the node's streaming and the RPC layer. It only changes the defaults
- * (64 streams, 512 requests, 4-token prompts, 120 tokens each: the bundled model's context is 128)
- * and adds the client's own CPU time, so a reader can see whether the client was the bottleneck.
+ * --overhead measures the serving path rather than the model: on a tiny model (the bundled
+ * stories260K) a token costs the engine little, so many streams put the weight on the node's
+ * scheduling and streaming, the coordinator and the RPC layer. It only changes the defaults
+ * (64 streams, 512 requests, 4-token prompts, 120 tokens each: the bundled model's context is
+ * 128). Every run reports the client's own CPU time, so a reader can see whether the client was
+ * the bottleneck; --coordinator-pid PID (a coordinator on this machine) adds that process's CPU
+ * time per streamed token: the coordinator's own cost, apart from the node's.
  *
  * --verify checks that batching does not change results: it first runs every request alone
  * (concurrency 1), then all of them at concurrency C, and compares the token ids request by
@@ -55,6 +57,7 @@ typedef struct bench_opts {
     const char *server, *model_name;
     int concurrency, requests, prompt_tokens, max_tokens, shared_prefix, timeout_ms;
     int64_t seed;
+    int coordinator_pid;
     bool json, verify, overhead;
     int vocab_size;
 } bench_opts;
@@ -82,8 +85,9 @@ typedef struct bench_run {
     request_result *results; /* one per request */
     pthread_mutex_t mu;      /* guards itl */
     samples itl;
-    int rc;       /* a local failure (out of memory); under mu */
-    double cpu_s; /* client CPU seconds of the last pass */
+    int rc;                   /* a local failure (out of memory); under mu */
+    double cpu_s;             /* client CPU seconds of the last pass */
+    double coordinator_cpu_s; /* --coordinator-pid's CPU seconds in it; -1: not measured */
 } bench_run;
 
 static int samples_add(samples *s, double v, size_t times) {
@@ -255,6 +259,24 @@ static double process_cpu_s(void) {
            ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
 }
 
+/* User + system CPU seconds of another process on this machine (/proc/PID/stat fields 14 and
+ * 15); -1 when it cannot be read. */
+static double other_cpu_s(int pid) {
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1.0;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = 0;
+    const char *p = strrchr(line, ')'); /* the command name may hold spaces */
+    unsigned long long utime = 0, stime = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        return -1.0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* Runs every request at `concurrency`; *wall_s is the run's wall time, run->cpu_s the client's
  * CPU time in it. */
 static int run_pass(bench_run *run, int concurrency, bool show_progress, double *wall_s) {
@@ -266,6 +288,7 @@ static int run_pass(bench_run *run, int concurrency, bool show_progress, double 
     atomic_store(&run->tokens, 0);
     int64_t t0 = ts_now_ns();
     double cpu0 = process_cpu_s();
+    double server0 = run->o->coordinator_pid ? other_cpu_s(run->o->coordinator_pid) : -1.0;
     int started = 0, rc = 0;
     atomic_store(&run->running, n_threads);
     for (; started < n_threads; started++)
@@ -282,6 +305,8 @@ static int run_pass(bench_run *run, int concurrency, bool show_progress, double 
         pthread_join(threads[i], NULL);
     *wall_s = ts_ns_to_s(ts_now_ns() - t0);
     run->cpu_s = process_cpu_s() - cpu0;
+    double server1 = server0 >= 0 ? other_cpu_s(run->o->coordinator_pid) : -1.0;
+    run->coordinator_cpu_s = server1 >= 0 ? server1 - server0 : -1.0;
     if (show_progress) progress(run, t0, true);
     free(threads);
     return rc ? rc : run->rc;
@@ -301,7 +326,7 @@ typedef struct report {
     int by_status[N_STATUS];
     const char *first_error[N_STATUS];
     long long tokens;
-    double wall_s, ttft[3], itl[3], cpu_s;
+    double wall_s, ttft[3], itl[3], cpu_s, coordinator_cpu_s;
 } report;
 
 static int summarize(bench_run *run, double wall_s, report *rep) {
@@ -332,6 +357,7 @@ static int summarize(bench_run *run, double wall_s, report *rep) {
     }
     free(ttft.v);
     rep->cpu_s = run->cpu_s;
+    rep->coordinator_cpu_s = run->coordinator_cpu_s;
     return 0;
 }
 
@@ -373,6 +399,10 @@ static int print_json(const bench_opts *o, const report *rep, int mismatches) {
     write_percentiles(&w, "itl_ms", rep->itl);
     ts_jw_key(&w, "client_cpu_s");
     ts_jw_double(&w, rep->cpu_s);
+    if (rep->coordinator_cpu_s >= 0) {
+        ts_jw_key(&w, "coordinator_cpu_s");
+        ts_jw_double(&w, rep->coordinator_cpu_s);
+    }
     ts_jw_key(&w, "errors");
     ts_jw_object_begin(&w);
     for (int st = 0; st < N_STATUS; st++)
@@ -405,6 +435,13 @@ static void print_text(const bench_opts *o, const report *rep) {
     printf("  client CPU %.2f s (%.0f%% of one core; %.2f us per token)\n", rep->cpu_s,
            rep->wall_s > 0 ? 100.0 * rep->cpu_s / rep->wall_s : 0.0,
            rep->tokens ? rep->cpu_s * 1e6 / (double)rep->tokens : 0.0);
+    if (rep->coordinator_cpu_s > 0 && rep->tokens)
+        printf("  coordinator CPU %.2f s (%.0f%% of one core; %.2f us per token: one core would "
+               "stream %.0f tok/s)\n",
+               rep->coordinator_cpu_s,
+               rep->wall_s > 0 ? 100.0 * rep->coordinator_cpu_s / rep->wall_s : 0.0,
+               rep->coordinator_cpu_s * 1e6 / (double)rep->tokens,
+               (double)rep->tokens / rep->coordinator_cpu_s);
     for (int st = 0; st < N_STATUS; st++)
         if (rep->by_status[st])
             printf("  error      %s x%d: %s\n", ts_rpc_status_name(st), rep->by_status[st],
@@ -527,6 +564,9 @@ int ts_cmd_bench(int argc, char **argv) {
         {"verify", 0, TS_FLAG_BOOL, &o.verify,
          "run every request alone first, then check the concurrent run gives the same tokens", 0,
          0},
+        {"coordinator-pid", 0, TS_FLAG_INT, &o.coordinator_pid,
+         "also report the CPU time of this local process (the coordinator) per streamed token", 0,
+         1 << 30},
         {"json", 0, TS_FLAG_BOOL, &o.json, "print one JSON object", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};

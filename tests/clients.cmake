@@ -1,7 +1,7 @@
 # Client-facing tests of a real cluster (issue 4): `tessera generate --server`, `tessera bench`,
-# a Python grpcio client, bad requests. Each test starts its own cluster with `tessera up` on
-# loopback (port 0); see tests/integration/cluster.py.
-if(TARGET tessera)
+# a Python grpcio client, bad requests. Each test starts its own cluster on loopback (port 0):
+# tessera-coordinator + node groups, or `tessera up`; see tests/integration/cluster.py.
+if(TARGET tessera AND TARGET tessera-coordinator AND TARGET tessera-node)
   set(TESSERA_BIN $<TARGET_FILE:tessera>)
   ts_add_script_test(NAME server_unreachable_fails_fast
                      SCRIPT integration/test_server_unreachable.py ARGS ${TESSERA_BIN}

@@ -26,12 +26,6 @@ def bindir(tessera):
     return os.path.dirname(os.path.abspath(tessera))
 
 
-def serving_binaries(tessera):
-    """The serving binaries that are missing next to `tessera`."""
-    return [b for b in ("tessera-coordinator", "tessera-node")
-            if not os.access(os.path.join(bindir(tessera), b), os.X_OK)]
-
-
 class Cluster:
     def __init__(self, tessera, model=harness.MODEL_F32, groups=1, tp=1, threads=1,
                  launcher="direct", start_timeout=180):
@@ -147,13 +141,6 @@ def read(path):
             return f.read()
     except FileNotFoundError:
         return ""
-
-
-def require_serving(tessera):
-    """Skip (exit 77) while the serving binaries are not built."""
-    missing = serving_binaries(tessera)
-    if missing:
-        harness.skip("serving binaries not built yet: %s" % ", ".join(missing))
 
 
 def import_grpc(pydir):
