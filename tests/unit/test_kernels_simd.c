@@ -40,25 +40,7 @@ static ts_backend *make_backend(ts_cpu_impl impl, int threads) {
 
 static int matmul_close(const float *fast, const float *ref, const float *x, const ts_weight *w,
                         int32_t n) {
-    float *wf = tk_weight_f32(w);
-    int ok = 1;
-    for (int32_t i = 0; i < n && ok; i++)
-        for (int64_t r = 0; r < w->rows; r++) {
-            double mag = 0;
-            for (int64_t k = 0; k < w->cols; k++)
-                mag += fabs((double)x[i * w->cols + k] * wf[r * w->cols + k]);
-            double tol = (double)w->cols * ldexp(1.0, -23) * mag + 1e-30;
-            double d = fabs((double)fast[i * w->rows + r] - ref[i * w->rows + r]);
-            if (!(d <= tol)) {
-                fprintf(stderr, "  %s %lldx%lld n=%d: y[%d][%lld] = %.9g, reference %.9g\n",
-                        ts_dtype_name(w->type), (long long)w->rows, (long long)w->cols, n, i,
-                        (long long)r, fast[i * w->rows + r], ref[i * w->rows + r]);
-                ok = 0;
-                break;
-            }
-        }
-    free(wf);
-    return ok;
+    return tk_matmul_close(fast, ref, x, w, n, (double)w->cols * ldexp(1.0, -23));
 }
 
 static void test_matmul_every_type_and_odd_shape_against_reference(void) {

@@ -10,7 +10,9 @@
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +113,30 @@ static inline void tk_kv_free(ts_kv_layer *kv) {
 /* Bitwise equality of float arrays. */
 static inline int tk_same_bits(const float *a, const float *b, size_t n) {
     return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+/* y ≈ x · Wᵀ against the reference: |got - ref| <= rel * sum_k |x_k w_k| for every element
+ * (w dequantized); prints the first element out of bounds. */
+static inline int tk_matmul_close(const float *got, const float *ref, const float *x,
+                                  const ts_weight *w, int32_t n, double rel) {
+    float *wf = tk_weight_f32(w);
+    int ok = 1;
+    for (int32_t i = 0; i < n && ok; i++)
+        for (int64_t r = 0; r < w->rows; r++) {
+            double mag = 0;
+            for (int64_t k = 0; k < w->cols; k++)
+                mag += fabs((double)x[i * w->cols + k] * wf[r * w->cols + k]);
+            double d = fabs((double)got[i * w->rows + r] - ref[i * w->rows + r]);
+            if (!(d <= rel * mag + 1e-30)) {
+                fprintf(stderr, "  %s %lldx%lld n=%d: y[%d][%lld] = %.9g, reference %.9g\n",
+                        ts_dtype_name(w->type), (long long)w->rows, (long long)w->cols, n, i,
+                        (long long)r, got[i * w->rows + r], ref[i * w->rows + r]);
+                ok = 0;
+                break;
+            }
+        }
+    free(wf);
+    return ok;
 }
 
 #endif
