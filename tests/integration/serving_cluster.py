@@ -85,6 +85,12 @@ class Cluster:
     def stop_all(self):
         for p in self.procs:
             if p.poll() is None:
+                # `tessera up` puts its children in their own process groups: kill them too.
+                for pid in descendants(p.pid):
+                    try:
+                        os.killpg(pid, SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
                 harness.kill_tree(p)
         for p in self.procs:
             try:
@@ -156,6 +162,19 @@ class Cluster:
             return all(g.kv_blocks_free == g.kv_blocks_total and g.running == 0 and g.waiting == 0
                        for g in h.groups)
         return harness.wait_for(idle, timeout, 0.05)
+
+
+def descendants(pid):
+    """Every process below pid (from /proc), children first."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+    out = []
+    for k in kids:
+        out += [k] + descendants(k)
+    return out
 
 
 def from_args():

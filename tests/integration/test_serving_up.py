@@ -16,21 +16,6 @@ import harness
 import serving_cluster as sc
 
 
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def descendants(pid):
-    out = []
-    for c in children(pid):
-        out += [c] + descendants(c)
-    return out
-
-
 def alive(pids):
     return [p for p in pids if os.path.exists("/proc/%d" % p)
             and "zombie" not in open("/proc/%d/status" % p).read()]
@@ -71,7 +56,7 @@ def main():
         text, _, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"])
         f.check(case["prompt"] + text == case["greedy_text"][len("<s> "):],
                 "greedy completion through tessera up")
-        kids = descendants(up.pid)
+        kids = sc.descendants(up.pid)
         f.check(len(kids) >= 3, "tessera up started the coordinator and the groups (%s)" % kids)
         c.channel.close()
         sc.signal_proc(up, sc.SIGINT)
@@ -81,10 +66,10 @@ def main():
                 "SIGINT: nothing it started is left (%s)" % alive(kids))
 
         up = start_up(c, "--groups", "1")
-        nodes = [p for p in descendants(up.pid)
+        nodes = [p for p in sc.descendants(up.pid)
                  if "tessera-node" in open("/proc/%d/cmdline" % p).read()]
         f.check(len(nodes) == 1, "one node process (%s)" % nodes)
-        kids = descendants(up.pid)
+        kids = sc.descendants(up.pid)
         for p in nodes:
             os.kill(p, sc.SIGKILL)
         rc = sc.wait_exit(up, 60)
