@@ -49,6 +49,9 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        "context length in tokens; 0 = the model's", 0, 1 << 24};
     f[n++] = (ts_flag){"kv-memory", 0, TS_FLAG_SIZE, &o->kv_memory,
                        "KV cache memory per rank (e.g. 512M, 4G)", 0, 0};
+    f[n++] = (ts_flag){"device-memory", 0, TS_FLAG_SIZE, &o->device_memory,
+                       "memory the backend may allocate per rank, KV cache included; 0 = all", 0,
+                       0};
     f[n++] = (ts_flag){"kv-type", 0, TS_FLAG_STRING, &o->kv_type, "KV cache element type: f16 or f32",
                        0, 0};
     f[n++] = (ts_flag){"block-size", 0, TS_FLAG_INT, &o->block_size, "tokens per KV block", 1, 4096};
@@ -102,7 +105,8 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     rc = ts_dtype_parse(o->kv_type, &kv_type);
     if (rc || (kv_type != TS_DTYPE_F16 && kv_type != TS_DTYPE_F32))
         return ts_error_set(TS_E_INVALID, "--kv-type: expected f16 or f32, got '%s'", o->kv_type);
-    ts_backend_options bo = {.device = o->device, .n_threads = o->threads};
+    ts_backend_options bo = {.device = o->device, .n_threads = o->threads,
+                             .memory_budget = o->device_memory};
     rc = ts_cpu_isa_parse(o->isa, &bo.isa);
     if (rc) return ts_error_wrap(rc, "--isa");
 
@@ -127,6 +131,18 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     if (rt->comm->rank != 0) ts_log_set_level(level > TS_LOG_WARN ? level : TS_LOG_WARN);
     rc = ts_backend_create(&bo, &rt->be);
     if (rc) goto fail;
+#ifdef TESSERA_HAVE_CUDA
+    /* A GPU group all-reduces device buffers: NCCL on the backend's stream, with the MPI
+     * communicator kept for the host collectives (node/comm.h). */
+    if (rt->be->device_stream && rt->comm->size > 1) {
+        ts_comm *nccl = NULL;
+        ts_comm_options co = {.timeout_ms = o->comm_timeout_ms};
+        rc = ts_comm_create_nccl(rt->comm, rt->be->device_stream, rt->be->device_index, &co,
+                                 &nccl);
+        if (rc) goto fail;
+        rt->comm = nccl; /* owns the MPI communicator now */
+    }
+#endif
     eo.max_batch_tokens = o->batch_tokens;
     eo.max_batch_seqs = o->batch_seqs;
     eo.block_size = o->block_size;

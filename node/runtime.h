@@ -29,6 +29,7 @@ typedef struct ts_runtime_options {
     const char *isa;        /* "auto", "scalar", "avx2", "avx512" */
     int ctx;                /* context length; 0: the model's */
     size_t kv_memory;       /* KV cache bytes per rank */
+    size_t device_memory;   /* backend memory budget per rank (weights, KV, scratch); 0: all */
     const char *kv_type;    /* "f16" or "f32" */
     int block_size;
     int batch_tokens;
