@@ -3,7 +3,8 @@
  *
  * A group leader opens Attach and sends Register; the coordinator checks it (same vocabulary
  * as the coordinator's tokenizer, a name not in use) and answers Welcome with the heartbeat
- * period, or ends the call with FAILED_PRECONDITION / ALREADY_EXISTS and the reason. Heartbeats
+ * period, or ends the call with FAILED_PRECONDITION / ALREADY_EXISTS and the reason. A Register
+ * with the name and host of an attached group is that group redialing: the old stream is ended. Heartbeats
  * carry the scheduler's figures shown by Health; TokenEvents carry every step's tokens.
  *
  * A group ends when its stream ends (the node closed it, died, or the connection broke) or when
@@ -87,8 +88,13 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
         return;
     }
     char msg[512];
-    if (find_group(co, r->group_name)) {
-        snprintf(msg, sizeof msg, "a node group named %s is already attached", r->group_name);
+    co_group *old = find_group(co, r->group_name);
+    if (old && !strcmp(old->host, r->host)) {
+        /* The same node again (it redialed before we saw its old stream break). */
+        co_group_fail(co, old, "replaced by a new connection of the same group");
+    } else if (old) {
+        snprintf(msg, sizeof msg, "a node group named %s is already attached (from host %s)",
+                 r->group_name, old->host);
         ts_rpc_call_finish(g->call, TS_RPC_ALREADY_EXISTS, msg);
         g->dead = true;
         return;

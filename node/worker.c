@@ -51,6 +51,7 @@ typedef struct worker {
     bool broken;
     char broken_msg[512];
 
+    bool send_failed;      /* the current stream is being dropped: send nothing more */
     pending_event *events; /* produced by the current step */
     size_t n_events, cap_events;
     bool draining;
@@ -142,11 +143,12 @@ static void fail_request(worker *w, uint64_t id, int32_t n_prompt, const char *w
 /* Sends without waiting: a full queue means the coordinator stopped reading, which is handled
  * like a broken stream (the receiver thread reports the end). */
 static void send_or_break(worker *w, const ProtobufCMessage *msg) {
-    if (!w->stream) return;
+    if (!w->stream || w->send_failed) return;
     int rc = ts_rpc_stream_send_pb(w->stream, msg, 0);
     if (rc) {
         TS_WARN("sending to the coordinator failed (%s): dropping the connection",
                 ts_error_message());
+        w->send_failed = true;
         ts_rpc_stream_cancel(w->stream);
     }
 }
@@ -297,6 +299,7 @@ static void disconnect(worker *w) {
     }
     ts_rpc_stream_destroy(w->stream);
     w->stream = NULL;
+    w->send_failed = false;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->n_inbox; i++)
         tessera__v1__coordinator_message__free_unpacked(w->inbox[i], NULL);

@@ -201,8 +201,12 @@ def finish(c, f):
 
 
 def signal_proc(p, sig):
+    signal_proc_pid(p.pid, sig)
+
+
+def signal_proc_pid(pid, sig):
     try:
-        os.kill(p.pid, sig)
+        os.kill(pid, sig)
     except ProcessLookupError:
         pass
 

@@ -8,6 +8,7 @@
      heartbeat timeout they are retried on the other group and complete with the right text;
      after SIGCONT the hung node finds its stream gone, reconnects and registers again.
   3. A node whose group is SIGTERMed mid-stream finishes or fails its requests and exits 0.
+     An idle TP group (mpirun -np 2 --tp 2) outlives its followers' --comm-timeout-ms.
   4. The coordinator killed: the node retries for --connect-timeout-ms, then exits 1 with a
      message; a node pointed at no coordinator does the same.
 
@@ -111,6 +112,28 @@ def check_hung_node_retried(c, f):
     c.wait_groups(0, timeout=15)
 
 
+def check_idle_tp_group(c, f):
+    """An idle TP group outlives its followers' --comm-timeout-ms (the leader's keep-alive)."""
+    node = c.start_node("tp2", "--comm-timeout-ms", "1000", np=2, tp=2)
+    h = c.wait_groups(1)
+    f.check(h.groups[0].tp == 2, "TP group registers with tp 2 (%s)" % h)
+    time.sleep(3.5)
+    case = harness.greedy_cases()[2]
+    try:
+        text, _, _ = c.generate(timeout=30, prompt=case["prompt"], max_tokens=case["n_predict"])
+        ok = case["prompt"] + text == case["greedy_text"][len("<s> "):]
+    except c.grpc.RpcError as e:
+        ok, text = False, "%s %s" % (e.code(), e.details())
+    f.check(ok and node.poll() is None,
+            "idle TP group still serves after 3.5 x its comm timeout (%r)" % text)
+    # SIGTERM to the ranks (mpirun itself exits 1 on SIGTERM whatever its ranks do): the leader
+    # drains and releases the follower; both exit 0, so mpirun does too.
+    for pid in sc.descendants(node.pid):
+        sc.signal_proc_pid(pid, sc.SIGTERM)
+    f.check(sc.wait_exit(node, 30) == 0, "TP group ranks exit 0 on SIGTERM (%s)" % node.poll())
+    c.wait_groups(0, timeout=15)
+
+
 def check_coordinator_gone(c, f):
     node = c.start_node("orphan", "--connect-timeout-ms", "1500")
     c.wait_groups(1)
@@ -134,6 +157,7 @@ def main():
         c.start_coordinator("--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1500")
         check_killed_node(c, f)
         check_hung_node_retried(c, f)
+        check_idle_tp_group(c, f)
         check_coordinator_gone(c, f)
     finally:
         sc.finish(c, f)
