@@ -182,10 +182,16 @@ static void generate_done(ts_rpc_call *call, int cancelled, void *arg) {
 }
 
 void co_api_tick(coordinator *co, int64_t now) {
-    for (int b = 0; b < CO_HASH_BUCKETS; b++)
-        for (co_request *r = co->buckets[b]; r; r = r->h_next)
-            if (!r->closed && now > r->deadline_ns)
-                co_request_fail(co, r, TS_RPC_DEADLINE_EXCEEDED, "the deadline passed");
+    /* Collect first: failing a request may end a group (a failed Cancel send), which frees its
+     * finished requests, so the table must not be walked meanwhile. Expired requests are not
+     * closed, hence not freed by that. */
+    co_request *expired[64];
+    int n = 0;
+    for (int b = 0; b < CO_HASH_BUCKETS && n < 64; b++)
+        for (co_request *r = co->buckets[b]; r && n < 64; r = r->h_next)
+            if (!r->closed && now > r->deadline_ns) expired[n++] = r;
+    for (int i = 0; i < n; i++)
+        co_request_fail(co, expired[i], TS_RPC_DEADLINE_EXCEEDED, "the deadline passed");
 }
 
 /* ---- unary methods ---- */

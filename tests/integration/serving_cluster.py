@@ -50,6 +50,8 @@ class Cluster:
 
     def start_coordinator(self, *extra):
         ep_file = os.path.join(self.tmp, "endpoint")
+        if os.path.exists(ep_file):
+            os.remove(ep_file)  # a previous coordinator's
         cmd = [os.path.join(self.bin_dir, "tessera-coordinator"), "--listen", "127.0.0.1:0",
                "--endpoint-file", ep_file, "-m", harness.MODEL_F32] + list(extra)
         self.coordinator = self._spawn(cmd, "coordinator.log")

@@ -8,7 +8,8 @@ spans a token boundary ends the text right before it; bad requests get INVALID_A
 message and the server keeps serving; garbage bytes and HTTP/1.1 on the port do not hurt it;
 cancel mid-stream and a passed client deadline give every KV block back (Health's
 kv_blocks_free counts evictable prefix-cache blocks as free, so it returns to kv_blocks_total);
-SIGTERM stops the coordinator with exit 0 and the node leaves with exit 0.
+SIGTERM stops the coordinator with exit 0 and the node leaves with exit 0; with --max-queue 1
+and a group of one sequence, the third request gets RESOURCE_EXHAUSTED.
 
   test_serving_basic.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
@@ -119,6 +120,30 @@ def check_cancel_frees_kv(c, f):
     f.check(c.wait_kv_idle(15), "deadline: every KV block is free again")
 
 
+def check_queue_limit(c, f):
+    """A group of --batch-seqs 1 runs one request; with --max-queue 1 the next waits in the
+    coordinator and the one after that is refused with RESOURCE_EXHAUSTED."""
+    c.start_coordinator("--max-queue", "1", "--heartbeat-ms", "100")
+    c.start_node("narrow", "--batch-seqs", "1", "--ctx", "8192")
+    c.wait_groups(1)
+    a = c.generate_call(timeout=120, prompt="First in line", **LONG)
+    first = next(iter(a))
+    f.check(len(first.token_ids) == 1, "queue: the first request streams")
+    b = c.generate_call(timeout=120, prompt="Second in line", **LONG)
+    time.sleep(0.3)
+    code, details = c.status_of(timeout=10, prompt="Third in line", max_tokens=4)
+    f.check(code == c.grpc.StatusCode.RESOURCE_EXHAUSTED and "max-queue" in details,
+            "queue full → RESOURCE_EXHAUSTED (%s %r)" % (code, details))
+    a.cancel()
+    got = next(iter(b))
+    f.check(len(got.token_ids) == 1, "queue: the waiting request runs once the first is cancelled")
+    b.cancel()
+    f.check(c.wait_kv_idle(15), "queue: every KV block free after both cancels")
+
+
+LONG = dict(max_tokens=6000, ignore_eos=True)
+
+
 def main():
     f = harness.Failures()
     c = sc.from_args()
@@ -149,6 +174,8 @@ def main():
         f.check(rc == 0, "SIGTERM: the coordinator exits 0 (got %s)" % rc)
         rc = sc.wait_exit(node, 30)
         f.check(rc == 0, "after the coordinator's Shutdown the node exits 0 (got %s)" % rc)
+        c.stop_all()
+        check_queue_limit(c, f)
     finally:
         sc.finish(c, f)
 
