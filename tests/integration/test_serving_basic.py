@@ -59,6 +59,17 @@ def check_stop_string(c, f):
     f.check(msgs[-1].finish_reason == c.pb.FINISH_REASON_STOP, "stop string: finish STOP")
 
 
+def check_sampling_and_logprobs(c, f):
+    sp = c.pb.SamplingParams(temperature=0.9, top_k=40, top_p=0.95, seed=1234)
+    t1, ids1, _ = c.generate(prompt="The little dog", max_tokens=32, sampling=sp)
+    t2, ids2, _ = c.generate(prompt="The little dog", max_tokens=32, sampling=sp)
+    f.check(ids1 == ids2 and len(ids1) > 0, "sampling: same seed, same tokens")
+    _, ids3, msgs = c.generate(prompt="The little dog", max_tokens=32, logprobs=True)
+    f.check(all(len(m.logprobs) == len(m.token_ids) for m in msgs) and
+            all(lp <= 0.0 for m in msgs for lp in m.logprobs) and len(ids3) > 0,
+            "logprobs: one per token, each <= 0")
+
+
 def check_bad_requests(c, f):
     S = c.grpc.StatusCode
     bad = [
@@ -162,6 +173,7 @@ def main():
                 "ListModels (%s)" % models)
         check_greedy(c, f)
         check_stop_string(c, f)
+        check_sampling_and_logprobs(c, f)
         check_bad_requests(c, f)
         check_garbage(c, f)
         text, _, _ = c.generate(prompt="Once upon a time", max_tokens=8)
