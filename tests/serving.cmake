@@ -4,7 +4,7 @@
 if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
   get_target_property(TS_SERVING_PYDIR ts_proto TS_PYTHON_DIR)
   if(TS_SERVING_PYDIR)
-    foreach(name basic faults)
+    foreach(name basic faults node_submit)
       add_test(NAME serving_${name}
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_${name}.py
                        --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
@@ -12,6 +12,8 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
     set_tests_properties(serving_basic PROPERTIES LABELS integration TIMEOUT 300
                          SKIP_RETURN_CODE 77)
     set_tests_properties(serving_faults PROPERTIES LABELS "integration;fault" TIMEOUT 300
+                         SKIP_RETURN_CODE 77)
+    set_tests_properties(serving_node_submit PROPERTIES LABELS "integration;fault" TIMEOUT 180
                          SKIP_RETURN_CODE 77)
     if(TARGET tessera)
       add_test(NAME serving_up
