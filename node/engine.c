@@ -21,6 +21,7 @@ enum {
     PLAN_MAGIC = 0x4c505354, /* "TSPL" */
     PLAN_STEP = 1,
     PLAN_STOP = 2,
+    PLAN_TASK = 3, /* a group task: n_tokens holds the message bytes, the words the message */
     PLAN_INLINE_BYTES = 4096,
     SEQ_WORDS = 6,
 };
@@ -84,6 +85,8 @@ struct ts_engine {
 
     ts_engine_layer_hook layer_hook; /* see ts_engine_set_layer_hook */
     void *layer_hook_user;
+    ts_engine_task_handler task_handler; /* see ts_engine_run_task */
+    void *task_user;
 };
 
 /* ------------------------------------------------------------------ setup */
@@ -576,6 +579,80 @@ int ts_engine_stop_group(ts_engine *e) {
     return broadcast_plan(e);
 }
 
+/* ------------------------------------------------------------------ group tasks */
+
+void ts_engine_set_task_handler(ts_engine *e, ts_engine_task_handler handler, void *user) {
+    e->task_handler = handler;
+    e->task_user = user;
+}
+
+size_t ts_engine_task_max_bytes(const ts_engine *e) { return e->plan_capacity_words * 4; }
+
+static int32_t run_handler(ts_engine *e, const void *msg, size_t bytes) {
+    if (!e->task_handler)
+        return ts_error_set(TS_E_UNSUPPORTED, "rank %d has no group task handler", e->comm->rank);
+    return e->task_handler(e->task_user, e, msg, bytes);
+}
+
+/* Every rank's result to every rank: *first_code is the first failing rank's code (0 when
+ * all succeeded) and *failed_rank that rank. Returns the collective's own error only. */
+static int gather_task_results(ts_engine *e, int32_t mine, int32_t *first_code, int *failed_rank) {
+    int32_t *all = malloc((size_t)e->comm->size * sizeof *all);
+    if (!all) return ts_error_set(TS_E_NOMEM, "out of memory");
+    int rc = ts_comm_allgather(e->comm, &mine, all, sizeof mine);
+    *first_code = 0;
+    *failed_rank = -1;
+    for (int r = 0; !rc && r < e->comm->size && !*first_code; r++)
+        if (all[r]) {
+            *first_code = all[r];
+            *failed_rank = r;
+        }
+    free(all);
+    return rc ? ts_error_wrap(rc, "gathering a group task's results") : TS_OK;
+}
+
+int ts_engine_run_task(ts_engine *e, const void *msg, size_t bytes) {
+    TS_ASSERT(e->comm->rank == 0);
+    if (bytes > ts_engine_task_max_bytes(e))
+        return ts_error_set(TS_E_INVALID, "group task of %zu bytes (limit %zu)", bytes,
+                            ts_engine_task_max_bytes(e));
+    if (e->comm->size > 1) {
+        plan_header *h = (plan_header *)e->plan;
+        int32_t n_words = (int32_t)((bytes + 3) / 4);
+        *h = (plan_header){PLAN_MAGIC, PLAN_TASK, (int32_t)bytes, 0, 0, 0, 0, n_words};
+        if (bytes) memcpy(h + 1, msg, bytes);
+        int rc = broadcast_plan(e);
+        if (rc) return ts_error_wrap(rc, "sending a group task");
+    }
+    int32_t mine = run_handler(e, msg, bytes);
+    if (e->comm->size == 1) return mine;
+    char message[512];
+    snprintf(message, sizeof message, "%s", mine ? ts_error_message() : "");
+    int32_t first;
+    int failed_rank;
+    int rc = gather_task_results(e, mine, &first, &failed_rank);
+    if (rc) return rc;
+    if (mine) return ts_error_set(mine, "%s", message);
+    if (first)
+        return ts_error_set(first, "group task failed on rank %d (%s; its log says why)",
+                            failed_rank, ts_error_name(first));
+    return TS_OK;
+}
+
+/* A follower's side of ts_engine_run_task. A task that failed is the leader's to handle; only a
+ * broken collective ends the group. */
+static int follow_task(ts_engine *e, const plan_header *h) {
+    if (h->n_tokens < 0 || (size_t)h->n_tokens > (size_t)h->n_words * 4)
+        return ts_error_set(TS_E_INTERNAL, "malformed group task from the group leader");
+    int32_t mine = run_handler(e, h + 1, (size_t)h->n_tokens);
+    if (mine)
+        ts_log(TS_LOG_ERROR, NULL, "group task failed on rank %d: %s", e->comm->rank,
+               ts_error_message());
+    int32_t first;
+    int failed_rank;
+    return gather_task_results(e, mine, &first, &failed_rank);
+}
+
 int ts_engine_follow(ts_engine *e) {
     TS_ASSERT(e->comm->rank != 0);
     for (;;) {
@@ -583,6 +660,11 @@ int ts_engine_follow(ts_engine *e) {
         if (rc) return ts_error_wrap(rc, "waiting for the group leader");
         const plan_header *h = (const plan_header *)e->plan;
         if (h->type == PLAN_STOP) return TS_OK;
+        if (h->type == PLAN_TASK) {
+            rc = follow_task(e, h);
+            if (rc) return rc;
+            continue;
+        }
         const int32_t *w = (const int32_t *)(h + 1);
         if (h->n_seqs < 0 || h->n_seqs > e->opts.max_batch_seqs || h->n_tokens < 0 ||
             h->n_block_ids < 0 ||

@@ -16,7 +16,8 @@
  * Group protocol. The group's rank 0 (the leader) owns the work: it calls ts_engine_step with a
  * plan (the batch), which the engine broadcasts to the other ranks (the followers); every rank
  * then runs the same forward pass on its shard. Followers sit in ts_engine_follow, executing
- * plans until the leader calls ts_engine_stop_group. Greedy rows are reduced across ranks as
+ * plans until the leader calls ts_engine_stop_group. Between steps the leader may also run a
+ * group task (ts_engine_run_task) on every rank. Greedy rows are reduced across ranks as
  * (value, index) pairs without gathering the logits; rows that sample or want log-probs gather
  * the full logits on the leader.
  *
@@ -95,5 +96,23 @@ int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, in
  * default) turns it off. */
 typedef void (*ts_engine_layer_hook)(void *user, const ts_batch *batch, int32_t layer);
 void ts_engine_set_layer_hook(ts_engine *e, ts_engine_layer_hook hook, void *user);
+
+/* ---- group tasks ---- */
+
+/* Work outside the forward pass that every rank of a group must do at the same point between
+ * steps, each on its own shard: open a KV transfer for a request, install received KV blocks
+ * into block ids the leader chose, drop a transfer (node/kv_transfer.h). The handler runs on
+ * the engine's thread; it returns 0 or a TS_E_* code with the error message set. */
+typedef int (*ts_engine_task_handler)(void *user, ts_engine *e, const void *msg, size_t bytes);
+void ts_engine_set_task_handler(ts_engine *e, ts_engine_task_handler handler, void *user);
+
+/* Leader only, between steps: runs the handler with msg (copied) on every rank — followers get
+ * it through the plan broadcast inside ts_engine_follow — and gathers the results. Returns 0
+ * when every rank returned 0; otherwise the leader's own error, or the first failing rank's code
+ * with a message naming the rank (that rank logs its reason). A rank without a handler fails
+ * with TS_E_UNSUPPORTED. TS_E_INVALID when bytes exceeds ts_engine_task_max_bytes. A failed
+ * collective (a dead rank) returns its error as ts_engine_step does. */
+int ts_engine_run_task(ts_engine *e, const void *msg, size_t bytes);
+size_t ts_engine_task_max_bytes(const ts_engine *e);
 
 #endif

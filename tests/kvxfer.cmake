@@ -10,7 +10,8 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
   ts_add_test(NAME test_kv_transfer_fault SOURCES unit/test_kv_transfer_fault.c
               LIBS ts_node ts_tokenizer LABELS fault TIMEOUT 300)
 endif()
-# Prefill and decode groups of different TP degrees under mpirun (1->1, 2->1, 1->2, 4->2).
+# Prefill and decode groups of different TP degrees under mpirun (1->1, 2->1, 1->2, 4->2, and
+# replicated KV heads 8->2, 2->8).
 if(TARGET ts_node AND TARGET ts_tokenizer)
   add_executable(kvxfer_tp unit/kvxfer_tp.c)
   target_link_libraries(kvxfer_tp PRIVATE ts_node ts_tokenizer ts_common)
@@ -18,5 +19,6 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
   set_target_properties(kvxfer_tp PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
   ts_add_script_test(NAME kv_transfer_between_tp_layouts_matches_reference
                      SCRIPT integration/test_kvxfer_tp.py ARGS $<TARGET_FILE:kvxfer_tp>
+                     1:1 2:1 1:2 4:2 8:2 2:8
                      LABELS integration TIMEOUT 600)
 endif()

@@ -4,17 +4,24 @@
  *   mpirun -np A+B kvxfer_tp A B
  *
  * World ranks 0 .. A-1 form a prefill group (TP A), ranks A .. A+B-1 a decode group (TP B),
- * each with its own engine shard, exactly as tessera-node groups do. For every reference case the
- * prefill group prefills the prompt, and every prefill rank ships its KV heads per layer from the
- * engine's layer hook (kv_layout.h decides to which decode rank) over TCP; every decode rank
- * receives exactly the heads it owns, the decode leader takes blocks from its pool
- * (ts_kvx_receiver_claim) and broadcasts their ids, the followers install into the same ids, and
- * the decode group decodes greedily. The text must equal the reference, and no block or staging
- * byte may be left over. Prints "ok"/"FAIL" lines; exit 0 when everything passed on every rank.
+ * each rank with its own engine shard and a ts_kvx_group, as tessera-node groups are. The
+ * followers of both groups only sit in ts_engine_follow (as ts_runtime_follow does); the two
+ * leaders drive everything through group tasks, exactly as a node worker would:
+ *   prefill leader: send_open, then send_arm (even cases: every rank ships each layer from the
+ *     engine's layer hook during the step) or send_blocks (odd cases: after the step), then
+ *     send_finish; the first token goes to the decode leader (MPI here, the coordinator in a
+ *     cluster);
+ *   decode leader: recv_wait, recv_claim (blocks from its pool, installed on every rank), then
+ *     greedy decoding, whose text must equal the reference.
+ * A last request is aborted by the prefill side midway: the decode group must report it failed
+ * and hold nothing afterwards. Every rank finally checks that its receiver holds no staging and
+ * the decode pool has all its blocks back. Exit 0 when all of it held on every rank.
  */
 #include "common/log.h"
 #include "kvxfer_util.h"
+#include "node/kv_transfer_group.h"
 
+#include <mpi.h>
 #include <stdbool.h>
 
 static int failures;
@@ -29,86 +36,71 @@ static int failures;
         }                                                                                          \
     } while (0)
 
-typedef struct ship {
-    ts_kvx_sender *tx;
-    int rc;
-} ship;
+enum { ABORTED_ID = 2000, ENDPOINTS = 2048 };
 
-/* Every prefill rank, inside the step: the layer's KV of the prompt's blocks is final. */
-static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
-    ship *s = user;
-    if (!s->rc)
-        s->rc = ts_kvx_sender_send_layer(s->tx, layer, b->block_ids + b->seqs[0].block0, 0,
-                                         b->seqs[0].n_blocks);
-}
-
-static void prefill_case(kvx_rank *r, const kvx_case *c, uint64_t id, const char *const *eps,
-                         int dst_size, int32_t *first) {
-    bool leader = r->comm->rank == 0;
-    ts_kvx_sender_options so = {.request_id = id, .fingerprint = r->fingerprint,
-                                .n_tokens = c->n_ids, .dst_endpoints = eps,
-                                .dst_size = dst_size, .timeout_ms = 60000};
-    ship s = {0};
-    int rc = ts_kvx_sender_open(r->engine, &so, &s.tx);
-    EXPECT(rc == 0, "prefill: opening the sender of request %llu", (unsigned long long)id);
-    ts_engine_set_layer_hook(r->engine, ship_layer, &s);
-    if (leader) {
-        int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0;
-        ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+static void prefill_leader(kvx_rank *r, ts_kvx_group *g, const kvx_case *cases, int n_cases,
+                           const char *endpoints, int decode_leader) {
+    ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    for (int i = 0; i < n_cases; i++) {
+        const kvx_case *c = &cases[i];
+        uint64_t id = 1000 + (uint64_t)i;
+        int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, first = -1;
         EXPECT(kvx_grow(r, table, &n_blocks, c->n_ids) == 0, "prefill: blocks");
+        EXPECT(ts_kvx_group_send_open(g, id, c->n_ids, endpoints) == 0, "prefill: open %d", i);
+        bool pipelined = i % 2 == 0;
+        if (pipelined) EXPECT(ts_kvx_group_send_arm(g, id, 0, 0, n_blocks) == 0, "prefill: arm");
         ts_batch_seq seq;
         ts_batch b = kvx_batch(c->ids, c->n_ids, 0, table, n_blocks, &seq);
-        EXPECT(ts_engine_step(r->engine, &b, &greedy, first, NULL) == 0, "prefill step");
-        EXPECT(ts_engine_stop_group(r->engine) == 0, "prefill: stopping the followers");
+        EXPECT(ts_engine_step(r->engine, &b, &greedy, &first, NULL) == 0, "prefill step");
+        if (!pipelined)
+            EXPECT(ts_kvx_group_send_blocks(g, id, table, 0, n_blocks) == 0, "prefill: blocks");
+        EXPECT(ts_kvx_group_send_finish(g, id) == 0, "prefill: finish %d", i);
         kvx_release(r, table, n_blocks);
-    } else {
-        EXPECT(ts_engine_follow(r->engine) == 0, "prefill: following the leader");
+        MPI_Send(&first, 1, MPI_INT, decode_leader, 0, MPI_COMM_WORLD);
     }
-    ts_engine_set_layer_hook(r->engine, NULL, NULL);
-    EXPECT(s.rc == 0, "prefill: shipping layers");
-    if (s.tx) EXPECT(ts_kvx_sender_finish(s.tx) == 0, "prefill: finishing the transfer");
-    ts_kvx_sender_destroy(s.tx);
+    /* A transfer abandoned midway: one block of every layer, then abort. */
+    int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0;
+    EXPECT(kvx_grow(r, table, &n_blocks, 3 * KVX_BLOCK) == 0, "prefill: blocks");
+    EXPECT(ts_kvx_group_send_open(g, ABORTED_ID, 3 * KVX_BLOCK, endpoints) == 0, "open");
+    EXPECT(ts_kvx_group_send_blocks(g, ABORTED_ID, table, 0, 1) == 0, "prefill: partial");
+    EXPECT(ts_kvx_group_send_abort(g, ABORTED_ID) == 0, "prefill: abort");
+    kvx_release(r, table, n_blocks);
+    /* The abort finishes nothing on the decode side: it must notice on its own. */
+    EXPECT(ts_kvx_group_send_finish(g, ABORTED_ID) == TS_E_NOT_FOUND, "finish after abort");
 }
 
-static void decode_case(kvx_rank *r, ts_kvx_receiver *rx, const kvx_case *c, uint64_t id,
-                        int32_t first) {
-    ts_comm *g = r->comm;
-    bool leader = g->rank == 0;
-    int32_t ok = ts_kvx_receiver_wait(rx, id, 60000) == 0;
-    EXPECT(ok, "decode: receiving request %llu", (unsigned long long)id);
-    int32_t all_ok[64];
-    EXPECT(ts_comm_allgather(g, &ok, all_ok, sizeof ok) == 0, "decode: allgather");
-    for (int i = 0; i < g->size; i++) ok &= all_ok[i];
-    /* The leader takes the blocks and installs its share; the followers install theirs into
-     * the same block ids. */
-    int32_t table[1 + KVX_CTX / KVX_BLOCK] = {0}, *ids = table + 1;
-    if (leader && ok)
-        EXPECT(ts_kvx_receiver_claim(rx, r->engine, r->pool, id, ids, KVX_CTX / KVX_BLOCK,
-                                     &table[0]) == 0, "decode: claim");
-    EXPECT(ts_comm_broadcast(g, table, sizeof table, 0) == 0, "decode: block table");
-    if (!leader && table[0] > 0)
-        EXPECT(ts_kvx_receiver_install(rx, r->engine, id, ids, table[0]) == 0, "decode: install");
-    if (table[0] == 0) { /* nothing to decode: the whole group skips the case */
-        ts_kvx_receiver_drop(rx, id);
-        return;
+static void decode_leader(kvx_rank *r, ts_kvx_group *g, const kvx_case *cases, int n_cases) {
+    for (int i = 0; i < n_cases; i++) {
+        const kvx_case *c = &cases[i];
+        uint64_t id = 1000 + (uint64_t)i;
+        int32_t first = -1, ids[KVX_CTX / KVX_BLOCK], n_blocks = 0, n_tokens = 0;
+        MPI_Recv(&first, 1, MPI_INT, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        int rc = ts_kvx_group_recv_wait(g, id, 60000);
+        EXPECT(rc == 0, "decode: waiting for request %llu", (unsigned long long)id);
+        if (!rc)
+            rc = ts_kvx_group_recv_claim(g, r->pool, id, ids, KVX_CTX / KVX_BLOCK, &n_blocks,
+                                         &n_tokens);
+        EXPECT(rc == 0 && n_tokens == c->n_ids, "decode: claim");
+        if (rc) {
+            ts_kvx_group_recv_drop(g, id);
+            continue;
+        }
+        int32_t out[KVX_CTX];
+        int n = kvx_decode(r, ids, &n_blocks, c->n_ids, first, c->n_predict, out);
+        EXPECT(n > 0, "decode: generating");
+        kvx_release(r, ids, n_blocks);
+        ts_buf text = {0};
+        ts_buf_append_str(&text, c->prompt);
+        if (n > 0) kvx_text(r, out, n, &text);
+        bool same = strcmp(text.data, c->expected) == 0;
+        EXPECT(same, "request %llu: text\n  expected: %s\n  got:      %s", (unsigned long long)id,
+               c->expected, text.data);
+        if (same) printf("ok   request %llu: %s\n", (unsigned long long)id, c->prompt);
+        ts_buf_free(&text);
     }
-    if (!leader) {
-        EXPECT(ts_engine_follow(r->engine) == 0, "decode: following the leader");
-        return;
-    }
-    int32_t out[KVX_CTX], n_blocks = table[0];
-    int n = kvx_decode(r, ids, &n_blocks, c->n_ids, first, c->n_predict, out);
-    EXPECT(n > 0, "decode: generating");
-    EXPECT(ts_engine_stop_group(r->engine) == 0, "decode: stopping the followers");
-    kvx_release(r, ids, n_blocks);
-    ts_buf text = {0};
-    ts_buf_append_str(&text, c->prompt);
-    if (n > 0) kvx_text(r, out, n, &text);
-    bool same = strcmp(text.data, c->expected) == 0;
-    EXPECT(same, "request %llu: text\n  expected: %s\n  got:      %s", (unsigned long long)id,
-           c->expected, text.data);
-    if (same) printf("ok   request %llu: %s\n", (unsigned long long)id, c->prompt);
-    ts_buf_free(&text);
+    int rc = ts_kvx_group_recv_wait(g, ABORTED_ID, 60000);
+    EXPECT(rc == TS_E_UNAVAILABLE, "decode: the aborted transfer fails (rc %d)", rc);
+    EXPECT(ts_kvx_group_recv_drop(g, ABORTED_ID) == 0, "decode: drop");
 }
 
 int main(int argc, char **argv) {
@@ -123,7 +115,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     int w = ts_mpi_world_rank(), world_size = ts_mpi_world_size();
-    if (a < 1 || b < 1 || a + b != world_size || b > 64) {
+    if (a < 1 || b < 1 || a + b != world_size || world_size > 128) {
         fprintf(stderr, "kvxfer_tp %d %d needs exactly %d ranks, got %d\n", a, b, a + b,
                 world_size);
         ts_mpi_finalize();
@@ -136,52 +128,53 @@ int main(int argc, char **argv) {
     if (!rc) rc = ts_comm_create_mpi(prefill ? 1 : 2, prefill ? w : w - a, &co, &group);
     kvx_rank r;
     if (!rc) rc = kvx_rank_open(&r, group, TS_DTYPE_F16);
+    ts_kvx_group *g = NULL;
+    ts_kvx_group_options go = {.receive = !prefill, .timeout_ms = 60000,
+                               .receiver = {.listen = "127.0.0.1:0", .timeout_ms = 60000}};
+    if (!rc) rc = ts_kvx_group_create(r.engine, &r.model, &go, &g);
     if (rc) {
         fprintf(stderr, "rank %d: %s\n", w, ts_error_message());
         return 1;
     }
-    /* Every decode rank's endpoint, to every rank. */
-    ts_kvx_receiver *rx = NULL;
-    char mine[64] = "", all[64 * 128];
-    if (!prefill) {
-        ts_kvx_receiver_options ro = {.listen = "127.0.0.1:0", .fingerprint = r.fingerprint,
-                                      .timeout_ms = 60000};
-        EXPECT(ts_kvx_receiver_open(r.engine, &ro, &rx) == 0, "opening the receiver");
-        if (rx) snprintf(mine, sizeof mine, "%s", ts_kvx_receiver_endpoint(rx));
-    }
-    EXPECT(ts_comm_allgather(world, mine, all, sizeof mine) == 0, "exchanging endpoints");
-    const char *eps[64];
-    for (int d = 0; d < b; d++) eps[d] = all + (size_t)(a + d) * sizeof mine;
+    /* The decode group's endpoint list (what its leader would register) to every rank. */
+    char mine[ENDPOINTS] = "";
+    char *all = calloc((size_t)world_size, ENDPOINTS);
+    if (!prefill && r.comm->rank == 0) snprintf(mine, sizeof mine, "%s", ts_kvx_group_endpoints(g));
+    EXPECT(ts_comm_allgather(world, mine, all, ENDPOINTS) == 0, "exchanging endpoints");
+    const char *endpoints = all + (size_t)a * ENDPOINTS;
+    if (w == 0) printf("decode endpoints: %s\n", endpoints);
 
     kvx_case cases[KVX_MAX_CASES];
     int n_cases = kvx_load_cases(cases, KVX_MAX_CASES);
     EXPECT(n_cases >= 8, "reading the reference cases");
     int32_t free_before = r.pool ? ts_kv_pool_n_free(r.pool) : 0;
-    for (int i = 0; i < n_cases; i++) {
-        uint64_t id = 1000 + (uint64_t)i;
-        int32_t first = -1;
-        if (prefill) prefill_case(&r, &cases[i], id, eps, b, &first);
-        /* The first token goes from the prefill leader to the decode leader (in a cluster the
-         * coordinator carries it). */
-        EXPECT(ts_comm_broadcast(world, &first, sizeof first, 0) == 0, "first token");
-        if (!prefill) decode_case(&r, rx, &cases[i], id, first);
+    if (r.comm->rank != 0) {
+        EXPECT(ts_engine_follow(r.engine) == 0, "following the leader");
+    } else {
+        if (prefill) prefill_leader(&r, g, cases, n_cases, endpoints, a);
+        else decode_leader(&r, g, cases, n_cases);
+        EXPECT(ts_engine_stop_group(r.engine) == 0, "stopping the followers");
     }
     if (r.pool) EXPECT(ts_kv_pool_n_free(r.pool) == free_before, "blocks left over");
+    ts_kvx_receiver *rx = ts_kvx_group_receiver(g);
     if (rx) {
         ts_kvx_receiver_stats st;
         ts_kvx_receiver_get_stats(rx, &st);
         EXPECT(st.staging_bytes == 0 && st.n_receiving == 0 && st.n_complete == 0,
                "staging left over");
-        EXPECT(st.transfers_ok == n_cases, "%lld of %d transfers ok", (long long)st.transfers_ok,
-               n_cases);
+        EXPECT(st.transfers_ok == n_cases && st.transfers_failed == 1,
+               "%lld transfers ok and %lld failed, expected %d and 1", (long long)st.transfers_ok,
+               (long long)st.transfers_failed, n_cases);
     }
     int32_t mine_failed = failures, failed[128];
     ts_comm_allgather(world, &mine_failed, failed, sizeof mine_failed);
     int total = 0;
     for (int i = 0; i < world_size; i++) total += failed[i];
-    if (w == 0) printf("%s: layout %d -> %d, %d cases, %d failure(s)\n", total ? "FAIL" : "ok", a,
-                       b, n_cases, total);
-    ts_kvx_receiver_close(rx);
+    if (w == 0)
+        printf("%s: layout %d -> %d, %d cases and an aborted transfer, %d failure(s)\n",
+               total ? "FAIL" : "ok", a, b, n_cases, total);
+    free(all);
+    ts_kvx_group_destroy(g);
     kvx_rank_close(&r);
     ts_comm_destroy(world);
     ts_mpi_finalize();

@@ -7,6 +7,7 @@
 #include "common/clock.h"
 #include "kvxfer_util.h"
 #include "node/kv_transfer.h"
+#include "node/kv_transfer_group.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ checksum, wire format */
@@ -316,6 +317,64 @@ static void test_chunked_long_prompt_decodes_like_a_local_run(void) {
     kvx_rank_close(&dec);
 }
 
+/* The group API in groups of one (the multi-rank case runs under mpirun: kvxfer_tp.c), and the
+ * engine's group tasks it rides on. */
+static void test_group_api_in_groups_of_one(void) {
+    kvx_rank pre, dec;
+    CHECK_OK(kvx_rank_open(&pre, NULL, TS_DTYPE_F16));
+    CHECK_OK(kvx_rank_open(&dec, NULL, TS_DTYPE_F16));
+    CHECK_EQ_INT(ts_engine_run_task(pre.engine, "x", 1), TS_E_UNSUPPORTED); /* no handler yet */
+    ts_kvx_group *gp = NULL, *gd = NULL;
+    ts_kvx_group_options po = {0}, dopt = {.receive = true, .receiver = {.listen = "127.0.0.1:0"}};
+    CHECK_OK(ts_kvx_group_create(pre.engine, &pre.model, &po, &gp));
+    CHECK_OK(ts_kvx_group_create(dec.engine, &dec.model, &dopt, &gd));
+    CHECK_EQ_STR(ts_kvx_group_endpoints(gp), "");
+    CHECK(strncmp(ts_kvx_group_endpoints(gd), "127.0.0.1:", 10) == 0);
+    CHECK_EQ_INT(ts_engine_run_task(pre.engine, "not ours", 8), TS_E_NOT_FOUND);
+    CHECK_EQ_INT(ts_engine_run_task(pre.engine, "x", ts_engine_task_max_bytes(pre.engine) + 1),
+                 TS_E_INVALID);
+    kvx_case cases[KVX_MAX_CASES];
+    CHECK(kvx_load_cases(cases, KVX_MAX_CASES) > 0);
+    const kvx_case *c = &cases[3];
+    int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, first = -1;
+    ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    CHECK_OK(kvx_grow(&pre, table, &n_blocks, c->n_ids));
+    CHECK_OK(ts_kvx_group_send_open(gp, 5, c->n_ids, ts_kvx_group_endpoints(gd)));
+    CHECK_EQ_INT(ts_kvx_group_send_open(gp, 5, c->n_ids, ts_kvx_group_endpoints(gd)),
+                 TS_E_INVALID); /* already open */
+    CHECK_OK(ts_kvx_group_send_arm(gp, 5, 0, 0, n_blocks));
+    ts_batch_seq seq;
+    ts_batch b = kvx_batch(c->ids, c->n_ids, 0, table, n_blocks, &seq);
+    CHECK_OK(ts_engine_step(pre.engine, &b, &greedy, &first, NULL));
+    CHECK_OK(ts_kvx_group_send_finish(gp, 5));
+    CHECK_EQ_INT(ts_kvx_group_send_finish(gp, 5), TS_E_NOT_FOUND);
+    kvx_release(&pre, table, n_blocks);
+    CHECK_OK(ts_kvx_group_recv_wait(gd, 5, 20000));
+    int32_t ids[KVX_CTX / KVX_BLOCK], n = 0, n_tokens = 0, out[KVX_CTX];
+    int32_t free_dec = ts_kv_pool_n_free(dec.pool);
+    CHECK_OK(ts_kvx_group_recv_claim(gd, dec.pool, 5, ids, KVX_CTX / KVX_BLOCK, &n, &n_tokens));
+    CHECK_EQ_INT(n_tokens, c->n_ids);
+    int got = kvx_decode(&dec, ids, &n, c->n_ids, first, c->n_predict, out);
+    kvx_release(&dec, ids, n);
+    CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), free_dec);
+    ts_buf text = {0};
+    ts_buf_append_str(&text, c->prompt);
+    if (got > 0) kvx_text(&dec, out, got, &text);
+    CHECK_EQ_STR(text.data, c->expected);
+    ts_buf_free(&text);
+    /* Opened, then aborted: the decode side fails it and drops it. */
+    CHECK_OK(ts_kvx_group_send_open(gp, 6, 9, ts_kvx_group_endpoints(gd)));
+    CHECK_OK(ts_kvx_group_send_abort(gp, 6));
+    CHECK_EQ_INT(ts_kvx_group_recv_wait(gd, 6, 20000), TS_E_UNAVAILABLE);
+    CHECK_OK(ts_kvx_group_recv_drop(gd, 6));
+    CHECK_EQ_INT(ts_kvx_group_recv_drop(gd, 99), TS_OK); /* never seen: already dropped */
+    ts_kvx_group_destroy(gp);
+    ts_kvx_group_destroy(gd);
+    CHECK_EQ_INT(ts_engine_run_task(pre.engine, "x", 1), TS_E_UNSUPPORTED); /* unhooked */
+    kvx_rank_close(&pre);
+    kvx_rank_close(&dec);
+}
+
 int main(void) {
     RUN(test_crc32c_known_vectors);
     RUN(test_header_and_frame_round_trip_and_every_flipped_byte_is_caught);
@@ -324,5 +383,6 @@ int main(void) {
     RUN(test_layer_hook_sees_every_layer_and_changes_nothing);
     RUN(test_disaggregated_greedy_matches_reference);
     RUN(test_chunked_long_prompt_decodes_like_a_local_run);
+    RUN(test_group_api_in_groups_of_one);
     return test_summary();
 }
