@@ -9,9 +9,9 @@ if(TARGET tessera AND TARGET tessera-coordinator AND TARGET tessera-node)
   ts_add_script_test(NAME server_generate_matches_local
                      SCRIPT integration/test_server_generate.py ARGS ${TESSERA_BIN}
                      LABELS integration TIMEOUT 600)
-  ts_add_script_test(NAME server_generate_matches_local_tp2_two_groups
+  ts_add_script_test(NAME server_generate_matches_local_up_tp2_two_groups
                      SCRIPT integration/test_server_generate.py ARGS ${TESSERA_BIN} --groups 2
-                     --tp 2 LABELS integration TIMEOUT 600)
+                     --tp 2 --launcher up LABELS integration TIMEOUT 600)
   ts_add_script_test(NAME server_64_streams_match_alone
                      SCRIPT integration/test_server_concurrent.py ARGS ${TESSERA_BIN}
                      LABELS integration TIMEOUT 900)

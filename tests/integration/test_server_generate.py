@@ -74,6 +74,9 @@ def main():
                 "unknown model: one line 'tessera generate: INVALID_ARGUMENT: ...' (got %r)"
                 % p.stderr)
         f.check(c.alive(), "the cluster is still up")
+        code = c.stop()
+        f.check(code == 0, "SIGTERM stops the cluster cleanly (%s exit %r)"
+                % ("tessera up" if args.launcher == "up" else "tessera-coordinator", code))
     f.finish()
 
 
