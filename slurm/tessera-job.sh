@@ -1,0 +1,197 @@
+# tessera-job.sh — shell functions shared by tessera.sbatch and tessera-disagg.sbatch (sourced,
+# not run). They start the coordinator on the batch host, publish its endpoint in the job's
+# working directory, launch node pools as job steps, and stop everything on scancel / time limit.
+#
+# Settings (environment; the sbatch scripts document them):
+#   TESSERA_BIN_DIR  TESSERA_MODEL  TESSERA_PORT  TESSERA_THREADS  TESSERA_LAUNCHER  TESSERA_MPI
+#   TESSERA_ENDPOINT_FILE  TESSERA_ADVERTISE_HOST  TESSERA_BOOTSTRAP  TESSERA_GRACE_S
+#   TESSERA_NODE_ARGS  TESSERA_COORDINATOR_ARGS
+
+ts_log() { echo "tessera-job[$SLURM_JOB_ID]: $*"; }
+ts_die() { echo "tessera-job[${SLURM_JOB_ID:-?}]: error: $1" >&2; exit "${2:-1}"; }
+
+TS_PIDS=()      # background children: coordinator first, then one launcher per pool
+TS_NAMES=()
+TS_STOPPING=0
+
+# Binaries, model and defaults; checks what can be checked before anything starts.
+ts_setup() {
+    : "${SLURM_JOB_ID:?not inside a Slurm job: submit this script with sbatch}"
+    if [ -z "${TESSERA_BIN_DIR:-}" ]; then
+        local c
+        c=$(command -v tessera-coordinator) || ts_die "tessera-coordinator not on PATH: set TESSERA_BIN_DIR to the directory holding tessera, tessera-coordinator and tessera-node" 2
+        TESSERA_BIN_DIR=$(dirname "$c")
+    fi
+    for b in tessera tessera-coordinator tessera-node; do
+        [ -x "$TESSERA_BIN_DIR/$b" ] || ts_die "$TESSERA_BIN_DIR/$b is missing: set TESSERA_BIN_DIR to a Tessera build's bin directory" 2
+    done
+    TS_MODEL_ARGS=()
+    if [ -n "${TESSERA_MODEL:-}" ]; then
+        [ -r "$TESSERA_MODEL" ] || ts_die "TESSERA_MODEL=$TESSERA_MODEL is not a readable file" 2
+        TS_MODEL_ARGS=(-m "$TESSERA_MODEL")
+    fi
+    TESSERA_PORT=${TESSERA_PORT:-50051}
+    TESSERA_THREADS=${TESSERA_THREADS:-${SLURM_CPUS_PER_TASK:-0}}
+    TESSERA_GRACE_S=${TESSERA_GRACE_S:-20}
+    TESSERA_ENDPOINT_FILE=${TESSERA_ENDPOINT_FILE:-$PWD/tessera-$SLURM_JOB_ID.endpoint}
+    TESSERA_ADVERTISE_HOST=${TESSERA_ADVERTISE_HOST:-${SLURMD_NODENAME:-$(hostname -s)}}
+    TS_RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tessera-job-$SLURM_JOB_ID.XXXXXX")
+    ts_pick_launcher
+    trap 'ts_on_signal TERM' TERM
+    trap 'ts_on_signal INT' INT
+    trap 'ts_cleanup' EXIT
+}
+
+# srun with the MPI plugin Open MPI works with (pmix, else pmi2), or mpirun inside the allocation.
+ts_pick_launcher() {
+    TESSERA_LAUNCHER=${TESSERA_LAUNCHER:-auto}
+    if [ "$TESSERA_LAUNCHER" = auto ] || [ "$TESSERA_LAUNCHER" = srun ]; then
+        local plugins
+        plugins=$(srun --mpi=list 2>&1 || true)
+        if [ -z "${TESSERA_MPI:-}" ]; then
+            if echo "$plugins" | grep -qw pmix; then TESSERA_MPI=pmix
+            elif echo "$plugins" | grep -qw pmi2; then TESSERA_MPI=pmi2
+            fi
+        fi
+        if [ -n "${TESSERA_MPI:-}" ]; then
+            TESSERA_LAUNCHER=srun
+        elif [ "$TESSERA_LAUNCHER" = srun ]; then
+            ts_die "srun offers neither pmix nor pmi2 (srun --mpi=list: $plugins): set TESSERA_LAUNCHER=mpirun" 2
+        else
+            TESSERA_LAUNCHER=mpirun
+        fi
+    fi
+    case "$TESSERA_LAUNCHER" in
+        srun) ts_log "launcher: srun --mpi=$TESSERA_MPI" ;;
+        mpirun) command -v mpirun >/dev/null || ts_die "TESSERA_LAUNCHER=mpirun but mpirun is not on PATH" 2
+                ts_log "launcher: mpirun inside the allocation" ;;
+        *) ts_die "TESSERA_LAUNCHER must be auto, srun or mpirun, not '$TESSERA_LAUNCHER'" 2 ;;
+    esac
+}
+
+# Refuses impossible plans before anything starts (the message says what to change).
+ts_check_plan() {
+    "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_MODEL_ARGS[@]}" ||
+        ts_die "the requested plan '$1' does not fit this job (see the line above)" 2
+}
+
+ts_spawn() { # name, command...
+    local name=$1
+    shift
+    "$@" &
+    TS_PIDS+=($!)
+    TS_NAMES+=("$name")
+}
+
+# The coordinator on this (the first) host; its endpoint, with a host the other nodes and the
+# clients can reach, goes to TESSERA_ENDPOINT_FILE (written atomically) and to the job output.
+ts_start_coordinator() {
+    local own="$TS_RUN_DIR/coordinator.endpoint"
+    # shellcheck disable=SC2086 # extra flags are split into words on purpose
+    ts_spawn coordinator "$TESSERA_BIN_DIR/tessera-coordinator" --listen "0.0.0.0:$TESSERA_PORT" \
+        --endpoint-file "$own" "${TS_MODEL_ARGS[@]}" ${TESSERA_COORDINATOR_ARGS:-}
+    local i
+    for ((i = 0; i < 600; i++)); do
+        [ -s "$own" ] && break
+        kill -0 "${TS_PIDS[0]}" 2>/dev/null || ts_die "tessera-coordinator exited before listening"
+        sleep 0.1
+    done
+    [ -s "$own" ] || ts_die "tessera-coordinator did not listen within 60 s"
+    local ep port
+    ep=$(head -n1 "$own")
+    port=${ep##*:}
+    TS_ENDPOINT="$TESSERA_ADVERTISE_HOST:$port"
+    if ! { echo "$TS_ENDPOINT" > "$TESSERA_ENDPOINT_FILE.tmp.$$" &&
+           mv -f "$TESSERA_ENDPOINT_FILE.tmp.$$" "$TESSERA_ENDPOINT_FILE"; }; then
+        ts_die "cannot write $TESSERA_ENDPOINT_FILE"
+    fi
+    ts_log "coordinator endpoint $TS_ENDPOINT (written to $TESSERA_ENDPOINT_FILE)"
+}
+
+# One pool: name, role, groups, tp, [het group]. Every rank reads the endpoint from the file.
+ts_start_pool() {
+    local name=$1 role=$2 groups=$3 tp=$4 het=${5:-}
+    local n=$((groups * tp))
+    # Ranks find the coordinator through the endpoint file (on a filesystem the nodes share), or,
+    # with TESSERA_BOOTSTRAP=address, through the address itself on their command line.
+    local where=(--coordinator-file "$TESSERA_ENDPOINT_FILE")
+    [ "${TESSERA_BOOTSTRAP:-file}" = address ] && where=(--coordinator "$TS_ENDPOINT")
+    local node=("$TESSERA_BIN_DIR/tessera-node" "${where[@]}"
+                --role "$role" --tp "$tp" --threads "$TESSERA_THREADS" --name "$name"
+                "${TS_MODEL_ARGS[@]}")
+    # shellcheck disable=SC2206
+    node+=(${TESSERA_NODE_ARGS:-})
+    ts_log "pool $name: $groups group(s) x TP $tp, role $role${het:+, component $het}"
+    if [ "$TESSERA_LAUNCHER" = srun ]; then
+        ts_spawn "$name" srun --mpi="$TESSERA_MPI" ${het:+--het-group=$het} --ntasks="$n" \
+            --kill-on-bad-exit=1 --job-name="tessera-$name" "${node[@]}"
+    else
+        local hosts=()
+        if [ -n "$het" ]; then
+            local var="SLURM_JOB_NODELIST_HET_GROUP_$het"
+            mapfile -t hosts < <(scontrol show hostnames "${!var}")
+        fi
+        ts_spawn "$name" mpirun -np "$n" ${het:+--host "$(IFS=,; echo "${hosts[*]}")"} \
+            "${node[@]}"
+    fi
+}
+
+# Stops in order: the coordinator first (it stops admitting, lets running streams finish for
+# its grace period and tells the nodes to shut down), then the pools; whatever is still there
+# after TESSERA_GRACE_S gets SIGKILL.
+ts_stop_all() {
+    [ "$TS_STOPPING" = 1 ] && return
+    TS_STOPPING=1
+    local i
+    for ((i = 0; i < ${#TS_PIDS[@]}; i++)); do
+        kill -TERM "${TS_PIDS[$i]}" 2>/dev/null
+        [ "$i" = 0 ] && ts_wait_pids "$TESSERA_GRACE_S" "${TS_PIDS[0]}"
+    done
+    ts_wait_pids "$TESSERA_GRACE_S" "${TS_PIDS[@]}" || {
+        ts_log "still running after ${TESSERA_GRACE_S} s: killing"
+        for i in "${TS_PIDS[@]}"; do kill -KILL "$i" 2>/dev/null; done
+    }
+}
+
+ts_wait_pids() { # seconds, pids... ; 0 when all are gone
+    local deadline=$((SECONDS + $1)) p alive
+    shift
+    while :; do
+        alive=0
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.2
+    done
+}
+
+ts_on_signal() {
+    ts_log "SIG$1 received (scancel or time limit): stopping"
+    ts_stop_all
+    ts_log "stopped"
+    exit 0
+}
+
+ts_cleanup() {
+    ts_stop_all
+    rm -f "$TESSERA_ENDPOINT_FILE"
+    [ -n "${TS_RUN_DIR:-}" ] && rm -rf "$TS_RUN_DIR"
+}
+
+# Serves until scancel/time limit (exit 0) or until a child ends on its own (exit 1: one part of
+# the cluster is gone, so the job stops rather than serve half a cluster).
+ts_serve() {
+    local i
+    while :; do
+        wait -n "${TS_PIDS[@]}" 2>/dev/null
+        [ "$TS_STOPPING" = 1 ] && return 0
+        for ((i = 0; i < ${#TS_PIDS[@]}; i++)); do
+            if ! kill -0 "${TS_PIDS[$i]}" 2>/dev/null; then
+                wait "${TS_PIDS[$i]}"
+                ts_log "${TS_NAMES[$i]} exited with status $? on its own: stopping the rest"
+                ts_stop_all
+                exit 1
+            fi
+        done
+    done
+}

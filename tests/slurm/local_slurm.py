@@ -1,0 +1,174 @@
+"""local_slurm.py — a real Slurm for the tests (local_slurm.sh does the work) and what the
+Slurm tests share: submitting a Tessera job, waiting for its endpoint, talking to it with the
+Python grpcio client of tests/integration/serving_cluster.py, and checking that scancel leaves
+no process behind.
+
+    with LocalSlurm(nodes=2) as slurm:
+        job = slurm.submit(["-N2", "--ntasks-per-node=2"], "slurm/tessera.sbatch", env)
+"""
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+import harness  # noqa: E402
+
+SOURCE_DIR = harness.SOURCE_DIR
+
+
+def ports_free(base, n):
+    for port in range(base, base + n):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def skip_unless_possible():
+    if os.geteuid() != 0:
+        harness.skip("a local Slurm needs root (slurmd runs jobs as any user)")
+    missing = [b for b in ("slurmctld", "slurmd", "munged", "mungekey", "sbatch", "unshare")
+               if not shutil.which(b)]
+    if missing:
+        harness.skip("slurmctld cannot start here: %s not installed (apt-get install slurm-wlm "
+                     "munge)" % ", ".join(missing))
+
+
+class LocalSlurm:
+    def __init__(self, nodes=2):
+        self.nodes = nodes
+        self.dir = tempfile.mkdtemp(prefix="tessera-slurm-")
+        self.env = dict(os.environ)
+        for k in list(self.env):
+            if k.startswith("SLURM_"):
+                del self.env[k]
+        self.env["SLURM_CONF"] = os.path.join(self.dir, "slurm.conf")
+        self.env["SLURM_TEST_NODES"] = str(nodes)
+        for _ in range(50):
+            base = random.randrange(20000, 40000)
+            if ports_free(base, nodes + 1):
+                break
+        self.env["SLURM_TEST_PORT"] = str(base)
+
+    def _script(self, cmd, timeout=60):
+        return subprocess.run([os.path.join(HERE, "local_slurm.sh"), cmd, self.dir],
+                              env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout)
+
+    def __enter__(self):
+        p = self._script("up")
+        if p.returncode != 0:
+            ctld_ok = subprocess.run(["scontrol", "ping"], env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True).stdout
+            log = self.logs()
+            self.__exit__(None, None, None)
+            if "UP" not in ctld_ok:
+                harness.skip("slurmctld cannot start here:\n%s\n%s" % (p.stdout[-2000:], log))
+            raise AssertionError("slurmctld runs but the slurmd nodes did not come up:\n%s\n%s"
+                                 % (p.stdout[-2000:], log))
+        return self
+
+    def __exit__(self, *exc):
+        self._script("down")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def logs(self):
+        out = []
+        logdir = os.path.join(self.dir, "log")
+        for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
+            with open(os.path.join(logdir, name), errors="replace") as f:
+                out.append("--- %s ---\n%s" % (name, f.read()[-1500:]))
+        return "\n".join(out)
+
+    def run(self, cmd, timeout=30, check=True):
+        return harness.run(cmd, timeout=timeout, env=self.env, check=check)
+
+    def submit(self, sbatch_args, script, job_env, workdir):
+        env = dict(self.env)
+        env.update(job_env)
+        p = harness.run(["sbatch", "--parsable", "--chdir", workdir,
+                         "--output", os.path.join(workdir, "tessera-%j.out")] + sbatch_args
+                        + [script], env=env, timeout=30)
+        return p.stdout.strip().split(";")[0]
+
+    def job_state(self, job):
+        p = self.run(["squeue", "-h", "-j", job, "-o", "%T"], check=False)
+        states = p.stdout.split()
+        return states[0] if states else ""
+
+
+def tessera_job_env(bin_dir, workdir, **extra):
+    """Settings of the sbatch scripts for a job on this machine's simulated nodes."""
+    env = {
+        "TESSERA_BIN_DIR": bin_dir,
+        "TESSERA_MODEL": harness.MODEL_F32,
+        "TESSERA_PORT": "0",                   # any free port: tests run in parallel
+        "TESSERA_ADVERTISE_HOST": "127.0.0.1", # the simulated hosts n1, n2 are not in DNS
+        "TESSERA_THREADS": "1",
+        "TESSERA_GRACE_S": "15",
+        "TMPDIR": workdir,                     # the job's own files (and pgrep's handle) there
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMPI_MCA_mpi_yield_when_idle": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def wait_endpoint(slurm, job, workdir, timeout=120):
+    """The endpoint the job published, or raises with the job output."""
+    path = os.path.join(workdir, "tessera-%s.endpoint" % job)
+    out = os.path.join(workdir, "tessera-%s.out" % job)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and read(path).strip():
+            return read(path).strip()
+        if slurm.job_state(job) not in ("PENDING", "RUNNING", "CONFIGURING", ""):
+            break
+        time.sleep(0.2)
+    raise AssertionError("job %s published no endpoint (state %r):\n%s\n%s"
+                         % (job, slurm.job_state(job), read(out)[-4000:], slurm.logs()))
+
+
+def job_processes(workdir):
+    """Processes whose command line names the job's directory (srun, coordinator, nodes)."""
+    p = subprocess.run(["pgrep", "-a", "-f", workdir], stdout=subprocess.PIPE, text=True)
+    return [line for line in p.stdout.splitlines() if "pgrep" not in line]
+
+
+def scancel_and_check_gone(slurm, job, workdir, f, timeout=90):
+    """scancel the job; every process of it must be gone and the endpoint file removed."""
+    before = job_processes(workdir)
+    f.check(len(before) > 0, "job %s: its processes are visible before scancel" % job)
+    slurm.run(["scancel", job])
+    gone = harness.wait_for(lambda: slurm.job_state(job) == "" and not job_processes(workdir),
+                            timeout, 0.2)
+    out = read(os.path.join(workdir, "tessera-%s.out" % job))
+    f.check(gone, "job %s: after scancel no process is left (left: %s)"
+            % (job, job_processes(workdir)))
+    f.check("SIGTERM received" in out and "stopped" in out,
+            "job %s: the script handled SIGTERM and stopped its children" % job)
+    f.check(not os.path.exists(os.path.join(workdir, "tessera-%s.endpoint" % job)),
+            "job %s: the endpoint file is removed" % job)
+    if not gone:
+        print(out[-4000:])
+    return out
