@@ -157,11 +157,9 @@ static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
     req.max_tokens = o->max_tokens;
     req.sampling = &sp;
     req.ignore_eos = 1;
-    size_t len = tessera__v1__generate_request__get_packed_size(&req);
-    int rc = ts_buf_reserve(bytes, len + 1);
-    if (!rc) bytes->len = tessera__v1__generate_request__pack(&req, (uint8_t *)bytes->data);
+    int rc = ts_remote_pack(&req.base, bytes);
     free(ids);
-    return rc ? ts_error_set(TS_E_NOMEM, "out of memory") : 0;
+    return rc;
 }
 
 /* One request, start to end; fills r and adds its inter-token gaps to itl. Returns a local

@@ -109,14 +109,12 @@ static int remote_request(const remote_args *a, ts_buf *bytes) {
     req.sampling = &sp;
     req.no_bos = a->no_bos;
     req.ignore_eos = a->ignore_eos;
-    size_t n = tessera__v1__generate_request__get_packed_size(&req);
-    if (ts_buf_reserve(bytes, n + 1)) return ts_error_set(TS_E_NOMEM, "out of memory");
-    bytes->len = tessera__v1__generate_request__pack(&req, (uint8_t *)bytes->data);
-    return 0;
+    return ts_remote_pack(&req.base, bytes);
 }
 
-/* Reads the stream to its end into `out`; the last message's finish reason and usage go to
- * *finish and **usage (owned by the caller, free with ..._free_unpacked). */
+/* Reads the stream to its end into `out` (the prompt goes to stdout first, in text mode, once
+ * the server has answered). The last message (finish reason and usage) goes to *last, which the
+ * caller frees with tessera__v1__generate_response__free_unpacked. */
 static int remote_read(ts_rpc_stream *s, const char *prompt, ts_generate_output *out,
                        int64_t *t_first, ts_finish_reason *finish,
                        Tessera__V1__GenerateResponse **last) {
@@ -246,7 +244,9 @@ int ts_cmd_generate(int argc, char **argv) {
                            "keep generating after the end-of-sequence token", 0, 0};
     flags[n++] = (ts_flag){"json", 0, TS_FLAG_BOOL, &json, "print one JSON object at the end", 0, 0};
     flags[n++] = (ts_flag){"server", 0, TS_FLAG_STRING, &server,
-                           "HOST:PORT of a cluster (tessera up): generate there, not locally", 0, 0};
+                           "HOST:PORT of a cluster (tessera up): generate there; the runtime flags "
+                           "(-m, --threads, ...) are then not used",
+                           0, 0};
     flags[n++] = (ts_flag){"model-name", 0, TS_FLAG_STRING, &model_name,
                            "with --server: the served model to use; default: the server's", 0, 0};
     flags[n++] = (ts_flag){"timeout-ms", 0, TS_FLAG_INT, &timeout_ms,

@@ -32,16 +32,20 @@ int ts_remote_exit_code(int rc) {
     return rc == TS_E_INVALID ? 2 : 1;
 }
 
+int ts_remote_pack(const ProtobufCMessage *msg, ts_buf *out) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    ts_buf_clear(out);
+    if (ts_buf_reserve(out, n + 1)) return ts_error_set(TS_E_NOMEM, "out of memory");
+    out->len = protobuf_c_message_pack(msg, (uint8_t *)out->data);
+    return 0;
+}
+
 /* A unary call with a protobuf-c request; the reply's bytes land in `reply`. */
 static int unary(ts_rpc_channel *ch, const char *method, const ProtobufCMessage *msg,
                  int timeout_ms, ts_buf *reply) {
     ts_buf req = {0};
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    int rc = ts_buf_reserve(&req, n + 1) ? ts_error_set(TS_E_NOMEM, "out of memory") : 0;
-    if (!rc) {
-        req.len = protobuf_c_message_pack(msg, (uint8_t *)req.data);
-        rc = ts_rpc_unary(ch, method, req.data, req.len, timeout_ms, reply);
-    }
+    int rc = ts_remote_pack(msg, &req);
+    if (!rc) rc = ts_rpc_unary(ch, method, req.data, req.len, timeout_ms, reply);
     ts_buf_free(&req);
     return rc;
 }

@@ -13,6 +13,7 @@
 #ifndef TS_CLI_REMOTE_H
 #define TS_CLI_REMOTE_H
 
+#include "common/buf.h"
 #include "node/scheduler.h"
 #include "rpc/rpc_client.h"
 
@@ -22,6 +23,9 @@
 #define TS_REMOTE_GENERATE "/tessera.v1.Inference/Generate"
 #define TS_REMOTE_TOKENIZE "/tessera.v1.Inference/Tokenize"
 #define TS_REMOTE_LIST_MODELS "/tessera.v1.Inference/ListModels"
+
+/* Packs a protobuf-c message into `out` (replacing its content). 0 or TS_E_NOMEM. */
+int ts_remote_pack(const struct ProtobufCMessage *msg, ts_buf *out);
 
 /* A channel to HOST:PORT with the defaults of rpc_client.h: calls fail at once with UNAVAILABLE
  * when nothing listens there (no waiting for the server to appear). */
