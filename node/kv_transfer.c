@@ -29,7 +29,8 @@ static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
         crc_table[0][i] = c;
     }
     for (uint32_t i = 0; i < 256; i++)
@@ -50,7 +51,8 @@ uint32_t ts_crc32c_portable(uint32_t crc, const void *data, size_t n) {
         p += 8;
         n -= 8;
     }
-    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
+    while (n--)
+        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
     return ~c;
 }
 
@@ -67,7 +69,8 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, con
         n -= 8;
     }
     uint32_t c32 = (uint32_t)c;
-    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    while (n--)
+        c32 = _mm_crc32_u8(c32, *p++);
     return ~c32;
 }
 #endif
@@ -83,13 +86,15 @@ uint32_t ts_crc32c(uint32_t crc, const void *data, size_t n) {
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
 }
 
 static uint64_t fnv_u64(uint64_t h, uint64_t v) {
     uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
     return fnv1a(h, b, sizeof b);
 }
 
@@ -110,9 +115,10 @@ static uint64_t fnv_vector(uint64_t h, const ts_llama_vector *v) {
 uint64_t ts_kvx_fingerprint(const ts_llama_model *m, ts_dtype kv_type) {
     const ts_llama_hparams *hp = &m->hp;
     uint64_t h = 0xcbf29ce484222325ull;
-    int64_t shape[] = {hp->n_vocab, hp->dim,       hp->n_layers,  hp->n_heads,
+    int64_t shape[] = {hp->n_vocab,    hp->dim,      hp->n_layers,  hp->n_heads,
                        hp->n_kv_heads, hp->head_dim, hp->rope_dims, (int64_t)kv_type};
-    for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++) h = fnv_u64(h, (uint64_t)shape[i]);
+    for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++)
+        h = fnv_u64(h, (uint64_t)shape[i]);
     h = fnv1a(h, &hp->rope_theta, sizeof hp->rope_theta);
     h = fnv1a(h, &hp->rms_eps, sizeof hp->rms_eps);
     h = fnv_weight(h, &m->token_embd);
@@ -131,16 +137,22 @@ static void put16(uint8_t *p, uint16_t v) {
     p[1] = (uint8_t)(v >> 8);
 }
 static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint16_t get16(const uint8_t *p) {
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 static uint32_t get32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+static uint64_t get64(const uint8_t *p) {
+    return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
 
 void ts_kvx_header_encode(const ts_kvx_header *h, uint8_t out[TS_KVX_HEADER_BYTES]) {
     memset(out, 0, TS_KVX_HEADER_BYTES);
@@ -151,7 +163,8 @@ void ts_kvx_header_encode(const ts_kvx_header *h, uint8_t out[TS_KVX_HEADER_BYTE
     put64(out + 16, h->fingerprint);
     const uint32_t words[] = {h->n_layers, h->n_tokens, h->block_size, h->n_blocks,
                               h->head_dim, h->dtype,    h->kv_head0,   h->n_kv_heads};
-    for (int i = 0; i < 8; i++) put32(out + 24 + 4 * i, words[i]);
+    for (int i = 0; i < 8; i++)
+        put32(out + 24 + 4 * i, words[i]);
     put16(out + 56, h->src_rank);
     put16(out + 58, h->src_size);
     put16(out + 60, h->dst_rank);
@@ -163,15 +176,18 @@ int ts_kvx_header_decode(const uint8_t in[TS_KVX_HEADER_BYTES], ts_kvx_header *h
     if (get32(in) != HEADER_MAGIC)
         return ts_error_set(TS_E_FORMAT, "not a KV transfer (bad header magic %08x)", get32(in));
     if (get16(in + 4) != TS_KVX_VERSION || get16(in + 6) != TS_KVX_HEADER_BYTES)
-        return ts_error_set(TS_E_FORMAT, "KV transfer version %u (header %u bytes); this build "
-                            "speaks version %d", get16(in + 4), get16(in + 6), TS_KVX_VERSION);
+        return ts_error_set(TS_E_FORMAT,
+                            "KV transfer version %u (header %u bytes); this build "
+                            "speaks version %d",
+                            get16(in + 4), get16(in + 6), TS_KVX_VERSION);
     if (get32(in + 68) != ts_crc32c(0, in, 68))
         return ts_error_set(TS_E_FORMAT, "KV transfer header checksum mismatch");
     h->request_id = get64(in + 8);
     h->fingerprint = get64(in + 16);
     uint32_t *words[] = {&h->n_layers, &h->n_tokens, &h->block_size, &h->n_blocks,
                          &h->head_dim, &h->dtype,    &h->kv_head0,   &h->n_kv_heads};
-    for (int i = 0; i < 8; i++) *words[i] = get32(in + 24 + 4 * i);
+    for (int i = 0; i < 8; i++)
+        *words[i] = get32(in + 24 + 4 * i);
     h->src_rank = get16(in + 56);
     h->src_size = get16(in + 58);
     h->dst_rank = get16(in + 60);
@@ -192,8 +208,7 @@ void ts_kvx_frame_encode(const ts_kvx_frame *f, uint8_t out[TS_KVX_FRAME_BYTES])
 
 int ts_kvx_frame_decode(const uint8_t in[TS_KVX_FRAME_BYTES], ts_kvx_frame *f) {
     if (get32(in) != FRAME_MAGIC)
-        return ts_error_set(TS_E_FORMAT, "bad KV frame magic %08x (stream out of step)",
-                            get32(in));
+        return ts_error_set(TS_E_FORMAT, "bad KV frame magic %08x (stream out of step)", get32(in));
     if (get32(in + 28) != ts_crc32c(0, in, 28))
         return ts_error_set(TS_E_FORMAT, "KV frame header checksum mismatch");
     f->kind = get32(in + 4);

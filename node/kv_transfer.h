@@ -147,9 +147,8 @@ int ts_kvx_receiver_install(ts_kvx_receiver *r, ts_engine *e, uint64_t request_i
  * receives it. TS_E_EXHAUSTED when the pool lacks room (nothing taken, the transfer stays
  * complete so the caller may retry after freeing blocks). On any failure the pool is exactly as
  * before. */
-int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool,
-                          uint64_t request_id, int32_t *block_ids, int32_t max_blocks,
-                          int32_t *n_blocks);
+int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool, uint64_t request_id,
+                          int32_t *block_ids, int32_t max_blocks, int32_t *n_blocks);
 
 /* The block count and token count of a complete transfer (for the caller's block table).
  * TS_E_NOT_FOUND if no complete transfer has that id. */
@@ -177,12 +176,12 @@ typedef struct ts_kvx_sender ts_kvx_sender;
 
 typedef struct ts_kvx_sender_options {
     uint64_t request_id;
-    uint64_t fingerprint;                 /* ts_kvx_fingerprint of the prefill model */
-    int32_t n_tokens;                     /* tokens whose KV is sent (the prompt) */
-    const char *const *dst_endpoints;     /* [dst_size]: decode rank r's receiver endpoint */
-    int dst_size;                         /* decode group's TP degree */
-    int timeout_ms;                       /* connect, each write, and the final status;
-                                             <= 0: 30000 */
+    uint64_t fingerprint;             /* ts_kvx_fingerprint of the prefill model */
+    int32_t n_tokens;                 /* tokens whose KV is sent (the prompt) */
+    const char *const *dst_endpoints; /* [dst_size]: decode rank r's receiver endpoint */
+    int dst_size;                     /* decode group's TP degree */
+    int timeout_ms;                   /* connect, each write, and the final status;
+                                         <= 0: 30000 */
 } ts_kvx_sender_options;
 
 /* Connects to the decode ranks this rank feeds (kv_layout.h; a replicated prefill rank may feed

@@ -35,7 +35,7 @@ typedef struct task {
     int32_t n_tokens;
     int32_t seq_index;
     int32_t first;
-    int32_t n;          /* blocks that follow (BLOCKS, INSTALL), or endpoint bytes (OPEN) */
+    int32_t n; /* blocks that follow (BLOCKS, INSTALL), or endpoint bytes (OPEN) */
     int32_t timeout_ms;
     int32_t pad;
 } task;
@@ -87,14 +87,13 @@ static void ship_armed(void *user, const ts_batch *b, int32_t layer) {
             s->rc = ts_error_set(TS_E_INVALID, "request %llu: blocks beyond its table",
                                  (unsigned long long)s->id);
         if (s->rc == 0)
-            s->rc = ts_kvx_sender_send_layer(s->tx, layer, b->block_ids + q->block0, s->first,
-                                             s->n);
+            s->rc =
+                ts_kvx_sender_send_layer(s->tx, layer, b->block_ids + q->block0, s->first, s->n);
         if (layer == last) s->armed = false;
     }
 }
 
-static int split_endpoints(const char *list, size_t bytes, char *copy, const char **eps,
-                           int *n) {
+static int split_endpoints(const char *list, size_t bytes, char *copy, const char **eps, int *n) {
     if (bytes == 0 || bytes >= (size_t)MAX_DST * ENDPOINT_BYTES)
         return ts_error_set(TS_E_INVALID, "no decode endpoints");
     memcpy(copy, list, bytes);
@@ -119,7 +118,8 @@ static int task_send_open(ts_kvx_group *g, const task *t, const char *list) {
     if (!rc && g->n_sends == g->cap_sends) {
         int cap = g->cap_sends ? 2 * g->cap_sends : 8;
         sending *grown = realloc(g->sends, (size_t)cap * sizeof *grown);
-        if (!grown) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+        if (!grown)
+            rc = ts_error_set(TS_E_NOMEM, "out of memory");
         else {
             g->sends = grown;
             g->cap_sends = cap;
@@ -127,9 +127,12 @@ static int task_send_open(ts_kvx_group *g, const task *t, const char *list) {
     }
     ts_kvx_sender *tx = NULL;
     if (!rc) {
-        ts_kvx_sender_options so = {.request_id = t->request_id, .fingerprint = g->fingerprint,
-                                    .n_tokens = t->n_tokens, .dst_endpoints = eps,
-                                    .dst_size = n_eps, .timeout_ms = g->timeout_ms};
+        ts_kvx_sender_options so = {.request_id = t->request_id,
+                                    .fingerprint = g->fingerprint,
+                                    .n_tokens = t->n_tokens,
+                                    .dst_endpoints = eps,
+                                    .dst_size = n_eps,
+                                    .timeout_ms = g->timeout_ms};
         rc = ts_kvx_sender_open(g->engine, &so, &tx);
     }
     if (!rc) g->sends[g->n_sends++] = (sending){.id = t->request_id, .tx = tx};
@@ -162,9 +165,7 @@ static int task_on_sender(ts_kvx_group *g, const task *t, const int32_t *blocks)
                    : ts_kvx_sender_finish(s->tx);
         remove_send(g, s);
         break;
-    default: /* OP_SEND_ABORT */
-        remove_send(g, s);
-        break;
+    default: /* OP_SEND_ABORT */ remove_send(g, s); break;
     }
     return rc;
 }
@@ -172,8 +173,7 @@ static int task_on_sender(ts_kvx_group *g, const task *t, const int32_t *blocks)
 static int task_on_receiver(ts_kvx_group *g, const task *t, const int32_t *blocks) {
     if (!g->rx) return ts_error_set(TS_E_UNSUPPORTED, "this group does not receive KV transfers");
     switch (t->op) {
-    case OP_RECV_WAIT:
-        return ts_kvx_receiver_wait(g->rx, t->request_id, t->timeout_ms);
+    case OP_RECV_WAIT: return ts_kvx_receiver_wait(g->rx, t->request_id, t->timeout_ms);
     case OP_RECV_INSTALL:
         return ts_kvx_receiver_install(g->rx, g->engine, t->request_id, blocks, t->n);
     default: { /* OP_RECV_DROP: a transfer this rank never saw is already dropped */
@@ -203,10 +203,14 @@ int ts_kvx_group_task(void *group, ts_engine *e, const void *msg, size_t bytes) 
         memcpy(blocks, extra, extra_bytes);
     }
     int rc;
-    if (t.op == OP_SEND_OPEN) rc = task_send_open(g, &t, (const char *)extra);
-    else if (t.op >= OP_SEND_ARM && t.op <= OP_SEND_ABORT) rc = task_on_sender(g, &t, blocks);
-    else if (t.op >= OP_RECV_WAIT && t.op <= OP_RECV_DROP) rc = task_on_receiver(g, &t, blocks);
-    else rc = ts_error_set(TS_E_INTERNAL, "unknown KV transfer task %u", t.op);
+    if (t.op == OP_SEND_OPEN)
+        rc = task_send_open(g, &t, (const char *)extra);
+    else if (t.op >= OP_SEND_ARM && t.op <= OP_SEND_ABORT)
+        rc = task_on_sender(g, &t, blocks);
+    else if (t.op >= OP_RECV_WAIT && t.op <= OP_RECV_DROP)
+        rc = task_on_receiver(g, &t, blocks);
+    else
+        rc = ts_error_set(TS_E_INTERNAL, "unknown KV transfer task %u", t.op);
     free(blocks);
     return rc;
 }
@@ -259,7 +263,8 @@ void ts_kvx_group_destroy(ts_kvx_group *g) {
         ts_engine_set_task_handler(g->engine, NULL, NULL);
         ts_engine_set_layer_hook(g->engine, NULL, NULL);
     }
-    while (g->n_sends > 0) remove_send(g, &g->sends[0]);
+    while (g->n_sends > 0)
+        remove_send(g, &g->sends[0]);
     free(g->sends);
     ts_kvx_receiver_close(g->rx);
     free(g->endpoints);
@@ -267,8 +272,12 @@ void ts_kvx_group_destroy(ts_kvx_group *g) {
     free(g);
 }
 
-const char *ts_kvx_group_endpoints(const ts_kvx_group *g) { return g->endpoints; }
-ts_kvx_receiver *ts_kvx_group_receiver(const ts_kvx_group *g) { return g->rx; }
+const char *ts_kvx_group_endpoints(const ts_kvx_group *g) {
+    return g->endpoints;
+}
+ts_kvx_receiver *ts_kvx_group_receiver(const ts_kvx_group *g) {
+    return g->rx;
+}
 
 /* ------------------------------------------------------------------ leader */
 
@@ -310,8 +319,8 @@ int ts_kvx_group_send_open(ts_kvx_group *g, uint64_t request_id, int32_t n_token
     return rc;
 }
 
-int ts_kvx_group_send_arm(ts_kvx_group *g, uint64_t request_id, int32_t seq_index,
-                          int32_t first, int32_t n) {
+int ts_kvx_group_send_arm(ts_kvx_group *g, uint64_t request_id, int32_t seq_index, int32_t first,
+                          int32_t n) {
     task t = make(OP_SEND_ARM, request_id);
     t.seq_index = seq_index;
     t.first = first;
@@ -333,8 +342,8 @@ int ts_kvx_group_send_finish(ts_kvx_group *g, uint64_t request_id) {
 }
 
 int ts_kvx_group_send_abort(ts_kvx_group *g, uint64_t request_id) {
-    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_SEND_ABORT, .request_id = request_id},
-               NULL, 0);
+    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_SEND_ABORT, .request_id = request_id}, NULL,
+               0);
 }
 
 int ts_kvx_group_recv_wait(ts_kvx_group *g, uint64_t request_id, int timeout_ms) {
@@ -354,14 +363,16 @@ int ts_kvx_group_recv_claim(ts_kvx_group *g, ts_kv_pool *pool, uint64_t request_
         return ts_error_set(TS_E_INVALID, "request %llu: %d blocks, room for %d",
                             (unsigned long long)request_id, n, max_blocks);
     if (ts_kv_pool_n_free(pool) < n) return TS_E_EXHAUSTED;
-    for (int32_t i = 0; i < n; i++) ts_kv_pool_alloc(pool, &block_ids[i]); /* room checked */
+    for (int32_t i = 0; i < n; i++)
+        ts_kv_pool_alloc(pool, &block_ids[i]); /* room checked */
     task t = make(OP_RECV_INSTALL, request_id);
     t.n = n;
     rc = run(g, &t, block_ids, (size_t)n * sizeof(int32_t));
     if (rc) {
         char message[512];
         snprintf(message, sizeof message, "%s", ts_error_message());
-        for (int32_t i = 0; i < n; i++) ts_kv_pool_release(pool, block_ids[i]);
+        for (int32_t i = 0; i < n; i++)
+            ts_kv_pool_release(pool, block_ids[i]);
         ts_kvx_group_recv_drop(g, request_id);
         return ts_error_set(rc, "%s", message);
     }
@@ -371,6 +382,6 @@ int ts_kvx_group_recv_claim(ts_kvx_group *g, ts_kv_pool *pool, uint64_t request_
 }
 
 int ts_kvx_group_recv_drop(ts_kvx_group *g, uint64_t request_id) {
-    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_RECV_DROP, .request_id = request_id},
-               NULL, 0);
+    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_RECV_DROP, .request_id = request_id}, NULL,
+               0);
 }

@@ -66,8 +66,8 @@ int ts_kvx_group_task(void *group, ts_engine *e, const void *msg, size_t bytes);
 
 int ts_kvx_group_send_open(ts_kvx_group *g, uint64_t request_id, int32_t n_tokens,
                            const char *dst_endpoints);
-int ts_kvx_group_send_arm(ts_kvx_group *g, uint64_t request_id, int32_t seq_index,
-                          int32_t first, int32_t n);
+int ts_kvx_group_send_arm(ts_kvx_group *g, uint64_t request_id, int32_t seq_index, int32_t first,
+                          int32_t n);
 int ts_kvx_group_send_blocks(ts_kvx_group *g, uint64_t request_id, const int32_t *block_table,
                              int32_t first, int32_t n);
 int ts_kvx_group_send_finish(ts_kvx_group *g, uint64_t request_id);

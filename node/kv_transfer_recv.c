@@ -53,8 +53,8 @@ typedef struct transfer {
     size_t staging_bytes;
     bool *head_covered; /* [own heads] */
     int32_t n_covered;
-    int n_conns;  /* connections attached */
-    int n_ended;  /* of which sent all their frames */
+    int n_conns; /* connections attached */
+    int n_ended; /* of which sent all their frames */
     int64_t last_ns;
     int64_t bytes;
 } transfer;
@@ -151,7 +151,8 @@ static void maybe_complete(ts_kvx_receiver *r, transfer *t) {
 /* Keeps the tombstone list bounded: the oldest collected-or-not failures go first. */
 static void prune_tombstones(ts_kvx_receiver *r) {
     int n = 0;
-    for (transfer *t = r->transfers; t; t = t->next) n += t->state == FAILED;
+    for (transfer *t = r->transfers; t; t = t->next)
+        n += t->state == FAILED;
     for (transfer **pp = &r->transfers; *pp && n > MAX_TOMBSTONES;) {
         transfer *t = *pp;
         if (t->state == FAILED && t->n_conns == 0) {
@@ -213,21 +214,23 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     char why[200] = "";
     uint32_t want_blocks = (h->n_tokens + (uint32_t)r->block_size - 1) / (uint32_t)r->block_size;
     if (h->fingerprint != r->opts.fingerprint)
-        snprintf(why, sizeof why, "model fingerprint %016llx differs from this node's %016llx "
+        snprintf(why, sizeof why,
+                 "model fingerprint %016llx differs from this node's %016llx "
                  "(prefill and decode must load the same model and KV type)",
                  (unsigned long long)h->fingerprint, (unsigned long long)r->opts.fingerprint);
     else if (h->n_layers != (uint32_t)r->n_layers || h->head_dim != (uint32_t)r->head_dim ||
              h->block_size != (uint32_t)r->block_size || h->dtype != (uint32_t)r->dtype)
-        snprintf(why, sizeof why, "geometry %u layers, head_dim %u, block size %u, dtype %u; "
-                 "this node has %d, %d, %d, %d", h->n_layers, h->head_dim, h->block_size,
-                 h->dtype, r->n_layers, r->head_dim, r->block_size, (int)r->dtype);
+        snprintf(why, sizeof why,
+                 "geometry %u layers, head_dim %u, block size %u, dtype %u; "
+                 "this node has %d, %d, %d, %d",
+                 h->n_layers, h->head_dim, h->block_size, h->dtype, r->n_layers, r->head_dim,
+                 r->block_size, (int)r->dtype);
     else if (h->dst_rank != (uint32_t)r->rank || h->dst_size != (uint32_t)r->size)
         snprintf(why, sizeof why, "addressed to decode rank %u of %u, this is rank %d of %d",
                  h->dst_rank, h->dst_size, r->rank, r->size);
-    else if (h->n_tokens < 1 || h->n_blocks != want_blocks ||
-             h->n_blocks > (uint32_t)r->max_blocks)
-        snprintf(why, sizeof why, "%u tokens in %u blocks (pool of %d)", h->n_tokens,
-                 h->n_blocks, r->max_blocks);
+    else if (h->n_tokens < 1 || h->n_blocks != want_blocks || h->n_blocks > (uint32_t)r->max_blocks)
+        snprintf(why, sizeof why, "%u tokens in %u blocks (pool of %d)", h->n_tokens, h->n_blocks,
+                 r->max_blocks);
     else if (h->n_kv_heads < 1 || h->kv_head0 < (uint32_t)r->own_head0 ||
              h->kv_head0 + h->n_kv_heads > (uint32_t)(r->own_head0 + r->own_heads))
         snprintf(why, sizeof why, "KV heads [%u, %u) are not this rank's [%d, %d)", h->kv_head0,
@@ -238,8 +241,8 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     else if (t && t->n_tokens != h->n_tokens)
         snprintf(why, sizeof why, "%u tokens, another prefill rank announced %u", h->n_tokens,
                  t->n_tokens);
-    size_t bytes = (size_t)r->n_layers * 2 * (size_t)h->n_blocks * (size_t)r->own_heads *
-                   r->head_bytes;
+    size_t bytes =
+        (size_t)r->n_layers * 2 * (size_t)h->n_blocks * (size_t)r->own_heads * r->head_bytes;
     int code = TS_E_INVALID;
     if (!why[0] && !t && r->staging_bytes + bytes > r->opts.max_staging_bytes) {
         snprintf(why, sizeof why, "KV staging full (%zu + %zu bytes > %zu)", r->staging_bytes,
@@ -359,8 +362,8 @@ static void on_readable(ts_kvx_receiver *r, conn *c) {
             const char *why = n == 0 ? "closed" : strerror(errno);
             if (c->t)
                 fail(r, c->t, TS_E_UNAVAILABLE,
-                     "connection from prefill rank %u %s after %u of %u blocks", c->h.src_rank,
-                     why, c->n_frames, c->h.n_layers * c->h.n_blocks);
+                     "connection from prefill rank %u %s after %u of %u blocks", c->h.src_rank, why,
+                     c->n_frames, c->h.n_layers * c->h.n_blocks);
             else
                 reject(c, TS_E_UNAVAILABLE, "connection %s before its header", why);
             c->close_now = true;
@@ -371,9 +374,12 @@ static void on_readable(ts_kvx_receiver *r, conn *c) {
         r->bytes_received += n;
         c->got += (size_t)n;
         if (c->got < c->need) continue;
-        if (c->phase == C_HEADER) on_header(r, c);
-        else if (c->phase == C_FRAME) on_frame(r, c);
-        else on_payload(r, c);
+        if (c->phase == C_HEADER)
+            on_header(r, c);
+        else if (c->phase == C_FRAME)
+            on_frame(r, c);
+        else
+            on_payload(r, c);
     }
 }
 
@@ -391,9 +397,11 @@ static void sweep(ts_kvx_receiver *r) {
     int64_t now = ts_now_ns(), timeout = (int64_t)r->opts.timeout_ms * 1000000;
     for (conn *c = r->conns; c; c = c->next) {
         if (c->close_now || c->phase == C_ENDED || now - c->last_ns <= timeout) continue;
-        if (c->t) fail(r, c->t, TS_E_TIMEOUT, "no data from prefill rank %u for %d ms",
-                       c->h.src_rank, r->opts.timeout_ms);
-        else reject(c, TS_E_TIMEOUT, "no transfer header in %d ms", r->opts.timeout_ms);
+        if (c->t)
+            fail(r, c->t, TS_E_TIMEOUT, "no data from prefill rank %u for %d ms", c->h.src_rank,
+                 r->opts.timeout_ms);
+        else
+            reject(c, TS_E_TIMEOUT, "no transfer header in %d ms", r->opts.timeout_ms);
     }
     for (transfer *t = r->transfers; t; t = t->next)
         if (t->state == RECEIVING && now - t->last_ns > timeout)
@@ -405,8 +413,10 @@ static void sweep(ts_kvx_receiver *r) {
             pp = &c->next;
             continue;
         }
-        if (c->t) send_status(c, c->t->state == COMPLETE ? TS_OK : c->t->code, c->t->message);
-        else send_status(c, c->reject_code ? c->reject_code : TS_E_INVALID, c->reject_message);
+        if (c->t)
+            send_status(c, c->t->state == COMPLETE ? TS_OK : c->t->code, c->t->message);
+        else
+            send_status(c, c->reject_code ? c->reject_code : TS_E_INVALID, c->reject_message);
         if (c->t) c->t->n_conns--;
         close(c->fd);
         free(c->payload);
@@ -456,7 +466,8 @@ static void *receiver_thread(void *arg) {
             break;
         }
         size_t n = 1;
-        for (conn *c = r->conns; c; c = c->next) n++;
+        for (conn *c = r->conns; c; c = c->next)
+            n++;
         if (n > cap) {
             struct pollfd *nf = realloc(fds, n * 2 * sizeof *fds);
             conn **no = realloc(owners, n * 2 * sizeof *owners);
@@ -509,8 +520,8 @@ int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts
     r->max_blocks = ts_engine_n_blocks(e);
     r->rank = sh->rank;
     r->size = sh->size;
-    r->head_bytes = (size_t)r->block_size * (size_t)r->head_dim *
-                    (size_t)ts_dtype_block_bytes(r->dtype);
+    r->head_bytes =
+        (size_t)r->block_size * (size_t)r->head_dim * (size_t)ts_dtype_block_bytes(r->dtype);
     r->opts = *opts;
     r->opts.listen = NULL;
     r->opts.advertise_host = NULL;
@@ -521,17 +532,20 @@ int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts
     pthread_cond_init(&r->cond, NULL);
     char host[256];
     int port;
-    int rc = kvx_listen(opts->listen ? opts->listen : "0.0.0.0:0", &r->listen_fd, host,
-                        sizeof host, &port);
+    int rc = kvx_listen(opts->listen ? opts->listen : "0.0.0.0:0", &r->listen_fd, host, sizeof host,
+                        &port);
     if (!rc) {
-        if (opts->advertise_host) snprintf(host, sizeof host, "%s", opts->advertise_host);
-        else if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::")) gethostname(host, sizeof host);
+        if (opts->advertise_host)
+            snprintf(host, sizeof host, "%s", opts->advertise_host);
+        else if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::"))
+            gethostname(host, sizeof host);
         host[sizeof host - 1] = 0;
         snprintf(r->endpoint, sizeof r->endpoint, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
                  port);
         if (pthread_create(&r->thread, NULL, receiver_thread, r) != 0)
             rc = ts_error_set(TS_E_INTERNAL, "cannot start the KV receiver thread");
-        else r->thread_started = true;
+        else
+            r->thread_started = true;
     }
     if (rc) {
         ts_kvx_receiver_close(r);
@@ -570,7 +584,9 @@ void ts_kvx_receiver_close(ts_kvx_receiver *r) {
     free(r);
 }
 
-const char *ts_kvx_receiver_endpoint(const ts_kvx_receiver *r) { return r->endpoint; }
+const char *ts_kvx_receiver_endpoint(const ts_kvx_receiver *r) {
+    return r->endpoint;
+}
 
 int ts_kvx_receiver_wait(ts_kvx_receiver *r, uint64_t request_id, int timeout_ms) {
     int64_t deadline = ts_now_ns() + (int64_t)timeout_ms * 1000000;
@@ -589,14 +605,15 @@ int ts_kvx_receiver_wait(ts_kvx_receiver *r, uint64_t request_id, int timeout_ms
         }
         int64_t now = ts_now_ns();
         if (timeout_ms >= 0 && now >= deadline) {
-            int rc = ts_error_set(TS_E_TIMEOUT, "request %llu: KV transfer not complete after %d ms",
-                                  (unsigned long long)request_id, timeout_ms);
+            int rc =
+                ts_error_set(TS_E_TIMEOUT, "request %llu: KV transfer not complete after %d ms",
+                             (unsigned long long)request_id, timeout_ms);
             pthread_mutex_unlock(&r->lock);
             return rc;
         }
         /* Wake at least every 100 ms: simple, and immune to clock questions. */
-        int64_t wait_ns = timeout_ms >= 0 && deadline - now < 100000000 ? deadline - now
-                                                                         : 100000000;
+        int64_t wait_ns =
+            timeout_ms >= 0 && deadline - now < 100000000 ? deadline - now : 100000000;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += (long)wait_ns;
@@ -672,9 +689,8 @@ int ts_kvx_receiver_geometry(ts_kvx_receiver *r, uint64_t request_id, int32_t *n
     return rc;
 }
 
-int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool,
-                          uint64_t request_id, int32_t *block_ids, int32_t max_blocks,
-                          int32_t *n_blocks) {
+int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool, uint64_t request_id,
+                          int32_t *block_ids, int32_t max_blocks, int32_t *n_blocks) {
     int32_t n_tokens = 0, n = 0;
     int rc = ts_kvx_receiver_geometry(r, request_id, &n_tokens, &n);
     if (rc) return rc;
@@ -685,13 +701,15 @@ int ts_kvx_receiver_claim(ts_kvx_receiver *r, ts_engine *e, ts_kv_pool *pool,
     for (int32_t i = 0; i < n; i++) {
         rc = ts_kv_pool_alloc(pool, &block_ids[i]);
         if (rc) {
-            while (i-- > 0) ts_kv_pool_release(pool, block_ids[i]);
+            while (i-- > 0)
+                ts_kv_pool_release(pool, block_ids[i]);
             return rc;
         }
     }
     rc = ts_kvx_receiver_install(r, e, request_id, block_ids, n);
     if (rc) {
-        for (int32_t i = 0; i < n; i++) ts_kv_pool_release(pool, block_ids[i]);
+        for (int32_t i = 0; i < n; i++)
+            ts_kv_pool_release(pool, block_ids[i]);
         return rc;
     }
     *n_blocks = n;
@@ -722,7 +740,8 @@ void ts_kvx_receiver_get_stats(ts_kvx_receiver *r, ts_kvx_receiver_stats *out) {
         out->n_receiving += t->state == RECEIVING;
         out->n_complete += t->state == COMPLETE;
     }
-    for (conn *c = r->conns; c; c = c->next) out->n_connections++;
+    for (conn *c = r->conns; c; c = c->next)
+        out->n_connections++;
     out->staging_bytes = r->staging_bytes;
     out->transfers_ok = r->transfers_ok;
     out->transfers_failed = r->transfers_failed;

@@ -66,7 +66,8 @@ static void *sender_thread(void *arg) {
     int timeout = s->opts.timeout_ms;
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (!s->head && !s->stop) pthread_cond_wait(&s->cond, &s->lock);
+        while (!s->head && !s->stop)
+            pthread_cond_wait(&s->cond, &s->lock);
         if (!s->head) { /* destroyed before finish */
             s->done = true;
             pthread_mutex_unlock(&s->lock);
@@ -85,7 +86,8 @@ static void *sender_thread(void *arg) {
                 int rc = kvx_status_read(s->conns[i].fd, timeout, s->conns[i].peer, &code, text,
                                          sizeof text);
                 pthread_mutex_lock(&s->lock);
-                if (rc) fail_locked(s, rc, ts_error_message());
+                if (rc)
+                    fail_locked(s, rc, ts_error_message());
                 else if (code) {
                     char m[512];
                     snprintf(m, sizeof m, "KV receiver %s refused the transfer: %s",
@@ -110,8 +112,7 @@ static void *sender_thread(void *arg) {
                 char text[TS_KVX_MAX_MESSAGE + 1] = "", m[512];
                 snprintf(m, sizeof m, "%s", ts_error_message());
                 if (kvx_status_read(c->fd, 200, c->peer, &code, text, sizeof text) == 0 && code) {
-                    snprintf(m, sizeof m, "KV receiver %s refused the transfer: %s", c->peer,
-                             text);
+                    snprintf(m, sizeof m, "KV receiver %s refused the transfer: %s", c->peer, text);
                     rc = code;
                 }
                 pthread_mutex_lock(&s->lock);
@@ -128,8 +129,10 @@ static int enqueue(ts_kvx_sender *s, item *it) {
     int rc = s->error;
     if (!rc) {
         it->next = NULL;
-        if (s->tail) s->tail->next = it;
-        else s->head = it;
+        if (s->tail)
+            s->tail->next = it;
+        else
+            s->head = it;
         s->tail = it;
         s->bytes += (int64_t)it->bytes;
         pthread_cond_signal(&s->cond);
@@ -151,8 +154,8 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     const ts_engine_options *eo = ts_engine_options_get(e);
     int32_t max_blocks = ts_engine_n_blocks(e);
     if (opts->n_tokens < 1 || opts->n_tokens > eo->max_ctx)
-        return ts_error_set(TS_E_INVALID, "KV transfer of %d tokens (context %d)",
-                            opts->n_tokens, eo->max_ctx);
+        return ts_error_set(TS_E_INVALID, "KV transfer of %d tokens (context %d)", opts->n_tokens,
+                            eo->max_ctx);
     if (opts->dst_size < 1 || opts->dst_size > 65535 || !opts->dst_endpoints)
         return ts_error_set(TS_E_INVALID, "KV transfer to a decode group of %d ranks",
                             opts->dst_size);
@@ -168,8 +171,8 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     s->opts = *opts;
     s->opts.dst_endpoints = NULL; /* not kept: only used here */
     if (s->opts.timeout_ms <= 0) s->opts.timeout_ms = 30000;
-    s->head_bytes = (size_t)eo->block_size * (size_t)hp->head_dim *
-                    (size_t)ts_dtype_block_bytes(eo->kv_type);
+    s->head_bytes =
+        (size_t)eo->block_size * (size_t)hp->head_dim * (size_t)ts_dtype_block_bytes(eo->kv_type);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     int n_routes = 0;
@@ -188,14 +191,20 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
         c->local_head0 = routes[i].kv_head0 - sh->kv_head0;
         const char *ep = opts->dst_endpoints[routes[i].dst_rank];
         snprintf(c->peer, sizeof c->peer, "%s", ep ? ep : "(none)");
-        c->header = (ts_kvx_header){
-            .request_id = opts->request_id, .fingerprint = opts->fingerprint,
-            .n_layers = (uint32_t)hp->n_layers, .n_tokens = (uint32_t)opts->n_tokens,
-            .block_size = (uint32_t)eo->block_size, .n_blocks = (uint32_t)n_blocks,
-            .head_dim = (uint32_t)hp->head_dim, .dtype = (uint32_t)eo->kv_type,
-            .kv_head0 = (uint32_t)routes[i].kv_head0, .n_kv_heads = (uint32_t)routes[i].n_kv_heads,
-            .src_rank = (uint16_t)sh->rank, .src_size = (uint16_t)sh->size,
-            .dst_rank = (uint16_t)routes[i].dst_rank, .dst_size = (uint16_t)opts->dst_size};
+        c->header = (ts_kvx_header){.request_id = opts->request_id,
+                                    .fingerprint = opts->fingerprint,
+                                    .n_layers = (uint32_t)hp->n_layers,
+                                    .n_tokens = (uint32_t)opts->n_tokens,
+                                    .block_size = (uint32_t)eo->block_size,
+                                    .n_blocks = (uint32_t)n_blocks,
+                                    .head_dim = (uint32_t)hp->head_dim,
+                                    .dtype = (uint32_t)eo->kv_type,
+                                    .kv_head0 = (uint32_t)routes[i].kv_head0,
+                                    .n_kv_heads = (uint32_t)routes[i].n_kv_heads,
+                                    .src_rank = (uint16_t)sh->rank,
+                                    .src_size = (uint16_t)sh->size,
+                                    .dst_rank = (uint16_t)routes[i].dst_rank,
+                                    .dst_size = (uint16_t)opts->dst_size};
         s->n_conns++;
         rc = kvx_connect(c->peer, s->opts.timeout_ms, &c->fd);
         if (!rc) {
@@ -209,7 +218,8 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     if (!rc) {
         if (pthread_create(&s->thread, NULL, sender_thread, s) != 0)
             rc = ts_error_set(TS_E_INTERNAL, "cannot start the KV sender thread");
-        else s->thread_started = true;
+        else
+            s->thread_started = true;
     }
     if (rc) {
         ts_kvx_sender_destroy(s);
@@ -224,8 +234,8 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
     if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already finished");
     for (int i = 0; i < s->n_conns; i++) {
         conn *c = &s->conns[i];
-        if (first < 0 || n < 0 || (uint32_t)first + (uint32_t)n > c->header.n_blocks ||
-            layer < 0 || (uint32_t)layer >= c->header.n_layers)
+        if (first < 0 || n < 0 || (uint32_t)first + (uint32_t)n > c->header.n_blocks || layer < 0 ||
+            (uint32_t)layer >= c->header.n_layers)
             return ts_error_set(TS_E_INVALID, "KV layer %d blocks [%d, %d) outside the transfer",
                                 layer, first, first + n);
         size_t part = s->head_bytes * c->header.n_kv_heads; /* one block, one pool */
@@ -276,11 +286,14 @@ int ts_kvx_sender_finish(ts_kvx_sender *s) {
     marker->bytes = 0;
     pthread_mutex_lock(&s->lock); /* the marker goes in even after an error: it ends the thread */
     marker->next = NULL;
-    if (s->tail) s->tail->next = marker;
-    else s->head = marker;
+    if (s->tail)
+        s->tail->next = marker;
+    else
+        s->head = marker;
     s->tail = marker;
     pthread_cond_signal(&s->cond);
-    while (!s->done) pthread_cond_wait(&s->cond, &s->lock);
+    while (!s->done)
+        pthread_cond_wait(&s->cond, &s->lock);
     rc = s->error ? ts_error_set(s->error, "%s", s->message) : TS_OK;
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -315,4 +328,6 @@ void ts_kvx_sender_destroy(ts_kvx_sender *s) {
     free(s);
 }
 
-int64_t ts_kvx_sender_bytes(const ts_kvx_sender *s) { return s->bytes; }
+int64_t ts_kvx_sender_bytes(const ts_kvx_sender *s) {
+    return s->bytes;
+}

@@ -47,11 +47,10 @@ static int resolve(const char *endpoint, bool passive, struct addrinfo **out) {
     int rc = kvx_split_endpoint(endpoint, host, sizeof host, &port);
     if (rc) return rc;
     snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = passive ? AI_PASSIVE : 0};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
     int err = getaddrinfo(host, service, &hints, out);
-    if (err)
-        return ts_error_set(TS_E_INVALID, "KV endpoint %s: %s", endpoint, gai_strerror(err));
+    if (err) return ts_error_set(TS_E_INVALID, "KV endpoint %s: %s", endpoint, gai_strerror(err));
     return TS_OK;
 }
 
@@ -143,8 +142,8 @@ int kvx_write_all(int fd, const void *buf, size_t n, int timeout_ms, const char 
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int rc = wait_fd(fd, POLLOUT, ts_now_ns() + (int64_t)timeout_ms * 1000000);
             if (rc == TS_E_TIMEOUT)
-                return ts_error_set(TS_E_TIMEOUT, "KV receiver %s accepted no data for %d ms",
-                                    peer, timeout_ms);
+                return ts_error_set(TS_E_TIMEOUT, "KV receiver %s accepted no data for %d ms", peer,
+                                    timeout_ms);
             continue;
         }
         return ts_error_set(TS_E_UNAVAILABLE, "KV connection to %s broke: %s", peer,
@@ -178,7 +177,8 @@ int kvx_read_all(int fd, void *buf, size_t n, int timeout_ms, const char *peer) 
 }
 
 static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static uint32_t get32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

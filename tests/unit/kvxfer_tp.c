@@ -129,7 +129,8 @@ int main(int argc, char **argv) {
     kvx_rank r;
     if (!rc) rc = kvx_rank_open(&r, group, TS_DTYPE_F16);
     ts_kvx_group *g = NULL;
-    ts_kvx_group_options go = {.receive = !prefill, .timeout_ms = 60000,
+    ts_kvx_group_options go = {.receive = !prefill,
+                               .timeout_ms = 60000,
                                .receiver = {.listen = "127.0.0.1:0", .timeout_ms = 60000}};
     if (!rc) rc = ts_kvx_group_create(r.engine, &r.model, &go, &g);
     if (rc) {
@@ -151,8 +152,10 @@ int main(int argc, char **argv) {
     if (r.comm->rank != 0) {
         EXPECT(ts_engine_follow(r.engine) == 0, "following the leader");
     } else {
-        if (prefill) prefill_leader(&r, g, cases, n_cases, endpoints, a);
-        else decode_leader(&r, g, cases, n_cases);
+        if (prefill)
+            prefill_leader(&r, g, cases, n_cases, endpoints, a);
+        else
+            decode_leader(&r, g, cases, n_cases);
         EXPECT(ts_engine_stop_group(r.engine) == 0, "stopping the followers");
     }
     if (r.pool) EXPECT(ts_kv_pool_n_free(r.pool) == free_before, "blocks left over");
@@ -169,7 +172,8 @@ int main(int argc, char **argv) {
     int32_t mine_failed = failures, failed[128];
     ts_comm_allgather(world, &mine_failed, failed, sizeof mine_failed);
     int total = 0;
-    for (int i = 0; i < world_size; i++) total += failed[i];
+    for (int i = 0; i < world_size; i++)
+        total += failed[i];
     if (w == 0)
         printf("%s: layout %d -> %d, %d cases and an aborted transfer, %d failure(s)\n",
                total ? "FAIL" : "ok", a, b, n_cases, total);

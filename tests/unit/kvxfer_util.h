@@ -48,8 +48,10 @@ static inline int kvx_rank_open(kvx_rank *r, ts_comm *comm, ts_dtype kv_type) {
     if (!rc) rc = ts_backend_create(&bo, &r->be);
     if (!rc && !comm) rc = ts_comm_create_self(&comm);
     r->comm = comm;
-    ts_engine_options eo = {.block_size = KVX_BLOCK, .kv_memory = (size_t)4 << 20,
-                            .kv_type = kv_type, .max_ctx = KVX_CTX};
+    ts_engine_options eo = {.block_size = KVX_BLOCK,
+                            .kv_memory = (size_t)4 << 20,
+                            .kv_type = kv_type,
+                            .max_ctx = KVX_CTX};
     if (!rc) rc = ts_engine_create(&r->model, r->be, r->comm, &eo, &r->engine);
     if (!rc && comm->rank == 0)
         rc = ts_kv_pool_create(ts_engine_n_blocks(r->engine), KVX_BLOCK, &r->pool);
@@ -84,8 +86,10 @@ static inline const char *kvx_json_string(const char *p, char *out, size_t size)
         char c = *p;
         if (c == '\\') {
             c = *++p;
-            if (c == 'n') c = '\n';
-            else if (c == 't') c = '\t';
+            if (c == 'n')
+                c = '\n';
+            else if (c == 't')
+                c = '\t';
             else if (c == 'u') {
                 c = (char)strtol((char[5]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
                 p += 4;
@@ -110,7 +114,8 @@ static inline int kvx_load_cases(kvx_case *cases, int max) {
         p = strstr(line, "\"prompt_ids\": [") + 15;
         while (*p != ']' && c->n_ids < KVX_MAX_IDS) {
             c->ids[c->n_ids++] = (int32_t)strtol(p, &p, 10);
-            while (*p == ',' || *p == ' ') p++;
+            while (*p == ',' || *p == ' ')
+                p++;
         }
         c->n_predict = (int32_t)strtol(strstr(line, "\"n_predict\": ") + 13, NULL, 10);
         char full[2048];
@@ -128,10 +133,18 @@ static inline int kvx_load_cases(kvx_case *cases, int max) {
 /* A one-sequence batch of n tokens at positions pos0.. over block_table[0 .. n_blocks). */
 static inline ts_batch kvx_batch(const int32_t *tokens, int32_t n, int32_t pos0,
                                  const int32_t *block_table, int32_t n_blocks, ts_batch_seq *seq) {
-    *seq = (ts_batch_seq){.row0 = 0, .n_rows = n, .pos0 = pos0, .block0 = 0,
-                          .n_blocks = n_blocks, .want_logits = true};
-    return (ts_batch){.n_tokens = n, .n_seqs = 1, .tokens = tokens, .seqs = seq,
-                      .block_ids = block_table, .n_block_ids = n_blocks,
+    *seq = (ts_batch_seq){.row0 = 0,
+                          .n_rows = n,
+                          .pos0 = pos0,
+                          .block0 = 0,
+                          .n_blocks = n_blocks,
+                          .want_logits = true};
+    return (ts_batch){.n_tokens = n,
+                      .n_seqs = 1,
+                      .tokens = tokens,
+                      .seqs = seq,
+                      .block_ids = block_table,
+                      .n_block_ids = n_blocks,
                       .block_size = KVX_BLOCK};
 }
 
@@ -146,7 +159,8 @@ static inline int kvx_grow(kvx_rank *r, int32_t *table, int32_t *n_blocks, int32
 }
 
 static inline void kvx_release(kvx_rank *r, int32_t *table, int32_t n_blocks) {
-    for (int32_t i = 0; i < n_blocks; i++) ts_kv_pool_release(r->pool, table[i]);
+    for (int32_t i = 0; i < n_blocks; i++)
+        ts_kv_pool_release(r->pool, table[i]);
 }
 
 /* Leader: greedy decode after a prefill of n_prompt tokens whose KV is in table, starting from
@@ -173,7 +187,8 @@ static inline int kvx_decode(kvx_rank *r, int32_t *table, int32_t *n_blocks, int
 /* The text of generated ids, as `tessera generate` streams it. */
 static inline void kvx_text(const kvx_rank *r, const int32_t *ids, int n, ts_buf *out) {
     ts_detok d = {0};
-    for (int i = 0; i < n; i++) ts_detok_push(&d, r->tok, ids[i], out);
+    for (int i = 0; i < n; i++)
+        ts_detok_push(&d, r->tok, ids[i], out);
     ts_detok_flush(&d, out);
     ts_buf_append_char(out, 0);
 }

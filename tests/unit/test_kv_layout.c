@@ -48,7 +48,8 @@ static void test_replicated_layouts_spread_over_holders(void) {
     /* 8 → 8 over 4 heads: every decode rank reads from the prefill rank of the same index. */
     int n = routes_of(4, 8, 8, r, 64);
     CHECK_EQ_INT(n, 8);
-    for (int i = 0; i < n; i++) CHECK_EQ_INT(r[i].src_rank, r[i].dst_rank);
+    for (int i = 0; i < n; i++)
+        CHECK_EQ_INT(r[i].src_rank, r[i].dst_rank);
 }
 
 /* Every legal layout of several head counts: each decode rank gets exactly its heads, each
@@ -103,7 +104,8 @@ static void test_every_legal_layout_delivers_each_owned_head_once(void) {
                 int dst_per_head = b > n_kv ? b / n_kv : 1;
                 int bound = a > n_kv ? (dst_per_head + holders_per_head - 1) / holders_per_head
                                      : per_rank_max;
-                for (int p = 0; p < a; p++) CHECK(sent[p] <= bound);
+                for (int p = 0; p < a; p++)
+                    CHECK(sent[p] <= bound);
                 free(got);
                 free(sent);
                 free(r);

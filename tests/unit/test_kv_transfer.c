@@ -20,15 +20,18 @@ static void test_crc32c_known_vectors(void) {
     CHECK_EQ_INT(ts_crc32c(0, buf, 32), 0x8a9136aau);
     memset(buf, 0xff, sizeof buf);
     CHECK_EQ_INT(ts_crc32c(0, buf, 32), 0x62a8ab43u);
-    for (int i = 0; i < 32; i++) buf[i] = (uint8_t)i;
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)i;
     CHECK_EQ_INT(ts_crc32c(0, buf, 32), 0x46dd794eu);
     CHECK_EQ_INT(ts_crc32c_portable(0, buf, 32), 0x46dd794eu);
-    for (int i = 0; i < 32; i++) buf[i] = (uint8_t)(31 - i);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (uint8_t)(31 - i);
     CHECK_EQ_INT(ts_crc32c(0, buf, 32), 0x113fdb5cu);
     CHECK_EQ_INT(ts_crc32c(0, "", 0), 0u);
     /* Fast and portable paths agree at every length and alignment; continuation works. */
     uint8_t big[1031];
-    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 131 + 7);
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 131 + 7);
     for (size_t off = 0; off < 8; off++)
         for (size_t n = 0; n + off <= sizeof big; n += 97) {
             uint32_t whole = ts_crc32c(0, big + off, n);
@@ -39,10 +42,20 @@ static void test_crc32c_known_vectors(void) {
 }
 
 static void test_header_and_frame_round_trip_and_every_flipped_byte_is_caught(void) {
-    ts_kvx_header h = {.request_id = 0x1122334455667788ull, .fingerprint = 0xfeedull,
-                       .n_layers = 5, .n_tokens = 37, .block_size = 16, .n_blocks = 3,
-                       .head_dim = 8, .dtype = TS_DTYPE_F16, .kv_head0 = 2, .n_kv_heads = 2,
-                       .src_rank = 1, .src_size = 2, .dst_rank = 0, .dst_size = 1};
+    ts_kvx_header h = {.request_id = 0x1122334455667788ull,
+                       .fingerprint = 0xfeedull,
+                       .n_layers = 5,
+                       .n_tokens = 37,
+                       .block_size = 16,
+                       .n_blocks = 3,
+                       .head_dim = 8,
+                       .dtype = TS_DTYPE_F16,
+                       .kv_head0 = 2,
+                       .n_kv_heads = 2,
+                       .src_rank = 1,
+                       .src_size = 2,
+                       .dst_rank = 0,
+                       .dst_size = 1};
     uint8_t buf[TS_KVX_HEADER_BYTES];
     ts_kvx_header_encode(&h, buf);
     ts_kvx_header back;
@@ -152,7 +165,8 @@ static void test_layer_hook_sees_every_layer_and_changes_nothing(void) {
     ts_engine_set_layer_hook(r.engine, NULL, NULL);
     CHECK_EQ_INT(tok_plain, tok_hooked);
     CHECK_EQ_INT(log.n, ts_engine_hparams(r.engine)->n_layers);
-    for (int i = 0; i < log.n; i++) CHECK_EQ_INT(log.calls[i], i * 1000 + cases[0].n_ids);
+    for (int i = 0; i < log.n; i++)
+        CHECK_EQ_INT(log.calls[i], i * 1000 + cases[0].n_ids);
     kvx_release(&r, table, n_blocks);
     kvx_rank_close(&r);
 }
@@ -171,7 +185,8 @@ typedef struct ship {
 static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
     ship *s = user;
     (void)b;
-    if (!s->rc && s->n > 0) s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, s->first, s->n);
+    if (!s->rc && s->n > 0)
+        s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, s->first, s->n);
     s->layers_sent++;
 }
 
@@ -181,8 +196,11 @@ static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
 static int prefill_and_ship(kvx_rank *pre, uint64_t id, const int32_t *ids, int32_t n_ids,
                             int32_t chunk, const char *endpoint) {
     const char *eps[1] = {endpoint};
-    ts_kvx_sender_options so = {.request_id = id, .fingerprint = pre->fingerprint,
-                                .n_tokens = n_ids, .dst_endpoints = eps, .dst_size = 1,
+    ts_kvx_sender_options so = {.request_id = id,
+                                .fingerprint = pre->fingerprint,
+                                .n_tokens = n_ids,
+                                .dst_endpoints = eps,
+                                .dst_size = 1,
                                 .timeout_ms = 20000};
     ts_kvx_sender *tx = NULL;
     int rc = ts_kvx_sender_open(pre->engine, &so, &tx);
@@ -212,8 +230,8 @@ static int prefill_and_ship(kvx_rank *pre, uint64_t id, const int32_t *ids, int3
 }
 
 static ts_kvx_receiver *open_receiver(kvx_rank *dec, int timeout_ms) {
-    ts_kvx_receiver_options ro = {.listen = "127.0.0.1:0", .fingerprint = dec->fingerprint,
-                                  .timeout_ms = timeout_ms};
+    ts_kvx_receiver_options ro = {
+        .listen = "127.0.0.1:0", .fingerprint = dec->fingerprint, .timeout_ms = timeout_ms};
     ts_kvx_receiver *rx = NULL;
     CHECK_OK(ts_kvx_receiver_open(dec->engine, &ro, &rx));
     return rx;
@@ -306,12 +324,13 @@ static void test_chunked_long_prompt_decodes_like_a_local_run(void) {
     int first_remote = prefill_and_ship(&pre, 7, prompt, n_prompt, 23,
                                         rx ? ts_kvx_receiver_endpoint(rx) : "127.0.0.1:1");
     CHECK_EQ_INT(first_remote, first);
-    int n_remote = first_remote < 0 ? -1
-                                    : receive_and_decode(&dec, rx, 7, n_prompt, first_remote,
-                                                         PREDICT, remote);
+    int n_remote = first_remote < 0
+                       ? -1
+                       : receive_and_decode(&dec, rx, 7, n_prompt, first_remote, PREDICT, remote);
     CHECK_EQ_INT(n_remote, n_local);
     CHECK(n_local > 10);
-    for (int i = 0; i < n_local && i < n_remote; i++) CHECK_EQ_INT(remote[i], local[i]);
+    for (int i = 0; i < n_local && i < n_remote; i++)
+        CHECK_EQ_INT(remote[i], local[i]);
     ts_kvx_receiver_close(rx);
     kvx_rank_close(&pre);
     kvx_rank_close(&dec);

@@ -20,8 +20,10 @@
 static kvx_rank pre, dec;
 
 static ts_kvx_receiver *open_receiver(int timeout_ms, size_t max_staging) {
-    ts_kvx_receiver_options ro = {.listen = "127.0.0.1:0", .fingerprint = dec.fingerprint,
-                                  .timeout_ms = timeout_ms, .max_staging_bytes = max_staging};
+    ts_kvx_receiver_options ro = {.listen = "127.0.0.1:0",
+                                  .fingerprint = dec.fingerprint,
+                                  .timeout_ms = timeout_ms,
+                                  .max_staging_bytes = max_staging};
     ts_kvx_receiver *rx = NULL;
     CHECK_OK(ts_kvx_receiver_open(dec.engine, &ro, &rx));
     return rx;
@@ -55,16 +57,24 @@ typedef struct raw {
 static void raw_init(raw *c, uint64_t id, uint32_t n_tokens, uint32_t head0, uint32_t n_heads) {
     const ts_llama_hparams *hp = ts_engine_hparams(dec.engine);
     c->fd = -1;
-    c->h = (ts_kvx_header){.request_id = id, .fingerprint = dec.fingerprint,
-                           .n_layers = (uint32_t)hp->n_layers, .n_tokens = n_tokens,
+    c->h = (ts_kvx_header){.request_id = id,
+                           .fingerprint = dec.fingerprint,
+                           .n_layers = (uint32_t)hp->n_layers,
+                           .n_tokens = n_tokens,
                            .block_size = KVX_BLOCK,
                            .n_blocks = (n_tokens + KVX_BLOCK - 1) / KVX_BLOCK,
-                           .head_dim = (uint32_t)hp->head_dim, .dtype = TS_DTYPE_F16,
-                           .kv_head0 = head0, .n_kv_heads = n_heads, .src_rank = 0,
-                           .src_size = 1, .dst_rank = 0, .dst_size = 1};
+                           .head_dim = (uint32_t)hp->head_dim,
+                           .dtype = TS_DTYPE_F16,
+                           .kv_head0 = head0,
+                           .n_kv_heads = n_heads,
+                           .src_rank = 0,
+                           .src_size = 1,
+                           .dst_rank = 0,
+                           .dst_size = 1};
     c->payload_bytes = ts_kvx_block_payload_bytes(&c->h);
     c->payload = malloc(c->payload_bytes);
-    for (size_t i = 0; i < c->payload_bytes; i++) c->payload[i] = (uint8_t)(i * 7 + id);
+    for (size_t i = 0; i < c->payload_bytes; i++)
+        c->payload[i] = (uint8_t)(i * 7 + id);
 }
 
 static int raw_connect(raw *c, ts_kvx_receiver *rx) {
@@ -98,7 +108,8 @@ static int raw_frame(raw *c, uint32_t layer, uint32_t block, long flip, int byte
 static int raw_all_frames(raw *c) {
     int rc = 0;
     for (uint32_t l = 0; !rc && l < c->h.n_layers; l++)
-        for (uint32_t b = 0; !rc && b < c->h.n_blocks; b++) rc = raw_frame(c, l, b, -1, 0);
+        for (uint32_t b = 0; !rc && b < c->h.n_blocks; b++)
+            rc = raw_frame(c, l, b, -1, 0);
     return rc;
 }
 
@@ -182,8 +193,11 @@ static void test_foreign_model_and_bad_headers_are_refused(void) {
     ts_kvx_receiver *rx = open_receiver(10000, 0);
     /* The real sender with another model's fingerprint. */
     const char *eps[1] = {ts_kvx_receiver_endpoint(rx)};
-    ts_kvx_sender_options so = {.request_id = 6, .fingerprint = pre.fingerprint ^ 1,
-                                .n_tokens = 9, .dst_endpoints = eps, .dst_size = 1,
+    ts_kvx_sender_options so = {.request_id = 6,
+                                .fingerprint = pre.fingerprint ^ 1,
+                                .n_tokens = 9,
+                                .dst_endpoints = eps,
+                                .dst_size = 1,
                                 .timeout_ms = 10000};
     ts_kvx_sender *tx = NULL;
     int32_t table[4] = {0, 1, 2};
@@ -208,7 +222,8 @@ static void test_foreign_model_and_bad_headers_are_refused(void) {
         uint16_t dst_rank;
         uint32_t head0;
         const char *words;
-    } bad[] = {{8, 0, 0, "geometry"}, {KVX_BLOCK, 1, 0, "decode rank 1"},
+    } bad[] = {{8, 0, 0, "geometry"},
+               {KVX_BLOCK, 1, 0, "decode rank 1"},
                {KVX_BLOCK, 0, 2, "not this rank's"}};
     for (int i = 0; i < 3; i++) {
         uint64_t id = 20 + (uint64_t)i;
@@ -257,13 +272,17 @@ static void test_stalled_sender_times_out(void) {
 /* The real sender, `layers` layers of a 10-token sequence. */
 static ts_kvx_sender *send_some(ts_kvx_receiver *rx, uint64_t id, int layers) {
     const char *eps[1] = {ts_kvx_receiver_endpoint(rx)};
-    ts_kvx_sender_options so = {.request_id = id, .fingerprint = pre.fingerprint,
-                                .n_tokens = 10, .dst_endpoints = eps, .dst_size = 1,
+    ts_kvx_sender_options so = {.request_id = id,
+                                .fingerprint = pre.fingerprint,
+                                .n_tokens = 10,
+                                .dst_endpoints = eps,
+                                .dst_size = 1,
                                 .timeout_ms = 10000};
     ts_kvx_sender *tx = NULL;
     int32_t table[3] = {4, 5, 6};
     CHECK_OK(ts_kvx_sender_open(pre.engine, &so, &tx));
-    for (int l = 0; tx && l < layers; l++) CHECK_OK(ts_kvx_sender_send_layer(tx, l, table, 0, 3));
+    for (int l = 0; tx && l < layers; l++)
+        CHECK_OK(ts_kvx_sender_send_layer(tx, l, table, 0, 3));
     return tx;
 }
 
@@ -316,7 +335,8 @@ static void test_claim_without_room_leaves_the_pool_as_it_was(void) {
     ts_kvx_sender_destroy(tx);
     CHECK_OK(ts_kvx_receiver_wait(rx, 60, 10000));
     int32_t *held = malloc((size_t)ts_kv_pool_n_free(dec.pool) * sizeof *held), n_held = 0;
-    while (ts_kv_pool_n_free(dec.pool) > 2) CHECK_OK(ts_kv_pool_alloc(dec.pool, &held[n_held++]));
+    while (ts_kv_pool_n_free(dec.pool) > 2)
+        CHECK_OK(ts_kv_pool_alloc(dec.pool, &held[n_held++]));
     int32_t ids[8], n = 0;
     CHECK_EQ_INT(ts_kvx_receiver_claim(rx, dec.engine, dec.pool, 60, ids, 8, &n), TS_E_EXHAUSTED);
     CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), 2);
@@ -395,8 +415,12 @@ static void test_full_staging_and_unreachable_receiver_fail_cleanly(void) {
     check_clean(rx);
     ts_kvx_receiver_close(rx);
     const char *eps[1] = {"127.0.0.1:1"};
-    ts_kvx_sender_options so = {.request_id = 91, .fingerprint = pre.fingerprint, .n_tokens = 10,
-                                .dst_endpoints = eps, .dst_size = 1, .timeout_ms = 2000};
+    ts_kvx_sender_options so = {.request_id = 91,
+                                .fingerprint = pre.fingerprint,
+                                .n_tokens = 10,
+                                .dst_endpoints = eps,
+                                .dst_size = 1,
+                                .timeout_ms = 2000};
     tx = NULL;
     CHECK_EQ_INT(ts_kvx_sender_open(pre.engine, &so, &tx), TS_E_UNAVAILABLE);
     CHECK(tx == NULL);
