@@ -78,7 +78,6 @@ typedef struct samples {
 typedef struct bench_run {
     const bench_opts *o;
     ts_rpc_channel *ch;
-    int concurrency;
     bool keep_ids;
     atomic_int next, done, running;
     atomic_llong tokens;

@@ -28,13 +28,14 @@ def bindir(tessera):
 
 class Cluster:
     def __init__(self, tessera, model=harness.MODEL_F32, groups=1, tp=1, threads=1,
-                 launcher="direct", start_timeout=180):
+                 launcher="direct", node_flags=(), start_timeout=180):
         self.tessera = tessera
         self.model = model
         self.groups = groups
         self.tp = tp
         self.threads = threads
         self.launcher = launcher
+        self.node_flags = list(node_flags)  # extra tessera-node flags (direct launcher only)
         self.start_timeout = start_timeout
         self.procs = []  # (name, Popen, log path); the first one is stopped first
         self.target = None
@@ -81,7 +82,7 @@ class Cluster:
                 prefix = harness.mpirun_prefix(self.tp) if self.tp > 1 else []
                 self._spawn("group%d" % g, prefix + [
                     node, "-m", self.model, "--tp", str(self.tp), "--coordinator", target,
-                    "--name", "g%d" % g] + threads)
+                    "--name", "g%d" % g] + threads + self.node_flags)
             self._wait("%d attached groups" % self.groups,
                        lambda: read(log).count("attached from") >= self.groups)
         endpoint = read(endpoint_file).strip()

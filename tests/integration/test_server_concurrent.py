@@ -6,7 +6,9 @@ Usage: test_server_concurrent.py TESSERA
 Starts a real cluster and runs `tessera bench --verify`: 64 synthetic prompts (lengths 12..24
 tokens, so prefills of different lengths share steps with decodes) are first generated one at a
 time, then all 64 at once over one channel; the token ids must be equal request by request, and
-every request must stream exactly --max-tokens tokens (ignore_eos).
+every request must stream exactly --max-tokens tokens (ignore_eos). The node runs with
+--no-prefix-cache so that the concurrent pass recomputes every prompt in batches instead of
+reusing the lone pass's KV blocks (the cached path is covered by test_server_python).
 """
 import argparse
 import json
@@ -24,7 +26,7 @@ def main():
     ap.add_argument("tessera")
     args = ap.parse_args()
     f = harness.Failures()
-    with cluster.Cluster(args.tessera) as c:
+    with cluster.Cluster(args.tessera, node_flags=["--no-prefix-cache"]) as c:
         p = harness.run([args.tessera, "bench", "--server", c.target, "--verify", "--json",
                          "--concurrency", str(STREAMS), "--requests", str(STREAMS),
                          "--prompt-tokens", "24", "--max-tokens", str(MAX_TOKENS)],
