@@ -336,6 +336,73 @@ static void test_chunked_long_prompt_decodes_like_a_local_run(void) {
     kvx_rank_close(&dec);
 }
 
+/* Many transfers at once on one receiver, their frames interleaved: each installs exactly the
+ * bytes its source blocks hold (compared layer by layer through ts_engine_kv_read). */
+static void test_many_concurrent_transfers_install_exact_bytes(void) {
+    enum { N = 16, TOKENS = 10, BLOCKS = 3 };
+    kvx_rank pre, dec;
+    CHECK_OK(kvx_rank_open(&pre, NULL, TS_DTYPE_F16));
+    CHECK_OK(kvx_rank_open(&dec, NULL, TS_DTYPE_F16));
+    ts_kvx_receiver *rx = open_receiver(&dec, 20000);
+    const ts_llama_hparams *hp = ts_engine_hparams(pre.engine);
+    size_t bytes = (size_t)BLOCKS * (size_t)hp->n_kv_heads * KVX_BLOCK * (size_t)hp->head_dim * 2;
+    uint8_t *k = malloc(bytes), *v = malloc(bytes), *k2 = malloc(bytes), *v2 = malloc(bytes);
+    /* Distinct contents for every source block of every layer. */
+    int32_t src[N][BLOCKS];
+    for (int i = 0; i < N; i++)
+        for (int32_t j = 0; j < BLOCKS; j++)
+            src[i][j] = i * BLOCKS + j;
+    for (int32_t l = 0; l < hp->n_layers; l++)
+        for (int i = 0; i < N; i++) {
+            for (size_t x = 0; x < bytes; x++) {
+                k[x] = (uint8_t)(x * 31 + (size_t)i * 7 + (size_t)l);
+                v[x] = (uint8_t)(x * 17 + (size_t)i * 3 + (size_t)l * 5);
+            }
+            CHECK_OK(ts_engine_kv_write(pre.engine, l, src[i], BLOCKS, 0, hp->n_kv_heads, k, v));
+        }
+    const char *eps[1] = {rx ? ts_kvx_receiver_endpoint(rx) : "127.0.0.1:1"};
+    ts_kvx_sender *tx[N] = {0};
+    for (int i = 0; i < N; i++) {
+        ts_kvx_sender_options so = {.request_id = 500 + (uint64_t)i,
+                                    .fingerprint = pre.fingerprint,
+                                    .n_tokens = TOKENS,
+                                    .dst_endpoints = eps,
+                                    .dst_size = 1,
+                                    .timeout_ms = 20000};
+        CHECK_OK(ts_kvx_sender_open(pre.engine, &so, &tx[i]));
+    }
+    for (int32_t l = hp->n_layers - 1; l >= 0; l--) /* layers in reverse, blocks one by one */
+        for (int32_t j = 0; j < BLOCKS; j++)
+            for (int i = 0; i < N; i++)
+                if (tx[i]) CHECK_OK(ts_kvx_sender_send_layer(tx[i], l, src[i], j, 1));
+    for (int i = 0; i < N; i++) {
+        if (tx[i]) CHECK_OK(ts_kvx_sender_finish(tx[i]));
+        ts_kvx_sender_destroy(tx[i]);
+    }
+    int32_t free_dec = ts_kv_pool_n_free(dec.pool);
+    for (int i = 0; rx && i < N; i++) {
+        uint64_t id = 500 + (uint64_t)i;
+        int32_t ids[BLOCKS], n = 0;
+        CHECK_OK(ts_kvx_receiver_wait(rx, id, 20000));
+        CHECK_OK(ts_kvx_receiver_claim(rx, dec.engine, dec.pool, id, ids, BLOCKS, &n));
+        CHECK_EQ_INT(n, BLOCKS);
+        for (int32_t l = 0; n == BLOCKS && l < hp->n_layers; l++) {
+            CHECK_OK(ts_engine_kv_read(pre.engine, l, src[i], BLOCKS, 0, hp->n_kv_heads, k, v));
+            CHECK_OK(ts_engine_kv_read(dec.engine, l, ids, BLOCKS, 0, hp->n_kv_heads, k2, v2));
+            CHECK(memcmp(k, k2, bytes) == 0 && memcmp(v, v2, bytes) == 0);
+        }
+        kvx_release(&dec, ids, n);
+    }
+    CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), free_dec);
+    free(k);
+    free(v);
+    free(k2);
+    free(v2);
+    ts_kvx_receiver_close(rx);
+    kvx_rank_close(&pre);
+    kvx_rank_close(&dec);
+}
+
 /* The group API in groups of one (the multi-rank case runs under mpirun: kvxfer_tp.c), and the
  * engine's group tasks it rides on. */
 static void test_group_api_in_groups_of_one(void) {
@@ -402,6 +469,7 @@ int main(void) {
     RUN(test_layer_hook_sees_every_layer_and_changes_nothing);
     RUN(test_disaggregated_greedy_matches_reference);
     RUN(test_chunked_long_prompt_decodes_like_a_local_run);
+    RUN(test_many_concurrent_transfers_install_exact_bytes);
     RUN(test_group_api_in_groups_of_one);
     return test_summary();
 }
