@@ -359,13 +359,14 @@ static void on_readable(ts_kvx_receiver *r, conn *c) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n <= 0) {
-            const char *why = n == 0 ? "closed" : strerror(errno);
+            /* "closed" either way (an orderly close or a reset), the reason in brackets. */
+            const char *why = n == 0 ? "by the sender" : strerror(errno);
             if (c->t)
                 fail(r, c->t, TS_E_UNAVAILABLE,
-                     "connection from prefill rank %u %s after %u of %u blocks", c->h.src_rank, why,
-                     c->n_frames, c->h.n_layers * c->h.n_blocks);
+                     "connection from prefill rank %u closed (%s) after %u of %u blocks",
+                     c->h.src_rank, why, c->n_frames, c->h.n_layers * c->h.n_blocks);
             else
-                reject(c, TS_E_UNAVAILABLE, "connection %s before its header", why);
+                reject(c, TS_E_UNAVAILABLE, "connection closed (%s) before its header", why);
             c->close_now = true;
             return;
         }

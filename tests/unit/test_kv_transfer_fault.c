@@ -32,7 +32,7 @@ static ts_kvx_receiver *open_receiver(int timeout_ms, size_t max_staging) {
 /* Nothing held: no staging, no transfer in flight or waiting, no connection left open. */
 static void check_clean(ts_kvx_receiver *rx) {
     ts_kvx_receiver_stats st;
-    for (int i = 0; i < 100; i++) { /* connections close at the I/O thread's next sweep */
+    for (int i = 0; i < 500; i++) { /* connections close at the I/O thread's next sweep */
         ts_kvx_receiver_get_stats(rx, &st);
         if (st.n_connections == 0) break;
         ts_sleep_ms(10);
@@ -214,7 +214,7 @@ static void test_foreign_model_and_bad_headers_are_refused(void) {
     raw c;
     CHECK_OK(raw_open(&c, rx, 7, 10, 0, 4));
     raw_close(&c);
-    check_failed(rx, 7, TS_E_UNAVAILABLE, "closed after 0 of");
+    check_failed(rx, 7, TS_E_UNAVAILABLE, "after 0 of");
     /* Wrong block size; wrong decode rank; heads this rank does not own: refused, and the
      * decode side learns why. */
     struct {
@@ -291,7 +291,7 @@ static void test_sender_closed_midway_frees_everything(void) {
     ts_kvx_sender *tx = send_some(rx, 40, 2);
     ts_sleep_ms(100);
     ts_kvx_sender_destroy(tx); /* no finish: an abort */
-    check_failed(rx, 40, TS_E_UNAVAILABLE, "closed after");
+    check_failed(rx, 40, TS_E_UNAVAILABLE, "closed (");
     check_clean(rx);
     ts_kvx_receiver_close(rx);
 }
@@ -311,7 +311,7 @@ static void test_killed_sender_process_frees_everything_and_the_receiver_goes_on
     int status = 0;
     CHECK(waitpid(child, &status, 0) == child);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    check_failed(rx, 50, TS_E_UNAVAILABLE, "closed after");
+    check_failed(rx, 50, TS_E_UNAVAILABLE, "closed (");
     check_clean(rx);
     CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), free_before);
     /* The next transfer on the same receiver completes and installs. */
@@ -356,7 +356,11 @@ static void test_drop_cancels_and_refuses_late_parts(void) {
     raw c;
     CHECK_OK(raw_open(&c, rx, 70, 10, 0, 4));
     CHECK_OK(raw_frame(&c, 0, 0, -1, 0));
-    ts_sleep_ms(50);
+    ts_kvx_receiver_stats st = {0};
+    for (int i = 0; i < 1000 && st.n_receiving == 0; i++) { /* the header has arrived */
+        ts_sleep_ms(10);
+        ts_kvx_receiver_get_stats(rx, &st);
+    }
     CHECK_OK(ts_kvx_receiver_drop(rx, 70));
     CHECK_EQ_INT(raw_status(&c), TS_E_CANCELLED);
     raw_close(&c);
@@ -379,7 +383,7 @@ static void test_one_broken_part_fails_the_whole_transfer(void) {
     CHECK_OK(raw_end(&a, a.h.n_layers * a.h.n_blocks));
     CHECK_OK(raw_frame(&b, 0, 0, -1, 0));
     raw_close(&b);
-    check_failed(rx, 80, TS_E_UNAVAILABLE, "closed after 1 of");
+    check_failed(rx, 80, TS_E_UNAVAILABLE, "after 1 of");
     CHECK_EQ_INT(raw_status(&a), TS_E_UNAVAILABLE);
     raw_close(&a);
     /* Overlapping parts are refused too. */
