@@ -17,3 +17,13 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
                          PROPERTIES LABELS slurm TIMEOUT 400 SKIP_RETURN_CODE 77)
   endif()
 endif()
+if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
+  get_target_property(TS_NETNS_PYDIR ts_proto TS_PYTHON_DIR)
+  if(TS_NETNS_PYDIR)
+    add_test(NAME multihost_netns_groups_and_cross_host_tp
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/slurm/test_multihost_netns.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_NETNS_PYDIR})
+    set_tests_properties(multihost_netns_groups_and_cross_host_tp PROPERTIES
+                         LABELS integration TIMEOUT 400 SKIP_RETURN_CODE 77)
+  endif()
+endif()

@@ -6,6 +6,7 @@ no process behind.
     with LocalSlurm(nodes=2) as slurm:
         job = slurm.submit(["-N2", "--ntasks-per-node=2"], "slurm/tessera.sbatch", env)
 """
+import argparse
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import harness  # noqa: E402
+import serving_cluster  # noqa: E402
 
 SOURCE_DIR = harness.SOURCE_DIR
 
@@ -172,3 +174,30 @@ def scancel_and_check_gone(slurm, job, workdir, f, timeout=90):
     if not gone:
         print(out[-4000:])
     return out
+
+
+def connect(pydir, endpoint):
+    """serving_cluster's grpcio client (health, generate, wait_groups), pointed at a running
+    cluster's endpoint; it starts nothing."""
+    c = serving_cluster.Cluster(os.path.dirname(sys.executable), pydir)
+    c.channel = c.grpc.insecure_channel(endpoint)
+    return c
+
+
+def job_test(prefix, body):
+    """The frame of a Slurm test: --bin-dir/--pydir, skips, a job directory and a local Slurm of
+    two nodes; body(slurm, workdir, args, failures) submits and checks."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--pydir", required=True)
+    args = ap.parse_args()
+    skip_unless_possible()
+    serving_cluster.import_protos(args.pydir)
+    f = harness.Failures()
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        with LocalSlurm(nodes=2) as slurm:
+            body(slurm, workdir, args, f)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    f.finish()

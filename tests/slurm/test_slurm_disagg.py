@@ -4,74 +4,54 @@ Both pools register with their roles; a completion is requested; scancel stops e
 
 usage: test_slurm_disagg.py --bin-dir DIR --pydir DIR
 """
-import argparse
 import os
 import re
-import shutil
-import sys
-import tempfile
 
 import local_slurm as ls
 
-sys.path.insert(0, os.path.join(os.path.dirname(ls.HERE), "integration"))
-import harness  # noqa: E402
-import serving_cluster  # noqa: E402
+import harness  # noqa: E402  (local_slurm put tests/integration on the path)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--pydir", required=True)
-    args = ap.parse_args()
-    ls.skip_unless_possible()
-    serving_cluster.import_protos(args.pydir)
-    f = harness.Failures()
-    workdir = tempfile.mkdtemp(prefix="tessera-disagg-job-")
+def body(slurm, workdir, args, f):
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_DECODE_TP="2")
+    # One option group per component: 1 task for prefill, 2 for decode.
+    job = slurm.submit(["--ntasks=1", "--time=10", ":", "--ntasks=2", "--time=10"],
+                       os.path.join(ls.SOURCE_DIR, "slurm", "tessera-disagg.sbatch"),
+                       env, workdir)
+    endpoint = ls.wait_endpoint(slurm, job, workdir)
+    out_path = os.path.join(workdir, "tessera-%s.out" % job)
+    show = slurm.run(["scontrol", "show", "job", job]).stdout
+    nodes = re.findall(r"^\s*NodeList=(\S+)", show, re.M)
+    f.check(len(nodes) == 2 and nodes[0] != nodes[1],
+            "two components on different nodes: %s" % nodes)
+    c = ls.connect(args.pydir, endpoint)
     try:
-        with ls.LocalSlurm(nodes=2) as slurm:
-            env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_DECODE_TP="2")
-            # One option group per component: 1 task for prefill, 2 for decode.
-            job = slurm.submit(["--ntasks=1", "--time=10", ":", "--ntasks=2", "--time=10"],
-                               os.path.join(ls.SOURCE_DIR, "slurm", "tessera-disagg.sbatch"),
-                               env, workdir)
-            endpoint = ls.wait_endpoint(slurm, job, workdir)
-            out_path = os.path.join(workdir, "tessera-%s.out" % job)
-            show = slurm.run(["scontrol", "show", "job", job]).stdout
-            nodes = re.findall(r"^\s*NodeList=(\S+)", show, re.M)
-            f.check(len(nodes) == 2 and nodes[0] != nodes[1],
-                    "two components on different nodes: %s" % nodes)
-            c = serving_cluster.Cluster(args.bin_dir, args.pydir)
-            c.channel = c.grpc.insecure_channel(endpoint)
-            try:
-                health = c.wait_groups(2, timeout=120)
-            except AssertionError:
-                print(ls.read(out_path)[-4000:])
-                raise
-            roles = sorted((g.role, g.tp) for g in health.groups)
-            f.check(roles == [("decode", 2), ("prefill", 1)],
-                    "a prefill group of TP 1 and a decode group of TP 2 registered: %s" % roles)
-            out = ls.read(out_path)
-            f.check("pool prefill: 1 group(s) x TP 1, role prefill, component 0" in out and
-                    "pool decode: 1 group(s) x TP 2, role decode, component 1" in out,
-                    "the job output names both pools and components")
-            # A completion through the pools. Where the coordinator does not route disaggregated
-            # requests yet, the call must end with a clear status rather than hang.
-            case = harness.greedy_cases()[0]
-            try:
-                text, _, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"],
-                                        timeout=60)
-                f.check(case["prompt"] + text == case["greedy_text"][len("<s> "):],
-                        "the disaggregated cluster streams the reference completion")
-            except c.grpc.RpcError as e:
-                f.check(e.code() != c.grpc.StatusCode.DEADLINE_EXCEEDED,
-                        "a request the pools cannot serve fails at once, not by deadline")
-                print("note: Generate on prefill/decode pools: %s: %s" % (e.code(), e.details()))
-            c.channel.close()
-            ls.scancel_and_check_gone(slurm, job, workdir, f)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    f.finish()
+        health = c.wait_groups(2, timeout=120)
+    except AssertionError:
+        print(ls.read(out_path)[-4000:])
+        raise
+    roles = sorted((g.role, g.tp) for g in health.groups)
+    f.check(roles == [("decode", 2), ("prefill", 1)],
+            "a prefill group of TP 1 and a decode group of TP 2 registered: %s" % roles)
+    out = ls.read(out_path)
+    f.check("pool prefill: 1 group(s) x TP 1, role prefill, component 0" in out and
+            "pool decode: 1 group(s) x TP 2, role decode, component 1" in out,
+            "the job output names both pools and components")
+    # A completion through the pools. Where the coordinator does not route disaggregated
+    # requests yet, the call must end with a clear status rather than hang.
+    case = harness.greedy_cases()[0]
+    try:
+        text, _, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"],
+                                timeout=60)
+        f.check(case["prompt"] + text == case["greedy_text"][len("<s> "):],
+                "the disaggregated cluster streams the reference completion")
+    except c.grpc.RpcError as e:
+        f.check(e.code() != c.grpc.StatusCode.DEADLINE_EXCEEDED,
+                "a request the pools cannot serve fails at once, not by deadline")
+        print("note: Generate on prefill/decode pools: %s: %s" % (e.code(), e.details()))
+    c.channel.close()
+    ls.scancel_and_check_gone(slurm, job, workdir, f)
 
 
 if __name__ == "__main__":
-    main()
+    ls.job_test("tessera-disagg-job-", body)

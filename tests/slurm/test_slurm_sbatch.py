@@ -4,25 +4,12 @@ streams greedy completions that match the reference, and scancel stops every pro
 
 usage: test_slurm_sbatch.py --bin-dir DIR --pydir DIR
 """
-import argparse
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 
 import local_slurm as ls
 
-sys.path.insert(0, os.path.join(os.path.dirname(ls.HERE), "integration"))
-import harness  # noqa: E402
-import serving_cluster  # noqa: E402
-
-
-def client_for(bin_dir, pydir, endpoint):
-    """serving_cluster's grpcio client, pointed at the job's endpoint (it starts nothing)."""
-    c = serving_cluster.Cluster(bin_dir, pydir)
-    c.channel = c.grpc.insecure_channel(endpoint)
-    return c
+import harness  # noqa: E402  (local_slurm put tests/integration on the path)
 
 
 def check_greedy(c, f, what):
@@ -50,46 +37,31 @@ def check_cli_client(bin_dir, endpoint, f):
             % (p.returncode, p.stderr[-500:]))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--pydir", required=True)
-    args = ap.parse_args()
-    ls.skip_unless_possible()
-    serving_cluster.import_protos(args.pydir)
-    f = harness.Failures()
-    workdir = tempfile.mkdtemp(prefix="tessera-sbatch-job-")
+def body(slurm, workdir, args, f):
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2")
+    job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
+                       os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
+    endpoint = ls.wait_endpoint(slurm, job, workdir)
+    out_path = os.path.join(workdir, "tessera-%s.out" % job)
+    f.check("coordinator endpoint " + endpoint in ls.read(out_path),
+            "the job output reports the endpoint")
+    c = ls.connect(args.pydir, endpoint)
     try:
-        with ls.LocalSlurm(nodes=2) as slurm:
-            env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2")
-            job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
-                               os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env,
-                               workdir)
-            endpoint = ls.wait_endpoint(slurm, job, workdir)
-            out_path = os.path.join(workdir, "tessera-%s.out" % job)
-            f.check("coordinator endpoint " + endpoint in ls.read(out_path),
-                    "the job output reports the endpoint")
-            c = client_for(args.bin_dir, args.pydir, endpoint)
-            try:
-                health = c.wait_groups(2, timeout=120)
-            except AssertionError as e:
-                print(ls.read(out_path)[-4000:])
-                raise e
-            f.check(sorted(g.tp for g in health.groups) == [2, 2], "two groups of TP 2")
-            f.check(sorted(g.name for g in health.groups) == ["mixed-g0", "mixed-g1"],
-                    "groups named by pool: %s" % [g.name for g in health.groups])
-            f.check("srun --mpi=pmix" in ls.read(out_path), "nodes launched with srun --mpi=pmix")
-            check_greedy(c, f, "sbatch cluster")
-            check_cli_client(args.bin_dir, endpoint, f)
-            f.check(c.wait_kv_idle(), "KV blocks all free after the requests")
-            c.channel.close()
-            out = ls.scancel_and_check_gone(slurm, job, workdir, f)
-            f.check("the coordinator is shutting down" in out or "stopped" in out,
-                    "nodes were told to shut down")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    f.finish()
+        health = c.wait_groups(2, timeout=120)
+    except AssertionError:
+        print(ls.read(out_path)[-4000:])
+        raise
+    f.check(sorted(g.tp for g in health.groups) == [2, 2], "two groups of TP 2")
+    f.check(sorted(g.name for g in health.groups) == ["mixed-g0", "mixed-g1"],
+            "groups named by pool: %s" % [g.name for g in health.groups])
+    f.check("srun --mpi=pmix" in ls.read(out_path), "nodes launched with srun --mpi=pmix")
+    check_greedy(c, f, "sbatch cluster")
+    check_cli_client(args.bin_dir, endpoint, f)
+    f.check(c.wait_kv_idle(), "KV blocks all free after the requests")
+    c.channel.close()
+    out = ls.scancel_and_check_gone(slurm, job, workdir, f)
+    f.check("the coordinator is shutting down" in out, "nodes were told to shut down")
 
 
 if __name__ == "__main__":
-    main()
+    ls.job_test("tessera-sbatch-job-", body)
