@@ -131,6 +131,7 @@ const ts_cpu_batch *ts_cuda_host_batch(cuda_backend *c) {
 
 static void *cuda_alloc(ts_backend *be, size_t bytes) {
     cuda_backend *c = cu(be);
+    cudaSetDevice(c->device); /* the calling thread may not have made it current */
     if (c->budget && (bytes > c->budget || c->used > c->budget - bytes)) {
         ts_error_set(TS_E_NOMEM,
                      "%s: allocating %zu bytes would exceed the device memory budget of %zu "
@@ -177,6 +178,7 @@ static void cuda_free(ts_backend *be, void *ptr) {
 static void cuda_upload(ts_backend *be, void *dst, const void *src_host, size_t bytes) {
     cuda_backend *c = cu(be);
     if (!bytes) return;
+    cudaSetDevice(c->device);
     /* Synchronous for the caller: the host buffer may be reused as soon as this returns. */
     cudaError_t e = cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
@@ -186,6 +188,7 @@ static void cuda_upload(ts_backend *be, void *dst, const void *src_host, size_t 
 static void cuda_download(ts_backend *be, void *dst_host, const void *src, size_t bytes) {
     cuda_backend *c = cu(be);
     if (!bytes) return;
+    cudaSetDevice(c->device);
     cudaError_t e = cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) ts_cuda_fail(c, "download", cudaGetErrorString(e));
@@ -292,7 +295,7 @@ static int cuda_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight 
             ts_cuda_dequant_bf16(c, (char *)data + r0 * stride, stride, tmp, src_row, t,
                                  (int64_t)nr, host->cols);
         }
-        cudaStreamSynchronize(c->stream); /* before tmp is reused for the next chunk or freed */
+        cudaStreamSynchronize(c->stream); /* the last dequantization still reads tmp */
         cuda_free(be, tmp);
     }
     int rc = sync_error(c, "preparing a weight");

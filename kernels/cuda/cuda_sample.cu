@@ -5,8 +5,9 @@
  * The steps and how each keeps the reference's floating-point operations:
  *   1 penalty      one thread, the reference's loop (each distinct id once)
  *   2 greedy       argmax by a total order (value, then lower id): exact
- *   3 top-k        a stable descending radix sort of (l, id) (CUB): ties stay in id order,
- *                  which is the reference's (value desc, id asc); the first k are kept
+ *   3 top-k        a stable descending radix sort of (l, id) (CUB, which documents it stable
+ *                  and -0.0 == +0.0): ties stay in id order, the reference's (value desc,
+ *                  id asc); the first k are kept
  *   4 softmax      max over kept (exact), e = exp(l / T - max) computed in double and rounded
  *                  (the correctly rounded expf; glibc's expf agrees except in rare cases),
  *                  s = float sum in id order by one thread (the reference's order), p = e / s
