@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 enum { RECEIVING, COMPLETE, FAILED };
-enum { MAX_TOMBSTONES = 256 };
+enum { MAX_TOMBSTONES = 256, DRAIN_MS = 2000 };
 
 typedef struct transfer {
     struct transfer *next;
@@ -59,7 +59,10 @@ typedef struct transfer {
     int64_t bytes;
 } transfer;
 
-typedef enum { C_HEADER, C_FRAME, C_PAYLOAD, C_ENDED } conn_phase;
+/* C_DRAIN: told of a failure and shut for writing; what the sender still sends is read and
+ * dropped until it closes (or DRAIN_MS pass), because closing a socket with unread data resets
+ * the connection, and some TCP stacks drop received data (the status) on a reset. */
+typedef enum { C_HEADER, C_FRAME, C_PAYLOAD, C_ENDED, C_DRAIN } conn_phase;
 
 typedef struct conn {
     struct conn *next;
@@ -78,6 +81,7 @@ typedef struct conn {
     int reject_code;
     char reject_message[TS_KVX_MAX_MESSAGE + 1];
     int64_t last_ns;
+    bool peer_closed; /* C_DRAIN: the sender closed its side */
 } conn;
 
 struct ts_kvx_receiver {
@@ -353,12 +357,22 @@ static void on_payload(ts_kvx_receiver *r, conn *c) {
 
 /* Reads what the socket has; runs the state machine on every complete piece. */
 static void on_readable(ts_kvx_receiver *r, conn *c) {
+    if (c->phase == C_DRAIN) {
+        uint8_t sink[4096];
+        ssize_t n;
+        while ((n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            c->peer_closed = true;
+        return;
+    }
     while (!c->close_now && c->phase != C_ENDED) {
         uint8_t *dst = c->phase == C_PAYLOAD ? c->payload : c->head;
         ssize_t n = recv(c->fd, dst + c->got, c->need - c->got, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n <= 0) {
+            c->peer_closed = true;
             /* "closed" either way (an orderly close or a reset), the reason in brackets. */
             const char *why = n == 0 ? "by the sender" : strerror(errno);
             if (c->t)
@@ -397,7 +411,7 @@ static void send_status(conn *c, int code, const char *message) {
 static void sweep(ts_kvx_receiver *r) {
     int64_t now = ts_now_ns(), timeout = (int64_t)r->opts.timeout_ms * 1000000;
     for (conn *c = r->conns; c; c = c->next) {
-        if (c->close_now || c->phase == C_ENDED || now - c->last_ns <= timeout) continue;
+        if (c->close_now || c->phase >= C_ENDED || now - c->last_ns <= timeout) continue;
         if (c->t)
             fail(r, c->t, TS_E_TIMEOUT, "no data from prefill rank %u for %d ms", c->h.src_rank,
                  r->opts.timeout_ms);
@@ -410,15 +424,30 @@ static void sweep(ts_kvx_receiver *r) {
                  r->own_heads, r->opts.timeout_ms);
     for (conn **pp = &r->conns; *pp;) {
         conn *c = *pp;
-        if (!c->close_now) {
+        bool done = false;
+        if (c->close_now) {
+            bool ok = c->t && c->t->state == COMPLETE;
+            if (c->t)
+                send_status(c, ok ? TS_OK : c->t->code, c->t->message);
+            else
+                send_status(c, c->reject_code ? c->reject_code : TS_E_INVALID, c->reject_message);
+            if (c->t) c->t->n_conns--;
+            c->t = NULL;
+            c->close_now = false;
+            done = ok;
+            if (!ok) { /* the sender may still be sending: drain before closing */
+                shutdown(c->fd, SHUT_WR);
+                c->phase = C_DRAIN;
+                c->last_ns = now;
+            }
+        }
+        if (c->phase == C_DRAIN &&
+            (c->peer_closed || now - c->last_ns > (int64_t)DRAIN_MS * 1000000))
+            done = true;
+        if (!done) {
             pp = &c->next;
             continue;
         }
-        if (c->t)
-            send_status(c, c->t->state == COMPLETE ? TS_OK : c->t->code, c->t->message);
-        else
-            send_status(c, c->reject_code ? c->reject_code : TS_E_INVALID, c->reject_message);
-        if (c->t) c->t->n_conns--;
         close(c->fd);
         free(c->payload);
         free(c->seen);
