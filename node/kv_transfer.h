@@ -135,6 +135,11 @@ const char *ts_kvx_receiver_endpoint(const ts_kvx_receiver *r);
  * TS_E_TIMEOUT when neither happened in time (the transfer goes on). */
 int ts_kvx_receiver_wait(ts_kvx_receiver *r, uint64_t request_id, int timeout_ms);
 
+/* Never blocks and forgets nothing: 0 when transfer `request_id` is complete, TS_E_TIMEOUT
+ * while it is in flight or not seen yet, its error (message set) when it failed. For an engine
+ * loop that must not wait. */
+int ts_kvx_receiver_status(ts_kvx_receiver *r, uint64_t request_id);
+
 /* Engine thread. Writes a complete transfer into the engine's KV cache at block_ids[0 .. n)
  * (n must equal the transfer's block count) and forgets it (frees its staging). Every rank of a
  * decode group calls it with the same block ids, chosen by the group leader. */
@@ -196,9 +201,17 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
 int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *block_table,
                              int32_t first, int32_t n);
 
-/* Sends the end frames and waits for every receiver's status. 0 when every decode rank this
- * rank feeds accepted the transfer; otherwise the error (the receiver's own message when it sent
- * one, TS_E_UNAVAILABLE when a connection broke, TS_E_TIMEOUT). */
+/* Queues the end frames and returns at once; the I/O thread then collects every receiver's
+ * status. Call it once, after the last send_layer. */
+int ts_kvx_sender_end(ts_kvx_sender *s);
+
+/* After ts_kvx_sender_end: waits up to timeout_ms (0: just look; < 0: until decided). 0 when
+ * every decode rank this rank feeds accepted the transfer; TS_E_TIMEOUT while it is still in
+ * flight; otherwise the error (the receiver's own message when it sent one, TS_E_UNAVAILABLE
+ * when a connection broke, TS_E_TIMEOUT with "no answer" when a receiver went silent). */
+int ts_kvx_sender_wait(ts_kvx_sender *s, int timeout_ms);
+
+/* ts_kvx_sender_end, then ts_kvx_sender_wait until decided. */
 int ts_kvx_sender_finish(ts_kvx_sender *s);
 
 /* Closes everything; an unfinished transfer is aborted (the receivers see the connections close

@@ -22,8 +22,11 @@ typedef enum {
     OP_SEND_ARM,
     OP_SEND_BLOCKS,
     OP_SEND_FINISH,
+    OP_SEND_END,
+    OP_SEND_POLL,
     OP_SEND_ABORT,
     OP_RECV_WAIT,
+    OP_RECV_POLL,
     OP_RECV_INSTALL,
     OP_RECV_DROP,
 } task_op;
@@ -165,6 +168,12 @@ static int task_on_sender(ts_kvx_group *g, const task *t, const int32_t *blocks)
                    : ts_kvx_sender_finish(s->tx);
         remove_send(g, s);
         break;
+    case OP_SEND_END:
+        rc = s->rc ? ts_error_set(s->rc, "shipping layers of request %llu failed",
+                                  (unsigned long long)s->id)
+                   : ts_kvx_sender_end(s->tx);
+        break;
+    case OP_SEND_POLL: rc = ts_kvx_sender_wait(s->tx, 0); break;
     default: /* OP_SEND_ABORT */ remove_send(g, s); break;
     }
     return rc;
@@ -174,6 +183,7 @@ static int task_on_receiver(ts_kvx_group *g, const task *t, const int32_t *block
     if (!g->rx) return ts_error_set(TS_E_UNSUPPORTED, "this group does not receive KV transfers");
     switch (t->op) {
     case OP_RECV_WAIT: return ts_kvx_receiver_wait(g->rx, t->request_id, t->timeout_ms);
+    case OP_RECV_POLL: return ts_kvx_receiver_status(g->rx, t->request_id);
     case OP_RECV_INSTALL:
         return ts_kvx_receiver_install(g->rx, g->engine, t->request_id, blocks, t->n);
     default: { /* OP_RECV_DROP: a transfer this rank never saw is already dropped */
@@ -341,6 +351,23 @@ int ts_kvx_group_send_finish(ts_kvx_group *g, uint64_t request_id) {
                NULL, 0);
 }
 
+int ts_kvx_group_send_end(ts_kvx_group *g, uint64_t request_id) {
+    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_SEND_END, .request_id = request_id}, NULL,
+               0);
+}
+
+int ts_kvx_group_send_poll(ts_kvx_group *g, uint64_t request_id) {
+    int rc =
+        run(g, &(task){.magic = TASK_MAGIC, .op = OP_SEND_POLL, .request_id = request_id}, NULL, 0);
+    if (rc == TS_E_TIMEOUT) return rc; /* still in flight somewhere */
+    char message[512];
+    snprintf(message, sizeof message, "%s", rc ? ts_error_message() : "");
+    /* Decided: the senders are done with (finished or failed) on every rank. */
+    int rc2 = ts_kvx_group_send_abort(g, request_id);
+    if (rc) return ts_error_set(rc, "%s", message);
+    return rc2;
+}
+
 int ts_kvx_group_send_abort(ts_kvx_group *g, uint64_t request_id) {
     return run(g, &(task){.magic = TASK_MAGIC, .op = OP_SEND_ABORT, .request_id = request_id}, NULL,
                0);
@@ -350,6 +377,15 @@ int ts_kvx_group_recv_wait(ts_kvx_group *g, uint64_t request_id, int timeout_ms)
     task t = make(OP_RECV_WAIT, request_id);
     t.timeout_ms = timeout_ms;
     return run(g, &t, NULL, 0);
+}
+
+int ts_kvx_group_recv_poll(ts_kvx_group *g, uint64_t request_id) {
+    if (!g->rx) return ts_error_set(TS_E_UNSUPPORTED, "this group does not receive KV transfers");
+    /* The leader's own part first: no group task while it is still arriving. */
+    int rc = ts_kvx_receiver_status(g->rx, request_id);
+    if (rc) return rc;
+    return run(g, &(task){.magic = TASK_MAGIC, .op = OP_RECV_POLL, .request_id = request_id}, NULL,
+               0);
 }
 
 int ts_kvx_group_recv_claim(ts_kvx_group *g, ts_kv_pool *pool, uint64_t request_id,

@@ -16,10 +16,13 @@
  *   or     ts_kvx_group_send_blocks(g, R, blocks, first, n)    after the step: all layers now
  *   ts_kvx_group_send_finish(g, R)     0 once every decode rank accepted; else the error, and
  *                                      the request should be retried under a new transfer id
+ *   (or, not to block the engine loop: send_end once, then send_poll between steps until it
+ *    stops answering TS_E_TIMEOUT)
  *   (ts_kvx_group_send_abort(g, R) on cancel or failure; the decode side frees its part.)
  *
  * Decode leader, per request R:
- *   ts_kvx_group_recv_wait(g, R, timeout)         every rank's part complete (or the error)
+ *   ts_kvx_group_recv_wait(g, R, timeout)         every rank's part complete (or the error);
+ *                                                  or recv_poll between steps, not blocking
  *   ts_kvx_group_recv_claim(g, pool, R, ids, ...)  blocks from the leader's pool, installed on
  *                                                  every rank; then decode R from n_tokens on
  *   ts_kvx_group_recv_drop(g, R)                   on cancel or failure: every rank forgets R
@@ -71,9 +74,18 @@ int ts_kvx_group_send_arm(ts_kvx_group *g, uint64_t request_id, int32_t seq_inde
 int ts_kvx_group_send_blocks(ts_kvx_group *g, uint64_t request_id, const int32_t *block_table,
                              int32_t first, int32_t n);
 int ts_kvx_group_send_finish(ts_kvx_group *g, uint64_t request_id);
+/* The same without blocking the group: send_end queues the end frames on every rank and
+ * returns; send_poll then answers TS_E_TIMEOUT while any rank's part is in flight, or the
+ * verdict (0 or the error), after which the transfer is closed on every rank. */
+int ts_kvx_group_send_end(ts_kvx_group *g, uint64_t request_id);
+int ts_kvx_group_send_poll(ts_kvx_group *g, uint64_t request_id);
 int ts_kvx_group_send_abort(ts_kvx_group *g, uint64_t request_id);
 
 int ts_kvx_group_recv_wait(ts_kvx_group *g, uint64_t request_id, int timeout_ms);
+/* Without blocking: TS_E_TIMEOUT while any rank's part is in flight (no group task runs until
+ * the leader's own part is complete), 0 when every part is complete, or the failure (then
+ * recv_drop it). */
+int ts_kvx_group_recv_poll(ts_kvx_group *g, uint64_t request_id);
 /* Takes the transfer's blocks from `pool` and installs them on every rank; *n_blocks and
  * *n_tokens describe the sequence. TS_E_EXHAUSTED when the pool lacks room (nothing taken; the
  * transfer stays, retry later). On any other failure the blocks go back to the pool and the

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Splits "host:port" (host may be "[v6]"); TS_E_INVALID for a malformed text. */
 int kvx_split_endpoint(const char *text, char *host, size_t host_size, int *port);
@@ -18,6 +19,9 @@ int kvx_connect(const char *endpoint, int timeout_ms, int *fd);
 /* Writes / reads exactly n bytes, each waiting at most timeout_ms for progress. */
 int kvx_write_all(int fd, const void *buf, size_t n, int timeout_ms, const char *peer);
 int kvx_read_all(int fd, void *buf, size_t n, int timeout_ms, const char *peer);
+
+/* CLOCK_REALTIME now + wait_ns, for pthread_cond_timedwait. */
+void kvx_timespec_after(int64_t wait_ns, struct timespec *out);
 
 /* The status message (kv_transfer.h). encode returns its length. */
 size_t kvx_status_encode(int code, const char *message, uint8_t *out, size_t out_size);

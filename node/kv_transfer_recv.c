@@ -645,12 +645,21 @@ int ts_kvx_receiver_wait(ts_kvx_receiver *r, uint64_t request_id, int timeout_ms
         int64_t wait_ns =
             timeout_ms >= 0 && deadline - now < 100000000 ? deadline - now : 100000000;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)wait_ns;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
+        kvx_timespec_after(wait_ns, &ts);
         pthread_cond_timedwait(&r->cond, &r->lock, &ts);
     }
+}
+
+int ts_kvx_receiver_status(ts_kvx_receiver *r, uint64_t request_id) {
+    pthread_mutex_lock(&r->lock);
+    transfer *t = find(r, request_id);
+    int rc = !t || t->state == RECEIVING
+                 ? ts_error_set(TS_E_TIMEOUT, "request %llu: KV transfer not complete yet",
+                                (unsigned long long)request_id)
+             : t->state == FAILED ? ts_error_set(t->code, "%s", t->message)
+                                  : TS_OK;
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }
 
 /* Takes a complete transfer out of the table (the caller owns it), or fails. */

@@ -10,6 +10,7 @@
  */
 #include "node/kv_transfer.h"
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "node/kv_layout.h"
 #include "node/kv_transfer_net.h"
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct item {
@@ -231,7 +233,7 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
 
 int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *block_table,
                              int32_t first, int32_t n) {
-    if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already finished");
+    if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already ended");
     for (int i = 0; i < s->n_conns; i++) {
         conn *c = &s->conns[i];
         if (first < 0 || n < 0 || (uint32_t)first + (uint32_t)n > c->header.n_blocks || layer < 0 ||
@@ -267,36 +269,65 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
     return TS_OK;
 }
 
-int ts_kvx_sender_finish(ts_kvx_sender *s) {
-    if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already finished");
+int ts_kvx_sender_end(ts_kvx_sender *s) {
+    if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already ended");
     s->finishing = true;
-    int rc = TS_OK;
-    for (int i = 0; !rc && i < s->n_conns; i++) {
+    for (int i = 0; i < s->n_conns; i++) {
         item *it = malloc(sizeof *it + TS_KVX_FRAME_BYTES);
-        if (!it) return ts_error_set(TS_E_NOMEM, "out of memory");
+        if (!it) {
+            pthread_mutex_lock(&s->lock);
+            fail_locked(s, TS_E_NOMEM, "out of memory");
+            pthread_mutex_unlock(&s->lock);
+            break;
+        }
         it->conn = i;
         it->bytes = TS_KVX_FRAME_BYTES;
         ts_kvx_frame f = {TS_KVX_FRAME_END, 0, s->conns[i].frames, 0, 0};
         ts_kvx_frame_encode(&f, it->data);
-        rc = enqueue(s, it);
+        if (enqueue(s, it)) break; /* failed already: the marker below still ends the thread */
     }
     item *marker = malloc(sizeof *marker);
-    if (!marker) return ts_error_set(TS_E_NOMEM, "out of memory");
-    marker->conn = -1;
-    marker->bytes = 0;
-    pthread_mutex_lock(&s->lock); /* the marker goes in even after an error: it ends the thread */
-    marker->next = NULL;
-    if (s->tail)
-        s->tail->next = marker;
-    else
-        s->head = marker;
-    s->tail = marker;
+    pthread_mutex_lock(&s->lock);
+    if (marker) {
+        marker->conn = -1;
+        marker->bytes = 0;
+        marker->next = NULL;
+        if (s->tail)
+            s->tail->next = marker;
+        else
+            s->head = marker;
+        s->tail = marker;
+    } else { /* no marker: stop the thread instead, with the error */
+        fail_locked(s, TS_E_NOMEM, "out of memory");
+        s->stop = true;
+    }
     pthread_cond_signal(&s->cond);
-    while (!s->done)
-        pthread_cond_wait(&s->cond, &s->lock);
-    rc = s->error ? ts_error_set(s->error, "%s", s->message) : TS_OK;
+    pthread_mutex_unlock(&s->lock);
+    return TS_OK;
+}
+
+int ts_kvx_sender_wait(ts_kvx_sender *s, int timeout_ms) {
+    if (!s->finishing) return ts_error_set(TS_E_INVALID, "KV sender not ended yet");
+    int64_t deadline = ts_now_ns() + (int64_t)timeout_ms * 1000000;
+    pthread_mutex_lock(&s->lock);
+    while (!s->done) {
+        int64_t left = deadline - ts_now_ns();
+        if (timeout_ms >= 0 && left <= 0) break;
+        struct timespec ts;
+        kvx_timespec_after(timeout_ms < 0 || left > 100000000 ? 100000000 : left, &ts);
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+    }
+    int rc = !s->done   ? ts_error_set(TS_E_TIMEOUT, "request %llu: KV transfer still in flight",
+                                       (unsigned long long)s->opts.request_id)
+             : s->error ? ts_error_set(s->error, "%s", s->message)
+                        : TS_OK;
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int ts_kvx_sender_finish(ts_kvx_sender *s) {
+    int rc = ts_kvx_sender_end(s);
+    return rc ? rc : ts_kvx_sender_wait(s, -1);
 }
 
 void ts_kvx_sender_destroy(ts_kvx_sender *s) {

@@ -214,3 +214,13 @@ int kvx_status_read(int fd, int timeout_ms, const char *peer, int *code, char *m
     *code = c;
     return TS_OK;
 }
+
+void kvx_timespec_after(int64_t wait_ns, struct timespec *out) {
+    clock_gettime(CLOCK_REALTIME, out);
+    out->tv_sec += (time_t)(wait_ns / 1000000000);
+    out->tv_nsec += (long)(wait_ns % 1000000000);
+    if (out->tv_nsec >= 1000000000) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000;
+    }
+}

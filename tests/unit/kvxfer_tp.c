@@ -9,14 +9,16 @@
  * leaders drive everything through group tasks, exactly as a node worker would:
  *   prefill leader: send_open, then send_arm (even cases: every rank ships each layer from the
  *     engine's layer hook during the step) or send_blocks (odd cases: after the step), then
- *     send_finish; the first token goes to the decode leader (MPI here, the coordinator in a
- *     cluster);
- *   decode leader: recv_wait, recv_claim (blocks from its pool, installed on every rank), then
- *     greedy decoding, whose text must equal the reference.
+ *     send_finish (or send_end and send_poll until decided, every third case); the first token
+ *     goes to the decode leader (MPI here, the coordinator in a cluster);
+ *   decode leader: recv_wait (or recv_poll until ready, odd cases), recv_claim (blocks from its
+ *     pool, installed on every rank), then greedy decoding, whose text must equal the
+ *     reference.
  * A last request is aborted by the prefill side midway: the decode group must report it failed
  * and hold nothing afterwards. Every rank finally checks that its receiver holds no staging and
  * the decode pool has all its blocks back. Exit 0 when all of it held on every rank.
  */
+#include "common/clock.h"
 #include "common/log.h"
 #include "kvxfer_util.h"
 #include "node/kv_transfer_group.h"
@@ -54,7 +56,15 @@ static void prefill_leader(kvx_rank *r, ts_kvx_group *g, const kvx_case *cases, 
         EXPECT(ts_engine_step(r->engine, &b, &greedy, &first, NULL) == 0, "prefill step");
         if (!pipelined)
             EXPECT(ts_kvx_group_send_blocks(g, id, table, 0, n_blocks) == 0, "prefill: blocks");
-        EXPECT(ts_kvx_group_send_finish(g, id) == 0, "prefill: finish %d", i);
+        if (i % 3 == 1) { /* the engine loop's way: end, then poll between steps */
+            EXPECT(ts_kvx_group_send_end(g, id) == 0, "prefill: end %d", i);
+            int rc, polls = 0;
+            while ((rc = ts_kvx_group_send_poll(g, id)) == TS_E_TIMEOUT && polls++ < 60000)
+                ts_sleep_ms(1);
+            EXPECT(rc == 0, "prefill: poll %d", i);
+        } else {
+            EXPECT(ts_kvx_group_send_finish(g, id) == 0, "prefill: finish %d", i);
+        }
         kvx_release(r, table, n_blocks);
         MPI_Send(&first, 1, MPI_INT, decode_leader, 0, MPI_COMM_WORLD);
     }
@@ -75,7 +85,13 @@ static void decode_leader(kvx_rank *r, ts_kvx_group *g, const kvx_case *cases, i
         uint64_t id = 1000 + (uint64_t)i;
         int32_t first = -1, ids[KVX_CTX / KVX_BLOCK], n_blocks = 0, n_tokens = 0;
         MPI_Recv(&first, 1, MPI_INT, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        int rc = ts_kvx_group_recv_wait(g, id, 60000);
+        int rc, polls = 0;
+        if (i % 2) { /* the engine loop's way: poll between steps */
+            while ((rc = ts_kvx_group_recv_poll(g, id)) == TS_E_TIMEOUT && polls++ < 60000)
+                ts_sleep_ms(1);
+        } else {
+            rc = ts_kvx_group_recv_wait(g, id, 60000);
+        }
         EXPECT(rc == 0, "decode: waiting for request %llu", (unsigned long long)id);
         if (!rc)
             rc = ts_kvx_group_recv_claim(g, r->pool, id, ids, KVX_CTX / KVX_BLOCK, &n_blocks,

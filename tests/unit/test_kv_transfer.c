@@ -448,9 +448,33 @@ static void test_group_api_in_groups_of_one(void) {
     if (got > 0) kvx_text(&dec, out, got, &text);
     CHECK_EQ_STR(text.data, c->expected);
     ts_buf_free(&text);
+    /* The non-blocking forms: end + poll on the prefill side, poll on the decode side. */
+    n_blocks = 0;
+    CHECK_OK(kvx_grow(&pre, table, &n_blocks, c->n_ids));
+    CHECK_EQ_INT(ts_kvx_group_recv_poll(gd, 8), TS_E_TIMEOUT);
+    CHECK_OK(ts_kvx_group_send_open(gp, 8, c->n_ids, ts_kvx_group_endpoints(gd)));
+    CHECK_OK(ts_kvx_group_send_blocks(gp, 8, table, 0, n_blocks));
+    CHECK_OK(ts_kvx_group_send_end(gp, 8));
+    int rc, polls = 0;
+    while ((rc = ts_kvx_group_send_poll(gp, 8)) == TS_E_TIMEOUT && polls++ < 20000)
+        ts_sleep_ms(1);
+    CHECK_OK(rc);
+    CHECK_EQ_INT(ts_kvx_group_send_poll(gp, 8), TS_E_NOT_FOUND); /* decided and closed */
+    kvx_release(&pre, table, n_blocks);
+    polls = 0;
+    while ((rc = ts_kvx_group_recv_poll(gd, 8)) == TS_E_TIMEOUT && polls++ < 20000)
+        ts_sleep_ms(1);
+    CHECK_OK(rc);
+    CHECK_OK(ts_kvx_group_recv_claim(gd, dec.pool, 8, ids, KVX_CTX / KVX_BLOCK, &n, &n_tokens));
+    kvx_release(&dec, ids, n);
+    CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), free_dec);
     /* Opened, then aborted: the decode side fails it and drops it. */
     CHECK_OK(ts_kvx_group_send_open(gp, 6, 9, ts_kvx_group_endpoints(gd)));
     CHECK_OK(ts_kvx_group_send_abort(gp, 6));
+    polls = 0;
+    while ((rc = ts_kvx_group_recv_poll(gd, 6)) == TS_E_TIMEOUT && polls++ < 20000)
+        ts_sleep_ms(1);
+    CHECK_EQ_INT(rc, TS_E_UNAVAILABLE);
     CHECK_EQ_INT(ts_kvx_group_recv_wait(gd, 6, 20000), TS_E_UNAVAILABLE);
     CHECK_OK(ts_kvx_group_recv_drop(gd, 6));
     CHECK_EQ_INT(ts_kvx_group_recv_drop(gd, 99), TS_OK); /* never seen: already dropped */
