@@ -126,19 +126,21 @@ static void *sender_thread(void *arg) {
     }
 }
 
+static void append_locked(ts_kvx_sender *s, item *it) {
+    it->next = NULL;
+    if (s->tail)
+        s->tail->next = it;
+    else
+        s->head = it;
+    s->tail = it;
+    s->bytes += (int64_t)it->bytes;
+    pthread_cond_signal(&s->cond);
+}
+
 static int enqueue(ts_kvx_sender *s, item *it) {
     pthread_mutex_lock(&s->lock);
     int rc = s->error;
-    if (!rc) {
-        it->next = NULL;
-        if (s->tail)
-            s->tail->next = it;
-        else
-            s->head = it;
-        s->tail = it;
-        s->bytes += (int64_t)it->bytes;
-        pthread_cond_signal(&s->cond);
-    }
+    if (!rc) append_locked(s, it);
     pthread_mutex_unlock(&s->lock);
     if (rc) {
         free(it);
@@ -291,12 +293,7 @@ int ts_kvx_sender_end(ts_kvx_sender *s) {
     if (marker) {
         marker->conn = -1;
         marker->bytes = 0;
-        marker->next = NULL;
-        if (s->tail)
-            s->tail->next = marker;
-        else
-            s->head = marker;
-        s->tail = marker;
+        append_locked(s, marker);
     } else { /* no marker: stop the thread instead, with the error */
         fail_locked(s, TS_E_NOMEM, "out of memory");
         s->stop = true;
