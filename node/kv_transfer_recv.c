@@ -216,7 +216,10 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     }
     transfer *t = find(r, h->request_id);
     char why[200] = "";
-    uint32_t want_blocks = (h->n_tokens + (uint32_t)r->block_size - 1) / (uint32_t)r->block_size;
+    /* 64-bit: the fields are untrusted and must not wrap around the range checks. */
+    uint64_t want_blocks =
+        ((uint64_t)h->n_tokens + (uint64_t)r->block_size - 1) / (uint64_t)r->block_size;
+    uint64_t heads_end = (uint64_t)h->kv_head0 + h->n_kv_heads;
     if (h->fingerprint != r->opts.fingerprint)
         snprintf(why, sizeof why,
                  "model fingerprint %016llx differs from this node's %016llx "
@@ -236,9 +239,9 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
         snprintf(why, sizeof why, "%u tokens in %u blocks (pool of %d)", h->n_tokens, h->n_blocks,
                  r->max_blocks);
     else if (h->n_kv_heads < 1 || h->kv_head0 < (uint32_t)r->own_head0 ||
-             h->kv_head0 + h->n_kv_heads > (uint32_t)(r->own_head0 + r->own_heads))
-        snprintf(why, sizeof why, "KV heads [%u, %u) are not this rank's [%d, %d)", h->kv_head0,
-                 h->kv_head0 + h->n_kv_heads, r->own_head0, r->own_head0 + r->own_heads);
+             heads_end > (uint64_t)(r->own_head0 + r->own_heads))
+        snprintf(why, sizeof why, "KV heads [%u, %llu) are not this rank's [%d, %d)", h->kv_head0,
+                 (unsigned long long)heads_end, r->own_head0, r->own_head0 + r->own_heads);
     else if (t && t->state != RECEIVING)
         snprintf(why, sizeof why, "transfer already %s",
                  t->state == COMPLETE ? "complete" : "failed");

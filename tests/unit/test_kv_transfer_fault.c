@@ -201,7 +201,8 @@ static void test_foreign_model_and_bad_headers_are_refused(void) {
                                 .timeout_ms = 10000};
     ts_kvx_sender *tx = NULL;
     int32_t table[30];
-    for (int i = 0; i < 30; i++) table[i] = i;
+    for (int i = 0; i < 30; i++)
+        table[i] = i;
     CHECK_OK(ts_kvx_sender_open(pre.engine, &so, &tx));
     /* Many frames keep coming after the refusal: the receiver drains them, so its reason still
      * reaches the sender instead of a reset connection. */
@@ -218,21 +219,24 @@ static void test_foreign_model_and_bad_headers_are_refused(void) {
     CHECK_OK(raw_open(&c, rx, 7, 10, 0, 4));
     raw_close(&c);
     check_failed(rx, 7, TS_E_UNAVAILABLE, "after 0 of");
-    /* Wrong block size; wrong decode rank; heads this rank does not own: refused, and the
-     * decode side learns why. */
+    /* Wrong block size; wrong decode rank; heads this rank does not own; sizes that would wrap
+     * around 32 bits: refused, and the decode side learns why. */
     struct {
         uint32_t block_size;
         uint16_t dst_rank;
-        uint32_t head0;
+        uint32_t head0, n_tokens, n_blocks;
         const char *words;
-    } bad[] = {{8, 0, 0, "geometry"},
-               {KVX_BLOCK, 1, 0, "decode rank 1"},
-               {KVX_BLOCK, 0, 2, "not this rank's"}};
-    for (int i = 0; i < 3; i++) {
+    } bad[] = {{8, 0, 0, 10, 2, "geometry"},
+               {KVX_BLOCK, 1, 0, 10, 3, "decode rank 1"},
+               {KVX_BLOCK, 0, 2, 10, 3, "not this rank's"},
+               {KVX_BLOCK, 0, 0xffffffffu, 10, 3, "not this rank's"},
+               {KVX_BLOCK, 0, 0, 0xfffffffeu, 0, "tokens in 0 blocks"}};
+    for (int i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
         uint64_t id = 20 + (uint64_t)i;
         raw_init(&c, id, 10, 0, 4);
         c.h.block_size = bad[i].block_size;
-        c.h.n_blocks = (10 + c.h.block_size - 1) / c.h.block_size;
+        c.h.n_tokens = bad[i].n_tokens;
+        c.h.n_blocks = bad[i].n_blocks;
         c.h.dst_rank = bad[i].dst_rank;
         c.h.kv_head0 = bad[i].head0;
         CHECK_OK(raw_connect(&c, rx));
