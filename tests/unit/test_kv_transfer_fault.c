@@ -443,6 +443,31 @@ static void test_full_staging_and_unreachable_receiver_fail_cleanly(void) {
     CHECK_EQ_INT(ts_kvx_sender_open(pre.engine, &so, &tx), TS_E_INVALID);
 }
 
+/* Random bytes after a valid header, or a valid frame header followed by a random payload
+ * length: every transfer fails cleanly and the receiver holds nothing afterwards. */
+static void test_random_garbage_fails_cleanly(void) {
+    ts_kvx_receiver *rx = open_receiver(10000, 0);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 100; i++) {
+        raw c;
+        uint64_t id = 1000 + (uint64_t)i;
+        CHECK_OK(raw_open(&c, rx, id, 10, 0, 4));
+        if (i % 2) CHECK_OK(raw_frame(&c, 0, 0, -1, 0)); /* some valid progress first */
+        uint8_t junk[2048];
+        size_t n = 1 + (size_t)(seed % sizeof junk);
+        for (size_t j = 0; j < n; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            junk[j] = (uint8_t)(seed >> 56);
+        }
+        kvx_write_all(c.fd, junk, n, 5000, "receiver"); /* may fail: the receiver hung up */
+        raw_close(&c);
+        int rc = ts_kvx_receiver_wait(rx, id, 10000);
+        CHECK(rc == TS_E_FORMAT || rc == TS_E_UNAVAILABLE);
+    }
+    check_clean(rx);
+    ts_kvx_receiver_close(rx);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN); /* the raw client writes to sockets the receiver may close */
     if (kvx_rank_open(&pre, NULL, TS_DTYPE_F16) || kvx_rank_open(&dec, NULL, TS_DTYPE_F16)) {
@@ -459,6 +484,7 @@ int main(void) {
     RUN(test_drop_cancels_and_refuses_late_parts);
     RUN(test_one_broken_part_fails_the_whole_transfer);
     RUN(test_full_staging_and_unreachable_receiver_fail_cleanly);
+    RUN(test_random_garbage_fails_cleanly);
     kvx_rank_close(&pre);
     kvx_rank_close(&dec);
     return test_summary();
