@@ -273,7 +273,7 @@ static int cuda_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight 
     void *data = cuda_alloc(be, rows * stride);
     if (!data) return ts_error_wrap(TS_E_NOMEM, "weight of %zu x %lld", rows, (long long)host->cols);
     cudaMemsetAsync(data, 0, rows * stride, c->stream); /* the row padding reads as zeros */
-    if (!quant) {
+    if (!quant && rows > 0) {
         cudaError_t e = cudaMemcpy2DAsync(data, stride, host->data, host->row_stride, src_row, rows,
                                           cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) ts_cuda_fail(c, "uploading a weight", cudaGetErrorString(e));
