@@ -1,7 +1,8 @@
 /*
  * test_kernels_cuda.c — every operation of the CUDA backend against the scalar reference
  * (kernels/cpu/ref.h) on random inputs of many shapes (odd sizes such as 172 and 7 included),
- * batch invariance bit for bit, sampling token for token, and the memory budget.
+ * batch invariance bit for bit, sampling token for token, the memory budget, and failures
+ * reported by the next sync.
  * Without a CUDA device it prints "SKIP: no CUDA device (...)" and exits 77.
  *
  * Tolerances (CUDA vs the reference, which accumulates in double; S = sum_k |x_k w_k|):
@@ -600,6 +601,31 @@ static void test_memory_budget(void) {
     ts_backend_destroy(b);
 }
 
+/* A failing operation does not return an error; the next sync does, naming the operation. */
+static void test_errors_reported_at_sync(void) {
+    const int32_t pos0[] = {0}, rows[] = {2};
+    tk_batch tb;
+    tk_batch_make(&tb, 1, pos0, rows, 16, NULL);
+    CHECK_OK(g->set_batch(g, &tb.batch));
+    ts_kv_layer kv = {.type = TS_DTYPE_F32, .n_blocks = 1, .block_size = 16, .n_kv_heads = 1,
+                      .head_dim = 300}; /* above the kernel's 256 */
+    kv.k = dev_zeros(16 * 300);
+    kv.v = dev_zeros(16 * 300);
+    float *q = dev_zeros(2 * 300), *out = dev_zeros(2 * 300);
+    g->attention(g, out, q, &kv, 1, 1.0f);
+    int rc = g->sync(g);
+    CHECK(rc != 0);
+    CHECK(strstr(ts_error_message(), "attention") != NULL);
+    CHECK_OK(g->sync(g)); /* reported once; the backend goes on */
+    g->free(g, kv.k);
+    g->free(g, kv.v);
+    g->free(g, q);
+    g->free(g, out);
+    ts_weight bad = {.type = (ts_dtype)7, .rows = 1, .cols = 32, .row_stride = 64, .data = q};
+    ts_weight dst;
+    CHECK(g->weight_prepare(g, &bad, &dst) == TS_E_UNSUPPORTED);
+}
+
 static void test_bad_device_index(void) {
     ts_backend *b = NULL;
     ts_backend_options o = {.device = "cuda:1023"};
@@ -620,6 +646,7 @@ int main(void) {
     RUN(test_argmax);
     RUN(test_sample_matches_reference);
     RUN(test_memory_budget);
+    RUN(test_errors_reported_at_sync);
     RUN(test_bad_device_index);
     ts_backend_destroy(g);
     return test_summary();
