@@ -31,7 +31,8 @@ def main():
                         check=False)
         for why in ("no CUDA device", "has no CUDA backend"):
             if p.returncode != 0 and why in p.stderr:
-                harness.skip("%s (%s)" % (why, p.stderr.strip().splitlines()[-1]))
+                detail = p.stderr.strip().splitlines()[-1].split(why)[-1].lstrip(": ")
+                harness.skip("%s (%s)" % (why, detail or p.stderr.strip()))
     for model in (harness.MODEL_F32, harness.MODEL_F16):
         for case in harness.greedy_cases():
             cmd = prefix + [args.tessera, "generate", "-m", model, "-p", case["prompt"],
