@@ -19,8 +19,8 @@
  * cuBLASLt, inputs in the weight's type (x converted to bf16/f16; f32 weights stay f32 with
  * CUBLAS_COMPUTE_32F, no TF32), fp32 accumulation, and one algorithm per weight shape, chosen
  * once by the heuristic for n = 512 and reused for every n, so that the kernel — and with it the
- * reduction order of an output element — does not change with the batch (docs/cuda.md says what
- * cuBLAS does and does not promise about this).
+ * reduction order of an output element — does not change with the batch; split-K algorithms are
+ * excluded (docs/cuda.md says what cuBLAS does and does not promise about this).
  */
 #include "kernels/cuda/cuda_internal.h"
 
@@ -551,23 +551,38 @@ static const cublasLtMatmulAlgo_t *gemm_algo_for(cuda_backend *c, const ts_weigh
     }
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res[8];
+    cublasLtMatmulHeuristicResult_t res[16];
     int found = 0;
     uint64_t ws = WORKSPACE_BYTES;
+    /* No split-K: each output element is reduced by one thread block walking k in order. */
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE;
     bool ok = lt_layouts(w, ALGO_REF_ROWS, &a, &b, &d) &&
               cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
               cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                    &ws, sizeof ws) == CUBLAS_STATUS_SUCCESS &&
-              cublasLtMatmulAlgoGetHeuristic(c->lt, c->desc, a, b, d, d, pref, 8, res, &found) ==
+              cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                   &schemes,
+                                                   sizeof schemes) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulAlgoGetHeuristic(c->lt, c->desc, a, b, d, d, pref, 16, res, &found) ==
                   CUBLAS_STATUS_SUCCESS;
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     lt_layouts_destroy(a, b, d);
     int pick = -1;
-    for (int i = 0; ok && i < found && pick < 0; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS) pick = i;
+    for (int i = 0; ok && i < found && pick < 0; i++) {
+        int32_t splits = 1;
+        size_t written = 0;
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        if (cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                                                 &splits, sizeof splits,
+                                                 &written) == CUBLAS_STATUS_SUCCESS &&
+            splits > 1)
+            continue;
+        pick = i;
+    }
     if (pick < 0) {
         char detail[160];
-        snprintf(detail, sizeof detail, "cuBLASLt has no algorithm for a %s weight of %lld x %lld",
+        snprintf(detail, sizeof detail,
+                 "cuBLASLt has no algorithm without split-K for a %s weight of %lld x %lld",
                  ts_dtype_name(w->type), (long long)w->rows, (long long)w->cols);
         ts_cuda_fail(c, "matmul", detail);
         return NULL;
