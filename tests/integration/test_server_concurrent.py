@@ -40,6 +40,16 @@ def main():
         f.check(out.get("verify_mismatches") == 0, "every stream equals its lone run")
         f.check(out.get("tokens") == STREAMS * MAX_TOKENS,
                 "%d tokens streamed (got %r)" % (STREAMS * MAX_TOKENS, out.get("tokens")))
+        # Requests that cannot fit are refused before the run, with the reason.
+        p = harness.run([args.tessera, "bench", "--server", c.target, "--prompt-tokens", "100",
+                         "--max-tokens", "100"], check=False, timeout=60)
+        f.check(p.returncode == 2 and "context" in p.stderr,
+                "bench: prompt + max tokens beyond the context: exit 2 naming the context (%d %r)"
+                % (p.returncode, p.stderr))
+        p = harness.run([args.tessera, "bench", "--server", c.target, "--model-name", "nosuch"],
+                        check=False, timeout=60)
+        f.check(p.returncode == 1 and "nosuch" in p.stderr,
+                "bench: unknown model: exit 1 naming it (%d %r)" % (p.returncode, p.stderr))
         f.check(c.alive(), "the cluster is still up")
     f.finish()
 
