@@ -243,11 +243,7 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
             return ts_error_set(TS_E_INVALID, "KV layer %d blocks [%d, %d) outside the transfer",
                                 layer, first, first + n);
         size_t part = s->head_bytes * c->header.n_kv_heads; /* one block, one pool */
-        uint8_t *k = malloc(part * (size_t)n * 2 + 1);
-        if (!k) return ts_error_set(TS_E_NOMEM, "out of memory");
-        uint8_t *v = k + part * (size_t)n;
-        int rc = ts_engine_kv_read(s->engine, layer, block_table + first, n, c->local_head0,
-                                   (int32_t)c->header.n_kv_heads, k, v);
+        int rc = TS_OK;
         for (int32_t b = 0; !rc && b < n; b++) {
             item *it = malloc(sizeof *it + TS_KVX_FRAME_BYTES + 2 * part);
             if (!it) {
@@ -256,16 +252,20 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
             }
             it->conn = i;
             it->bytes = TS_KVX_FRAME_BYTES + 2 * part;
+            /* Straight from the cache into the frame's payload: K, then V. */
             uint8_t *payload = it->data + TS_KVX_FRAME_BYTES;
-            memcpy(payload, k + (size_t)b * part, part);
-            memcpy(payload + part, v + (size_t)b * part, part);
+            rc = ts_engine_kv_read(s->engine, layer, block_table + first + b, 1, c->local_head0,
+                                   (int32_t)c->header.n_kv_heads, payload, payload + part);
+            if (rc) {
+                free(it);
+                break;
+            }
             ts_kvx_frame f = {TS_KVX_FRAME_BLOCK, (uint32_t)layer, (uint32_t)(first + b),
                               (uint32_t)(2 * part), ts_crc32c(0, payload, 2 * part)};
             ts_kvx_frame_encode(&f, it->data);
             rc = enqueue(s, it);
             if (!rc) c->frames++;
         }
-        free(k);
         if (rc) return rc;
     }
     return TS_OK;
