@@ -40,6 +40,15 @@ def main():
         f.check(out.get("verify_mismatches") == 0, "every stream equals its lone run")
         f.check(out.get("tokens") == STREAMS * MAX_TOKENS,
                 "%d tokens streamed (got %r)" % (STREAMS * MAX_TOKENS, out.get("tokens")))
+        # Failed requests are counted by status: a 1 ms deadline cannot fit 100 tokens.
+        p = harness.run([args.tessera, "bench", "--server", c.target, "--concurrency", "8",
+                         "--requests", "16", "--prompt-tokens", "8", "--max-tokens", "100",
+                         "--timeout-ms", "1", "--json"], check=False, timeout=120)
+        out = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+        f.check(p.returncode == 1 and out.get("failed") == 16 and
+                out.get("errors") == {"DEADLINE_EXCEEDED": 16},
+                "bench: 16 requests past their deadline counted as DEADLINE_EXCEEDED, exit 1 "
+                "(%d %r)" % (p.returncode, out.get("errors")))
         # Requests that cannot fit are refused before the run, with the reason.
         p = harness.run([args.tessera, "bench", "--server", c.target, "--prompt-tokens", "100",
                          "--max-tokens", "100"], check=False, timeout=60)
