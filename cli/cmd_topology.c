@@ -7,7 +7,8 @@
  * (topology/placement.h). A plan that cannot work is refused with exit code 2 and one line that
  * says what to change; with -m the TP degrees are also checked against the model's heads
  * (node/shard.h gives the same refusal the nodes would). The sbatch scripts run it before they
- * start anything, so a bad request fails in seconds with a readable message.
+ * start anything, so a bad request fails in seconds with a readable message, and each rank asks
+ * it (--rank) for its device and cores before it starts.
  */
 #include "cli/commands.h"
 #include "common/buf.h"
@@ -271,9 +272,40 @@ static void print_text(const report *r) {
     }
 }
 
+/* For launchers: one rank as "pool=decode group=1 host=n2 device=cuda:1 cpus=8-15", or (all)
+ * every rank of the pool as "HOST/DEVICE/CPUS" joined by ';', in rank order. */
+static int print_rank(const ts_cluster *c, const ts_plan *plan, int pool, int rank, bool all) {
+    if (!plan) {
+        ts_error_set(TS_E_INVALID, "--rank and --bindings need --plan");
+        return ts_cli_fail("topology", TS_EXIT_USAGE);
+    }
+    if (pool >= plan->n_pools || rank >= plan->pools[pool].n_ranks) {
+        ts_error_set(TS_E_INVALID, "--pool %d --rank %d: the plan has %d pool(s)%s%d rank(s)", pool,
+                     rank, plan->n_pools, pool < plan->n_pools ? ", that one " : "",
+                     pool < plan->n_pools ? plan->pools[pool].n_ranks : 0);
+        return ts_cli_fail("topology", TS_EXIT_USAGE);
+    }
+    const ts_pool_place *pp = &plan->pools[pool];
+    for (int i = all ? 0 : rank; i < (all ? pp->n_ranks : rank + 1); i++) {
+        const ts_rank_place *r = &plan->ranks[pp->first_rank + i];
+        char cpus[256], dev[32] = "cpu";
+        ts_host_cpu_list(&c->hosts[r->host], r->core0, r->n_cores, cpus, sizeof cpus);
+        if (r->device >= 0) snprintf(dev, sizeof dev, "cuda:%d", r->device);
+        if (all)
+            printf("%s%s/%s/%s", i ? ";" : "", c->hosts[r->host].name, dev, cpus);
+        else
+            printf("pool=%s group=%d host=%s device=%s cpus=%s", ts_role_name(pp->spec.role),
+                   r->group, c->hosts[r->host].name, dev, cpus);
+    }
+    printf("\n");
+    return TS_EXIT_OK;
+}
+
 int ts_cmd_topology(int argc, char **argv) {
     const char *plan_text = NULL, *cluster_file = NULL, *model = NULL, *devices = "auto";
     bool json = false, allow_cross = false, local_only = false;
+    int rank = -1, pool = 0;
+    bool bindings = false;
     const ts_flag flags[] = {
         {"plan", 0, TS_FLAG_STRING, &plan_text,
          "pools to place: [ROLE:][GROUPSx]TP, comma-separated (mixed:2x4, prefill:1x2,decode:2x1; "
@@ -289,6 +321,14 @@ int ts_cmd_topology(int argc, char **argv) {
         {"allow-cross-host-tp", 0, TS_FLAG_BOOL, &allow_cross,
          "let a TP group span hosts when no host has room for it", 0, 0},
         {"json", 0, TS_FLAG_BOOL, &json, "print JSON", 0, 0},
+        {"rank", 0, TS_FLAG_INT, &rank,
+         "print only this rank's placement (of --pool) as one line of KEY=VALUE, for launchers",
+         -1, 1 << 24},
+        {"pool", 0, TS_FLAG_INT, &pool, "with --rank/--bindings: which pool (0 = the first)", 0,
+         TS_PLAN_MAX_POOLS - 1},
+        {"bindings", 0, TS_FLAG_BOOL, &bindings,
+         "print the pool's ranks as HOST/DEVICE/CPUS;... in rank order (for tessera-bind.sh)", 0,
+         0},
     };
     const char *positionals[1];
     ts_flags_result result = {positionals, 1, 0};
@@ -335,6 +375,10 @@ int ts_cmd_topology(int argc, char **argv) {
             exit_code = ts_cli_fail("topology", ts_cli_exit_code(rc));
             goto done;
         }
+    }
+    if (rank >= 0 || bindings) {
+        exit_code = print_rank(&cluster, plan_text ? &plan : NULL, pool, rank, bindings);
+        goto done;
     }
     report r = {&local, &env, &cluster, plan_text ? &plan : NULL};
     if (json) {

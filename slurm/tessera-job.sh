@@ -5,7 +5,7 @@
 # Settings (environment; the sbatch scripts document them):
 #   TESSERA_BIN_DIR  TESSERA_MODEL  TESSERA_PORT  TESSERA_THREADS  TESSERA_LAUNCHER  TESSERA_MPI
 #   TESSERA_ENDPOINT_FILE  TESSERA_ADVERTISE_HOST  TESSERA_BOOTSTRAP  TESSERA_GRACE_S
-#   TESSERA_NODE_ARGS  TESSERA_COORDINATOR_ARGS
+#   TESSERA_PIN  TESSERA_NODE_ARGS  TESSERA_COORDINATOR_ARGS
 
 ts_log() { echo "tessera-job[$SLURM_JOB_ID]: $*"; }
 ts_die() { echo "tessera-job[${SLURM_JOB_ID:-?}]: error: $1" >&2; exit "${2:-1}"; }
@@ -35,6 +35,9 @@ ts_setup() {
     TESSERA_GRACE_S=${TESSERA_GRACE_S:-20}
     TESSERA_ENDPOINT_FILE=${TESSERA_ENDPOINT_FILE:-$PWD/tessera-$SLURM_JOB_ID.endpoint}
     TESSERA_ADVERTISE_HOST=${TESSERA_ADVERTISE_HOST:-${SLURMD_NODENAME:-$(hostname -s)}}
+    export TESSERA_BIN_DIR TESSERA_PIN # read by tessera-bind.sh in every task
+    TESSERA_PIN=${TESSERA_PIN:-0}
+    TS_LIB_DIR=${lib_dir:-$(dirname "${BASH_SOURCE[0]}")}
     TS_RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tessera-job-$SLURM_JOB_ID.XXXXXX")
     ts_pick_launcher
     trap 'ts_on_signal TERM' TERM
@@ -71,6 +74,7 @@ ts_pick_launcher() {
 
 # Refuses impossible plans before anything starts (the message says what to change).
 ts_check_plan() {
+    TS_PLAN=$1
     "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_MODEL_ARGS[@]}" ||
         ts_die "the requested plan '$1' does not fit this job (see the line above)" 2
 }
@@ -108,15 +112,21 @@ ts_start_coordinator() {
     ts_log "coordinator endpoint $TS_ENDPOINT (written to $TESSERA_ENDPOINT_FILE)"
 }
 
-# One pool: name, role, groups, tp, [het group]. Every rank reads the endpoint from the file.
+# One pool: name, role, groups, tp, index in the plan, [het group]. Each rank starts through
+# tessera-bind.sh with the plan's bindings computed here once, so every task gets the device
+# (and, with TESSERA_PIN=1, the cores) the plan gives its rank.
 ts_start_pool() {
-    local name=$1 role=$2 groups=$3 tp=$4 het=${5:-}
+    local name=$1 role=$2 groups=$3 tp=$4 index=$5 het=${6:-}
     local n=$((groups * tp))
     # Ranks find the coordinator through the endpoint file (on a filesystem the nodes share), or,
     # with TESSERA_BOOTSTRAP=address, through the address itself on their command line.
     local where=(--coordinator-file "$TESSERA_ENDPOINT_FILE")
     [ "${TESSERA_BOOTSTRAP:-file}" = address ] && where=(--coordinator "$TS_ENDPOINT")
-    local node=("$TESSERA_BIN_DIR/tessera-node" "${where[@]}"
+    local bindings
+    bindings=$("$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" --pool "$index" --bindings) ||
+        ts_die "no bindings for pool $name (see above)"
+    local node=("$TS_LIB_DIR/tessera-bind.sh" "$bindings"
+                "$TESSERA_BIN_DIR/tessera-node" "${where[@]}"
                 --role "$role" --tp "$tp" --threads "$TESSERA_THREADS" --name "$name"
                 "${TS_MODEL_ARGS[@]}")
     # shellcheck disable=SC2206

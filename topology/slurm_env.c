@@ -42,9 +42,12 @@ static int env_int(char *const *envp, const char *key, int *out) {
     return TS_OK;
 }
 
-/* A hostlist variable plus its task-count list (either may be absent). */
+/* A hostlist variable plus its task-count list (either may be absent). `lenient`: a count list
+ * that does not match the hosts is dropped instead of refused (inside a job step Slurm sets
+ * SLURM_TASKS_PER_NODE for the step's hosts, not the job's). */
 static int read_group(char *const *envp, const char *nodes_key, const char *alt_nodes_key,
-                      const char *tasks_key, const char *ntasks_key, ts_slurm_group *g) {
+                      const char *tasks_key, const char *ntasks_key, bool lenient,
+                      ts_slurm_group *g) {
     g->ntasks = -1;
     const char *key = nodes_key;
     const char *nodes = env_get(envp, key);
@@ -58,7 +61,10 @@ static int read_group(char *const *envp, const char *nodes_key, const char *alt_
         int n;
         int rc = ts_count_list_parse(tasks, &g->tasks_per_node, &n);
         if (rc) return ts_error_wrap(rc, "%s", tasks_key);
-        if (nodes && n != g->nodes.n)
+        if (nodes && n != g->nodes.n && lenient) {
+            free(g->tasks_per_node);
+            g->tasks_per_node = NULL;
+        } else if (nodes && n != g->nodes.n)
             return ts_error_set(TS_E_INVALID, "%s has %d entries but %s names %d hosts",
                                 tasks_key, n, key, g->nodes.n);
     }
@@ -113,8 +119,10 @@ static int parse(char *const *envp, ts_slurm_env *out) {
     int rc = env_number(envp, "SLURM_JOB_ID", -1, &out->job_id);
     if (rc) return rc;
     out->in_job = out->job_id >= 0;
+    bool in_step = env_get(envp, "SLURM_STEP_ID") != NULL;
     rc = read_group(envp, "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_TASKS_PER_NODE",
-                    env_get(envp, "SLURM_NTASKS") ? "SLURM_NTASKS" : "SLURM_NPROCS", &out->job);
+                    env_get(envp, "SLURM_NTASKS") ? "SLURM_NTASKS" : "SLURM_NPROCS", in_step,
+                    &out->job);
     if (rc) return rc;
     const char *cpus = env_get(envp, "SLURM_JOB_CPUS_PER_NODE");
     if (cpus) {
@@ -135,7 +143,7 @@ static int parse(char *const *envp, ts_slurm_env *out) {
     if (rc) return rc;
     out->in_step = out->step_id >= 0;
     rc = read_group(envp, "SLURM_STEP_NODELIST", NULL, "SLURM_STEP_TASKS_PER_NODE",
-                    "SLURM_STEP_NUM_TASKS", &out->step);
+                    "SLURM_STEP_NUM_TASKS", false, &out->step);
     if (rc) return rc;
     int step_nodes = -1;
     if ((rc = env_int(envp, "SLURM_STEP_NUM_NODES", &step_nodes))) return rc;
@@ -162,7 +170,7 @@ static int parse(char *const *envp, ts_slurm_env *out) {
         if (!env_get(envp, nodes_key))
             return ts_error_set(TS_E_INVALID, "SLURM_HET_SIZE is %d but %s is not set",
                                 out->het_size, nodes_key);
-        rc = read_group(envp, nodes_key, NULL, tasks_key, ntasks_key, &out->het[h]);
+        rc = read_group(envp, nodes_key, NULL, tasks_key, ntasks_key, false, &out->het[h]);
         if (rc) return rc;
     }
     if ((rc = env_int(envp, "SLURM_GPUS_ON_NODE", &out->gpus_on_node))) return rc;

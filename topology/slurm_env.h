@@ -10,7 +10,9 @@
  *   SLURM_JOB_NODELIST_HET_GROUP_<n>, SLURM_NTASKS_HET_GROUP_<n>,
  *   SLURM_TASKS_PER_NODE_HET_GROUP_<n>, SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES.
  * Inside a heterogeneous job's batch script the plain variables describe component 0; the
- * *_HET_GROUP_<n> ones describe every component.
+ * *_HET_GROUP_<n> ones describe every component. Inside a job step (srun, or mpirun's daemons)
+ * SLURM_TASKS_PER_NODE and SLURM_NTASKS describe the step; a SLURM_TASKS_PER_NODE that does not
+ * match SLURM_JOB_NODELIST there is dropped (job.tasks_per_node NULL) rather than refused.
  *
  * Errors: TS_E_INVALID naming the variable and what is wrong ("SLURM_PROCID: expected a number
  * >= 0, got 'x'", "SLURM_JOB_NODELIST: hostlist ...: position 5: ...", "SLURM_TASKS_PER_NODE has

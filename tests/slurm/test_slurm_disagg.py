@@ -27,7 +27,7 @@ def body(slurm, workdir, args, f):
     c = ls.connect(args.pydir, endpoint)
     try:
         health = c.wait_groups(2, timeout=120)
-    except AssertionError:
+    except (AssertionError, AttributeError):  # no coordinator log here: print the job's
         print(ls.read(out_path)[-4000:])
         raise
     roles = sorted((g.role, g.tp) for g in health.groups)

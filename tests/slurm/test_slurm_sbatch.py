@@ -38,7 +38,7 @@ def check_cli_client(bin_dir, endpoint, f):
 
 
 def body(slurm, workdir, args, f):
-    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2")
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2", TESSERA_PIN="1")
     job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
                        os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
     endpoint = ls.wait_endpoint(slurm, job, workdir)
@@ -48,19 +48,58 @@ def body(slurm, workdir, args, f):
     c = ls.connect(args.pydir, endpoint)
     try:
         health = c.wait_groups(2, timeout=120)
-    except AssertionError:
+    except (AssertionError, AttributeError):  # no coordinator log here: print the job's
         print(ls.read(out_path)[-4000:])
         raise
     f.check(sorted(g.tp for g in health.groups) == [2, 2], "two groups of TP 2")
     f.check(sorted(g.name for g in health.groups) == ["mixed-g0", "mixed-g1"],
             "groups named by pool: %s" % [g.name for g in health.groups])
-    f.check("srun --mpi=pmix" in ls.read(out_path), "nodes launched with srun --mpi=pmix")
+    out = ls.read(out_path)
+    f.check("srun --mpi=pmix" in out, "nodes launched with srun --mpi=pmix")
+    for rank, host, cores in ((0, "n1", "0"), (1, "n1", "1"), (2, "n2", "0"), (3, "n2", "1")):
+        f.check("tessera-bind: rank %d on %s: cpu, cores %s (pinned)" % (rank, host, cores)
+                in out, "rank %d bound and pinned as planned" % rank)
+    f.check("the plan put it on" not in out, "every rank runs on the host the plan chose")
     check_greedy(c, f, "sbatch cluster")
     check_cli_client(args.bin_dir, endpoint, f)
     f.check(c.wait_kv_idle(), "KV blocks all free after the requests")
     c.channel.close()
     out = ls.scancel_and_check_gone(slurm, job, workdir, f)
     f.check("the coordinator is shutting down" in out, "nodes were told to shut down")
+    check_mpirun_launcher(slurm, workdir, args, f)
+    check_refused_plan(slurm, workdir, args, f)
+
+
+def check_mpirun_launcher(slurm, workdir, args, f):
+    """TESSERA_LAUNCHER=mpirun: Open MPI starts the ranks inside the allocation."""
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2", TESSERA_LAUNCHER="mpirun")
+    job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
+                       os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
+    c = ls.connect(args.pydir, ls.wait_endpoint(slurm, job, workdir))
+    try:
+        c.wait_groups(2, timeout=120)
+    except (AssertionError, AttributeError):  # no coordinator log here: print the job's
+        print(ls.read(os.path.join(workdir, "tessera-%s.out" % job))[-4000:])
+        raise
+    f.check("launcher: mpirun" in ls.read(os.path.join(workdir, "tessera-%s.out" % job)),
+            "mpirun launcher used")
+    check_greedy(c, f, "mpirun launcher")
+    c.channel.close()
+    ls.scancel_and_check_gone(slurm, job, workdir, f)
+
+
+def check_refused_plan(slurm, workdir, args, f):
+    """TP 3 for a model of 8 heads: the job ends at once, exit 2, saying what to change."""
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="3")
+    job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
+                       os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
+    f.check(harness.wait_for(lambda: slurm.job_state(job) == "", 60, 0.2), "bad plan: job ends")
+    out = ls.read(os.path.join(workdir, "tessera-%s.out" % job))
+    f.check("does not divide the model's 8 query heads: use one of 1, 2, 4, 8" in out,
+            "bad plan: the job output says which TP degrees work: " + out[-1000:])
+    show = slurm.run(["scontrol", "show", "job", job], check=False).stdout
+    f.check("ExitCode=2:0" in show, "bad plan: the job exits with code 2")
+    f.check(not ls.job_processes(workdir), "bad plan: nothing was started")
 
 
 if __name__ == "__main__":

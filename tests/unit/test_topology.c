@@ -224,6 +224,21 @@ static void test_slurm_env_refuses_bad_values(void) {
     CHECK(env_refused(j, "at most 16 components"));
 }
 
+static void test_slurm_env_in_a_step_describes_the_step(void) {
+    /* mpirun's daemons run as a step of one task per node: SLURM_TASKS_PER_NODE is the step's. */
+    char *envp[] = {"SLURM_JOB_ID=9", "SLURM_JOB_NODELIST=n[1-2]", "SLURM_STEP_ID=0",
+                    "SLURM_TASKS_PER_NODE=1", "SLURM_STEP_NODELIST=n2",
+                    "SLURM_STEP_TASKS_PER_NODE=1", NULL};
+    ts_slurm_env e;
+    CHECK_OK(ts_slurm_env_parse(envp, &e));
+    CHECK(e.in_step);
+    CHECK_EQ_INT(e.job.nodes.n, 2);
+    CHECK(e.job.tasks_per_node == NULL);
+    CHECK_EQ_INT(e.step.nodes.n, 1);
+    CHECK(e.step.tasks_per_node && e.step.tasks_per_node[0] == 1);
+    ts_slurm_env_free(&e);
+}
+
 static void test_slurm_env_no_visible_devices(void) {
     char *a[] = {"CUDA_VISIBLE_DEVICES=NoDevFiles", NULL};
     char *b[] = {"CUDA_VISIBLE_DEVICES=", NULL};
@@ -578,6 +593,7 @@ int main(void) {
     RUN(test_slurm_env_outside_slurm_is_empty);
     RUN(test_slurm_env_reads_heterogeneous_components);
     RUN(test_slurm_env_refuses_bad_values);
+    RUN(test_slurm_env_in_a_step_describes_the_step);
     RUN(test_slurm_env_no_visible_devices);
     RUN(test_host_discover_measures_this_machine);
     RUN(test_host_cpu_list_collapses_runs);
