@@ -5,7 +5,8 @@
 # Settings (environment; the sbatch scripts document them):
 #   TESSERA_BIN_DIR  TESSERA_MODEL  TESSERA_PORT  TESSERA_THREADS  TESSERA_LAUNCHER  TESSERA_MPI
 #   TESSERA_ENDPOINT_FILE  TESSERA_ADVERTISE_HOST  TESSERA_BOOTSTRAP  TESSERA_GRACE_S
-#   TESSERA_PIN  TESSERA_NODE_ARGS  TESSERA_COORDINATOR_ARGS
+#   TESSERA_PIN  TESSERA_DEVICES  TESSERA_ALLOW_CROSS_HOST_TP  TESSERA_NODE_ARGS
+#   TESSERA_COORDINATOR_ARGS
 
 ts_log() { echo "tessera-job[$SLURM_JOB_ID]: $*"; }
 ts_die() { echo "tessera-job[${SLURM_JOB_ID:-?}]: error: $1" >&2; exit "${2:-1}"; }
@@ -75,7 +76,9 @@ ts_pick_launcher() {
 # Refuses impossible plans before anything starts (the message says what to change).
 ts_check_plan() {
     TS_PLAN=$1
-    "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_MODEL_ARGS[@]}" ||
+    TS_TOPO_ARGS=(--devices "${TESSERA_DEVICES:-auto}")
+    [ "${TESSERA_ALLOW_CROSS_HOST_TP:-0}" = 1 ] && TS_TOPO_ARGS+=(--allow-cross-host-tp)
+    "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_TOPO_ARGS[@]}" "${TS_MODEL_ARGS[@]}" ||
         ts_die "the requested plan '$1' does not fit this job (see the line above)" 2
 }
 
@@ -123,7 +126,8 @@ ts_start_pool() {
     local where=(--coordinator-file "$TESSERA_ENDPOINT_FILE")
     [ "${TESSERA_BOOTSTRAP:-file}" = address ] && where=(--coordinator "$TS_ENDPOINT")
     local bindings
-    bindings=$("$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" --pool "$index" --bindings) ||
+    bindings=$("$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" "${TS_TOPO_ARGS[@]}" \
+        --pool "$index" --bindings) ||
         ts_die "no bindings for pool $name (see above)"
     local node=("$TS_LIB_DIR/tessera-bind.sh" "$bindings"
                 "$TESSERA_BIN_DIR/tessera-node" "${where[@]}"
