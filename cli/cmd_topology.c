@@ -29,7 +29,6 @@
 #define USAGE "tessera topology [--plan SPEC] [--cluster FILE] [-m MODEL] [--json]"
 
 typedef struct {
-    const ts_host *local;
     const ts_slurm_env *env;
     const ts_cluster *cluster;
     const ts_plan *plan; /* NULL without --plan */
@@ -187,7 +186,8 @@ static int print_json(const report *r) {
     ts_jw_key(&w, "cuda_visible_devices");
     if (r->env->visible_set) {
         ts_jw_array_begin(&w);
-        for (int i = 0; i < r->env->n_visible; i++) ts_jw_int(&w, r->env->visible[i]);
+        for (int i = 0; i < r->env->n_visible; i++)
+            ts_jw_int(&w, r->env->visible[i]);
         ts_jw_array_end(&w);
     } else {
         ts_jw_null(&w);
@@ -203,8 +203,10 @@ static int print_json(const report *r) {
     }
     ts_jw_object_end(&w);
     int rc = ts_jw_finish(&w);
-    if (rc) rc = ts_error_set(rc, "out of memory writing JSON");
-    else printf("%s\n", out.data);
+    if (rc)
+        rc = ts_error_set(rc, "out of memory writing JSON");
+    else
+        printf("%s\n", out.data);
     ts_buf_free(&out);
     return rc;
 }
@@ -245,7 +247,8 @@ static void print_text(const report *r) {
         printf("CUDA_VISIBLE_DEVICES: %d device%s\n", r->env->n_visible,
                r->env->n_visible == 1 ? "" : "s");
     }
-    for (int i = 0; i < c->n_hosts; i++) print_host(&c->hosts[i], i == c->self);
+    for (int i = 0; i < c->n_hosts; i++)
+        print_host(&c->hosts[i], i == c->self);
     if (!r->plan) return;
     const ts_plan *plan = r->plan;
     printf("plan: %d rank%s on %s\n", plan->n_ranks, plan->n_ranks == 1 ? "" : "s",
@@ -313,17 +316,17 @@ int ts_cmd_topology(int argc, char **argv) {
          0, 0},
         {"cluster", 0, TS_FLAG_STRING, &cluster_file,
          "JSON file describing the hosts (instead of the Slurm allocation)", 0, 0},
-        {"local", 0, TS_FLAG_BOOL, &local_only, "plan on this machine only, even inside Slurm",
-         0, 0},
-        {"model", 'm', TS_FLAG_STRING, &model, "check the TP degrees against this model's heads",
-         0, 0},
+        {"local", 0, TS_FLAG_BOOL, &local_only, "plan on this machine only, even inside Slurm", 0,
+         0},
+        {"model", 'm', TS_FLAG_STRING, &model, "check the TP degrees against this model's heads", 0,
+         0},
         {"devices", 0, TS_FLAG_STRING, &devices, "auto, gpu or cpu", 0, 0},
         {"allow-cross-host-tp", 0, TS_FLAG_BOOL, &allow_cross,
          "let a TP group span hosts when no host has room for it", 0, 0},
         {"json", 0, TS_FLAG_BOOL, &json, "print JSON", 0, 0},
         {"rank", 0, TS_FLAG_INT, &rank,
-         "print only this rank's placement (of --pool) as one line of KEY=VALUE, for launchers",
-         -1, 1 << 24},
+         "print only this rank's placement (of --pool) as one line of KEY=VALUE, for launchers", -1,
+         1 << 24},
         {"pool", 0, TS_FLAG_INT, &pool, "with --rank/--bindings: which pool (0 = the first)", 0,
          TS_PLAN_MAX_POOLS - 1},
         {"bindings", 0, TS_FLAG_BOOL, &bindings,
@@ -340,13 +343,15 @@ int ts_cmd_topology(int argc, char **argv) {
         return ts_cli_fail("topology", TS_EXIT_USAGE);
     }
     ts_plan_request req = {.allow_cross_host_tp = allow_cross};
-    if (!strcmp(devices, "gpu")) req.devices = TS_DEVICES_GPU;
-    else if (!strcmp(devices, "cpu")) req.devices = TS_DEVICES_CPU;
+    if (!strcmp(devices, "gpu"))
+        req.devices = TS_DEVICES_GPU;
+    else if (!strcmp(devices, "cpu"))
+        req.devices = TS_DEVICES_CPU;
     else if (strcmp(devices, "auto")) {
         ts_error_set(TS_E_INVALID, "--devices: choose auto, gpu or cpu, not '%s'", devices);
         return ts_cli_fail("topology", TS_EXIT_USAGE);
     }
-    if (plan_text && (rc = ts_plan_spec_parse(plan_text, &req)))
+    if (plan_text && ts_plan_spec_parse(plan_text, &req) != TS_OK)
         return ts_cli_fail("topology", TS_EXIT_USAGE);
     if (model && !plan_text) {
         ts_error_set(TS_E_INVALID, "-m checks a plan's TP degrees: give --plan too");
@@ -362,9 +367,12 @@ int ts_cmd_topology(int argc, char **argv) {
         exit_code = ts_cli_fail("topology", ts_cli_exit_code(rc));
         goto done;
     }
-    if (cluster_file) rc = ts_cluster_from_file(cluster_file, &local, &cluster);
-    else if (env.in_job && !local_only) rc = ts_cluster_from_slurm(&env, &local, &cluster);
-    else rc = ts_cluster_single(&local, &cluster);
+    if (cluster_file)
+        rc = ts_cluster_from_file(cluster_file, &local, &cluster);
+    else if (env.in_job && !local_only)
+        rc = ts_cluster_from_slurm(&env, &local, &cluster);
+    else
+        rc = ts_cluster_single(&local, &cluster);
     if (rc) {
         exit_code = ts_cli_fail("topology", TS_EXIT_USAGE);
         goto done;
@@ -380,7 +388,7 @@ int ts_cmd_topology(int argc, char **argv) {
         exit_code = print_rank(&cluster, plan_text ? &plan : NULL, pool, rank, bindings);
         goto done;
     }
-    report r = {&local, &env, &cluster, plan_text ? &plan : NULL};
+    report r = {&env, &cluster, plan_text ? &plan : NULL};
     if (json) {
         if (print_json(&r)) exit_code = ts_cli_fail("topology", TS_EXIT_FAILURE);
     } else {

@@ -114,7 +114,8 @@ static int get_int_in(const ts_json *obj, const char *key, int64_t dflt, int64_t
 }
 
 static int parse_host_entry(ts_cluster *c, const ts_json *e, int index, const ts_host *local) {
-    static const char *const known[] = {"name", "cores", "numa", "gpus", "nvlink", "slots", "group"};
+    static const char *const known[] = {"name",   "cores", "numa", "gpus",
+                                        "nvlink", "slots", "group"};
     char where[48];
     snprintf(where, sizeof where, "hosts[%d]", index);
     if (e->type != TS_JSON_OBJECT)
@@ -194,7 +195,8 @@ int ts_cluster_from_json(const char *text, size_t length, const char *name, cons
     if (!rc && out->het_size > 0)
         for (int g = 0; g < out->het_size && !rc; g++) {
             bool any = false;
-            for (int i = 0; i < out->n_hosts; i++) any = any || out->hosts[i].het_group == g;
+            for (int i = 0; i < out->n_hosts; i++)
+                any = any || out->hosts[i].het_group == g;
             if (!any) rc = ts_error_set(TS_E_INVALID, "group %d has no hosts", g);
         }
     snprintf(out->source, sizeof out->source, "cluster file %s", name);
@@ -219,7 +221,8 @@ int ts_cluster_from_file(const char *path, const ts_host *local, ts_cluster *out
 
 void ts_cluster_free(ts_cluster *c) {
     if (!c) return;
-    for (int i = 0; i < c->n_hosts; i++) ts_host_free(&c->hosts[i]);
+    for (int i = 0; i < c->n_hosts; i++)
+        ts_host_free(&c->hosts[i]);
     free(c->hosts);
     memset(c, 0, sizeof *c);
     c->self = -1;

@@ -53,8 +53,8 @@ static int discover_cpus(ts_host *h) {
     h->n_numa = numa;
     int k = 0;
     for (int c = 0; c < cores; c++) {
-        hwloc_obj_t core = hwloc_get_obj_by_type(topo, pu_as_core ? HWLOC_OBJ_PU : HWLOC_OBJ_CORE,
-                                                 (unsigned)c);
+        hwloc_obj_t core =
+            hwloc_get_obj_by_type(topo, pu_as_core ? HWLOC_OBJ_PU : HWLOC_OBJ_CORE, (unsigned)c);
         h->core_pu_begin[c] = k;
         int pu;
         hwloc_bitmap_foreach_begin(pu, core->cpuset) {
@@ -111,7 +111,8 @@ static int discover_gpus(ts_host *h) {
 
 int ts_host_discover(ts_host *out) {
     memset(out, 0, sizeof *out);
-    if (gethostname(out->name, sizeof out->name - 1) != 0) snprintf(out->name, sizeof out->name, "localhost");
+    if (gethostname(out->name, sizeof out->name - 1) != 0)
+        snprintf(out->name, sizeof out->name, "localhost");
     out->measured = true;
     int rc = discover_cpus(out);
     if (!rc) rc = discover_gpus(out);
@@ -143,7 +144,8 @@ int ts_host_declare(ts_host *out, const char *name, int cores, int numa, int gpu
         out->core_numa[c] = (int)((long long)c * numa / cores);
     }
     out->core_pu_begin[cores] = cores;
-    for (int i = 0; i < gpus; i++) out->gpus[i].pci_bus = -1;
+    for (int i = 0; i < gpus; i++)
+        out->gpus[i].pci_bus = -1;
     if (out->peer) memset(out->peer, 1, (size_t)gpus * (size_t)gpus);
     return TS_OK;
 }
@@ -151,8 +153,10 @@ int ts_host_declare(ts_host *out, const char *name, int cores, int numa, int gpu
 static void *dup_array(const void *src, size_t bytes, int *rc) {
     if (!src || bytes == 0) return NULL;
     void *p = malloc(bytes);
-    if (!p) *rc = ts_error_set(TS_E_NOMEM, "out of memory copying a host");
-    else memcpy(p, src, bytes);
+    if (!p)
+        *rc = ts_error_set(TS_E_NOMEM, "out of memory copying a host");
+    else
+        memcpy(p, src, bytes);
     return p;
 }
 
@@ -160,7 +164,8 @@ int ts_host_copy(ts_host *out, const ts_host *src) {
     *out = *src;
     int rc = TS_OK;
     out->core_numa = dup_array(src->core_numa, (size_t)src->n_cores * sizeof(int), &rc);
-    out->core_pu_begin = dup_array(src->core_pu_begin, ((size_t)src->n_cores + 1) * sizeof(int), &rc);
+    out->core_pu_begin =
+        dup_array(src->core_pu_begin, ((size_t)src->n_cores + 1) * sizeof(int), &rc);
     out->pus = dup_array(src->pus, (size_t)src->n_pus * sizeof(int), &rc);
     out->gpus = dup_array(src->gpus, (size_t)src->n_gpus * sizeof(ts_gpu), &rc);
     out->peer = dup_array(src->peer, (size_t)src->n_gpus * (size_t)src->n_gpus, &rc);
@@ -187,7 +192,8 @@ void ts_host_cpu_list(const ts_host *h, int core0, int n, char *out, size_t size
     }
     for (int i = 0; i < m && len + 1 < size;) {
         int j = i;
-        while (j + 1 < m && ids[j + 1] == ids[j] + 1) j++;
+        while (j + 1 < m && ids[j + 1] == ids[j] + 1)
+            j++;
         int w = j > i ? snprintf(out + len, size - len, "%s%d-%d", len ? "," : "", ids[i], ids[j])
                       : snprintf(out + len, size - len, "%s%d", len ? "," : "", ids[i]);
         if (w < 0 || (size_t)w >= size - len) {

@@ -31,17 +31,17 @@ typedef struct ts_gpu {
 
 typedef struct ts_host {
     char name[TS_HOSTNAME_MAX + 1];
-    bool measured;        /* discovered on this machine (else declared or assumed) */
-    int slots;            /* ranks the launcher starts here (Slurm tasks); 0: no launcher limit */
-    int het_group;        /* heterogeneous-job component; 0 otherwise */
+    bool measured; /* discovered on this machine (else declared or assumed) */
+    int slots;     /* ranks the launcher starts here (Slurm tasks); 0: no launcher limit */
+    int het_group; /* heterogeneous-job component; 0 otherwise */
     int n_cores, n_pus, n_numa;
-    int *core_numa;       /* n_cores: NUMA node of each core */
-    int *core_pu_begin;   /* n_cores + 1: core c's PUs are pus[core_pu_begin[c] .. [c+1]) */
-    int *pus;             /* n_pus OS indices, core by core */
+    int *core_numa;     /* n_cores: NUMA node of each core */
+    int *core_pu_begin; /* n_cores + 1: core c's PUs are pus[core_pu_begin[c] .. [c+1]) */
+    int *pus;           /* n_pus OS indices, core by core */
     int n_gpus;
-    ts_gpu *gpus;         /* n_gpus */
-    unsigned char *peer;  /* n_gpus * n_gpus: peer[i*n+j] = i can access j; NULL: unknown */
-    char gpu_note[160];   /* why there are no GPUs, or "" */
+    ts_gpu *gpus;        /* n_gpus */
+    unsigned char *peer; /* n_gpus * n_gpus: peer[i*n+j] = i can access j; NULL: unknown */
+    char gpu_note[160];  /* why there are no GPUs, or "" */
 } ts_host;
 
 int ts_host_discover(ts_host *out);

@@ -32,7 +32,6 @@ typedef struct {
 } segment;
 
 typedef struct {
-    const char *expr;
     segment seg[MAX_SEGMENTS];
     int n_seg;
     range ranges[MAX_RANGES];
@@ -59,17 +58,21 @@ static bool name_char(char c) {
 
 static const char *describe(char c, char *tmp, size_t n) {
     if (c == '\0') return "the end";
-    if (isprint((unsigned char)c)) snprintf(tmp, n, "'%c'", c);
-    else snprintf(tmp, n, "byte 0x%02x", (unsigned char)c);
+    if (isprint((unsigned char)c))
+        snprintf(tmp, n, "'%c'", c);
+    else
+        snprintf(tmp, n, "byte 0x%02x", (unsigned char)c);
     return tmp;
 }
 
 /* Reads a decimal number at *p; advances *p. */
-static int parse_number(const char *kind, const char *expr, const char **p, uint32_t *value, int *width) {
+static int parse_number(const char *kind, const char *expr, const char **p, uint32_t *value,
+                        int *width) {
     const char *s = *p;
-    char tmp[16];
-    if (!isdigit((unsigned char)*s))
+    if (!isdigit((unsigned char)*s)) {
+        char tmp[16];
         return fail(kind, expr, s, "expected a number, found %s", describe(*s, tmp, sizeof tmp));
+    }
     uint32_t v = 0;
     int digits = 0;
     while (isdigit((unsigned char)*s)) {
@@ -101,7 +104,8 @@ static int parse_item(const char *expr, const char *begin, const char *end, item
     it->n_ranges = 0;
     *count = 1;
     int max_len = 0;
-    if (begin == end) return fail("hostlist", expr, begin, "empty host name (two commas, or a comma at an end)");
+    if (begin == end)
+        return fail("hostlist", expr, begin, "empty host name (two commas, or a comma at an end)");
     const char *p = begin;
     while (p < end) {
         if (it->n_seg == MAX_SEGMENTS)
@@ -109,7 +113,8 @@ static int parse_item(const char *expr, const char *begin, const char *end, item
         segment *sg = &it->seg[it->n_seg++];
         if (*p != '[') {
             const char *s = p;
-            while (p < end && name_char(*p)) p++;
+            while (p < end && name_char(*p))
+                p++;
             if (p == s) {
                 if (*p == ']') return fail("hostlist", expr, p, "']' without a matching '['");
                 return fail("hostlist", expr, p, "%s is not allowed in a host name",
@@ -130,12 +135,14 @@ static int parse_item(const char *expr, const char *begin, const char *end, item
             if (p >= end || *p == '\0')
                 return fail("hostlist", expr, p, "expected ']' to close the '[' at position %d",
                             (int)(open - expr) + 1);
-            if (*p == '[') return fail("hostlist", expr, p, "'[' inside brackets (groups cannot nest)");
+            if (*p == '[')
+                return fail("hostlist", expr, p, "'[' inside brackets (groups cannot nest)");
             if (*p == ']' || *p == ',')
                 return fail("hostlist", expr, p, "empty range in the brackets at position %d",
                             (int)(open - expr) + 1);
             if (it->n_ranges == MAX_RANGES)
-                return fail("hostlist", expr, p, "more than %d ranges in one host name", MAX_RANGES);
+                return fail("hostlist", expr, p, "more than %d ranges in one host name",
+                            MAX_RANGES);
             range *r = &it->ranges[it->n_ranges];
             const char *num = p;
             int rc = parse_number("hostlist", expr, &p, &r->lo, &r->width);
@@ -171,10 +178,12 @@ static int parse_item(const char *expr, const char *begin, const char *end, item
         max_len += group_width;
         *count *= sg->count;
         if (*count > TS_HOSTLIST_MAX_HOSTS)
-            return fail("hostlist", expr, begin, "expands to more than %d hosts", TS_HOSTLIST_MAX_HOSTS);
+            return fail("hostlist", expr, begin, "expands to more than %d hosts",
+                        TS_HOSTLIST_MAX_HOSTS);
     }
     if (max_len > TS_HOSTNAME_MAX)
-        return fail("hostlist", expr, begin, "a host name longer than %d characters", TS_HOSTNAME_MAX);
+        return fail("hostlist", expr, begin, "a host name longer than %d characters",
+                    TS_HOSTNAME_MAX);
     return TS_OK;
 }
 
@@ -225,9 +234,12 @@ static int expand_item(const item *it, ts_hostlist *out) {
 static const char *item_end(const char *p) {
     int depth = 0;
     for (; *p; p++) {
-        if (*p == '[') depth++;
-        else if (*p == ']' && depth > 0) depth--;
-        else if (*p == ',' && depth == 0) break;
+        if (*p == '[')
+            depth++;
+        else if (*p == ']' && depth > 0)
+            depth--;
+        else if (*p == ',' && depth == 0)
+            break;
     }
     return p;
 }
@@ -247,7 +259,8 @@ int ts_hostlist_parse(const char *expr, ts_hostlist *out) {
         if (rc) goto done;
         total += count;
         if (total > TS_HOSTLIST_MAX_HOSTS) {
-            rc = fail("hostlist", expr, p, "the list expands to more than %d hosts", TS_HOSTLIST_MAX_HOSTS);
+            rc = fail("hostlist", expr, p, "the list expands to more than %d hosts",
+                      TS_HOSTLIST_MAX_HOSTS);
             goto done;
         }
         if (!*end) break;
@@ -276,7 +289,8 @@ done:
 
 void ts_hostlist_free(ts_hostlist *hl) {
     if (!hl) return;
-    for (int i = 0; i < hl->n; i++) free(hl->names[i]);
+    for (int i = 0; i < hl->n; i++)
+        free(hl->names[i]);
     free(hl->names);
     hl->names = NULL;
     hl->n = 0;
@@ -305,15 +319,16 @@ int ts_count_list_parse(const char *text, int **counts, int *n) {
             if (rc) return rc;
             if (*p == '(') {
                 const char *open = p;
-                if (p[1] != 'x')
-                    return fail("count list", text, p + 1, "expected 'x' after '('");
+                if (p[1] != 'x') return fail("count list", text, p + 1, "expected 'x' after '('");
                 p += 2;
                 rc = parse_number("count list", text, &p, &repeat, &width);
                 if (rc) return rc;
+                if (repeat == 0) return fail("count list", text, open, "repeat count (x0) is 0");
                 if (*p != ')')
-                    return fail("count list", text, p, "expected ')' to close the '(' at "
-                                                        "position %d",
-                                              (int)(open - text) + 1);
+                    return fail("count list", text, p,
+                                "expected ')' to close the '(' at "
+                                "position %d",
+                                (int)(open - text) + 1);
                 p++;
             }
             if ((uint64_t)k + repeat > TS_HOSTLIST_MAX_HOSTS)
@@ -325,7 +340,7 @@ int ts_count_list_parse(const char *text, int **counts, int *n) {
             if (*p == '\0') break;
             if (*p != ',')
                 return fail("count list", text, p, "expected ',' or '(', found %s",
-                                          describe(*p, tmp, sizeof tmp));
+                            describe(*p, tmp, sizeof tmp));
             p++;
         }
         if (!fill) {

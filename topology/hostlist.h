@@ -1,5 +1,6 @@
 /*
- * hostlist.h — Slurm hostlist expressions: "gpu[01-04,07],cpu-a[1-2]" → gpu01 … gpu07, cpu-a1, cpu-a2.
+ * hostlist.h — Slurm hostlist expressions: "gpu[01-04,07],cpu-a[1-2]" → gpu01 … gpu07, cpu-a1,
+ * cpu-a2.
  *
  * Grammar (what SLURM_JOB_NODELIST and `scontrol show hostnames` use):
  *   list  := item (',' item)*

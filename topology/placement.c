@@ -34,8 +34,9 @@ static int parse_count(const char *s, size_t len, const char *pool, const char *
     errno = 0;
     long v = strtol(buf, &end, 10);
     if (*end || errno || v < 1 || v > 65536)
-        return ts_error_set(TS_E_INVALID, "plan '%s': %s must be a number from 1 to 65536, got '%s'",
-                            pool, what, buf);
+        return ts_error_set(TS_E_INVALID,
+                            "plan '%s': %s must be a number from 1 to 65536, got '%s'", pool, what,
+                            buf);
     *out = (int)v;
     return TS_OK;
 }
@@ -43,7 +44,8 @@ static int parse_count(const char *s, size_t len, const char *pool, const char *
 int ts_plan_spec_parse(const char *text, ts_plan_request *req) {
     req->n_pools = 0;
     if (!text || !*text)
-        return ts_error_set(TS_E_INVALID, "empty plan (example: mixed:2x4 or prefill:1x2,decode:2x1)");
+        return ts_error_set(TS_E_INVALID,
+                            "empty plan (example: mixed:2x4 or prefill:1x2,decode:2x1)");
     const char *p = text;
     for (;;) {
         size_t len = strcspn(p, ",");
@@ -71,7 +73,8 @@ int ts_plan_spec_parse(const char *text, ts_plan_request *req) {
         const char *x = strchr(shape, 'x');
         int rc;
         if (x) {
-            if (x - shape == 1 && *shape == '*') spec->groups = 0;
+            if (x - shape == 1 && *shape == '*')
+                spec->groups = 0;
             else if ((rc = parse_count(shape, (size_t)(x - shape), pool, "the group count",
                                        &spec->groups)))
                 return rc;
@@ -88,7 +91,7 @@ int ts_plan_spec_parse(const char *text, ts_plan_request *req) {
 
 /* Placement state of one host. */
 typedef struct {
-    int cap;              /* ranks it can take in all */
+    int cap; /* ranks it can take in all */
     int used;
     unsigned char *taken; /* per device slot (GPU ordinal or CPU slot) */
     int n_slots;
@@ -158,7 +161,8 @@ static bool choose_slots(const placer *pl, int h, int tp, int *slots) {
             for (int d = start + 1; d < s->n_slots && n < tp; d++) {
                 if (s->taken[d]) continue;
                 bool ok = true;
-                for (int k = 0; k < n && ok; k++) ok = peer(host, slots[k], d);
+                for (int k = 0; k < n && ok; k++)
+                    ok = peer(host, slots[k], d);
                 if (ok) slots[n++] = d;
             }
             if (n == tp) return true;
@@ -181,13 +185,13 @@ static int place_group(placer *pl, int pool, int group, int tp, bool *placed) {
     const ts_cluster *c = pl->c;
     *placed = false;
     int first_rank = plan->n_ranks;
-    ts_group_place g = {.pool = pool, .index = group, .first_rank = first_rank, .tp = tp,
-                        .peer_ok = true};
-    int slots[TS_HOST_MAX_GPUS];
+    ts_group_place g = {
+        .pool = pool, .index = group, .first_rank = first_rank, .tp = tp, .peer_ok = true};
     int host = -1;
     for (int h = 0; h < c->n_hosts && host < 0; h++)
         if (eligible(pl, pool, h) && pl->hs[h].cap - pl->hs[h].used >= tp) host = h;
     if (host >= 0 && plan->gpus) {
+        int slots[TS_HOST_MAX_GPUS]; /* tp <= the host's GPUs here */
         g.peer_ok = choose_slots(pl, host, tp, slots);
         for (int k = 0; k < tp; k++) {
             int rc = add_rank(pl, pool, group, k, host, slots[k]);
@@ -222,8 +226,9 @@ static int place_group(placer *pl, int pool, int group, int tp, bool *placed) {
     plan->groups[plan->n_groups++] = g;
     *placed = true;
     if (plan->gpus && !g.peer_ok && !g.cross_host && tp > 1 && c->hosts[host].peer)
-        note(plan, "%s group %d on %s: its GPUs lack pairwise peer access, so all-reduce goes "
-                   "through host memory",
+        note(plan,
+             "%s group %d on %s: its GPUs lack pairwise peer access, so all-reduce goes "
+             "through host memory",
              ts_role_name(plan->pools[pool].spec.role), group, c->hosts[host].name);
     if (g.cross_host)
         note(plan, "%s group %d spans hosts: its all-reduce crosses the network",
@@ -285,11 +290,12 @@ static int place_pool(placer *pl, int pool) {
                                 "after the earlier pools): use a smaller TP, fewer groups in the "
                                 "earlier pools, or more nodes",
                                 role, spec->tp, free_total, unit(pl, best));
-        return ts_error_set(TS_E_INVALID,
-                            "pool %s: only %d of %d groups of TP %d fit (%d %s free on its hosts%s): "
-                            "ask for at most %d groups, a smaller TP, or more nodes/tasks",
-                            role, g, spec->groups, spec->tp, free_total, unit(pl, best),
-                            pl->req->allow_cross_host_tp ? "" : ", groups kept inside one host", g);
+        return ts_error_set(
+            TS_E_INVALID,
+            "pool %s: only %d of %d groups of TP %d fit (%d %s free on its hosts%s): "
+            "ask for at most %d groups, a smaller TP, or more nodes/tasks",
+            role, g, spec->groups, spec->tp, free_total, unit(pl, best),
+            pl->req->allow_cross_host_tp ? "" : ", groups kept inside one host", g);
     }
     pp->spec.groups = g;
     pp->n_ranks = plan->n_ranks - pp->first_rank;
@@ -302,10 +308,12 @@ static void finish_ranks(const placer *pl) {
     const ts_cluster *c = pl->c;
     for (int h = 0; h < c->n_hosts; h++) {
         int m = 0, cores = c->hosts[h].n_cores;
-        for (int i = 0; i < plan->n_ranks; i++) m += plan->ranks[i].host == h;
+        for (int i = 0; i < plan->n_ranks; i++)
+            m += plan->ranks[i].host == h;
         if (m == 0) continue;
         if (m > cores)
-            note(plan, "%s: %d ranks on %d cores, so ranks share cores", c->hosts[h].name, m, cores);
+            note(plan, "%s: %d ranks on %d cores, so ranks share cores", c->hosts[h].name, m,
+                 cores);
         int k = 0;
         int local[TS_PLAN_MAX_POOLS] = {0};
         for (int i = 0; i < plan->n_ranks; i++) {
@@ -333,7 +341,8 @@ static int make(const ts_cluster *c, const ts_plan_request *req, ts_plan *plan, 
                             "give one pool per component (e.g. prefill:1x2,decode:2x1)",
                             c->het_size, req->n_pools);
     bool all_gpu = true;
-    for (int h = 0; h < c->n_hosts; h++) all_gpu = all_gpu && c->hosts[h].n_gpus > 0;
+    for (int h = 0; h < c->n_hosts; h++)
+        all_gpu = all_gpu && c->hosts[h].n_gpus > 0;
     if (req->devices == TS_DEVICES_GPU && !all_gpu) {
         for (int h = 0; h < c->n_hosts; h++)
             if (c->hosts[h].n_gpus == 0)
@@ -375,7 +384,8 @@ int ts_plan_make(const ts_cluster *c, const ts_plan_request *req, ts_plan *out) 
     placer pl = {.c = c, .req = req, .plan = out};
     int rc = make(c, req, out, &pl);
     if (pl.hs)
-        for (int h = 0; h < c->n_hosts; h++) free(pl.hs[h].taken);
+        for (int h = 0; h < c->n_hosts; h++)
+            free(pl.hs[h].taken);
     free(pl.hs);
     if (rc) ts_plan_free(out);
     return rc;

@@ -64,11 +64,11 @@ int ts_plan_spec_parse(const char *text, ts_plan_request *req);
 
 typedef struct ts_rank_place {
     int pool, group, group_rank;
-    int pool_rank;       /* rank in the pool's launch */
-    int host;            /* index into the cluster's hosts */
-    int local_rank;      /* index among the pool's ranks on that host */
-    int device;          /* CUDA ordinal on the host, -1 for a CPU rank */
-    int core0, n_cores;  /* pinned cores (host core indices) */
+    int pool_rank;      /* rank in the pool's launch */
+    int host;           /* index into the cluster's hosts */
+    int local_rank;     /* index among the pool's ranks on that host */
+    int device;         /* CUDA ordinal on the host, -1 for a CPU rank */
+    int core0, n_cores; /* pinned cores (host core indices) */
 } ts_rank_place;
 
 typedef struct ts_group_place {
@@ -77,25 +77,25 @@ typedef struct ts_group_place {
     int first_rank; /* index into plan.ranks; the group's ranks follow */
     int tp;
     bool cross_host;
-    bool peer_ok;   /* GPU group whose devices all have peer access (or a CPU group) */
+    bool peer_ok; /* GPU group whose devices all have peer access (or a CPU group) */
 } ts_group_place;
 
 typedef struct ts_pool_place {
     ts_pool_spec spec; /* groups: as placed */
     int first_group, n_ranks;
-    int first_rank;    /* index into plan.ranks */
+    int first_rank; /* index into plan.ranks */
 } ts_pool_place;
 
 typedef struct ts_plan {
-    bool gpus;          /* ranks are bound to GPUs */
+    bool gpus; /* ranks are bound to GPUs */
     ts_pool_place pools[TS_PLAN_MAX_POOLS];
     int n_pools;
     ts_group_place *groups;
     int n_groups;
     ts_rank_place *ranks;
     int n_ranks;
-    int idle_tasks;     /* launcher tasks the plan leaves unused (> 0 is allowed) */
-    char notes[1024];   /* warnings, one per line, "" when none */
+    int idle_tasks;   /* launcher tasks the plan leaves unused (> 0 is allowed) */
+    char notes[1024]; /* warnings, one per line, "" when none */
 } ts_plan;
 
 int ts_plan_make(const ts_cluster *c, const ts_plan_request *req, ts_plan *out);

@@ -36,8 +36,7 @@ static int env_int(char *const *envp, const char *key, int *out) {
     long long v;
     int rc = env_number(envp, key, -1, &v);
     if (rc) return rc;
-    if (v > 1000000000)
-        return ts_error_set(TS_E_INVALID, "%s: %lld is out of range", key, v);
+    if (v > 1000000000) return ts_error_set(TS_E_INVALID, "%s: %lld is out of range", key, v);
     *out = (int)v;
     return TS_OK;
 }
@@ -65,8 +64,8 @@ static int read_group(char *const *envp, const char *nodes_key, const char *alt_
             free(g->tasks_per_node);
             g->tasks_per_node = NULL;
         } else if (nodes && n != g->nodes.n)
-            return ts_error_set(TS_E_INVALID, "%s has %d entries but %s names %d hosts",
-                                tasks_key, n, key, g->nodes.n);
+            return ts_error_set(TS_E_INVALID, "%s has %d entries but %s names %d hosts", tasks_key,
+                                n, key, g->nodes.n);
     }
     if (ntasks_key) {
         int rc = env_int(envp, ntasks_key, &g->ntasks);
@@ -74,7 +73,8 @@ static int read_group(char *const *envp, const char *nodes_key, const char *alt_
     }
     if (g->ntasks < 0 && g->tasks_per_node) {
         g->ntasks = 0;
-        for (int i = 0; i < g->nodes.n; i++) g->ntasks += g->tasks_per_node[i];
+        for (int i = 0; i < g->nodes.n; i++)
+            g->ntasks += g->tasks_per_node[i];
     }
     return TS_OK;
 }
@@ -159,8 +159,8 @@ static int parse(char *const *envp, ts_slurm_env *out) {
     rc = env_number(envp, "SLURM_HET_SIZE", 0, &v);
     if (rc) return rc;
     if (v > TS_SLURM_MAX_HET)
-        return ts_error_set(TS_E_INVALID, "SLURM_HET_SIZE %lld: at most %d components supported",
-                            v, TS_SLURM_MAX_HET);
+        return ts_error_set(TS_E_INVALID, "SLURM_HET_SIZE %lld: at most %d components supported", v,
+                            TS_SLURM_MAX_HET);
     out->het_size = (int)v;
     for (int h = 0; h < out->het_size; h++) {
         char nodes_key[64], tasks_key[64], ntasks_key[64];
@@ -192,13 +192,16 @@ int ts_slurm_env_parse(char *const *envp, ts_slurm_env *out) {
     return rc;
 }
 
-int ts_slurm_env_read(ts_slurm_env *out) { return ts_slurm_env_parse(environ, out); }
+int ts_slurm_env_read(ts_slurm_env *out) {
+    return ts_slurm_env_parse(environ, out);
+}
 
 void ts_slurm_env_free(ts_slurm_env *env) {
     if (!env) return;
     group_free(&env->job);
     group_free(&env->step);
-    for (int h = 0; h < TS_SLURM_MAX_HET; h++) group_free(&env->het[h]);
+    for (int h = 0; h < TS_SLURM_MAX_HET; h++)
+        group_free(&env->het[h]);
     free(env->cpus_per_node);
     memset(env, 0, sizeof *env);
     env->job_id = env->step_id = -1;

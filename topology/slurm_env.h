@@ -34,17 +34,17 @@ typedef struct ts_slurm_group {
 } ts_slurm_group;
 
 typedef struct ts_slurm_env {
-    bool in_job;          /* SLURM_JOB_ID is set */
-    long long job_id;     /* -1 */
-    ts_slurm_group job;   /* the allocation (component 0 in a heterogeneous job) */
-    int *cpus_per_node;   /* SLURM_JOB_CPUS_PER_NODE, job.nodes.n entries, or NULL */
+    bool in_job;                 /* SLURM_JOB_ID is set */
+    long long job_id;            /* -1 */
+    ts_slurm_group job;          /* the allocation (component 0 in a heterogeneous job) */
+    int *cpus_per_node;          /* SLURM_JOB_CPUS_PER_NODE, job.nodes.n entries, or NULL */
     int procid, localid, nodeid; /* this task, -1 outside a step */
-    bool in_step;         /* SLURM_STEP_ID is set */
+    bool in_step;                /* SLURM_STEP_ID is set */
     long long step_id;
-    ts_slurm_group step;  /* the step's hosts and tasks */
-    int het_size;         /* 0 when the job is not heterogeneous */
+    ts_slurm_group step; /* the step's hosts and tasks */
+    int het_size;        /* 0 when the job is not heterogeneous */
     ts_slurm_group het[TS_SLURM_MAX_HET];
-    int gpus_on_node;     /* SLURM_GPUS_ON_NODE, -1 */
+    int gpus_on_node; /* SLURM_GPUS_ON_NODE, -1 */
     /* CUDA_VISIBLE_DEVICES: unset → visible_set false (all devices). Entries are ordinals, or -1
      * for a UUID/MIG name. "NoDevFiles" (Slurm, no GPU allocated) and "" mean no device. */
     bool visible_set;

@@ -36,8 +36,9 @@ static bool refused(const char *expr, const char *want) {
     int rc = ts_hostlist_parse(expr, &hl);
     bool ok = rc == TS_E_INVALID && hl.n == 0 && hl.names == NULL &&
               strstr(ts_error_message(), want) != NULL;
-    if (!ok) fprintf(stderr, "  '%s': rc %d, message '%s', want '%s'\n", expr, rc,
-                     ts_error_message(), want);
+    if (!ok)
+        fprintf(stderr, "  '%s': rc %d, message '%s', want '%s'\n", expr, rc, ts_error_message(),
+                want);
     ts_hostlist_free(&hl);
     return ok;
 }
@@ -111,7 +112,7 @@ static void test_count_list_parses_repeats(void) {
     CHECK_OK(ts_count_list_parse("4", &c, &n));
     CHECK_EQ_INT(n, 1);
     free(c);
-    const char *bad[] = {"", "2(x", "2(y3)", "x", "2,,1", "2(x3)1", "2(x3", "-1"};
+    const char *bad[] = {"", "2(x", "2(y3)", "x", "2,,1", "2(x3)1", "2(x3", "-1", "2(x0)"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = ts_count_list_parse(bad[i], &c, &n);
         CHECK_EQ_INT(rc, TS_E_INVALID);
@@ -194,8 +195,8 @@ static void test_slurm_env_reads_heterogeneous_components(void) {
 static bool env_refused(char **envp, const char *want) {
     ts_slurm_env e;
     int rc = ts_slurm_env_parse(envp, &e);
-    bool ok = rc == TS_E_INVALID && strstr(ts_error_message(), want) && !e.in_job &&
-              e.job.nodes.n == 0;
+    bool ok =
+        rc == TS_E_INVALID && strstr(ts_error_message(), want) && !e.in_job && e.job.nodes.n == 0;
     if (!ok) fprintf(stderr, "  rc %d, message '%s', want '%s'\n", rc, ts_error_message(), want);
     ts_slurm_env_free(&e);
     return ok;
@@ -226,9 +227,13 @@ static void test_slurm_env_refuses_bad_values(void) {
 
 static void test_slurm_env_in_a_step_describes_the_step(void) {
     /* mpirun's daemons run as a step of one task per node: SLURM_TASKS_PER_NODE is the step's. */
-    char *envp[] = {"SLURM_JOB_ID=9", "SLURM_JOB_NODELIST=n[1-2]", "SLURM_STEP_ID=0",
-                    "SLURM_TASKS_PER_NODE=1", "SLURM_STEP_NODELIST=n2",
-                    "SLURM_STEP_TASKS_PER_NODE=1", NULL};
+    char *envp[] = {"SLURM_JOB_ID=9",
+                    "SLURM_JOB_NODELIST=n[1-2]",
+                    "SLURM_STEP_ID=0",
+                    "SLURM_TASKS_PER_NODE=1",
+                    "SLURM_STEP_NODELIST=n2",
+                    "SLURM_STEP_TASKS_PER_NODE=1",
+                    NULL};
     ts_slurm_env e;
     CHECK_OK(ts_slurm_env_parse(envp, &e));
     CHECK(e.in_step);
@@ -281,7 +286,8 @@ static void test_host_cpu_list_collapses_runs(void) {
     /* Hyperthread siblings far apart: core c has PUs c and c + 4. */
     int pus[8] = {0, 4, 1, 5, 2, 6, 3, 7};
     memcpy(h.pus, pus, sizeof pus);
-    for (int c = 0; c <= 4; c++) h.core_pu_begin[c] = 2 * c;
+    for (int c = 0; c <= 4; c++)
+        h.core_pu_begin[c] = 2 * c;
     h.n_cores = 4;
     ts_host_cpu_list(&h, 0, 2, cpus, sizeof cpus);
     CHECK_EQ_STR(cpus, "0-1,4-5");
@@ -334,7 +340,8 @@ static bool cluster_refused(const char *text, const char *want) {
 static void test_cluster_file_refuses_mistakes(void) {
     CHECK(cluster_refused("{\"hosts\": [{\"name\": \"a\", \"cores\": 4, \"gpu\": 2}]}",
                           "test.json: hosts[0]: unknown key \"gpu\""));
-    CHECK(cluster_refused("{\"hosts\": [{\"name\": \"a\"}]}", "hosts[0] (a): \"cores\" is required"));
+    CHECK(
+        cluster_refused("{\"hosts\": [{\"name\": \"a\"}]}", "hosts[0] (a): \"cores\" is required"));
     CHECK(cluster_refused("{\"hosts\": [{\"name\": \"a\", \"cores\": 4, \"numa\": 8}]}",
                           "\"numa\" must be between 1 and 4, got 8"));
     CHECK(cluster_refused("{\"hosts\": [{\"name\": \"a[1-\", \"cores\": 4}]}",
@@ -400,8 +407,9 @@ static bool plan_refused(const ts_cluster *c, const char *spec, bool cross, cons
     ts_plan plan;
     int rc = plan_for(c, spec, cross, &plan);
     bool ok = rc == TS_E_INVALID && strstr(ts_error_message(), want) && plan.n_ranks == 0;
-    if (!ok) fprintf(stderr, "  %s: rc %d, message '%s', want '%s'\n", spec, rc,
-                     ts_error_message(), want);
+    if (!ok)
+        fprintf(stderr, "  %s: rc %d, message '%s', want '%s'\n", spec, rc, ts_error_message(),
+                want);
     ts_plan_free(&plan);
     return ok;
 }
@@ -462,7 +470,8 @@ static void test_plan_prefers_peer_connected_gpus(void) {
     ts_host *h = &c.hosts[0];
     /* Peer pairs (0,2) and (1,3) only, as two NVLink bridges. */
     memset(h->peer, 0, 16);
-    for (int i = 0; i < 4; i++) h->peer[i * 4 + i] = 1;
+    for (int i = 0; i < 4; i++)
+        h->peer[i * 4 + i] = 1;
     h->peer[0 * 4 + 2] = h->peer[2 * 4 + 0] = 1;
     h->peer[1 * 4 + 3] = h->peer[3 * 4 + 1] = 1;
     ts_plan p;
@@ -556,7 +565,8 @@ static void test_plan_pools_by_role(void) {
     CHECK_OK(plan_for(&c, "prefill:1x2,decode:*x1", false, &p));
     CHECK_EQ_INT(p.ranks[0].host, 0);
     CHECK_EQ_INT(p.pools[1].spec.groups, 4);
-    for (int i = p.pools[1].first_rank; i < p.n_ranks; i++) CHECK(p.ranks[i].host >= 1);
+    for (int i = p.pools[1].first_rank; i < p.n_ranks; i++)
+        CHECK(p.ranks[i].host >= 1);
     ts_plan_free(&p);
     CHECK(plan_refused(&c, "2", false, "2 heterogeneous components but the plan has 1 pools"));
     CHECK(plan_refused(&c, "prefill:2x2,decode:1x1", false, "pool prefill: only 1 of 2 groups"));
@@ -571,8 +581,19 @@ static void test_plan_spec_parsing(void) {
     CHECK(r.n_pools == 2 && r.pools[1].role == TS_ROLE_DECODE && r.pools[1].groups == 0);
     CHECK_OK(ts_plan_spec_parse("8", &r));
     CHECK(r.pools[0].role == TS_ROLE_MIXED && r.pools[0].tp == 8 && r.pools[0].groups == 0);
-    const char *bad[] = {"", "foo:2", "2x", "0", "x4", "2x4,", ",2", "a:b:c", "2x4x4", "1x99999",
-                         "1,2,3,4,5,6,7,8,9", "decode:", "-1"};
+    const char *bad[] = {"",
+                         "foo:2",
+                         "2x",
+                         "0",
+                         "x4",
+                         "2x4,",
+                         ",2",
+                         "a:b:c",
+                         "2x4x4",
+                         "1x99999",
+                         "1,2,3,4,5,6,7,8,9",
+                         "decode:",
+                         "-1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = ts_plan_spec_parse(bad[i], &r);
         if (rc != TS_E_INVALID) fprintf(stderr, "  '%s' was accepted\n", bad[i]);
