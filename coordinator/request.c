@@ -86,6 +86,7 @@ void co_request_fail(coordinator *co, co_request *r, int status, const char *fmt
 /* Earliest complete stop string in text[0..len): its offset, or -1. */
 static long find_stop(const co_request *r, const char *text, size_t len) {
     long best = -1;
+    if (!text || len == 0) return best;
     for (int i = 0; i < r->n_stops; i++) {
         const char *hit = memmem(text, len, r->stops[i], strlen(r->stops[i]));
         if (hit && (best < 0 || hit - text < best)) best = hit - text;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "node/worker_disagg.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/worker.pb-c.h"
 
@@ -27,11 +28,14 @@
 typedef struct pending_event {
     ts_sched_event ev;
     char *error; /* FINISH_REASON_ERROR text (owned) or NULL */
+    bool kv_transferred; /* prefill role: the request's KV reached its decode group */
+    float kv_transfer_ms;
 } pending_event;
 
 typedef struct worker {
     ts_runtime *rt;
     ts_sched *sched;
+    ts_wdis *dis; /* disaggregated requests (NULL without a KV transfer group) */
     const ts_worker_options *o;
     volatile sig_atomic_t *stop;
     char name[256];
@@ -111,15 +115,15 @@ static void *rx_main(void *arg) {
 
 /* ---- events ------------------------------------------------------------------------------ */
 
-static void add_event(worker *w, const ts_sched_event *ev, const char *error) {
-    if (ev->request_id == KEEPALIVE_ID) return;
+static pending_event *add_event(worker *w, const ts_sched_event *ev, const char *error) {
+    if (ev->request_id == KEEPALIVE_ID) return NULL;
     if (w->n_events == w->cap_events) {
         size_t cap = w->cap_events ? w->cap_events * 2 : 256;
         void *p = realloc(w->events, cap * sizeof *w->events);
         if (!p) {
             TS_ERROR("out of memory: dropping an event of request %llu",
                      (unsigned long long)ev->request_id);
-            return;
+            return NULL;
         }
         w->events = p;
         w->cap_events = cap;
@@ -127,11 +131,25 @@ static void add_event(worker *w, const ts_sched_event *ev, const char *error) {
     pending_event *pe = &w->events[w->n_events++];
     pe->ev = *ev;
     pe->error = error ? strdup(error) : NULL;
+    pe->kv_transferred = false;
+    pe->kv_transfer_ms = 0.0f;
+    return pe;
 }
 
 static void on_sched_event(void *user, const ts_sched_event *ev) {
     worker *w = user;
-    add_event(w, ev, ev->finish == TS_FINISH_ERROR ? "the node group failed" : NULL);
+    ts_sched_event e = *ev;
+    const char *error = ev->finish == TS_FINISH_ERROR ? "the node group failed" : NULL;
+    if (w->dis) ts_wdis_filter(w->dis, &e, &error);
+    add_event(w, &e, error);
+}
+
+static void on_disagg_event(void *user, const ts_sched_event *ev, const char *error,
+                            bool kv_transferred, float kv_transfer_ms) {
+    pending_event *pe = add_event(user, ev, error);
+    if (!pe) return;
+    pe->kv_transferred = kv_transferred;
+    pe->kv_transfer_ms = kv_transfer_ms;
 }
 
 static void fail_request(worker *w, uint64_t id, int32_t n_prompt, const char *why) {
@@ -176,6 +194,8 @@ static void flush_events(worker *w) {
             evs[i].prompt_tokens = pe->ev.n_prompt;
             evs[i].cached_prompt_tokens = pe->ev.n_cached;
             if (pe->error) evs[i].error = pe->error;
+            evs[i].kv_transferred = pe->kv_transferred;
+            evs[i].kv_transfer_ms = pe->kv_transfer_ms;
             ptrs[i] = &evs[i];
         }
         Tessera__V1__TokenEvents te = TESSERA__V1__TOKEN_EVENTS__INIT;
@@ -254,6 +274,18 @@ static void handle_submit(worker *w, const Tessera__V1__Submit *m) {
     }
     ts_request_params p;
     int rc = submit_params(m, &p);
+    if (!rc && (m->kv_expect || m->kv_endpoints[0])) {
+        /* Disaggregated (issue 5): worker_disagg.c reports its own failures. */
+        if (!w->dis)
+            rc = ts_error_set(TS_E_INVALID, "this node group has no KV transfer");
+        else if (m->kv_expect)
+            ts_wdis_submit_decode(w->dis, m->request_id, m->kv_transfer_id, m->first_token,
+                                  m->prompt_ids, n_prompt, &p);
+        else
+            ts_wdis_submit_prefill(w->dis, m->request_id, m->kv_transfer_id, m->kv_endpoints,
+                                   m->prompt_ids, n_prompt, &p);
+        if (!rc) return;
+    }
     if (!rc) rc = ts_sched_submit(w->sched, m->request_id, m->prompt_ids, n_prompt, &p);
     if (rc) {
         TS_DEBUG("request %llu refused: %s", (unsigned long long)m->request_id,
@@ -273,8 +305,13 @@ static int handle_inbox(worker *w, Tessera__V1__CoordinatorMessage **msgs, size_
             break;
         case TESSERA__V1__COORDINATOR_MESSAGE__MSG_CANCEL:
             /* Not found is fine: the request finished while the Cancel was on its way. */
-            if (m->cancel->request_id != KEEPALIVE_ID)
-                ts_sched_cancel(w->sched, m->cancel->request_id, on_sched_event, w);
+            if (m->cancel->request_id != KEEPALIVE_ID) {
+                bool found = ts_sched_cancel(w->sched, m->cancel->request_id, on_sched_event,
+                                             w) == TS_OK;
+                if (w->dis)
+                    ts_wdis_cancel(w->dis, m->cancel->request_id, m->cancel->kv_transfer_id,
+                                   found);
+            }
             break;
         case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SHUTDOWN:
             TS_INFO("the coordinator asked to shut down: %s", m->shutdown->reason);
@@ -357,6 +394,7 @@ static int send_register(worker *w) {
     r.max_batch_seqs = eo->max_batch_seqs;
     r.host = w->host;
     r.model_fingerprint = fp;
+    r.kv_endpoint = w->o->kvx ? (char *)ts_kvx_group_endpoints(w->o->kvx) : "";
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_REGISTER;
     nm.register_ = &r;
@@ -469,6 +507,7 @@ static void keepalive_step(worker *w) {
 /* Ends the run: every request left is finished with `reason` and the stream closed. */
 static void finish_run(worker *w, ts_finish_reason reason) {
     ts_sched_abort_all(w->sched, reason, on_sched_event, w);
+    if (w->dis) ts_wdis_abort_all(w->dis, reason);
     flush_events(w);
     if (w->stream) {
         ts_rpc_stream_close_send(w->stream);
@@ -497,7 +536,9 @@ static int engine_loop(worker *w) {
         pthread_mutex_lock(&w->mu);
         if (w->n_inbox == 0 && !w->broken && !ts_sched_has_work(w->sched) && !*w->stop) {
             int64_t wait_ns = next_heartbeat - ts_now_ns();
-            if (wait_ns > 50000000LL) wait_ns = 50000000LL;
+            /* KV transfers in flight are polled every millisecond */
+            int64_t max_wait = w->dis && ts_wdis_busy(w->dis) ? 1000000LL : 50000000LL;
+            if (wait_ns > max_wait) wait_ns = max_wait;
             if (wait_ns > 0) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -517,9 +558,11 @@ static int engine_loop(worker *w) {
                 n = cap_batch;
             }
         }
-        memcpy(batch, w->inbox, n * sizeof *batch);
-        memmove(w->inbox, w->inbox + n, (w->n_inbox - n) * sizeof *batch);
-        w->n_inbox -= n;
+        if (n > 0) {
+            memcpy(batch, w->inbox, n * sizeof *batch);
+            memmove(w->inbox, w->inbox + n, (w->n_inbox - n) * sizeof *batch);
+            w->n_inbox -= n;
+        }
         bool broken = w->broken && w->n_inbox == 0;
         char why[512];
         snprintf(why, sizeof why, "%s", w->broken_msg);
@@ -532,6 +575,7 @@ static int engine_loop(worker *w) {
         if (broken) {
             /* The coordinator fails or retries these requests itself: free their blocks now. */
             ts_sched_abort_all(w->sched, TS_FINISH_ERROR, on_sched_event, w);
+            if (w->dis) ts_wdis_abort_all(w->dis, TS_FINISH_ERROR);
             clear_events(w);
             disconnect(w);
             if (*w->stop) break;
@@ -552,7 +596,8 @@ static int engine_loop(worker *w) {
             TS_INFO("stopping: finishing running requests (up to %d ms)",
                     w->o->drain_ms > 0 ? w->o->drain_ms : 10000);
         }
-        if (w->draining && (!ts_sched_has_work(w->sched) || ts_now_ns() > drain_end)) {
+        if (w->draining && ((!ts_sched_has_work(w->sched) && !(w->dis && ts_wdis_busy(w->dis))) ||
+                            ts_now_ns() > drain_end)) {
             finish_run(w, TS_FINISH_ERROR);
             break;
         }
@@ -570,6 +615,7 @@ static int engine_loop(worker *w) {
             keepalive_step(w);
             last_step = ts_now_ns();
         }
+        if (w->dis) ts_wdis_poll(w->dis);
         flush_events(w);
         if (ts_now_ns() >= next_heartbeat) {
             send_heartbeat(w);
@@ -608,10 +654,17 @@ int ts_worker_run(ts_runtime *rt, const ts_worker_options *o, volatile sig_atomi
     default_name(w);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    int rc = connect_coordinator(w, ts_now_ns() + (int64_t)connect_timeout_ms(w) * 1000000);
+    int rc = TS_OK;
+    if (o->kvx) {
+        const ts_engine_options *eo = ts_engine_options_get(ts_runtime_engine(rt));
+        rc = ts_wdis_create(o->kvx, w->sched, eo->max_ctx, eo->block_size, 0, on_disagg_event, w,
+                            &w->dis);
+    }
+    if (!rc) rc = connect_coordinator(w, ts_now_ns() + (int64_t)connect_timeout_ms(w) * 1000000);
     if (rc == TS_E_CANCELLED && *stop) rc = TS_OK;
     else if (!rc) rc = engine_loop(w);
     disconnect(w);
+    ts_wdis_destroy(w->dis);
     ts_rpc_channel_destroy(w->ch);
     clear_events(w);
     free(w->events);
