@@ -87,14 +87,18 @@ static child *reap(up_state *st, int *status) {
 
 static int alive(const up_state *st) {
     int n = 0;
-    for (int i = 0; i < st->n_kids; i++) n += st->kids[i].pid > 0;
+    for (int i = 0; i < st->n_kids; i++)
+        n += st->kids[i].pid > 0;
     return n;
 }
 
 static void describe_exit(int status, char *out, size_t size) {
-    if (WIFEXITED(status)) snprintf(out, size, "exited with status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status)) snprintf(out, size, "was killed by signal %d", WTERMSIG(status));
-    else snprintf(out, size, "ended");
+    if (WIFEXITED(status))
+        snprintf(out, size, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, size, "was killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(out, size, "ended");
 }
 
 /* The coordinator first (it drains and tells the groups), then whatever is left. */
@@ -153,7 +157,8 @@ int ts_cmd_up(int argc, char **argv) {
     int port = 50051, tp = 1, groups = 1, threads = 0, ctx = 0, startup_ms = 120000;
     const char *kv_memory = NULL;
     ts_flag flags[] = {
-        {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0, 0},
+        {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
+         0},
         {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups, "node groups", 1, UP_MAX_GROUPS},
@@ -163,8 +168,8 @@ int ts_cmd_up(int argc, char **argv) {
         {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
         {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
          "write the API's HOST:PORT there once serving", 0, 0},
-        {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms,
-         "how long the groups get to register", 1000, 86400000},
+        {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
+         1000, 86400000},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};

@@ -67,7 +67,8 @@ static int make_request(coordinator *co, const Tessera__V1__GenerateRequest *q, 
     if (q->max_tokens < 0) return bad("max_tokens must not be negative, got %d", q->max_tokens);
     int rc = check_sampling(q->sampling);
     if (rc) return rc;
-    if (q->n_stop > CO_MAX_STOPS) return bad("%zu stop strings (at most %d)", q->n_stop, CO_MAX_STOPS);
+    if (q->n_stop > CO_MAX_STOPS)
+        return bad("%zu stop strings (at most %d)", q->n_stop, CO_MAX_STOPS);
     for (size_t i = 0; i < q->n_stop; i++) {
         size_t len = strlen(q->stop[i]);
         if (len == 0) return bad("stop string %zu is empty", i);
@@ -132,10 +133,11 @@ static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     r->deadline_ns = ts_rpc_call_deadline_ns(call);
     pthread_mutex_lock(&co->mu);
     r->id = ++co->next_id;
-    if (q->request_id[0]) snprintf(r->client_id, sizeof r->client_id, "%s", q->request_id);
-    else snprintf(r->client_id, sizeof r->client_id, "req-%llx-%llu",
-                  (unsigned long long)(r->t_arrival & 0xffffffffffULL),
-                  (unsigned long long)r->id);
+    if (q->request_id[0])
+        snprintf(r->client_id, sizeof r->client_id, "%s", q->request_id);
+    else
+        snprintf(r->client_id, sizeof r->client_id, "req-%llx-%llu",
+                 (unsigned long long)(r->t_arrival & 0xffffffffffULL), (unsigned long long)r->id);
     int rc = co->shutting_down ? ts_error_set(TS_E_UNAVAILABLE, "the coordinator is shutting down")
                                : make_request(co, q, r);
     if (!rc) {
@@ -214,7 +216,8 @@ static void tokenize_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     if (rc) {
         ts_rpc_call_fail(call, rc, NULL);
     } else {
-        for (size_t i = 0; i < n; i++) pieces[i] = (char *)ts_tokenizer_token_text(co->tok, ids[i]);
+        for (size_t i = 0; i < n; i++)
+            pieces[i] = (char *)ts_tokenizer_token_text(co->tok, ids[i]);
         Tessera__V1__TokenizeResponse m = TESSERA__V1__TOKENIZE_RESPONSE__INIT;
         m.n_ids = n;
         m.ids = ids;

@@ -41,9 +41,9 @@ typedef struct co_request co_request;
 enum { CO_MAX_STOPS = 16, CO_MAX_STOP_BYTES = 256, CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096 };
 
 struct co_request {
-    uint64_t id;            /* coordinator-assigned, the node's request_id */
-    char client_id[128];    /* GenerateRequest.request_id or a generated one */
-    ts_rpc_call *call;      /* reference held */
+    uint64_t id;         /* coordinator-assigned, the node's request_id */
+    char client_id[128]; /* GenerateRequest.request_id or a generated one */
+    ts_rpc_call *call;   /* reference held */
     int32_t *prompt;
     int32_t n_prompt;
     int32_t max_tokens;
@@ -54,19 +54,19 @@ struct co_request {
     int n_stops;
 
     ts_detok detok;
-    ts_buf held;            /* decoded text not sent yet: it may begin a stop string */
-    int32_t n_generated;    /* tokens received from the node */
+    ts_buf held;         /* decoded text not sent yet: it may begin a stop string */
+    int32_t n_generated; /* tokens received from the node */
     int32_t n_cached;
-    bool sent_first;        /* the first message (with request_id) went out */
+    bool sent_first; /* the first message (with request_id) went out */
     int64_t t_arrival, t_dispatch, t_first, deadline_ns;
 
-    co_group *group;        /* the group running it, NULL when queued or released */
-    co_group *avoid;        /* after a failure there: try another group first */
+    co_group *group; /* the group running it, NULL when queued or released */
+    co_group *avoid; /* after a failure there: try another group first */
     int attempts;
     bool queued;
     int64_t t_queued;
-    bool closed;            /* the client's call got its final status (or went away) */
-    bool call_done;         /* on_done ran */
+    bool closed;                 /* the client's call got its final status (or went away) */
+    bool call_done;              /* on_done ran */
     co_request *q_prev, *q_next; /* wait queue */
     co_request *g_prev, *g_next; /* the group's requests */
     co_request *h_next;          /* hash chain */

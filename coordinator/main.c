@@ -81,8 +81,8 @@ static void endpoint(const char *listen, int port, bool dialable, char *out, siz
     size_t hn = colon ? (size_t)(colon - listen) : strlen(listen);
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)hn, listen);
-    if (dialable && (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") ||
-                     !strcmp(host, "::")))
+    if (dialable &&
+        (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !strcmp(host, "::")))
         snprintf(host, sizeof host, "127.0.0.1");
     snprintf(out, size, "%s:%d", host, port);
 }
@@ -141,8 +141,8 @@ int main(int argc, char **argv) {
          "a group silent this long is removed", 50, 3600000},
         {"max-queue", 0, TS_FLAG_INT, &max_queue,
          "requests waiting cluster-wide before RESOURCE_EXHAUSTED", 0, 1 << 24},
-        {"grace-ms", 0, TS_FLAG_INT, &grace_ms,
-         "on SIGTERM, time running requests get to finish", 0, 3600000},
+        {"grace-ms", 0, TS_FLAG_INT, &grace_ms, "on SIGTERM, time running requests get to finish",
+         0, 3600000},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};

@@ -4,8 +4,8 @@
  * A group leader opens Attach and sends Register; the coordinator checks it (same vocabulary
  * as the coordinator's tokenizer, a name not in use) and answers Welcome with the heartbeat
  * period, or ends the call with FAILED_PRECONDITION / ALREADY_EXISTS and the reason. A Register
- * with the name and host of an attached group is that group redialing: the old stream is ended. Heartbeats
- * carry the scheduler's figures shown by Health; TokenEvents carry every step's tokens.
+ * with the name and host of an attached group is that group redialing: the old stream is ended.
+ * Heartbeats carry the scheduler's figures shown by Health; TokenEvents carry every step's tokens.
  *
  * A group ends when its stream ends (the node closed it, died, or the connection broke) or when
  * nothing came from it for --heartbeat-timeout-ms. Its requests that have received no token yet
@@ -24,7 +24,8 @@
 
 int co_live_groups(const coordinator *co) {
     int n = 0;
-    for (const co_group *g = co->groups; g; g = g->next) n += g->registered && !g->dead;
+    for (const co_group *g = co->groups; g; g = g->next)
+        n += g->registered && !g->dead;
     return n;
 }
 
@@ -63,8 +64,8 @@ void co_group_fail(coordinator *co, co_group *g, const char *why) {
                    g->name);
             r->avoid = g;
             if (co_route(co, r, true))
-                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s failed (%s): %s",
-                                g->name, why, ts_error_message());
+                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s failed (%s): %s", g->name,
+                                why, ts_error_message());
             co_request_maybe_free(co, r);
         } else {
             co_request_fail(co, r, TS_RPC_UNAVAILABLE,

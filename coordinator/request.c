@@ -49,7 +49,8 @@ void co_request_destroy(co_request *r) {
     if (!r) return;
     ts_rpc_call_unref(r->call);
     free(r->prompt);
-    for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
+    for (int i = 0; i < r->n_stops; i++)
+        free(r->stops[i]);
     ts_buf_free(&r->held);
     free(r);
 }
@@ -177,7 +178,8 @@ static void on_token(coordinator *co, co_request *r, int32_t token, float logpro
     long stop = find_stop(r, r->held.data, r->held.len);
     if (stop >= 0) {
         r->held.len = (size_t)stop;
-        send_message(co, r, r->held.len, token, logprob, TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP);
+        send_message(co, r, r->held.len, token, logprob,
+                     TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP);
         return;
     }
     size_t keep = stop_holdback(r, r->held.data, r->held.len);

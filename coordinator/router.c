@@ -44,14 +44,18 @@ static void queue_push(coordinator *co, co_request *r, bool front) {
     if (front) {
         r->q_prev = NULL;
         r->q_next = co->q_head;
-        if (co->q_head) co->q_head->q_prev = r;
-        else co->q_tail = r;
+        if (co->q_head)
+            co->q_head->q_prev = r;
+        else
+            co->q_tail = r;
         co->q_head = r;
     } else {
         r->q_next = NULL;
         r->q_prev = co->q_tail;
-        if (co->q_tail) co->q_tail->q_next = r;
-        else co->q_head = r;
+        if (co->q_tail)
+            co->q_tail->q_next = r;
+        else
+            co->q_head = r;
         co->q_tail = r;
     }
     co->n_queued++;
@@ -59,10 +63,14 @@ static void queue_push(coordinator *co, co_request *r, bool front) {
 
 void co_queue_remove(coordinator *co, co_request *r) {
     if (!r->queued) return;
-    if (r->q_prev) r->q_prev->q_next = r->q_next;
-    else co->q_head = r->q_next;
-    if (r->q_next) r->q_next->q_prev = r->q_prev;
-    else co->q_tail = r->q_prev;
+    if (r->q_prev)
+        r->q_prev->q_next = r->q_next;
+    else
+        co->q_head = r->q_next;
+    if (r->q_next)
+        r->q_next->q_prev = r->q_prev;
+    else
+        co->q_tail = r->q_prev;
     r->q_prev = r->q_next = NULL;
     r->queued = false;
     co->n_queued--;
@@ -70,8 +78,10 @@ void co_queue_remove(coordinator *co, co_request *r) {
 
 void co_group_release(co_group *g, co_request *r) {
     if (r->group != g) return;
-    if (r->g_prev) r->g_prev->g_next = r->g_next;
-    else g->reqs = r->g_next;
+    if (r->g_prev)
+        r->g_prev->g_next = r->g_next;
+    else
+        g->reqs = r->g_next;
     if (r->g_next) r->g_next->g_prev = r->g_prev;
     r->g_prev = r->g_next = NULL;
     g->n_active--;
@@ -120,8 +130,7 @@ int co_route(coordinator *co, co_request *r, bool front) {
         submit_to(co, g, r); /* a failed send ended g and queued r again */
         return TS_OK;
     }
-    if (co_live_groups(co) == 0)
-        return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
+    if (co_live_groups(co) == 0) return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
     if (!front && co->n_queued >= co->max_queue)
         return ts_error_set(TS_E_EXHAUSTED, "%d requests are waiting (--max-queue %d); retry later",
                             co->n_queued, co->max_queue);

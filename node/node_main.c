@@ -36,17 +36,42 @@ int main(int argc, char **argv) {
     ts_worker_options wo = {.role = "mixed", .connect_timeout_ms = 60000, .drain_ms = 10000};
     ts_flag flags[TS_RUNTIME_MAX_FLAGS + 8];
     int n = ts_runtime_flags(&ro, flags);
-    flags[n++] = (ts_flag){"coordinator", 0, TS_FLAG_STRING, &wo.coordinator,
-                           "coordinator HOST:PORT (default: env TESSERA_COORDINATOR)", 0, 0};
-    flags[n++] = (ts_flag){"coordinator-file", 0, TS_FLAG_STRING, &wo.coordinator_file,
-                           "file holding the coordinator's HOST:PORT (waited for)", 0, 0};
-    flags[n++] = (ts_flag){"connect-timeout-ms", 0, TS_FLAG_INT, &wo.connect_timeout_ms,
-                           "how long to try to reach the coordinator", 1, 86400000};
-    flags[n++] = (ts_flag){"name", 0, TS_FLAG_STRING, &wo.name,
-                           "group name (default HOST-PID, with -gK for several groups)", 0, 0};
+    flags[n++] = (ts_flag){"coordinator",
+                           0,
+                           TS_FLAG_STRING,
+                           &wo.coordinator,
+                           "coordinator HOST:PORT (default: env TESSERA_COORDINATOR)",
+                           0,
+                           0};
+    flags[n++] = (ts_flag){"coordinator-file",
+                           0,
+                           TS_FLAG_STRING,
+                           &wo.coordinator_file,
+                           "file holding the coordinator's HOST:PORT (waited for)",
+                           0,
+                           0};
+    flags[n++] = (ts_flag){"connect-timeout-ms",
+                           0,
+                           TS_FLAG_INT,
+                           &wo.connect_timeout_ms,
+                           "how long to try to reach the coordinator",
+                           1,
+                           86400000};
+    flags[n++] = (ts_flag){"name",
+                           0,
+                           TS_FLAG_STRING,
+                           &wo.name,
+                           "group name (default HOST-PID, with -gK for several groups)",
+                           0,
+                           0};
     flags[n++] = (ts_flag){"role", 0, TS_FLAG_STRING, &wo.role, "mixed, prefill or decode", 0, 0};
-    flags[n++] = (ts_flag){"drain-ms", 0, TS_FLAG_INT, &wo.drain_ms,
-                           "on SIGTERM, time running requests get to finish", 0, 86400000};
+    flags[n++] = (ts_flag){"drain-ms",
+                           0,
+                           TS_FLAG_INT,
+                           &wo.drain_ms,
+                           "on SIGTERM, time running requests get to finish",
+                           0,
+                           86400000};
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera-node [-m MODEL] --coordinator HOST:PORT [flags]", flags, n,
                             argc, argv, 1, &res);
@@ -62,8 +87,7 @@ int main(int argc, char **argv) {
         return fail(2);
     }
     if (strcmp(wo.role, "mixed") && strcmp(wo.role, "prefill") && strcmp(wo.role, "decode")) {
-        ts_error_set(TS_E_INVALID, "--role: expected mixed, prefill or decode, got '%s'",
-                     wo.role);
+        ts_error_set(TS_E_INVALID, "--role: expected mixed, prefill or decode, got '%s'", wo.role);
         return fail(2);
     }
     wo.comm_timeout_ms = ro.comm_timeout_ms;

@@ -59,6 +59,8 @@ struct ts_sched {
     float *picked_logprobs;
     ts_sched_event *events;
     int32_t n_events, events_cap;
+    ts_sched_release_hook release_hook;
+    void *release_user;
 };
 
 const char *ts_finish_reason_name(ts_finish_reason r) {
@@ -208,8 +210,12 @@ static int check_params(const ts_sched *s, const ts_request_params *p) {
     return TS_OK;
 }
 
-int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
-                    const ts_request_params *params) {
+static void release_blocks(ts_sched *s, seq *q);
+
+/* Checks a new request and builds its sequence (not queued yet). */
+static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                   const ts_request_params *params, seq **out) {
+    *out = NULL;
     if (n_prompt < 1) return ts_error_set(TS_E_INVALID, "the prompt is empty");
     if (n_prompt >= s->max_ctx)
         return ts_error_set(TS_E_INVALID,
@@ -242,10 +248,68 @@ int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_p
     ts_rng_seed(&q->rng, params->seed);
     memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     q->n_prompt = q->n_tokens = n_prompt;
+    *out = q;
+    return TS_OK;
+}
+
+int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                    const ts_request_params *params) {
+    seq *q = NULL;
+    int rc = new_seq(s, id, prompt, n_prompt, params, &q);
+    if (rc) return rc;
     rc = list_insert(&s->waiting, q);
     if (rc) seq_free(q);
     return rc;
 }
+
+static int submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                            int32_t first_token, int32_t n_blocks,
+                            const ts_request_params *params, seq **out) {
+    int rc = new_seq(s, id, prompt, n_prompt, params, out);
+    if (rc) return rc;
+    if (first_token < 0 || first_token >= s->n_vocab)
+        return ts_error_set(TS_E_INVALID, "first token %d outside the vocabulary of %d",
+                            first_token, s->n_vocab);
+    if (n_blocks != (n_prompt + s->block_size - 1) / s->block_size)
+        return ts_error_set(TS_E_INVALID, "%d KV blocks for a prompt of %d tokens (blocks of %d)",
+                            n_blocks, n_prompt, s->block_size);
+    if (params->max_tokens < 2 || n_prompt + 1 >= s->max_ctx)
+        return ts_error_set(TS_E_INVALID, "nothing left to generate after the first token");
+    return TS_OK;
+}
+
+int ts_sched_submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                              int32_t first_token, const int32_t *blocks, int32_t n_blocks,
+                              const ts_request_params *params) {
+    seq *q = NULL;
+    int rc = submit_prefilled(s, id, prompt, n_prompt, first_token, n_blocks, params, &q);
+    if (rc) {
+        for (int32_t i = 0; i < n_blocks; i++) ts_kv_pool_release(s->pool, blocks[i]);
+        seq_free(q);
+        return rc;
+    }
+    memcpy(q->blocks, blocks, (size_t)n_blocks * sizeof *blocks);
+    q->n_blocks = n_blocks;
+    q->n_computed = n_prompt;
+    q->tokens[q->n_tokens++] = first_token;
+    q->n_generated = 1;
+    /* The prefill group drew one uniform for the first token (scheduler step: only when
+     * sampling); skip it so that the rest of the sequence draws what a mixed group would. */
+    if (params->temperature > 0.0f) (void)ts_rng_uniform(&q->rng);
+    rc = list_insert(&s->running, q);
+    if (rc) {
+        release_blocks(s, q);
+        seq_free(q);
+    }
+    return rc;
+}
+
+void ts_sched_set_release_hook(ts_sched *s, ts_sched_release_hook hook, void *user) {
+    s->release_hook = hook;
+    s->release_user = user;
+}
+
+ts_kv_pool *ts_sched_pool(ts_sched *s) { return s->pool; }
 
 static void release_blocks(ts_sched *s, seq *q) {
     for (int32_t i = 0; i < q->n_blocks; i++) ts_kv_pool_release(s->pool, q->blocks[i]);
@@ -456,10 +520,12 @@ static bool is_stop_id(const seq *q, int32_t token) {
     return false;
 }
 
-static void finish_seq(ts_sched *s, seq *q) {
+static void finish_seq(ts_sched *s, seq *q, ts_finish_reason finish) {
     int32_t i = list_find(&s->running, q->id);
     TS_ASSERT(i >= 0);
     list_remove_at(&s->running, i);
+    if (s->release_hook)
+        s->release_hook(s->release_user, q->id, finish, q->blocks, q->n_blocks, q->n_computed);
     release_blocks(s, q);
     seq_free(q);
 }
@@ -528,7 +594,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
         out++;
         if (is_stop_id(q, token)) {
             push_event(s, q, -1, 0.0f, TS_FINISH_STOP);
-            finish_seq(s, q);
+            finish_seq(s, q, TS_FINISH_STOP);
             continue;
         }
         q->tokens[q->n_tokens++] = token;
@@ -537,7 +603,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
         if (q->n_generated >= q->params.max_tokens || q->n_tokens >= s->max_ctx)
             finish = TS_FINISH_LENGTH;
         push_event(s, q, token, logprob, finish);
-        if (finish != TS_FINISH_NONE) finish_seq(s, q);
+        if (finish != TS_FINISH_NONE) finish_seq(s, q, finish);
     }
     flush_events(s, emit, user);
     return TS_OK;

@@ -25,6 +25,7 @@
 #define TS_NODE_SCHEDULER_H
 
 #include "node/engine.h"
+#include "node/kv_pool.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -111,5 +112,38 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user);
 void ts_sched_abort_all(ts_sched *s, ts_finish_reason reason, ts_sched_emit emit, void *user);
 
 void ts_sched_get_stats(const ts_sched *s, ts_sched_stats *out);
+
+/* ---- prefill/decode disaggregation (issue 5) ----
+ *
+ * A prefill group runs a request with max_tokens = 1 and ships its prompt's KV before the blocks
+ * go back to the pool; a decode group takes those blocks (installed by the KV transfer, from
+ * ts_sched_pool) and continues the sequence from its first token. */
+
+/* Called when a sequence finishes by STOP or LENGTH in ts_sched_step, after its finish event is
+ * queued and just before its KV blocks are released: blocks[0 .. n_blocks) hold the KV of its
+ * first n_computed tokens (the prompt and all generated tokens but the last). The hook may run
+ * group tasks (the engine is between steps) and must not call back into the scheduler. Not
+ * called for cancel, abort or preemption. NULL removes it. */
+typedef void (*ts_sched_release_hook)(void *user, uint64_t id, ts_finish_reason finish,
+                                      const int32_t *blocks, int32_t n_blocks,
+                                      int32_t n_computed);
+void ts_sched_set_release_hook(ts_sched *s, ts_sched_release_hook hook, void *user);
+
+/* The scheduler's block pool, for a caller that takes blocks to hand back through
+ * ts_sched_submit_prefilled (a KV transfer's claim). Owned by the scheduler. */
+ts_kv_pool *ts_sched_pool(ts_sched *s);
+
+/* Adds a request whose prompt's KV is already in the cache: blocks[0 .. n_blocks) (taken from
+ * ts_sched_pool, covering exactly n_prompt tokens) pass to the scheduler, also when it fails
+ * (then they are released). first_token is its first generated token (sampled elsewhere); the
+ * request joins the running batch at position n_prompt with that token as input, counts it as
+ * generated (n_generated = 1, no event for it) and continues exactly as if it had prefilled
+ * here: a seeded sampler skips the draw the first token used. No prefix-cache lookup; its full
+ * blocks are published as usual. TS_E_INVALID for the cases ts_sched_submit refuses, a bad
+ * first_token or block count, max_tokens < 2 or no room left in the context (nothing left to
+ * generate). */
+int ts_sched_submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
+                              int32_t first_token, const int32_t *blocks, int32_t n_blocks,
+                              const ts_request_params *params);
 
 #endif

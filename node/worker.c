@@ -27,7 +27,7 @@
 
 typedef struct pending_event {
     ts_sched_event ev;
-    char *error; /* FINISH_REASON_ERROR text (owned) or NULL */
+    char *error;         /* FINISH_REASON_ERROR text (owned) or NULL */
     bool kv_transferred; /* prefill role: the request's KV reached its decode group */
     float kv_transfer_ms;
 } pending_event;
@@ -95,8 +95,8 @@ static void *rx_main(void *arg) {
         int rc = ts_rpc_stream_recv(w->stream, &buf, 200);
         if (rc == TS_E_TIMEOUT) continue;
         if (rc == 1) {
-            Tessera__V1__CoordinatorMessage *m = tessera__v1__coordinator_message__unpack(
-                NULL, buf.len, (const uint8_t *)buf.data);
+            Tessera__V1__CoordinatorMessage *m =
+                tessera__v1__coordinator_message__unpack(NULL, buf.len, (const uint8_t *)buf.data);
             if (!m) {
                 inbox_push(w, NULL, "malformed message from the coordinator");
                 ts_rpc_stream_cancel(w->stream);
@@ -153,8 +153,8 @@ static void on_disagg_event(void *user, const ts_sched_event *ev, const char *er
 }
 
 static void fail_request(worker *w, uint64_t id, int32_t n_prompt, const char *why) {
-    ts_sched_event ev = {.request_id = id, .token = -1, .finish = TS_FINISH_ERROR,
-                         .n_prompt = n_prompt};
+    ts_sched_event ev = {
+        .request_id = id, .token = -1, .finish = TS_FINISH_ERROR, .n_prompt = n_prompt};
     add_event(w, &ev, why);
 }
 
@@ -172,7 +172,8 @@ static void send_or_break(worker *w, const ProtobufCMessage *msg) {
 }
 
 static void clear_events(worker *w) {
-    for (size_t i = 0; i < w->n_events; i++) free(w->events[i].error);
+    for (size_t i = 0; i < w->n_events; i++)
+        free(w->events[i].error);
     w->n_events = 0;
 }
 
@@ -255,7 +256,8 @@ static int submit_params(const Tessera__V1__Submit *m, ts_request_params *p) {
     if (m->n_stop_ids > TS_MAX_STOP_IDS)
         return ts_error_set(TS_E_INVALID, "%zu stop ids (at most %d)", m->n_stop_ids,
                             TS_MAX_STOP_IDS);
-    for (size_t i = 0; i < m->n_stop_ids; i++) p->stop_ids[i] = m->stop_ids[i];
+    for (size_t i = 0; i < m->n_stop_ids; i++)
+        p->stop_ids[i] = m->stop_ids[i];
     p->n_stop_ids = (int32_t)m->n_stop_ids;
     return TS_OK;
 }
@@ -288,8 +290,7 @@ static void handle_submit(worker *w, const Tessera__V1__Submit *m) {
     }
     if (!rc) rc = ts_sched_submit(w->sched, m->request_id, m->prompt_ids, n_prompt, &p);
     if (rc) {
-        TS_DEBUG("request %llu refused: %s", (unsigned long long)m->request_id,
-                 ts_error_message());
+        TS_DEBUG("request %llu refused: %s", (unsigned long long)m->request_id, ts_error_message());
         fail_request(w, m->request_id, n_prompt, ts_error_message());
     }
 }
@@ -300,25 +301,21 @@ static int handle_inbox(worker *w, Tessera__V1__CoordinatorMessage **msgs, size_
     for (size_t i = 0; i < n; i++) {
         Tessera__V1__CoordinatorMessage *m = msgs[i];
         switch (m->msg_case) {
-        case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SUBMIT:
-            handle_submit(w, m->submit);
-            break;
+        case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SUBMIT: handle_submit(w, m->submit); break;
         case TESSERA__V1__COORDINATOR_MESSAGE__MSG_CANCEL:
             /* Not found is fine: the request finished while the Cancel was on its way. */
             if (m->cancel->request_id != KEEPALIVE_ID) {
-                bool found = ts_sched_cancel(w->sched, m->cancel->request_id, on_sched_event,
-                                             w) == TS_OK;
+                bool found =
+                    ts_sched_cancel(w->sched, m->cancel->request_id, on_sched_event, w) == TS_OK;
                 if (w->dis)
-                    ts_wdis_cancel(w->dis, m->cancel->request_id, m->cancel->kv_transfer_id,
-                                   found);
+                    ts_wdis_cancel(w->dis, m->cancel->request_id, m->cancel->kv_transfer_id, found);
             }
             break;
         case TESSERA__V1__COORDINATOR_MESSAGE__MSG_SHUTDOWN:
             TS_INFO("the coordinator asked to shut down: %s", m->shutdown->reason);
             shutdown = 1;
             break;
-        default:
-            break; /* a second Welcome or an unknown message: nothing to do */
+        default: break; /* a second Welcome or an unknown message: nothing to do */
         }
         tessera__v1__coordinator_message__free_unpacked(m, NULL);
     }
@@ -351,12 +348,15 @@ static void fingerprint(const ts_gguf *g, char *out, size_t size) {
 #define FNV(byte) (h = (h ^ (uint8_t)(byte)) * 1099511628211ULL)
     for (size_t i = 0; i < ts_gguf_n_tensors(g); i++) {
         const ts_gguf_tensor *t = ts_gguf_tensor_at(g, i);
-        for (const char *c = t->name_z; *c; c++) FNV(*c);
+        for (const char *c = t->name_z; *c; c++)
+            FNV(*c);
         for (uint32_t d = 0; d < t->n_dims; d++)
-            for (int b = 0; b < 8; b++) FNV((uint64_t)t->dims[d] >> (8 * b));
+            for (int b = 0; b < 8; b++)
+                FNV((uint64_t)t->dims[d] >> (8 * b));
         FNV(t->type);
         const uint8_t *data = t->data;
-        for (size_t b = 0; b < t->n_bytes && b < 64; b++) FNV(data[b]);
+        for (size_t b = 0; b < t->n_bytes && b < 64; b++)
+            FNV(data[b]);
     }
 #undef FNV
     snprintf(out, size, "%016llx-%zu", (unsigned long long)h, ts_gguf_file_size(g));
@@ -424,8 +424,10 @@ static int read_endpoint_file(const char *path, int64_t deadline, char *out, siz
 static int connect_coordinator(worker *w, int64_t deadline) {
     char target[512];
     int rc = TS_OK;
-    if (w->o->coordinator) snprintf(target, sizeof target, "%s", w->o->coordinator);
-    else rc = read_endpoint_file(w->o->coordinator_file, deadline, target, sizeof target);
+    if (w->o->coordinator)
+        snprintf(target, sizeof target, "%s", w->o->coordinator);
+    else
+        rc = read_endpoint_file(w->o->coordinator_file, deadline, target, sizeof target);
     if (rc) return rc;
     if (!w->ch) {
         rc = ts_rpc_channel_create(target, NULL, &w->ch);
@@ -444,8 +446,8 @@ static int connect_coordinator(worker *w, int64_t deadline) {
         rc = send_register(w);
         int got = rc ? rc : ts_rpc_stream_recv(w->stream, &buf, 5000);
         if (got == 1) {
-            Tessera__V1__CoordinatorMessage *m = tessera__v1__coordinator_message__unpack(
-                NULL, buf.len, (const uint8_t *)buf.data);
+            Tessera__V1__CoordinatorMessage *m =
+                tessera__v1__coordinator_message__unpack(NULL, buf.len, (const uint8_t *)buf.data);
             if (m && m->msg_case == TESSERA__V1__COORDINATOR_MESSAGE__MSG_WELCOME) {
                 w->heartbeat_ms = m->welcome->heartbeat_ms > 0 ? m->welcome->heartbeat_ms : 500;
                 tessera__v1__coordinator_message__free_unpacked(m, NULL);
@@ -527,8 +529,8 @@ static void finish_run(worker *w, ts_finish_reason reason) {
 static int engine_loop(worker *w) {
     int64_t next_heartbeat = 0, last_step = ts_now_ns(), drain_end = 0;
     ts_comm *comm = ts_runtime_comm(w->rt);
-    int64_t keepalive_ns = (int64_t)(w->o->comm_timeout_ms > 0 ? w->o->comm_timeout_ms : 60000) *
-                           1000000LL / 4;
+    int64_t keepalive_ns =
+        (int64_t)(w->o->comm_timeout_ms > 0 ? w->o->comm_timeout_ms : 60000) * 1000000LL / 4;
     Tessera__V1__CoordinatorMessage **batch = NULL;
     size_t cap_batch = 0;
     int rc = TS_OK;
@@ -591,8 +593,8 @@ static int engine_loop(worker *w) {
         }
         if (*w->stop && !w->draining) {
             w->draining = true;
-            drain_end = ts_now_ns() + (int64_t)(w->o->drain_ms > 0 ? w->o->drain_ms : 10000) *
-                                          1000000LL;
+            drain_end =
+                ts_now_ns() + (int64_t)(w->o->drain_ms > 0 ? w->o->drain_ms : 10000) * 1000000LL;
             TS_INFO("stopping: finishing running requests (up to %d ms)",
                     w->o->drain_ms > 0 ? w->o->drain_ms : 10000);
         }
@@ -627,8 +629,10 @@ static int engine_loop(worker *w) {
 }
 
 static void default_name(worker *w) {
-    if (w->o->name && w->o->name[0]) snprintf(w->name, sizeof w->name, "%s", w->o->name);
-    else snprintf(w->name, sizeof w->name, "%s-%d", w->host, (int)getpid());
+    if (w->o->name && w->o->name[0])
+        snprintf(w->name, sizeof w->name, "%s", w->o->name);
+    else
+        snprintf(w->name, sizeof w->name, "%s-%d", w->host, (int)getpid());
     /* Several groups in one MPI world share the flags: tell them apart. */
     ts_comm *comm = ts_runtime_comm(w->rt);
     if (ts_mpi_launched() && comm->size > 0 && ts_mpi_world_size() > comm->size) {
@@ -661,8 +665,10 @@ int ts_worker_run(ts_runtime *rt, const ts_worker_options *o, volatile sig_atomi
                             &w->dis);
     }
     if (!rc) rc = connect_coordinator(w, ts_now_ns() + (int64_t)connect_timeout_ms(w) * 1000000);
-    if (rc == TS_E_CANCELLED && *stop) rc = TS_OK;
-    else if (!rc) rc = engine_loop(w);
+    if (rc == TS_E_CANCELLED && *stop)
+        rc = TS_OK;
+    else if (!rc)
+        rc = engine_loop(w);
     disconnect(w);
     ts_wdis_destroy(w->dis);
     ts_rpc_channel_destroy(w->ch);
