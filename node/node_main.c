@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "node/kv_transfer_group.h"
 #include "node/runtime.h"
 #include "node/worker.h"
 
@@ -105,14 +106,28 @@ int main(int argc, char **argv) {
     char component[64];
     snprintf(component, sizeof component, "node r%d", ts_runtime_comm(rt)->rank);
     ts_log_init(component);
+    /* KV transfer (disaggregation): every rank sends or receives its own KV heads, so every
+     * rank opens its part before the followers start following. A prefill group only sends. */
+    ts_kvx_group *kvx = NULL;
+    ts_kvx_group_options ko = {.receive = strcmp(wo.role, "prefill") != 0,
+                               .receiver = {.listen = "0.0.0.0:0"}};
+    rc = ts_kvx_group_create(ts_runtime_engine(rt), ts_runtime_model(rt), &ko, &kvx);
+    if (rc) {
+        fail(1);
+        ts_runtime_close(rt);
+        return 1;
+    }
+    wo.kvx = kvx;
     if (!ts_runtime_is_leader(rt)) {
         rc = ts_runtime_follow(rt);
         if (rc) fail(1);
+        ts_kvx_group_destroy(kvx);
         ts_runtime_close(rt);
         return rc ? 1 : 0;
     }
     rc = ts_worker_run(rt, &wo, &g_stop);
     if (rc) fail(1);
+    ts_kvx_group_destroy(kvx);
     int close_rc = ts_runtime_close(rt);
     if (!rc && close_rc) rc = fail(1);
     return rc ? 1 : 0;

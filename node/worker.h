@@ -43,6 +43,8 @@ typedef struct ts_worker_options {
     const char *role;             /* "mixed", "prefill" or "decode" */
     int comm_timeout_ms;          /* the runtime's collective timeout (for the keep-alive) */
     int drain_ms;                 /* on *stop, time given to running requests; <= 0: 10000 */
+    struct ts_kvx_group *kvx;     /* the group's KV transfer (kv_transfer_group.h), or NULL:
+                                     no disaggregated requests */
 } ts_worker_options;
 
 /* Serves until Shutdown, *stop, or the coordinator is unreachable for connect_timeout_ms.
