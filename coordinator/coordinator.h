@@ -9,6 +9,8 @@
  *                room), the cluster-wide wait queue
  *   request.c    one request's life: token events → incremental detokenization, stop strings
  *                across token boundaries, usage and timings, the final message or status
+ *   disagg.c     prefill/decode disaggregation: a prefill group and a decode group per request,
+ *                decode admission by KV blocks, the hand-over from one to the other
  *   main.c       flags, the server, the timer tick (heartbeat timeouts, deadlines), SIGTERM
  *
  * Threads and the lock. gRPC callbacks run on the process's one completion-queue thread (the
@@ -70,6 +72,14 @@ struct co_request {
     co_request *q_prev, *q_next; /* wait queue */
     co_request *g_prev, *g_next; /* the group's requests */
     co_request *h_next;          /* hash chain */
+
+    /* Disaggregated (disagg.c): the decode group that receives the KV (while `group` is the
+     * prefill group) or that runs the request (on_decode; then `group` is the same). */
+    co_group *decode;
+    bool on_decode;
+    uint64_t transfer_id; /* this attempt's KV transfer */
+    int32_t first_token;  /* from the prefill group */
+    int32_t kv_need;      /* blocks reserved on `decode` */
 };
 
 struct co_group {
@@ -80,7 +90,10 @@ struct co_group {
     int64_t last_seen;
     int32_t running, waiting, kv_free, kv_cached; /* from the last heartbeat */
     int n_active;
-    int64_t outstanding; /* tokens still to process: prompts not started + tokens to generate */
+    int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
+    char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
+    int32_t kv_committed;   /* disagg.c: blocks reserved by requests on or headed to it */
+    int n_incoming;         /* disagg.c: requests prefilling elsewhere for it */
     co_request *reqs;
     co_group *next;
 };
@@ -98,6 +111,8 @@ typedef struct coordinator {
     int n_queued;
     uint64_t next_id;
     int64_t requests_active, requests_total;
+    int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */
+    double kv_transfer_ms_sum;
     bool shutting_down;
 } coordinator;
 
@@ -120,6 +135,9 @@ int co_live_groups(const coordinator *co);
 /* Sends a message to a group; a failure ends the group. Under co->mu. Returns 0 or the error. */
 int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMessage *m);
 void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id);
+/* The same, also dropping an incoming KV transfer on a decode group (disagg.c). */
+void co_group_send_cancel_kv(coordinator *co, co_group *g, uint64_t request_id,
+                             uint64_t kv_transfer_id);
 
 /* ---- router.c ---- */
 /* Sends the request to the best group, or queues it. 0; TS_E_EXHAUSTED when it would have to
@@ -131,6 +149,25 @@ void co_route_queue(coordinator *co, int64_t now);
 void co_queue_remove(coordinator *co, co_request *r);
 /* Detaches a request from its group (accounting). */
 void co_group_release(co_group *g, co_request *r);
+
+/* Sends the request to group g (router.c's dispatch, for disagg.c's hand-over). */
+int co_submit_to(coordinator *co, co_group *g, co_request *r);
+
+/* ---- disagg.c ---- */
+/* Disaggregated serving is on while at least one prefill and one decode group are live; then
+ * requests go prefill group → decode group, else (fallback) any group runs them whole. */
+bool co_disagg_on(const coordinator *co);
+/* The prefill group for r with a decode group reserved for it (r->decode, r->transfer_id set),
+ * or NULL when either pool has no room (r waits: back-pressure). Under co->mu. */
+co_group *co_disagg_pick(coordinator *co, co_request *r);
+/* The prefill group g reported r's KV delivered: r moves to its decode group. */
+void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
+                           const Tessera__V1__TokenEvent *ev);
+/* r has left group g (finished, failed, or g is gone): frees its reservation and, when it
+ * left the prefill group without a hand-over, tells the decode group to drop the transfer. */
+void co_disagg_left(coordinator *co, co_group *g, co_request *r);
+/* g is being freed: no request may point at it. */
+void co_disagg_forget_group(coordinator *co, co_group *g);
 
 /* ---- request.c ---- */
 co_request *co_request_find(coordinator *co, uint64_t id);

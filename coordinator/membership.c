@@ -41,8 +41,14 @@ int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMe
 }
 
 void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id) {
+    co_group_send_cancel_kv(co, g, request_id, 0);
+}
+
+void co_group_send_cancel_kv(coordinator *co, co_group *g, uint64_t request_id,
+                             uint64_t kv_transfer_id) {
     Tessera__V1__Cancel c = TESSERA__V1__CANCEL__INIT;
     c.request_id = request_id;
+    c.kv_transfer_id = kv_transfer_id;
     Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
     m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_CANCEL;
     m.cancel = &c;
@@ -57,6 +63,7 @@ void co_group_fail(coordinator *co, co_group *g, const char *why) {
     while (g->reqs) {
         co_request *r = g->reqs;
         co_group_release(g, r);
+        co_disagg_left(co, g, r);
         if (r->closed) {
             co_request_maybe_free(co, r);
         } else if (r->n_generated == 0 && !co->shutting_down) {
@@ -121,6 +128,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     g->kv_free = r->kv_blocks_total;
     g->block_size = r->block_size;
     g->max_seqs = r->max_batch_seqs;
+    snprintf(g->kv_endpoint, sizeof g->kv_endpoint, "%s", r->kv_endpoint);
     Tessera__V1__Welcome w = TESSERA__V1__WELCOME__INIT;
     w.cluster = co->model_name;
     w.heartbeat_ms = co->heartbeat_ms;
@@ -227,6 +235,7 @@ static void attach_done(ts_rpc_call *call, int cancelled, void *arg) {
     for (int b = 0; b < CO_HASH_BUCKETS; b++)
         for (co_request *r = co->buckets[b]; r; r = r->h_next)
             if (r->avoid == g) r->avoid = NULL;
+    co_disagg_forget_group(co, g);
     co_route_queue(co, ts_now_ns());
     pthread_mutex_unlock(&co->mu);
     ts_rpc_call_set_data(call, NULL);

@@ -223,6 +223,11 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
 
 void co_request_on_event(coordinator *co, co_group *g, co_request *r,
                          const Tessera__V1__TokenEvent *ev) {
+    if (ev->kv_transferred) { /* disaggregated: the prefill group handed over to decode */
+        co_disagg_transferred(co, g, r, ev);
+        return;
+    }
+    if (r->decode && !r->on_decode && ev->token >= 0) r->first_token = ev->token;
     if (ev->prompt_tokens > 0) r->n_cached = ev->cached_prompt_tokens;
     if (ev->token >= 0) {
         r->n_generated++;
@@ -232,6 +237,7 @@ void co_request_on_event(coordinator *co, co_group *g, co_request *r,
     }
     if (ev->finish_reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) return;
     co_group_release(g, r);
+    co_disagg_left(co, g, r);
     if (!r->closed) on_finish(co, g, r, ev);
     co_request_maybe_free(co, r);
 }

@@ -7,7 +7,8 @@
  * outstanding tokens (prompt tokens not yet processed + tokens still to generate, an estimate of
  * the work ahead of a new request) wins; a group the request just failed on is taken only when no
  * other fits. When no group has room the request waits here, in arrival order (retried requests
- * in front); more than --max-queue waiting gives RESOURCE_EXHAUSTED.
+ * in front); more than --max-queue waiting gives RESOURCE_EXHAUSTED. With prefill and decode
+ * groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
  */
 #include "coordinator/coordinator.h"
 
@@ -106,6 +107,15 @@ static int submit_to(coordinator *co, co_group *g, co_request *r) {
         s.n_stop_ids = 1;
         s.stop_ids = &eos;
     }
+    if (r->decode) { /* disaggregated (disagg.c): prefill and ship, or decode from the KV */
+        s.kv_transfer_id = r->transfer_id;
+        if (r->on_decode) {
+            s.kv_expect = true;
+            s.first_token = r->first_token;
+        } else {
+            s.kv_endpoints = r->decode->kv_endpoint;
+        }
+    }
     Tessera__V1__CoordinatorMessage m = TESSERA__V1__COORDINATOR_MESSAGE__INIT;
     m.msg_case = TESSERA__V1__COORDINATOR_MESSAGE__MSG_SUBMIT;
     m.submit = &s;
@@ -122,8 +132,12 @@ static int submit_to(coordinator *co, co_group *g, co_request *r) {
     return co_group_send(co, g, &m);
 }
 
+int co_submit_to(coordinator *co, co_group *g, co_request *r) {
+    return submit_to(co, g, r);
+}
+
 int co_route(coordinator *co, co_request *r, bool front) {
-    co_group *g = pick(co, r);
+    co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
     if (g) {
         ts_log(TS_LOG_DEBUG, r->client_id, "to group %s (%d active, %lld outstanding tokens)",
                g->name, g->n_active, (long long)g->outstanding);
@@ -150,7 +164,7 @@ void co_route_queue(coordinator *co, int64_t now) {
                 co_request_maybe_free(co, r);
             }
         } else {
-            co_group *g = pick(co, r);
+            co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
             if (!g) {
                 r = next;
                 continue; /* keep arrival order for this one; smaller ones may still fit */
