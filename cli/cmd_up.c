@@ -7,6 +7,12 @@
  * child dies (logged by name, exit 1). Stopping: SIGTERM to the coordinator, which lets running
  * requests finish and sends Shutdown to the groups; stragglers get SIGTERM, then SIGKILL.
  *
+ * Disaggregated (issue 5): --prefill-groups P --decode-groups D start P groups with --role
+ * prefill (TP --prefill-tp) and D with --role decode (TP --decode-tp), plus --groups mixed ones
+ * (default none then). --cpus-per-group N pins group k to the cores kN .. kN+N-1 (modulo the
+ * machine's) so that the pools do not share cores: the affinity is set on this process around
+ * each spawn and inherited by the group's processes (mpirun runs with --bind-to none).
+ *
  * Every child runs in its own process group, so the terminal's Ctrl-C reaches only this process,
  * which then stops the cluster in order (and a SIGKILL of an mpirun's group takes its ranks).
  * Children are spawned before the first gRPC channel exists (a forked gRPC process hangs).
@@ -20,6 +26,7 @@
 #include "tessera/v1/inference.pb-c.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -154,14 +161,25 @@ static int read_endpoint(const char *path, char *out, size_t size) {
 
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
-    int port = 50051, tp = 1, groups = 1, threads = 0, ctx = 0, startup_ms = 120000;
+    int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
+    int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *kv_memory = NULL;
     ts_flag flags[] = {
         {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
          0},
         {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
-        {"groups", 0, TS_FLAG_INT, &groups, "node groups", 1, UP_MAX_GROUPS},
+        {"groups", 0, TS_FLAG_INT, &groups,
+         "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
+        {"prefill-groups", 0, TS_FLAG_INT, &prefill_groups, "groups with --role prefill", 0,
+         UP_MAX_GROUPS},
+        {"decode-groups", 0, TS_FLAG_INT, &decode_groups, "groups with --role decode", 0,
+         UP_MAX_GROUPS},
+        {"prefill-tp", 0, TS_FLAG_INT, &prefill_tp, "ranks per prefill group (default --tp)", 0,
+         64},
+        {"decode-tp", 0, TS_FLAG_INT, &decode_tp, "ranks per decode group (default --tp)", 0, 64},
+        {"cpus-per-group", 0, TS_FLAG_INT, &cpus_per_group,
+         "pin each group to its own N cores (0: no pinning)", 0, 4096},
         {"threads", 't', TS_FLAG_INT, &threads,
          "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
         {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
@@ -173,13 +191,30 @@ int ts_cmd_up(int argc, char **argv) {
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};
-    int rc = ts_flags_parse("tessera up [-m MODEL] [--port 50051] [--tp N] [--groups G]", flags,
-                            (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
+    int rc = ts_flags_parse("tessera up [-m MODEL] [--port 50051] [--tp N] [--groups G] "
+                            "[--prefill-groups P --decode-groups D [--prefill-tp A] "
+                            "[--decode-tp B]] [--cpus-per-group N]",
+                            flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
     if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
     if (rc) return ts_cli_fail("up", TS_EXIT_USAGE);
     ts_log_level level;
     if (ts_log_parse_level(log_level, &level)) return ts_cli_fail("up", TS_EXIT_USAGE);
     ts_log_set_level(level);
+    if (groups < 0) groups = prefill_groups + decode_groups > 0 ? 0 : 1;
+    if (!prefill_tp) prefill_tp = tp;
+    if (!decode_tp) decode_tp = tp;
+    if ((prefill_groups > 0) != (decode_groups > 0)) {
+        ts_error_set(TS_E_INVALID,
+                     "--prefill-groups and --decode-groups go together (got %d "
+                     "and %d)",
+                     prefill_groups, decode_groups);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    int n_groups = groups + prefill_groups + decode_groups;
+    if (n_groups < 1 || n_groups > UP_MAX_GROUPS) {
+        ts_error_set(TS_E_INVALID, "%d node groups in all (1 .. %d)", n_groups, UP_MAX_GROUPS);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
     if (model && access(model, R_OK) != 0) {
         ts_error_set(TS_E_IO, "--model %s: %s", model, strerror(errno));
         return ts_cli_fail("up", TS_EXIT_USAGE);
@@ -201,21 +236,26 @@ int ts_cmd_up(int argc, char **argv) {
                      self);
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
-    if (threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = (int)(cores / (groups * tp));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads == 0 && !cpus_per_group) {
+        int ranks = groups * tp + prefill_groups * prefill_tp + decode_groups * decode_tp;
+        threads = (int)(cores / ranks);
         if (threads < 1) threads = 1;
     }
+    cpu_set_t own_cpus;
+    if (cpus_per_group && sched_getaffinity(0, sizeof own_cpus, &own_cpus) != 0) {
+        ts_error_set(TS_E_IO, "--cpus-per-group: cannot read this process's CPUs: %s",
+                     strerror(errno));
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    }
 
-    char tmp_ep[64] = "", listen[64], threads_s[16], tp_s[16], ctx_s[16];
+    char tmp_ep[64] = "", listen[64], ctx_s[16];
     if (!endpoint_file) {
         snprintf(tmp_ep, sizeof tmp_ep, "/tmp/tessera-up-%d.endpoint", (int)getpid());
         endpoint_file = tmp_ep;
     }
     remove(endpoint_file);
     snprintf(listen, sizeof listen, "0.0.0.0:%d", port);
-    snprintf(threads_s, sizeof threads_s, "%d", threads);
-    snprintf(tp_s, sizeof tp_s, "%d", tp);
     snprintf(ctx_s, sizeof ctx_s, "%d", ctx);
 
     sigset_t sigs;
@@ -242,12 +282,33 @@ int ts_cmd_up(int argc, char **argv) {
         args[a] = NULL;
         rc = spawn(&st, "tessera-coordinator", args);
     }
-    for (int g = 0; !rc && g < groups; g++) {
-        char *args[UP_MAX_ARGS], name[32], np_s[16];
+    for (int g = 0; !rc && g < n_groups; g++) {
+        char *args[UP_MAX_ARGS], name[32], np_s[16], threads_s[16];
         int a = 0;
-        snprintf(name, sizeof name, "group-%d", g);
-        snprintf(np_s, sizeof np_s, "%d", tp);
-        if (tp > 1) {
+        /* mixed groups first, then prefill, then decode */
+        const char *role = g < groups                    ? "mixed"
+                           : g < groups + prefill_groups ? "prefill"
+                                                         : "decode";
+        int gtp = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
+        int k = g < groups                    ? g
+                : g < groups + prefill_groups ? g - groups
+                                              : g - groups - prefill_groups;
+        snprintf(name, sizeof name, "%s-%d", g < groups ? "group" : role, k);
+        snprintf(np_s, sizeof np_s, "%d", gtp);
+        int gthreads = threads ? threads : cpus_per_group / gtp > 0 ? cpus_per_group / gtp : 1;
+        snprintf(threads_s, sizeof threads_s, "%d", gthreads);
+        if (cpus_per_group) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            for (int c = 0; c < cpus_per_group; c++)
+                CPU_SET((g * cpus_per_group + c) % cores, &set);
+            if (sched_setaffinity(0, sizeof set, &set) != 0) {
+                rc = ts_error_set(TS_E_IO, "--cpus-per-group: cannot pin group %s: %s", name,
+                                  strerror(errno));
+                break;
+            }
+        }
+        if (gtp > 1) {
             /* mpiruns started together race creating one session directory ("File exists"):
              * each gets its own. */
             snprintf(st.tmpdirs[g], sizeof st.tmpdirs[g], "/tmp/tessera-up-%d-g%d", (int)getpid(),
@@ -274,9 +335,11 @@ int ts_cmd_up(int argc, char **argv) {
         args[a++] = ctx_s;
         args[a++] = "--log-level";
         args[a++] = (char *)log_level;
-        if (tp > 1) {
+        args[a++] = "--role";
+        args[a++] = (char *)role;
+        if (gtp > 1) {
             args[a++] = "--tp";
-            args[a++] = tp_s;
+            args[a++] = np_s;
         }
         if (model) {
             args[a++] = "-m";
@@ -291,6 +354,7 @@ int ts_cmd_up(int argc, char **argv) {
         snprintf(what, sizeof what, "node %s", name);
         rc = spawn(&st, what, args);
     }
+    if (cpus_per_group) sched_setaffinity(0, sizeof own_cpus, &own_cpus);
     if (rc) {
         ts_cli_fail("up", TS_EXIT_FAILURE);
         stop_all(&st);
@@ -321,9 +385,15 @@ int ts_cmd_up(int argc, char **argv) {
             exit_code = TS_EXIT_FAILURE;
             break;
         }
-        if (ch && registered_groups(ch) >= groups) {
-            TS_INFO("tessera up: serving %s on %s (%d groups x %d ranks)",
-                    model ? model : "the bundled model", ep, groups, tp);
+        if (ch && registered_groups(ch) >= n_groups) {
+            if (prefill_groups)
+                TS_INFO("tessera up: serving %s on %s (%d prefill groups x %d ranks, %d decode "
+                        "groups x %d ranks, %d mixed groups x %d ranks)",
+                        model ? model : "the bundled model", ep, prefill_groups, prefill_tp,
+                        decode_groups, decode_tp, groups, tp);
+            else
+                TS_INFO("tessera up: serving %s on %s (%d groups x %d ranks)",
+                        model ? model : "the bundled model", ep, groups, tp);
             serving = true;
         } else if (ts_now_ns() > deadline) {
             TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
@@ -336,7 +406,7 @@ int ts_cmd_up(int argc, char **argv) {
     ts_rpc_channel_destroy(ch);
     stop_all(&st);
     if (tmp_ep[0]) remove(tmp_ep);
-    for (int g = 0; g < groups; g++)
+    for (int g = 0; g < n_groups; g++)
         if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */
     TS_INFO("tessera up: stopped");
     return exit_code;
