@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""Prefill/decode disaggregation (issue 5) under cancellation and failures: retry or a clean
+error, and no KV block leaked on any surviving group (Health's kv_blocks_free == total; blocks
+kept in a prefix cache count as free, kv_pool.h).
+
+A coordinator (debug log: it names each request's prefill and decode group) with two prefill
+groups and one decode group, all single-process nodes on loopback.
+  1. Cancel mid-stream (the request is on the decode group).
+  2. Cancel during the transfer: the decode group is SIGSTOPped, so the transfer cannot finish;
+     the client cancels after the first token; after SIGCONT nothing is left anywhere.
+  3. The prefill group killed during the transfer (decode SIGSTOPped, first token streamed):
+     UNAVAILABLE, the decode side drops the broken transfer; a new request then completes.
+  4. A prefill group killed before it streamed anything (SIGSTOPped with a request on it): the
+     request is retried (new transfer id) on the other prefill group and completes exactly.
+  5. The decode group killed mid-stream: UNAVAILABLE naming it; the prefill groups hold
+     nothing; with no decode group left, requests run whole on a prefill group (fallback).
+
+  test_disagg_faults.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
+"""
+import re
+import threading
+import time
+
+import harness
+import serving_cluster as sc
+
+CTX = ("--ctx", "8192")
+LONG = dict(max_tokens=6000, ignore_eos=True)
+
+
+def stream_until(c, n_tokens, **fields):
+    call = c.generate_call(timeout=120, **fields)
+    it = iter(call)
+    got = 0
+    while got < n_tokens:
+        got += len(next(it).token_ids)
+    return call, it
+
+
+def drain_status(c, it, timeout):
+    out = {}
+
+    def run():
+        try:
+            for _ in it:
+                pass
+            out["r"] = (c.grpc.StatusCode.OK, "")
+        except c.grpc.RpcError as e:
+            out["r"] = (e.code(), e.details())
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout)
+    return out.get("r")
+
+
+def prefill_of(c, n_before):
+    """The prefill group chosen for the first request the coordinator logged after line
+    n_before."""
+    lines = c.log_full(c.coordinator).splitlines()[n_before:]
+    for l in lines:
+        m = re.search(r"prefill on (\S+), decode on", l)
+        if m:
+            return m.group(1)
+    return None
+
+
+def main():
+    f = harness.Failures()
+    c = sc.from_args()
+    c.log_full = lambda p: open(p.log_path).read()
+    cases = harness.greedy_cases()
+    case = cases[0]
+    want = case["greedy_text"][len("<s> ") + len(case["prompt"]):]
+    try:
+        c.start_coordinator("--log-level", "debug", "--heartbeat-timeout-ms", "20000")
+        nodes = {}
+        for name, role in [("p0", "prefill"), ("p1", "prefill"), ("d0", "decode")]:
+            nodes[name] = c.start_node(name, "--role", role, *CTX)
+        c.wait_groups(3)
+
+        # 1. cancel mid-stream
+        call, _ = stream_until(c, 20, prompt="Once upon a time", **LONG)
+        call.cancel()
+        f.check(c.wait_kv_idle(15), "cancel mid-stream: every block free (%s)" % c.health())
+        print("ok   1. cancel mid-stream")
+
+        # 2. cancel during the transfer
+        sc.signal_proc(nodes["d0"], sc.SIGSTOP)
+        call, _ = stream_until(c, 1, prompt="Once upon a time", **LONG)
+        call.cancel()
+        time.sleep(0.5)
+        sc.signal_proc(nodes["d0"], sc.SIGCONT)
+        f.check(c.wait_kv_idle(15), "cancel during the transfer: every block free (%s)"
+                % c.health())
+        text, _, _ = c.generate(timeout=60, prompt_ids=case["prompt_ids"],
+                                max_tokens=case["n_predict"])
+        f.check(text == want, "after the cancels: a request completes exactly")
+        print("ok   2. cancel during the transfer")
+
+        # 3. the prefill group killed during the transfer
+        sc.signal_proc(nodes["d0"], sc.SIGSTOP)
+        n_lines = len(c.log_full(c.coordinator).splitlines())
+        call, it = stream_until(c, 1, prompt="Once upon a time", **LONG)
+        victim = prefill_of(c, n_lines)
+        f.check(victim in ("p0", "p1"), "the coordinator names the prefill group (%s)" % victim)
+        if victim in nodes:
+            sc.signal_proc(nodes[victim], sc.SIGKILL)
+        r = drain_status(c, it, 30)
+        f.check(r is not None and r[0] in (c.grpc.StatusCode.UNAVAILABLE, c.grpc.StatusCode.OK),
+                "prefill killed during the transfer: retried or UNAVAILABLE (%s)" % (r,))
+        sc.signal_proc(nodes["d0"], sc.SIGCONT)
+        c.wait_groups(2, timeout=20)
+        f.check(c.wait_kv_idle(15), "prefill killed during the transfer: every block free on "
+                "the surviving groups (%s)" % c.health())
+        text, _, _ = c.generate(timeout=60, prompt_ids=case["prompt_ids"],
+                                max_tokens=case["n_predict"])
+        f.check(text == want, "after the prefill group died: a request completes exactly")
+        print("ok   3. prefill group %s killed during the transfer: %s" % (victim, r))
+
+        # 4. a prefill group killed before it streamed anything: retry elsewhere
+        nodes["p2"] = c.start_node("p2", "--role", "prefill", *CTX)
+        c.wait_groups(3)
+        other = [n for n in ("p0", "p1") if n != victim][0]
+        sc.signal_proc(nodes[other], sc.SIGSTOP)
+        results = [None, None]
+
+        def run(i):
+            try:
+                results[i] = c.generate(timeout=90, prompt_ids=case["prompt_ids"],
+                                        max_tokens=case["n_predict"])[0]
+            except c.grpc.RpcError as e:
+                results[i] = "error %s %s" % (e.code(), e.details())
+
+        ths = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+        for th in ths:
+            th.start()
+        # one of the two is stuck on the stopped group, the other finishes on p2
+        harness.wait_for(lambda: any(x is not None for x in results), 30)
+        time.sleep(0.3)
+        sc.signal_proc(nodes[other], sc.SIGKILL)
+        for th in ths:
+            th.join(60)
+        f.check(results == [want, want], "prefill group killed before streaming: both requests "
+                "complete exactly (the stuck one retried) (%s)" % [str(x)[:60] for x in results])
+        f.check("failed before any token: retrying" in c.log_full(c.coordinator),
+                "the stuck request was retried (coordinator log)")
+        c.wait_groups(2, timeout=20)
+        f.check(c.wait_kv_idle(15), "after the retry: every block free (%s)" % c.health())
+        print("ok   4. prefill group killed before streaming: retried")
+
+        # 5. the decode group killed mid-stream
+        call, it = stream_until(c, 50, prompt="The boat", **LONG)
+        sc.signal_proc(nodes["d0"], sc.SIGKILL)
+        r = drain_status(c, it, 30)
+        f.check(r is not None and r[0] == c.grpc.StatusCode.UNAVAILABLE and "d0" in r[1],
+                "decode killed mid-stream: UNAVAILABLE naming the group (%s)" % (r,))
+        c.wait_groups(1, timeout=20)
+        f.check(c.wait_kv_idle(15), "decode killed: the prefill group holds nothing (%s)"
+                % c.health())
+        text, _, _ = c.generate(timeout=60, prompt_ids=case["prompt_ids"],
+                                max_tokens=case["n_predict"])
+        f.check(text == want, "no decode group left: the prefill group runs requests whole")
+        f.check(c.wait_kv_idle(15), "at the end: every block free (%s)" % c.health())
+        print("ok   5. decode group killed mid-stream: %s; then the fallback" % (r,))
+    finally:
+        sc.finish(c, f)
+
+
+if __name__ == "__main__":
+    main()
