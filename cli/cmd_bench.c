@@ -27,6 +27,11 @@
  * request (prompt lengths vary between L/2 and L so that prefills of different lengths share
  * steps with decodes). Exit 1 on any difference. Figures are those of the concurrent pass.
  *
+ * --long-prompt-every K mixes in long prompts (the disaggregation workload, issue 5): every K-th
+ * request has a prompt of --long-prompt-tokens ids (default 1000) and streams --long-max-tokens
+ * tokens (default 8); the others are the streams. Inter-token latency is then measured over the
+ * streams only (what a long prefill does to running streams), and TTFT is reported for both kinds.
+ *
  * Exit: 0 when every request succeeded (and --verify found no difference), 1 otherwise, 2 for
  * bad flags or a request the server refused as INVALID_ARGUMENT before the run.
  */
@@ -58,6 +63,7 @@ typedef struct bench_opts {
     int concurrency, requests, prompt_tokens, max_tokens, shared_prefix, timeout_ms;
     int64_t seed;
     int coordinator_pid;
+    int long_every, long_tokens, long_max_tokens; /* --long-prompt-every ... */
     bool json, verify, overhead;
     int vocab_size;
 } bench_opts;
@@ -123,7 +129,12 @@ static double percentile(const double *sorted, size_t n, double q) {
     return sorted[i < n ? i : n - 1];
 }
 
+static bool is_long(const bench_opts *o, int idx) {
+    return o->long_every > 0 && idx % o->long_every == o->long_every - 1;
+}
+
 static int prompt_length(const bench_opts *o, int idx) {
+    if (is_long(o, idx)) return o->long_tokens;
     if (!o->verify) return o->prompt_tokens;
     int spread = o->prompt_tokens / 2 + 1;
     return o->prompt_tokens - idx % spread;
@@ -153,7 +164,7 @@ static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
     req.model = (char *)(o->model_name ? o->model_name : "");
     req.n_prompt_ids = (size_t)n;
     req.prompt_ids = ids;
-    req.max_tokens = o->max_tokens;
+    req.max_tokens = is_long(o, idx) ? o->long_max_tokens : o->max_tokens;
     req.sampling = &sp;
     req.ignore_eos = 1;
     int rc = ts_remote_pack(&req.base, bytes);
@@ -185,7 +196,7 @@ static int run_request(bench_run *run, int idx, request_result *r, samples *itl)
         if (k > 0) {
             if (t_prev == 0)
                 r->ttft_ms = ts_ns_to_ms(now - t_open);
-            else
+            else if (!is_long(run->o, idx)) /* with long prompts: the streams' latency */
                 rc = samples_add(itl, ts_ns_to_ms(now - t_prev) / (double)k, k);
             t_prev = now;
             if (!rc && run->keep_ids && (size_t)r->n_tokens + k > cap_ids) {
@@ -324,13 +335,14 @@ typedef struct report {
     const char *first_error[N_STATUS];
     long long tokens;
     double wall_s, ttft[3], itl[3], cpu_s, coordinator_cpu_s;
+    double ttft_long[3]; /* --long-prompt-every: the long prompts' TTFT (ttft: the streams') */
 } report;
 
 static int summarize(bench_run *run, double wall_s, report *rep) {
     const double q[3] = {0.50, 0.90, 0.99};
     memset(rep, 0, sizeof *rep);
     rep->wall_s = wall_s;
-    samples ttft = {0};
+    samples ttft = {0}, ttft_long = {0};
     for (int i = 0; i < run->o->requests; i++) {
         const request_result *r = &run->results[i];
         rep->tokens += r->n_tokens;
@@ -341,18 +353,22 @@ static int summarize(bench_run *run, double wall_s, report *rep) {
             continue;
         }
         rep->ok++;
-        if (samples_add(&ttft, r->ttft_ms, 1)) {
+        if (samples_add(is_long(run->o, i) ? &ttft_long : &ttft, r->ttft_ms, 1)) {
             free(ttft.v);
+            free(ttft_long.v);
             return TS_E_NOMEM;
         }
     }
     qsort(ttft.v, ttft.n, sizeof(double), cmp_double);
+    qsort(ttft_long.v, ttft_long.n, sizeof(double), cmp_double);
     qsort(run->itl.v, run->itl.n, sizeof(double), cmp_double);
     for (int i = 0; i < 3; i++) {
         rep->ttft[i] = percentile(ttft.v, ttft.n, q[i]);
         rep->itl[i] = percentile(run->itl.v, run->itl.n, q[i]);
+        rep->ttft_long[i] = percentile(ttft_long.v, ttft_long.n, q[i]);
     }
     free(ttft.v);
+    free(ttft_long.v);
     rep->cpu_s = run->cpu_s;
     rep->coordinator_cpu_s = run->coordinator_cpu_s;
     return 0;
@@ -394,6 +410,15 @@ static int print_json(const bench_opts *o, const report *rep, int mismatches) {
     ts_jw_double(&w, rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0);
     write_percentiles(&w, "ttft_ms", rep->ttft);
     write_percentiles(&w, "itl_ms", rep->itl);
+    if (o->long_every > 0) {
+        const char *keys[] = {"long_prompt_every", "long_prompt_tokens", "long_max_tokens"};
+        const int64_t lv[] = {o->long_every, o->long_tokens, o->long_max_tokens};
+        for (int i = 0; i < 3; i++) {
+            ts_jw_key(&w, keys[i]);
+            ts_jw_int(&w, lv[i]);
+        }
+        write_percentiles(&w, "long_ttft_ms", rep->ttft_long);
+    }
     ts_jw_key(&w, "client_cpu_s");
     ts_jw_double(&w, rep->cpu_s);
     if (rep->coordinator_cpu_s >= 0) {
@@ -429,6 +454,11 @@ static void print_text(const bench_opts *o, const report *rep) {
            rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0.0);
     printf("  TTFT ms    p50 %.2f  p90 %.2f  p99 %.2f\n", rep->ttft[0], rep->ttft[1], rep->ttft[2]);
     printf("  ITL ms     p50 %.3f  p90 %.3f  p99 %.3f\n", rep->itl[0], rep->itl[1], rep->itl[2]);
+    if (o->long_every > 0)
+        printf("  long prompts: every %d requests, %d tokens, %d generated; their TTFT ms p50 %.2f  "
+               "p90 %.2f  p99 %.2f (TTFT and ITL above: the other requests)\n",
+               o->long_every, o->long_tokens, o->long_max_tokens, rep->ttft_long[0],
+               rep->ttft_long[1], rep->ttft_long[2]);
     printf("  client CPU %.2f s (%.0f%% of one core; %.2f us per token)\n", rep->cpu_s,
            rep->wall_s > 0 ? 100.0 * rep->cpu_s / rep->wall_s : 0.0,
            rep->tokens ? rep->cpu_s * 1e6 / (double)rep->tokens : 0.0);
@@ -476,6 +506,12 @@ static int bench(bench_opts *o) {
         rc = ts_error_set(TS_E_INVALID,
                           "--prompt-tokens %d + --max-tokens %d exceed the model's context (%d)",
                           o->prompt_tokens, o->max_tokens, model.context_length);
+    if (!rc && o->long_every > 0 && model.context_length > 0 &&
+        o->long_tokens + o->long_max_tokens > model.context_length)
+        rc = ts_error_set(TS_E_INVALID,
+                          "--long-prompt-tokens %d + --long-max-tokens %d exceed the model's "
+                          "context (%d)",
+                          o->long_tokens, o->long_max_tokens, model.context_length);
     if (rc) {
         fprintf(stderr, "tessera bench: %s\n", ts_remote_error());
         ts_rpc_channel_destroy(ch);
@@ -565,6 +601,13 @@ int ts_cmd_bench(int argc, char **argv) {
          "also report the CPU time of this local process (the coordinator) per streamed token", 0,
          1 << 30},
         {"json", 0, TS_FLAG_BOOL, &o.json, "print one JSON object", 0, 0},
+        {"long-prompt-every", 0, TS_FLAG_INT, &o.long_every,
+         "every K-th request has a long prompt (0: none); latency is then the others'", 0,
+         1 << 24},
+        {"long-prompt-tokens", 0, TS_FLAG_INT, &o.long_tokens,
+         "length of the long prompts; 0 = 1000", 0, 1 << 24},
+        {"long-max-tokens", 0, TS_FLAG_INT, &o.long_max_tokens,
+         "tokens generated for a long prompt; 0 = 8", 0, 1 << 24},
     };
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera bench --server HOST:PORT [--concurrency C] [--requests R] "
@@ -580,5 +623,7 @@ int ts_cmd_bench(int argc, char **argv) {
     if (!o.requests) o.requests = o.overhead ? 512 : 4 * o.concurrency;
     if (!o.prompt_tokens) o.prompt_tokens = o.overhead ? 4 : 32;
     if (!o.max_tokens) o.max_tokens = o.overhead ? 120 : 64;
+    if (!o.long_tokens) o.long_tokens = 1000;
+    if (!o.long_max_tokens) o.long_max_tokens = 8;
     return bench(&o);
 }

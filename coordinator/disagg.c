@@ -151,8 +151,8 @@ void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
         co_request_maybe_free(co, r);
         return;
     }
-    ts_log(TS_LOG_DEBUG, r->client_id, "KV on %s after %.2f ms: decoding there", d->name,
-           (double)ev->kv_transfer_ms);
+    ts_log(TS_LOG_DEBUG, r->client_id, "KV of %d prompt tokens on %s after %.2f ms: decoding there",
+           r->n_prompt, d->name, (double)ev->kv_transfer_ms);
     d->n_incoming--;
     r->on_decode = true;
     int attempts = r->attempts;
