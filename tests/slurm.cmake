@@ -27,3 +27,11 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                          LABELS integration TIMEOUT 400 SKIP_RETURN_CODE 77)
   endif()
 endif()
+if(TS_SLURM_PYDIR)
+  # tessera.sbatch on a local Slurm whose controller and nodes sit in separate network namespaces.
+  add_test(NAME slurm_sbatch_across_network_namespaces
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/slurm/test_slurm_netns.py
+                   ${TS_SLURM_ARGS})
+  set_tests_properties(slurm_sbatch_across_network_namespaces PROPERTIES
+                       LABELS "slurm;integration" TIMEOUT 400 SKIP_RETURN_CODE 77)
+endif()

@@ -24,6 +24,67 @@ import serving_cluster  # noqa: E402
 SOURCE_DIR = harness.SOURCE_DIR
 
 
+class Namespaces:
+    """Network namespaces <prefix>-<host> ("hosts"), each with eth0 at 10.213.N.(i+1)/24 on a
+    bridge in <prefix>-br; the addresses exist only inside them. Skips (77) where namespaces
+    cannot be created."""
+
+    def __init__(self, hosts):
+        self.hosts = tuple(hosts)
+        self.prefix = "ts%d" % os.getpid()
+        net = random.randrange(1, 250)
+        self.addr = {h: "10.213.%d.%d" % (net, i + 1) for i, h in enumerate(self.hosts)}
+        self.created = []
+
+    def ns(self, host):
+        return "%s-%s" % (self.prefix, host)
+
+    def ip(self, *args, ns=None, check=True):
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip"] + list(args)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError("%s: %s" % (" ".join(cmd), p.stdout.strip()))
+        return p
+
+    def __enter__(self):
+        try:
+            for h in self.hosts + ("br",):
+                self.ip("netns", "add", self.ns(h))
+                self.created.append(self.ns(h))
+                self.ip("link", "set", "lo", "up", ns=self.ns(h))
+            br = self.ns("br")
+            self.ip("link", "add", "br0", "type", "bridge", ns=br)
+            self.ip("link", "set", "br0", "up", ns=br)
+            for i, h in enumerate(self.hosts):
+                a, b = "%sv%d" % (self.prefix, i), "%sp%d" % (self.prefix, i)
+                self.ip("link", "add", a, "type", "veth", "peer", "name", b)
+                self.ip("link", "set", a, "netns", self.ns(h))
+                self.ip("link", "set", b, "netns", br)
+                self.ip("link", "set", a, "name", "eth0", ns=self.ns(h))
+                self.ip("addr", "add", self.addr[h] + "/24", "dev", "eth0", ns=self.ns(h))
+                self.ip("link", "set", "eth0", "up", ns=self.ns(h))
+                self.ip("link", "set", b, "master", "br0", ns=br)
+                self.ip("link", "set", b, "up", ns=br)
+        except (RuntimeError, OSError) as e:
+            self.__exit__(None, None, None)
+            harness.skip("network namespaces cannot be created here: %s" % e)
+        return self
+
+    def __exit__(self, *exc):
+        for ns in reversed(self.created):
+            self.ip("netns", "del", ns, check=False)  # its veth ends go with it
+        return False
+
+    def exec_prefix(self, host):
+        return ["ip", "netns", "exec", self.ns(host)]
+
+    def eth0_bytes(self, host):
+        p = subprocess.run(self.exec_prefix(host) + ["cat", "/sys/class/net/eth0/statistics/rx_bytes",
+                                                     "/sys/class/net/eth0/statistics/tx_bytes"],
+                           stdout=subprocess.PIPE, text=True)
+        return sum(int(x) for x in p.stdout.split())
+
+
 def ports_free(base, n):
     for port in range(base, base + n):
         s = socket.socket()
@@ -47,8 +108,12 @@ def skip_unless_possible():
 
 
 class LocalSlurm:
-    def __init__(self, nodes=2):
+    """nodes: slurmd "nodes" n1..nN. nsx: a Namespaces with hosts n1..nN, to put each node (and
+    the controller, on n1) on its own network namespace; Slurm commands then run in n1's."""
+
+    def __init__(self, nodes=2, nsx=None):
         self.nodes = nodes
+        self.nsx = nsx
         self.dir = tempfile.mkdtemp(prefix="tessera-slurm-")
         self.env = dict(os.environ)
         for k in list(self.env):
@@ -61,6 +126,11 @@ class LocalSlurm:
             if ports_free(base, nodes + 1):
                 break
         self.env["SLURM_TEST_PORT"] = str(base)
+        self.prefix = []
+        if nsx:
+            self.env["SLURM_TEST_NETNS"] = nsx.prefix
+            self.env["SLURM_TEST_ADDRS"] = " ".join(nsx.addr["n%d" % (i + 1)] for i in range(nodes))
+            self.prefix = ["nsenter", "--net=/run/netns/" + nsx.ns("n1")]
 
     def _script(self, cmd, timeout=60):
         return subprocess.run([os.path.join(HERE, "local_slurm.sh"), cmd, self.dir],
@@ -70,7 +140,7 @@ class LocalSlurm:
     def __enter__(self):
         p = self._script("up")
         if p.returncode != 0:
-            ctld_ok = subprocess.run(["scontrol", "ping"], env=self.env, stdout=subprocess.PIPE,
+            ctld_ok = subprocess.run(self.prefix + ["scontrol", "ping"], env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True).stdout
             log = self.logs()
             self.__exit__(None, None, None)
@@ -94,12 +164,12 @@ class LocalSlurm:
         return "\n".join(out)
 
     def run(self, cmd, timeout=30, check=True):
-        return harness.run(cmd, timeout=timeout, env=self.env, check=check)
+        return harness.run(self.prefix + cmd, timeout=timeout, env=self.env, check=check)
 
     def submit(self, sbatch_args, script, job_env, workdir):
         env = dict(self.env)
         env.update(job_env)
-        p = harness.run(["sbatch", "--parsable", "--chdir", workdir,
+        p = harness.run(self.prefix + ["sbatch", "--parsable", "--chdir", workdir,
                          "--output", os.path.join(workdir, "tessera-%j.out")] + sbatch_args
                         + [script], env=env, timeout=30)
         return p.stdout.strip().split(";")[0]
@@ -130,7 +200,7 @@ class LocalSlurm:
                 continue
             # slurmscriptd is slurmctld's own helper; the rest are this test's queries.
             if cmd and not cmd.endswith("slurmscriptd") and not cmd.startswith(
-                    ("pgrep", "squeue", "scancel", "scontrol", "sinfo")):
+                    ("pgrep", "squeue", "scancel", "scontrol", "sinfo", "nsenter")):
                 found.append("%s %s" % (pid, cmd))
         return found
 
@@ -214,9 +284,10 @@ def connect(pydir, endpoint):
     return c
 
 
-def job_test(prefix, body):
+def job_test(prefix, body, netns=False):
     """The frame of a Slurm test: --bin-dir/--pydir, skips, a job directory and a local Slurm of
-    two nodes; body(slurm, workdir, args, failures) submits and checks."""
+    two nodes (netns: each in its own network namespace, plus a "client" namespace);
+    body(slurm, workdir, args, failures) submits and checks."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--pydir", required=True)
@@ -226,8 +297,12 @@ def job_test(prefix, body):
     f = harness.Failures()
     workdir = tempfile.mkdtemp(prefix=prefix)
     try:
-        with LocalSlurm(nodes=2) as slurm:
-            body(slurm, workdir, args, f)
+        if netns:
+            with Namespaces(("n1", "n2", "client")) as nsx, LocalSlurm(2, nsx) as slurm:
+                body(slurm, workdir, args, f)
+        else:
+            with LocalSlurm(nodes=2) as slurm:
+                body(slurm, workdir, args, f)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     f.finish()

@@ -7,10 +7,22 @@
 # then one per node above it. After `up`: export SLURM_CONF=DIR/slurm.conf.
 # Follows the checked recipe in NOTES.md (cgroup-free plugins, bf_interval=1 so heterogeneous
 # jobs start in about a second).
+# Hosts on a network: with SLURM_TEST_NETNS=PREFIX and SLURM_TEST_ADDRS="A1 A2 ...", node ni runs
+# in the existing network namespace PREFIX-ni with address Ai, and slurmctld in PREFIX-n1 at A1;
+# Slurm's own traffic then crosses those namespaces' interfaces (clients: nsenter into one).
 set -euo pipefail
 cmd=$1 B=$2
 NN=${SLURM_TEST_NODES:-2} PORT=${SLURM_TEST_PORT:-16817} CPUS=$(nproc)
 export SLURM_CONF=$B/slurm.conf
+read -r -a ADDRS <<< "${SLURM_TEST_ADDRS:-}"
+addr() { if [ -n "${SLURM_TEST_NETNS:-}" ]; then echo "${ADDRS[$(($1 - 1))]}"; else echo 127.0.0.1; fi; }
+# Runs a command in node i's network namespace (nsenter, not `ip netns exec`, which remounts /sys).
+in_net() {
+  local i=$1
+  shift
+  if [ -n "${SLURM_TEST_NETNS:-}" ]; then nsenter --net="/run/netns/$SLURM_TEST_NETNS-n$i" "$@"
+  else "$@"; fi
+}
 up() {
   mkdir -p "$B"/{munge,log,run,ctld,nodelocal}; chmod 711 "$B/munge"
   mungekey -c -f -k "$B/munge/munge.key" >/dev/null; chmod 400 "$B/munge/munge.key"
@@ -18,7 +30,7 @@ up() {
     --pid-file="$B/run/munged.pid" --log-file="$B/log/munged.log" --seed-file="$B/munge/seed"
   cat > "$SLURM_CONF" <<CONF
 ClusterName=tessera-test
-SlurmctldHost=localhost
+SlurmctldHost=localhost($(addr 1))
 SlurmctldPort=$PORT
 SlurmUser=root
 AuthType=auth/munge
@@ -41,7 +53,7 @@ SchedulerParameters=bf_interval=1
 KillWait=15
 CONF
   for i in $(seq 1 "$NN"); do
-    echo "NodeName=n$i NodeHostname=n$i NodeAddr=127.0.0.1 Port=$((PORT + i)) CPUs=$CPUS RealMemory=1000" >> "$SLURM_CONF"
+    echo "NodeName=n$i NodeHostname=n$i NodeAddr=$(addr "$i") Port=$((PORT + i)) CPUs=$CPUS RealMemory=1000" >> "$SLURM_CONF"
     mkdir -p "$B/node-n$i/spool" "$B/node-n$i/tmp"; chmod 1777 "$B/node-n$i/tmp"
   done
   cat >> "$SLURM_CONF" <<CONF
@@ -49,14 +61,14 @@ PartitionName=all Nodes=n[1-$NN] Default=YES MaxTime=INFINITE State=UP
 PartitionName=prefill Nodes=n1 MaxTime=INFINITE State=UP
 PartitionName=decode Nodes=n[2-$NN] MaxTime=INFINITE State=UP
 CONF
-  setsid slurmctld -D -i >"$B/log/slurmctld.out" 2>&1 </dev/null & echo $! >"$B/run/ctld.bg"
+  in_net 1 setsid slurmctld -D -i >"$B/log/slurmctld.out" 2>&1 </dev/null & echo $! >"$B/run/ctld.bg"
   for i in $(seq 1 "$NN"); do
-    setsid unshare -u -m --propagation private sh -c "hostname n$i && \
+    in_net "$i" setsid unshare -u -m --propagation private sh -c "hostname n$i && \
       mount --bind '$B/node-n$i' '$B/nodelocal' && mount -t tmpfs -o size=1g tmpfs /dev/shm && \
       exec slurmd -D -N n$i" >"$B/log/slurmd-n$i.out" 2>&1 </dev/null & echo $! >"$B/run/slurmd-n$i.bg"
   done
   for _ in $(seq 150); do
-    [ "$(sinfo -h -p all -t idle -o %D 2>/dev/null)" = "$NN" ] && return 0; sleep 0.2
+    [ "$(in_net 1 sinfo -h -p all -t idle -o %D 2>/dev/null)" = "$NN" ] && return 0; sleep 0.2
   done
   echo "local Slurm not ready in 30 s" >&2; tail -n 20 "$B"/log/*.out >&2; return 1
 }
@@ -65,9 +77,9 @@ down() {
   # whatever still carries this cluster's SLURM_CONF in its environment (stepd, srun, tasks of a
   # job the daemons could not reach): only this cluster's processes, found by that marker.
   if [ -f "$SLURM_CONF" ] && [ -f "$B/run/ctld.bg" ]; then
-    scancel --user=root 2>/dev/null || true
+    in_net 1 scancel --user=root 2>/dev/null || true
     for _ in $(seq 100); do
-      [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2
+      [ -z "$(in_net 1 squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2
     done
   fi
   for f in "$B"/run/slurmd-n*.bg "$B/run/ctld.bg" "$B/run/munged.pid"; do

@@ -13,12 +13,10 @@ usage: test_multihost_netns.py --bin-dir DIR --pydir DIR
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
@@ -28,64 +26,7 @@ import serving_cluster  # noqa: E402
 import local_slurm  # noqa: E402
 
 HOSTS = ("coord", "hosta", "hostb", "client")
-
-
-class Namespaces:
-    """Namespaces <prefix>-<host> with eth0 at 10.X.Y.(i+1)/24 on a bridge in <prefix>-br."""
-
-    def __init__(self):
-        self.prefix = "ts%d" % os.getpid()
-        net = random.randrange(1, 250)
-        self.addr = {h: "10.213.%d.%d" % (net, i + 1) for i, h in enumerate(HOSTS)}
-        self.created = []
-
-    def ns(self, host):
-        return "%s-%s" % (self.prefix, host)
-
-    def ip(self, *args, ns=None, check=True):
-        cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip"] + list(args)
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if check and p.returncode != 0:
-            raise RuntimeError("%s: %s" % (" ".join(cmd), p.stdout.strip()))
-        return p
-
-    def __enter__(self):
-        try:
-            for h in HOSTS + ("br",):
-                self.ip("netns", "add", self.ns(h))
-                self.created.append(self.ns(h))
-                self.ip("link", "set", "lo", "up", ns=self.ns(h))
-            br = self.ns("br")
-            self.ip("link", "add", "br0", "type", "bridge", ns=br)
-            self.ip("link", "set", "br0", "up", ns=br)
-            for i, h in enumerate(HOSTS):
-                a, b = "%sv%d" % (self.prefix, i), "%sp%d" % (self.prefix, i)
-                self.ip("link", "add", a, "type", "veth", "peer", "name", b)
-                self.ip("link", "set", a, "netns", self.ns(h))
-                self.ip("link", "set", b, "netns", br)
-                self.ip("link", "set", a, "name", "eth0", ns=self.ns(h))
-                self.ip("addr", "add", self.addr[h] + "/24", "dev", "eth0", ns=self.ns(h))
-                self.ip("link", "set", "eth0", "up", ns=self.ns(h))
-                self.ip("link", "set", b, "master", "br0", ns=br)
-                self.ip("link", "set", b, "up", ns=br)
-        except (RuntimeError, OSError) as e:
-            self.__exit__(None, None, None)
-            harness.skip("network namespaces cannot be created here: %s" % e)
-        return self
-
-    def __exit__(self, *exc):
-        for ns in reversed(self.created):
-            self.ip("netns", "del", ns, check=False)  # its veth ends go with it
-        return False
-
-    def exec_prefix(self, host):
-        return ["ip", "netns", "exec", self.ns(host)]
-
-    def eth0_bytes(self, host):
-        p = subprocess.run(self.exec_prefix(host) + ["cat", "/sys/class/net/eth0/statistics/rx_bytes",
-                                                     "/sys/class/net/eth0/statistics/tx_bytes"],
-                           stdout=subprocess.PIPE, text=True)
-        return sum(int(x) for x in p.stdout.split())
+Namespaces = local_slurm.Namespaces
 
 
 def client_main(endpoint, pydir, n_groups):
@@ -205,7 +146,7 @@ def main():
     if os.geteuid() != 0 or not shutil.which("ip"):
         harness.skip("network namespaces need root and iproute2")
     f = harness.Failures()
-    with Namespaces() as nsx:
+    with Namespaces(HOSTS) as nsx:
         run_layout(nsx, args, f, "a group per host",
                    {"hosta": ["hosta"], "hostb": ["hostb"]})
         run_layout(nsx, args, f, "one group across two hosts", {"span": ["hosta", "hostb"]})
