@@ -1,7 +1,7 @@
 /*
- * worker.c — see worker.h. The engine thread owns the scheduler; the receiver thread owns nothing
- * but the inbox it fills. Lock: w->mu guards the inbox only and is never held across I/O or an
- * engine step.
+ * worker.c — see worker.h. The engine thread owns the scheduler; the receiver thread fills the
+ * inbox and sends heartbeats. Lock: w->mu guards the inbox and the published scheduler figures,
+ * and is never held across I/O or an engine step.
  */
 #include "node/worker.h"
 
@@ -48,7 +48,7 @@ typedef struct worker {
     bool rx_running;
     atomic_int rx_stop;
 
-    pthread_mutex_t mu; /* guards the inbox below */
+    pthread_mutex_t mu; /* guards the inbox below and `stats` */
     pthread_cond_t cv;
     Tessera__V1__CoordinatorMessage **inbox;
     size_t n_inbox, cap_inbox;
@@ -56,6 +56,7 @@ typedef struct worker {
     char broken_msg[512];
 
     bool send_failed;      /* the current stream is being dropped: send nothing more */
+    ts_sched_stats stats;  /* the engine's latest figures, for heartbeats; under mu */
     pending_event *events; /* produced by the current step */
     size_t n_events, cap_events;
     bool draining;
@@ -88,11 +89,52 @@ static void inbox_push(worker *w, Tessera__V1__CoordinatorMessage *m, const char
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Heartbeats go out from the receiver thread with the engine's latest figures, so that a long
+ * engine step (a big prefill on a slow device) is not mistaken for a dead group; a hung engine
+ * is caught by the group's collective timeouts instead, and a stopped or dead process sends
+ * nothing at all. */
+static void send_heartbeat(worker *w) {
+    ts_sched_stats st;
+    pthread_mutex_lock(&w->mu);
+    st = w->stats;
+    pthread_mutex_unlock(&w->mu);
+    Tessera__V1__Heartbeat hb = TESSERA__V1__HEARTBEAT__INIT;
+    hb.running = st.n_running;
+    hb.waiting = st.n_waiting;
+    hb.kv_blocks_free = st.blocks_free;
+    hb.kv_blocks_cached = st.blocks_cached;
+    hb.steps = st.steps;
+    hb.prefill_tokens = st.prefill_tokens;
+    hb.decode_tokens = st.decode_tokens;
+    Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
+    nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
+    nm.heartbeat = &hb;
+    if (ts_rpc_stream_send_pb(w->stream, &nm.base, 0)) {
+        TS_WARN("sending a heartbeat failed (%s): dropping the connection", ts_error_message());
+        ts_rpc_stream_cancel(w->stream);
+    }
+}
+
+/* Engine thread: makes the scheduler's figures available to the heartbeats. */
+static void publish_stats(worker *w) {
+    ts_sched_stats st;
+    ts_sched_get_stats(w->sched, &st);
+    pthread_mutex_lock(&w->mu);
+    w->stats = st;
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *rx_main(void *arg) {
     worker *w = arg;
     ts_buf buf = {0};
+    int poll_ms = w->heartbeat_ms < 200 ? w->heartbeat_ms : 200;
+    int64_t next_heartbeat = 0;
     while (!atomic_load(&w->rx_stop)) {
-        int rc = ts_rpc_stream_recv(w->stream, &buf, 200);
+        if (ts_now_ns() >= next_heartbeat) {
+            send_heartbeat(w);
+            next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
+        }
+        int rc = ts_rpc_stream_recv(w->stream, &buf, poll_ms);
         if (rc == TS_E_TIMEOUT) continue;
         if (rc == 1) {
             Tessera__V1__CoordinatorMessage *m =
@@ -210,23 +252,6 @@ static void flush_events(worker *w) {
     free(evs);
     free(ptrs);
     clear_events(w);
-}
-
-static void send_heartbeat(worker *w) {
-    ts_sched_stats st;
-    ts_sched_get_stats(w->sched, &st);
-    Tessera__V1__Heartbeat hb = TESSERA__V1__HEARTBEAT__INIT;
-    hb.running = st.n_running;
-    hb.waiting = st.n_waiting;
-    hb.kv_blocks_free = st.blocks_free;
-    hb.kv_blocks_cached = st.blocks_cached;
-    hb.steps = st.steps;
-    hb.prefill_tokens = st.prefill_tokens;
-    hb.decode_tokens = st.decode_tokens;
-    Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
-    nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
-    nm.heartbeat = &hb;
-    send_or_break(w, &nm.base);
 }
 
 /* ---- requests from the coordinator -------------------------------------------------------- */
@@ -451,6 +476,7 @@ static int connect_coordinator(worker *w, int64_t deadline) {
             if (m && m->msg_case == TESSERA__V1__COORDINATOR_MESSAGE__MSG_WELCOME) {
                 w->heartbeat_ms = m->welcome->heartbeat_ms > 0 ? m->welcome->heartbeat_ms : 500;
                 tessera__v1__coordinator_message__free_unpacked(m, NULL);
+                publish_stats(w);
                 if (pthread_create(&w->rx, NULL, rx_main, w) != 0) {
                     rc = ts_error_set(TS_E_INTERNAL, "cannot start the receiver thread");
                     break;
@@ -527,7 +553,7 @@ static void finish_run(worker *w, ts_finish_reason reason) {
 }
 
 static int engine_loop(worker *w) {
-    int64_t next_heartbeat = 0, last_step = ts_now_ns(), drain_end = 0;
+    int64_t last_step = ts_now_ns(), drain_end = 0;
     ts_comm *comm = ts_runtime_comm(w->rt);
     int64_t keepalive_ns =
         (int64_t)(w->o->comm_timeout_ms > 0 ? w->o->comm_timeout_ms : 60000) * 1000000LL / 4;
@@ -537,18 +563,14 @@ static int engine_loop(worker *w) {
     for (;;) {
         pthread_mutex_lock(&w->mu);
         if (w->n_inbox == 0 && !w->broken && !ts_sched_has_work(w->sched) && !*w->stop) {
-            int64_t wait_ns = next_heartbeat - ts_now_ns();
             /* KV transfers in flight are polled every millisecond */
-            int64_t max_wait = w->dis && ts_wdis_busy(w->dis) ? 1000000LL : 50000000LL;
-            if (wait_ns > max_wait) wait_ns = max_wait;
-            if (wait_ns > 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += wait_ns;
-                ts.tv_sec += ts.tv_nsec / 1000000000L;
-                ts.tv_nsec %= 1000000000L;
-                pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-            }
+            int64_t wait_ns = w->dis && ts_wdis_busy(w->dis) ? 1000000LL : 50000000LL;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += wait_ns;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         }
         size_t n = w->n_inbox;
         if (n > cap_batch) {
@@ -588,7 +610,6 @@ static int engine_loop(worker *w) {
                 if (rc == TS_E_CANCELLED) rc = TS_OK; /* stopped by a signal meanwhile */
                 break;
             }
-            next_heartbeat = 0;
             continue;
         }
         if (*w->stop && !w->draining) {
@@ -619,10 +640,7 @@ static int engine_loop(worker *w) {
         }
         if (w->dis) ts_wdis_poll(w->dis);
         flush_events(w);
-        if (ts_now_ns() >= next_heartbeat) {
-            send_heartbeat(w);
-            next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
-        }
+        publish_stats(w);
     }
     free(batch);
     return rc;

@@ -9,7 +9,10 @@
  *     "the stream ended") into an inbox;
  *   - the engine thread (the caller of ts_worker_run) drains the inbox, calls
  *     ts_sched_submit / ts_sched_cancel / ts_sched_step, and sends every step's events as one
- *     TokenEvents message and a Heartbeat every Welcome.heartbeat_ms.
+ *     TokenEvents message.
+ * The receiver thread also sends a Heartbeat every Welcome.heartbeat_ms with the figures the
+ * engine thread published after its last step, so a long step is not taken for a dead group (a
+ * hung engine is caught by the group's collective timeouts; a dead process sends nothing).
  * The engine never waits on the network: sends go into the stream's bounded queue without
  * waiting; a queue that stays full means the coordinator stopped reading, and the connection is
  * treated as broken.

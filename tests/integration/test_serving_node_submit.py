@@ -6,7 +6,7 @@ The coordinator validates requests before they reach a node, so these bad Submit
 from a broken or foreign coordinator; the node must answer each with a finishing TokenEvent
 FINISH_REASON_ERROR and a reason, and keep serving:
   ids outside the vocabulary, a prompt longer than the context, max_tokens < 1, an empty prompt,
-  bad sampling values, too many stop ids, a duplicate request id.
+  bad sampling values, too many stop ids, a duplicate request id (then Cancel ends the first).
 Then a good Submit streams its tokens (the reference greedy ids), Register carries the runtime's
 figures, heartbeats come every Welcome.heartbeat_ms, and Shutdown ends the node with exit 0.
 
@@ -54,7 +54,7 @@ def main():
         log = open(os.path.join(c.tmp, "node.log"), "w")
         node = subprocess.Popen([os.path.join(c.bin_dir, "tessera-node"), "--coordinator",
                                  "127.0.0.1:%d" % port, "--name", "probe", "-m", harness.MODEL_F32,
-                                 "--threads", "1"], stdout=log, stderr=subprocess.STDOUT)
+                                 "--threads", "1", "--ctx", "8192"], stdout=log, stderr=subprocess.STDOUT)
         node.log_path = log.name
         c.procs.append(node)
 
@@ -62,12 +62,22 @@ def main():
         f.check(reg.WhichOneof("msg") == "register", "first message is Register")
         r = reg.register
         f.check(r.group_name == "probe" and r.role == "mixed" and r.vocab_size == 512 and
-                r.context_length == 128 and r.tp == 1 and r.kv_blocks_total > 0 and
+                r.context_length == 8192 and r.tp == 1 and r.kv_blocks_total > 0 and
                 r.block_size == 16 and r.max_batch_seqs > 0 and r.model_fingerprint,
                 "Register carries the runtime's figures (%s)" % r)
         outbox.put(wpb.CoordinatorMessage(welcome=wpb.Welcome(cluster="test", heartbeat_ms=100)))
 
         events = {}
+
+        def pump(timeout):
+            """Collects the events of one NodeMessage (waiting up to timeout)."""
+            try:
+                m = inbox.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if m.WhichOneof("msg") == "events":
+                for ev in m.events.events:
+                    events.setdefault(ev.request_id, []).append(ev)
 
         def wait_finish(rid, timeout=20):
             """Collects NodeMessages until request rid finished; returns its events."""
@@ -76,13 +86,7 @@ def main():
                 evs = events.get(rid, [])
                 if evs and evs[-1].finish_reason != 0:
                     return evs
-                try:
-                    m = inbox.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if m.WhichOneof("msg") == "events":
-                    for ev in m.events.events:
-                        events.setdefault(ev.request_id, []).append(ev)
+                pump(0.5)
             return events.get(rid, [])
 
         case = harness.greedy_cases()[0]
@@ -90,7 +94,7 @@ def main():
         bad = [
             ("id outside the vocabulary", dict(prompt_ids=[1, 600], max_tokens=4)),
             ("negative id", dict(prompt_ids=[1, -5], max_tokens=4)),
-            ("prompt longer than the context", dict(prompt_ids=[1] + [300] * 200, max_tokens=4)),
+            ("prompt longer than the context", dict(prompt_ids=[1] + [300] * 9000, max_tokens=4)),
             ("max_tokens 0", dict(prompt_ids=[1, 300], max_tokens=0)),
             ("negative max_tokens", dict(prompt_ids=[1, 300], max_tokens=-3)),
             ("empty prompt", dict(prompt_ids=[], max_tokens=4)),
@@ -107,17 +111,24 @@ def main():
             ok = (len(evs) == 1 and evs[0].finish_reason == c.pb.FINISH_REASON_ERROR and
                   evs[0].token == -1 and evs[0].error)
             f.check(ok, "%s → one ERROR event with a reason (%s)" % (what, evs))
-        # A duplicate id while the first is still running.
-        outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, **good)))
-        outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, **good)))
+        # A duplicate id while the first is still running (a long one), then a Cancel of it.
+        outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, prompt_ids=[1, 300],
+                                                            max_tokens=6000)))
+        outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, prompt_ids=[1, 300],
+                                                            max_tokens=6000)))
+        wait_finish(7)  # returns at the duplicate's ERROR event
+        outbox.put(wpb.CoordinatorMessage(cancel=wpb.Cancel(request_id=7)))
+        end = time.time() + 20
+        while time.time() < end and not any(e.finish_reason == c.pb.FINISH_REASON_CANCELLED
+                                            for e in events.get(7, [])):
+            pump(0.5)
+        seven = events.get(7, [])
+        f.check(sum(e.finish_reason == c.pb.FINISH_REASON_ERROR for e in seven) == 1 and
+                seven and seven[-1].finish_reason == c.pb.FINISH_REASON_CANCELLED,
+                "duplicate id refused while the first runs on; Cancel ends it (%s)" % seven[-3:])
         outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=8, **good)))
         evs = wait_finish(8)
         toks = [e.token for e in evs if e.token >= 0]
-        wait_finish(7)
-        seven = events.get(7, [])
-        f.check(sum(e.finish_reason == c.pb.FINISH_REASON_ERROR for e in seven) == 1 and
-                sum(e.token >= 0 for e in seven) == case["n_predict"],
-                "duplicate id: the second is refused, the first runs on (%s)" % seven[-3:])
         f.check(node.poll() is None, "the node survived every bad Submit")
         f.check(len(toks) == case["n_predict"] and evs[-1].finish_reason in
                 (c.pb.FINISH_REASON_LENGTH, c.pb.FINISH_REASON_STOP) and
