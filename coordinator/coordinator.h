@@ -160,7 +160,10 @@ bool co_disagg_on(const coordinator *co);
 /* The prefill group for r with a decode group reserved for it (r->decode, r->transfer_id set),
  * or NULL when either pool has no room (r waits: back-pressure). Under co->mu. */
 co_group *co_disagg_pick(coordinator *co, co_request *r);
-/* The prefill group g reported r's KV delivered: r moves to its decode group. */
+/* r's first token came from its prefill group g (and does not end r): r moves to its decode
+ * group, which waits for the KV itself. No-op unless r is on g in its prefill phase. */
+void co_disagg_handover(coordinator *co, co_group *g, co_request *r);
+/* The prefill group g reported r's KV delivered (statistics; hands over if not done yet). */
 void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
                            const Tessera__V1__TokenEvent *ev);
 /* r has left group g (finished, failed, or g is gone): frees its reservation and, when it

@@ -5,8 +5,12 @@
  * A request goes to a prefill group with the decode group's KV endpoints and a transfer id
  * (request id * 256 + attempt, so that a retry never reuses an id the receivers may have
  * refused). The prefill group's first token streams to the client at once (request.c, as any
- * token). Its kv_transferred event moves the request to the decode group (a Submit with
- * kv_expect and the first token), which claims the KV and streams the rest.
+ * token) and hands the request over: it moves to the decode group (a Submit with kv_expect and
+ * the first token), which waits for the KV that is on its way from the prefill group, claims it
+ * and streams the rest. The hand-over does not wait for the prefill group's verdict on the
+ * transfer (its kv_transferred event): that comes only after the prefill group's next step,
+ * which may be a long prefill, and the decode group learns the outcome from its own receivers
+ * anyway (a broken transfer fails the request there).
  *
  * Decode admission: a decode group has room for r when it runs fewer than max_batch_seqs
  * requests (counting those prefilling for it) and its KV blocks cover r's worst case,
@@ -133,14 +137,8 @@ void co_disagg_left(coordinator *co, co_group *g, co_request *r) {
     if (!d->dead) co_group_send_cancel_kv(co, d, r->id, transfer_id);
 }
 
-void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
-                           const Tessera__V1__TokenEvent *ev) {
-    co->kv_transfers++;
-    co->kv_transfer_ms_sum += ev->kv_transfer_ms;
-    if (co->kv_transfers % 100 == 0)
-        TS_INFO("%lld KV transfers, %.2f ms on average from the end of prefill to the decode "
-                "group's acceptance",
-                (long long)co->kv_transfers, co->kv_transfer_ms_sum / (double)co->kv_transfers);
+void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
+    if (!r->decode || r->on_decode || r->group != g) return;
     co_group_release(g, r);
     co_group *d = r->decode;
     if (r->closed || !d || d->dead || r->n_generated < 1) {
@@ -151,8 +149,8 @@ void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
         co_request_maybe_free(co, r);
         return;
     }
-    ts_log(TS_LOG_DEBUG, r->client_id, "KV of %d prompt tokens on %s after %.2f ms: decoding there",
-           r->n_prompt, d->name, (double)ev->kv_transfer_ms);
+    ts_log(TS_LOG_DEBUG, r->client_id, "first token from %s: decoding on %s (%d prompt tokens)",
+           g->name, d->name, r->n_prompt);
     d->n_incoming--;
     r->on_decode = true;
     int attempts = r->attempts;
@@ -160,6 +158,17 @@ void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
     co_submit_to(co, d, r); /* a failed send ended d, which failed r (tokens were streamed) */
     r->attempts = attempts;
     r->t_dispatch = t_dispatch;
+}
+
+void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
+                           const Tessera__V1__TokenEvent *ev) {
+    co->kv_transfers++;
+    co->kv_transfer_ms_sum += ev->kv_transfer_ms;
+    if (co->kv_transfers % 100 == 0)
+        TS_INFO("%lld KV transfers, %.2f ms on average from the end of prefill to the decode "
+                "group's acceptance (as the prefill group saw it between its steps)",
+                (long long)co->kv_transfers, co->kv_transfer_ms_sum / (double)co->kv_transfers);
+    co_disagg_handover(co, g, r); /* normally done at the first token already */
 }
 
 void co_disagg_forget_group(coordinator *co, co_group *g) {

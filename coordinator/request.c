@@ -235,7 +235,10 @@ void co_request_on_event(coordinator *co, co_group *g, co_request *r,
         g->outstanding--;
         if (!r->closed) on_token(co, r, ev->token, ev->logprob);
     }
-    if (ev->finish_reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) return;
+    if (ev->finish_reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
+        if (ev->token >= 0) co_disagg_handover(co, g, r); /* disaggregated: on to decode */
+        return;
+    }
     co_group_release(g, r);
     co_disagg_left(co, g, r);
     if (!r->closed) on_finish(co, g, r, ev);

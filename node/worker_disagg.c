@@ -220,8 +220,10 @@ static int poll_claim(ts_wdis *d, entry *x) {
             rc = ts_sched_submit_prefilled(d->sched, x->id, x->prompt, x->n_prompt,
                                            x->first_token, d->ids, n_blocks, &x->params);
         if (!rc) {
-            TS_DEBUG("request %llu: KV claimed (%d blocks), decoding", (unsigned long long)x->id,
-                     n_blocks);
+            TS_DEBUG("request %llu: KV claimed (%d blocks, %d prompt tokens) %.2f ms after the "
+                     "Submit, decoding",
+                     (unsigned long long)x->id, n_blocks, x->n_prompt,
+                     (double)(ts_now_ns() - x->t0) / 1e6);
             remove_entry(d, x);
             return 1;
         }

@@ -106,10 +106,11 @@ def main():
         f.check(victim in ("p0", "p1"), "the coordinator names the prefill group (%s)" % victim)
         if victim in nodes:
             sc.signal_proc(nodes[victim], sc.SIGKILL)
+        time.sleep(0.3)
+        sc.signal_proc(nodes["d0"], sc.SIGCONT)
         r = drain_status(c, it, 30)
         f.check(r is not None and r[0] in (c.grpc.StatusCode.UNAVAILABLE, c.grpc.StatusCode.OK),
                 "prefill killed during the transfer: retried or UNAVAILABLE (%s)" % (r,))
-        sc.signal_proc(nodes["d0"], sc.SIGCONT)
         c.wait_groups(2, timeout=20)
         f.check(c.wait_kv_idle(15), "prefill killed during the transfer: every block free on "
                 "the surviving groups (%s)" % c.health())
