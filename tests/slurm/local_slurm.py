@@ -257,11 +257,11 @@ def job_processes(workdir):
     return [line for line in p.stdout.splitlines() if "pgrep" not in line]
 
 
-def scancel_and_check_gone(slurm, job, workdir, f, timeout=90):
+def scancel_and_check_gone(slurm, job, workdir, f, timeout=90, scancel_args=()):
     """scancel the job; every process of it must be gone and the endpoint file removed."""
     before = job_processes(workdir)
     f.check(len(before) > 0, "job %s: its processes are visible before scancel" % job)
-    slurm.run(["scancel", job])
+    slurm.run(["scancel"] + list(scancel_args) + [job])
     gone = harness.wait_for(lambda: slurm.job_state(job) == "" and not job_processes(workdir)
                             and not slurm.stray_processes(), timeout, 0.2)
     out = read(os.path.join(workdir, "tessera-%s.out" % job))

@@ -6,6 +6,7 @@ usage: test_slurm_sbatch.py --bin-dir DIR --pydir DIR
 """
 import os
 import subprocess
+import threading
 
 import local_slurm as ls
 
@@ -63,11 +64,50 @@ def body(slurm, workdir, args, f):
     check_greedy(c, f, "sbatch cluster")
     check_cli_client(args.bin_dir, endpoint, f)
     f.check(c.wait_kv_idle(), "KV blocks all free after the requests")
-    c.channel.close()
-    out = ls.scancel_and_check_gone(slurm, job, workdir, f)
+    out = scancel_during_stream(slurm, job, workdir, c, f)
     f.check("the coordinator is shutting down" in out, "nodes were told to shut down")
     check_mpirun_launcher(slurm, workdir, args, f)
     check_refused_plan(slurm, workdir, args, f)
+
+
+def scancel_during_stream(slurm, job, workdir, c, f, drain=False):
+    """scancel while a stream runs: the job stops completely and the stream ends, never hangs.
+    Plain scancel signals every task at once, so the stream may fail (with a status); with
+    drain, only the batch script is signalled (scancel --batch --signal=TERM, as the time limit
+    does): it stops the coordinator first, which lets the stream finish."""
+    first = threading.Event()
+    outcome = {}
+
+    def consume():
+        try:
+            n = 0
+            for m in c.generate_call(timeout=60, prompt="Once upon a time", max_tokens=120,
+                                     ignore_eos=True):
+                n += len(m.token_ids)
+                first.set()
+                outcome["finish"] = m.finish_reason
+            outcome["tokens"] = n
+        except c.grpc.RpcError as e:
+            outcome["code"] = e.code()
+        first.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    f.check(first.wait(60), "the stream started")
+    out = ls.scancel_and_check_gone(slurm, job, workdir, f,
+                                    scancel_args=("--batch", "--signal=TERM") if drain else ())
+    t.join(60)
+    f.check(not t.is_alive(), "the stream ended after scancel")
+    print("stream at scancel%s: %s" % (" (drain)" if drain else "", outcome))
+    if drain:
+        f.check(outcome.get("tokens") == 120 and outcome.get("finish") == c.pb.FINISH_REASON_LENGTH,
+                "scancel --batch --signal=TERM lets the running stream finish: %s" % outcome)
+    else:
+        f.check(outcome.get("code") not in (c.grpc.StatusCode.DEADLINE_EXCEEDED, None) or
+                outcome.get("finish", 0) != 0,
+                "the stream finished or failed with a status: %s" % outcome)
+    c.channel.close()
+    return out
 
 
 def check_mpirun_launcher(slurm, workdir, args, f):
@@ -84,8 +124,7 @@ def check_mpirun_launcher(slurm, workdir, args, f):
     f.check("launcher: mpirun" in ls.read(os.path.join(workdir, "tessera-%s.out" % job)),
             "mpirun launcher used")
     check_greedy(c, f, "mpirun launcher")
-    c.channel.close()
-    ls.scancel_and_check_gone(slurm, job, workdir, f)
+    scancel_during_stream(slurm, job, workdir, c, f, drain=True)
 
 
 def check_refused_plan(slurm, workdir, args, f):
