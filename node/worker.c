@@ -47,6 +47,7 @@ typedef struct worker {
     pthread_t rx;
     bool rx_running;
     atomic_int rx_stop;
+    atomic_int closing; /* our side is closed: the receiver sends no more heartbeats */
 
     pthread_mutex_t mu; /* guards the inbox below and `stats` */
     pthread_cond_t cv;
@@ -130,7 +131,7 @@ static void *rx_main(void *arg) {
     int poll_ms = w->heartbeat_ms < 200 ? w->heartbeat_ms : 200;
     int64_t next_heartbeat = 0;
     while (!atomic_load(&w->rx_stop)) {
-        if (ts_now_ns() >= next_heartbeat) {
+        if (ts_now_ns() >= next_heartbeat && !atomic_load(&w->closing)) {
             send_heartbeat(w);
             next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
         }
@@ -466,6 +467,7 @@ static int connect_coordinator(worker *w, int64_t deadline) {
             break;
         }
         atomic_store(&w->rx_stop, 0);
+        atomic_store(&w->closing, 0);
         rc = ts_rpc_stream_open(w->ch, ATTACH_METHOD, 0, &w->stream);
         if (rc) break;
         rc = send_register(w);
@@ -538,6 +540,7 @@ static void finish_run(worker *w, ts_finish_reason reason) {
     if (w->dis) ts_wdis_abort_all(w->dis, reason);
     flush_events(w);
     if (w->stream) {
+        atomic_store(&w->closing, 1);
         ts_rpc_stream_close_send(w->stream);
         /* Let the coordinator read what is queued (it ends the call on our half-close). */
         int64_t end = ts_now_ns() + 2000 * 1000000LL;

@@ -116,7 +116,10 @@ def main():
                                                             max_tokens=6000)))
         outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, prompt_ids=[1, 300],
                                                             max_tokens=6000)))
-        wait_finish(7)  # returns at the duplicate's ERROR event
+        end = time.time() + 20
+        while time.time() < end and not any(e.finish_reason == c.pb.FINISH_REASON_ERROR
+                                            for e in events.get(7, [])):
+            pump(0.5)  # until the duplicate's ERROR event
         outbox.put(wpb.CoordinatorMessage(cancel=wpb.Cancel(request_id=7)))
         end = time.time() + 20
         while time.time() < end and not any(e.finish_reason == c.pb.FINISH_REASON_CANCELLED
