@@ -45,6 +45,16 @@ if p.returncode == 0:
     f.check([r["host"] for r in ranks] == [me, me, "zz-other", "zz-other"], "groups per host")
     f.check([r["group"] for r in ranks] == [0, 0, 1, 1], "rank r in group r / TP")
 
+p = topology(["--plan", "2x2", "--bindings"], slurm)
+entries = [e.split("/") for e in p.stdout.strip().split(";")]
+f.check(p.returncode == 0 and [e[:2] for e in entries] == [[me, "cpu"], [me, "cpu"],
+                                                           ["zz-other", "cpu"], ["zz-other", "cpu"]]
+        and all(len(e) == 3 and e[2] for e in entries), "bindings in rank order: " + p.stdout)
+p = topology(["--plan", "2x2", "--rank", "3"], slurm)
+f.check(p.returncode == 0 and p.stdout.startswith("pool=mixed group=1 host=zz-other device=cpu"),
+        "one rank's placement: " + p.stdout)
+p = topology(["--plan", "2x2", "--pool", "1", "--rank", "0"], slurm)
+f.check(p.returncode == 2 and "the plan has 1 pool(s)" in p.stderr, "no such pool: " + p.stderr)
 p = topology(["--plan", "1x3", "-m", harness.MODEL_F32], slurm)
 f.check(p.returncode == 2 and "does not divide the model's 8 query heads" in p.stderr,
         "TP 3 refused for 8 heads: %d %s" % (p.returncode, p.stderr))
