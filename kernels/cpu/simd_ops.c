@@ -374,10 +374,9 @@ TS_INLINE ts_v load_kv(int f16, const void *base, size_t at) {
 
 TS_INLINE ts_v load_kv_partial(int f16, const void *base, size_t at, int n) {
     if (!f16) return ts_v_load_partial((const float *)base + at, n);
-    float buf[L];
-    for (int i = 0; i < L; i++)
-        buf[i] = i < n ? ts_f16_scalar(((const uint16_t *)base)[at + i]) : 0.0f;
-    return ts_v_load(buf);
+    /* A masked load and one vector conversion (exact, like the scalar one): this runs for every
+     * key when the head is narrower than a vector, e.g. head_dim 8 in 16 lanes. */
+    return ts_v_load_f16_partial((const uint16_t *)base + at, n);
 }
 
 /* One (row, head): scores q·k_t * scale for t = 0..pos, softmax, weighted sum of v_t. Every
@@ -398,14 +397,14 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
      (size_t)hd)
 
     float max = -INFINITY;
+    const ts_v q_tail = rem ? ts_v_load_partial(qh + n_full * L, rem) : ts_v_zero();
     for (int32_t t = 0; t <= pos; t++) {
         size_t at = SLOT_AT(t);
         ts_v acc = ts_v_zero();
         for (int32_t c = 0; c < n_full; c++)
             acc = ts_v_fma(load_kv(f16, kv->k, at + (size_t)c * L), ts_v_load(qh + c * L), acc);
         if (rem)
-            acc = ts_v_fma(load_kv_partial(f16, kv->k, at + (size_t)n_full * L, rem),
-                           ts_v_load_partial(qh + n_full * L, rem), acc);
+            acc = ts_v_fma(load_kv_partial(f16, kv->k, at + (size_t)n_full * L, rem), q_tail, acc);
         scores[t] = ts_v_hsum(acc) * a->scale;
         if (scores[t] > max) max = scores[t];
     }

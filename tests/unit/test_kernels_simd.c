@@ -342,7 +342,7 @@ static void attention_step(ts_backend *be, const ts_kv_layer *kv, const seq_tabl
 }
 
 static void test_attention_against_reference_and_batch_invariant(void) {
-    static const int32_t head_dims[] = {8, 40, 64};
+    static const int32_t head_dims[] = {5, 8, 13, 40, 64}; /* tails of every parity */
     /* seq 0: a 150-token prompt; seq 1: 90 cached + 1 decode token; seq 2: 20 cached + 13 */
     static const int32_t lens[A_SEQS] = {150, 91, 33};
     for (int e = 0; e < n_impls; e++)
