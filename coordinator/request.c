@@ -206,7 +206,10 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
     }
     if (failed) {
         co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s: %s", g->name,
-                        ev->error && ev->error[0] ? ev->error : "the request was cancelled");
+                        ev->error && ev->error[0] ? ev->error
+                        : co->shutting_down
+                            ? "the coordinator is shutting down (its grace period is over)"
+                            : "the request was cancelled");
         return;
     }
     if (ts_detok_flush(&r->detok, &r->held)) {

@@ -8,7 +8,8 @@ spans a token boundary ends the text right before it; bad requests get INVALID_A
 message and the server keeps serving; garbage bytes and HTTP/1.1 on the port do not hurt it;
 cancel mid-stream and a passed client deadline give every KV block back (Health's
 kv_blocks_free counts evictable prefix-cache blocks as free, so it returns to kv_blocks_total);
-SIGTERM stops the coordinator with exit 0 and the node leaves with exit 0; with --max-queue 1
+SIGTERM refuses new requests, gives a running stream the grace period then UNAVAILABLE, stops
+the coordinator with exit 0, and the node leaves with exit 0; with --max-queue 1
 and a group of one sequence, the third request gets RESOURCE_EXHAUSTED.
 
   test_serving_basic.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -159,7 +160,7 @@ def main():
     f = harness.Failures()
     c = sc.from_args()
     try:
-        c.start_coordinator("--heartbeat-ms", "100")
+        c.start_coordinator("--heartbeat-ms", "100", "--grace-ms", "1500")
         # A large context makes long streams (seconds) possible for the cancel checks.
         node = c.start_node("solo", "--ctx", "8192")
         h = c.wait_groups(1)
@@ -181,7 +182,26 @@ def main():
         check_cancel_frees_kv(c, f)
         f.check(c.health().requests_active == 0, "no request left active")
 
+        # SIGTERM with a stream running: new requests are refused at once; the running one gets
+        # the grace period, then UNAVAILABLE.
+        it = iter(c.generate_call(timeout=120, prompt="Still running at shutdown", **LONG))
+        next(it)
         sc.signal_proc(c.coordinator, sc.SIGTERM)
+        time.sleep(0.2)
+        code, details = c.status_of(timeout=10, prompt="Too late", max_tokens=4)
+        f.check(code == c.grpc.StatusCode.UNAVAILABLE and "shutting down" in details,
+                "during shutdown new requests get UNAVAILABLE (%s %r)" % (code, details))
+        t0 = time.time()
+        try:
+            for _ in it:
+                pass
+            code, details = c.grpc.StatusCode.OK, ""
+        except c.grpc.RpcError as e:
+            code, details = e.code(), e.details()
+        f.check(code == c.grpc.StatusCode.UNAVAILABLE and "shutting down" in details and
+                time.time() - t0 < 15,
+                "after the grace period the running stream ends UNAVAILABLE (%s %r)"
+                % (code, details))
         rc = sc.wait_exit(c.coordinator, 30)
         f.check(rc == 0, "SIGTERM: the coordinator exits 0 (got %s)" % rc)
         rc = sc.wait_exit(node, 30)
