@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # quickstart.sh — the main job on a fresh machine: install what is missing, build, start a local
 # cluster on the bundled model (stories260K: a coordinator and one node group of 2
-# tensor-parallel ranks under mpirun; context 512, the length it was trained on), stream a completion from it over gRPC, stop the cluster.
+# tensor-parallel ranks under mpirun; context 512, the length it was trained on), stream a
+# completion from it over gRPC, stop the cluster.
 # Extra arguments go to `tessera generate --server` (e.g. -p "The little dog" -n 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
