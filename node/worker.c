@@ -47,9 +47,9 @@ typedef struct worker {
     pthread_t rx;
     bool rx_running;
     atomic_int rx_stop;
-    atomic_int closing; /* our side is closed: the receiver sends no more heartbeats */
+    bool closing; /* our side is closed: no more heartbeats; under mu */
 
-    pthread_mutex_t mu; /* guards the inbox below and `stats` */
+    pthread_mutex_t mu; /* guards the inbox below, `stats` and `closing` */
     pthread_cond_t cv;
     Tessera__V1__CoordinatorMessage **inbox;
     size_t n_inbox, cap_inbox;
@@ -95,10 +95,14 @@ static void inbox_push(worker *w, Tessera__V1__CoordinatorMessage *m, const char
  * is caught by the group's collective timeouts instead, and a stopped or dead process sends
  * nothing at all. */
 static void send_heartbeat(worker *w) {
-    ts_sched_stats st;
+    /* Under mu, so that it cannot slip in after finish_run closed our side (the send does not
+     * wait: it only queues). */
     pthread_mutex_lock(&w->mu);
-    st = w->stats;
-    pthread_mutex_unlock(&w->mu);
+    if (w->closing) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    ts_sched_stats st = w->stats;
     Tessera__V1__Heartbeat hb = TESSERA__V1__HEARTBEAT__INIT;
     hb.running = st.n_running;
     hb.waiting = st.n_waiting;
@@ -110,7 +114,9 @@ static void send_heartbeat(worker *w) {
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
     nm.heartbeat = &hb;
-    if (ts_rpc_stream_send_pb(w->stream, &nm.base, 0)) {
+    int rc = ts_rpc_stream_send_pb(w->stream, &nm.base, 0);
+    pthread_mutex_unlock(&w->mu);
+    if (rc) {
         TS_WARN("sending a heartbeat failed (%s): dropping the connection", ts_error_message());
         ts_rpc_stream_cancel(w->stream);
     }
@@ -131,7 +137,7 @@ static void *rx_main(void *arg) {
     int poll_ms = w->heartbeat_ms < 200 ? w->heartbeat_ms : 200;
     int64_t next_heartbeat = 0;
     while (!atomic_load(&w->rx_stop)) {
-        if (ts_now_ns() >= next_heartbeat && !atomic_load(&w->closing)) {
+        if (ts_now_ns() >= next_heartbeat) {
             send_heartbeat(w);
             next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
         }
@@ -467,7 +473,7 @@ static int connect_coordinator(worker *w, int64_t deadline) {
             break;
         }
         atomic_store(&w->rx_stop, 0);
-        atomic_store(&w->closing, 0);
+        w->closing = false; /* no receiver thread runs here */
         rc = ts_rpc_stream_open(w->ch, ATTACH_METHOD, 0, &w->stream);
         if (rc) break;
         rc = send_register(w);
@@ -540,8 +546,10 @@ static void finish_run(worker *w, ts_finish_reason reason) {
     if (w->dis) ts_wdis_abort_all(w->dis, reason);
     flush_events(w);
     if (w->stream) {
-        atomic_store(&w->closing, 1);
+        pthread_mutex_lock(&w->mu);
+        w->closing = true;
         ts_rpc_stream_close_send(w->stream);
+        pthread_mutex_unlock(&w->mu);
         /* Let the coordinator read what is queued (it ends the call on our half-close). */
         int64_t end = ts_now_ns() + 2000 * 1000000LL;
         while (w->rx_running && ts_now_ns() < end) {
