@@ -61,6 +61,8 @@ struct ts_sched {
     int32_t n_events, events_cap;
     ts_sched_release_hook release_hook;
     void *release_user;
+    ts_sched_prompt_hook prompt_hook;
+    void *prompt_user;
 };
 
 const char *ts_finish_reason_name(ts_finish_reason r) {
@@ -307,6 +309,11 @@ int ts_sched_submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, i
 void ts_sched_set_release_hook(ts_sched *s, ts_sched_release_hook hook, void *user) {
     s->release_hook = hook;
     s->release_user = user;
+}
+
+void ts_sched_set_prompt_hook(ts_sched *s, ts_sched_prompt_hook hook, void *user) {
+    s->prompt_hook = hook;
+    s->prompt_user = user;
 }
 
 ts_kv_pool *ts_sched_pool(ts_sched *s) { return s->pool; }
@@ -568,6 +575,11 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
     }
     ts_batch batch = {row, n_chosen, s->batch_tokens, s->batch_seqs, s->batch_block_ids,
                       n_block_ids, s->block_size};
+    for (int32_t j = 0; s->prompt_hook && j < n_chosen; j++) {
+        const seq *q = s->step_seqs[j];
+        if (q->step_logits && q->n_generated == 0)
+            s->prompt_hook(s->prompt_user, q->id, j, q->n_blocks);
+    }
     int64_t t0 = ts_now_ns();
     int rc = ts_engine_step(s->engine, &batch, s->sampling, s->picked,
                             want_logprobs ? s->picked_logprobs : NULL);

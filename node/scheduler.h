@@ -129,6 +129,16 @@ typedef void (*ts_sched_release_hook)(void *user, uint64_t id, ts_finish_reason 
                                       int32_t n_computed);
 void ts_sched_set_release_hook(ts_sched *s, ts_sched_release_hook hook, void *user);
 
+/* Called in ts_sched_step before the engine runs a step that computes the last prompt tokens of
+ * a sequence (the step that samples its first token): seq_index is its position in that step's
+ * batch (ts_batch.seqs order, as the engine's layer hook sees it) and its first n_blocks blocks
+ * hold the whole prompt once the step's layers are done — so a KV transfer can ship each layer
+ * as soon as it is computed. May run group tasks (the step's plan is not sent yet); must not
+ * call back into the scheduler. NULL removes it. */
+typedef void (*ts_sched_prompt_hook)(void *user, uint64_t id, int32_t seq_index,
+                                     int32_t n_blocks);
+void ts_sched_set_prompt_hook(ts_sched *s, ts_sched_prompt_hook hook, void *user);
+
 /* The scheduler's block pool, for a caller that takes blocks to hand back through
  * ts_sched_submit_prefilled (a KV transfer's claim). Owned by the scheduler. */
 ts_kv_pool *ts_sched_pool(ts_sched *s);

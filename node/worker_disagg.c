@@ -26,6 +26,7 @@ typedef struct entry {
     state st;
     int32_t max_tokens; /* prefill: the request's own (the scheduler runs it with 1) */
     int32_t n_prompt;
+    bool armed; /* prefill: its last prompt step ships each layer as it is computed */
     int64_t t0; /* prefill: blocks shipped; decode: Submit */
     char error[300];
     /* decode */
@@ -94,7 +95,7 @@ static void on_release(void *user, uint64_t id, ts_finish_reason finish, const i
         x->st = ENDED;
         return;
     }
-    int rc = ts_kvx_group_send_blocks(d->g, x->transfer_id, blocks, 0, n_blocks);
+    int rc = x->armed ? TS_OK : ts_kvx_group_send_blocks(d->g, x->transfer_id, blocks, 0, n_blocks);
     if (!rc) rc = ts_kvx_group_send_end(d->g, x->transfer_id);
     if (rc) {
         snprintf(x->error, sizeof x->error, "KV transfer to the decode group: %s",
@@ -103,8 +104,23 @@ static void on_release(void *user, uint64_t id, ts_finish_reason finish, const i
         x->st = SHIP_FAILED;
         return;
     }
+    TS_DEBUG("request %llu: KV of %d blocks %s", (unsigned long long)id, n_blocks,
+             x->armed ? "shipped layer by layer during the last prompt step" : "shipped after the step");
     x->st = SENDING;
     x->t0 = ts_now_ns();
+}
+
+/* Before the step that completes R's prompt: ship every layer from the engine's layer hook as
+ * soon as it is computed, so that the transfer overlaps the rest of the step. */
+static void on_prompt_step(void *user, uint64_t id, int32_t seq_index, int32_t n_blocks) {
+    ts_wdis *d = user;
+    entry *x = find(d, id);
+    if (!x || x->st != PREFILLING || x->armed) return;
+    int rc = ts_kvx_group_send_arm(d->g, x->transfer_id, seq_index, 0, n_blocks);
+    if (rc) /* shipped after the step instead (send_blocks in on_release) */
+        TS_DEBUG("request %llu: arming the KV transfer: %s", (unsigned long long)id,
+                 ts_error_message());
+    x->armed = rc == TS_OK;
 }
 
 void ts_wdis_submit_prefill(ts_wdis *d, uint64_t id, uint64_t transfer_id, const char *endpoints,
@@ -320,6 +336,7 @@ int ts_wdis_create(ts_kvx_group *g, ts_sched *sched, int32_t max_ctx, int32_t bl
         return ts_error_set(TS_E_NOMEM, "out of memory");
     }
     ts_sched_set_release_hook(sched, on_release, d);
+    ts_sched_set_prompt_hook(sched, on_prompt_step, d);
     *out = d;
     return TS_OK;
 }
@@ -327,6 +344,7 @@ int ts_wdis_create(ts_kvx_group *g, ts_sched *sched, int32_t max_ctx, int32_t bl
 void ts_wdis_destroy(ts_wdis *d) {
     if (!d) return;
     ts_sched_set_release_hook(d->sched, NULL, NULL);
+    ts_sched_set_prompt_hook(d->sched, NULL, NULL);
     for (int i = 0; i < d->n; i++) free(d->e[i].prompt);
     free(d->e);
     free(d->ids);

@@ -5,9 +5,12 @@
  * Prefill role, a Submit with kv_transfer_id and kv_endpoints (request R, transfer T):
  *   submit   every rank connects to the decode ranks (ts_kvx_group_send_open), then R runs in
  *            the scheduler with max_tokens 1;
- *   release  when R's first token finishes it, the scheduler's release hook ships the prompt's
- *            blocks (send_blocks copies them out before the blocks go back to the pool) and
- *            queues the end frames (send_end); the first token's event goes out with no finish
+ *   arm      before the step that computes R's last prompt tokens, the scheduler's prompt hook
+ *            arms the transfer (send_arm): every rank ships each layer of R's blocks from the
+ *            engine's layer hook as soon as that layer is computed, overlapping the step;
+ *   release  when R's first token finishes it, the scheduler's release hook queues the end
+ *            frames (send_end; if arming failed, send_blocks first copies every layer out before
+ *            the blocks go back to the pool); the first token's event goes out with no finish
  *            (the request goes on at the decode group) unless that token ends the request (a
  *            stop id, max_tokens 1, the context full), in which case the transfer is aborted;
  *   poll     between steps send_poll until decided: then one event, kv_transferred (the decode
