@@ -94,6 +94,7 @@ struct co_group {
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
     int32_t kv_committed;   /* disagg.c: blocks reserved by requests on or headed to it */
     int n_incoming;         /* disagg.c: requests prefilling elsewhere for it */
+    int32_t kv_incoming;    /* disagg.c: the blocks those requests reserved */
     co_request *reqs;
     co_group *next;
 };

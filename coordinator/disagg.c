@@ -55,14 +55,6 @@ static int32_t kv_need(const co_group *d, const co_request *r) {
     return need > d->kv_total ? d->kv_total : (int32_t)need;
 }
 
-static int32_t incoming_blocks(const coordinator *co, const co_group *d) {
-    int32_t n = 0;
-    for (int b = 0; b < CO_HASH_BUCKETS; b++)
-        for (const co_request *r = co->buckets[b]; r; r = r->h_next)
-            if (r->decode == d && !r->on_decode) n += r->kv_need;
-    return n;
-}
-
 static co_group *pick_decode(const coordinator *co, const co_request *r) {
     co_group *best = NULL;
     int32_t best_free = 0;
@@ -70,7 +62,7 @@ static co_group *pick_decode(const coordinator *co, const co_request *r) {
         if (!live(d, "decode") || !d->kv_endpoint[0] || r->n_prompt + 1 >= d->ctx) continue;
         int max_seqs = d->max_seqs > 0 ? d->max_seqs : 256;
         if (d->n_active + d->n_incoming >= max_seqs) continue;
-        int32_t free_hb = d->kv_free - incoming_blocks(co, d);
+        int32_t free_hb = d->kv_free - d->kv_incoming;
         int32_t free_total = d->kv_total - d->kv_committed;
         int32_t free = free_hb < free_total ? free_hb : free_total;
         if (free < kv_need(d, r)) continue;
@@ -106,6 +98,7 @@ co_group *co_disagg_pick(coordinator *co, co_request *r) {
     r->kv_need = kv_need(d, r);
     r->transfer_id = r->id * 256 + (uint64_t)((r->attempts + 1) & 255);
     d->kv_committed += r->kv_need;
+    d->kv_incoming += r->kv_need;
     d->n_incoming++;
     ts_log(TS_LOG_DEBUG, r->client_id, "prefill on %s, decode on %s (%d blocks reserved)", p->name,
            d->name, r->kv_need);
@@ -118,7 +111,11 @@ static co_group *untarget(co_request *r) {
     if (!d) return NULL;
     d->kv_committed -= r->kv_need;
     if (d->kv_committed < 0) d->kv_committed = 0;
-    if (!r->on_decode && d->n_incoming > 0) d->n_incoming--;
+    if (!r->on_decode) {
+        if (d->n_incoming > 0) d->n_incoming--;
+        d->kv_incoming -= r->kv_need;
+        if (d->kv_incoming < 0) d->kv_incoming = 0;
+    }
     r->decode = NULL;
     r->on_decode = false;
     r->kv_need = 0;
@@ -152,12 +149,12 @@ void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
     ts_log(TS_LOG_DEBUG, r->client_id, "first token from %s: decoding on %s (%d prompt tokens)",
            g->name, d->name, r->n_prompt);
     d->n_incoming--;
+    d->kv_incoming -= r->kv_need;
+    if (d->kv_incoming < 0) d->kv_incoming = 0;
     r->on_decode = true;
-    int attempts = r->attempts;
-    int64_t t_dispatch = r->t_dispatch;
-    co_submit_to(co, d, r); /* a failed send ended d, which failed r (tokens were streamed) */
-    r->attempts = attempts;
-    r->t_dispatch = t_dispatch;
+    /* A failed send ends d, which fails r (tokens were streamed) and may free it: r is not
+     * touched after this. */
+    co_submit_to(co, d, r);
 }
 
 void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,

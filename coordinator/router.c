@@ -127,8 +127,10 @@ static int submit_to(coordinator *co, co_group *g, co_request *r) {
     g->reqs = r;
     g->n_active++;
     g->outstanding += work_of(r);
-    r->attempts++;
-    r->t_dispatch = ts_now_ns();
+    if (!r->on_decode) { /* a disaggregated hand-over is not a new attempt */
+        r->attempts++;
+        r->t_dispatch = ts_now_ns();
+    }
     return co_group_send(co, g, &m);
 }
 
