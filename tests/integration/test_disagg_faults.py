@@ -123,7 +123,10 @@ def main():
         nodes["p2"] = c.start_node("p2", "--role", "prefill", *CTX)
         c.wait_groups(3)
         other = [n for n in ("p0", "p1") if n != victim][0]
+        # Both prefill groups stopped: the two requests go one to each (fewest outstanding
+        # tokens); then p2 resumes and the other one dies with its request unstarted.
         sc.signal_proc(nodes[other], sc.SIGSTOP)
+        sc.signal_proc(nodes["p2"], sc.SIGSTOP)
         results = [None, None]
 
         def run(i):
@@ -134,11 +137,13 @@ def main():
                 results[i] = "error %s %s" % (e.code(), e.details())
 
         ths = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+        n_lines = len(c.log_full(c.coordinator).splitlines())
         for th in ths:
             th.start()
-        # one of the two is stuck on the stopped group, the other finishes on p2
+        harness.wait_for(lambda: c.log_full(c.coordinator).splitlines()[n_lines:].__str__()
+                         .count("prefill on") >= 2, 30)
+        sc.signal_proc(nodes["p2"], sc.SIGCONT)
         harness.wait_for(lambda: any(x is not None for x in results), 30)
-        time.sleep(0.3)
         sc.signal_proc(nodes[other], sc.SIGKILL)
         for th in ths:
             th.join(60)
