@@ -33,11 +33,18 @@ class Cluster:
     def __init__(self, bin_dir, pydir):
         self.bin_dir = bin_dir
         self.grpc, self.pb = import_protos(pydir)
-        self.tmp = tempfile.mkdtemp(prefix="tessera-serving-")
+        self._tmp = None
         self.procs = []
         self.coordinator = None
         self.endpoint = None
         self.channel = None
+
+    @property
+    def tmp(self):
+        """The directory of this run's logs, made on first use (a client-only Cluster makes none)."""
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="tessera-serving-")
+        return self._tmp
 
     # ---- processes ----
 
@@ -103,7 +110,8 @@ class Cluster:
             self.channel.close()
 
     def remove_logs(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     # ---- calls ----
 
