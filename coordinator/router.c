@@ -6,8 +6,9 @@
  * queue, where no other group could pick them up). Among those the group with the fewest
  * outstanding tokens (prompt tokens not yet processed + tokens still to generate, an estimate of
  * the work ahead of a new request) wins; a group the request just failed on is taken only when no
- * other fits. When no group has room the request waits here, in arrival order (retried requests
- * in front); more than --max-queue waiting gives RESOURCE_EXHAUSTED. With prefill and decode
+ * other fits. When no group has room the request waits here, highest priority first and in
+ * arrival order within a priority (retried requests in front); more than --max-queue waiting
+ * gives RESOURCE_EXHAUSTED. With prefill and decode
  * groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
  */
 #include "coordinator/coordinator.h"
@@ -51,13 +52,20 @@ static void queue_push(coordinator *co, co_request *r, bool front) {
             co->q_tail = r;
         co->q_head = r;
     } else {
-        r->q_next = NULL;
-        r->q_prev = co->q_tail;
-        if (co->q_tail)
-            co->q_tail->q_next = r;
+        /* Behind every request of the same or a higher priority (FIFO within a priority). */
+        co_request *after = co->q_tail;
+        while (after && after->priority < r->priority)
+            after = after->q_prev;
+        r->q_prev = after;
+        r->q_next = after ? after->q_next : co->q_head;
+        if (r->q_next)
+            r->q_next->q_prev = r;
+        else
+            co->q_tail = r;
+        if (after)
+            after->q_next = r;
         else
             co->q_head = r;
-        co->q_tail = r;
     }
     co->n_queued++;
 }

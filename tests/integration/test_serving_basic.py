@@ -9,13 +9,15 @@ message and the server keeps serving; garbage bytes and HTTP/1.1 on the port do 
 cancel mid-stream and a passed client deadline give every KV block back (Health's
 kv_blocks_free counts evictable prefix-cache blocks as free, so it returns to kv_blocks_total);
 SIGTERM refuses new requests, gives a running stream the grace period then UNAVAILABLE, stops
-the coordinator with exit 0, and the node leaves with exit 0; with --max-queue 1
-and a group of one sequence, the third request gets RESOURCE_EXHAUSTED.
+the coordinator with exit 0, and the node leaves with exit 0; with --max-queue 2
+and a group of one sequence, waiting requests run highest priority first and the fourth request
+gets RESOURCE_EXHAUSTED.
 
   test_serving_basic.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
 import socket
 import sys
+import threading
 import time
 
 import harness
@@ -133,24 +135,46 @@ def check_cancel_frees_kv(c, f):
 
 
 def check_queue_limit(c, f):
-    """A group of --batch-seqs 1 runs one request; with --max-queue 1 the next waits in the
-    coordinator and the one after that is refused with RESOURCE_EXHAUSTED."""
-    c.start_coordinator("--max-queue", "1", "--heartbeat-ms", "100")
+    """A group of --batch-seqs 1 runs one request; with --max-queue 2 two more wait in the
+    coordinator (the higher priority first) and the next one is refused with RESOURCE_EXHAUSTED."""
+    c.start_coordinator("--max-queue", "2", "--heartbeat-ms", "100")
     c.start_node("narrow", "--batch-seqs", "1", "--ctx", "8192")
     c.wait_groups(1)
     a = c.generate_call(timeout=120, prompt="First in line", **LONG)
     first = next(iter(a))
     f.check(len(first.token_ids) == 1, "queue: the first request streams")
-    b = c.generate_call(timeout=120, prompt="Second in line", **LONG)
+    low = c.generate_call(timeout=120, prompt="Low priority", priority=0, **LONG)
+    time.sleep(0.2)
+    high = c.generate_call(timeout=120, prompt="High priority", priority=5, **LONG)
     time.sleep(0.3)
-    code, details = c.status_of(timeout=10, prompt="Third in line", max_tokens=4)
+    code, details = c.status_of(timeout=10, prompt="One too many", max_tokens=4)
     f.check(code == c.grpc.StatusCode.RESOURCE_EXHAUSTED and "max-queue" in details,
             "queue full → RESOURCE_EXHAUSTED (%s %r)" % (code, details))
+    first_token = {}
+
+    def watch(name, call):
+        try:
+            next(iter(call))
+            first_token[name] = time.time()
+        except c.grpc.RpcError:
+            pass
+
+    watchers = [threading.Thread(target=watch, args=(n, x), daemon=True)
+                for n, x in (("low", low), ("high", high))]
+    for t in watchers:
+        t.start()
     a.cancel()
-    got = next(iter(b))
-    f.check(len(got.token_ids) == 1, "queue: the waiting request runs once the first is cancelled")
-    b.cancel()
-    f.check(c.wait_kv_idle(15), "queue: every KV block free after both cancels")
+    # One slot: the high-priority request gets it although it arrived later; the low one waits
+    # for it to end.
+    harness.wait_for(lambda: first_token, 30)
+    time.sleep(0.5)
+    f.check(list(first_token) == ["high"],
+            "queue: the higher priority runs first once the slot frees (%s)" % first_token)
+    high.cancel()
+    harness.wait_for(lambda: "low" in first_token, 30)
+    f.check("low" in first_token, "queue: then the lower priority runs")
+    low.cancel()
+    f.check(c.wait_kv_idle(15), "queue: every KV block free after the cancels")
 
 
 LONG = dict(max_tokens=6000, ignore_eos=True)
