@@ -123,6 +123,11 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Nearest-rank percentile of sorted values; 0 when there are none. */
+/* qsort must not see a NULL array, even an empty one (every request may have failed). */
+static void sort_samples(samples *s) {
+    if (s->n > 0) qsort(s->v, s->n, sizeof(double), cmp_double);
+}
+
 static double percentile(const double *sorted, size_t n, double q) {
     if (n == 0) return 0.0;
     size_t i = (size_t)(q * (double)(n - 1) + 0.5);
@@ -359,9 +364,9 @@ static int summarize(bench_run *run, double wall_s, report *rep) {
             return TS_E_NOMEM;
         }
     }
-    qsort(ttft.v, ttft.n, sizeof(double), cmp_double);
-    qsort(ttft_long.v, ttft_long.n, sizeof(double), cmp_double);
-    qsort(run->itl.v, run->itl.n, sizeof(double), cmp_double);
+    sort_samples(&ttft);
+    sort_samples(&ttft_long);
+    sort_samples(&run->itl);
     for (int i = 0; i < 3; i++) {
         rep->ttft[i] = percentile(ttft.v, ttft.n, q[i]);
         rep->itl[i] = percentile(run->itl.v, run->itl.n, q[i]);
