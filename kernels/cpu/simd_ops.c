@@ -425,6 +425,18 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
     }
     const ts_v total = ts_v_set1(ts_v_hsum(vsum));
 
+    if (n_full + (rem != 0) == 1) { /* one vector per head (head_dim <= L): keep the sum in a
+                                        * register; the array form below lives on the stack */
+        ts_v acc1 = ts_v_zero();
+        for (int32_t u = 0; u < n; u++) {
+            size_t at = SLOT_AT(u);
+            ts_v vv = rem ? load_kv_partial(f16, kv->v, at, rem) : load_kv(f16, kv->v, at);
+            acc1 = ts_v_fma(ts_v_set1(scores[u]), vv, acc1);
+        }
+        if (rem) ts_v_store_partial(oh, ts_v_div(acc1, total), rem);
+        else ts_v_store(oh, ts_v_div(acc1, total));
+        return;
+    }
     ts_v acc[MAX_HEAD_DIM / L];
     const int32_t n_chunks = n_full + (rem != 0);
     for (int32_t c = 0; c < n_chunks; c++)
