@@ -10,10 +10,12 @@
      model). Each request's KV went through the decode group (its "KV claimed" log lines), and
      Health shows every block free afterwards.
   3. Layout 1->1: 32 concurrent greedy streams while 8 long prompts arrive, and the two seeded
-     sampled requests: every output equals the mixed cluster's.
+     sampled requests: every output equals the mixed cluster's. Then `tessera bench
+     --long-prompt-every` (the benchmark's workload, scaled down) completes every request.
 
   test_disagg_parity.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python [LAYOUT ...]
 """
+import json
 import os
 import subprocess
 import sys
@@ -141,6 +143,22 @@ def main():
             n_want = len(subset) + (len(reqs) + len(SAMPLED) if layout == "1:1" else 0)
             f.check(n_claimed == n_want, "%s: %d requests decoded from transferred KV (want %d)"
                     % (layout, n_claimed, n_want))
+            if layout == "1:1":
+                # tessera bench's mixed workload (the benchmark's, scaled to the bundled model)
+                p = harness.run([os.path.join(c.bin_dir, "tessera"), "bench", "--server",
+                                 c.endpoint, "--concurrency", "4", "--requests", "16",
+                                 "--prompt-tokens", "8", "--max-tokens", "24",
+                                 "--long-prompt-every", "4", "--long-prompt-tokens", "300",
+                                 "--long-max-tokens", "4", "--json"], timeout=120, check=False)
+                try:
+                    rep = json.loads(p.stdout)
+                except ValueError:
+                    rep = {}
+                f.check(p.returncode == 0 and rep.get("ok") == 16 and "long_ttft_ms" in rep and
+                        rep.get("tokens") == 12 * 24 + 4 * 4,
+                        "1:1 tessera bench --long-prompt-every: every request streamed its tokens "
+                        "(rc %d, %s %s)" % (p.returncode, p.stdout[-400:], p.stderr[-400:]))
+                f.check(c.wait_kv_idle(30), "1:1 after the bench: every KV block free")
             f.check(stop_up(c, up) == 0, "%s: tessera up stopped with exit 0" % layout)
             print("ok   layout %s (%d requests decoded from transferred KV)" % (layout, n_claimed))
     finally:
