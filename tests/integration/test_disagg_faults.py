@@ -14,6 +14,8 @@ groups and one decode group, all single-process nodes on loopback.
      request is retried (new transfer id) on the other prefill group and completes exactly.
   5. The decode group killed mid-stream: UNAVAILABLE naming it; the prefill groups hold
      nothing; with no decode group left, requests run whole on a prefill group (fallback).
+  6. Back-pressure: a new decode group with room for one long request; a second request waits in
+     the coordinator (not even prefilled) until the first is cancelled, then completes exactly.
 
   test_disagg_faults.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
@@ -167,8 +169,45 @@ def main():
         text, _, _ = c.generate(timeout=60, prompt_ids=case["prompt_ids"],
                                 max_tokens=case["n_predict"])
         f.check(text == want, "no decode group left: the prefill group runs requests whole")
-        f.check(c.wait_kv_idle(15), "at the end: every block free (%s)" % c.health())
+        f.check(c.wait_kv_idle(15), "after the fallback: every block free (%s)" % c.health())
         print("ok   5. decode group killed mid-stream: %s; then the fallback" % (r,))
+
+        # 6. back-pressure: a decode group whose KV holds one long request at a time
+        # 34 blocks of 16 tokens (10240 bytes each for this model): one context of 512 needs 32
+        nodes["d1"] = c.start_node("d1", "--role", "decode", "--kv-memory", "348160", "--ctx",
+                                   "512")
+        h = c.wait_groups(2)
+        total = [g.kv_blocks_total for g in h.groups if g.name == "d1"][0]
+        f.check(total == 34, "the small decode group has 34 KV blocks (%d)" % total)
+        # A reserves 32 blocks (5 + 506 tokens), leaving 2; B needs 5 (10 + 64 tokens)
+        a_max = 506
+        n_lines = len(c.log_full(c.coordinator).splitlines())
+        call_a, it_a = stream_until(c, 5, prompt="Once upon a time", max_tokens=a_max,
+                                    ignore_eos=True)
+        sc.signal_proc(nodes["d1"], sc.SIGSTOP)  # A stays on the decode group meanwhile
+        out_b = {}
+
+        def run_b():
+            try:
+                out_b["text"] = c.generate(timeout=90, prompt_ids=case["prompt_ids"],
+                                           max_tokens=case["n_predict"])[0]
+            except c.grpc.RpcError as e:
+                out_b["text"] = "error %s %s" % (e.code(), e.details())
+
+        th = threading.Thread(target=run_b, daemon=True)
+        th.start()
+        time.sleep(1.0)
+        started = c.log_full(c.coordinator).splitlines()[n_lines:].__str__().count("prefill on")
+        f.check(started == 1 and "text" not in out_b,
+                "back-pressure: the second request waits while the decode pool is full "
+                "(%d dispatched)" % started)
+        sc.signal_proc(nodes["d1"], sc.SIGCONT)
+        call_a.cancel()
+        th.join(60)
+        f.check(out_b.get("text") == want, "back-pressure: the waiting request runs once the "
+                "first leaves, exactly (%r)" % str(out_b.get("text"))[:80])
+        f.check(c.wait_kv_idle(15), "at the end: every block free (%s)" % c.health())
+        print("ok   6. back-pressure: a full decode pool holds new requests in the queue")
     finally:
         sc.finish(c, f)
 
