@@ -92,6 +92,7 @@ struct co_group {
     int n_active;
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
+    char fingerprint[64];   /* Register.model_fingerprint: KV moves only between equal ones */
     int32_t kv_committed;   /* disagg.c: blocks reserved by requests on or headed to it */
     int n_incoming;         /* disagg.c: requests prefilling elsewhere for it */
     int32_t kv_incoming;    /* disagg.c: the blocks those requests reserved */

@@ -12,7 +12,8 @@
  * which may be a long prefill, and the decode group learns the outcome from its own receivers
  * anyway (a broken transfer fails the request there).
  *
- * Decode admission: a decode group has room for r when it runs fewer than max_batch_seqs
+ * Only groups that registered the same model fingerprint are paired (the receivers would
+ * refuse the KV of other weights anyway). Decode admission: a decode group has room for r when it runs fewer than max_batch_seqs
  * requests (counting those prefilling for it) and its KV blocks cover r's worst case,
  * need = blocks of min(prompt + max_tokens, context): need <= min(kv_free from its last
  * heartbeat - blocks reserved by requests still prefilling for it, kv_total - blocks reserved
@@ -55,11 +56,13 @@ static int32_t kv_need(const co_group *d, const co_request *r) {
     return need > d->kv_total ? d->kv_total : (int32_t)need;
 }
 
-static co_group *pick_decode(const coordinator *co, const co_request *r) {
+static co_group *pick_decode(const coordinator *co, const co_group *p, const co_request *r) {
     co_group *best = NULL;
     int32_t best_free = 0;
     for (co_group *d = co->groups; d; d = d->next) {
-        if (!live(d, "decode") || !d->kv_endpoint[0] || r->n_prompt + 1 >= d->ctx) continue;
+        if (!live(d, "decode") || !d->kv_endpoint[0] || r->n_prompt + 1 >= d->ctx ||
+            strcmp(d->fingerprint, p->fingerprint) != 0) /* the same weights, or no KV to share */
+            continue;
         int max_seqs = d->max_seqs > 0 ? d->max_seqs : 256;
         if (d->n_active + d->n_incoming >= max_seqs) continue;
         int32_t free_hb = d->kv_free - d->kv_incoming;
@@ -91,7 +94,7 @@ static co_group *pick_prefill(const coordinator *co, const co_request *r) {
 
 co_group *co_disagg_pick(coordinator *co, co_request *r) {
     co_group *p = pick_prefill(co, r);
-    co_group *d = p ? pick_decode(co, r) : NULL;
+    co_group *d = p ? pick_decode(co, p, r) : NULL;
     if (!d) return NULL;
     r->decode = d;
     r->on_decode = false;

@@ -129,6 +129,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     g->block_size = r->block_size;
     g->max_seqs = r->max_batch_seqs;
     snprintf(g->kv_endpoint, sizeof g->kv_endpoint, "%s", r->kv_endpoint);
+    snprintf(g->fingerprint, sizeof g->fingerprint, "%s", r->model_fingerprint);
     Tessera__V1__Welcome w = TESSERA__V1__WELCOME__INIT;
     w.cluster = co->model_name;
     w.heartbeat_ms = co->heartbeat_ms;

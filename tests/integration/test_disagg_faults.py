@@ -182,9 +182,10 @@ def main():
         # A reserves 32 blocks (5 + 506 tokens), leaving 2; B needs 5 (10 + 64 tokens)
         a_max = 506
         n_lines = len(c.log_full(c.coordinator).splitlines())
-        call_a, it_a = stream_until(c, 5, prompt="Once upon a time", max_tokens=a_max,
+        # d1 stopped: A streams its first token (from the prefill group), moves to d1 and stays
+        sc.signal_proc(nodes["d1"], sc.SIGSTOP)
+        call_a, it_a = stream_until(c, 1, prompt="Once upon a time", max_tokens=a_max,
                                     ignore_eos=True)
-        sc.signal_proc(nodes["d1"], sc.SIGSTOP)  # A stays on the decode group meanwhile
         out_b = {}
 
         def run_b():
