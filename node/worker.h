@@ -26,6 +26,10 @@
  * 0. *stop (set by a SIGTERM handler) drains: new Submits are refused with an error, running
  * requests get up to drain_ms to finish, the rest are aborted, and the run ends with 0.
  *
+ * Disaggregation (issue 5): with o->kvx, a Submit with kv_endpoints (prefill role) or kv_expect
+ * (decode role) goes to worker_disagg.h, which ships or claims the request's KV between steps;
+ * Register.kv_endpoint announces the group's receivers.
+ *
  * With a TP group of several ranks the followers time out waiting for a step plan after
  * --comm-timeout-ms; an idle leader therefore runs a one-token keep-alive request (its events are
  * not reported) every quarter of that time.
