@@ -33,7 +33,7 @@ enum {
 
 /* Records a printf-style message for the calling thread and returns `code`. */
 int ts_error_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int ts_error_setv(int code, const char *fmt, va_list ap);
+int ts_error_setv(int code, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Prefixes the current message with a printf-style context and ": "; returns `code`. */
 int ts_error_wrap(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -38,7 +38,7 @@ if command -v clang >/dev/null; then
   step "libFuzzer build and bounded fuzzing"
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
         -DTESSERA_CUDA=OFF >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_gguf
+  cmake --build build-fuzz -j"$jobs" --target fuzz_gguf fuzz_gguf_replay
   (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
 fi
 
