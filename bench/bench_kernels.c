@@ -122,8 +122,9 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
     bytes += weight_bytes(&out);
 
     const int n = o->tokens;
-    float *x = malloc((size_t)n * FFN * sizeof(float)),
-          *y = malloc((size_t)n * VOCAB * sizeof(float));
+    /* 64-byte aligned like the backend's activation buffers, so vector loads never split */
+    float *x = aligned_alloc(64, ((size_t)n * FFN * sizeof(float) + 63) / 64 * 64),
+          *y = aligned_alloc(64, ((size_t)n * VOCAB * sizeof(float) + 63) / 64 * 64);
     for (size_t i = 0; i < (size_t)n * FFN; i++)
         x[i] = (float)(i % 13) * 0.1f - 0.6f;
 
