@@ -26,6 +26,10 @@ def mpi_env():
         "OMPI_MCA_rmaps_base_oversubscribe": "1",
         # Shared-memory transport between ranks on one host; no network probing in CI.
         "OMPI_MCA_btl": "self,vader",
+        # Open MPI 4.1's daemons (orted) put the hwloc topology in shared memory at the biggest
+        # hole of their address space; started in another network namespace they sometimes
+        # segfault there (hwloc_shmem_topology_write). The tests do without that optimisation.
+        "OMPI_MCA_rtc_hwloc_vmhole": "none",
     })
     # Open MPI unloads its plugins at MPI_Finalize, so LeakSanitizer reports their
     # process-lifetime allocations as "<unknown module>", which no suppression can match. Ranks
