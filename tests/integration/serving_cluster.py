@@ -85,6 +85,8 @@ class Cluster:
         return p
 
     def log(self, p):
+        if p is None:  # a client-only cluster object (the processes run elsewhere)
+            return "(not started here)"
         try:
             with open(p.log_path) as f:
                 return f.read()[-4000:]
