@@ -712,6 +712,26 @@ static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids,
     return e->be->sync(e->be);
 }
 
+int ts_engine_kv_block_span(ts_engine *e, int32_t layer, int32_t block_id, int32_t head0,
+                            int32_t n_heads, void **k, void **v, size_t *bytes) {
+    if (layer < 0 || layer >= e->hp.n_layers || block_id < 0 || block_id >= e->n_blocks ||
+        head0 < 0 || n_heads < 1 || head0 + n_heads > e->shard.n_kv_heads)
+        return ts_error_set(TS_E_INVALID,
+                            "KV span: layer %d, block %d, heads [%d, %d) outside "
+                            "%d layers, %d blocks, %d heads",
+                            layer, block_id, head0, head0 + n_heads, e->hp.n_layers, e->n_blocks,
+                            e->shard.n_kv_heads);
+    const ts_kv_layer *kv = &e->kv[layer];
+    size_t head_bytes =
+        (size_t)kv->block_size * (size_t)kv->head_dim * (size_t)ts_dtype_block_bytes(kv->type);
+    size_t off =
+        (size_t)block_id * head_bytes * (size_t)kv->n_kv_heads + head_bytes * (size_t)head0;
+    *k = (char *)kv->k + off;
+    *v = (char *)kv->v + off;
+    *bytes = head_bytes * (size_t)n_heads;
+    return TS_OK;
+}
+
 int ts_engine_kv_read(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
                       int32_t head0, int32_t n_heads, void *k_host, void *v_host) {
     size_t block_bytes, part;

@@ -90,6 +90,14 @@ int ts_engine_kv_read(ts_engine *e, int32_t layer, const int32_t *block_ids, int
 int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
                        int32_t head0, int32_t n_heads, const void *k_host, const void *v_host);
 
+/* The backend addresses (device memory on CUDA) of layer `layer`'s K and V of block `block_id`
+ * for local heads [head0, head0 + n_heads): each one contiguous range of *bytes bytes, laid out
+ * [n_heads][block_size][head_dim]. For a transport that moves KV memory between devices without
+ * host copies (node/kv_transfer_nccl.h); it must order its accesses on the backend's stream.
+ * Does not wait for queued work. TS_E_INVALID for a layer, block or head out of range. */
+int ts_engine_kv_block_span(ts_engine *e, int32_t layer, int32_t block_id, int32_t head0,
+                            int32_t n_heads, void **k, void **v, size_t *bytes);
+
 /* Called on every rank during a step, right after layer `layer`'s kv_store, with the step's
  * batch: the layer's KV of the batch's tokens is then in the cache, so a prefill can ship layer
  * l while it computes l + 1. Runs on the engine's thread; may call ts_engine_kv_read. NULL (the
