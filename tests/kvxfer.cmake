@@ -22,3 +22,14 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
                      1:1 2:1 1:2 4:2 8:2 2:8
                      LABELS integration TIMEOUT 600)
 endif()
+# The NCCL transport (node/kv_transfer_nccl.h) between two GPUs, label gpu: built whenever CUDA
+# is, skipped (77, "SKIP: no CUDA device (...)" or "needs 2 CUDA devices") without two GPUs.
+if(TESSERA_HAVE_CUDA AND TARGET ts_node AND TARGET ts_tokenizer)
+  add_executable(kvxfer_nccl unit/kvxfer_nccl.c)
+  target_link_libraries(kvxfer_nccl PRIVATE ts_node ts_tokenizer ts_common)
+  target_compile_definitions(kvxfer_nccl PRIVATE TS_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  set_target_properties(kvxfer_nccl PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  ts_add_script_test(NAME kv_transfer_nccl_two_gpus_matches_reference
+                     SCRIPT integration/test_kvxfer_nccl.py ARGS $<TARGET_FILE:kvxfer_nccl>
+                     LABELS gpu TIMEOUT 600)
+endif()

@@ -17,6 +17,7 @@
 #include "node/kv_transfer.h"
 #include "tokenizer/tokenizer.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,23 @@
 #define KVX_CASES TS_SOURCE_DIR "/tests/data/greedy_stories260K_f32.jsonl"
 
 enum { KVX_BLOCK = 4, KVX_CTX = 128, KVX_MAX_CASES = 16, KVX_MAX_IDS = 256 };
+
+/* The mpirun test programs' check (kvxfer_tp.c, kvxfer_nccl.c): counts a failure in
+ * kvx_failures and says which world rank failed and why; the program goes on. */
+#define kvx_failures (*kvx_failure_count())
+static inline int *kvx_failure_count(void) {
+    static int n;
+    return &n;
+}
+#define KVX_EXPECT(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            kvx_failures++;                                                                        \
+            fprintf(stderr, "FAIL rank %d: ", ts_mpi_world_rank());                                \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (%s)\n", ts_error_message());                                        \
+        }                                                                                          \
+    } while (0)
 
 typedef struct kvx_rank {
     ts_gguf *gguf;
@@ -37,14 +55,16 @@ typedef struct kvx_rank {
     uint64_t fingerprint;
 } kvx_rank;
 
-/* Opens the bundled model on one rank of `comm` (taken over; NULL: a group of one). Small
- * blocks so that even the short reference prompts span several blocks. */
-static inline int kvx_rank_open(kvx_rank *r, ts_comm *comm, ts_dtype kv_type) {
+/* Opens the bundled model on one rank of `comm` (taken over; NULL: a group of one) on backend
+ * device `device` ("cpu", "cuda:N"). Small blocks so that even the short reference prompts
+ * span several blocks. */
+static inline int kvx_rank_open_on(kvx_rank *r, ts_comm *comm, ts_dtype kv_type,
+                                   const char *device) {
     memset(r, 0, sizeof *r);
     int rc = ts_gguf_open(KVX_MODEL, &r->gguf);
     if (!rc) rc = ts_llama_load(r->gguf, &r->model);
     if (!rc) rc = ts_tokenizer_from_gguf(r->gguf, &r->tok);
-    ts_backend_options bo = {.device = "cpu", .n_threads = 1};
+    ts_backend_options bo = {.device = device, .n_threads = 1};
     if (!rc) rc = ts_backend_create(&bo, &r->be);
     if (!rc && !comm) rc = ts_comm_create_self(&comm);
     r->comm = comm;
@@ -57,6 +77,11 @@ static inline int kvx_rank_open(kvx_rank *r, ts_comm *comm, ts_dtype kv_type) {
         rc = ts_kv_pool_create(ts_engine_n_blocks(r->engine), KVX_BLOCK, &r->pool);
     if (!rc) r->fingerprint = ts_kvx_fingerprint(&r->model, kv_type);
     return rc;
+}
+
+/* The same on the CPU (one kernel thread). */
+static inline int kvx_rank_open(kvx_rank *r, ts_comm *comm, ts_dtype kv_type) {
+    return kvx_rank_open_on(r, comm, kv_type, "cpu");
 }
 
 static inline void kvx_rank_close(kvx_rank *r) {
@@ -191,6 +216,33 @@ static inline void kvx_text(const kvx_rank *r, const int32_t *ids, int n, ts_buf
         ts_detok_push(&d, r->tok, ids[i], out);
     ts_detok_flush(&d, out);
     ts_buf_append_char(out, 0);
+}
+
+/* Leader: greedy decode of case c (request `id`) whose prompt's KV is in ids[0 .. n_blocks)
+ * (room for KVX_CTX / KVX_BLOCK ids), from the first token `first`; releases the blocks and
+ * compares prompt + generated text with the reference: prints "ok   request ID: prompt" when
+ * equal, both texts to stderr otherwise. True when equal. */
+static inline bool kvx_decode_matches(kvx_rank *r, const kvx_case *c, uint64_t id, int32_t *ids,
+                                      int32_t n_blocks, int32_t first) {
+    int32_t out[KVX_CTX];
+    int n = kvx_decode(r, ids, &n_blocks, c->n_ids, first, c->n_predict, out);
+    kvx_release(r, ids, n_blocks);
+    if (n <= 0) {
+        fprintf(stderr, "request %llu: decoding failed: %s\n", (unsigned long long)id,
+                ts_error_message());
+        return false;
+    }
+    ts_buf text = {0};
+    ts_buf_append_str(&text, c->prompt);
+    kvx_text(r, out, n, &text);
+    bool same = strcmp(text.data, c->expected) == 0;
+    if (same)
+        printf("ok   request %llu: %s\n", (unsigned long long)id, c->prompt);
+    else
+        fprintf(stderr, "request %llu: text\n  expected: %s\n  got:      %s\n",
+                (unsigned long long)id, c->expected, text.data);
+    ts_buf_free(&text);
+    return same;
 }
 
 #endif
