@@ -32,6 +32,23 @@ TS_INLINE float ts_hsum8(__m256 v) {
     return _mm_cvtss_f32(s1);
 }
 
+/* The 8 halves (f16 bits) at p with lanes n..7 = 0, without reading past p[n - 1]: pairs through
+ * a masked 32-bit load, an odd last half inserted (narrow stores followed by a wide load would
+ * stall on store forwarding). Every build has AVX2; the 8-lane builds use it for partial f16. */
+TS_INLINE __m128i ts_load_u16x8_partial(const uint16_t *p, int n) {
+    const __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
+    __m128i u = _mm_maskload_epi32((const int *)p, _mm_cmplt_epi32(idx, _mm_set1_epi32(n / 2)));
+    if (n & 1) {
+        switch (n) { /* _mm_insert_epi16 takes a constant index */
+        case 1: u = _mm_insert_epi16(u, p[0], 0); break;
+        case 3: u = _mm_insert_epi16(u, p[2], 2); break;
+        case 5: u = _mm_insert_epi16(u, p[4], 4); break;
+        default: u = _mm_insert_epi16(u, p[6], 6); break;
+        }
+    }
+    return u;
+}
+
 TS_INLINE float ts_f16_scalar(uint16_t h) {
     return _cvtsh_ss(h);
 }
@@ -86,21 +103,6 @@ TS_INLINE ts_v ts_v_pow2i(ts_v n) {
 }
 TS_INLINE ts_v ts_v_load_f16(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-/* The 8 halves at p, with the n..7 = 0 without reading them: pairs through a masked
- * 32-bit load, an odd last half inserted (no narrow stores then a wide load: those stall). */
-TS_INLINE __m128i ts_load_u16x8_partial(const uint16_t *p, int n) {
-    const __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
-    __m128i u = _mm_maskload_epi32((const int *)p, _mm_cmplt_epi32(idx, _mm_set1_epi32(n / 2)));
-    if (n & 1) {
-        switch (n) { /* _mm_insert_epi16 takes a constant index */
-        case 1: u = _mm_insert_epi16(u, p[0], 0); break;
-        case 3: u = _mm_insert_epi16(u, p[2], 2); break;
-        case 5: u = _mm_insert_epi16(u, p[4], 4); break;
-        default: u = _mm_insert_epi16(u, p[6], 6); break;
-        }
-    }
-    return u;
 }
 TS_INLINE ts_v ts_v_load_f16_partial(const uint16_t *p, int n) {
     return _mm256_cvtph_ps(ts_load_u16x8_partial(p, n));
@@ -265,20 +267,6 @@ TS_INLINE ts_v ts_v_pow2i(ts_v n) {
 TS_INLINE ts_v ts_v_load_f16(const uint16_t *p) {
     return TS_V2(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
                  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8))));
-}
-/* The 8 halves at p, with the n..7 = 0 without reading them (see the AVX2 build) */
-TS_INLINE __m128i ts_load_u16x8_partial(const uint16_t *p, int n) {
-    const __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
-    __m128i u = _mm_maskload_epi32((const int *)p, _mm_cmplt_epi32(idx, _mm_set1_epi32(n / 2)));
-    if (n & 1) {
-        switch (n) { /* _mm_insert_epi16 takes a constant index */
-        case 1: u = _mm_insert_epi16(u, p[0], 0); break;
-        case 3: u = _mm_insert_epi16(u, p[2], 2); break;
-        case 5: u = _mm_insert_epi16(u, p[4], 4); break;
-        default: u = _mm_insert_epi16(u, p[6], 6); break;
-        }
-    }
-    return u;
 }
 /* The first n (< 16) halves; the other lanes 0, not read */
 TS_INLINE ts_v ts_v_load_f16_partial(const uint16_t *p, int n) {
