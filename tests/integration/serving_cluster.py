@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -174,6 +175,36 @@ class Cluster:
             return all(g.kv_blocks_free == g.kv_blocks_total and g.running == 0 and g.waiting == 0
                        for g in h.groups)
         return harness.wait_for(idle, timeout, 0.05)
+
+
+def stream_until(c, n_tokens, **fields):
+    """Opens a stream, reads n_tokens, returns (call, iterator)."""
+    call = c.generate_call(timeout=120, **fields)
+    it = iter(call)
+    got = 0
+    while got < n_tokens:
+        got += len(next(it).token_ids)
+    return call, it
+
+
+def drain_status(c, it, timeout):
+    """Reads the rest of a stream in a thread; returns (code, details, seconds) or None if it
+    did not end within timeout."""
+    out = {}
+
+    def run():
+        t = time.time()
+        try:
+            for _ in it:
+                pass
+            out["r"] = (c.grpc.StatusCode.OK, "", time.time() - t)
+        except c.grpc.RpcError as e:
+            out["r"] = (e.code(), e.details(), time.time() - t)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout)
+    return out.get("r")
 
 
 def descendants(pid):

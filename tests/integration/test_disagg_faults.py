@@ -25,35 +25,10 @@ import time
 
 import harness
 import serving_cluster as sc
+from serving_cluster import drain_status, stream_until
 
 CTX = ("--ctx", "8192")
 LONG = dict(max_tokens=6000, ignore_eos=True)
-
-
-def stream_until(c, n_tokens, **fields):
-    call = c.generate_call(timeout=120, **fields)
-    it = iter(call)
-    got = 0
-    while got < n_tokens:
-        got += len(next(it).token_ids)
-    return call, it
-
-
-def drain_status(c, it, timeout):
-    out = {}
-
-    def run():
-        try:
-            for _ in it:
-                pass
-            out["r"] = (c.grpc.StatusCode.OK, "")
-        except c.grpc.RpcError as e:
-            out["r"] = (e.code(), e.details())
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    th.join(timeout)
-    return out.get("r")
 
 
 def prefill_of(c, n_before):

@@ -19,38 +19,9 @@ import time
 
 import harness
 import serving_cluster as sc
+from serving_cluster import drain_status, stream_until
 
 LONG = dict(max_tokens=6000, ignore_eos=True)
-
-
-def stream_until(c, n_tokens, **fields):
-    """Opens a stream, reads n_tokens, returns (call, iterator)."""
-    call = c.generate_call(timeout=120, **fields)
-    it = iter(call)
-    got = 0
-    while got < n_tokens:
-        got += len(next(it).token_ids)
-    return call, it
-
-
-def drain_status(c, it, timeout):
-    """Reads the rest of a stream in a thread; returns (code, details, seconds) or None if it
-    did not end within timeout."""
-    out = {}
-
-    def run():
-        t = time.time()
-        try:
-            for _ in it:
-                pass
-            out["r"] = (c.grpc.StatusCode.OK, "", time.time() - t)
-        except c.grpc.RpcError as e:
-            out["r"] = (e.code(), e.details(), time.time() - t)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    th.join(timeout)
-    return out.get("r")
 
 
 def check_killed_node(c, f):
