@@ -692,9 +692,11 @@ void ts_engine_set_layer_hook(ts_engine *e, ts_engine_layer_hook hook, void *use
 }
 
 /* One head range of one block is contiguous in a pool ([block][kv_head][slot][head_dim]), so a
- * block moves in one copy per pool. Checks the request and gives the sizes of the copy. */
-static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
-                    int32_t head0, int32_t n_heads, size_t *block_bytes, size_t *part) {
+ * block moves in one copy per pool. Checks a (layer, blocks, heads) range of this rank's KV cache
+ * and gives its geometry: the bytes of one block (all heads) and of the range's heads in it. */
+static int kv_geometry(const ts_engine *e, int32_t layer, const int32_t *block_ids,
+                       int32_t n_blocks, int32_t head0, int32_t n_heads, size_t *block_bytes,
+                       size_t *part) {
     if (layer < 0 || layer >= e->hp.n_layers)
         return ts_error_set(TS_E_INVALID, "KV layer %d of %d", layer, e->hp.n_layers);
     if (head0 < 0 || n_heads < 1 || head0 + n_heads > e->shard.n_kv_heads)
@@ -709,26 +711,26 @@ static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids,
                         (size_t)ts_dtype_block_bytes(kv->type);
     *block_bytes = head_bytes * (size_t)kv->n_kv_heads;
     *part = head_bytes * (size_t)n_heads;
-    return e->be->sync(e->be);
+    return TS_OK;
+}
+
+/* kv_geometry, then waits for the backend so that host copies see finished KV stores. */
+static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids, int32_t n_blocks,
+                    int32_t head0, int32_t n_heads, size_t *block_bytes, size_t *part) {
+    int rc = kv_geometry(e, layer, block_ids, n_blocks, head0, n_heads, block_bytes, part);
+    return rc ? rc : e->be->sync(e->be);
 }
 
 int ts_engine_kv_block_span(ts_engine *e, int32_t layer, int32_t block_id, int32_t head0,
                             int32_t n_heads, void **k, void **v, size_t *bytes) {
-    if (layer < 0 || layer >= e->hp.n_layers || block_id < 0 || block_id >= e->n_blocks ||
-        head0 < 0 || n_heads < 1 || head0 + n_heads > e->shard.n_kv_heads)
-        return ts_error_set(TS_E_INVALID,
-                            "KV span: layer %d, block %d, heads [%d, %d) outside "
-                            "%d layers, %d blocks, %d heads",
-                            layer, block_id, head0, head0 + n_heads, e->hp.n_layers, e->n_blocks,
-                            e->shard.n_kv_heads);
+    size_t block_bytes = 0, part = 0;
+    int rc = kv_geometry(e, layer, &block_id, 1, head0, n_heads, &block_bytes, &part);
+    if (rc) return rc;
     const ts_kv_layer *kv = &e->kv[layer];
-    size_t head_bytes =
-        (size_t)kv->block_size * (size_t)kv->head_dim * (size_t)ts_dtype_block_bytes(kv->type);
-    size_t off =
-        (size_t)block_id * head_bytes * (size_t)kv->n_kv_heads + head_bytes * (size_t)head0;
+    size_t off = (size_t)block_id * block_bytes + part / (size_t)n_heads * (size_t)head0;
     *k = (char *)kv->k + off;
     *v = (char *)kv->v + off;
-    *bytes = head_bytes * (size_t)n_heads;
+    *bytes = part;
     return TS_OK;
 }
 
