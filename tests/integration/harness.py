@@ -49,6 +49,17 @@ def greedy_cases():
         return [json.loads(line) for line in f if line.strip()]
 
 
+def reference_text(case):
+    """What a correct run prints for a greedy case: the prompt and its completion (the
+    reference's greedy_text without its leading "<s> ")."""
+    return case["greedy_text"][len("<s> "):]
+
+
+def reference_completion(case):
+    """The completion alone: reference_text without the prompt."""
+    return reference_text(case)[len(case["prompt"]):]
+
+
 def run(cmd, timeout=120, env=None, check=True):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                        env=env, text=True)

@@ -48,7 +48,7 @@ def main():
     c.log_full = lambda p: open(p.log_path).read()
     cases = harness.greedy_cases()
     case = cases[0]
-    want = case["greedy_text"][len("<s> ") + len(case["prompt"]):]
+    want = harness.reference_completion(case)
     try:
         c.start_coordinator("--log-level", "debug", "--heartbeat-timeout-ms", "20000")
         nodes = {}

@@ -73,7 +73,7 @@ def workload(cases):
         case = cases[i % len(cases)]
         reqs.append(dict(prompt_ids=case["prompt_ids"], max_tokens=case["n_predict"]))
         if i % 4 == 3:
-            long_text = cases[(i // 4) % len(cases)]["greedy_text"][len("<s> "):]
+            long_text = harness.reference_text(cases[(i // 4) % len(cases)])
             reqs.append(dict(prompt=long_text, max_tokens=24, ignore_eos=True))
     return reqs
 
@@ -94,7 +94,7 @@ def check_greedy(c, f, cases, what):
     for i, case in enumerate(cases):
         text, _, _ = c.generate(timeout=120, prompt_ids=case["prompt_ids"],
                                 max_tokens=case["n_predict"])
-        want = case["greedy_text"][len("<s> ") + len(case["prompt"]):]
+        want = harness.reference_completion(case)
         f.check(text == want, "%s: case %d equals the reference (got %r)" % (what, i, text[:80]))
 
 

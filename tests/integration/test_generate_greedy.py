@@ -44,7 +44,7 @@ def main():
             out = json.loads(p.stdout.strip().splitlines()[-1])
             name = "%s / %r" % (model.rsplit("/", 1)[-1], case["prompt"])
             f.check(out["prompt_ids"] == case["prompt_ids"], name + ": prompt ids")
-            expected = case["greedy_text"][len("<s> "):]
+            expected = harness.reference_text(case)
             got = case["prompt"] + out["completion"]
             if not f.check(got == expected, name + ": text"):
                 print("  expected: %r\n  got:      %r" % (expected, got), file=sys.stderr)

@@ -27,7 +27,7 @@ def main():
     grpc, pb = cluster.import_grpc(args.pydir)
     f = harness.Failures()
     case = harness.greedy_cases()[0]
-    expected = case["greedy_text"][len("<s> "):][len(case["prompt"]):]
+    expected = harness.reference_completion(case)
     with cluster.Cluster(args.tessera) as c:
         channel = grpc.insecure_channel(c.target)
         generate = channel.unary_stream("/tessera.v1.Inference/Generate",

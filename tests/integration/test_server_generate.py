@@ -57,7 +57,7 @@ def main():
             f.check(set(lo) == set(re) and set(lo["timings"]) == set(re["timings"]),
                     "%s: the same JSON fields" % name)
             f.check(re["prompt_ids"] == case["prompt_ids"], name + ": reference prompt ids")
-            expected = case["greedy_text"][len("<s> "):]
+            expected = harness.reference_text(case)
             f.check(case["prompt"] + re["completion"] == expected, name + ": reference text")
 
         # Plain text mode: the prompt, then the streamed completion, as locally.

@@ -61,7 +61,7 @@ def main():
     grpc, pb = cluster.import_grpc(args.pydir)
     f = harness.Failures()
     cases = harness.greedy_cases()
-    expected = [c["greedy_text"][len("<s> "):][len(c["prompt"]):] for c in cases]
+    expected = [harness.reference_completion(c) for c in cases]
     with cluster.Cluster(args.tessera) as c:
         # The documented example, verbatim.
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as tmp:

@@ -30,7 +30,7 @@ def check_greedy(c, f):
         name = repr(case["prompt"])
         text, ids, msgs = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"],
                                      request_id="rid-" + str(len(case["prompt"])))
-        expected = case["greedy_text"][len("<s> "):]
+        expected = harness.reference_text(case)
         if not f.check(case["prompt"] + text == expected, name + ": streamed text"):
             print("  expected: %r\n  got:      %r" % (expected, case["prompt"] + text))
         last = msgs[-1]

@@ -45,7 +45,7 @@ def check_hung_node_retried(c, f):
     c.wait_groups(2)
     sc.signal_proc(a, sc.SIGSTOP)
     case = harness.greedy_cases()[0]
-    expected = case["greedy_text"][len("<s> "):]
+    expected = harness.reference_text(case)
     results = [None] * 4
 
     def one(i):
@@ -92,7 +92,7 @@ def check_idle_tp_group(c, f):
     case = harness.greedy_cases()[2]
     try:
         text, _, _ = c.generate(timeout=30, prompt=case["prompt"], max_tokens=case["n_predict"])
-        ok = case["prompt"] + text == case["greedy_text"][len("<s> "):]
+        ok = case["prompt"] + text == harness.reference_text(case)
     except c.grpc.RpcError as e:
         ok, text = False, "%s %s" % (e.code(), e.details())
     f.check(ok and node.poll() is None,

@@ -38,7 +38,7 @@ def client_main(endpoint, pydir, n_groups):
     for case in harness.greedy_cases()[:2]:
         text, _, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"])
         result["cases"].append({"got": case["prompt"] + text,
-                                "expected": case["greedy_text"][len("<s> "):]})
+                                "expected": harness.reference_text(case)})
     c.channel.close()
     print("RESULT " + json.dumps(result))
 

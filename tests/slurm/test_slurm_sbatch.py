@@ -16,7 +16,7 @@ import harness  # noqa: E402  (local_slurm put tests/integration on the path)
 def check_greedy(c, f, what):
     for case in harness.greedy_cases()[:2]:
         text, ids, _ = c.generate(prompt=case["prompt"], max_tokens=case["n_predict"])
-        expected = case["greedy_text"][len("<s> "):]
+        expected = harness.reference_text(case)
         if not f.check(case["prompt"] + text == expected, "%s: %r streams the reference"
                        % (what, case["prompt"])):
             print("  expected: %r\n  got:      %r" % (expected, case["prompt"] + text))
@@ -33,7 +33,7 @@ def check_cli_client(bin_dir, endpoint, f):
     case = harness.greedy_cases()[0]
     p = harness.run([tessera, "generate", "--server", endpoint, "-p", case["prompt"], "-n",
                      str(case["n_predict"])], timeout=60, check=False)
-    f.check(p.returncode == 0 and case["greedy_text"][len("<s> "):] in case["prompt"] + p.stdout,
+    f.check(p.returncode == 0 and harness.reference_text(case) in case["prompt"] + p.stdout,
             "tessera generate --server streams the reference (rc %d): %s"
             % (p.returncode, p.stderr[-500:]))
 
