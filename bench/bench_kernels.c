@@ -82,8 +82,10 @@ static int parse(int argc, char **argv, options *o) {
     return 0;
 }
 
-/* Random weights quantized row by row (values ~ N(0, 0.02), as in an initialised model). */
-static ts_weight make_weight(ts_rng *rng, ts_dtype type, int64_t rows, int64_t cols) {
+/* Random weights quantized row by row (values ~ N(0, 0.02), as in an initialised model), in
+ * the backend's form (weight_prepare, as the engine does: packed panels for plain types). */
+static ts_weight make_weight(ts_backend *be, ts_rng *rng, ts_dtype type, int64_t rows,
+                             int64_t cols) {
     ts_weight w = {.type = type, .rows = rows, .cols = cols};
     w.row_stride = ts_dtype_row_bytes(type, cols);
     char *data = malloc(w.row_stride * (size_t)rows);
@@ -99,7 +101,17 @@ static ts_weight make_weight(ts_rng *rng, ts_dtype type, int64_t rows, int64_t c
     }
     free(row);
     w.data = data;
-    return w;
+    ts_weight ready;
+    if (be->weight_prepare(be, &w, &ready)) {
+        fprintf(stderr, "tessera-bench-kernels: %s\n", ts_error_message());
+        exit(1);
+    }
+    return ready;
+}
+
+static void free_weight(ts_backend *be, ts_weight *w) {
+    free((void *)w->data);
+    be->weight_release(be, w);
 }
 
 static size_t weight_bytes(const ts_weight *w) {
@@ -115,10 +127,10 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
     size_t bytes = 0;
     for (int l = 0; l < o->layers; l++)
         for (int m = 0; m < 7; m++) {
-            layers[l].w[m] = make_weight(&rng, type, shape[m][0], shape[m][1]);
+            layers[l].w[m] = make_weight(be, &rng, type, shape[m][0], shape[m][1]);
             bytes += weight_bytes(&layers[l].w[m]);
         }
-    ts_weight out = make_weight(&rng, type, VOCAB, DIM);
+    ts_weight out = make_weight(be, &rng, type, VOCAB, DIM);
     bytes += weight_bytes(&out);
 
     const int n = o->tokens;
@@ -163,8 +175,8 @@ static void bench_type(ts_backend *be, const options *o, ts_dtype type, double b
 
     for (int l = 0; l < o->layers; l++)
         for (int m = 0; m < 7; m++)
-            free((void *)layers[l].w[m].data);
-    free((void *)out.data);
+            free_weight(be, &layers[l].w[m]);
+    free_weight(be, &out);
     free(layers);
     free(x);
     free(y);

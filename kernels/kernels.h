@@ -10,7 +10,8 @@
  * the CPU backend, device memory for CUDA. Buffers come from be->alloc; host data crosses with
  * upload/download. Weights are described by ts_weight; weight_prepare turns a host view of a
  * weight (usually a zero-copy view into an mmap'd GGUF file) into the backend's form: on the CPU
- * that is the same view, on CUDA a converted copy in device memory.
+ * the same view, plus (SIMD backends, unquantized types) a copy packed in row panels for the
+ * matrix kernels; on CUDA a converted copy in device memory.
  *
  * Activations are f32, row-major: a batch of n tokens with width d is float[n][d].
  *
@@ -53,8 +54,17 @@ typedef struct ts_weight {
     int64_t cols;      /* input features; a multiple of the block size for quantized types */
     size_t row_stride; /* bytes from one row to the next (a column shard keeps the full stride) */
     const void *data;  /* backend memory */
-    void *owned;       /* backend allocation behind data, if weight_prepare made one */
+    void *owned;       /* backend allocation behind data or panels, if weight_prepare made one */
+    /* NULL, or the CPU SIMD backends' packed copy for matmul (weight_prepare makes it for f32,
+     * f16 and bf16): row panel p holds rows [TS_PANEL_ROWS p, TS_PANEL_ROWS (p + 1)) as
+     * cols x TS_PANEL_ROWS elements of `type`, element (k, j) = W[TS_PANEL_ROWS p + j][k] at
+     * index k TS_PANEL_ROWS + j; rows past the last are zero. data keeps the row layout (the
+     * embedding lookup reads rows). */
+    const void *panels;
 } ts_weight;
+
+/* Rows per panel of ts_weight.panels: one AVX-512 vector of f32, two AVX2 vectors. */
+enum { TS_PANEL_ROWS = 16 };
 
 /* One layer's paged KV pools; see the layout above. */
 typedef struct ts_kv_layer {

@@ -9,7 +9,8 @@
  *
  * Memory is host memory from aligned_alloc, 64-byte aligned, with a small header that records
  * the size so that free() can return it to the budget. Weights are used where they are (the
- * mmap'd file): weight_prepare copies the view.
+ * mmap'd file); for the SIMD kernels weight_prepare adds a copy of each unquantized weight
+ * packed in row panels (see pack_panels).
  *
  * Scratch. Each kernel thread owns one scratch buffer, sized for the larger of the GEMM packing
  * buffers (fixed per ISA) and the attention scores of the longest context of the batch; it only
@@ -96,9 +97,38 @@ static void cpu_memset_zero(ts_backend *be, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
 }
 
+/* The SIMD matrix kernels read unquantized weights as row panels (kernels.h, ts_weight.panels):
+ * a panel is one contiguous stream, and a k step reads TS_PANEL_ROWS consecutive elements, one
+ * vector of rows, so the kernels compute outer products (a broadcast activation times a vector
+ * of rows) instead of dot products that end in horizontal sums. Quantized types keep their
+ * blocks (their per-block scales run along k). The reference path reads rows. */
+static int pack_panels(ts_backend *be, ts_weight *w) {
+    const size_t elem = (size_t)ts_dtype_block_bytes(w->type);
+    const int64_t n_panels = (w->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
+    const size_t panel_bytes = (size_t)w->cols * TS_PANEL_ROWS * elem;
+    char *panels = cpu_alloc(be, (size_t)n_panels * panel_bytes);
+    if (!panels) return ts_error_wrap(TS_E_NOMEM, "packing a %lld x %lld weight", (long long)w->rows,
+                                      (long long)w->cols);
+    memset(panels, 0, (size_t)n_panels * panel_bytes);
+    for (int64_t r = 0; r < w->rows; r++) {
+        const char *row = (const char *)w->data + (size_t)r * w->row_stride;
+        char *dst = panels + (size_t)(r / TS_PANEL_ROWS) * panel_bytes +
+                    (size_t)(r % TS_PANEL_ROWS) * elem;
+        for (int64_t k = 0; k < w->cols; k++)
+            memcpy(dst + (size_t)k * TS_PANEL_ROWS * elem, row + (size_t)k * elem, elem);
+    }
+    w->panels = panels;
+    w->owned = panels;
+    return 0;
+}
+
 static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *dst) {
     *dst = *host;
     dst->owned = NULL;
+    dst->panels = NULL;
+    const ts_dtype t = host->type;
+    if (cpu(be)->k && (t == TS_DTYPE_F32 || t == TS_DTYPE_F16 || t == TS_DTYPE_BF16))
+        return pack_panels(be, dst);
     return 0;
 }
 

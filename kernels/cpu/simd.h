@@ -32,6 +32,23 @@ TS_INLINE float ts_hsum8(__m256 v) {
     return _mm_cvtss_f32(s1);
 }
 
+/* Eight horizontal sums at once: lane j of the result is ts_hsum8(v[j]), bit for bit (the same
+ * additions of the same pairs, done across registers by shuffles instead of one sum at a time).
+ * Stage 1 pairs v[j] with v[j + 4] to add 128-bit halves, stage 2 adds lanes i and i + 2, stage
+ * 3 lanes 0 and 1; the pairing is chosen so that the sums land in order. */
+TS_INLINE __m256 ts_hsum8_lanes(const __m256 v[8]) {
+    __m256 p[4];
+    for (int j = 0; j < 4; j++) /* [s4(v[j]) | s4(v[j + 4])], s4[i] = l[i] + l[i + 4] */
+        p[j] = _mm256_add_ps(_mm256_permute2f128_ps(v[j], v[j + 4], 0x20),
+                             _mm256_permute2f128_ps(v[j], v[j + 4], 0x31));
+    __m256 t01 = _mm256_add_ps(_mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 t23 = _mm256_add_ps(_mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* The 8 halves (f16 bits) at p with lanes n..7 = 0, without reading past p[n - 1]: pairs through
  * a masked 32-bit load, an odd last half inserted (narrow stores followed by a wide load would
  * stall on store forwarding). Every build has AVX2; the 8-lane builds use it for partial f16. */
@@ -127,6 +144,10 @@ TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(v);
 }
+/* lane j = ts_v_hsum(v[j]) */
+TS_INLINE ts_v ts_v_hsum_lanes(const ts_v v[8]) {
+    return ts_hsum8_lanes(v);
+}
 /* max is exact, so its order does not matter */
 TS_INLINE float ts_v_hmax(ts_v v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -204,6 +225,26 @@ TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
 /* lanes i + (i + 8) first, then the 8-lane tree: the same as the AVX2X2 build */
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+/* lane j = ts_v_hsum(v[j]): the 256-bit halves of v[j] and v[j + 8] added in one register,
+ * then ts_hsum8_lanes' stages on four 128-bit chunks at a time. */
+TS_INLINE ts_v ts_v_hsum_lanes(const ts_v v[16]) {
+    __m512 q[8];
+    for (int j = 0; j < 8; j++) /* [u(v[j]) | u(v[j + 8])], u = low half + high half */
+        q[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[j], v[j + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(v[j], v[j + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 p[4];
+    for (int j = 0; j < 4; j++) /* chunks: s4 of keys j, j + 8, j + 4, j + 12 */
+        p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(q[j], q[j + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(q[j], q[j + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 t01 = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 t23 = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* chunks now hold keys 0-3, 8-11, 4-7, 12-15 */
+    return _mm512_shuffle_f32x4(r, r, _MM_SHUFFLE(3, 1, 2, 0));
 }
 TS_INLINE float ts_v_hmax(ts_v v) {
     return _mm512_reduce_max_ps(v);
@@ -304,6 +345,13 @@ TS_INLINE ts_v ts_v_load_u4_hi(const uint8_t *p) {
 }
 TS_INLINE float ts_v_hsum(ts_v v) {
     return ts_hsum8(_mm256_add_ps(v.lo, v.hi));
+}
+/* lane j = ts_v_hsum(v[j]) */
+TS_INLINE ts_v ts_v_hsum_lanes(const ts_v v[16]) {
+    __m256 u[16];
+    for (int j = 0; j < 16; j++)
+        u[j] = _mm256_add_ps(v[j].lo, v[j].hi);
+    return TS_V2(ts_hsum8_lanes(u), ts_hsum8_lanes(u + 8));
 }
 TS_INLINE float ts_v_hmax(ts_v v) {
     __m256 m = _mm256_max_ps(v.lo, v.hi);

@@ -2,9 +2,21 @@
  * simd_ops.c — the SIMD kernels, written once against simd.h and compiled per instruction set
  * (see simd_ops.h for the tables and the batch-invariance rules they keep).
  *
- * Matrix products. Everything funnels into dot_tile(): mr token rows times nr weight rows, one
- * vector accumulator per output, one FMA per TS_SIMD_LANES chunk of k, chunks in order, the tail
- * zero-padded. Three callers:
+ * Matrix products come in two families, chosen by the weight's layout, each with one order of
+ * operations per output that every batch size follows.
+ *
+ * Panels (f32, f16, bf16 weights prepared by the backend; ts_weight.panels): outer products.
+ * A vector holds L consecutive rows of one k (the packed layout makes it one load); each output
+ * y[t][r] is one FMA chain over k = 0 .. cols-1 in order, starting from zero:
+ *     acc = fma(x[t][k], W[r][k], acc)
+ * which no tiling, thread count or instruction set changes (AVX2 and AVX-512 agree bit for bit).
+ *   - panel_direct (n <= PT, decode): weights converted in registers straight from the panels.
+ *   - panel_gemm (n > PT, prefill): each tile of PR rows is converted to f32 PKC ks at a time
+ *     and multiplied with PT tokens at a time (PT x PV accumulators, kept between pieces).
+ *
+ * Rows (quantized weights, and unprepared ones): dot products. Everything funnels into
+ * dot_tile(): mr token rows times nr weight rows, one vector accumulator per output, one FMA per
+ * TS_SIMD_LANES chunk of k, chunks in order, the tail zero-padded. Three callers:
  *   - direct (n <= MR, decode): weight rows read in place, converted in registers. Memory
  *     bound: NR = 4 rows at a time give four independent FMA chains and four load streams.
  *   - GEMM (n > MR, prefill): per thread, for a block of tokens whose activations stay in L2,
@@ -39,8 +51,20 @@
 #endif
 #define NR 4 /* weight rows per tile */
 
+/* Panel kernels (weights packed by weight_prepare): PT tokens times PV vectors of rows.
+ * AVX-512: 6 x 4 accumulators + 4 weight vectors + 1 broadcast of the 32 zmm; per k, 4 weight
+ * loads and 6 broadcasts feed 24 FMAs. AVX2: 6 x 2 + 2 + 1 of the 16 ymm. */
+#define PT 6
+#if defined(TS_SIMD_AVX2)
+#define PV 2
+#else
+#define PV 4
+#endif
+#define PR (PV * L) /* rows per panel tile: 16 (AVX2) or 64 */
+
 enum {
     KC = 256,                  /* k per packed panel piece: a multiple of 32 and of L */
+    PKC = 128,                 /* k per f32 piece of a panel tile: PKC x PR floats stay in L1 */
     MB_MAX = 96,               /* tokens per GEMM block at most (a multiple of MR) */
     X_BLOCK_BYTES = 192 << 10, /* activations of one token block, kept in L2 */
     PAR_MIN_WORK = 1 << 15,    /* below this many multiply-adds a kernel runs on one thread */
@@ -183,6 +207,17 @@ TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x, co
         MR_CASES_EXTRA(CALL)                                                                       \
     }
 
+/* Calls CALL(m) with the constant m equal to the runtime pt (1..PT). */
+#define FOR_PT(pt, CALL)                                                                           \
+    switch (pt) {                                                                                  \
+    case 1: CALL(1); break;                                                                        \
+    case 2: CALL(2); break;                                                                        \
+    case 3: CALL(3); break;                                                                        \
+    case 4: CALL(4); break;                                                                        \
+    case 5: CALL(5); break;                                                                        \
+    case 6: CALL(6); break;                                                                        \
+    }
+
 /* Calls CALL(t) with the constant t equal to the runtime weight type, so that the always-inline
  * kernels below are specialised per type. */
 #define WITH_CONST_TYPE(type, CALL)                                                                \
@@ -202,7 +237,7 @@ typedef struct {
     float *const *scratch;
 } mm_args;
 
-/* ---- direct: n <= MR token rows, weights read in place ---- */
+/* ---- rows direct: n <= MR token rows, weights read in place ---- */
 
 TS_INLINE void direct_rows(ts_dtype type, int mr, const mm_args *a, int64_t r0, int64_t r1) {
     const ts_weight *w = a->w;
@@ -246,7 +281,7 @@ static void direct_task(void *ctx, int ith, int nth) {
 #undef CALL
 }
 
-/* ---- GEMM: n > MR token rows, weights packed to f32 panels ---- */
+/* ---- rows GEMM (n > MR): KC pieces of NR weight rows converted to f32 in scratch ---- */
 
 /* Rows r..r+NR-1, elements [k0, k0+kc) of W as f32 into panel (row j at panel + j*KC);
  * rows past the end become zeros. Uses the loads of dot_tile, so values are identical. */
@@ -305,38 +340,185 @@ TS_INLINE void gemm_tile(int mr, const mm_args *a, int64_t t, int64_t r, int64_t
         }
 }
 
-TS_INLINE void gemm_task_typed(const mm_args *a, ts_dtype type, int ith, int nth) {
+
+
+/* ---- panels: outer products over weights packed by weight_prepare ---- */
+
+/* Panel vector v (0 .. PV) of the tile whose first row is r0, at k = 0: L rows of one k. A
+ * vector past the last panel repeats the last panel (its results are dropped). */
+TS_INLINE const char *panel_vec(const ts_weight *w, int64_t r0, int v, size_t elem) {
+    int64_t n_panels = (w->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
+    int64_t row = r0 + (int64_t)v * L, p = row / TS_PANEL_ROWS;
+    if (p >= n_panels) {
+        p = n_panels - 1;
+        row = p * TS_PANEL_ROWS + row % TS_PANEL_ROWS;
+    }
+    return (const char *)w->panels +
+           ((size_t)p * (size_t)w->cols * TS_PANEL_ROWS + (size_t)(row % TS_PANEL_ROWS)) * elem;
+}
+
+/* Writes acc[t][v] (rows r0 + v L ..) into y for the rows that exist. */
+TS_INLINE void panel_store(int pt, const ts_weight *w, float *y, int64_t t0, int64_t r0,
+                           ts_v acc[][PV]) {
+    for (int t = 0; t < pt; t++)
+        for (int v = 0; v < PV; v++) {
+            int64_t r = r0 + (int64_t)v * L;
+            float *dst = y + (size_t)(t0 + t) * (size_t)w->rows + (size_t)r;
+            if (r + L <= w->rows) ts_v_store(dst, acc[t][v]);
+            else if (r < w->rows) ts_v_store_partial(dst, acc[t][v], (int)(w->rows - r));
+        }
+}
+
+/* Tokens t0 .. t0+pt, rows r0 .. r0+PR, weights converted in registers (decode). The k loop
+ * steps one cache line of every panel stream at a time and prefetches PANEL_PREFETCH bytes ahead
+ * (the hardware prefetchers stop at page boundaries). */
+enum { PANEL_PREFETCH = 1024 };
+TS_INLINE void panel_direct_tile(ts_dtype type, int pt, const mm_args *a, int64_t t0, int64_t r0) {
     const ts_weight *w = a->w;
-    int64_t panels = (w->rows + NR - 1) / NR;
-    int64_t p0 = panels * ith / nth, p1 = panels * (ith + 1) / nth;
-    float *panel = a->scratch[ith];
-    float *accbuf = panel + (size_t)NR * KC;
-    int64_t mb_max = (X_BLOCK_BYTES / ((int64_t)w->cols * 4)) / MR * MR;
-    if (mb_max < MR) mb_max = MR;
+    const size_t elem = type == TS_DTYPE_F32 ? 4 : 2;
+    const char *pv[PV];
+    for (int v = 0; v < PV; v++)
+        pv[v] = panel_vec(w, r0, v, elem);
+    const float *x[PT];
+    for (int t = 0; t < pt; t++)
+        x[t] = a->x + (size_t)(t0 + t) * (size_t)w->cols;
+    ts_v acc[PT][PV];
+    for (int t = 0; t < pt; t++)
+        for (int v = 0; v < PV; v++)
+            acc[t][v] = ts_v_zero();
+    const int64_t k_per_line = 64 / (TS_PANEL_ROWS * (int64_t)elem); /* 1 (f32) or 2 */
+    const size_t k_bytes = TS_PANEL_ROWS * elem;
+    int64_t k = 0;
+    for (; k < w->cols; k++) {
+        if (k % k_per_line == 0)
+            for (int v = 0; v < PV; v += TS_PANEL_ROWS / L) /* one prefetch per panel */
+                __builtin_prefetch(pv[v] + (size_t)k * k_bytes + PANEL_PREFETCH);
+        ts_v wv[PV];
+        for (int v = 0; v < PV; v++)
+            wv[v] = load_plain(type, pv[v] + (size_t)k * k_bytes, 0);
+        for (int t = 0; t < pt; t++) {
+            ts_v xb = ts_v_set1(x[t][k]);
+            for (int v = 0; v < PV; v++)
+                acc[t][v] = ts_v_fma(xb, wv[v], acc[t][v]);
+        }
+    }
+    panel_store(pt, w, a->y, t0, r0, acc);
+}
+
+TS_INLINE void panel_direct_range(ts_dtype type, const mm_args *a, int64_t tile0, int64_t tile1) {
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+#define CALL(m) panel_direct_tile(type, m, a, 0, tile * PR)
+        FOR_PT(a->n, CALL)
+#undef CALL
+    }
+}
+
+static void panel_direct_task(void *ctx, int ith, int nth) {
+    const mm_args *a = ctx;
+    int64_t tiles = (a->w->rows + PR - 1) / PR;
+    int64_t g0 = tiles * ith / nth, g1 = tiles * (ith + 1) / nth;
+    if (a->w->type == TS_DTYPE_F32) panel_direct_range(TS_DTYPE_F32, a, g0, g1);
+    else if (a->w->type == TS_DTYPE_F16) panel_direct_range(TS_DTYPE_F16, a, g0, g1);
+    else panel_direct_range(TS_DTYPE_BF16, a, g0, g1);
+}
+
+/* Rows r0 .. r0+PR, k in [k0, k0+kc) of the panels as f32 into wp[k - k0][PR] (exact). */
+TS_INLINE void panel_convert(ts_dtype type, const ts_weight *w, int64_t r0, int64_t k0, int64_t kc,
+                             float *wp) {
+    const size_t elem = type == TS_DTYPE_F32 ? 4 : 2;
+    for (int v = 0; v < PV; v++) {
+        const char *src = panel_vec(w, r0, v, elem) + (size_t)k0 * TS_PANEL_ROWS * elem;
+        for (int64_t k = 0; k < kc; k++)
+            ts_v_store(wp + (size_t)k * PR + (size_t)v * L,
+                       load_plain(type, src + (size_t)k * TS_PANEL_ROWS * elem, 0));
+    }
+}
+
+/* pt tokens from t against the converted piece wp (kc ks from k0): the chains continue from
+ * accbuf (zero on the first piece) and end in y after the last. */
+TS_INLINE void panel_gemm_tile(int pt, const mm_args *a, int64_t t, int64_t r0, int64_t k0,
+                               int64_t kc, const float *wp, float *accbuf) {
+    const ts_weight *w = a->w;
+    const int first = k0 == 0, last = k0 + kc == w->cols;
+    ts_v acc[PT][PV];
+    for (int i = 0; i < pt; i++)
+        for (int v = 0; v < PV; v++)
+            acc[i][v] = first ? ts_v_zero() : ts_v_load(accbuf + (size_t)(i * PV + v) * L);
+    const float *x[PT];
+    for (int i = 0; i < pt; i++)
+        x[i] = a->x + (size_t)(t + i) * (size_t)w->cols + (size_t)k0;
+    for (int64_t k = 0; k < kc; k++) {
+        ts_v wv[PV];
+        for (int v = 0; v < PV; v++)
+            wv[v] = ts_v_load(wp + (size_t)k * PR + (size_t)v * L);
+        for (int i = 0; i < pt; i++) {
+            ts_v xb = ts_v_set1(x[i][k]);
+            for (int v = 0; v < PV; v++)
+                acc[i][v] = ts_v_fma(xb, wv[v], acc[i][v]);
+        }
+    }
+    if (last) {
+        panel_store(pt, w, a->y, t, r0, acc);
+        return;
+    }
+    for (int i = 0; i < pt; i++)
+        for (int v = 0; v < PV; v++)
+            ts_v_store(accbuf + (size_t)(i * PV + v) * L, acc[i][v]);
+}
+
+/* ---- the blocked loop of both GEMMs ---- */
+
+/* Per thread a range of row tiles (rows of W, never k); per block of tokens whose activations
+ * stay in L2, per tile, per k piece: the piece of the tile converted to exact f32 in scratch
+ * (pack_panel or panel_convert), then every token tile multiplied with it, the accumulators
+ * kept in accbuf between pieces. panels: the weight's packed panels (else its rows). */
+TS_INLINE void gemm_blocked(const mm_args *a, ts_dtype type, int panels, int ith, int nth) {
+    const ts_weight *w = a->w;
+    const int64_t tile_rows = panels ? PR : NR, kc_max = panels ? PKC : KC;
+    const int64_t mt = panels ? PT : MR, acc_floats = panels ? PV * L : NR * L;
+    int64_t tiles = (w->rows + tile_rows - 1) / tile_rows;
+    int64_t g0 = tiles * ith / nth, g1 = tiles * (ith + 1) / nth;
+    float *piece = a->scratch[ith];
+    float *accbuf = piece + (size_t)(tile_rows * kc_max);
+    int64_t mb_max = (X_BLOCK_BYTES / ((int64_t)w->cols * 4)) / mt * mt;
+    if (mb_max < mt) mb_max = mt;
     if (mb_max > MB_MAX) mb_max = MB_MAX;
     for (int64_t t0 = 0; t0 < a->n; t0 += mb_max) {
         int64_t mb = a->n - t0 < mb_max ? a->n - t0 : mb_max;
-        for (int64_t p = p0; p < p1; p++) {
-            for (int64_t k0 = 0; k0 < w->cols; k0 += KC) {
-                int64_t kc = w->cols - k0 < KC ? w->cols - k0 : KC;
-                pack_panel(type, w, p * NR, k0, kc, panel);
-                for (int64_t i = 0; i < mb; i += MR) {
-                    int mr = (int)(mb - i < MR ? mb - i : MR);
-                    float *acc_i = accbuf + (size_t)i * NR * L;
-#define CALL(m) gemm_tile(m, a, t0 + i, p * NR, k0, kc, panel, acc_i)
-                    FOR_MR(mr, CALL)
+        for (int64_t g = g0; g < g1; g++)
+            for (int64_t k0 = 0; k0 < w->cols; k0 += kc_max) {
+                int64_t kc = w->cols - k0 < kc_max ? w->cols - k0 : kc_max;
+                if (panels) panel_convert(type, w, g * PR, k0, kc, piece);
+                else pack_panel(type, w, g * NR, k0, kc, piece);
+                for (int64_t i = 0; i < mb; i += mt) {
+                    int m = (int)(mb - i < mt ? mb - i : mt);
+                    float *acc_i = accbuf + (size_t)(i * acc_floats);
+                    if (panels) {
+#define CALL(m) panel_gemm_tile(m, a, t0 + i, g * PR, k0, kc, piece, acc_i)
+                        FOR_PT(m, CALL)
 #undef CALL
+                    } else {
+#define CALL(m) gemm_tile(m, a, t0 + i, g * NR, k0, kc, piece, acc_i)
+                        FOR_MR(m, CALL)
+#undef CALL
+                    }
                 }
             }
-        }
     }
 }
 
 static void gemm_task(void *ctx, int ith, int nth) {
     const mm_args *a = ctx;
-#define CALL(type) gemm_task_typed(a, type, ith, nth)
+#define CALL(type) gemm_blocked(a, type, 0, ith, nth)
     WITH_CONST_TYPE(a->w->type, CALL)
 #undef CALL
+}
+
+static void panel_gemm_task(void *ctx, int ith, int nth) {
+    const mm_args *a = ctx;
+    if (a->w->type == TS_DTYPE_F32) gemm_blocked(a, TS_DTYPE_F32, 1, ith, nth);
+    else if (a->w->type == TS_DTYPE_F16) gemm_blocked(a, TS_DTYPE_F16, 1, ith, nth);
+    else gemm_blocked(a, TS_DTYPE_BF16, 1, ith, nth);
 }
 
 static int threads_for(int64_t work) {
@@ -347,11 +529,15 @@ static void simd_matmul(const ts_cpu_exec *ex, float *y, const float *x, int32_t
                         const ts_weight *w) {
     mm_args a = {y, x, n, w, ex->scratch};
     int max_threads = threads_for((int64_t)n * w->rows * w->cols);
-    ts_threadpool_run(ex->pool, max_threads, n <= MR ? direct_task : gemm_task, &a);
+    ts_task_fn fn = w->panels ? (n <= PT ? panel_direct_task : panel_gemm_task)
+                                    : (n <= MR ? direct_task : gemm_task);
+    ts_threadpool_run(ex->pool, max_threads, fn, &a);
 }
 
 static size_t simd_scratch_bytes(int32_t max_ctx) {
-    size_t gemm = ((size_t)NR * KC + (size_t)MB_MAX * NR * L) * sizeof(float);
+    size_t rows = ((size_t)NR * KC + (size_t)MB_MAX * NR * L) * sizeof(float);
+    size_t panels = ((size_t)PKC * PR + (size_t)MB_MAX * PV * L) * sizeof(float);
+    size_t gemm = rows > panels ? rows : panels;
     size_t attn = (size_t)max_ctx * sizeof(float) + L * sizeof(float);
     return gemm > attn ? gemm : attn;
 }
@@ -381,14 +567,16 @@ TS_INLINE ts_v load_kv_partial(int f16, const void *base, size_t at, int n) {
 
 /* One (row, head): scores q·k_t * scale for t = 0..pos, softmax, weighted sum of v_t. Every
  * loop runs over t in increasing order and over d in chunks of L, whatever else is in the batch. */
-TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, float *scores) {
+/* n_full, rem: head_dim / L and head_dim % L, passed in so that the common head sizes get a
+ * copy with constant loop counts (unrolled, accumulators in registers; see attend_typed). */
+TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, float *scores,
+                          const int32_t n_full, const int32_t rem) {
     const ts_kv_layer *kv = a->kv;
     const ts_cpu_batch *b = a->b;
     const int32_t hd = kv->head_dim, bs = kv->block_size, pos = b->pos[r];
     const int32_t kvh = h / (a->n_heads / kv->n_kv_heads);
     const float *qh = a->q + ((size_t)r * (size_t)a->n_heads + (size_t)h) * (size_t)hd;
     float *oh = a->out + ((size_t)r * (size_t)a->n_heads + (size_t)h) * (size_t)hd;
-    const int32_t n_full = hd / L, rem = hd % L;
     const ts_batch_seq *seq = &b->seqs[b->row_seq[r]];
     const int32_t *table = b->block_ids + seq->block0;
 #define SLOT_AT(t)                                                                                 \
@@ -396,18 +584,38 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
       (size_t)((t) % bs)) *                                                                        \
      (size_t)hd)
 
-    float max = -INFINITY;
+    /* scores: per key one vector accumulator over d, then ts_v_hsum; L keys at a time share the
+     * horizontal sums (ts_v_hsum_lanes, the same bits), the last keys go one by one */
     const ts_v q_tail = rem ? ts_v_load_partial(qh + n_full * L, rem) : ts_v_zero();
-    for (int32_t t = 0; t <= pos; t++) {
-        size_t at = SLOT_AT(t);
-        ts_v acc = ts_v_zero();
-        for (int32_t c = 0; c < n_full; c++)
-            acc = ts_v_fma(load_kv(f16, kv->k, at + (size_t)c * L), ts_v_load(qh + c * L), acc);
-        if (rem)
-            acc = ts_v_fma(load_kv_partial(f16, kv->k, at + (size_t)n_full * L, rem), q_tail, acc);
+#define KEY_DOT(t, acc)                                                                            \
+    do {                                                                                           \
+        size_t at_ = SLOT_AT(t);                                                                   \
+        acc = ts_v_zero();                                                                         \
+        for (int32_t c = 0; c < n_full; c++)                                                       \
+            acc = ts_v_fma(load_kv(f16, kv->k, at_ + (size_t)c * L), ts_v_load(qh + c * L), acc); \
+        if (rem)                                                                                   \
+            acc = ts_v_fma(load_kv_partial(f16, kv->k, at_ + (size_t)n_full * L, rem), q_tail,    \
+                           acc);                                                                   \
+    } while (0)
+    const ts_v vscale = ts_v_set1(a->scale);
+    ts_v score_max = ts_v_set1(-INFINITY);
+    int32_t t0 = 0;
+    for (; t0 + L <= pos + 1; t0 += L) {
+        ts_v acc[L];
+        for (int j = 0; j < L; j++)
+            KEY_DOT(t0 + j, acc[j]);
+        ts_v sc = ts_v_mul(ts_v_hsum_lanes(acc), vscale);
+        ts_v_store(scores + t0, sc);
+        score_max = ts_v_max(score_max, sc);
+    }
+    float max = ts_v_hmax(score_max);
+    for (int32_t t = t0; t <= pos; t++) {
+        ts_v acc;
+        KEY_DOT(t, acc);
         scores[t] = ts_v_hsum(acc) * a->scale;
         if (scores[t] > max) max = scores[t];
     }
+#undef KEY_DOT
 
     const int32_t n = pos + 1;
     const ts_v vmax = ts_v_set1(max);
@@ -456,6 +664,24 @@ TS_INLINE void attend_one(int f16, const attn_args *a, int32_t r, int32_t h, flo
 #undef SLOT_AT
 }
 
+/* attend_one with constant KV type and, for head sizes that are 1, 2, 4, 8 or 16 whole vectors
+ * (64 and 128 are the usual ones), constant chunk counts; the same operations either way. */
+TS_INLINE void attend_typed(int f16, const attn_args *a, int32_t r, int32_t h, float *scores) {
+    const int32_t hd = a->kv->head_dim, n_full = hd / L, rem = hd % L;
+    if (rem) {
+        attend_one(f16, a, r, h, scores, n_full, rem);
+        return;
+    }
+    switch (n_full) {
+    case 1: attend_one(f16, a, r, h, scores, 1, 0); break;
+    case 2: attend_one(f16, a, r, h, scores, 2, 0); break;
+    case 4: attend_one(f16, a, r, h, scores, 4, 0); break;
+    case 8: attend_one(f16, a, r, h, scores, 8, 0); break;
+    case 16: attend_one(f16, a, r, h, scores, 16, 0); break;
+    default: attend_one(f16, a, r, h, scores, n_full, 0); break;
+    }
+}
+
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_args *a = ctx;
     const int f16 = a->kv->type == TS_DTYPE_F16;
@@ -464,9 +690,9 @@ static void attn_task(void *ctx, int ith, int nth) {
     for (int64_t it = ith; it < total; it += nth) {
         int32_t r = (int32_t)(it / a->n_heads), h = (int32_t)(it % a->n_heads);
         if (f16)
-            attend_one(1, a, r, h, a->scratch[ith]);
+            attend_typed(1, a, r, h, a->scratch[ith]);
         else
-            attend_one(0, a, r, h, a->scratch[ith]);
+            attend_typed(0, a, r, h, a->scratch[ith]);
     }
 }
 

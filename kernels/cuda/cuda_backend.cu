@@ -304,7 +304,7 @@ static int cuda_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight 
         return rc;
     }
     *dst = (ts_weight){.type = dt, .rows = host->rows, .cols = host->cols, .row_stride = stride,
-                       .data = data, .owned = data};
+                       .data = data, .owned = data, .panels = NULL};
     return TS_OK;
 }
 

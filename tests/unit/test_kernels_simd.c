@@ -38,6 +38,21 @@ static ts_backend *make_backend(ts_cpu_impl impl, int threads) {
 
 /* ---- matmul ---- */
 
+/* The backend's own form of a host weight (plain types: packed in row panels, kernels.h). */
+static ts_weight prepared(ts_backend *be, const ts_weight *host) {
+    ts_weight w;
+    int rc = be->weight_prepare(be, host, &w);
+    if (rc) fprintf(stderr, "  weight_prepare: %s\n", ts_error_message());
+    TS_ASSERT(rc == 0);
+    return w;
+}
+
+/* Both layouts the SIMD matmul reads: rows (an unprepared view) and the prepared weight. */
+enum { LAYOUT_ROWS, LAYOUT_PREPARED, N_LAYOUTS };
+static ts_weight in_layout(ts_backend *be, const ts_weight *host, int layout) {
+    return layout == LAYOUT_PREPARED ? prepared(be, host) : *host;
+}
+
 static int matmul_close(const float *fast, const float *ref, const float *x, const ts_weight *w,
                         int32_t n) {
     return tk_matmul_close(fast, ref, x, w, n, (double)w->cols * ldexp(1.0, -23));
@@ -61,20 +76,24 @@ static void test_matmul_every_type_and_odd_shape_against_reference(void) {
                 for (int r = 0; r < 5; r++) {
                     int64_t cols = cols_list[c], rows = rows_list[r];
                     if (cols * rows > 200000 && r != 2) continue; /* keep the big ones few */
-                    ts_weight w = tk_weight(&rng, type, rows, cols, 1.0f);
-                    for (int ni = 0; ni < 7; ni++) {
-                        int32_t n = n_list[ni];
-                        float *x = tk_randn(&rng, (size_t)n * cols, 1.0f);
-                        float *y = malloc((size_t)n * rows * sizeof(float));
-                        float *yr = malloc((size_t)n * rows * sizeof(float));
-                        be->matmul(be, y, x, n, &w);
-                        ts_ref_matmul(yr, x, n, &w);
-                        CHECK(matmul_close(y, yr, x, &w, n));
-                        free(x);
-                        free(y);
-                        free(yr);
+                    ts_weight host = tk_weight(&rng, type, rows, cols, 1.0f);
+                    for (int layout = 0; layout < N_LAYOUTS; layout++) {
+                        ts_weight w = in_layout(be, &host, layout);
+                        for (int ni = 0; ni < 7; ni++) {
+                            int32_t n = n_list[ni];
+                            float *x = tk_randn(&rng, (size_t)n * cols, 1.0f);
+                            float *y = malloc((size_t)n * rows * sizeof(float));
+                            float *yr = malloc((size_t)n * rows * sizeof(float));
+                            be->matmul(be, y, x, n, &w);
+                            ts_ref_matmul(yr, x, n, &host);
+                            CHECK(matmul_close(y, yr, x, &host, n));
+                            free(x);
+                            free(y);
+                            free(yr);
+                        }
+                        if (layout == LAYOUT_PREPARED) be->weight_release(be, &w);
                     }
-                    tk_weight_free(&w);
+                    tk_weight_free(&host);
                 }
         }
         ts_backend_destroy(be);
@@ -96,29 +115,68 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
                 int64_t rows = shapes[s][0], cols = shapes[s][1];
                 if ((all_types[t] == TS_DTYPE_Q8_0 || all_types[t] == TS_DTYPE_Q4_0) && cols % 32)
                     continue;
-                ts_weight w = tk_weight(&rng, all_types[t], rows, cols, 1.0f);
+                ts_weight host = tk_weight(&rng, all_types[t], rows, cols, 1.0f);
                 float *x = tk_randn(&rng, (size_t)N * cols, 1.0f);
                 float *full = malloc((size_t)N * rows * sizeof(float));
                 float *part = malloc((size_t)N * rows * sizeof(float));
-                be[0]->matmul(be[0], full, x, N, &w); /* batch 64, one thread */
-                for (int th = 0; th < 3; th++) {
-                    be[th]->matmul(be[th], part, x, N, &w); /* batch 64 */
-                    CHECK(tk_same_bits(full, part, (size_t)N * rows));
-                    for (int i = 0; i < N; i++) /* batch 1 */
-                        be[th]->matmul(be[th], part + i * rows, x + i * cols, 1, &w);
-                    CHECK(tk_same_bits(full, part, (size_t)N * rows));
-                    for (int i = 0; i < N; i += 5) /* batches of 5 (the last one of 4) */
-                        be[th]->matmul(be[th], part + i * rows, x + i * cols,
-                                       i + 5 <= N ? 5 : N - i, &w);
-                    CHECK(tk_same_bits(full, part, (size_t)N * rows));
+                for (int layout = 0; layout < N_LAYOUTS; layout++) {
+                    ts_weight w0 = in_layout(be[0], &host, layout);
+                    be[0]->matmul(be[0], full, x, N, &w0); /* batch 64, one thread */
+                    for (int th = 0; th < 3; th++) {
+                        ts_weight w = in_layout(be[th], &host, layout);
+                        be[th]->matmul(be[th], part, x, N, &w); /* batch 64 */
+                        CHECK(tk_same_bits(full, part, (size_t)N * rows));
+                        for (int i = 0; i < N; i++) /* batch 1 */
+                            be[th]->matmul(be[th], part + i * rows, x + i * cols, 1, &w);
+                        CHECK(tk_same_bits(full, part, (size_t)N * rows));
+                        for (int i = 0; i < N; i += 5) /* batches of 5 (the last one of 4) */
+                            be[th]->matmul(be[th], part + i * rows, x + i * cols,
+                                           i + 5 <= N ? 5 : N - i, &w);
+                        CHECK(tk_same_bits(full, part, (size_t)N * rows));
+                        for (int i = 0; i < N; i += 7) /* batches of 7: one panel tile and one */
+                            be[th]->matmul(be[th], part + i * rows, x + i * cols,
+                                           i + 7 <= N ? 7 : N - i, &w);
+                        CHECK(tk_same_bits(full, part, (size_t)N * rows));
+                        if (layout == LAYOUT_PREPARED) be[th]->weight_release(be[th], &w);
+                    }
+                    if (layout == LAYOUT_PREPARED) be[0]->weight_release(be[0], &w0);
                 }
                 free(x);
                 free(full);
                 free(part);
-                tk_weight_free(&w);
+                tk_weight_free(&host);
             }
         for (int t = 0; t < 3; t++)
             ts_backend_destroy(be[t]);
+    }
+}
+
+/* Prepared (panel) weights: one FMA chain per output in k order, so every instruction set
+ * gives the same bits, prefill and decode alike. */
+static void test_matmul_panels_agree_across_instruction_sets(void) {
+    ts_rng rng;
+    ts_rng_seed(&rng, 14);
+    static const ts_dtype plain[] = {TS_DTYPE_F32, TS_DTYPE_F16, TS_DTYPE_BF16};
+    static const int32_t ns[] = {1, 6, 7, 100};
+    for (int t = 0; t < 3; t++) {
+        ts_weight host = tk_weight(&rng, plain[t], 83, 300, 1.0f);
+        float *x = tk_randn(&rng, 100 * 300, 1.0f);
+        float *first = malloc(100 * 83 * sizeof(float)), *y = malloc(100 * 83 * sizeof(float));
+        for (int e = 0; e < n_impls; e++) {
+            ts_backend *be = make_backend(impls[e], 2);
+            ts_weight w = prepared(be, &host);
+            for (int i = 0; i < 4; i++) {
+                be->matmul(be, y, x, ns[i], &w);
+                if (e == 0 && i == 3) memcpy(first, y, 100 * 83 * sizeof(float));
+            }
+            if (e > 0) CHECK(tk_same_bits(first, y, 100 * 83));
+            be->weight_release(be, &w);
+            ts_backend_destroy(be);
+        }
+        free(x);
+        free(first);
+        free(y);
+        tk_weight_free(&host);
     }
 }
 
@@ -136,10 +194,17 @@ static void test_avx512_emulation_equals_real_avx512(void) {
     for (int t = 0; t < N_TYPES; t++) {
         ts_weight w = tk_weight(&rng, all_types[t], 45, 224, 1.0f);
         float *x = tk_randn(&rng, 9 * 224, 1.0f), a[9 * 45], b[9 * 45];
-        for (int n = 1; n <= 9; n += 8) {
-            emu->matmul(emu, a, x, n, &w);
-            real->matmul(real, b, x, n, &w);
-            CHECK(tk_same_bits(a, b, (size_t)n * 45));
+        for (int layout = 0; layout < N_LAYOUTS; layout++) {
+            ts_weight we = in_layout(emu, &w, layout), wr = in_layout(real, &w, layout);
+            for (int n = 1; n <= 9; n += 8) {
+                emu->matmul(emu, a, x, n, &we);
+                real->matmul(real, b, x, n, &wr);
+                CHECK(tk_same_bits(a, b, (size_t)n * 45));
+            }
+            if (layout == LAYOUT_PREPARED) {
+                emu->weight_release(emu, &we);
+                real->weight_release(real, &wr);
+            }
         }
         float ga[9 * 224], gb[9 * 224];
         memcpy(ga, x, sizeof ga);
@@ -347,7 +412,7 @@ static void test_attention_against_reference_and_batch_invariant(void) {
     static const int32_t lens[A_SEQS] = {150, 91, 33};
     for (int e = 0; e < n_impls; e++)
         for (int kt = 0; kt < 2; kt++)
-            for (int hi = 0; hi < 3; hi++) {
+            for (int hi = 0; hi < 5; hi++) {
                 const int hd = head_dims[hi];
                 const ts_dtype kv_type = kt ? TS_DTYPE_F16 : TS_DTYPE_F32;
                 ts_backend *be = make_backend(impls[e], 2), *be3 = make_backend(impls[e], 3);
@@ -374,6 +439,14 @@ static void test_attention_against_reference_and_batch_invariant(void) {
                 attention_step(ref, &kv, &st, step, 3, 0, want);
                 for (size_t i = 0; i < 64 * w; i++)
                     CHECK_NEAR(all[i], want[i], 2e-5 * (1.0 + fabs(want[i])));
+                /* the 16-lane emulation equals real AVX-512 (same KV cache, same step) */
+                if (impls[e] == TS_CPU_IMPL_AVX512_EMU &&
+                    ts_cpu_impl_supported(TS_CPU_IMPL_AVX512)) {
+                    ts_backend *real = make_backend(TS_CPU_IMPL_AVX512, 2);
+                    attention_step(real, &kv, &st, step, 3, 0, part);
+                    CHECK(tk_same_bits(all, part, 64 * w));
+                    ts_backend_destroy(real);
+                }
                 /* each sequence alone */
                 int row = 0;
                 for (int i = 0; i < 3; i++) {
@@ -537,6 +610,7 @@ int main(void) {
     if (n_impls == 0) test_skip("this CPU has no AVX2: only the scalar reference runs here");
     RUN(test_matmul_every_type_and_odd_shape_against_reference);
     RUN(test_matmul_is_batch_and_thread_invariant_bitwise);
+    RUN(test_matmul_panels_agree_across_instruction_sets);
     RUN(test_avx512_emulation_equals_real_avx512);
     RUN(test_rmsnorm_against_reference_and_invariant);
     RUN(test_rope_equals_reference_bitwise);
