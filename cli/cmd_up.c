@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "node/kv_transfer.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/inference.pb-c.h"
 
@@ -163,7 +164,7 @@ int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
-    const char *kv_memory = NULL;
+    const char *kv_memory = NULL, *device = NULL, *kv_transport = "tcp";
     ts_flag flags[] = {
         {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
          0},
@@ -184,6 +185,12 @@ int ts_cmd_up(int argc, char **argv) {
          "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
         {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
         {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
+        {"device", 0, TS_FLAG_STRING, &device,
+         "device of every rank: cpu, cuda or cuda:N (default: tessera-node's, cpu)", 0, 0},
+        {"kv-transport", 0, TS_FLAG_STRING, &kv_transport,
+         "how prefill groups send KV blocks to decode groups: tcp, or nccl (GPU to GPU; needs "
+         "--device cuda)",
+         0, 0},
         {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
          "write the API's HOST:PORT there once serving", 0, 0},
         {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
@@ -210,6 +217,18 @@ int ts_cmd_up(int argc, char **argv) {
                      prefill_groups, decode_groups);
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
+    ts_kvx_transport transport = TS_KVX_TCP;
+    if (ts_kvx_transport_parse(kv_transport, &transport))
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    if (transport == TS_KVX_NCCL && (!device || strncmp(device, "cuda", 4) != 0)) {
+        ts_error_set(TS_E_INVALID,
+                     "--kv-transport nccl moves KV blocks between GPUs: it needs --device cuda "
+                     "(got %s)",
+                     device ? device : "the default, cpu");
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    if (transport == TS_KVX_NCCL && ts_kvx_nccl_supported(NULL))
+        return ts_cli_fail("up", TS_EXIT_USAGE);
     int n_groups = groups + prefill_groups + decode_groups;
     if (n_groups < 1 || n_groups > UP_MAX_GROUPS) {
         ts_error_set(TS_E_INVALID, "%d node groups in all (1 .. %d)", n_groups, UP_MAX_GROUPS);
@@ -349,6 +368,12 @@ int ts_cmd_up(int argc, char **argv) {
             args[a++] = "--kv-memory";
             args[a++] = (char *)kv_memory;
         }
+        if (device) {
+            args[a++] = "--device";
+            args[a++] = (char *)device;
+        }
+        args[a++] = "--kv-transport";
+        args[a++] = (char *)kv_transport;
         args[a] = NULL;
         char what[64];
         snprintf(what, sizeof what, "node %s", name);

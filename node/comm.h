@@ -72,14 +72,6 @@ void ts_mpi_finalize(void);
 int ts_comm_create_nccl(ts_comm *control, void *cuda_stream, int device,
                         const ts_comm_options *opts, ts_comm **out);
 
-/* Point-to-point use of a "nccl" communicator (node/kv_transfer_nccl.h): its ncclComm_t, and
- * its CUDA stream (NULL both for another kind). */
-void *ts_comm_nccl_handle(ts_comm *c);
-void *ts_comm_nccl_stream(ts_comm *c);
-/* Waits for the work queued on its stream with the collectives' deadline, NCCL error polling
- * and abort on timeout (after which every later call fails). */
-int ts_comm_nccl_wait(ts_comm *c, const char *op);
-
 void ts_comm_destroy(ts_comm *c); /* NULL is fine */
 
 static inline int ts_comm_allreduce_sum_f32(ts_comm *c, float *buf, size_t count) {

@@ -87,20 +87,6 @@ static void nccl_destroy(ts_comm *base) {
     free(c);
 }
 
-void *ts_comm_nccl_handle(ts_comm *base) {
-    return base && base->destroy == nccl_destroy ? (void *)((nccl_comm *)base)->comm : NULL;
-}
-
-void *ts_comm_nccl_stream(ts_comm *base) {
-    return base && base->destroy == nccl_destroy ? (void *)((nccl_comm *)base)->stream : NULL;
-}
-
-int ts_comm_nccl_wait(ts_comm *base, const char *op) {
-    nccl_comm *c = (nccl_comm *)base;
-    if (c->aborted) return ts_error_set(TS_E_UNAVAILABLE, "NCCL group already failed");
-    return wait_stream(c, op);
-}
-
 int ts_comm_create_nccl(ts_comm *control, void *cuda_stream, int device,
                         const ts_comm_options *opts, ts_comm **out) {
     *out = NULL;

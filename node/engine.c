@@ -351,6 +351,7 @@ const ts_shard_plan *ts_engine_shard(const ts_engine *e) { return &e->shard; }
 const ts_engine_options *ts_engine_options_get(const ts_engine *e) { return &e->opts; }
 int32_t ts_engine_n_blocks(const ts_engine *e) { return e->n_blocks; }
 ts_comm *ts_engine_comm(const ts_engine *e) { return e->comm; }
+ts_backend *ts_engine_backend(const ts_engine *e) { return e->be; }
 
 /* ------------------------------------------------------------------ validation */
 

@@ -61,6 +61,8 @@ const ts_shard_plan *ts_engine_shard(const ts_engine *e);
 const ts_engine_options *ts_engine_options_get(const ts_engine *e); /* with defaults filled in */
 int32_t ts_engine_n_blocks(const ts_engine *e);
 ts_comm *ts_engine_comm(const ts_engine *e);
+/* The backend it runs on (for a transport that needs its device and stream: kv_transfer_nccl.h). */
+ts_backend *ts_engine_backend(const ts_engine *e);
 
 /* Leader only. Runs one step of the group. For the j-th sequence of the batch with want_logits
  * (in batch order), picks tokens[j] by params[j]; logprobs (may be NULL) receives the log-prob of

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <strings.h>
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -80,6 +81,65 @@ uint32_t ts_crc32c(uint32_t crc, const void *data, size_t n) {
     if (__builtin_cpu_supports("sse4.2")) return crc32c_sse42(crc, data, n);
 #endif
     return ts_crc32c_portable(crc, data, n);
+}
+
+/* ------------------------------------------------------------------ NCCL payload checksum */
+
+/* The value of `part` bytes as words numbered from `index0`, the last one zero-padded. */
+static uint64_t sum_part(const uint8_t *p, size_t part, uint64_t index0) {
+    uint64_t sum = 0;
+    for (size_t i = 0; i < part; i += 4) {
+        uint32_t w = 0;
+        for (size_t b = 0; b < 4 && i + b < part; b++)
+            w |= (uint32_t)p[i + b] << (8 * b);
+        sum += ts_kvx_sum_term(index0 + i / 4, w);
+    }
+    return sum;
+}
+
+uint32_t ts_kvx_sum_fold(uint64_t sum) {
+    return (uint32_t)sum ^ (uint32_t)(sum >> 32);
+}
+
+uint32_t ts_kvx_payload_sum(const void *k, const void *v, size_t part) {
+    uint64_t words = (part + 3) / 4;
+    return ts_kvx_sum_fold(sum_part(k, part, 0) + sum_part(v, part, words));
+}
+
+/* ------------------------------------------------------------------ transports */
+
+const char *ts_kvx_transport_name(ts_kvx_transport t) {
+    return t == TS_KVX_NCCL ? "nccl" : t == TS_KVX_TCP ? "tcp" : "unknown";
+}
+
+int ts_kvx_transport_parse(const char *text, ts_kvx_transport *out) {
+    if (text && !strcasecmp(text, "tcp")) {
+        *out = TS_KVX_TCP;
+        return TS_OK;
+    }
+    if (text && !strcasecmp(text, "nccl")) {
+        *out = TS_KVX_NCCL;
+        return TS_OK;
+    }
+    return ts_error_set(TS_E_INVALID, "KV transport '%s': expected tcp or nccl",
+                        text ? text : "(none)");
+}
+
+int ts_kvx_nccl_supported(const ts_engine *e) {
+#if defined(TESSERA_HAVE_CUDA)
+    const ts_backend *be = e ? ts_engine_backend(e) : NULL;
+    if (be && !be->device_stream)
+        return ts_error_set(TS_E_UNSUPPORTED,
+                            "the NCCL KV transport needs the KV cache on a CUDA device; this "
+                            "node runs on %s (start it with --device cuda)",
+                            be->name);
+    return TS_OK;
+#else
+    (void)e;
+    return ts_error_set(TS_E_UNSUPPORTED,
+                        "the NCCL KV transport needs a build with CUDA and NCCL; this one has "
+                        "none (nvcc was not found when it was configured)");
+#endif
 }
 
 /* ------------------------------------------------------------------ fingerprint */
@@ -169,6 +229,7 @@ void ts_kvx_header_encode(const ts_kvx_header *h, uint8_t out[TS_KVX_HEADER_BYTE
     put16(out + 58, h->src_size);
     put16(out + 60, h->dst_rank);
     put16(out + 62, h->dst_size);
+    put16(out + 64, h->transport);
     put32(out + 68, ts_crc32c(0, out, 68));
 }
 
@@ -182,6 +243,7 @@ int ts_kvx_header_decode(const uint8_t in[TS_KVX_HEADER_BYTES], ts_kvx_header *h
                             get16(in + 4), get16(in + 6), TS_KVX_VERSION);
     if (get32(in + 68) != ts_crc32c(0, in, 68))
         return ts_error_set(TS_E_FORMAT, "KV transfer header checksum mismatch");
+    memset(h, 0, sizeof *h);
     h->request_id = get64(in + 8);
     h->fingerprint = get64(in + 16);
     uint32_t *words[] = {&h->n_layers, &h->n_tokens, &h->block_size, &h->n_blocks,
@@ -192,6 +254,9 @@ int ts_kvx_header_decode(const uint8_t in[TS_KVX_HEADER_BYTES], ts_kvx_header *h
     h->src_size = get16(in + 58);
     h->dst_rank = get16(in + 60);
     h->dst_size = get16(in + 62);
+    h->transport = get16(in + 64);
+    if (h->transport != TS_KVX_TCP && h->transport != TS_KVX_NCCL)
+        return ts_error_set(TS_E_FORMAT, "KV transfer over unknown transport %u", h->transport);
     return TS_OK;
 }
 

@@ -2,6 +2,12 @@
  * kv_transfer_conn.c — the KV receiver's transfers and per-connection state machine (transfer
  * header, then frame header / payload pairs until the end frame), run by the receiver's I/O
  * thread with the lock held. See kv_transfer_recv.c for the design.
+ *
+ * NCCL connections (kv_transfer_nccl.h): the header is answered with the link message and the
+ * link starts joining; a block frame header posts the frame's two receives into the device
+ * staging, then its checksum, on the link's stream, and the connection reads on (no payload
+ * on the socket). kvx_nccl_progress, run at every sweep, compares the landed frames' checksums
+ * with the frame headers' and counts the end frame once every frame before it checked out.
  */
 #include "node/kv_transfer_recv_impl.h"
 
@@ -11,6 +17,7 @@
 #include "node/kv_transfer_net.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +35,17 @@ transfer *kvx_find(ts_kvx_receiver *r, uint64_t id) {
 
 void kvx_free_staging(ts_kvx_receiver *r, transfer *t) {
     r->staging_bytes -= t->staging_bytes;
-    free(t->staging);
+    if (t->transport == TS_KVX_NCCL) {
+        /* Nothing may still land in it: end the links that receive into it first. */
+        for (conn *c = r->conns; c; c = c->next)
+            if (c->t == t && c->link) {
+                kvx_link_close(c->link);
+                c->link = NULL;
+            }
+        kvx_device_free(r->device, t->staging);
+    } else {
+        free(t->staging);
+    }
     t->staging = NULL;
     t->staging_bytes = 0;
     free(t->head_covered);
@@ -96,11 +113,20 @@ static void reject(conn *c, int code, const char *fmt, ...) {
 static transfer *new_transfer(ts_kvx_receiver *r, const ts_kvx_header *h, size_t bytes) {
     transfer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
+    t->transport = h->transport;
     if (bytes) {
-        t->staging = malloc(bytes);
+        if (h->transport == TS_KVX_NCCL) {
+            void *dev = NULL;
+            if (kvx_device_alloc(r->device, bytes, &dev) == TS_OK) t->staging = dev;
+        } else {
+            t->staging = malloc(bytes);
+        }
         t->head_covered = calloc((size_t)r->own_heads, sizeof *t->head_covered);
         if (!t->staging || !t->head_covered) {
-            free(t->staging);
+            if (h->transport == TS_KVX_NCCL)
+                kvx_device_free(r->device, t->staging);
+            else
+                free(t->staging);
             free(t->head_covered);
             free(t);
             return NULL;
@@ -116,6 +142,20 @@ static transfer *new_transfer(ts_kvx_receiver *r, const ts_kvx_header *h, size_t
     t->next = r->transfers;
     r->transfers = t;
     return t;
+}
+
+/* NCCL: the link for this connection; its unique id goes back to the sender at once (a small
+ * message into the idle socket's buffer), and the join goes on without waiting. */
+static int start_link(ts_kvx_receiver *r, conn *c, uint32_t n_frames) {
+    uint8_t id[KVX_LINK_ID_BYTES], msg[TS_KVX_STATUS_BYTES + KVX_LINK_ID_BYTES];
+    int rc = kvx_link_accept(r->device, n_frames, id, &c->link);
+    if (rc) return rc;
+    size_t n = kvx_link_message_encode(id, sizeof id, msg);
+    ssize_t w = send(c->fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w != (ssize_t)n)
+        return ts_error_set(TS_E_UNAVAILABLE, "could not send the NCCL link message (%s)",
+                            w < 0 ? strerror(errno) : "short write");
+    return TS_OK;
 }
 
 /* Checks a transfer header against this rank and attaches the connection to its transfer. */
@@ -159,9 +199,16 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     else if (t && t->n_tokens != h->n_tokens)
         snprintf(why, sizeof why, "%u tokens, another prefill rank announced %u", h->n_tokens,
                  t->n_tokens);
+    else if (t && t->transport != h->transport)
+        snprintf(why, sizeof why, "over %s, another prefill rank sends over %s",
+                 ts_kvx_transport_name(h->transport), ts_kvx_transport_name(t->transport));
     size_t bytes =
         (size_t)r->n_layers * 2 * (size_t)h->n_blocks * (size_t)r->own_heads * r->head_bytes;
     int code = TS_E_INVALID;
+    if (!why[0] && h->transport == TS_KVX_NCCL && !r->nccl) {
+        snprintf(why, sizeof why, "%s", r->nccl_why);
+        code = TS_E_UNSUPPORTED;
+    }
     if (!why[0] && !t && r->staging_bytes + bytes > r->opts.max_staging_bytes) {
         snprintf(why, sizeof why, "KV staging full (%zu + %zu bytes > %zu)", r->staging_bytes,
                  bytes, r->opts.max_staging_bytes);
@@ -170,8 +217,9 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     if (!t) {
         t = new_transfer(r, h, why[0] ? 0 : bytes);
         if (!t) {
-            reject(c, TS_E_NOMEM, "request %llu: out of memory for %zu bytes of KV staging",
-                   (unsigned long long)h->request_id, bytes);
+            reject(c, TS_E_NOMEM, "request %llu: out of %s memory for %zu bytes of KV staging",
+                   (unsigned long long)h->request_id,
+                   h->transport == TS_KVX_NCCL ? "device" : "host", bytes);
             return;
         }
     }
@@ -190,11 +238,23 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
             return;
         }
     c->payload_bytes = ts_kvx_block_payload_bytes(h);
-    c->payload = malloc(c->payload_bytes);
-    c->seen = calloc((size_t)h->n_layers * h->n_blocks, 1);
-    if (!c->payload || !c->seen) {
+    size_t total = (size_t)h->n_layers * h->n_blocks;
+    c->seen = calloc(total, 1);
+    if (h->transport == TS_KVX_NCCL) {
+        c->expect = calloc(total, sizeof *c->expect);
+        c->slot_frame = calloc(total, sizeof *c->slot_frame);
+    } else {
+        c->payload = malloc(c->payload_bytes);
+    }
+    if (!c->seen || (h->transport == TS_KVX_NCCL ? !c->expect || !c->slot_frame : !c->payload)) {
         kvx_fail(r, t, TS_E_NOMEM, "out of memory");
         reject(c, TS_E_NOMEM, "%s", t->message);
+        return;
+    }
+    int lrc = h->transport == TS_KVX_NCCL ? start_link(r, c, (uint32_t)total) : TS_OK;
+    if (lrc) {
+        kvx_fail(r, t, lrc, "NCCL link: %s", ts_error_message());
+        reject(c, lrc, "%s", t->message);
         return;
     }
     for (uint32_t k = 0; k < h->n_kv_heads; k++)
@@ -208,6 +268,76 @@ static void on_header(ts_kvx_receiver *r, conn *c) {
     c->got = 0;
 }
 
+/* Where a frame's K and V go in the staging: per layer K then V, each
+ * [n_blocks][own heads][block_size][head_dim]; the connection's heads inside a block. */
+static void staging_dst(ts_kvx_receiver *r, conn *c, uint8_t **k, uint8_t **v) {
+    transfer *t = c->t;
+    size_t pool = (size_t)t->n_blocks * (size_t)r->own_heads * r->head_bytes;
+    size_t off = (size_t)c->f.block * (size_t)r->own_heads * r->head_bytes +
+                 (size_t)(c->h.kv_head0 - (uint32_t)r->own_head0) * r->head_bytes;
+    *k = t->staging + (size_t)c->f.layer * 2 * pool + off;
+    *v = *k + pool;
+}
+
+/* NCCL: the frame's receives into the device staging and its checksum, on the link's stream.
+ * The sender posted the matching sends before it wrote this header. */
+static void post_nccl_frame(ts_kvx_receiver *r, conn *c) {
+    transfer *t = c->t;
+    const ts_kvx_frame *f = &c->f;
+    int64_t deadline = ts_now_ns() + (int64_t)r->opts.timeout_ms * 1000000;
+    int rc;
+    /* A sender writes frames only after its own join completed, so ours is done or nearly. */
+    while ((rc = kvx_link_poll_init(c->link)) == 1 && ts_now_ns() < deadline)
+        sched_yield();
+    uint8_t *k, *v;
+    staging_dst(r, c, &k, &v);
+    if (!rc) rc = kvx_link_recv(c->link, k, v, c->payload_bytes / 2, c->n_posted);
+    if (rc) {
+        kvx_fail(r, t, rc == 1 ? TS_E_TIMEOUT : rc, "NCCL link to prefill rank %u: %s",
+                 c->h.src_rank, rc == 1 ? "not joined in time" : ts_error_message());
+        return;
+    }
+    c->expect[c->n_posted] = f->payload_crc;
+    c->slot_frame[c->n_posted] = f->layer * c->h.n_blocks + f->block;
+    c->n_posted++;
+    c->seen[(size_t)f->layer * c->h.n_blocks + f->block] = 1;
+    c->need = TS_KVX_FRAME_BYTES;
+    c->got = 0;
+}
+
+void kvx_nccl_progress(ts_kvx_receiver *r) {
+    for (conn *c = r->conns; c; c = c->next) {
+        transfer *t = c->t;
+        if (!c->link || !t || t->state != RECEIVING || c->close_now) continue;
+        bool end_pending = c->end_seen && c->phase == C_ENDED;
+        if (c->n_frames == c->n_posted && !end_pending) continue;
+        const uint32_t *sums = NULL;
+        int st = kvx_link_poll_sums(c->link, &sums);
+        if (st < 0) {
+            kvx_fail(r, t, st, "NCCL link to prefill rank %u: %s", c->h.src_rank,
+                     ts_error_message());
+            continue;
+        }
+        if (st == 0) continue;
+        for (; c->n_frames < c->n_posted; c->n_frames++) {
+            uint32_t fr = c->slot_frame[c->n_frames];
+            if (sums[c->n_frames] != c->expect[c->n_frames]) {
+                kvx_fail(r, t, TS_E_FORMAT,
+                         "layer %u block %u from prefill rank %u: checksum mismatch (NCCL)",
+                         fr / c->h.n_blocks, fr % c->h.n_blocks, c->h.src_rank);
+                break;
+            }
+            t->bytes += (int64_t)c->payload_bytes;
+        }
+        if (t->state != RECEIVING) continue;
+        if (end_pending && c->n_frames == c->h.n_layers * c->h.n_blocks) {
+            c->end_seen = false; /* counted */
+            t->n_ended++;
+            maybe_complete(r, t);
+        }
+    }
+}
+
 static void on_frame(ts_kvx_receiver *r, conn *c) {
     transfer *t = c->t;
     ts_kvx_frame *f = &c->f;
@@ -217,12 +347,17 @@ static void on_frame(ts_kvx_receiver *r, conn *c) {
     }
     uint32_t total = c->h.n_layers * c->h.n_blocks;
     if (f->kind == TS_KVX_FRAME_END) {
-        if (f->block != c->n_frames || c->n_frames != total) {
+        uint32_t got = c->link ? c->n_posted : c->n_frames;
+        if (f->block != got || got != total) {
             kvx_fail(r, t, TS_E_FORMAT, "prefill rank %u ended after %u of %u blocks (it says %u)",
-                     c->h.src_rank, c->n_frames, total, f->block);
+                     c->h.src_rank, got, total, f->block);
             return;
         }
         c->phase = C_ENDED;
+        if (c->link) { /* counted once its frames' checksums are in (kvx_nccl_progress) */
+            c->end_seen = true;
+            return;
+        }
         t->n_ended++;
         maybe_complete(r, t);
         return;
@@ -241,6 +376,10 @@ static void on_frame(ts_kvx_receiver *r, conn *c) {
         kvx_fail(r, t, TS_E_FORMAT, "layer %u block %u sent twice", f->layer, f->block);
         return;
     }
+    if (c->link) {
+        post_nccl_frame(r, c);
+        return;
+    }
     c->phase = C_PAYLOAD;
     c->need = c->payload_bytes;
     c->got = 0;
@@ -255,12 +394,10 @@ static void on_payload(ts_kvx_receiver *r, conn *c) {
         return;
     }
     size_t part = c->payload_bytes / 2; /* K, then V */
-    size_t pool = (size_t)t->n_blocks * (size_t)r->own_heads * r->head_bytes;
-    size_t off = (size_t)f->block * (size_t)r->own_heads * r->head_bytes +
-                 (size_t)(c->h.kv_head0 - (uint32_t)r->own_head0) * r->head_bytes;
-    uint8_t *layer = t->staging + (size_t)f->layer * 2 * pool;
-    memcpy(layer + off, c->payload, part);
-    memcpy(layer + pool + off, c->payload + part, part);
+    uint8_t *k, *v;
+    staging_dst(r, c, &k, &v);
+    memcpy(k, c->payload, part);
+    memcpy(v, c->payload + part, part);
     c->seen[(size_t)f->layer * c->h.n_blocks + f->block] = 1;
     c->n_frames++;
     t->bytes += (int64_t)c->payload_bytes;
@@ -323,6 +460,7 @@ static void send_status(conn *c, int code, const char *message) {
 /* Replies to and closes the connections marked close_now; times out idle transfers; frees
  * collected tombstones. */
 void kvx_sweep(ts_kvx_receiver *r) {
+    kvx_nccl_progress(r);
     int64_t now = ts_now_ns(), timeout = (int64_t)r->opts.timeout_ms * 1000000;
     for (conn *c = r->conns; c; c = c->next) {
         if (c->close_now || c->phase >= C_ENDED || now - c->last_ns <= timeout) continue;
@@ -345,11 +483,20 @@ void kvx_sweep(ts_kvx_receiver *r) {
                 send_status(c, ok ? TS_OK : c->t->code, c->t->message);
             else
                 send_status(c, c->reject_code ? c->reject_code : TS_E_INVALID, c->reject_message);
+            /* A failed transfer's link is aborted already (or now, for a connection refused
+             * before it attached). An accepted one keeps its link until the sender closes
+             * (the drain below; the link goes in kvx_conn_free): every frame landed here, but
+             * the sender's last sends may complete a moment later, and an abort before that
+             * could leave them hanging. */
+            if (!ok) {
+                kvx_link_close(c->link);
+                c->link = NULL;
+            }
             if (c->t) c->t->n_conns--;
             c->t = NULL;
             c->close_now = false;
-            done = ok;
-            if (!ok) { /* the sender may still be sending: drain before closing */
+            done = ok && !c->link;
+            if (!done) { /* the sender may still be sending: drain before closing */
                 shutdown(c->fd, SHUT_WR);
                 c->phase = C_DRAIN;
                 c->last_ns = now;
@@ -362,11 +509,8 @@ void kvx_sweep(ts_kvx_receiver *r) {
             pp = &c->next;
             continue;
         }
-        close(c->fd);
-        free(c->payload);
-        free(c->seen);
         *pp = c->next;
-        free(c);
+        kvx_conn_free(c);
     }
     for (transfer **pp = &r->transfers; *pp;) {
         transfer *t = *pp;
@@ -378,6 +522,16 @@ void kvx_sweep(ts_kvx_receiver *r) {
         }
     }
     prune_tombstones(r);
+}
+
+void kvx_conn_free(conn *c) {
+    kvx_link_close(c->link);
+    close(c->fd);
+    free(c->payload);
+    free(c->seen);
+    free(c->expect);
+    free(c->slot_frame);
+    free(c);
 }
 
 void kvx_accept_all(ts_kvx_receiver *r) {

@@ -55,6 +55,7 @@ struct ts_kvx_group {
     ts_engine *engine;
     uint64_t fingerprint;
     int timeout_ms;
+    ts_kvx_transport transport;
     ts_kvx_receiver *rx;
     char *endpoints; /* leader: every rank's, comma-separated */
     sending *sends;
@@ -135,7 +136,8 @@ static int task_send_open(ts_kvx_group *g, const task *t, const char *list) {
                                     .n_tokens = t->n_tokens,
                                     .dst_endpoints = eps,
                                     .dst_size = n_eps,
-                                    .timeout_ms = g->timeout_ms};
+                                    .timeout_ms = g->timeout_ms,
+                                    .transport = g->transport};
         rc = ts_kvx_sender_open(g->engine, &so, &tx);
     }
     if (!rc) g->sends[g->n_sends++] = (sending){.id = t->request_id, .tx = tx};
@@ -233,9 +235,11 @@ int ts_kvx_group_create(ts_engine *e, const ts_llama_model *m, const ts_kvx_grou
     g->engine = e;
     g->fingerprint = ts_kvx_fingerprint(m, ts_engine_options_get(e)->kv_type);
     g->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
-    int rc = TS_OK;
+    g->transport = opts->transport;
+    /* Every rank of a group runs on the same kind of device, so all fail alike (in step). */
+    int rc = opts->transport == TS_KVX_NCCL ? ts_kvx_nccl_supported(e) : TS_OK;
     char mine[ENDPOINT_BYTES] = "";
-    if (opts->receive) {
+    if (!rc && opts->receive) {
         ts_kvx_receiver_options ro = opts->receiver;
         ro.fingerprint = g->fingerprint;
         rc = ts_kvx_receiver_open(e, &ro, &g->rx);

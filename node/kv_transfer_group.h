@@ -46,11 +46,14 @@ typedef struct ts_kvx_group_options {
     bool receive;                     /* decode or mixed role: a receiver on every rank */
     ts_kvx_receiver_options receiver; /* its options; fingerprint is filled in */
     int timeout_ms;                   /* senders' timeout; <= 0: 30000 */
+    ts_kvx_transport transport;       /* how this group's senders move block payloads (the
+                                         receivers serve what each header asks for) */
 } ts_kvx_group_options;
 
 /* Collective: every rank of the engine's group calls it (before the followers start
  * following). Registers the group's task handler and layer hook on the engine; the group must
- * be destroyed before the engine. */
+ * be destroyed before the engine. TS_E_UNSUPPORTED (on every rank) when opts->transport is
+ * TS_KVX_NCCL and this engine cannot send over NCCL (ts_kvx_nccl_supported). */
 int ts_kvx_group_create(ts_engine *e, const ts_llama_model *m, const ts_kvx_group_options *opts,
                         ts_kvx_group **out);
 /* Aborts every open sender, closes the receiver, unhooks the engine. Not collective. */

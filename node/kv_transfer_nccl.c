@@ -1,34 +1,36 @@
 /*
- * kv_transfer_nccl.c — the NCCL transport of the KV transfer (see kv_transfer_nccl.h): headers,
- * verdicts and the blocks' K and V ranges as NCCL send/recv pairs on the backend's stream.
+ * kv_transfer_nccl.c — the KV transfer's NCCL payload path (see kv_transfer_nccl.h): one
+ * 2-rank nonblocking NCCL communicator and one CUDA stream per connection, the frames' K and V
+ * ranges as ncclSend/ncclRecv pairs, the device checksum around them, and the receiver's
+ * device staging. Built only with CUDA.
  */
 #include "node/kv_transfer_nccl.h"
 
+#include "common/clock.h"
 #include "common/error.h"
-#include "common/log.h"
-#include "node/kv_layout.h"
 #include "node/kv_transfer.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
-#include <stdbool.h>
-#include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One transfer on one rank: the routes this rank is an end of, and small device buffers for
- * the headers and verdicts (NCCL moves device memory only). */
-typedef struct xfer {
-    ts_comm *comm;
-    ncclComm_t nc;
+_Static_assert(KVX_LINK_ID_BYTES == NCCL_UNIQUE_ID_BYTES, "ncclUniqueId size");
+
+struct kvx_link {
+    int device;
+    int timeout_ms;
+    ncclComm_t comm;
     cudaStream_t stream;
-    ts_kv_route *routes; /* this rank's routes, in ts_kv_routes order */
-    int n_routes;
-    uint8_t *d_headers;  /* [n_routes][TS_KVX_HEADER_BYTES] */
-    int32_t *d_verdicts; /* [n_routes] */
-    uint8_t *headers;    /* host copies */
-    int32_t *verdicts;
-} xfer;
+    cudaEvent_t posted_event;   /* recorded after the latest posted work */
+    unsigned long long *d_sums; /* [n_slots] device */
+    unsigned long long *h_sums; /* [n_slots] pinned host */
+    uint32_t *sums;             /* [n_slots] folded */
+    uint32_t n_slots;
+    uint32_t posted, summed; /* receiver: slots posted, slots whose sums are in `sums` */
+    bool ready;
+};
 
 static int cuda_fail(cudaError_t e, const char *what) {
     return ts_error_set(TS_E_UNAVAILABLE, "KV transfer (NCCL): %s: %s", what,
@@ -40,272 +42,264 @@ static int nccl_fail(ncclResult_t r, const char *what) {
                         ncclGetErrorString(r));
 }
 
-static void xfer_free(xfer *x) {
-    if (x->d_headers) cudaFree(x->d_headers);
-    if (x->d_verdicts) cudaFree(x->d_verdicts);
-    free(x->routes);
-    free(x->headers);
-    free(x->verdicts);
+/* A nonblocking communicator's call may return ncclInProgress: the call is done once the
+ * communicator's asynchronous state leaves it (NCCL's rule before the next call). */
+static int settle(kvx_link *l, ncclResult_t r, const char *what) {
+    int64_t deadline = ts_now_ns() + (int64_t)l->timeout_ms * 1000000;
+    while (r == ncclInProgress) {
+        if (ts_now_ns() > deadline)
+            return ts_error_set(TS_E_TIMEOUT, "KV transfer (NCCL): %s: no progress in %d ms", what,
+                                l->timeout_ms);
+        sched_yield();
+        if (ncclCommGetAsyncError(l->comm, &r) != ncclSuccess) break;
+    }
+    return r == ncclSuccess ? TS_OK : nccl_fail(r, what);
 }
 
-/* Routes of kv_layout.h whose sending (src) or receiving (!src) end is `rank`. */
-static int xfer_open(xfer *x, ts_comm *nccl, ts_engine *e, const ts_kvx_nccl_peers *p, bool src,
-                     int rank) {
-    memset(x, 0, sizeof *x);
-    x->comm = nccl;
-    x->nc = (ncclComm_t)ts_comm_nccl_handle(nccl);
-    x->stream = (cudaStream_t)ts_comm_nccl_stream(nccl);
-    if (!x->nc)
-        return ts_error_set(TS_E_INVALID,
-                            "KV transfer (NCCL): the communicator is \"%s\", not "
-                            "\"nccl\"",
-                            nccl ? nccl->kind : "(none)");
-    const ts_shard_plan *sh = ts_engine_shard(e);
-    int size = src ? p->src_size : p->dst_size;
-    int base = src ? p->src_base : p->dst_base;
-    if (sh->size != size || sh->rank != rank || base + size > nccl->size ||
-        (src ? p->dst_base + p->dst_size : p->src_base + p->src_size) > nccl->size ||
-        base + rank != nccl->rank)
-        return ts_error_set(TS_E_INVALID,
-                            "KV transfer (NCCL): this rank (%d of %d in its group, %d of %d in "
-                            "the communicator) does not match peers src %d+%d, dst %d+%d",
-                            sh->rank, sh->size, nccl->rank, nccl->size, p->src_base, p->src_size,
-                            p->dst_base, p->dst_size);
-    int32_t n_kv = ts_engine_hparams(e)->n_kv_heads;
-    int max = ts_kv_routes_max(n_kv, p->dst_size);
-    ts_kv_route *all = calloc((size_t)max, sizeof *all);
-    x->routes = calloc((size_t)max, sizeof *x->routes);
-    int n_all = 0;
-    int rc = all && x->routes ? TS_OK : ts_error_set(TS_E_NOMEM, "out of memory");
-    if (!rc) rc = ts_kv_routes(n_kv, p->src_size, p->dst_size, all, max, &n_all);
-    for (int i = 0; !rc && i < n_all; i++)
-        if ((src ? all[i].src_rank : all[i].dst_rank) == rank) x->routes[x->n_routes++] = all[i];
-    free(all);
-    if (rc || x->n_routes == 0) return rc;
-    size_t hb = (size_t)x->n_routes * TS_KVX_HEADER_BYTES, vb = (size_t)x->n_routes * 4;
-    x->headers = calloc(1, hb);
-    x->verdicts = calloc((size_t)x->n_routes, sizeof *x->verdicts);
-    if (!x->headers || !x->verdicts) return ts_error_set(TS_E_NOMEM, "out of memory");
-    cudaError_t ce = cudaMalloc((void **)&x->d_headers, hb);
-    if (ce == cudaSuccess) ce = cudaMalloc((void **)&x->d_verdicts, vb);
-    return ce == cudaSuccess ? TS_OK : cuda_fail(ce, "device buffers");
+void kvx_link_close(kvx_link *l) {
+    if (!l) return;
+    cudaSetDevice(l->device);
+    /* Abort, never destroy: destroy/finalize may wait on the peer, and both ends close only
+     * once the transfer is decided (nothing left to flush) or to stop it (abort ends the
+     * pending sends and receives on the GPU, so the stream drains). */
+    if (l->comm) ncclCommAbort(l->comm);
+    if (l->stream) cudaStreamSynchronize(l->stream);
+    if (l->posted_event) cudaEventDestroy(l->posted_event);
+    if (l->stream) cudaStreamDestroy(l->stream);
+    cudaFree(l->d_sums);
+    cudaFreeHost(l->h_sums);
+    free(l->sums);
+    free(l);
 }
 
-static int peer_of(const ts_kvx_nccl_peers *p, const ts_kv_route *r, bool src) {
-    return src ? p->dst_base + r->dst_rank : p->src_base + r->src_rank;
+/* The link without its communicator: stream, event, checksum slots. */
+static int link_new(int device, uint32_t n_slots, int timeout_ms, kvx_link **out) {
+    *out = NULL;
+    kvx_link *l = calloc(1, sizeof *l);
+    if (!l) return ts_error_set(TS_E_NOMEM, "out of memory");
+    l->device = device;
+    l->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
+    l->n_slots = n_slots ? n_slots : 1;
+    l->sums = calloc(l->n_slots, sizeof *l->sums);
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&l->posted_event, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&l->d_sums, l->n_slots * sizeof *l->d_sums);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&l->h_sums, l->n_slots * sizeof *l->h_sums);
+    int rc = !l->sums ? ts_error_set(TS_E_NOMEM, "out of memory")
+             : e != cudaSuccess ? cuda_fail(e, "link buffers")
+                                : TS_OK;
+    if (rc) {
+        cudaGetLastError(); /* an allocation failure is not sticky */
+        kvx_link_close(l);
+        return rc;
+    }
+    *out = l;
+    return TS_OK;
 }
 
-/* Phase 1 or 2: one small message per route, from the sender (headers) or the receiver
- * (verdicts), as one NCCL group; waits for it. */
-static int exchange(xfer *x, const ts_kvx_nccl_peers *p, bool src, bool headers) {
-    bool sending = src == headers;
-    void *dev = headers ? (void *)x->d_headers : (void *)x->d_verdicts;
-    void *host = headers ? (void *)x->headers : (void *)x->verdicts;
-    size_t each = headers ? TS_KVX_HEADER_BYTES : sizeof(int32_t);
-    size_t bytes = each * (size_t)x->n_routes;
-    cudaError_t ce = cudaSuccess;
-    if (sending) ce = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, x->stream);
-    if (ce != cudaSuccess) return cuda_fail(ce, "copying to the device");
+static ncclResult_t join(kvx_link *l, const ncclUniqueId *id, int rank) {
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    return ncclCommInitRankConfig(&l->comm, 2, *id, rank, &config);
+}
+
+int kvx_link_accept(int device, uint32_t n_slots, uint8_t id_out[KVX_LINK_ID_BYTES],
+                    kvx_link **out) {
+    kvx_link *l = NULL;
+    int rc = link_new(device, n_slots, 0, &l);
+    if (rc) return rc;
+    ncclUniqueId id;
+    ncclResult_t r = ncclGetUniqueId(&id);
+    if (r == ncclSuccess) r = join(l, &id, 0);
+    if (r != ncclSuccess && r != ncclInProgress) {
+        rc = nccl_fail(r, "starting the communicator");
+        kvx_link_close(l);
+        return rc;
+    }
+    memcpy(id_out, &id, KVX_LINK_ID_BYTES);
+    *out = l;
+    return TS_OK;
+}
+
+int kvx_link_connect(int device, const uint8_t id[KVX_LINK_ID_BYTES], uint32_t n_slots,
+                     int timeout_ms, kvx_link **out) {
+    kvx_link *l = NULL;
+    int rc = link_new(device, n_slots, timeout_ms, &l);
+    if (rc) return rc;
+    ncclUniqueId uid;
+    memcpy(&uid, id, sizeof uid);
+    rc = settle(l, join(l, &uid, 1), "joining the receiver's communicator");
+    if (rc) {
+        kvx_link_close(l);
+        return rc;
+    }
+    l->ready = true;
+    *out = l;
+    return TS_OK;
+}
+
+int kvx_link_poll_init(kvx_link *l) {
+    if (l->ready) return 0;
+    ncclResult_t r = ncclInProgress;
+    cudaSetDevice(l->device);
+    ncclResult_t q = ncclCommGetAsyncError(l->comm, &r);
+    if (q != ncclSuccess) r = q;
+    if (r == ncclInProgress) return 1;
+    if (r != ncclSuccess) return nccl_fail(r, "joining the communicator");
+    l->ready = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ sender */
+
+int kvx_link_send_blocks(kvx_link *l, ts_engine *e, int32_t layer, const int32_t *block_ids,
+                         int32_t n, int32_t head0, int32_t n_heads, uint32_t *sums) {
+    if (n < 0 || (uint32_t)n > l->n_slots)
+        return ts_error_set(TS_E_INVALID, "KV transfer (NCCL): %d blocks in one call (room %u)", n,
+                            l->n_slots);
+    if (n == 0) return TS_OK;
+    ts_backend *be = ts_engine_backend(e);
+    cudaStream_t compute = (cudaStream_t)be->device_stream;
+    cudaSetDevice(l->device);
+    /* The checksums run on the backend's stream, after the kernels that wrote this KV; once
+     * they are on the host the KV is final, so the sends on the link's stream need no event. */
+    cudaError_t ce = cudaMemsetAsync(l->d_sums, 0, (size_t)n * sizeof *l->d_sums, compute);
+    size_t part = 0;
+    for (int32_t b = 0; ce == cudaSuccess && b < n; b++) {
+        void *k, *v;
+        int rc = ts_engine_kv_block_span(e, layer, block_ids[b], head0, n_heads, &k, &v, &part);
+        if (rc) return rc;
+        ce = (cudaError_t)kvx_sum_launch(k, v, part, &l->d_sums[b], compute);
+    }
+    if (ce == cudaSuccess)
+        ce = cudaMemcpyAsync(l->h_sums, l->d_sums, (size_t)n * sizeof *l->h_sums,
+                             cudaMemcpyDeviceToHost, compute);
+    if (ce == cudaSuccess) ce = cudaStreamSynchronize(compute);
+    if (ce != cudaSuccess) return cuda_fail(ce, "checksums of the KV blocks");
+    for (int32_t b = 0; b < n; b++)
+        sums[b] = ts_kvx_sum_fold(l->h_sums[b]);
     ncclResult_t r = ncclGroupStart();
-    for (int i = 0; r == ncclSuccess && i < x->n_routes; i++) {
-        char *at = (char *)dev + each * (size_t)i;
-        int peer = peer_of(p, &x->routes[i], src);
-        r = sending ? ncclSend(at, each, ncclUint8, peer, x->nc, x->stream)
-                    : ncclRecv(at, each, ncclUint8, peer, x->nc, x->stream);
+    for (int32_t b = 0; r == ncclSuccess && b < n; b++) {
+        void *k, *v;
+        ts_engine_kv_block_span(e, layer, block_ids[b], head0, n_heads, &k, &v, &part);
+        r = ncclSend(k, part, ncclUint8, 0, l->comm, l->stream);
+        if (r == ncclSuccess || r == ncclInProgress)
+            r = ncclSend(v, part, ncclUint8, 0, l->comm, l->stream);
     }
     ncclResult_t end = ncclGroupEnd();
-    if (r == ncclSuccess) r = end;
-    if (r != ncclSuccess) return nccl_fail(r, headers ? "headers" : "verdicts");
-    if (!sending) ce = cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, x->stream);
-    if (ce != cudaSuccess) return cuda_fail(ce, "copying to the host");
-    return ts_comm_nccl_wait(x->comm, headers ? "KV headers" : "KV verdicts");
+    if (r == ncclSuccess || r == ncclInProgress) r = end;
+    return settle(l, r, "posting the KV sends");
 }
 
-/* Phase 3: per layer one NCCL group of every accepted route's K and V ranges of every block. */
-static int move_blocks(xfer *x, ts_engine *e, const ts_kvx_nccl_peers *p, bool src,
-                       const int32_t *block_ids, int32_t n_blocks, int32_t own_head0) {
+int kvx_link_drain(kvx_link *l, int timeout_ms, bool (*failed)(void *user), void *user) {
+    cudaSetDevice(l->device);
+    int64_t deadline = ts_now_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(l->stream);
+        if (e == cudaSuccess) return TS_OK;
+        if (e != cudaErrorNotReady) return cuda_fail(e, "the KV sends");
+        ncclResult_t r = ncclSuccess;
+        ncclCommGetAsyncError(l->comm, &r);
+        if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(r, "the KV sends");
+        if (failed && failed(user))
+            return ts_error_set(TS_E_CANCELLED, "KV transfer (NCCL): failed while sending");
+        if (ts_now_ns() > deadline)
+            return ts_error_set(TS_E_TIMEOUT, "KV transfer (NCCL): sends not done in %d ms",
+                                timeout_ms);
+        sched_yield();
+    }
+}
+
+/* ------------------------------------------------------------------ receiver */
+
+int kvx_link_recv(kvx_link *l, void *k, void *v, size_t part, uint32_t slot) {
+    if (slot != l->posted || slot >= l->n_slots)
+        return ts_error_set(TS_E_INTERNAL, "KV transfer (NCCL): slot %u posted out of order", slot);
+    cudaSetDevice(l->device);
+    cudaError_t ce = cudaMemsetAsync(&l->d_sums[slot], 0, sizeof *l->d_sums, l->stream);
+    if (ce != cudaSuccess) return cuda_fail(ce, "receive slot");
+    ncclResult_t r = ncclGroupStart();
+    if (r == ncclSuccess) r = ncclRecv(k, part, ncclUint8, 1, l->comm, l->stream);
+    if (r == ncclSuccess || r == ncclInProgress) r = ncclRecv(v, part, ncclUint8, 1, l->comm, l->stream);
+    ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess || r == ncclInProgress) r = end;
+    int rc = settle(l, r, "posting the KV receives");
+    if (rc) return rc;
+    /* The checksum of what landed, behind the receives on the same stream. */
+    ce = (cudaError_t)kvx_sum_launch(k, v, part, &l->d_sums[slot], l->stream);
+    if (ce == cudaSuccess)
+        ce = cudaMemcpyAsync(&l->h_sums[slot], &l->d_sums[slot], sizeof *l->h_sums,
+                             cudaMemcpyDeviceToHost, l->stream);
+    if (ce == cudaSuccess) ce = cudaEventRecord(l->posted_event, l->stream);
+    if (ce != cudaSuccess) return cuda_fail(ce, "checksum of a received block");
+    l->posted++;
+    return TS_OK;
+}
+
+int kvx_link_poll_sums(kvx_link *l, const uint32_t **sums) {
+    *sums = l->sums;
+    if (l->summed == l->posted) return 1;
+    cudaSetDevice(l->device);
+    cudaError_t e = cudaEventQuery(l->posted_event);
+    if (e == cudaErrorNotReady) {
+        ncclResult_t r = ncclSuccess;
+        ncclCommGetAsyncError(l->comm, &r);
+        return r == ncclSuccess || r == ncclInProgress ? 0 : nccl_fail(r, "receiving KV blocks");
+    }
+    if (e != cudaSuccess) return cuda_fail(e, "receiving KV blocks");
+    /* The event is the latest record: every slot posted before it has its sum on the host. */
+    for (; l->summed < l->posted; l->summed++)
+        l->sums[l->summed] = ts_kvx_sum_fold(l->h_sums[l->summed]);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ device staging */
+
+int kvx_device_alloc(int device, size_t bytes, void **out) {
+    *out = NULL;
+    cudaSetDevice(device);
+    cudaError_t e = cudaMalloc(out, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *out = NULL;
+        return ts_error_set(TS_E_NOMEM, "KV staging: cudaMalloc of %zu bytes on cuda:%d: %s",
+                            bytes, device, cudaGetErrorString(e));
+    }
+    return TS_OK;
+}
+
+void kvx_device_free(int device, void *p) {
+    if (!p) return;
+    cudaSetDevice(device);
+    cudaFree(p); /* waits for queued work that may still touch it */
+}
+
+int kvx_device_install(ts_engine *e, const void *staging, const int32_t *block_ids,
+                       int32_t n_blocks, int32_t n_heads) {
+    ts_backend *be = ts_engine_backend(e);
     int32_t n_layers = ts_engine_hparams(e)->n_layers;
-    for (int32_t l = 0; l < n_layers; l++) {
-        int rc = TS_OK;
-        ncclResult_t r = ncclGroupStart();
-        for (int i = 0; !rc && r == ncclSuccess && i < x->n_routes; i++) {
-            if (x->verdicts[i] != 0) continue;
-            const ts_kv_route *rt = &x->routes[i];
-            int peer = peer_of(p, rt, src);
-            for (int32_t b = 0; !rc && r == ncclSuccess && b < n_blocks; b++) {
-                void *k, *v;
-                size_t bytes;
-                rc = ts_engine_kv_block_span(e, l, block_ids[b], rt->kv_head0 - own_head0,
-                                             rt->n_kv_heads, &k, &v, &bytes);
-                if (rc) break;
-                r = src ? ncclSend(k, bytes, ncclUint8, peer, x->nc, x->stream)
-                        : ncclRecv(k, bytes, ncclUint8, peer, x->nc, x->stream);
-                if (r == ncclSuccess)
-                    r = src ? ncclSend(v, bytes, ncclUint8, peer, x->nc, x->stream)
-                            : ncclRecv(v, bytes, ncclUint8, peer, x->nc, x->stream);
-            }
-        }
-        ncclResult_t end = ncclGroupEnd();
-        if (rc) return rc; /* cannot happen after checked headers; the peer then times out */
-        if (r == ncclSuccess) r = end;
-        if (r != ncclSuccess) return nccl_fail(r, "KV blocks");
+    void *k, *v;
+    size_t part = 0;
+    /* Every block id checked before anything is written. */
+    for (int32_t b = 0; b < n_blocks; b++) {
+        int rc = ts_engine_kv_block_span(e, 0, block_ids[b], 0, n_heads, &k, &v, &part);
+        if (rc) return rc;
     }
-    return ts_comm_nccl_wait(x->comm, "KV blocks");
-}
-
-int ts_kvx_nccl_send(ts_comm *nccl, ts_engine *e, const ts_kvx_nccl_peers *peers,
-                     uint64_t request_id, uint64_t fingerprint, int32_t n_tokens,
-                     const int32_t *block_table, int32_t n_blocks) {
-    const ts_shard_plan *sh = ts_engine_shard(e);
-    const ts_llama_hparams *hp = ts_engine_hparams(e);
-    const ts_engine_options *eo = ts_engine_options_get(e);
-    if (n_tokens < 1 || n_blocks != (n_tokens + eo->block_size - 1) / eo->block_size)
-        return ts_error_set(TS_E_INVALID, "KV transfer (NCCL): %d tokens in %d blocks of %d",
-                            n_tokens, n_blocks, eo->block_size);
-    xfer x;
-    int rc = xfer_open(&x, nccl, e, peers, true, sh->rank);
-    if (rc || x.n_routes == 0) { /* a replicated prefill rank may feed no one */
-        xfer_free(&x);
-        return rc;
-    }
-    for (int i = 0; i < x.n_routes; i++) {
-        ts_kvx_header h = {.request_id = request_id,
-                           .fingerprint = fingerprint,
-                           .n_layers = (uint32_t)hp->n_layers,
-                           .n_tokens = (uint32_t)n_tokens,
-                           .block_size = (uint32_t)eo->block_size,
-                           .n_blocks = (uint32_t)n_blocks,
-                           .head_dim = (uint32_t)hp->head_dim,
-                           .dtype = (uint32_t)eo->kv_type,
-                           .kv_head0 = (uint32_t)x.routes[i].kv_head0,
-                           .n_kv_heads = (uint32_t)x.routes[i].n_kv_heads,
-                           .src_rank = (uint16_t)sh->rank,
-                           .src_size = (uint16_t)sh->size,
-                           .dst_rank = (uint16_t)x.routes[i].dst_rank,
-                           .dst_size = (uint16_t)peers->dst_size};
-        ts_kvx_header_encode(&h, x.headers + (size_t)i * TS_KVX_HEADER_BYTES);
-    }
-    rc = exchange(&x, peers, true, true);
-    if (!rc) rc = exchange(&x, peers, true, false);
-    if (!rc) rc = move_blocks(&x, e, peers, true, block_table, n_blocks, sh->kv_head0);
-    for (int i = 0; !rc && i < x.n_routes; i++)
-        if (x.verdicts[i] != 0)
-            rc = ts_error_set(
-                x.verdicts[i] < 0 && x.verdicts[i] >= TS_E_INTERNAL ? x.verdicts[i]
-                                                                    : TS_E_UNAVAILABLE,
-                "KV transfer (NCCL) of request %llu: decode rank %d refused it (%s; "
-                "its log says why)",
-                (unsigned long long)request_id, x.routes[i].dst_rank, ts_error_name(x.verdicts[i]));
-    xfer_free(&x);
-    return rc;
-}
-
-/* The receiver's checks of one route's header; 0 or the code, with `why` filled. */
-static int check_header(const ts_kvx_header *h, const ts_kv_route *rt, ts_engine *e,
-                        const ts_kvx_nccl_peers *p, uint64_t request_id, uint64_t fingerprint,
-                        int32_t n_tokens0, char *why, size_t size) {
-    const ts_llama_hparams *hp = ts_engine_hparams(e);
-    const ts_engine_options *eo = ts_engine_options_get(e);
-    uint64_t want_blocks =
-        ((uint64_t)h->n_tokens + (uint64_t)eo->block_size - 1) / (uint64_t)eo->block_size;
-    if (h->request_id != request_id)
-        snprintf(why, size, "request %llu, expected %llu", (unsigned long long)h->request_id,
-                 (unsigned long long)request_id);
-    else if (h->fingerprint != fingerprint)
-        snprintf(why, size, "model fingerprint %016llx differs from this node's %016llx",
-                 (unsigned long long)h->fingerprint, (unsigned long long)fingerprint);
-    else if (h->n_layers != (uint32_t)hp->n_layers || h->head_dim != (uint32_t)hp->head_dim ||
-             h->block_size != (uint32_t)eo->block_size || h->dtype != (uint32_t)eo->kv_type)
-        snprintf(why, size, "geometry %u layers, head_dim %u, block size %u, dtype %u differs",
-                 h->n_layers, h->head_dim, h->block_size, h->dtype);
-    else if (h->src_rank != (uint32_t)rt->src_rank || h->src_size != (uint32_t)p->src_size ||
-             h->dst_rank != (uint32_t)rt->dst_rank || h->dst_size != (uint32_t)p->dst_size ||
-             h->kv_head0 != (uint32_t)rt->kv_head0 || h->n_kv_heads != (uint32_t)rt->n_kv_heads)
-        snprintf(why, size, "route %u/%u -> %u/%u heads [%u, +%u) is not the expected one",
-                 h->src_rank, h->src_size, h->dst_rank, h->dst_size, h->kv_head0, h->n_kv_heads);
-    else if (h->n_tokens < 1 || h->n_blocks != want_blocks ||
-             h->n_blocks > (uint32_t)ts_engine_n_blocks(e))
-        snprintf(why, size, "%u tokens in %u blocks", h->n_tokens, h->n_blocks);
-    else if (n_tokens0 >= 0 && h->n_tokens != (uint32_t)n_tokens0)
-        snprintf(why, size, "%u tokens, another prefill rank announced %d", h->n_tokens, n_tokens0);
-    else
-        return TS_OK;
-    return TS_E_INVALID;
-}
-
-int ts_kvx_nccl_recv(ts_comm *nccl, ts_engine *e, const ts_kvx_nccl_peers *peers,
-                     uint64_t request_id, uint64_t fingerprint, ts_kv_pool *pool,
-                     int32_t *block_ids, int32_t max_blocks, int32_t *n_blocks, int32_t *n_tokens) {
-    *n_blocks = 0;
-    *n_tokens = 0;
-    const ts_shard_plan *sh = ts_engine_shard(e);
-    xfer x;
-    int rc = xfer_open(&x, nccl, e, peers, false, sh->rank);
-    if (!rc && x.n_routes == 0)
-        rc = ts_error_set(TS_E_INTERNAL, "KV transfer (NCCL): decode rank %d has no routes",
-                          sh->rank);
-    if (!rc) rc = exchange(&x, peers, false, true);
-    if (rc) {
-        xfer_free(&x);
-        return rc;
-    }
-    /* verdict: every header checked; one refusal refuses the whole transfer on every route */
-    int verdict = TS_OK;
-    char why[256] = "";
-    int32_t tokens = -1;
-    for (int i = 0; !verdict && i < x.n_routes; i++) {
-        ts_kvx_header h;
-        if (ts_kvx_header_decode(x.headers + (size_t)i * TS_KVX_HEADER_BYTES, &h) != TS_OK) {
-            verdict = TS_E_FORMAT;
-            snprintf(why, sizeof why, "%s", ts_error_message());
-        } else {
-            verdict = check_header(&h, &x.routes[i], e, peers, request_id, fingerprint, tokens, why,
-                                   sizeof why);
-            tokens = (int32_t)h.n_tokens;
+    size_t pool = (size_t)n_blocks * part;
+    cudaStream_t stream = (cudaStream_t)be->device_stream;
+    cudaSetDevice(be->device_index);
+    cudaError_t ce = cudaSuccess;
+    for (int32_t l = 0; ce == cudaSuccess && l < n_layers; l++) {
+        const uint8_t *src = (const uint8_t *)staging + (size_t)l * 2 * pool;
+        for (int32_t b = 0; ce == cudaSuccess && b < n_blocks; b++) {
+            ts_engine_kv_block_span(e, l, block_ids[b], 0, n_heads, &k, &v, &part);
+            ce = cudaMemcpyAsync(k, src + (size_t)b * part, part, cudaMemcpyDeviceToDevice, stream);
+            if (ce == cudaSuccess)
+                ce = cudaMemcpyAsync(v, src + pool + (size_t)b * part, part,
+                                     cudaMemcpyDeviceToDevice, stream);
         }
     }
-    int32_t want = verdict ? 0
-                           : (tokens + ts_engine_options_get(e)->block_size - 1) /
-                                 ts_engine_options_get(e)->block_size;
-    int32_t claimed = 0;
-    if (!verdict && pool) {
-        if (want > max_blocks) {
-            verdict = TS_E_INVALID;
-            snprintf(why, sizeof why, "%d blocks, room for %d ids", want, max_blocks);
-        } else if (ts_kv_pool_n_free(pool) < want) {
-            verdict = TS_E_EXHAUSTED;
-            snprintf(why, sizeof why, "%d free KV blocks, %d needed", ts_kv_pool_n_free(pool),
-                     want);
-        }
-        while (!verdict && claimed < want) {
-            if (ts_kv_pool_alloc(pool, &block_ids[claimed]) != TS_OK) {
-                verdict = TS_E_EXHAUSTED;
-                snprintf(why, sizeof why, "%s", ts_error_message());
-                break;
-            }
-            claimed++;
-        }
-    } else if (!verdict && want != max_blocks) {
-        verdict = TS_E_INVALID;
-        snprintf(why, sizeof why, "%d blocks, the leader chose %d", want, max_blocks);
-    }
-    for (int i = 0; i < x.n_routes; i++)
-        x.verdicts[i] = verdict;
-    rc = exchange(&x, peers, false, false);
-    if (!rc && verdict) {
-        TS_WARN("KV transfer (NCCL) of request %llu refused: %s", (unsigned long long)request_id,
-                why);
-        rc = ts_error_set(verdict, "KV transfer (NCCL) of request %llu refused: %s",
-                          (unsigned long long)request_id, why);
-    }
-    if (!rc) rc = move_blocks(&x, e, peers, false, block_ids, want, sh->kv_head0);
-    if (rc && pool) /* all or nothing: the blocks written so far are nobody's */
-        for (int32_t i = 0; i < claimed; i++)
-            ts_kv_pool_release(pool, block_ids[i]);
-    if (!rc) {
-        *n_blocks = want;
-        *n_tokens = tokens;
-    }
-    xfer_free(&x);
-    return rc;
+    if (ce == cudaSuccess) ce = cudaStreamSynchronize(stream);
+    return ce == cudaSuccess ? TS_OK : cuda_fail(ce, "installing the KV cache");
 }

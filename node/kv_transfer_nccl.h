@@ -1,81 +1,131 @@
 /*
- * kv_transfer_nccl.h — the KV transfer's second transport: NCCL send/recv from the prefill
- * ranks' device KV cache straight into the decode ranks' device KV cache, for GPU groups that
- * share one MPI world (one mpirun/srun job, e.g. a Slurm heterogeneous job). The TCP transport
- * (kv_transfer.h) works between any hosts; this one needs a NCCL communicator over the union of
- * both groups' ranks and CUDA backends on both sides.
+ * kv_transfer_nccl.h — private to the KV transfer: its NCCL payload path (kv_transfer.h,
+ * "Transports"). Built only with CUDA (TESSERA_HAVE_CUDA); the sender and receiver call it only
+ * for a transfer whose header says TS_KVX_NCCL, which ts_kvx_nccl_supported guards.
  *
- * Setup (collective over the world): ts_comm_create_nccl(world MPI comm, be->device_stream,
- * be->device_index, ...) — its unique id is made on world rank 0 and broadcast over MPI — gives
- * the communicator `nccl`; prefill rank p is its rank src_base + p, decode rank d its rank
- * dst_base + d (ts_kvx_nccl_peers).
+ * A link is one connection's (one route's) 2-rank NCCL communicator with its own CUDA stream:
+ * rank 0 the decode rank (it made the unique id), rank 1 the prefill rank. One stream per link
+ * on both ends keeps every link's sends and receives in the one order both ends agree on (the
+ * frame order of its TCP connection), so links never wait on each other. The communicators are
+ * nonblocking (ncclConfig_t.blocking = 0): a call that is still in progress is polled against a
+ * deadline, and a link that fails or times out is aborted (ncclCommAbort), which also ends its
+ * pending sends or receives on the GPU.
  *
- * Protocol, per transfer, between the two ends of every route of kv_layout.h (the same routes,
- * so each decode rank receives exactly the KV heads it owns). Both ends derive the routes and
- * post their calls in the same order: route order of ts_kv_routes, then layer, block, K, V.
- *   1. header: the sender sends the 72-byte TCP transfer header (kv_transfer.h: magic, version,
- *      request, model fingerprint, geometry, head range, ranks, CRC32C) per route; one NCCL group.
- *   2. verdict: the receiver checks every header (decode, CRC, fingerprint, geometry, addressed
- *      to it, the expected head range of its route, the same token count on all its routes),
- *      claims the blocks (from its pool, or checks the count of the caller's block ids) and
- *      answers one i32 per route: 0, or the TS_E_* code refusing the whole transfer (its
- *      message is logged on the decode side). One NCCL group.
- *   3. data, only on accepted routes: per layer one ncclGroupStart/End holding, per block, the
- *      route's K range then V range of that block (ts_engine_kv_block_span: contiguous device
- *      memory), posted on the communicator's stream (the backend's), so the sends follow the
- *      prefill kernels and the receives precede the decode kernels without a host sync.
- *   Each phase is awaited with ts_comm_nccl_wait (deadline, NCCL error polling, abort).
+ * Checksums: kvx_sum_launch (kv_checksum.cu) adds the 64-bit sum of ts_kvx_payload_sum's terms
+ * over a frame's K and V ranges into a device counter; the host folds it (ts_kvx_sum_fold).
  *
- * Integrity — what is checked and what not. Checked: the header (CRC32C, fingerprint,
- * geometry, route), the payload lengths (both ends compute every range from the same checked
- * header; NCCL fails a send/recv pair whose sizes differ), completion (NCCL errors and a peer
- * that dies or hangs end the wait with TS_E_UNAVAILABLE or TS_E_TIMEOUT). NOT checked: a
- * per-block checksum of the payload — NCCL's transports carry no end-to-end checksum, and a
- * device-side CRC kernel is not written yet — so payload integrity rests on the interconnect
- * (NVLink/PCIe/IB link-level CRC). All or nothing: the receiver writes into blocks claimed for
- * this transfer only, and on any failure releases them (pool mode) or reports the failure so
- * the caller releases its ids; nothing is visible to decoding before ts_kvx_nccl_recv returns 0.
- * A failure that aborted the communicator (a timeout) makes every later call fail: the world
- * must build a new one (collective).
- *
- * Verified here (no GPU): compiles and links only. tests/unit/kvxfer_nccl.c (label gpu) runs it
- * on two GPUs (docs/architecture.md "KV transfer").
- *
- * Threads: the engine's thread on each side (it posts work on the backend's stream). Built only
- * with CUDA (TESSERA_HAVE_CUDA).
+ * Threads: a link is used by one thread at a time — the receiver's I/O thread for its links (or
+ * the engine thread inside a receiver call that holds the receiver's lock), the engine thread
+ * for a sender's. Every function makes the link's device current for its thread first.
  */
 #ifndef TS_NODE_KV_TRANSFER_NCCL_H
 #define TS_NODE_KV_TRANSFER_NCCL_H
 
-#include "node/comm.h"
+#include "common/error.h"
 #include "node/engine.h"
-#include "node/kv_pool.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-typedef struct ts_kvx_nccl_peers {
-    int src_base, src_size; /* prefill rank p is rank src_base + p of the NCCL communicator */
-    int dst_base, dst_size; /* decode rank d is rank dst_base + d */
-} ts_kvx_nccl_peers;
+enum { KVX_LINK_ID_BYTES = 128 }; /* NCCL_UNIQUE_ID_BYTES */
 
-/* Prefill rank (its engine's shard rank of src_size): sends layers 0 .. n_layers of
- * block_table[0 .. n_blocks) (the sequence's blocks, n_tokens tokens) on its routes. Returns
- * once its sends completed: 0 when every decode rank it feeds accepted, else the refusal's code
- * (TS_E_EXHAUSTED: no room, retry later) or the NCCL failure. */
-int ts_kvx_nccl_send(ts_comm *nccl, ts_engine *e, const ts_kvx_nccl_peers *peers,
-                     uint64_t request_id, uint64_t fingerprint, int32_t n_tokens,
-                     const int32_t *block_table, int32_t n_blocks);
+typedef struct kvx_link kvx_link;
 
-/* Decode rank (its engine's shard rank of dst_size): receives transfer `request_id` (the same
- * one its senders send; a different id is refused) into device KV blocks.
- * pool != NULL: claims the transfer's blocks from it (reference count 1 each, written to
- *   block_ids[0 .. *n_blocks), at most max_blocks; the caller owns them on success; on any
- *   failure they are released, the pool exactly as before).
- * pool == NULL: block_ids[0 .. max_blocks) are the ids to fill, chosen by the group leader; the
- *   transfer must have exactly max_blocks blocks; on failure the caller releases them.
- * *n_tokens receives the sequence's token count. */
-int ts_kvx_nccl_recv(ts_comm *nccl, ts_engine *e, const ts_kvx_nccl_peers *peers,
-                     uint64_t request_id, uint64_t fingerprint, ts_kv_pool *pool,
-                     int32_t *block_ids, int32_t max_blocks, int32_t *n_blocks, int32_t *n_tokens);
+#if defined(TESSERA_HAVE_CUDA)
+
+/* Receiver: makes the unique id (id_out, to send to the sender) and starts this end's join as
+ * rank 0 without waiting (kvx_link_poll_init tells when it is done). n_slots: the block frames
+ * the link will receive (checksum slots). */
+int kvx_link_accept(int device, uint32_t n_slots, uint8_t id_out[KVX_LINK_ID_BYTES],
+                    kvx_link **out);
+/* Sender: joins as rank 1 and waits up to timeout_ms for both ends to be in. n_slots: the most
+ * block frames one kvx_link_send_blocks call sends. */
+int kvx_link_connect(int device, const uint8_t id[KVX_LINK_ID_BYTES], uint32_t n_slots,
+                     int timeout_ms, kvx_link **out);
+/* 0 when the communicator is ready, 1 while the join is in progress, else the error. */
+int kvx_link_poll_init(kvx_link *l);
+
+/* Sender, engine thread: for the sequence blocks block_ids[0 .. n) of layer `layer`, local
+ * heads [head0, head0 + n_heads): computes each block's checksum on the backend's stream
+ * (after the kernels that wrote the KV), waits for it (sums[i] receives block i's), then posts
+ * each block's K and V range as two ncclSend on the link's stream. */
+int kvx_link_send_blocks(kvx_link *l, ts_engine *e, int32_t layer, const int32_t *block_ids,
+                         int32_t n, int32_t head0, int32_t n_heads, uint32_t *sums);
+/* Sender: waits until everything posted on the link is done (the receiver posts its receives as
+ * the frame headers arrive), at most timeout_ms, and stops early when failed(user) says the
+ * transfer failed meanwhile (TS_E_CANCELLED). */
+int kvx_link_drain(kvx_link *l, int timeout_ms, bool (*failed)(void *user), void *user);
+
+/* Receiver: posts the receive of one block frame, `part` bytes into k then `part` into v
+ * (device staging), then its checksum into slot `slot` (< n_slots, each used once). */
+int kvx_link_recv(kvx_link *l, void *k, void *v, size_t part, uint32_t slot);
+/* Receiver, never blocks: 1 when the slots posted so far have landed and been summed (sums
+ * then holds every posted slot's folded checksum), 0 while some are in flight, or the link's
+ * error (a NCCL failure reported asynchronously). */
+int kvx_link_poll_sums(kvx_link *l, const uint32_t **sums);
+
+/* Ends the link: waits for nothing; aborts the communicator (both ends close only after the
+ * TCP status decided the transfer, or to stop it) and frees its stream and buffers. NULL is
+ * fine. */
+void kvx_link_close(kvx_link *l);
+
+/* Device staging of the receiver: allocation on `device`, freeing (after the links that wrote
+ * into it are closed), and the install of a complete transfer into the engine's KV blocks on
+ * the backend's stream (device to device, all layers, then waits). The staging layout is the
+ * receiver's (kv_transfer_recv.c): per layer K then V, each [n_blocks][own heads][block]. */
+int kvx_device_alloc(int device, size_t bytes, void **out);
+void kvx_device_free(int device, void *p);
+int kvx_device_install(ts_engine *e, const void *staging, const int32_t *block_ids,
+                       int32_t n_blocks, int32_t n_heads);
+
+/* kv_checksum.cu: adds the sum of ts_kvx_sum_term over k's words (positions 0 ..) and v's
+ * (after k's) into *sum (device memory) on `stream`. Returns 0 or the launch's cudaError_t. */
+int kvx_sum_launch(const void *k, const void *v, size_t part, unsigned long long *sum,
+                   void *stream);
+
+#else
+/* A build without CUDA: ts_kvx_nccl_supported refuses every NCCL transfer before any of these
+ * could be reached; they exist so that the sender and receiver compile the same code. */
+static inline int kvx_nccl_unbuilt(void) {
+    return ts_error_set(TS_E_UNSUPPORTED, "the NCCL KV transport is not in this build (no CUDA)");
+}
+static inline int kvx_link_accept(int device, uint32_t n_slots, uint8_t *id_out, kvx_link **out) {
+    *out = NULL;
+    return kvx_nccl_unbuilt();
+}
+static inline int kvx_link_connect(int device, const uint8_t *id, uint32_t n_slots,
+                                   int timeout_ms, kvx_link **out) {
+    *out = NULL;
+    return kvx_nccl_unbuilt();
+}
+static inline int kvx_link_poll_init(kvx_link *l) { return kvx_nccl_unbuilt(); }
+static inline int kvx_link_send_blocks(kvx_link *l, ts_engine *e, int32_t layer,
+                                       const int32_t *block_ids, int32_t n, int32_t head0,
+                                       int32_t n_heads, uint32_t *sums) {
+    return kvx_nccl_unbuilt();
+}
+static inline int kvx_link_drain(kvx_link *l, int timeout_ms, bool (*failed)(void *user),
+                                 void *user) {
+    return kvx_nccl_unbuilt();
+}
+static inline int kvx_link_recv(kvx_link *l, void *k, void *v, size_t part, uint32_t slot) {
+    return kvx_nccl_unbuilt();
+}
+static inline int kvx_link_poll_sums(kvx_link *l, const uint32_t **sums) {
+    *sums = NULL;
+    return kvx_nccl_unbuilt();
+}
+static inline void kvx_link_close(kvx_link *l) {}
+static inline int kvx_device_alloc(int device, size_t bytes, void **out) {
+    *out = NULL;
+    return kvx_nccl_unbuilt();
+}
+static inline void kvx_device_free(int device, void *p) {}
+static inline int kvx_device_install(ts_engine *e, const void *staging, const int32_t *block_ids,
+                                     int32_t n_blocks, int32_t n_heads) {
+    return kvx_nccl_unbuilt();
+}
+#endif
 
 #endif

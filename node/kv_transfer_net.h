@@ -29,4 +29,12 @@ size_t kvx_status_encode(int code, const char *message, uint8_t *out, size_t out
 int kvx_status_read(int fd, int timeout_ms, const char *peer, int *code, char *message,
                     size_t message_size);
 
+/* The NCCL link message (kv_transfer.h): the receiver's answer to a NCCL transfer header,
+ * carrying the communicator's unique id. encode writes TS_KVX_STATUS_BYTES + id_bytes. */
+size_t kvx_link_message_encode(const uint8_t *id, size_t id_bytes, uint8_t *out);
+/* Reads the receiver's answer to a NCCL header: the link message (id receives the unique id,
+ * *code 0), or the status refusing the header (*code its code, message its text). */
+int kvx_link_message_read(int fd, int timeout_ms, const char *peer, uint8_t *id, size_t id_bytes,
+                          int *code, char *message, size_t message_size);
+
 #endif

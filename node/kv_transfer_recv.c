@@ -5,7 +5,10 @@
  * small state machine per connection: transfer header, then frame header / payload pairs until
  * the end frame. Verified payloads are copied into the transfer's host staging area, laid out
  * per layer as K then V, each [n_blocks][heads of this rank][block_size][head_dim], which is
- * exactly what ts_engine_kv_write takes, so installing is one call per layer.
+ * exactly what ts_engine_kv_write takes, so installing is one call per layer. A NCCL transfer
+ * (kv_transfer_nccl.h) has the same layout in device memory: its frames' payloads land there by
+ * ncclRecv on the connection's own stream, are checked by the device checksum before they
+ * count, and install copies device to device on the engine's thread.
  *
  * A transfer is keyed by request id and may be fed by several connections (several prefill
  * ranks, each with a part of this rank's heads). It completes when the connections' head ranges
@@ -60,17 +63,19 @@ static void *receiver_thread(void *arg) {
             if (nf && no) cap = n * 2;
         }
         size_t k = 0;
+        bool landing = false; /* NCCL frames in flight: look at them often */
         if (cap > 0) {
             fds[k++] = (struct pollfd){.fd = r->listen_fd, .events = POLLIN};
             for (conn *c = r->conns; c && k < cap; c = c->next) {
                 owners[k] = c;
+                landing |= c->link && (c->n_frames < c->n_posted || c->end_seen);
                 /* An ended connection is watched too: its sender closing early is fine. */
                 fds[k++] = (struct pollfd){.fd = c->fd, .events = c->phase == C_ENDED ? 0 : POLLIN};
             }
         }
         pthread_mutex_unlock(&r->lock);
         /* Only this thread adds or frees connections, so the snapshot stays valid. */
-        int ready = k ? poll(fds, k, 50) : (ts_sleep_ms(50), 0);
+        int ready = k ? poll(fds, k, landing ? 1 : 50) : (ts_sleep_ms(50), 0);
         pthread_mutex_lock(&r->lock);
         if (ready > 0) {
             if (fds[0].revents & POLLIN) kvx_accept_all(r);
@@ -106,6 +111,9 @@ int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts
     r->size = sh->size;
     r->head_bytes =
         (size_t)r->block_size * (size_t)r->head_dim * (size_t)ts_dtype_block_bytes(r->dtype);
+    r->device = ts_engine_backend(e)->device_index;
+    r->nccl = ts_kvx_nccl_supported(e) == TS_OK;
+    if (!r->nccl) snprintf(r->nccl_why, sizeof r->nccl_why, "%s", ts_error_message());
     r->opts = *opts;
     r->opts.listen = NULL;
     r->opts.advertise_host = NULL;
@@ -147,20 +155,16 @@ void ts_kvx_receiver_close(ts_kvx_receiver *r) {
         pthread_mutex_unlock(&r->lock);
         pthread_join(r->thread, NULL);
     }
+    while (r->transfers) { /* their links first, inside kvx_free_staging */
+        transfer *t = r->transfers;
+        r->transfers = t->next;
+        kvx_free_staging(r, t);
+        free(t);
+    }
     while (r->conns) {
         conn *c = r->conns;
         r->conns = c->next;
-        close(c->fd);
-        free(c->payload);
-        free(c->seen);
-        free(c);
-    }
-    while (r->transfers) {
-        transfer *t = r->transfers;
-        r->transfers = t->next;
-        free(t->staging);
-        free(t->head_covered);
-        free(t);
+        kvx_conn_free(c);
     }
     if (r->listen_fd >= 0) close(r->listen_fd);
     pthread_mutex_destroy(&r->lock);
@@ -250,11 +254,13 @@ int ts_kvx_receiver_install(ts_kvx_receiver *r, ts_engine *e, uint64_t request_i
                             (unsigned long long)request_id, n_blocks, t->n_blocks);
     }
     size_t pool = (size_t)t->n_blocks * (size_t)r->own_heads * r->head_bytes;
-    for (int32_t l = 0; !rc && l < r->n_layers; l++) {
+    if (t->transport == TS_KVX_NCCL) /* device staging: device-to-device on the backend's stream */
+        rc = kvx_device_install(e, t->staging, block_ids, n_blocks, r->own_heads);
+    for (int32_t l = 0; t->transport == TS_KVX_TCP && !rc && l < r->n_layers; l++) {
         const uint8_t *k = t->staging + (size_t)l * 2 * pool;
         rc = ts_engine_kv_write(e, l, block_ids, n_blocks, 0, r->own_heads, k, k + pool);
     }
-    if (rc) { /* only a bad block id fails, and then before writing anything */
+    if (rc) { /* a bad block id fails before anything is written (NCCL: or a device fault) */
         reattach(r, t);
         return ts_error_wrap(rc, "request %llu: installing the KV cache",
                              (unsigned long long)request_id);

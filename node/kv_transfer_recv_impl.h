@@ -8,6 +8,7 @@
 #define TS_NODE_KV_TRANSFER_RECV_IMPL_H
 
 #include "node/kv_transfer.h"
+#include "node/kv_transfer_nccl.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -25,8 +26,9 @@ typedef struct transfer {
     char message[TS_KVX_MAX_MESSAGE + 1];
     bool collected; /* FAILED and reported (or dropped): free once no connection refers to it */
     uint32_t n_tokens, n_blocks;
-    uint8_t *staging;
+    uint8_t *staging; /* host memory (TCP) or device memory of the receiver's GPU (NCCL) */
     size_t staging_bytes;
+    uint16_t transport; /* of its first connection; every other one must match */
     bool *head_covered; /* [own heads] */
     int32_t n_covered;
     int n_conns; /* connections attached */
@@ -37,7 +39,8 @@ typedef struct transfer {
 
 /* C_DRAIN: told of a failure and shut for writing; what the sender still sends is read and
  * dropped until it closes (or DRAIN_MS pass), because closing a socket with unread data resets
- * the connection, and some TCP stacks drop received data (the status) on a reset. */
+ * the connection, and some TCP stacks drop received data (the status) on a reset. An accepted
+ * NCCL connection drains too, keeping its link until then (kv_transfer_conn.c: kvx_sweep). */
 typedef enum { C_HEADER, C_FRAME, C_PAYLOAD, C_ENDED, C_DRAIN } conn_phase;
 
 typedef struct conn {
@@ -52,7 +55,13 @@ typedef struct conn {
     uint8_t *payload;
     size_t payload_bytes;
     uint8_t *seen; /* [n_layers][n_blocks] frames received */
-    uint32_t n_frames;
+    uint32_t n_frames; /* verified block frames */
+    /* NCCL: the connection's link; frames whose receives are posted (their checksum slots, in
+     * posting order), the sender's checksum and (layer, block) of each; the end frame seen */
+    kvx_link *link;
+    uint32_t n_posted;
+    uint32_t *expect, *slot_frame;
+    bool end_seen;
     bool close_now; /* reply (status of t, or reject_*) and close at the next sweep */
     int reject_code;
     char reject_message[TS_KVX_MAX_MESSAGE + 1];
@@ -66,6 +75,9 @@ struct ts_kvx_receiver {
     ts_dtype dtype;
     int rank, size;
     size_t head_bytes; /* one head, one block, one pool */
+    bool nccl;         /* can serve NCCL transfers (ts_kvx_nccl_supported); if not, why */
+    char nccl_why[TS_KVX_MAX_MESSAGE + 1];
+    int device; /* the engine's CUDA device */
     ts_kvx_receiver_options opts;
     char endpoint[300];
     int listen_fd;
@@ -81,7 +93,13 @@ struct ts_kvx_receiver {
 };
 
 transfer *kvx_find(ts_kvx_receiver *r, uint64_t id);
+/* Frees t's staging; device staging only after closing the links that receive into it. */
 void kvx_free_staging(ts_kvx_receiver *r, transfer *t);
+/* Frees a connection and what it holds (closes its socket and link). */
+void kvx_conn_free(conn *c);
+/* NCCL: collects the checksums of landed frames, completes ended connections, fails
+ * transfers whose frames arrived corrupted or whose link failed. */
+void kvx_nccl_progress(ts_kvx_receiver *r);
 /* Fails t: staging freed now; its connections are told and closed at the next sweep. */
 void kvx_fail(ts_kvx_receiver *r, transfer *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -7,12 +7,20 @@
  * After the end frames the thread reads each receiver's status. The first error stops the
  * thread, and the connections are closed at destroy, which the receivers see as a broken
  * transfer and clean up after.
+ *
+ * NCCL (kv_transfer_nccl.h): open joins each connection's communicator after its header; in
+ * send_layer the engine thread computes the blocks' checksums on the device, posts their K and
+ * V as ncclSend on the connection's stream, and only then queues the frame headers, so a frame
+ * header never reaches a receiver before its payload's sends are posted (the receiver posts
+ * the matching receives when it reads the header). The I/O thread writes headers and reads
+ * statuses only; every NCCL and CUDA call stays on the engine thread.
  */
 #include "node/kv_transfer.h"
 
 #include "common/clock.h"
 #include "common/error.h"
 #include "node/kv_layout.h"
+#include "node/kv_transfer_nccl.h"
 #include "node/kv_transfer_net.h"
 
 #include <pthread.h>
@@ -38,6 +46,7 @@ typedef struct conn {
     int32_t local_head0; /* route's first head on this rank */
     uint32_t frames;     /* block frames queued */
     char peer[128];
+    kvx_link *link; /* NCCL: this connection's communicator */
 } conn;
 
 struct ts_kvx_sender {
@@ -46,6 +55,7 @@ struct ts_kvx_sender {
     conn *conns;
     int n_conns;
     size_t head_bytes; /* one head of one block in one pool */
+    uint32_t *sums;    /* NCCL: one send_layer's block checksums */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -151,6 +161,21 @@ static int enqueue(ts_kvx_sender *s, item *it) {
     return rc;
 }
 
+/* NCCL: the receiver's answer to the header (its unique id, or a refusal), then the join. */
+static int join_link(ts_kvx_sender *s, conn *c, int32_t n_blocks) {
+    uint8_t id[KVX_LINK_ID_BYTES];
+    int code = 0;
+    char text[TS_KVX_MAX_MESSAGE + 1] = "";
+    int rc = kvx_link_message_read(c->fd, s->opts.timeout_ms, c->peer, id, sizeof id, &code, text,
+                                   sizeof text);
+    if (!rc && code)
+        return ts_error_set(code, "KV receiver %s refused the transfer: %s", c->peer, text);
+    if (!rc)
+        rc = kvx_link_connect(ts_engine_backend(s->engine)->device_index, id, (uint32_t)n_blocks,
+                              s->opts.timeout_ms, &c->link);
+    return rc ? ts_error_wrap(rc, "KV receiver %s", c->peer) : TS_OK;
+}
+
 int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_sender **out) {
     *out = NULL;
     const ts_llama_hparams *hp = ts_engine_hparams(e);
@@ -163,6 +188,12 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     if (opts->dst_size < 1 || opts->dst_size > 65535 || !opts->dst_endpoints)
         return ts_error_set(TS_E_INVALID, "KV transfer to a decode group of %d ranks",
                             opts->dst_size);
+    if (opts->transport != TS_KVX_TCP && opts->transport != TS_KVX_NCCL)
+        return ts_error_set(TS_E_INVALID, "KV transport %d", (int)opts->transport);
+    if (opts->transport == TS_KVX_NCCL) {
+        int rc = ts_kvx_nccl_supported(e);
+        if (rc) return rc;
+    }
     int max_routes = ts_kv_routes_max(hp->n_kv_heads, opts->dst_size);
     ts_kv_route *routes = calloc((size_t)max_routes, sizeof *routes);
     ts_kvx_sender *s = calloc(1, sizeof *s);
@@ -187,6 +218,10 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     if (!rc && n_blocks > max_blocks)
         rc = ts_error_set(TS_E_INVALID, "KV transfer of %d blocks, pool of %d", n_blocks,
                           max_blocks);
+    if (!rc && opts->transport == TS_KVX_NCCL) {
+        s->sums = calloc((size_t)n_blocks, sizeof *s->sums);
+        if (!s->sums) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+    }
     for (int i = 0; !rc && i < n_routes; i++) {
         if (routes[i].src_rank != sh->rank) continue;
         conn *c = &s->conns[s->n_conns];
@@ -208,7 +243,8 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
                                     .src_rank = (uint16_t)sh->rank,
                                     .src_size = (uint16_t)sh->size,
                                     .dst_rank = (uint16_t)routes[i].dst_rank,
-                                    .dst_size = (uint16_t)opts->dst_size};
+                                    .dst_size = (uint16_t)opts->dst_size,
+                                    .transport = (uint16_t)opts->transport};
         s->n_conns++;
         rc = kvx_connect(c->peer, s->opts.timeout_ms, &c->fd);
         if (!rc) {
@@ -216,6 +252,7 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
             ts_kvx_header_encode(&c->header, buf);
             rc = kvx_write_all(c->fd, buf, sizeof buf, s->opts.timeout_ms, c->peer);
         }
+        if (!rc && opts->transport == TS_KVX_NCCL) rc = join_link(s, c, n_blocks);
         if (rc) rc = ts_error_wrap(rc, "request %llu", (unsigned long long)opts->request_id);
     }
     free(routes);
@@ -233,6 +270,50 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     return TS_OK;
 }
 
+static bool sender_failed(void *user) {
+    ts_kvx_sender *s = user;
+    pthread_mutex_lock(&s->lock);
+    bool failed = s->error != 0;
+    pthread_mutex_unlock(&s->lock);
+    return failed;
+}
+
+/* NCCL: checksums and sends of the blocks (posted before their frame headers are queued). */
+static int send_layer_nccl(ts_kvx_sender *s, conn *c, int32_t layer, const int32_t *block_table,
+                           int32_t first, int32_t n, size_t part) {
+    if (sender_failed(s)) { /* nothing more goes out on a failed transfer's links */
+        pthread_mutex_lock(&s->lock);
+        int code = ts_error_set(s->error, "%s", s->message);
+        pthread_mutex_unlock(&s->lock);
+        return code;
+    }
+    int rc = kvx_link_send_blocks(c->link, s->engine, layer, block_table + first, n,
+                                  c->local_head0, (int32_t)c->header.n_kv_heads, s->sums);
+    if (rc) { /* the sends are in an unknown state: the transfer is over */
+        pthread_mutex_lock(&s->lock);
+        fail_locked(s, rc, ts_error_message());
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    for (int32_t b = 0; !rc && b < n; b++) {
+        item *it = malloc(sizeof *it + TS_KVX_FRAME_BYTES);
+        if (!it) return ts_error_set(TS_E_NOMEM, "out of memory");
+        it->conn = (int)(c - s->conns);
+        it->bytes = TS_KVX_FRAME_BYTES;
+        ts_kvx_frame f = {TS_KVX_FRAME_BLOCK, (uint32_t)layer, (uint32_t)(first + b),
+                          (uint32_t)(2 * part), s->sums[b]};
+        ts_kvx_frame_encode(&f, it->data);
+        rc = enqueue(s, it);
+        if (!rc) {
+            c->frames++;
+            pthread_mutex_lock(&s->lock);
+            s->bytes += (int64_t)(2 * part);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    return rc;
+}
+
 int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *block_table,
                              int32_t first, int32_t n) {
     if (s->finishing) return ts_error_set(TS_E_INVALID, "KV sender already ended");
@@ -243,6 +324,11 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
             return ts_error_set(TS_E_INVALID, "KV layer %d blocks [%d, %d) outside the transfer",
                                 layer, first, first + n);
         size_t part = s->head_bytes * c->header.n_kv_heads; /* one block, one pool */
+        if (c->link) {
+            int rc = send_layer_nccl(s, c, layer, block_table, first, n, part);
+            if (rc) return rc;
+            continue;
+        }
         int rc = TS_OK;
         for (int32_t b = 0; !rc && b < n; b++) {
             item *it = malloc(sizeof *it + TS_KVX_FRAME_BYTES + 2 * part);
@@ -269,6 +355,27 @@ int ts_kvx_sender_send_layer(ts_kvx_sender *s, int32_t layer, const int32_t *blo
         if (rc) return rc;
     }
     return TS_OK;
+}
+
+/* NCCL, at the end: the caller releases the blocks as soon as end() returns, so the sends must
+ * have read them by then. The end frames are queued already, so the receiver posts its last
+ * receives meanwhile; a failure the I/O thread learns (a status, a broken connection) or the
+ * deadline ends the wait, and the links are aborted at once: nothing may keep sending. */
+static void drain_links(ts_kvx_sender *s) {
+    for (int i = 0; i < s->n_conns; i++) {
+        conn *c = &s->conns[i];
+        if (!c->link) continue;
+        int rc = kvx_link_drain(c->link, s->opts.timeout_ms, sender_failed, s);
+        if (!rc) continue;
+        pthread_mutex_lock(&s->lock);
+        if (rc != TS_E_CANCELLED) fail_locked(s, rc, ts_error_message());
+        pthread_mutex_unlock(&s->lock);
+        for (int j = 0; j < s->n_conns; j++) {
+            kvx_link_close(s->conns[j].link);
+            s->conns[j].link = NULL;
+        }
+        return;
+    }
 }
 
 int ts_kvx_sender_end(ts_kvx_sender *s) {
@@ -300,6 +407,7 @@ int ts_kvx_sender_end(ts_kvx_sender *s) {
     }
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
+    drain_links(s);
     return TS_OK;
 }
 
@@ -348,9 +456,14 @@ void ts_kvx_sender_destroy(ts_kvx_sender *s) {
         free(s->head);
         s->head = next;
     }
+    /* NCCL: end() drained the sends of a finished transfer; an unfinished one is aborted, which
+     * ends sends no one will receive. */
+    for (int i = 0; i < s->n_conns; i++)
+        kvx_link_close(s->conns[i].link);
     for (int i = 0; i < s->n_conns; i++)
         if (s->conns[i].fd >= 0) close(s->conns[i].fd);
     free(s->conns);
+    free(s->sums);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s);

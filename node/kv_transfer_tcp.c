@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { STATUS_MAGIC = 0x53564b54 /* "TKVS" */ };
+enum { STATUS_MAGIC = 0x53564b54 /* "TKVS" */, LINK_MAGIC = 0x4e564b54 /* "TKVN" */ };
 
 int kvx_split_endpoint(const char *text, char *host, size_t host_size, int *port) {
     const char *colon = text ? strrchr(text, ':') : NULL;
@@ -196,16 +196,15 @@ size_t kvx_status_encode(int code, const char *message, uint8_t *out, size_t out
     return TS_KVX_STATUS_BYTES + n;
 }
 
-int kvx_status_read(int fd, int timeout_ms, const char *peer, int *code, char *message,
-                    size_t message_size) {
-    uint8_t head[TS_KVX_STATUS_BYTES], text[TS_KVX_MAX_MESSAGE + 1];
-    int rc = kvx_read_all(fd, head, sizeof head, timeout_ms, peer);
-    if (rc) return rc;
+/* The rest of a status whose first TS_KVX_STATUS_BYTES are in head. */
+static int status_finish(int fd, const uint8_t *head, int timeout_ms, const char *peer, int *code,
+                         char *message, size_t message_size) {
+    uint8_t text[TS_KVX_MAX_MESSAGE + 1];
     uint32_t n = get32(head + 8);
     int32_t c = (int32_t)get32(head + 4);
     if (get32(head) != STATUS_MAGIC || n > TS_KVX_MAX_MESSAGE || c > 0 || c < TS_E_INTERNAL)
         return ts_error_set(TS_E_FORMAT, "malformed status from KV receiver %s", peer);
-    rc = kvx_read_all(fd, text, n, timeout_ms, peer);
+    int rc = kvx_read_all(fd, text, n, timeout_ms, peer);
     if (rc) return rc;
     if (get32(head + 12) != ts_crc32c(0, text, n))
         return ts_error_set(TS_E_FORMAT, "status from KV receiver %s: checksum mismatch", peer);
@@ -213,6 +212,39 @@ int kvx_status_read(int fd, int timeout_ms, const char *peer, int *code, char *m
     snprintf(message, message_size, "%s", (const char *)text);
     *code = c;
     return TS_OK;
+}
+
+int kvx_status_read(int fd, int timeout_ms, const char *peer, int *code, char *message,
+                    size_t message_size) {
+    uint8_t head[TS_KVX_STATUS_BYTES];
+    int rc = kvx_read_all(fd, head, sizeof head, timeout_ms, peer);
+    return rc ? rc : status_finish(fd, head, timeout_ms, peer, code, message, message_size);
+}
+
+size_t kvx_link_message_encode(const uint8_t *id, size_t id_bytes, uint8_t *out) {
+    put32(out, LINK_MAGIC);
+    put32(out + 4, (uint32_t)id_bytes);
+    put32(out + 8, ts_crc32c(0, id, id_bytes));
+    put32(out + 12, 0);
+    memcpy(out + TS_KVX_STATUS_BYTES, id, id_bytes);
+    return TS_KVX_STATUS_BYTES + id_bytes;
+}
+
+int kvx_link_message_read(int fd, int timeout_ms, const char *peer, uint8_t *id, size_t id_bytes,
+                          int *code, char *message, size_t message_size) {
+    uint8_t head[TS_KVX_STATUS_BYTES];
+    *code = 0;
+    int rc = kvx_read_all(fd, head, sizeof head, timeout_ms, peer);
+    if (rc) return rc;
+    if (get32(head) == STATUS_MAGIC) /* refused: the status instead */
+        return status_finish(fd, head, timeout_ms, peer, code, message, message_size);
+    if (get32(head) != LINK_MAGIC || get32(head + 4) != id_bytes)
+        return ts_error_set(TS_E_FORMAT, "malformed NCCL link message from KV receiver %s", peer);
+    rc = kvx_read_all(fd, id, id_bytes, timeout_ms, peer);
+    if (!rc && get32(head + 8) != ts_crc32c(0, id, id_bytes))
+        rc = ts_error_set(TS_E_FORMAT, "NCCL link message from KV receiver %s: checksum mismatch",
+                          peer);
+    return rc;
 }
 
 void kvx_timespec_after(int64_t wait_ns, struct timespec *out) {

@@ -35,7 +35,8 @@ int main(int argc, char **argv) {
     ts_runtime_options ro;
     ts_runtime_options_default(&ro);
     ts_worker_options wo = {.role = "mixed", .connect_timeout_ms = 60000, .drain_ms = 10000};
-    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 8];
+    const char *kv_transport = "tcp";
+    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 9];
     int n = ts_runtime_flags(&ro, flags);
     flags[n++] = (ts_flag){"coordinator",
                            0,
@@ -73,6 +74,14 @@ int main(int argc, char **argv) {
                            "on SIGTERM, time running requests get to finish",
                            0,
                            86400000};
+    flags[n++] = (ts_flag){"kv-transport",
+                           0,
+                           TS_FLAG_STRING,
+                           &kv_transport,
+                           "how a prefill group sends KV blocks: tcp, or nccl (GPU to GPU; needs "
+                           "--device cuda here and at the decode groups)",
+                           0,
+                           0};
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera-node [-m MODEL] --coordinator HOST:PORT [flags]", flags, n,
                             argc, argv, 1, &res);
@@ -89,6 +98,16 @@ int main(int argc, char **argv) {
     }
     if (strcmp(wo.role, "mixed") && strcmp(wo.role, "prefill") && strcmp(wo.role, "decode")) {
         ts_error_set(TS_E_INVALID, "--role: expected mixed, prefill or decode, got '%s'", wo.role);
+        return fail(2);
+    }
+    ts_kvx_transport transport = TS_KVX_TCP;
+    if (ts_kvx_transport_parse(kv_transport, &transport)) return fail(2);
+    if (transport == TS_KVX_NCCL && ts_kvx_nccl_supported(NULL)) return fail(2); /* the build */
+    if (transport == TS_KVX_NCCL && (!ro.device || strncmp(ro.device, "cuda", 4) != 0)) {
+        ts_error_set(TS_E_INVALID,
+                     "--kv-transport nccl moves KV blocks between GPUs: it needs --device cuda "
+                     "(this node runs on %s)",
+                     ro.device ? ro.device : "cpu");
         return fail(2);
     }
     wo.comm_timeout_ms = ro.comm_timeout_ms;
@@ -110,12 +129,13 @@ int main(int argc, char **argv) {
      * rank opens its part before the followers start following. A prefill group only sends. */
     ts_kvx_group *kvx = NULL;
     ts_kvx_group_options ko = {.receive = strcmp(wo.role, "prefill") != 0,
-                               .receiver = {.listen = "0.0.0.0:0"}};
+                               .receiver = {.listen = "0.0.0.0:0"},
+                               .transport = transport};
     rc = ts_kvx_group_create(ts_runtime_engine(rt), ts_runtime_model(rt), &ko, &kvx);
     if (rc) {
-        fail(1);
+        int code = fail(rc == TS_E_UNSUPPORTED ? 2 : 1);
         ts_runtime_close(rt);
-        return 1;
+        return code;
     }
     wo.kvx = kvx;
     if (!ts_runtime_is_leader(rt)) {

@@ -2,7 +2,8 @@
 # gpu-check.sh — everything the CUDA backend needs a GPU for, in one command (docs/cuda.md).
 #   1. build with CUDA for this GPU's architecture (build-gpu/, or --build DIR); where the image
 #      lacks MPI/gRPC, only the kernels and their tests (the rest is reported NOT RUN)
-#   2. every gpu-labelled test (kernels vs the CPU reference, NCCL one rank, greedy parity);
+#   2. every gpu-labelled test (kernels vs the CPU reference, NCCL one rank, greedy parity, the
+#      KV transfer's device checksum; the NCCL KV transfer itself when there are 2 GPUs);
 #      a test that skips here is a failure: on a GPU nothing may skip
 #   3. compute-sanitizer memcheck on the kernel test (when the toolkit has compute-sanitizer)
 #   4. benchmarks: tessera-bench-cuda (kernels against the measured HBM bandwidth and the bf16
@@ -67,11 +68,13 @@ step "gpu tests"
 (cd "$build" && ctest -L gpu --output-on-failure --timeout 900) >"$out/ctest-gpu.log" 2>&1
 rc=$?
 tail -15 "$out/ctest-gpu.log"
-[ $full -eq 1 ] || note "NOT RUN (kernels-only build): test_comm_nccl, cuda_greedy_matches_reference"
-grep -q "kv_transfer_nccl_two_gpus.*Skipped" "$out/ctest-gpu.log" && note "NOT RUN (needs 2 GPUs): kv_transfer_nccl_two_gpus_matches_reference"
+[ $full -eq 1 ] || note "NOT RUN (kernels-only build): test_comm_nccl, test_kv_checksum_cuda, test_kv_transfer_nccl, cuda_greedy_matches_reference"
+# The NCCL KV transfer needs two GPUs (one 2-rank communicator per link; NCCL puts no two ranks
+# on one GPU); its device checksum (test_kv_checksum_cuda) runs on one.
+grep -q "test_kv_transfer_nccl .*Skipped" "$out/ctest-gpu.log" && note "NOT RUN (needs 2 GPUs): test_kv_transfer_nccl"
 if [ $rc -ne 0 ]; then
   note "gpu tests: FAILED (see $out/ctest-gpu.log)"; status=1
-elif grep "Skipped\|Not Run" "$out/ctest-gpu.log" | grep -qv kv_transfer_nccl_two_gpus; then
+elif grep "Skipped\|Not Run" "$out/ctest-gpu.log" | grep -qv "test_kv_transfer_nccl "; then
   note "gpu tests: some SKIPPED on a GPU machine (see $out/ctest-gpu.log)"; status=1
 else
   note "gpu tests: all passed"

@@ -22,14 +22,20 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
                      1:1 2:1 1:2 4:2 8:2 2:8
                      LABELS integration TIMEOUT 600)
 endif()
-# The NCCL transport (node/kv_transfer_nccl.h) between two GPUs, label gpu: built whenever CUDA
-# is, skipped (77, "SKIP: no CUDA device (...)" or "needs 2 CUDA devices") without two GPUs.
+# The transport choice, what a machine without a GPU can check of it (header field, the NCCL
+# checksum's host reference, the refusals of NCCL on CPU engines).
+if(TARGET ts_node AND TARGET ts_tokenizer)
+  ts_add_test(NAME test_kv_transfer_transport SOURCES unit/test_kv_transfer_transport.c
+              LIBS ts_node ts_tokenizer LABELS unit TIMEOUT 300)
+endif()
+# The NCCL transport (kv_transfer.h "Transports", node/kv_transfer_nccl.h), label gpu, built
+# whenever CUDA is: the device checksum against its host reference (one GPU), and whole
+# transfers through the sender/receiver interface between two GPUs in one process (skipped,
+# 77, "SKIP: needs 2 CUDA devices ...", with fewer: NCCL puts no two ranks of one communicator
+# on one GPU).
 if(TESSERA_HAVE_CUDA AND TARGET ts_node AND TARGET ts_tokenizer)
-  add_executable(kvxfer_nccl unit/kvxfer_nccl.c)
-  target_link_libraries(kvxfer_nccl PRIVATE ts_node ts_tokenizer ts_common)
-  target_compile_definitions(kvxfer_nccl PRIVATE TS_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
-  set_target_properties(kvxfer_nccl PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
-  ts_add_script_test(NAME kv_transfer_nccl_two_gpus_matches_reference
-                     SCRIPT integration/test_kvxfer_nccl.py ARGS $<TARGET_FILE:kvxfer_nccl>
-                     LABELS gpu TIMEOUT 600)
+  ts_add_test(NAME test_kv_checksum_cuda SOURCES unit/test_kv_checksum_cuda.c LIBS ts_node
+              LABELS gpu TIMEOUT 300)
+  ts_add_test(NAME test_kv_transfer_nccl SOURCES unit/kvxfer_nccl.c LIBS ts_node ts_tokenizer
+              LABELS gpu TIMEOUT 600)
 endif()

@@ -1,137 +1,200 @@
 /*
- * kvxfer_nccl.c — the KV transfer's NCCL transport (node/kv_transfer_nccl.h) between two GPUs.
+ * kvxfer_nccl.c — the KV transfer over its NCCL transport, driven through the same interface as
+ * the TCP tests (ts_kvx_sender / ts_kvx_receiver, kv_transfer.h): a prefill engine on cuda:0
+ * sends every reference prompt's KV blocks device to device, layer by layer from the engine's
+ * layer hook while the prompt runs, to a receiver whose engine is on cuda:1; the receiver
+ * claims blocks from its pool (device-to-device install) and decodes greedily; the text must
+ * equal the reference. Then: a wrong model fingerprint is refused at the header on both ends;
+ * a frame whose payload checksum does not match what landed (a sender that lies, made from the
+ * transport's own pieces) fails the transfer as a checksum mismatch; and afterwards both pools
+ * hold all their blocks and the receiver holds no staging and no connection.
  *
- *   kvxfer_nccl --probe       exit 77 with "SKIP: ..." unless this machine has 2 CUDA devices
- *   mpirun -np 2 kvxfer_nccl  world rank 0 = prefill group (TP 1) on cuda:0,
- *                             world rank 1 = decode group (TP 1) on cuda:1
- *
- * NCCL cannot put two ranks of one communicator on the same GPU, hence two devices. For every
- * reference case of tests/data/greedy_stories260K_f32.jsonl the prefill rank runs the prompt,
- * sends its KV blocks device to device with ts_kvx_nccl_send, and passes the first token over
- * MPI; the decode rank receives into blocks claimed from its pool (ts_kvx_nccl_recv) and decodes
- * greedily; the text must equal the reference. Then a transfer with a wrong model fingerprint
- * must be refused on both sides with TS_E_INVALID and leave the decode pool untouched. Finally
- * both pools must hold all their blocks. Exit 0 when all of it held on both ranks.
+ * Label gpu. One process, two GPUs: NCCL refuses two ranks of one communicator on one GPU
+ * ("Duplicate GPU detected"), and each NCCL link is a 2-rank communicator between the prefill
+ * and the decode rank's GPUs, so with fewer than 2 devices it prints "SKIP: ..." and exits 77.
+ * (The device checksum alone runs on one GPU: test_kv_checksum_cuda.)
  */
-#include "common/log.h"
+#include "common/clock.h"
 #include "kvxfer_util.h"
 #include "node/kv_transfer_nccl.h"
+#include "node/kv_transfer_net.h"
+#include "test.h"
+#include "test_cuda_util.h"
 
 #include <cuda_runtime.h>
-#include <mpi.h>
-#include <stdbool.h>
+#include <unistd.h>
 
-static const ts_kvx_nccl_peers PEERS = {.src_base = 0, .src_size = 1, .dst_base = 1, .dst_size = 1};
+static kvx_rank pre, dec;
+static ts_kvx_receiver *rx;
+static kvx_case cases[KVX_MAX_CASES];
+static int n_cases;
 
-/* The skip line of the CUDA tests (tests/unit/test_cuda_util.h), plus the two-device need. */
-static int probe(void) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n < 1) {
-        printf("SKIP: no CUDA device (%s)\n",
-               e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
-        return 77;
-    }
-    if (n < 2) {
-        printf("SKIP: needs 2 CUDA devices, found %d (NCCL does not put two ranks of one "
-               "communicator on one GPU)\n",
-               n);
-        return 77;
-    }
-    printf("%d CUDA devices\n", n);
-    return 0;
+typedef struct ship {
+    ts_kvx_sender *tx;
+    const int32_t *table;
+    int32_t n;
+    int rc;
+} ship;
+
+static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
+    ship *s = user;
+    (void)b;
+    if (!s->rc) s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, 0, s->n);
 }
 
-static void prefill(kvx_rank *r, ts_comm *nccl, const kvx_case *cases, int n_cases) {
+/* Prefills ids on `pre`, shipping every layer over NCCL as it is computed; returns the first
+ * generated token or a negative error. */
+static int prefill_and_ship(uint64_t id, const int32_t *ids, int32_t n_ids,
+                            uint64_t fingerprint) {
+    const char *eps[1] = {ts_kvx_receiver_endpoint(rx)};
+    ts_kvx_sender_options so = {.request_id = id,
+                                .fingerprint = fingerprint,
+                                .n_tokens = n_ids,
+                                .dst_endpoints = eps,
+                                .dst_size = 1,
+                                .timeout_ms = 60000,
+                                .transport = TS_KVX_NCCL};
+    ts_kvx_sender *tx = NULL;
+    int rc = ts_kvx_sender_open(pre.engine, &so, &tx);
+    if (rc) return rc;
+    int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, token = -1;
+    rc = kvx_grow(&pre, table, &n_blocks, n_ids);
+    ship s = {.tx = tx, .table = table, .n = n_blocks};
+    ts_engine_set_layer_hook(pre.engine, ship_layer, &s);
     ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
-    for (int i = 0; i <= n_cases; i++) {
-        bool refused = i == n_cases; /* the last one carries a wrong fingerprint */
-        const kvx_case *c = &cases[refused ? 0 : i];
-        int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, first = -1;
-        KVX_EXPECT(kvx_grow(r, table, &n_blocks, c->n_ids) == 0, "prefill: blocks");
-        ts_batch_seq seq;
-        ts_batch b = kvx_batch(c->ids, c->n_ids, 0, table, n_blocks, &seq);
-        KVX_EXPECT(ts_engine_step(r->engine, &b, &greedy, &first, NULL) == 0, "prefill step");
-        MPI_Send(&first, 1, MPI_INT, 1, 0, MPI_COMM_WORLD);
-        uint64_t fp = refused ? ~r->fingerprint : r->fingerprint;
-        int rc = ts_kvx_nccl_send(nccl, r->engine, &PEERS, 1000 + (uint64_t)i, fp, c->n_ids, table,
-                                  n_blocks);
-        if (refused)
-            KVX_EXPECT(rc == TS_E_INVALID, "prefill: the wrong fingerprint is refused (rc %d)", rc);
-        else
-            KVX_EXPECT(rc == 0, "prefill: send %d", i);
-        kvx_release(r, table, n_blocks);
-    }
+    ts_batch_seq seq;
+    ts_batch b = kvx_batch(ids, n_ids, 0, table, n_blocks, &seq);
+    if (!rc) rc = ts_engine_step(pre.engine, &b, &greedy, &token, NULL);
+    ts_engine_set_layer_hook(pre.engine, NULL, NULL);
+    if (!rc) rc = s.rc;
+    /* The blocks go back at once: end() ordered the sends before any later kernel. */
+    if (!rc) rc = ts_kvx_sender_end(tx);
+    kvx_release(&pre, table, n_blocks);
+    if (!rc) rc = ts_kvx_sender_wait(tx, -1);
+    ts_kvx_sender_destroy(tx);
+    return rc ? rc : token;
 }
 
-static void decode(kvx_rank *r, ts_comm *nccl, const kvx_case *cases, int n_cases) {
-    for (int i = 0; i <= n_cases; i++) {
-        bool refused = i == n_cases;
-        const kvx_case *c = &cases[refused ? 0 : i];
-        uint64_t id = 1000 + (uint64_t)i;
-        int32_t first = -1, ids[KVX_CTX / KVX_BLOCK], n_blocks = 0, n_tokens = 0;
-        MPI_Recv(&first, 1, MPI_INT, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        int32_t free_before = ts_kv_pool_n_free(r->pool);
-        int rc = ts_kvx_nccl_recv(nccl, r->engine, &PEERS, id, r->fingerprint, r->pool, ids,
-                                  KVX_CTX / KVX_BLOCK, &n_blocks, &n_tokens);
-        if (refused) {
-            KVX_EXPECT(rc == TS_E_INVALID, "decode: the wrong fingerprint is refused (rc %d)", rc);
-            KVX_EXPECT(ts_kv_pool_n_free(r->pool) == free_before, "decode: refused blocks kept");
+static void test_every_reference_case_decodes_after_a_nccl_transfer(void) {
+    for (int i = 0; i < n_cases; i++) {
+        const kvx_case *c = &cases[i];
+        uint64_t id = 100 + (uint64_t)i;
+        int first = prefill_and_ship(id, c->ids, c->n_ids, pre.fingerprint);
+        CHECK(first >= 0);
+        if (first < 0) {
+            fprintf(stderr, "  request %llu: %s\n", (unsigned long long)id, ts_error_message());
             continue;
         }
-        KVX_EXPECT(rc == 0 && n_tokens == c->n_ids, "decode: receive %d", i);
-        if (rc) continue;
-        KVX_EXPECT(kvx_decode_matches(r, c, id, ids, n_blocks, first), "decode: request %llu",
-                   (unsigned long long)id);
+        int32_t ids[KVX_CTX / KVX_BLOCK], n = 0;
+        CHECK_OK(ts_kvx_receiver_wait(rx, id, 60000));
+        CHECK_OK(ts_kvx_receiver_claim(rx, dec.engine, dec.pool, id, ids, KVX_CTX / KVX_BLOCK, &n));
+        CHECK_EQ_INT(n, (c->n_ids + KVX_BLOCK - 1) / KVX_BLOCK);
+        CHECK(kvx_decode_matches(&dec, c, id, ids, n, first));
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
-    if (argc != 1) {
-        fprintf(stderr, "usage: kvxfer_nccl --probe | mpirun -np 2 kvxfer_nccl\n");
-        return 2;
-    }
-    ts_log_init("kvxfer_nccl");
-    if (ts_mpi_init()) {
-        fprintf(stderr, "MPI: %s\n", ts_error_message());
+static void test_wrong_fingerprint_is_refused_on_both_ends(void) {
+    int32_t free_before = ts_kv_pool_n_free(dec.pool);
+    int rc = prefill_and_ship(900, cases[0].ids, cases[0].n_ids, pre.fingerprint ^ 1);
+    CHECK_EQ_INT(rc, TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "fingerprint") != NULL);
+    CHECK_EQ_INT(ts_kvx_receiver_wait(rx, 900, 10000), TS_E_INVALID);
+    CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), free_before);
+}
+
+/* A sender made of the transport's pieces that sends layer 0 block 0 for real but announces a
+ * checksum one bit off: the receiver's device checksum of what landed must not match. */
+static void test_payload_that_does_not_match_its_checksum_fails(void) {
+    const kvx_case *c = &cases[0];
+    int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, token = -1;
+    CHECK_OK(kvx_grow(&pre, table, &n_blocks, c->n_ids));
+    ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    ts_batch_seq seq;
+    ts_batch b = kvx_batch(c->ids, c->n_ids, 0, table, n_blocks, &seq);
+    CHECK_OK(ts_engine_step(pre.engine, &b, &greedy, &token, NULL));
+    const ts_llama_hparams *hp = ts_engine_hparams(pre.engine);
+    ts_kvx_header h = {.request_id = 901,
+                       .fingerprint = pre.fingerprint,
+                       .n_layers = (uint32_t)hp->n_layers,
+                       .n_tokens = (uint32_t)c->n_ids,
+                       .block_size = KVX_BLOCK,
+                       .n_blocks = (uint32_t)n_blocks,
+                       .head_dim = (uint32_t)hp->head_dim,
+                       .dtype = TS_DTYPE_F32,
+                       .kv_head0 = 0,
+                       .n_kv_heads = (uint32_t)hp->n_kv_heads,
+                       .src_size = 1,
+                       .dst_size = 1,
+                       .transport = TS_KVX_NCCL};
+    uint8_t buf[TS_KVX_HEADER_BYTES], id[KVX_LINK_ID_BYTES];
+    ts_kvx_header_encode(&h, buf);
+    int fd = -1, code = 0;
+    char text[TS_KVX_MAX_MESSAGE + 1] = "";
+    kvx_link *link = NULL;
+    CHECK_OK(kvx_connect(ts_kvx_receiver_endpoint(rx), 10000, &fd));
+    CHECK_OK(kvx_write_all(fd, buf, sizeof buf, 10000, "receiver"));
+    CHECK_OK(kvx_link_message_read(fd, 30000, "receiver", id, sizeof id, &code, text, sizeof text));
+    CHECK_EQ_INT(code, 0);
+    CHECK_OK(kvx_link_connect(ts_engine_backend(pre.engine)->device_index, id, 1, 60000, &link));
+    uint32_t sum = 0;
+    if (link)
+        CHECK_OK(kvx_link_send_blocks(link, pre.engine, 0, table, 1, 0, (int32_t)hp->n_kv_heads,
+                                      &sum));
+    /* The device's sum of the block, held to the host reference on the same bytes. */
+    size_t part = ts_kvx_block_payload_bytes(&h) / 2;
+    uint8_t *k = malloc(part), *v = malloc(part);
+    CHECK_OK(ts_engine_kv_read(pre.engine, 0, table, 1, 0, (int32_t)hp->n_kv_heads, k, v));
+    CHECK_EQ_INT(sum, ts_kvx_payload_sum(k, v, part));
+    free(k);
+    free(v);
+    ts_kvx_frame f = {TS_KVX_FRAME_BLOCK, 0, 0, (uint32_t)(2 * part), sum ^ 1};
+    uint8_t fh[TS_KVX_FRAME_BYTES];
+    ts_kvx_frame_encode(&f, fh);
+    CHECK_OK(kvx_write_all(fd, fh, sizeof fh, 10000, "receiver"));
+    int rc = ts_kvx_receiver_wait(rx, 901, 60000);
+    CHECK_EQ_INT(rc, TS_E_FORMAT);
+    CHECK(strstr(ts_error_message(), "checksum mismatch") != NULL);
+    int status = 0;
+    CHECK_OK(kvx_status_read(fd, 10000, "receiver", &status, text, sizeof text));
+    CHECK_EQ_INT(status, TS_E_FORMAT);
+    kvx_link_close(link);
+    close(fd);
+    kvx_release(&pre, table, n_blocks);
+}
+
+int main(void) {
+    tc_cuda_devices_or_skip(2, "a NCCL link is a 2-rank communicator between the prefill and "
+                               "the decode GPU; NCCL refuses two ranks on one GPU");
+    if (kvx_rank_open_on(&pre, NULL, TS_DTYPE_F32, "cuda:0") ||
+        kvx_rank_open_on(&dec, NULL, TS_DTYPE_F32, "cuda:1")) {
+        fprintf(stderr, "opening the engines: %s\n", ts_error_message());
         return 1;
     }
-    int w = ts_mpi_world_rank();
-    if (ts_mpi_world_size() != 2) {
-        fprintf(stderr, "kvxfer_nccl needs exactly 2 ranks, got %d\n", ts_mpi_world_size());
-        ts_mpi_finalize();
-        return 2;
-    }
-    char device[16];
-    snprintf(device, sizeof device, "cuda:%d", w);
-    ts_comm_options co = {.timeout_ms = 120000};
-    ts_comm *world = NULL, *nccl = NULL;
-    kvx_rank r;
-    int rc = kvx_rank_open_on(&r, NULL, TS_DTYPE_F32, device);
-    if (!rc) rc = ts_comm_create_mpi(0, w, &co, &world);
-    if (!rc) rc = ts_comm_create_nccl(world, r.be->device_stream, r.be->device_index, &co, &nccl);
-    if (rc) {
-        fprintf(stderr, "rank %d: %s\n", w, ts_error_message());
+    n_cases = kvx_load_cases(cases, KVX_MAX_CASES);
+    if (n_cases < 8) {
+        fprintf(stderr, "reading the reference cases\n");
         return 1;
     }
-    kvx_case cases[KVX_MAX_CASES];
-    int n_cases = kvx_load_cases(cases, KVX_MAX_CASES);
-    KVX_EXPECT(n_cases >= 8, "reading the reference cases");
-    int32_t free_before = ts_kv_pool_n_free(r.pool);
-    if (w == 0)
-        prefill(&r, nccl, cases, n_cases);
-    else
-        decode(&r, nccl, cases, n_cases);
-    KVX_EXPECT(ts_kv_pool_n_free(r.pool) == free_before, "blocks left over");
-    int32_t mine = kvx_failures, all[2] = {0, 0};
-    ts_comm_allgather(nccl, &mine, all, sizeof mine);
-    int total = all[0] + all[1];
-    if (w == 0)
-        printf("%s: NCCL KV transfer, %d cases and a refused one, %d failure(s)\n",
-               total ? "FAIL" : "ok", n_cases, total);
-    ts_comm_destroy(nccl); /* and `world`, which it owns */
-    kvx_rank_close(&r);
-    ts_mpi_finalize();
-    return total ? 1 : 0;
+    int32_t pre_free = ts_kv_pool_n_free(pre.pool), dec_free = ts_kv_pool_n_free(dec.pool);
+    ts_kvx_receiver_options ro = {
+        .listen = "127.0.0.1:0", .fingerprint = dec.fingerprint, .timeout_ms = 60000};
+    if (ts_kvx_receiver_open(dec.engine, &ro, &rx)) {
+        fprintf(stderr, "receiver: %s\n", ts_error_message());
+        return 1;
+    }
+    RUN(test_every_reference_case_decodes_after_a_nccl_transfer);
+    RUN(test_wrong_fingerprint_is_refused_on_both_ends);
+    RUN(test_payload_that_does_not_match_its_checksum_fails);
+    /* Pools whole, nothing staged, every connection closed. */
+    CHECK_EQ_INT(ts_kv_pool_n_free(pre.pool), pre_free);
+    CHECK_EQ_INT(ts_kv_pool_n_free(dec.pool), dec_free);
+    ts_kvx_receiver_stats st;
+    kvx_settled_stats(rx, &st);
+    CHECK_EQ_INT(st.staging_bytes, 0);
+    CHECK_EQ_INT(st.n_receiving + st.n_complete + st.n_connections, 0);
+    CHECK_EQ_INT(st.transfers_ok, n_cases);
+    ts_kvx_receiver_close(rx);
+    kvx_rank_close(&pre);
+    kvx_rank_close(&dec);
+    return test_summary();
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define KVX_MODEL TS_SOURCE_DIR "/models/stories260K/stories260K-f32.gguf"
 #define KVX_CASES TS_SOURCE_DIR "/tests/data/greedy_stories260K_f32.jsonl"
@@ -93,6 +94,17 @@ static inline void kvx_rank_close(kvx_rank *r) {
     ts_llama_free(&r->model);
     ts_gguf_close(r->gguf);
     memset(r, 0, sizeof *r);
+}
+
+/* The receiver's statistics once its I/O thread closed every connection it was told to close
+ * (it does at its next sweep), waiting up to 5 s: for "nothing held" checks. */
+static inline void kvx_settled_stats(ts_kvx_receiver *rx, ts_kvx_receiver_stats *st) {
+    for (int i = 0; i < 500; i++) {
+        ts_kvx_receiver_get_stats(rx, st);
+        if (st->n_connections == 0) return;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* ---- the reference cases (a tiny reader for this one file's shape) ---- */

@@ -9,6 +9,26 @@
 #include "kernels/kernels.h"
 #include "test.h"
 
+#include <cuda_runtime.h>
+
+/* The number of CUDA devices; skips (77) when there is none, or fewer than `need` (`why` says
+ * what needs them). For tests that use CUDA directly, without a backend. */
+static inline int tc_cuda_devices_or_skip(int need, const char *why) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    char text[512];
+    if (e != cudaSuccess || n < 1) {
+        snprintf(text, sizeof text, "no CUDA device (%s)",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
+        test_skip(text);
+    }
+    if (n < need) {
+        snprintf(text, sizeof text, "needs %d CUDA devices, found %d (%s)", need, n, why);
+        test_skip(text);
+    }
+    return n;
+}
+
 static inline ts_backend *tc_cuda_backend_or_skip(void) {
     ts_backend_options o = {.device = "cuda"};
     ts_backend *be = NULL;

@@ -32,11 +32,7 @@ static ts_kvx_receiver *open_receiver(int timeout_ms, size_t max_staging) {
 /* Nothing held: no staging, no transfer in flight or waiting, no connection left open. */
 static void check_clean(ts_kvx_receiver *rx) {
     ts_kvx_receiver_stats st;
-    for (int i = 0; i < 500; i++) { /* connections close at the I/O thread's next sweep */
-        ts_kvx_receiver_get_stats(rx, &st);
-        if (st.n_connections == 0) break;
-        ts_sleep_ms(10);
-    }
+    kvx_settled_stats(rx, &st);
     CHECK_EQ_INT(st.staging_bytes, 0);
     CHECK_EQ_INT(st.n_receiving, 0);
     CHECK_EQ_INT(st.n_complete, 0);
