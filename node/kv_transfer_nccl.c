@@ -3,6 +3,13 @@
  * 2-rank nonblocking NCCL communicator and one CUDA stream per connection, the frames' K and V
  * ranges as ncclSend/ncclRecv pairs, the device checksum around them, and the receiver's
  * device staging. Built only with CUDA.
+ *
+ * No call here may wait for the whole device: a link whose peer died leaves receives or sends
+ * pending on its stream until it is aborted, and the thread that would abort it may be the one
+ * waiting. So device memory is stream-ordered (cudaMallocAsync / cudaFreeAsync, never cudaFree,
+ * which synchronizes the device), host copies of the checksums are plain memory filled by a copy
+ * on a stream that is known to be idle or is the one to wait for, and no page-locked memory is
+ * allocated or freed (cudaFreeHost synchronizes too).
  */
 #include "node/kv_transfer_nccl.h"
 
@@ -24,8 +31,8 @@ struct kvx_link {
     ncclComm_t comm;
     cudaStream_t stream;
     cudaEvent_t posted_event;   /* recorded after the latest posted work */
-    unsigned long long *d_sums; /* [n_slots] device */
-    unsigned long long *h_sums; /* [n_slots] pinned host */
+    unsigned long long *d_sums; /* [n_slots] device, stream-ordered on `stream` */
+    unsigned long long *h_sums; /* [n_slots] host */
     uint32_t *sums;             /* [n_slots] folded */
     uint32_t n_slots;
     uint32_t posted, summed; /* receiver: slots posted, slots whose sums are in `sums` */
@@ -63,11 +70,13 @@ void kvx_link_close(kvx_link *l) {
      * once the transfer is decided (nothing left to flush) or to stop it (abort ends the
      * pending sends and receives on the GPU, so the stream drains). */
     if (l->comm) ncclCommAbort(l->comm);
-    if (l->stream) cudaStreamSynchronize(l->stream);
+    if (l->stream) {
+        cudaStreamSynchronize(l->stream); /* this stream only: nothing left on it after abort */
+        if (l->d_sums) cudaFreeAsync(l->d_sums, l->stream);
+        cudaStreamDestroy(l->stream);
+    }
     if (l->posted_event) cudaEventDestroy(l->posted_event);
-    if (l->stream) cudaStreamDestroy(l->stream);
-    cudaFree(l->d_sums);
-    cudaFreeHost(l->h_sums);
+    free(l->h_sums);
     free(l->sums);
     free(l);
 }
@@ -81,12 +90,15 @@ static int link_new(int device, uint32_t n_slots, int timeout_ms, kvx_link **out
     l->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
     l->n_slots = n_slots ? n_slots : 1;
     l->sums = calloc(l->n_slots, sizeof *l->sums);
+    l->h_sums = calloc(l->n_slots, sizeof *l->h_sums);
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&l->posted_event, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&l->d_sums, l->n_slots * sizeof *l->d_sums);
-    if (e == cudaSuccess) e = cudaMallocHost((void **)&l->h_sums, l->n_slots * sizeof *l->h_sums);
-    int rc = !l->sums ? ts_error_set(TS_E_NOMEM, "out of memory")
+    if (e == cudaSuccess)
+        e = cudaMallocAsync((void **)&l->d_sums, l->n_slots * sizeof *l->d_sums, l->stream);
+    /* Ready before other streams (the sender's backend stream) use it. */
+    if (e == cudaSuccess) e = cudaStreamSynchronize(l->stream);
+    int rc = !l->sums || !l->h_sums ? ts_error_set(TS_E_NOMEM, "out of memory")
              : e != cudaSuccess ? cuda_fail(e, "link buffers")
                                 : TS_OK;
     if (rc) {
@@ -163,7 +175,9 @@ int kvx_link_send_blocks(kvx_link *l, ts_engine *e, int32_t layer, const int32_t
     cudaStream_t compute = (cudaStream_t)be->device_stream;
     cudaSetDevice(l->device);
     /* The checksums run on the backend's stream, after the kernels that wrote this KV; once
-     * they are on the host the KV is final, so the sends on the link's stream need no event. */
+     * they are on the host (the copy into plain memory returns when it is done, and the stream
+     * wait makes that explicit) the KV is final, so the sends on the link's stream need no
+     * event. */
     cudaError_t ce = cudaMemsetAsync(l->d_sums, 0, (size_t)n * sizeof *l->d_sums, compute);
     size_t part = 0;
     for (int32_t b = 0; ce == cudaSuccess && b < n; b++) {
@@ -228,9 +242,6 @@ int kvx_link_recv(kvx_link *l, void *k, void *v, size_t part, uint32_t slot) {
     if (rc) return rc;
     /* The checksum of what landed, behind the receives on the same stream. */
     ce = (cudaError_t)kvx_sum_launch(k, v, part, &l->d_sums[slot], l->stream);
-    if (ce == cudaSuccess)
-        ce = cudaMemcpyAsync(&l->h_sums[slot], &l->d_sums[slot], sizeof *l->h_sums,
-                             cudaMemcpyDeviceToHost, l->stream);
     if (ce == cudaSuccess) ce = cudaEventRecord(l->posted_event, l->stream);
     if (ce != cudaSuccess) return cuda_fail(ce, "checksum of a received block");
     l->posted++;
@@ -248,7 +259,13 @@ int kvx_link_poll_sums(kvx_link *l, const uint32_t **sums) {
         return r == ncclSuccess || r == ncclInProgress ? 0 : nccl_fail(r, "receiving KV blocks");
     }
     if (e != cudaSuccess) return cuda_fail(e, "receiving KV blocks");
-    /* The event is the latest record: every slot posted before it has its sum on the host. */
+    /* The event is the latest record: every slot posted so far is summed, and the stream is
+     * idle, so this copy waits for nothing else. */
+    size_t n = l->posted - l->summed;
+    e = cudaMemcpyAsync(&l->h_sums[l->summed], &l->d_sums[l->summed], n * sizeof *l->h_sums,
+                        cudaMemcpyDeviceToHost, l->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(l->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "reading the checksums");
     for (; l->summed < l->posted; l->summed++)
         l->sums[l->summed] = ts_kvx_sum_fold(l->h_sums[l->summed]);
     return 1;
@@ -259,11 +276,14 @@ int kvx_link_poll_sums(kvx_link *l, const uint32_t **sums) {
 int kvx_device_alloc(int device, size_t bytes, void **out) {
     *out = NULL;
     cudaSetDevice(device);
-    cudaError_t e = cudaMalloc(out, bytes);
+    /* Stream-ordered on this thread's default stream, which waits for none of the links' or the
+     * backend's streams; ready before any of them uses it. */
+    cudaError_t e = cudaMallocAsync(out, bytes, cudaStreamPerThread);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamPerThread);
     if (e != cudaSuccess) {
         cudaGetLastError();
         *out = NULL;
-        return ts_error_set(TS_E_NOMEM, "KV staging: cudaMalloc of %zu bytes on cuda:%d: %s",
+        return ts_error_set(TS_E_NOMEM, "KV staging: cudaMallocAsync of %zu bytes on cuda:%d: %s",
                             bytes, device, cudaGetErrorString(e));
     }
     return TS_OK;
@@ -272,7 +292,9 @@ int kvx_device_alloc(int device, size_t bytes, void **out) {
 void kvx_device_free(int device, void *p) {
     if (!p) return;
     cudaSetDevice(device);
-    cudaFree(p); /* waits for queued work that may still touch it */
+    /* Its users are done: the links that received into it are closed (their streams drained)
+     * and an install waited for its copies. cudaFree would wait for the whole device. */
+    cudaFreeAsync(p, cudaStreamPerThread);
 }
 
 int kvx_device_install(ts_engine *e, const void *staging, const int32_t *block_ids,

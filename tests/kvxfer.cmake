@@ -28,6 +28,13 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
   ts_add_test(NAME test_kv_transfer_transport SOURCES unit/test_kv_transfer_transport.c
               LIBS ts_node ts_tokenizer LABELS unit TIMEOUT 300)
 endif()
+# --kv-transport on tessera-node and tessera up: bad values and nccl without a GPU refused.
+if(TARGET tessera AND TARGET tessera-node)
+  ts_add_script_test(NAME kv_transport_flag_refusals
+                     SCRIPT integration/test_kv_transport_flags.py
+                     ARGS $<TARGET_FILE:tessera> $<TARGET_FILE:tessera-node>
+                     LABELS integration TIMEOUT 120)
+endif()
 # The NCCL transport (kv_transfer.h "Transports", node/kv_transfer_nccl.h), label gpu, built
 # whenever CUDA is: the device checksum against its host reference (one GPU), and whole
 # transfers through the sender/receiver interface between two GPUs in one process (skipped,
