@@ -99,8 +99,8 @@ static int link_new(int device, uint32_t n_slots, int timeout_ms, kvx_link **out
     /* Ready before other streams (the sender's backend stream) use it. */
     if (e == cudaSuccess) e = cudaStreamSynchronize(l->stream);
     int rc = !l->sums || !l->h_sums ? ts_error_set(TS_E_NOMEM, "out of memory")
-             : e != cudaSuccess ? cuda_fail(e, "link buffers")
-                                : TS_OK;
+             : e != cudaSuccess     ? cuda_fail(e, "link buffers")
+                                    : TS_OK;
     if (rc) {
         cudaGetLastError(); /* an allocation failure is not sticky */
         kvx_link_close(l);
@@ -235,7 +235,8 @@ int kvx_link_recv(kvx_link *l, void *k, void *v, size_t part, uint32_t slot) {
     if (ce != cudaSuccess) return cuda_fail(ce, "receive slot");
     ncclResult_t r = ncclGroupStart();
     if (r == ncclSuccess) r = ncclRecv(k, part, ncclUint8, 1, l->comm, l->stream);
-    if (r == ncclSuccess || r == ncclInProgress) r = ncclRecv(v, part, ncclUint8, 1, l->comm, l->stream);
+    if (r == ncclSuccess || r == ncclInProgress)
+        r = ncclRecv(v, part, ncclUint8, 1, l->comm, l->stream);
     ncclResult_t end = ncclGroupEnd();
     if (r == ncclSuccess || r == ncclInProgress) r = end;
     int rc = settle(l, r, "posting the KV receives");

@@ -94,12 +94,14 @@ static inline int kvx_link_accept(int device, uint32_t n_slots, uint8_t *id_out,
     *out = NULL;
     return kvx_nccl_unbuilt();
 }
-static inline int kvx_link_connect(int device, const uint8_t *id, uint32_t n_slots,
-                                   int timeout_ms, kvx_link **out) {
+static inline int kvx_link_connect(int device, const uint8_t *id, uint32_t n_slots, int timeout_ms,
+                                   kvx_link **out) {
     *out = NULL;
     return kvx_nccl_unbuilt();
 }
-static inline int kvx_link_poll_init(kvx_link *l) { return kvx_nccl_unbuilt(); }
+static inline int kvx_link_poll_init(kvx_link *l) {
+    return kvx_nccl_unbuilt();
+}
 static inline int kvx_link_send_blocks(kvx_link *l, ts_engine *e, int32_t layer,
                                        const int32_t *block_ids, int32_t n, int32_t head0,
                                        int32_t n_heads, uint32_t *sums) {

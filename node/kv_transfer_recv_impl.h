@@ -54,7 +54,7 @@ typedef struct conn {
     transfer *t;
     uint8_t *payload;
     size_t payload_bytes;
-    uint8_t *seen; /* [n_layers][n_blocks] frames received */
+    uint8_t *seen;     /* [n_layers][n_blocks] frames received */
     uint32_t n_frames; /* verified block frames */
     /* NCCL: the connection's link; frames whose receives are posted (their checksum slots, in
      * posting order), the sender's checksum and (layer, block) of each; the end frame seen */

@@ -287,8 +287,8 @@ static int send_layer_nccl(ts_kvx_sender *s, conn *c, int32_t layer, const int32
         pthread_mutex_unlock(&s->lock);
         return code;
     }
-    int rc = kvx_link_send_blocks(c->link, s->engine, layer, block_table + first, n,
-                                  c->local_head0, (int32_t)c->header.n_kv_heads, s->sums);
+    int rc = kvx_link_send_blocks(c->link, s->engine, layer, block_table + first, n, c->local_head0,
+                                  (int32_t)c->header.n_kv_heads, s->sums);
     if (rc) { /* the sends are in an unknown state: the transfer is over */
         pthread_mutex_lock(&s->lock);
         fail_locked(s, rc, ts_error_message());

@@ -44,8 +44,7 @@ static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
 
 /* Prefills ids on `pre`, shipping every layer over NCCL as it is computed; returns the first
  * generated token or a negative error. */
-static int prefill_and_ship(uint64_t id, const int32_t *ids, int32_t n_ids,
-                            uint64_t fingerprint) {
+static int prefill_and_ship(uint64_t id, const int32_t *ids, int32_t n_ids, uint64_t fingerprint) {
     const char *eps[1] = {ts_kvx_receiver_endpoint(rx)};
     ts_kvx_sender_options so = {.request_id = id,
                                 .fingerprint = fingerprint,
@@ -138,8 +137,8 @@ static void test_payload_that_does_not_match_its_checksum_fails(void) {
     CHECK_OK(kvx_link_connect(ts_engine_backend(pre.engine)->device_index, id, 1, 60000, &link));
     uint32_t sum = 0;
     if (link)
-        CHECK_OK(kvx_link_send_blocks(link, pre.engine, 0, table, 1, 0, (int32_t)hp->n_kv_heads,
-                                      &sum));
+        CHECK_OK(
+            kvx_link_send_blocks(link, pre.engine, 0, table, 1, 0, (int32_t)hp->n_kv_heads, &sum));
     /* The device's sum of the block, held to the host reference on the same bytes. */
     size_t part = ts_kvx_block_payload_bytes(&h) / 2;
     uint8_t *k = malloc(part), *v = malloc(part);
