@@ -217,17 +217,8 @@ int ts_cmd_up(int argc, char **argv) {
                      prefill_groups, decode_groups);
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
-    ts_kvx_transport transport = TS_KVX_TCP;
-    if (ts_kvx_transport_parse(kv_transport, &transport))
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    if (transport == TS_KVX_NCCL && (!device || strncmp(device, "cuda", 4) != 0)) {
-        ts_error_set(TS_E_INVALID,
-                     "--kv-transport nccl moves KV blocks between GPUs: it needs --device cuda "
-                     "(got %s)",
-                     device ? device : "the default, cpu");
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    }
-    if (transport == TS_KVX_NCCL && ts_kvx_nccl_supported(NULL))
+    ts_kvx_transport transport;
+    if (ts_kvx_transport_from_flags(kv_transport, device, &transport))
         return ts_cli_fail("up", TS_EXIT_USAGE);
     int n_groups = groups + prefill_groups + decode_groups;
     if (n_groups < 1 || n_groups > UP_MAX_GROUPS) {

@@ -125,6 +125,17 @@ int ts_kvx_transport_parse(const char *text, ts_kvx_transport *out) {
                         text ? text : "(none)");
 }
 
+int ts_kvx_transport_from_flags(const char *text, const char *device, ts_kvx_transport *out) {
+    int rc = ts_kvx_transport_parse(text, out);
+    if (rc || *out != TS_KVX_NCCL) return rc;
+    if (!device || strncmp(device, "cuda", 4) != 0)
+        return ts_error_set(TS_E_INVALID,
+                            "--kv-transport nccl moves KV blocks between GPUs: it needs --device "
+                            "cuda (got %s)",
+                            device ? device : "the default, cpu");
+    return ts_kvx_nccl_supported(NULL);
+}
+
 int ts_kvx_nccl_supported(const ts_engine *e) {
 #if defined(TESSERA_HAVE_CUDA)
     const ts_backend *be = e ? ts_engine_backend(e) : NULL;

@@ -99,6 +99,11 @@ typedef enum ts_kvx_transport { TS_KVX_TCP = 0, TS_KVX_NCCL = 1 } ts_kvx_transpo
 const char *ts_kvx_transport_name(ts_kvx_transport t);
 /* Parses "tcp" or "nccl"; TS_E_INVALID (message names the text) otherwise. */
 int ts_kvx_transport_parse(const char *text, ts_kvx_transport *out);
+/* A command line's --kv-transport with its --device (NULL: the default, cpu): parses `text`,
+ * then refuses nccl with TS_E_INVALID for a device that is not cuda[:N], or with
+ * TS_E_UNSUPPORTED in a build without CUDA. Before any model is loaded; ts_kvx_nccl_supported(engine)
+ * checks the engine itself later. */
+int ts_kvx_transport_from_flags(const char *text, const char *device, ts_kvx_transport *out);
 /* Whether this engine's KV cache can be an end of a NCCL transfer: 0 when this build has CUDA
  * and the engine's backend is a CUDA device, TS_E_UNSUPPORTED saying which is missing. With
  * e == NULL only the build is checked (for a command line, before any model is loaded). */

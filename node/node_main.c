@@ -100,16 +100,8 @@ int main(int argc, char **argv) {
         ts_error_set(TS_E_INVALID, "--role: expected mixed, prefill or decode, got '%s'", wo.role);
         return fail(2);
     }
-    ts_kvx_transport transport = TS_KVX_TCP;
-    if (ts_kvx_transport_parse(kv_transport, &transport)) return fail(2);
-    if (transport == TS_KVX_NCCL && ts_kvx_nccl_supported(NULL)) return fail(2); /* the build */
-    if (transport == TS_KVX_NCCL && (!ro.device || strncmp(ro.device, "cuda", 4) != 0)) {
-        ts_error_set(TS_E_INVALID,
-                     "--kv-transport nccl moves KV blocks between GPUs: it needs --device cuda "
-                     "(this node runs on %s)",
-                     ro.device ? ro.device : "cpu");
-        return fail(2);
-    }
+    ts_kvx_transport transport;
+    if (ts_kvx_transport_from_flags(kv_transport, ro.device, &transport)) return fail(2);
     wo.comm_timeout_ms = ro.comm_timeout_ms;
 
     struct sigaction sa;
