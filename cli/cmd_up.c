@@ -22,15 +22,18 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "kernels/kernels.h"
 #include "node/kv_transfer.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/inference.pb-c.h"
+#include "topology/host.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +163,46 @@ static int read_endpoint(const char *path, char *out, size_t size) {
     return ok && out[0];
 }
 
+/* --device cuda[:N] for the whole local cluster: every rank gets its own GPU, counted from N in
+ * group order (group g's ranks are GPUs first_gpu[g] ..), so that NCCL (all-reduce within a
+ * group, the KV transport between groups) never sees one GPU twice. When there are fewer GPUs
+ * than ranks and every group has one rank, the groups share GPUs round robin; otherwise it is a
+ * refusal that says what fits. Sets first_gpu[0 .. n_groups). */
+static int assign_gpus(const char *device, const int *group_tp, int n_groups, int *first_gpu) {
+    char first[32];
+    int rc = ts_backend_device_offset(device, 0, first, sizeof first);
+    if (rc) return rc;
+    int base = atoi(first + 5), ranks = 0, widest = 1;
+    for (int g = 0; g < n_groups; g++) {
+        ranks += group_tp[g];
+        if (group_tp[g] > widest) widest = group_tp[g];
+    }
+    ts_host host;
+    rc = ts_host_discover(&host);
+    if (rc) return ts_error_wrap(rc, "--device %s: looking for GPUs", device);
+    int n_gpus = host.n_gpus;
+    char note[sizeof host.gpu_note];
+    snprintf(note, sizeof note, "%s", host.gpu_note);
+    ts_host_free(&host);
+    if (base >= n_gpus)
+        return ts_error_set(TS_E_INVALID, "--device %s: this machine has %d GPU(s)%s%s", device,
+                            n_gpus, note[0] ? ": " : "", note);
+    int usable = n_gpus - base;
+    if (ranks > usable && widest > 1)
+        return ts_error_set(TS_E_INVALID,
+                            "--device %s: %d ranks need one GPU each, but %d GPU(s) from cuda:%d "
+                            "are here: lower --groups or the TP degrees",
+                            device, ranks, usable, base);
+    for (int g = 0, next = 0; g < n_groups; g++) {
+        first_gpu[g] = base + next % usable;
+        next += group_tp[g];
+    }
+    if (ranks > usable)
+        TS_WARN("up: %d single-rank groups share %d GPU(s) from cuda:%d", n_groups, usable,
+                    base);
+    return TS_OK;
+}
+
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
@@ -186,7 +229,8 @@ int ts_cmd_up(int argc, char **argv) {
         {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
         {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
         {"device", 0, TS_FLAG_STRING, &device,
-         "device of every rank: cpu, cuda or cuda:N (default: tessera-node's, cpu)", 0, 0},
+         "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0,
+         0},
         {"kv-transport", 0, TS_FLAG_STRING, &kv_transport,
          "how prefill groups send KV blocks to decode groups: tcp, or nccl (GPU to GPU; needs "
          "--device cuda)",
@@ -229,6 +273,16 @@ int ts_cmd_up(int argc, char **argv) {
         ts_error_set(TS_E_IO, "--model %s: %s", model, strerror(errno));
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
+    int group_tp[UP_MAX_GROUPS], first_gpu[UP_MAX_GROUPS];
+    for (int g = 0; g < n_groups; g++)
+        group_tp[g] = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
+    const bool gpus = device && strncmp(device, "cuda", 4) == 0;
+    if (device && !gpus && strcmp(device, "cpu") != 0) {
+        ts_error_set(TS_E_INVALID, "--device '%s': expected cpu, cuda or cuda:N", device);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    if (gpus && assign_gpus(device, group_tp, n_groups, first_gpu))
+        return ts_cli_fail("up", TS_EXIT_USAGE);
 
     char self[PATH_MAX], coord_bin[PATH_MAX + 32], node_bin[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -299,12 +353,13 @@ int ts_cmd_up(int argc, char **argv) {
         const char *role = g < groups                    ? "mixed"
                            : g < groups + prefill_groups ? "prefill"
                                                          : "decode";
-        int gtp = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
+        int gtp = group_tp[g];
         int k = g < groups                    ? g
                 : g < groups + prefill_groups ? g - groups
                                               : g - groups - prefill_groups;
         snprintf(name, sizeof name, "%s-%d", g < groups ? "group" : role, k);
         snprintf(np_s, sizeof np_s, "%d", gtp);
+        char device_s[32];
         int gthreads = threads ? threads : cpus_per_group / gtp > 0 ? cpus_per_group / gtp : 1;
         snprintf(threads_s, sizeof threads_s, "%d", gthreads);
         if (cpus_per_group) {
@@ -359,7 +414,12 @@ int ts_cmd_up(int argc, char **argv) {
             args[a++] = "--kv-memory";
             args[a++] = (char *)kv_memory;
         }
-        if (device) {
+        if (gpus) { /* this group's GPUs: device_s and the next gtp - 1 */
+            snprintf(device_s, sizeof device_s, "cuda:%d", first_gpu[g]);
+            args[a++] = "--device";
+            args[a++] = device_s;
+            args[a++] = "--device-per-rank";
+        } else if (device) {
             args[a++] = "--device";
             args[a++] = (char *)device;
         }

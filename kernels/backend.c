@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "kernels/cpu/cpu_backend.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -99,16 +100,41 @@ static int create_cpu(const ts_backend_options *opts, ts_backend **out) {
     return ts_cpu_backend_create(opts, impl, out);
 }
 
+/* "cuda" (device 0) or "cuda:N": 1 with *index set; 0 for another device name; TS_E_INVALID for
+ * a malformed index. */
+static int parse_cuda(const char *dev, long *index) {
+    if (strcmp(dev, "cuda") != 0 && strncmp(dev, "cuda:", 5) != 0) return 0;
+    const char *num = dev[4] == ':' ? dev + 5 : "0";
+    char *end = NULL;
+    *index = strtol(num, &end, 10);
+    if (!*num || *end || *index < 0 || *index > TS_MAX_CUDA_DEVICE)
+        return ts_error_set(TS_E_INVALID, "device '%s': expected cuda or cuda:N", dev);
+    return 1;
+}
+
+int ts_backend_device_offset(const char *device, int offset, char *out, size_t out_bytes) {
+    long index = 0;
+    int rc = parse_cuda(device ? device : "cpu", &index);
+    if (rc < 0) return rc;
+    if (rc == 0)
+        return ts_error_set(TS_E_INVALID,
+                            "one GPU per rank needs --device cuda or cuda:N, not '%s'",
+                            device ? device : "cpu");
+    if (offset < 0 || index + offset > TS_MAX_CUDA_DEVICE)
+        return ts_error_set(TS_E_INVALID, "device %s + %d: past cuda:%d", device, offset,
+                            TS_MAX_CUDA_DEVICE);
+    snprintf(out, out_bytes, "cuda:%ld", index + offset);
+    return TS_OK;
+}
+
 int ts_backend_create(const ts_backend_options *opts, ts_backend **out) {
     *out = NULL;
     const char *dev = opts && opts->device ? opts->device : "cpu";
     if (strcmp(dev, "cpu") == 0) return create_cpu(opts, out);
-    if (strcmp(dev, "cuda") == 0 || strncmp(dev, "cuda:", 5) == 0) {
-        const char *num = dev[4] == ':' ? dev + 5 : "0";
-        char *end = NULL;
-        long index = strtol(num, &end, 10);
-        if (!*num || *end || index < 0 || index > 1024)
-            return ts_error_set(TS_E_INVALID, "device '%s': expected cuda or cuda:N", dev);
+    long index = 0;
+    int cuda = parse_cuda(dev, &index);
+    if (cuda < 0) return cuda;
+    if (cuda) {
 #ifdef TESSERA_HAVE_CUDA
         /* The CUDA backend (kernels/cuda/) plugs in here. */
         extern int ts_cuda_backend_create(const ts_backend_options *opts, int device,

@@ -192,6 +192,12 @@ typedef struct ts_backend_options {
 int ts_backend_create(const ts_backend_options *opts, ts_backend **out);
 void ts_backend_destroy(ts_backend *be); /* NULL is fine */
 
+enum { TS_MAX_CUDA_DEVICE = 1024 };
+/* The device `offset` places after a CUDA device name ("cuda" is cuda:0): "cuda:2" + 3 gives
+ * "cuda:5" in out. For one GPU per rank of a group on one host (rank r: offset r).
+ * TS_E_INVALID for a device that is not CUDA or an index past TS_MAX_CUDA_DEVICE. */
+int ts_backend_device_offset(const char *device, int offset, char *out, size_t out_bytes);
+
 /* Parses "auto", "scalar", "avx2" or "avx512". */
 int ts_cpu_isa_parse(const char *text, ts_cpu_isa *out);
 /* The best ISA of this CPU (AVX-512 needs F, BW, VL, DQ and F16C/FMA; AVX2 needs FMA, F16C). */

@@ -12,6 +12,7 @@
 
 struct ts_runtime {
     char model_path[PATH_MAX];
+    char device[32]; /* --device-per-rank: this rank's device */
     bool used_mpi;
     ts_gguf *gguf;
     ts_llama_model model;
@@ -41,6 +42,10 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
     f[n++] = (ts_flag){"model", 'm', TS_FLAG_STRING, &o->model_path,
                        "model file (GGUF); default: the bundled stories260K", 0, 0};
     f[n++] = (ts_flag){"device", 0, TS_FLAG_STRING, &o->device, "cpu, cuda or cuda:N", 0, 0};
+    f[n++] = (ts_flag){"device-per-rank", 0, TS_FLAG_BOOL, &o->device_per_rank,
+                       "rank r of the group uses GPU N + r of --device cuda:N (several ranks of a "
+                       "group on one host)",
+                       0, 0};
     f[n++] = (ts_flag){"threads", 't', TS_FLAG_INT, &o->threads,
                        "kernel threads per rank; 0 = all cores", 0, 1024};
     f[n++] = (ts_flag){"isa", 0, TS_FLAG_STRING, &o->isa, "CPU kernels: auto, scalar, avx2, avx512",
@@ -129,6 +134,11 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     if (rc) goto fail;
     rt->model_loaded = true;
     if (rt->comm->rank != 0) ts_log_set_level(level > TS_LOG_WARN ? level : TS_LOG_WARN);
+    if (o->device_per_rank) {
+        rc = ts_backend_device_offset(o->device, rt->comm->rank, rt->device, sizeof rt->device);
+        if (rc) goto fail;
+        bo.device = rt->device;
+    }
     rc = ts_backend_create(&bo, &rt->be);
     if (rc) goto fail;
 #ifdef TESSERA_HAVE_CUDA

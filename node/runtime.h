@@ -25,6 +25,7 @@ enum { TS_RUNTIME_MAX_FLAGS = 20 };
 typedef struct ts_runtime_options {
     const char *model_path; /* NULL: the bundled model */
     const char *device;     /* "cpu", "cuda", "cuda:N" */
+    bool device_per_rank;   /* rank r of the group uses device + r (one GPU per rank) */
     int threads;            /* kernel threads per rank; 0: all cores of this process's share */
     const char *isa;        /* "auto", "scalar", "avx2", "avx512" */
     int ctx;                /* context length; 0: the model's */

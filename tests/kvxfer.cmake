@@ -28,10 +28,11 @@ if(TARGET ts_node AND TARGET ts_tokenizer)
   ts_add_test(NAME test_kv_transfer_transport SOURCES unit/test_kv_transfer_transport.c
               LIBS ts_node ts_tokenizer LABELS unit TIMEOUT 300)
 endif()
-# --kv-transport on tessera-node and tessera up: bad values and nccl without a GPU refused.
+# --device, --device-per-rank and --kv-transport on tessera-node and tessera up: bad values, GPUs
+# that are not there and nccl without a GPU refused.
 if(TARGET tessera AND TARGET tessera-node)
-  ts_add_script_test(NAME kv_transport_flag_refusals
-                     SCRIPT integration/test_kv_transport_flags.py
+  ts_add_script_test(NAME device_flag_refusals
+                     SCRIPT integration/test_device_flags.py
                      ARGS $<TARGET_FILE:tessera> $<TARGET_FILE:tessera-node>
                      LABELS integration TIMEOUT 120)
 endif()

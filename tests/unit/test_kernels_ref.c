@@ -411,6 +411,21 @@ static void test_factory_devices_and_isa_names(void) {
     o.device = "cuda:x";
     CHECK_EQ_INT(ts_backend_create(&o, &be), TS_E_INVALID);
     CHECK(be == NULL);
+
+    /* one GPU per rank: rank r of a group on one host uses device + r */
+    char dev[32];
+    CHECK_OK(ts_backend_device_offset("cuda", 0, dev, sizeof dev));
+    CHECK_EQ_STR(dev, "cuda:0");
+    CHECK_OK(ts_backend_device_offset("cuda", 3, dev, sizeof dev));
+    CHECK_EQ_STR(dev, "cuda:3");
+    CHECK_OK(ts_backend_device_offset("cuda:2", 5, dev, sizeof dev));
+    CHECK_EQ_STR(dev, "cuda:7");
+    CHECK_EQ_INT(ts_backend_device_offset("cpu", 1, dev, sizeof dev), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "one GPU per rank") != NULL);
+    CHECK_EQ_INT(ts_backend_device_offset(NULL, 0, dev, sizeof dev), TS_E_INVALID);
+    CHECK_EQ_INT(ts_backend_device_offset("cuda:-1", 0, dev, sizeof dev), TS_E_INVALID);
+    CHECK_EQ_INT(ts_backend_device_offset("cuda:1020", 5, dev, sizeof dev), TS_E_INVALID);
+    CHECK_EQ_INT(ts_backend_device_offset("cuda:1", -1, dev, sizeof dev), TS_E_INVALID);
     o.device = NULL;
     o.isa = TS_ISA_SCALAR;
     CHECK_OK(ts_backend_create(&o, &be));

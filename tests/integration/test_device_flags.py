@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""--kv-transport on tessera-node and tessera up: a bad name, and nccl without --device cuda, are
-usage errors (exit 2) with a message that says what to do; nothing is started.
+"""--device, --device-per-rank and --kv-transport on tessera-node and tessera up: a bad device, a
+GPU index this machine lacks, one GPU per rank on the CPU, a bad transport name, and nccl without
+--device cuda are usage errors (exit 2) with a message that says what to do; nothing is started.
 
-Usage: test_kv_transport_flags.py TESSERA TESSERA_NODE
+Usage: test_device_flags.py TESSERA TESSERA_NODE
 """
 import sys
 
@@ -27,6 +28,12 @@ def main():
           "--kv-transport", "nccl"],
          "it needs --device cuda (got cpu)"),
         ([tessera, "up", "--kv-transport", "tcp2"], "KV transport 'tcp2': expected tcp or nccl"),
+        ([tessera, "up", "--device", "tpu"], "--device 'tpu': expected cpu, cuda or cuda:N"),
+        ([tessera, "up", "--device", "cuda:x"], "device 'cuda:x': expected cuda or cuda:N"),
+        # no machine has 1001 GPUs: refused before anything starts, with the count found
+        ([tessera, "up", "--device", "cuda:1000"], "--device cuda:1000: this machine has"),
+        ([node, "--coordinator", "127.0.0.1:1", "--device-per-rank"],
+         "one GPU per rank needs --device cuda or cuda:N, not 'cpu'"),
     ]
     for cmd, words in cases:
         p = harness.run(cmd, timeout=60, check=False)
