@@ -10,8 +10,8 @@
  * the CPU backend, device memory for CUDA. Buffers come from be->alloc; host data crosses with
  * upload/download. Weights are described by ts_weight; weight_prepare turns a host view of a
  * weight (usually a zero-copy view into an mmap'd GGUF file) into the backend's form: on the CPU
- * the same view, plus (SIMD backends, unquantized types) a copy packed in row panels for the
- * matrix kernels; on CUDA a converted copy in device memory.
+ * the same view, plus (SIMD backends) a copy packed in row panels for the matrix kernels; on
+ * CUDA a converted copy in device memory.
  *
  * Activations are f32, row-major: a batch of n tokens with width d is float[n][d].
  *
@@ -55,11 +55,9 @@ typedef struct ts_weight {
     size_t row_stride; /* bytes from one row to the next (a column shard keeps the full stride) */
     const void *data;  /* backend memory */
     void *owned;       /* backend allocation behind data or panels, if weight_prepare made one */
-    /* NULL, or the CPU SIMD backends' packed copy for matmul (weight_prepare makes it for f32,
-     * f16 and bf16): row panel p holds rows [TS_PANEL_ROWS p, TS_PANEL_ROWS (p + 1)) as
-     * cols x TS_PANEL_ROWS elements of `type`, element (k, j) = W[TS_PANEL_ROWS p + j][k] at
-     * index k TS_PANEL_ROWS + j; rows past the last are zero. data keeps the row layout (the
-     * embedding lookup reads rows). */
+    /* NULL, or the CPU SIMD backends' packed copy for matmul, made by weight_prepare: panels
+     * of TS_PANEL_ROWS rows with k outermost (kernels/cpu/panels.h has the layout of each
+     * type). data keeps the row layout (the embedding lookup reads rows). */
     const void *panels;
 } ts_weight;
 

@@ -9,8 +9,8 @@
  *
  * Memory is host memory from aligned_alloc, 64-byte aligned, with a small header that records
  * the size so that free() can return it to the budget. Weights are used where they are (the
- * mmap'd file); for the SIMD kernels weight_prepare adds a copy of each unquantized weight
- * packed in row panels (see pack_panels).
+ * mmap'd file); for the SIMD kernels weight_prepare adds a copy of each weight packed in row
+ * panels (panels.h).
  *
  * Scratch. Each kernel thread owns one scratch buffer, sized for the larger of the GEMM packing
  * buffers (fixed per ISA) and the attention scores of the longest context of the batch; it only
@@ -21,6 +21,7 @@
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_batch.h"
+#include "kernels/cpu/panels.h"
 #include "kernels/cpu/ref.h"
 #include "kernels/cpu/sample.h"
 #include "kernels/cpu/simd_ops.h"
@@ -97,38 +98,28 @@ static void cpu_memset_zero(ts_backend *be, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
 }
 
-/* The SIMD matrix kernels read unquantized weights as row panels (kernels.h, ts_weight.panels):
- * a panel is one contiguous stream, and a k step reads TS_PANEL_ROWS consecutive elements, one
- * vector of rows, so the kernels compute outer products (a broadcast activation times a vector
- * of rows) instead of dot products that end in horizontal sums. Quantized types keep their
- * blocks (their per-block scales run along k). The reference path reads rows. */
-static int pack_panels(ts_backend *be, ts_weight *w) {
-    const size_t elem = (size_t)ts_dtype_block_bytes(w->type);
-    const int64_t n_panels = (w->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
-    const size_t panel_bytes = (size_t)w->cols * TS_PANEL_ROWS * elem;
-    char *panels = cpu_alloc(be, (size_t)n_panels * panel_bytes);
-    if (!panels) return ts_error_wrap(TS_E_NOMEM, "packing a %lld x %lld weight", (long long)w->rows,
-                                      (long long)w->cols);
-    memset(panels, 0, (size_t)n_panels * panel_bytes);
-    for (int64_t r = 0; r < w->rows; r++) {
-        const char *row = (const char *)w->data + (size_t)r * w->row_stride;
-        char *dst = panels + (size_t)(r / TS_PANEL_ROWS) * panel_bytes +
-                    (size_t)(r % TS_PANEL_ROWS) * elem;
-        for (int64_t k = 0; k < w->cols; k++)
-            memcpy(dst + (size_t)k * TS_PANEL_ROWS * elem, row + (size_t)k * elem, elem);
-    }
-    w->panels = panels;
-    w->owned = panels;
-    return 0;
-}
-
+/* The SIMD matrix kernels read every weight as row panels (panels.h): a panel is one contiguous
+ * stream, and a k step reads TS_PANEL_ROWS consecutive rows' values, one vector, so the kernels
+ * compute outer products (a broadcast activation times a vector of rows) instead of dot products
+ * that end in horizontal sums. The reference path reads rows. */
 static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *dst) {
     *dst = *host;
     dst->owned = NULL;
     dst->panels = NULL;
-    const ts_dtype t = host->type;
-    if (cpu(be)->k && (t == TS_DTYPE_F32 || t == TS_DTYPE_F16 || t == TS_DTYPE_BF16))
-        return pack_panels(be, dst);
+    if (!cpu(be)->k) return 0;
+    const size_t panel_bytes = ts_panel_bytes(host->type, host->cols);
+    const int64_t n_panels = (host->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
+    if (!panel_bytes || host->cols % ts_dtype_block_elems(host->type))
+        return ts_error_set(TS_E_UNSUPPORTED, "%s: a %lld x %lld weight of type %s", cpu(be)->name,
+                            (long long)host->rows, (long long)host->cols,
+                            ts_dtype_name(host->type));
+    void *panels = cpu_alloc(be, (size_t)n_panels * panel_bytes);
+    if (!panels)
+        return ts_error_wrap(TS_E_NOMEM, "packing a %lld x %lld weight", (long long)host->rows,
+                             (long long)host->cols);
+    ts_panels_pack(host, panels);
+    dst->panels = panels;
+    dst->owned = panels;
     return 0;
 }
 

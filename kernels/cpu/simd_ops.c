@@ -2,34 +2,27 @@
  * simd_ops.c — the SIMD kernels, written once against simd.h and compiled per instruction set
  * (see simd_ops.h for the tables and the batch-invariance rules they keep).
  *
- * Matrix products come in two families, chosen by the weight's layout, each with one order of
- * operations per output that every batch size follows.
- *
- * Panels (f32, f16, bf16 weights prepared by the backend; ts_weight.panels): outer products.
- * A vector holds L consecutive rows of one k (the packed layout makes it one load); each output
- * y[t][r] is one FMA chain over k = 0 .. cols-1 in order, starting from zero:
+ * Matrix products read weights packed in panels of 16 rows (panels.h, made by weight_prepare
+ * for every type): a vector holds L consecutive rows at one k, so the kernels compute outer
+ * products of a broadcast activation and a vector of rows. Each output y[t][r] is one FMA chain
+ * over k = 0 .. cols-1 in order, starting from zero, on the weight's exact f32 value:
  *     acc = fma(x[t][k], W[r][k], acc)
- * which no tiling, thread count or instruction set changes (AVX2 and AVX-512 agree bit for bit).
- *   - panel_direct (n <= PT, decode): weights converted in registers straight from the panels.
- *   - panel_gemm (n > PT, prefill): each tile of PR rows is converted to f32 PKC ks at a time
- *     and multiplied with PT tokens at a time (PT x PV accumulators, kept between pieces).
- *
- * Rows (quantized weights, and unprepared ones): dot products. Everything funnels into
- * dot_tile(): mr token rows times nr weight rows, one vector accumulator per output, one FMA per
- * TS_SIMD_LANES chunk of k, chunks in order, the tail zero-padded. Three callers:
- *   - direct (n <= MR, decode): weight rows read in place, converted in registers. Memory
- *     bound: NR = 4 rows at a time give four independent FMA chains and four load streams.
- *   - GEMM (n > MR, prefill): per thread, for a block of tokens whose activations stay in L2,
- *     each panel of NR weight rows is converted to f32 in KC-wide pieces (exact for every type)
- *     and multiplied with MR tokens at a time; accumulators are stored between KC pieces. The
- *     sequence of operations per output is the direct one, so both paths agree bit for bit.
- * Threads split rows of W (whole panels), never k.
+ * which no batch size, tiling, thread count or instruction set changes (AVX2 and AVX-512 agree
+ * bit for bit). Two loops perform it:
+ *   - direct (n <= PT, decode): the panels converted in registers as they are read, one cache
+ *     line per panel stream at a time, with a software prefetch ahead.
+ *   - GEMM (n > PT, prefill): per thread, for a block of tokens whose activations stay in L2,
+ *     each tile of PR rows is converted to f32 PKC columns at a time (in L1) and multiplied
+ *     with PT tokens at a time; the PT x PV accumulators are kept between pieces.
+ * Threads split tiles of rows, never k.
  */
 #include "kernels/cpu/simd_ops.h"
 
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/fp16.h"
+#include "kernels/cpu/panels.h"
+#include "kernels/cpu/ref.h"
 #include "kernels/cpu/simd.h"
 
 #include <math.h>
@@ -39,173 +32,88 @@
 #if defined(TS_SIMD_AVX2)
 #define TABLE ts_cpu_kernels_avx2
 #define ISA_NAME "avx2"
-#define MR 3 /* tokens per GEMM tile: 3 x 4 accumulators + 3 activations + 1 weight = 16 ymm */
 #elif defined(TS_SIMD_AVX512)
 #define TABLE ts_cpu_kernels_avx512
 #define ISA_NAME "avx512"
-#define MR 6 /* 6 x 4 accumulators + 6 + 1 of the 32 zmm */
 #else
 #define TABLE ts_cpu_kernels_avx512emu
 #define ISA_NAME "avx512emu"
-#define MR 6 /* the AVX-512 tile shape, so the emulation runs the same code */
 #endif
-#define NR 4 /* weight rows per tile */
 
-/* Panel kernels (weights packed by weight_prepare): PT tokens times PV vectors of rows.
- * AVX-512: 6 x 4 accumulators + 4 weight vectors + 1 broadcast of the 32 zmm; per k, 4 weight
- * loads and 6 broadcasts feed 24 FMAs. AVX2: 6 x 2 + 2 + 1 of the 16 ymm. */
+/* The matmul tile: PT tokens times PV vectors of rows. AVX-512: 6 x 4 accumulators + 4 weight
+ * vectors + 1 broadcast of the 32 zmm; per k, 4 weight loads and 6 broadcasts feed 24 FMAs.
+ * AVX2: 6 x 2 + 2 + 1 of the 16 ymm. The emulation runs the AVX-512 shape. */
 #define PT 6
 #if defined(TS_SIMD_AVX2)
 #define PV 2
 #else
 #define PV 4
 #endif
-#define PR (PV * L) /* rows per panel tile: 16 (AVX2) or 64 */
+#define PR (PV * L) /* rows per tile: 16 (AVX2) or 64, a multiple of TS_PANEL_ROWS */
 
 enum {
-    KC = 256,                  /* k per packed panel piece: a multiple of 32 and of L */
-    PKC = 128,                 /* k per f32 piece of a panel tile: PKC x PR floats stay in L1 */
-    MB_MAX = 96,               /* tokens per GEMM block at most (a multiple of MR) */
+    PKC = 128,                 /* columns per f32 piece of a tile: PKC x PR floats stay in L1 */
+    MB_MAX = 96,               /* tokens per GEMM block at most (a multiple of PT) */
     X_BLOCK_BYTES = 192 << 10, /* activations of one token block, kept in L2 */
+    PANEL_PREFETCH = 1024,     /* bytes ahead on each panel stream (direct loop) */
     PAR_MIN_WORK = 1 << 15,    /* below this many multiply-adds a kernel runs on one thread */
     MAX_HEAD_DIM = 512,
 };
 
-/* ---- loading weights as f32 (exact) ---- */
-
-TS_INLINE float scalar_weight(ts_dtype type, const void *row, int64_t k) {
-    if (type == TS_DTYPE_F16) return ts_f16_scalar(((const uint16_t *)row)[k]);
-    if (type == TS_DTYPE_BF16) return ts_bf16_to_f32(((const uint16_t *)row)[k]);
-    return ((const float *)row)[k];
-}
-
-/* L weights of an f32/f16/bf16 row from element k. */
-TS_INLINE ts_v load_plain(ts_dtype type, const void *row, int64_t k) {
-    if (type == TS_DTYPE_F16) return ts_v_load_f16((const uint16_t *)row + k);
-    if (type == TS_DTYPE_BF16) return ts_v_load_bf16((const uint16_t *)row + k);
-    return ts_v_load((const float *)row + k);
-}
-
-/* The last n < L weights from element k, zero-padded (the scalar conversions are exact too). */
-TS_INLINE ts_v load_plain_partial(ts_dtype type, const void *row, int64_t k, int n) {
-    float buf[L];
-    for (int i = 0; i < L; i++)
-        buf[i] = i < n ? scalar_weight(type, row, k + i) : 0.0f;
-    return ts_v_load(buf);
-}
+/* ---- reading panels as exact f32 ---- */
 
 TS_INLINE int is_quant(ts_dtype type) {
     return type == TS_DTYPE_Q8_0 || type == TS_DTYPE_Q4_0;
 }
 
-TS_INLINE size_t block_bytes(ts_dtype type) {
-    return type == TS_DTYPE_Q8_0 ? sizeof(ts_block_q8_0) : sizeof(ts_block_q4_0);
+/* Bytes from one 32-column block panel to the next (quantized types). */
+TS_INLINE size_t block_panel_bytes(ts_dtype type) {
+    return type == TS_DTYPE_Q8_0 ? TS_PANEL_Q8_BLOCK : TS_PANEL_Q4_BLOCK;
 }
 
-/* The scale of a quantized block (its first field), broadcast. */
-TS_INLINE ts_v block_scale(const void *block) {
-    return ts_v_set1(ts_f16_scalar(*(const uint16_t *)block));
+/* A quantized block's scales for one vector of rows, d and -8d (zero for plain types). */
+typedef struct {
+    ts_v d, minus_8d;
+} block_scales;
+
+TS_INLINE block_scales load_scales(ts_dtype type, const char *block_panel, int lane0) {
+    block_scales s = {ts_v_zero(), ts_v_zero()};
+    if (!is_quant(type)) return s;
+    s.d = ts_v_load_f16((const uint16_t *)block_panel + lane0);
+    s.minus_8d = ts_v_mul(s.d, ts_v_set1(-8.0f));
+    return s;
 }
 
-/* Chunk c (elements c*L .. c*L+L-1) of a quantized block as exact f32, given its scale d and
- * -8d. Q8_0: d * q. Q4_0: d * (q - 8), computed as fma(d, q, -8d): the exact value is
- * representable (an 11-bit d times a 4-bit integer), so the single rounding leaves it exact. */
-TS_INLINE ts_v load_quant(ts_dtype type, const void *block, int c, ts_v d, ts_v minus_8d) {
-    if (type == TS_DTYPE_Q8_0)
-        return ts_v_mul(d, ts_v_load_i8(((const ts_block_q8_0 *)block)->q + c * L));
-    const uint8_t *qs = ((const ts_block_q4_0 *)block)->qs;
-    const int off = c * L; /* elements 0..15: low nibbles of qs[0..15]; 16..31: high nibbles */
-    ts_v q = off < 16 ? ts_v_load_u4_lo(qs + off) : ts_v_load_u4_hi(qs + off - 16);
-    return ts_v_fma(d, q, minus_8d);
-}
-
-/* ---- the one dot-product kernel ---- */
-
-#ifndef TS_PREFETCH_GROUPS
-#define TS_PREFETCH_GROUPS 2
-#endif
-
-/* Software prefetch for the in-place (memory-bound) path: the hardware prefetchers stop at 4 KiB
- * page boundaries, so while a tile reads its rows, it touches the same number of bytes a few
- * tiles ahead (rows are usually contiguous). One prefetch per cache line; results unaffected. */
-TS_INLINE void prefetch_step(const char **pf, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64)
-        __builtin_prefetch(*pf + o);
-    *pf += bytes;
-}
-
-/* acc[i][j] continues the dot product of x[i][0..len) with weight row w[j][0..len) (rows of
- * `type`; for quantized types len is a multiple of 32). mr, nr and type are constants at every
- * call site, so the loops unroll and the accumulators live in registers. */
-TS_INLINE void dot_tile(ts_dtype type, int mr, int nr, const float *const *x, const void *const *w,
-                        int64_t len, ts_v acc[][NR], const char *pf) {
-    if (is_quant(type)) {
-        const size_t bb = block_bytes(type);
-        for (int64_t b = 0; b < len / 32; b++) {
-            if (pf) prefetch_step(&pf, (size_t)nr * bb);
-            ts_v d[NR], minus_8d[NR];
-            for (int j = 0; j < nr; j++) {
-                d[j] = block_scale((const char *)w[j] + b * bb);
-                minus_8d[j] = ts_v_mul(d[j], ts_v_set1(-8.0f));
-            }
-            for (int c = 0; c < 32 / L; c++) {
-                ts_v xv[MR];
-                for (int i = 0; i < mr; i++)
-                    xv[i] = ts_v_load(x[i] + b * 32 + c * L);
-                for (int j = 0; j < nr; j++) {
-                    ts_v wv = load_quant(type, (const char *)w[j] + b * bb, c, d[j], minus_8d[j]);
-                    for (int i = 0; i < mr; i++)
-                        acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
-                }
-            }
-        }
-        return;
+/* Rows lane0 .. lane0 + L - 1 of a panel at one column, as exact f32. Plain types: `at` is the
+ * panel, k the column. Quantized: `at` is the column's block panel, k the column within it
+ * (0 .. 31), s its scales. Q8_0: d * q. Q4_0: d * (code - 8) as fma(d, code, -8d): the exact
+ * value is representable (an 11-bit d times a 4-bit integer), so the single rounding keeps it. */
+TS_INLINE ts_v load_rows(ts_dtype type, const char *at, int lane0, int64_t k, block_scales s) {
+    const size_t e = (size_t)k * TS_PANEL_ROWS + (size_t)lane0;
+    switch (type) {
+    case TS_DTYPE_F16: return ts_v_load_f16((const uint16_t *)at + e);
+    case TS_DTYPE_BF16: return ts_v_load_bf16((const uint16_t *)at + e);
+    case TS_DTYPE_Q8_0:
+        return ts_v_mul(s.d, ts_v_load_i8((const int8_t *)(at + TS_PANEL_Q_SCALES) + e));
+    case TS_DTYPE_Q4_0: {
+        const uint8_t *q = (const uint8_t *)at + TS_PANEL_Q_SCALES +
+                           (size_t)(k / 2) * TS_PANEL_ROWS + (size_t)lane0;
+        return ts_v_fma(s.d, k & 1 ? ts_v_load_u4_hi(q) : ts_v_load_u4_lo(q), s.minus_8d);
     }
-    int64_t k = 0;
-    for (; k + L <= len; k += L) {
-        if (pf) prefetch_step(&pf, (size_t)nr * L * (type == TS_DTYPE_F32 ? 4 : 2));
-        ts_v xv[MR];
-        for (int i = 0; i < mr; i++)
-            xv[i] = ts_v_load(x[i] + k);
-        for (int j = 0; j < nr; j++) {
-            ts_v wv = load_plain(type, w[j], k);
-            for (int i = 0; i < mr; i++)
-                acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
-        }
-    }
-    if (k < len) { /* the tail: zero-padded weights and activations, same FMA per lane */
-        int n = (int)(len - k);
-        ts_v xv[MR];
-        for (int i = 0; i < mr; i++)
-            xv[i] = ts_v_load_partial(x[i] + k, n);
-        for (int j = 0; j < nr; j++) {
-            ts_v wv = load_plain_partial(type, w[j], k, n);
-            for (int i = 0; i < mr; i++)
-                acc[i][j] = ts_v_fma(wv, xv[i], acc[i][j]);
-        }
+    default: return ts_v_load((const float *)at + e);
     }
 }
 
-/* Calls CALL(m) with the constant m equal to the runtime mr (1..MR). */
-#if MR == 6
-#define MR_CASES_EXTRA(CALL)                                                                       \
-    case 4: CALL(4); break;                                                                        \
-    case 5: CALL(5); break;                                                                        \
-    case 6:                                                                                        \
-        CALL(6);                                                                                   \
-        break;
-#else
-#define MR_CASES_EXTRA(CALL)
-#endif
-#define FOR_MR(mr, CALL)                                                                           \
-    switch (mr) {                                                                                  \
-    case 1: CALL(1); break;                                                                        \
-    case 2: CALL(2); break;                                                                        \
-    case 3:                                                                                        \
-        CALL(3);                                                                                   \
-        break;                                                                                     \
-        MR_CASES_EXTRA(CALL)                                                                       \
-    }
+/* Vector v (0 .. PV) of the tile whose first row is r0: its panel and first lane in it. A vector
+ * past the last panel reads the last panel again (its results are dropped). */
+TS_INLINE const char *tile_panel(const ts_weight *w, size_t panel_bytes, int64_t r0, int v,
+                                 int *lane0) {
+    int64_t n_panels = (w->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
+    int64_t row = r0 + (int64_t)v * L, p = row / TS_PANEL_ROWS;
+    *lane0 = (int)(row % TS_PANEL_ROWS);
+    if (p >= n_panels) p = n_panels - 1;
+    return (const char *)w->panels + (size_t)p * panel_bytes;
+}
 
 /* Calls CALL(m) with the constant m equal to the runtime pt (1..PT). */
 #define FOR_PT(pt, CALL)                                                                           \
@@ -237,129 +145,9 @@ typedef struct {
     float *const *scratch;
 } mm_args;
 
-/* ---- rows direct: n <= MR token rows, weights read in place ---- */
-
-TS_INLINE void direct_rows(ts_dtype type, int mr, const mm_args *a, int64_t r0, int64_t r1) {
-    const ts_weight *w = a->w;
-    const float *x[MR];
-    for (int i = 0; i < mr; i++)
-        x[i] = a->x + (size_t)i * (size_t)w->cols;
-    for (int64_t r = r0; r < r1; r += NR) {
-        const void *wr[NR];
-        for (int j = 0; j < NR; j++) { /* past the last row, repeat it; those results are dropped */
-            int64_t rr = r + j < w->rows ? r + j : w->rows - 1;
-            wr[j] = (const char *)w->data + (size_t)rr * w->row_stride;
-        }
-        ts_v acc[MR][NR];
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < NR; j++)
-                acc[i][j] = ts_v_zero();
-        const char *pf = TS_PREFETCH_GROUPS > 0 && r + (TS_PREFETCH_GROUPS + 1) * NR <= w->rows
-                             ? (const char *)wr[0] + (size_t)TS_PREFETCH_GROUPS * NR * w->row_stride
-                             : NULL;
-        dot_tile(type, mr, NR, x, wr, w->cols, acc, pf);
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < NR && r + j < w->rows; j++)
-                a->y[(size_t)i * (size_t)w->rows + (size_t)(r + j)] = ts_v_hsum(acc[i][j]);
-    }
-}
-
-TS_INLINE void direct_range(ts_dtype type, const mm_args *a, int64_t r0, int64_t r1) {
-#define CALL(m) direct_rows(type, m, a, r0, r1)
-    FOR_MR(a->n, CALL)
-#undef CALL
-}
-
-static void direct_task(void *ctx, int ith, int nth) {
-    const mm_args *a = ctx;
-    int64_t groups = (a->w->rows + NR - 1) / NR;
-    int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
-    int64_t r1 = g1 * NR < a->w->rows ? g1 * NR : a->w->rows;
-    if (g0 >= g1) return;
-#define CALL(type) direct_range(type, a, g0 *NR, r1)
-    WITH_CONST_TYPE(a->w->type, CALL)
-#undef CALL
-}
-
-/* ---- rows GEMM (n > MR): KC pieces of NR weight rows converted to f32 in scratch ---- */
-
-/* Rows r..r+NR-1, elements [k0, k0+kc) of W as f32 into panel (row j at panel + j*KC);
- * rows past the end become zeros. Uses the loads of dot_tile, so values are identical. */
-TS_INLINE void pack_panel(ts_dtype type, const ts_weight *w, int64_t r, int64_t k0, int64_t kc,
-                          float *panel) {
-    for (int j = 0; j < NR; j++) {
-        float *dst = panel + (size_t)j * KC;
-        if (r + j >= w->rows) {
-            memset(dst, 0, (size_t)kc * sizeof(float));
-            continue;
-        }
-        const char *row = (const char *)w->data + (size_t)(r + j) * w->row_stride;
-        if (is_quant(type)) {
-            const char *blocks = row + (size_t)(k0 / 32) * block_bytes(type);
-            for (int64_t b = 0; b < kc / 32; b++) {
-                const char *blk = blocks + b * block_bytes(type);
-                ts_v d = block_scale(blk), minus_8d = ts_v_mul(d, ts_v_set1(-8.0f));
-                for (int c = 0; c < 32 / L; c++)
-                    ts_v_store(dst + b * 32 + c * L, load_quant(type, blk, c, d, minus_8d));
-            }
-            continue;
-        }
-        int64_t k = 0;
-        for (; k + L <= kc; k += L)
-            ts_v_store(dst + k, load_plain(type, row, k0 + k));
-        if (k < kc)
-            ts_v_store_partial(dst + k, load_plain_partial(type, row, k0 + k, (int)(kc - k)),
-                               (int)(kc - k));
-    }
-}
-
-/* mr tokens (rows of x from x0) against the packed panel for one KC piece. The accumulators
- * start at zero on the first piece, are kept in accbuf between pieces, and are summed into y
- * after the last. */
-TS_INLINE void gemm_tile(int mr, const mm_args *a, int64_t t, int64_t r, int64_t k0, int64_t kc,
-                         const float *panel, float *accbuf) {
-    const ts_weight *w = a->w;
-    const int first = k0 == 0, last = k0 + kc == w->cols;
-    ts_v acc[MR][NR];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < NR; j++)
-            acc[i][j] = first ? ts_v_zero() : ts_v_load(accbuf + (size_t)(i * NR + j) * L);
-    const float *x[MR];
-    for (int i = 0; i < mr; i++)
-        x[i] = a->x + (size_t)(t + i) * (size_t)w->cols + (size_t)k0;
-    const void *wp[NR];
-    for (int j = 0; j < NR; j++)
-        wp[j] = panel + (size_t)j * KC;
-    dot_tile(TS_DTYPE_F32, mr, NR, x, wp, kc, acc, NULL);
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < NR; j++) {
-            if (!last)
-                ts_v_store(accbuf + (size_t)(i * NR + j) * L, acc[i][j]);
-            else if (r + j < w->rows)
-                a->y[(size_t)(t + i) * (size_t)w->rows + (size_t)(r + j)] = ts_v_hsum(acc[i][j]);
-        }
-}
-
-
-
-/* ---- panels: outer products over weights packed by weight_prepare ---- */
-
-/* Panel vector v (0 .. PV) of the tile whose first row is r0, at k = 0: L rows of one k. A
- * vector past the last panel repeats the last panel (its results are dropped). */
-TS_INLINE const char *panel_vec(const ts_weight *w, int64_t r0, int v, size_t elem) {
-    int64_t n_panels = (w->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
-    int64_t row = r0 + (int64_t)v * L, p = row / TS_PANEL_ROWS;
-    if (p >= n_panels) {
-        p = n_panels - 1;
-        row = p * TS_PANEL_ROWS + row % TS_PANEL_ROWS;
-    }
-    return (const char *)w->panels +
-           ((size_t)p * (size_t)w->cols * TS_PANEL_ROWS + (size_t)(row % TS_PANEL_ROWS)) * elem;
-}
-
 /* Writes acc[t][v] (rows r0 + v L ..) into y for the rows that exist. */
-TS_INLINE void panel_store(int pt, const ts_weight *w, float *y, int64_t t0, int64_t r0,
-                           ts_v acc[][PV]) {
+TS_INLINE void tile_store(int pt, const ts_weight *w, float *y, int64_t t0, int64_t r0,
+                          ts_v acc[][PV]) {
     for (int t = 0; t < pt; t++)
         for (int v = 0; v < PV; v++) {
             int64_t r = r0 + (int64_t)v * L;
@@ -369,75 +157,102 @@ TS_INLINE void panel_store(int pt, const ts_weight *w, float *y, int64_t t0, int
         }
 }
 
-/* Tokens t0 .. t0+pt, rows r0 .. r0+PR, weights converted in registers (decode). The k loop
- * steps one cache line of every panel stream at a time and prefetches PANEL_PREFETCH bytes ahead
- * (the hardware prefetchers stop at page boundaries). */
-enum { PANEL_PREFETCH = 1024 };
-TS_INLINE void panel_direct_tile(ts_dtype type, int pt, const mm_args *a, int64_t t0, int64_t r0) {
+/* ---- direct: n <= PT tokens, panels converted in registers (decode) ---- */
+
+/* Tokens 0 .. pt, rows r0 .. r0 + PR. Columns go in blocks that share scales (32 for quantized
+ * types, all of them otherwise); each panel stream is prefetched PANEL_PREFETCH bytes ahead, one
+ * cache line at a time (the hardware prefetchers stop at page boundaries). */
+TS_INLINE void direct_tile(ts_dtype type, int pt, const mm_args *a, int64_t r0) {
     const ts_weight *w = a->w;
-    const size_t elem = type == TS_DTYPE_F32 ? 4 : 2;
-    const char *pv[PV];
+    const size_t panel_bytes = ts_panel_bytes(type, w->cols);
+    const int64_t kb = is_quant(type) ? TS_QK : w->cols;
+    const size_t block_bytes = is_quant(type) ? block_panel_bytes(type) : panel_bytes;
+    const size_t col_bytes = type == TS_DTYPE_F32 ? 64 : 32; /* plain: one column of a panel */
+    const char *panel[PV];
+    int lane0[PV];
     for (int v = 0; v < PV; v++)
-        pv[v] = panel_vec(w, r0, v, elem);
+        panel[v] = tile_panel(w, panel_bytes, r0, v, &lane0[v]);
     const float *x[PT];
     for (int t = 0; t < pt; t++)
-        x[t] = a->x + (size_t)(t0 + t) * (size_t)w->cols;
+        x[t] = a->x + (size_t)t * (size_t)w->cols;
     ts_v acc[PT][PV];
     for (int t = 0; t < pt; t++)
         for (int v = 0; v < PV; v++)
             acc[t][v] = ts_v_zero();
-    const int64_t k_per_line = 64 / (TS_PANEL_ROWS * (int64_t)elem); /* 1 (f32) or 2 */
-    const size_t k_bytes = TS_PANEL_ROWS * elem;
-    int64_t k = 0;
-    for (; k < w->cols; k++) {
-        if (k % k_per_line == 0)
-            for (int v = 0; v < PV; v += TS_PANEL_ROWS / L) /* one prefetch per panel */
-                __builtin_prefetch(pv[v] + (size_t)k * k_bytes + PANEL_PREFETCH);
-        ts_v wv[PV];
-        for (int v = 0; v < PV; v++)
-            wv[v] = load_plain(type, pv[v] + (size_t)k * k_bytes, 0);
-        for (int t = 0; t < pt; t++) {
-            ts_v xb = ts_v_set1(x[t][k]);
+    for (int64_t k0 = 0; k0 < w->cols; k0 += kb) {
+        const char *at[PV];
+        block_scales sc[PV];
+        for (int v = 0; v < PV; v++) {
+            at[v] = panel[v] + (size_t)(k0 / kb) * block_bytes;
+            sc[v] = load_scales(type, at[v], lane0[v]);
+            if (is_quant(type) && lane0[v] == 0) /* one quantized block panel ahead */
+                for (size_t o = 0; o < block_bytes; o += 64)
+                    __builtin_prefetch(at[v] + PANEL_PREFETCH + o);
+        }
+        for (int64_t k = 0; k < kb; k++) {
+            if (!is_quant(type) && (size_t)k * col_bytes % 64 == 0)
+                for (int v = 0; v < PV; v++)
+                    if (lane0[v] == 0) __builtin_prefetch(at[v] + k * col_bytes + PANEL_PREFETCH);
+            ts_v wv[PV];
             for (int v = 0; v < PV; v++)
-                acc[t][v] = ts_v_fma(xb, wv[v], acc[t][v]);
+                wv[v] = load_rows(type, at[v], lane0[v], k, sc[v]);
+            for (int t = 0; t < pt; t++) {
+                ts_v xb = ts_v_set1(x[t][k0 + k]);
+                for (int v = 0; v < PV; v++)
+                    acc[t][v] = ts_v_fma(xb, wv[v], acc[t][v]);
+            }
         }
     }
-    panel_store(pt, w, a->y, t0, r0, acc);
+    tile_store(pt, w, a->y, 0, r0, acc);
 }
 
-TS_INLINE void panel_direct_range(ts_dtype type, const mm_args *a, int64_t tile0, int64_t tile1) {
+TS_INLINE void direct_range(ts_dtype type, const mm_args *a, int64_t tile0, int64_t tile1) {
     for (int64_t tile = tile0; tile < tile1; tile++) {
-#define CALL(m) panel_direct_tile(type, m, a, 0, tile * PR)
+#define CALL(m) direct_tile(type, m, a, tile * PR)
         FOR_PT(a->n, CALL)
 #undef CALL
     }
 }
 
-static void panel_direct_task(void *ctx, int ith, int nth) {
+static void direct_task(void *ctx, int ith, int nth) {
     const mm_args *a = ctx;
     int64_t tiles = (a->w->rows + PR - 1) / PR;
     int64_t g0 = tiles * ith / nth, g1 = tiles * (ith + 1) / nth;
-    if (a->w->type == TS_DTYPE_F32) panel_direct_range(TS_DTYPE_F32, a, g0, g1);
-    else if (a->w->type == TS_DTYPE_F16) panel_direct_range(TS_DTYPE_F16, a, g0, g1);
-    else panel_direct_range(TS_DTYPE_BF16, a, g0, g1);
+#define CALL(type) direct_range(type, a, g0, g1)
+    WITH_CONST_TYPE(a->w->type, CALL)
+#undef CALL
 }
 
-/* Rows r0 .. r0+PR, k in [k0, k0+kc) of the panels as f32 into wp[k - k0][PR] (exact). */
-TS_INLINE void panel_convert(ts_dtype type, const ts_weight *w, int64_t r0, int64_t k0, int64_t kc,
-                             float *wp) {
-    const size_t elem = type == TS_DTYPE_F32 ? 4 : 2;
+/* ---- GEMM: n > PT tokens, tiles converted to f32 pieces (prefill) ---- */
+
+/* Rows r0 .. r0 + PR, columns [k0, k0 + kc) as f32 into wp[k - k0][PR] (exact); k0 is a
+ * multiple of PKC, so quantized blocks never straddle pieces. */
+TS_INLINE void tile_convert(ts_dtype type, const ts_weight *w, int64_t r0, int64_t k0, int64_t kc,
+                            float *wp) {
+    const size_t panel_bytes = ts_panel_bytes(type, w->cols);
     for (int v = 0; v < PV; v++) {
-        const char *src = panel_vec(w, r0, v, elem) + (size_t)k0 * TS_PANEL_ROWS * elem;
-        for (int64_t k = 0; k < kc; k++)
-            ts_v_store(wp + (size_t)k * PR + (size_t)v * L,
-                       load_plain(type, src + (size_t)k * TS_PANEL_ROWS * elem, 0));
+        int lane0;
+        const char *panel = tile_panel(w, panel_bytes, r0, v, &lane0);
+        if (!is_quant(type)) {
+            for (int64_t k = 0; k < kc; k++)
+                ts_v_store(wp + (size_t)k * PR + (size_t)v * L,
+                           load_rows(type, panel, lane0, k0 + k, load_scales(type, panel, 0)));
+            continue;
+        }
+        for (int64_t b = k0 / TS_QK; b < (k0 + kc) / TS_QK; b++) {
+            const char *at = panel + (size_t)b * block_panel_bytes(type);
+            block_scales sc = load_scales(type, at, lane0);
+            for (int64_t k = 0; k < TS_QK; k++)
+                ts_v_store(wp + (size_t)(b * TS_QK + k - k0) * PR + (size_t)v * L,
+                           load_rows(type, at, lane0, k, sc));
+        }
     }
 }
 
-/* pt tokens from t against the converted piece wp (kc ks from k0): the chains continue from
- * accbuf (zero on the first piece) and end in y after the last. */
-TS_INLINE void panel_gemm_tile(int pt, const mm_args *a, int64_t t, int64_t r0, int64_t k0,
-                               int64_t kc, const float *wp, float *accbuf) {
+/* pt tokens from t against the converted piece wp (kc columns from k0): the chains continue
+ * from accbuf (zero on the first piece) and end in y after the last. */
+TS_INLINE void gemm_tile(int pt, const mm_args *a, int64_t t, int64_t r0, int64_t k0, int64_t kc,
+                         const float *wp, float *accbuf) {
     const ts_weight *w = a->w;
     const int first = k0 == 0, last = k0 + kc == w->cols;
     ts_v acc[PT][PV];
@@ -458,7 +273,7 @@ TS_INLINE void panel_gemm_tile(int pt, const mm_args *a, int64_t t, int64_t r0, 
         }
     }
     if (last) {
-        panel_store(pt, w, a->y, t, r0, acc);
+        tile_store(pt, w, a->y, t, r0, acc);
         return;
     }
     for (int i = 0; i < pt; i++)
@@ -466,42 +281,29 @@ TS_INLINE void panel_gemm_tile(int pt, const mm_args *a, int64_t t, int64_t r0, 
             ts_v_store(accbuf + (size_t)(i * PV + v) * L, acc[i][v]);
 }
 
-/* ---- the blocked loop of both GEMMs ---- */
-
-/* Per thread a range of row tiles (rows of W, never k); per block of tokens whose activations
- * stay in L2, per tile, per k piece: the piece of the tile converted to exact f32 in scratch
- * (pack_panel or panel_convert), then every token tile multiplied with it, the accumulators
- * kept in accbuf between pieces. panels: the weight's packed panels (else its rows). */
-TS_INLINE void gemm_blocked(const mm_args *a, ts_dtype type, int panels, int ith, int nth) {
+/* Per thread a range of row tiles; per block of tokens whose activations stay in L2, per tile,
+ * per piece of PKC columns: the piece converted once, then every group of PT tokens over it. */
+TS_INLINE void gemm_typed(const mm_args *a, ts_dtype type, int ith, int nth) {
     const ts_weight *w = a->w;
-    const int64_t tile_rows = panels ? PR : NR, kc_max = panels ? PKC : KC;
-    const int64_t mt = panels ? PT : MR, acc_floats = panels ? PV * L : NR * L;
-    int64_t tiles = (w->rows + tile_rows - 1) / tile_rows;
+    int64_t tiles = (w->rows + PR - 1) / PR;
     int64_t g0 = tiles * ith / nth, g1 = tiles * (ith + 1) / nth;
-    float *piece = a->scratch[ith];
-    float *accbuf = piece + (size_t)(tile_rows * kc_max);
-    int64_t mb_max = (X_BLOCK_BYTES / ((int64_t)w->cols * 4)) / mt * mt;
-    if (mb_max < mt) mb_max = mt;
+    float *wp = a->scratch[ith];
+    float *accbuf = wp + (size_t)PKC * PR;
+    int64_t mb_max = (X_BLOCK_BYTES / ((int64_t)w->cols * 4)) / PT * PT;
+    if (mb_max < PT) mb_max = PT;
     if (mb_max > MB_MAX) mb_max = MB_MAX;
     for (int64_t t0 = 0; t0 < a->n; t0 += mb_max) {
         int64_t mb = a->n - t0 < mb_max ? a->n - t0 : mb_max;
         for (int64_t g = g0; g < g1; g++)
-            for (int64_t k0 = 0; k0 < w->cols; k0 += kc_max) {
-                int64_t kc = w->cols - k0 < kc_max ? w->cols - k0 : kc_max;
-                if (panels) panel_convert(type, w, g * PR, k0, kc, piece);
-                else pack_panel(type, w, g * NR, k0, kc, piece);
-                for (int64_t i = 0; i < mb; i += mt) {
-                    int m = (int)(mb - i < mt ? mb - i : mt);
-                    float *acc_i = accbuf + (size_t)(i * acc_floats);
-                    if (panels) {
-#define CALL(m) panel_gemm_tile(m, a, t0 + i, g * PR, k0, kc, piece, acc_i)
-                        FOR_PT(m, CALL)
+            for (int64_t k0 = 0; k0 < w->cols; k0 += PKC) {
+                int64_t kc = w->cols - k0 < PKC ? w->cols - k0 : PKC;
+                tile_convert(type, w, g * PR, k0, kc, wp);
+                for (int64_t i = 0; i < mb; i += PT) {
+                    int pt = (int)(mb - i < PT ? mb - i : PT);
+                    float *acc_i = accbuf + (size_t)i * PV * L;
+#define CALL(m) gemm_tile(m, a, t0 + i, g * PR, k0, kc, wp, acc_i)
+                    FOR_PT(pt, CALL)
 #undef CALL
-                    } else {
-#define CALL(m) gemm_tile(m, a, t0 + i, g * NR, k0, kc, piece, acc_i)
-                        FOR_MR(m, CALL)
-#undef CALL
-                    }
                 }
             }
     }
@@ -509,16 +311,9 @@ TS_INLINE void gemm_blocked(const mm_args *a, ts_dtype type, int panels, int ith
 
 static void gemm_task(void *ctx, int ith, int nth) {
     const mm_args *a = ctx;
-#define CALL(type) gemm_blocked(a, type, 0, ith, nth)
+#define CALL(type) gemm_typed(a, type, ith, nth)
     WITH_CONST_TYPE(a->w->type, CALL)
 #undef CALL
-}
-
-static void panel_gemm_task(void *ctx, int ith, int nth) {
-    const mm_args *a = ctx;
-    if (a->w->type == TS_DTYPE_F32) gemm_blocked(a, TS_DTYPE_F32, 1, ith, nth);
-    else if (a->w->type == TS_DTYPE_F16) gemm_blocked(a, TS_DTYPE_F16, 1, ith, nth);
-    else gemm_blocked(a, TS_DTYPE_BF16, 1, ith, nth);
 }
 
 static int threads_for(int64_t work) {
@@ -527,17 +322,17 @@ static int threads_for(int64_t work) {
 
 static void simd_matmul(const ts_cpu_exec *ex, float *y, const float *x, int32_t n,
                         const ts_weight *w) {
+    if (!w->panels) { /* not from weight_prepare (the engine always prepares): correct, slow */
+        ts_ref_matmul(y, x, n, w);
+        return;
+    }
     mm_args a = {y, x, n, w, ex->scratch};
     int max_threads = threads_for((int64_t)n * w->rows * w->cols);
-    ts_task_fn fn = w->panels ? (n <= PT ? panel_direct_task : panel_gemm_task)
-                                    : (n <= MR ? direct_task : gemm_task);
-    ts_threadpool_run(ex->pool, max_threads, fn, &a);
+    ts_threadpool_run(ex->pool, max_threads, n <= PT ? direct_task : gemm_task, &a);
 }
 
 static size_t simd_scratch_bytes(int32_t max_ctx) {
-    size_t rows = ((size_t)NR * KC + (size_t)MB_MAX * NR * L) * sizeof(float);
-    size_t panels = ((size_t)PKC * PR + (size_t)MB_MAX * PV * L) * sizeof(float);
-    size_t gemm = rows > panels ? rows : panels;
+    size_t gemm = ((size_t)PKC * PR + (size_t)MB_MAX * PV * L) * sizeof(float);
     size_t attn = (size_t)max_ctx * sizeof(float) + L * sizeof(float);
     return gemm > attn ? gemm : attn;
 }

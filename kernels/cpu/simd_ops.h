@@ -7,12 +7,12 @@
  * may only be used when the CPU supports its instruction set (ts_cpu_isa_detect).
  *
  * Batch invariance, the design rule of every kernel here (kernels.h, determinism):
- *  - matmul: each output y[i][r] has its own TS_SIMD_LANES-wide accumulator, fed by one fused
- *    multiply-add per chunk of TS_SIMD_LANES inputs, chunks in increasing k, the tail chunk
- *    zero-padded, then ts_v_hsum. The batch-1 matrix-vector product (reading weights in place)
- *    and the blocked GEMM (weights packed to f32 panels, k cut into blocks with the accumulators
- *    saved between blocks) perform exactly this sequence, so y[i] does not depend on n, on the
- *    other rows, or on the tile shape. Threads split rows of W, never k.
+ *  - matmul: weights come packed in row panels (panels.h, from weight_prepare); each output
+ *    y[i][r] is one FMA chain over k in order from zero on the weight's exact f32 values, in
+ *    the batch-1 loop (converting in registers) and the blocked GEMM (converting tiles to f32
+ *    pieces, accumulators saved between pieces) alike, so y[i] does not depend on n, on the
+ *    other rows, on the tile shape or on the instruction set. Threads split rows of W, never k.
+ *    A weight without panels falls back to the scalar reference.
  *  - attention: each (query row, head) is computed alone over keys 0..pos in order.
  *  - rmsnorm, silu_mul, add, argmax: row- or element-wise.
  */

@@ -38,7 +38,7 @@ static ts_backend *make_backend(ts_cpu_impl impl, int threads) {
 
 /* ---- matmul ---- */
 
-/* The backend's own form of a host weight (plain types: packed in row panels, kernels.h). */
+/* The backend's own form of a host weight (packed in row panels, kernels/cpu/panels.h). */
 static ts_weight prepared(ts_backend *be, const ts_weight *host) {
     ts_weight w;
     int rc = be->weight_prepare(be, host, &w);
@@ -47,8 +47,9 @@ static ts_weight prepared(ts_backend *be, const ts_weight *host) {
     return w;
 }
 
-/* Both layouts the SIMD matmul reads: rows (an unprepared view) and the prepared weight. */
-enum { LAYOUT_ROWS, LAYOUT_PREPARED, N_LAYOUTS };
+/* What the SIMD matmul may get: the prepared weight (its panels), or an unprepared view, which
+ * it hands to the scalar reference. */
+enum { LAYOUT_UNPREPARED, LAYOUT_PREPARED, N_LAYOUTS };
 static ts_weight in_layout(ts_backend *be, const ts_weight *host, int layout) {
     return layout == LAYOUT_PREPARED ? prepared(be, host) : *host;
 }
@@ -151,25 +152,26 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
     }
 }
 
-/* Prepared (panel) weights: one FMA chain per output in k order, so every instruction set
- * gives the same bits, prefill and decode alike. */
+/* Prepared weights: one FMA chain per output in k order, so every instruction set gives the
+ * same bits, prefill and decode alike, for every weight type. */
 static void test_matmul_panels_agree_across_instruction_sets(void) {
+    enum { ROWS = 83, COLS = 320, N = 100 };
     ts_rng rng;
     ts_rng_seed(&rng, 14);
-    static const ts_dtype plain[] = {TS_DTYPE_F32, TS_DTYPE_F16, TS_DTYPE_BF16};
-    static const int32_t ns[] = {1, 6, 7, 100};
-    for (int t = 0; t < 3; t++) {
-        ts_weight host = tk_weight(&rng, plain[t], 83, 300, 1.0f);
-        float *x = tk_randn(&rng, 100 * 300, 1.0f);
-        float *first = malloc(100 * 83 * sizeof(float)), *y = malloc(100 * 83 * sizeof(float));
+    static const int32_t ns[] = {1, 6, 7, N};
+    for (int t = 0; t < N_TYPES; t++) {
+        ts_weight host = tk_weight(&rng, all_types[t], ROWS, COLS, 1.0f);
+        float *x = tk_randn(&rng, (size_t)N * COLS, 1.0f);
+        float *first = malloc((size_t)N * ROWS * sizeof(float));
+        float *y = malloc((size_t)N * ROWS * sizeof(float));
         for (int e = 0; e < n_impls; e++) {
             ts_backend *be = make_backend(impls[e], 2);
             ts_weight w = prepared(be, &host);
             for (int i = 0; i < 4; i++) {
                 be->matmul(be, y, x, ns[i], &w);
-                if (e == 0 && i == 3) memcpy(first, y, 100 * 83 * sizeof(float));
+                if (e == 0 && i == 3) memcpy(first, y, (size_t)N * ROWS * sizeof(float));
             }
-            if (e > 0) CHECK(tk_same_bits(first, y, 100 * 83));
+            if (e > 0) CHECK(tk_same_bits(first, y, (size_t)N * ROWS));
             be->weight_release(be, &w);
             ts_backend_destroy(be);
         }
