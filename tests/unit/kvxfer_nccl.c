@@ -29,19 +29,6 @@ static ts_kvx_receiver *rx;
 static kvx_case cases[KVX_MAX_CASES];
 static int n_cases;
 
-typedef struct ship {
-    ts_kvx_sender *tx;
-    const int32_t *table;
-    int32_t n;
-    int rc;
-} ship;
-
-static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
-    ship *s = user;
-    (void)b;
-    if (!s->rc) s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, 0, s->n);
-}
-
 /* Prefills ids on `pre`, shipping every layer over NCCL as it is computed; returns the first
  * generated token or a negative error. */
 static int prefill_and_ship(uint64_t id, const int32_t *ids, int32_t n_ids, uint64_t fingerprint) {
@@ -58,8 +45,8 @@ static int prefill_and_ship(uint64_t id, const int32_t *ids, int32_t n_ids, uint
     if (rc) return rc;
     int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, token = -1;
     rc = kvx_grow(&pre, table, &n_blocks, n_ids);
-    ship s = {.tx = tx, .table = table, .n = n_blocks};
-    ts_engine_set_layer_hook(pre.engine, ship_layer, &s);
+    kvx_ship s = {.tx = tx, .table = table, .n = n_blocks};
+    ts_engine_set_layer_hook(pre.engine, kvx_ship_layer, &s);
     ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
     ts_batch_seq seq;
     ts_batch b = kvx_batch(ids, n_ids, 0, table, n_blocks, &seq);

@@ -257,4 +257,21 @@ static inline bool kvx_decode_matches(kvx_rank *r, const kvx_case *c, uint64_t i
     return same;
 }
 
+/* A prefill's layer hook (ts_engine_set_layer_hook(engine, kvx_ship_layer, &ship)) that ships
+ * the sequence blocks table[first .. first + n) of every layer as it is computed; the first
+ * error stays in rc. */
+typedef struct kvx_ship {
+    ts_kvx_sender *tx;
+    const int32_t *table;
+    int32_t first, n;
+    int rc;
+} kvx_ship;
+
+static inline void kvx_ship_layer(void *user, const ts_batch *b, int32_t layer) {
+    kvx_ship *s = user;
+    (void)b;
+    if (!s->rc && s->n > 0)
+        s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, s->first, s->n);
+}
+
 #endif

@@ -173,23 +173,6 @@ static void test_layer_hook_sees_every_layer_and_changes_nothing(void) {
 
 /* ------------------------------------------------------------------ whole transfers */
 
-/* Ships, from the layer hook, the blocks [first, first + n) of the sequence being prefilled. */
-typedef struct ship {
-    ts_kvx_sender *tx;
-    const int32_t *table;
-    int32_t first, n;
-    int rc;
-    int layers_sent;
-} ship;
-
-static void ship_layer(void *user, const ts_batch *b, int32_t layer) {
-    ship *s = user;
-    (void)b;
-    if (!s->rc && s->n > 0)
-        s->rc = ts_kvx_sender_send_layer(s->tx, layer, s->table, s->first, s->n);
-    s->layers_sent++;
-}
-
 /* Prefills ids on `pre` in chunks of `chunk` tokens, shipping each chunk's completed blocks
  * (and at the end the last partial block) layer by layer to `endpoint`; returns the first
  * generated token or a negative error. The prefill's blocks are released at the end. */
@@ -207,8 +190,8 @@ static int prefill_and_ship(kvx_rank *pre, uint64_t id, const int32_t *ids, int3
     if (rc) return rc;
     int32_t table[KVX_CTX / KVX_BLOCK], n_blocks = 0, token = -1, shipped = 0;
     ts_sampling greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
-    ship s = {.tx = tx, .table = table};
-    ts_engine_set_layer_hook(pre->engine, ship_layer, &s);
+    kvx_ship s = {.tx = tx, .table = table};
+    ts_engine_set_layer_hook(pre->engine, kvx_ship_layer, &s);
     for (int32_t pos = 0; !rc && pos < n_ids; pos += chunk) {
         int32_t n = n_ids - pos < chunk ? n_ids - pos : chunk;
         rc = kvx_grow(pre, table, &n_blocks, pos + n);
