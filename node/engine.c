@@ -722,13 +722,20 @@ static int kv_range(const ts_engine *e, int32_t layer, const int32_t *block_ids,
     return rc ? rc : e->be->sync(e->be);
 }
 
+/* Where heads [head0, ..) of block block_id start in a layer's K (or V) pool, given
+ * kv_geometry's sizes: part bytes hold n_heads heads. */
+static size_t kv_offset(size_t block_bytes, size_t part, int32_t n_heads, int32_t head0,
+                        int32_t block_id) {
+    return (size_t)block_id * block_bytes + part / (size_t)n_heads * (size_t)head0;
+}
+
 int ts_engine_kv_block_span(ts_engine *e, int32_t layer, int32_t block_id, int32_t head0,
                             int32_t n_heads, void **k, void **v, size_t *bytes) {
     size_t block_bytes = 0, part = 0;
     int rc = kv_geometry(e, layer, &block_id, 1, head0, n_heads, &block_bytes, &part);
     if (rc) return rc;
     const ts_kv_layer *kv = &e->kv[layer];
-    size_t off = (size_t)block_id * block_bytes + part / (size_t)n_heads * (size_t)head0;
+    size_t off = kv_offset(block_bytes, part, n_heads, head0, block_id);
     *k = (char *)kv->k + off;
     *v = (char *)kv->v + off;
     *bytes = part;
@@ -741,9 +748,8 @@ int ts_engine_kv_read(ts_engine *e, int32_t layer, const int32_t *block_ids, int
     int rc = kv_range(e, layer, block_ids, n_blocks, head0, n_heads, &block_bytes, &part);
     if (rc) return rc;
     const ts_kv_layer *kv = &e->kv[layer];
-    size_t head_off = part / (size_t)n_heads * (size_t)head0;
     for (int32_t i = 0; i < n_blocks; i++) {
-        size_t off = (size_t)block_ids[i] * block_bytes + head_off;
+        size_t off = kv_offset(block_bytes, part, n_heads, head0, block_ids[i]);
         e->be->download(e->be, (char *)k_host + (size_t)i * part, (const char *)kv->k + off, part);
         e->be->download(e->be, (char *)v_host + (size_t)i * part, (const char *)kv->v + off, part);
     }
@@ -756,9 +762,8 @@ int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, in
     int rc = kv_range(e, layer, block_ids, n_blocks, head0, n_heads, &block_bytes, &part);
     if (rc) return rc;
     const ts_kv_layer *kv = &e->kv[layer];
-    size_t head_off = part / (size_t)n_heads * (size_t)head0;
     for (int32_t i = 0; i < n_blocks; i++) {
-        size_t off = (size_t)block_ids[i] * block_bytes + head_off;
+        size_t off = kv_offset(block_bytes, part, n_heads, head0, block_ids[i]);
         e->be->upload(e->be, (char *)kv->k + off, (const char *)k_host + (size_t)i * part, part);
         e->be->upload(e->be, (char *)kv->v + off, (const char *)v_host + (size_t)i * part, part);
     }
