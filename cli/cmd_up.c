@@ -168,17 +168,15 @@ static int read_endpoint(const char *path, char *out, size_t size) {
  * group, the KV transport between groups) never sees one GPU twice. When there are fewer GPUs
  * than ranks and every group has one rank, the groups share GPUs round robin; otherwise it is a
  * refusal that says what fits. Sets first_gpu[0 .. n_groups). */
-static int assign_gpus(const char *device, const int *group_tp, int n_groups, int *first_gpu) {
-    char first[32];
-    int rc = ts_backend_device_offset(device, 0, first, sizeof first);
-    if (rc) return rc;
-    int base = atoi(first + 5), ranks = 0, widest = 1;
+static int assign_gpus(const char *device, int base, const int *group_tp, int n_groups,
+                       int *first_gpu) {
+    int ranks = 0, widest = 1;
     for (int g = 0; g < n_groups; g++) {
         ranks += group_tp[g];
         if (group_tp[g] > widest) widest = group_tp[g];
     }
     ts_host host;
-    rc = ts_host_discover(&host);
+    int rc = ts_host_discover(&host);
     if (rc) return ts_error_wrap(rc, "--device %s: looking for GPUs", device);
     int n_gpus = host.n_gpus;
     char note[sizeof host.gpu_note];
@@ -276,12 +274,14 @@ int ts_cmd_up(int argc, char **argv) {
     int group_tp[UP_MAX_GROUPS], first_gpu[UP_MAX_GROUPS];
     for (int g = 0; g < n_groups; g++)
         group_tp[g] = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
-    const bool gpus = device && strncmp(device, "cuda", 4) == 0;
+    long first_index = 0;
+    const int gpus = device ? ts_backend_cuda_index(device, &first_index) : 0;
+    if (gpus < 0) return ts_cli_fail("up", TS_EXIT_USAGE);
     if (device && !gpus && strcmp(device, "cpu") != 0) {
         ts_error_set(TS_E_INVALID, "--device '%s': expected cpu, cuda or cuda:N", device);
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
-    if (gpus && assign_gpus(device, group_tp, n_groups, first_gpu))
+    if (gpus && assign_gpus(device, (int)first_index, group_tp, n_groups, first_gpu))
         return ts_cli_fail("up", TS_EXIT_USAGE);
 
     char self[PATH_MAX], coord_bin[PATH_MAX + 32], node_bin[PATH_MAX + 32];

@@ -100,9 +100,7 @@ static int create_cpu(const ts_backend_options *opts, ts_backend **out) {
     return ts_cpu_backend_create(opts, impl, out);
 }
 
-/* "cuda" (device 0) or "cuda:N": 1 with *index set; 0 for another device name; TS_E_INVALID for
- * a malformed index. */
-static int parse_cuda(const char *dev, long *index) {
+int ts_backend_cuda_index(const char *dev, long *index) {
     if (strcmp(dev, "cuda") != 0 && strncmp(dev, "cuda:", 5) != 0) return 0;
     const char *num = dev[4] == ':' ? dev + 5 : "0";
     char *end = NULL;
@@ -114,7 +112,7 @@ static int parse_cuda(const char *dev, long *index) {
 
 int ts_backend_device_offset(const char *device, int offset, char *out, size_t out_bytes) {
     long index = 0;
-    int rc = parse_cuda(device ? device : "cpu", &index);
+    int rc = ts_backend_cuda_index(device ? device : "cpu", &index);
     if (rc < 0) return rc;
     if (rc == 0)
         return ts_error_set(TS_E_INVALID,
@@ -132,7 +130,7 @@ int ts_backend_create(const ts_backend_options *opts, ts_backend **out) {
     const char *dev = opts && opts->device ? opts->device : "cpu";
     if (strcmp(dev, "cpu") == 0) return create_cpu(opts, out);
     long index = 0;
-    int cuda = parse_cuda(dev, &index);
+    int cuda = ts_backend_cuda_index(dev, &index);
     if (cuda < 0) return cuda;
     if (cuda) {
 #ifdef TESSERA_HAVE_CUDA

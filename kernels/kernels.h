@@ -191,6 +191,10 @@ int ts_backend_create(const ts_backend_options *opts, ts_backend **out);
 void ts_backend_destroy(ts_backend *be); /* NULL is fine */
 
 enum { TS_MAX_CUDA_DEVICE = 1024 };
+/* The one reading of a CUDA device name: "cuda" (device 0) or "cuda:N" gives 1 with *index set;
+ * any other name gives 0; a malformed index TS_E_INVALID ("device 'cuda:x': expected cuda or
+ * cuda:N"). */
+int ts_backend_cuda_index(const char *device, long *index);
 /* The device `offset` places after a CUDA device name ("cuda" is cuda:0): "cuda:2" + 3 gives
  * "cuda:5" in out. For one GPU per rank of a group on one host (rank r: offset r).
  * TS_E_INVALID for a device that is not CUDA or an index past TS_MAX_CUDA_DEVICE. */

@@ -128,7 +128,10 @@ int ts_kvx_transport_parse(const char *text, ts_kvx_transport *out) {
 int ts_kvx_transport_from_flags(const char *text, const char *device, ts_kvx_transport *out) {
     int rc = ts_kvx_transport_parse(text, out);
     if (rc || *out != TS_KVX_NCCL) return rc;
-    if (!device || strncmp(device, "cuda", 4) != 0)
+    long index = 0;
+    const int cuda = device ? ts_backend_cuda_index(device, &index) : 0;
+    if (cuda < 0) return cuda;
+    if (!cuda)
         return ts_error_set(TS_E_INVALID,
                             "--kv-transport nccl moves KV blocks between GPUs: it needs --device "
                             "cuda (got %s)",

@@ -30,6 +30,7 @@ def main():
         ([tessera, "up", "--kv-transport", "tcp2"], "KV transport 'tcp2': expected tcp or nccl"),
         ([tessera, "up", "--device", "tpu"], "--device 'tpu': expected cpu, cuda or cuda:N"),
         ([tessera, "up", "--device", "cuda:x"], "device 'cuda:x': expected cuda or cuda:N"),
+        ([tessera, "up", "--device", "cudax"], "--device 'cudax': expected cpu, cuda or cuda:N"),
         # no machine has 1001 GPUs: refused before anything starts, with the count found
         ([tessera, "up", "--device", "cuda:1000"], "--device cuda:1000: this machine has"),
         ([node, "--coordinator", "127.0.0.1:1", "--device-per-rank"],

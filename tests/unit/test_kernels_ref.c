@@ -412,6 +412,18 @@ static void test_factory_devices_and_isa_names(void) {
     CHECK_EQ_INT(ts_backend_create(&o, &be), TS_E_INVALID);
     CHECK(be == NULL);
 
+    /* the one reading of a CUDA device name */
+    long index = -1;
+    CHECK_EQ_INT(ts_backend_cuda_index("cuda", &index), 1);
+    CHECK(index == 0);
+    CHECK_EQ_INT(ts_backend_cuda_index("cuda:3", &index), 1);
+    CHECK(index == 3);
+    CHECK_EQ_INT(ts_backend_cuda_index("cpu", &index), 0);
+    CHECK_EQ_INT(ts_backend_cuda_index("cudax", &index), 0);
+    CHECK_EQ_INT(ts_backend_cuda_index("cuda:x", &index), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "expected cuda or cuda:N") != NULL);
+    CHECK_EQ_INT(ts_backend_cuda_index("cuda:", &index), TS_E_INVALID);
+
     /* one GPU per rank: rank r of a group on one host uses device + r */
     char dev[32];
     CHECK_OK(ts_backend_device_offset("cuda", 0, dev, sizeof dev));
