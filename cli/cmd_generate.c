@@ -216,7 +216,7 @@ int ts_cmd_generate(int argc, char **argv) {
     ts_runtime_options_default(&ro);
     ts_request_params params = ts_request_params_default();
     const char *prompt = NULL;
-    bool json = false, no_bos = false, ignore_eos = false;
+    bool json = false, no_bos = false, ignore_eos = false, parse_special = false;
     const char *server = NULL, *model_name = NULL;
     int timeout_ms = 0;
     double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
@@ -240,6 +240,10 @@ int ts_cmd_generate(int argc, char **argv) {
                            "tokens the repeat penalty looks back over", 0, 1 << 24};
     flags[n++] = (ts_flag){"seed", 0, TS_FLAG_INT64, &seed, "random seed for sampling", 0, 0};
     flags[n++] = (ts_flag){"no-bos", 0, TS_FLAG_BOOL, &no_bos, "do not add the BOS token", 0, 0};
+    flags[n++] = (ts_flag){"parse-special", 0, TS_FLAG_BOOL, &parse_special,
+                           "the prompt is trusted: special-token text in it (<|im_start|>, ...) "
+                           "becomes the token (local model only)",
+                           0, 0};
     flags[n++] = (ts_flag){"ignore-eos", 0, TS_FLAG_BOOL, &ignore_eos,
                            "keep generating after the end-of-sequence token", 0, 0};
     flags[n++] = (ts_flag){"json", 0, TS_FLAG_BOOL, &json, "print one JSON object at the end", 0, 0};
@@ -265,6 +269,11 @@ int ts_cmd_generate(int argc, char **argv) {
     params.min_p = (float)min_p;
     params.repetition_penalty = (float)repeat_penalty;
     params.seed = (uint64_t)seed;
+    if (server && parse_special) {
+        ts_error_set(TS_E_INVALID, "--parse-special needs a local model (the server tokenizes "
+                                   "prompts as untrusted text)");
+        return ts_cli_fail("generate", TS_EXIT_USAGE);
+    }
     if (server) {
         remote_args a = {server, model_name, prompt, no_bos, ignore_eos, json, timeout_ms, &params};
         return generate_remote(&a);
@@ -289,7 +298,8 @@ int ts_cmd_generate(int argc, char **argv) {
     size_t n_prompt = 0;
     bool add_bos = !no_bos && ts_tokenizer_adds_bos(tok);
     generate_state g = {.tok = tok, .out = {.json = json}};
-    rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &prompt_ids, &n_prompt);
+    rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, parse_special, &prompt_ids,
+                             &n_prompt);
     if (!rc && !ignore_eos) {
         int32_t eos = ts_tokenizer_eos(tok);
         if (eos >= 0) params.stop_ids[params.n_stop_ids++] = eos;

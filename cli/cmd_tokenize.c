@@ -1,10 +1,12 @@
 /*
- * cmd_tokenize.c — `tessera tokenize [-m MODEL] -p TEXT [--no-bos] [--json]`.
+ * cmd_tokenize.c — `tessera tokenize [-m MODEL] -p TEXT [--no-bos] [--parse-special] [--json]`.
  *
  * Prints the token ids of TEXT (taken verbatim: no escape processing) under the model's
  * tokenizer, space-separated, or as {"ids":[...]} with --json. The model defaults to the bundled
  * stories260K. BOS comes first when the vocabulary asks for it (tokenizer.ggml.add_bos_token or
- * its default), unless --no-bos. The same ids as `llama-tokenize -m MODEL -p TEXT --ids`.
+ * its default), unless --no-bos. Special-token text (<|im_start|>) becomes the token only with
+ * --parse-special. The same ids as `llama-tokenize -m MODEL -p TEXT --ids` (which parses special
+ * tokens unless given --no-parse-special).
  */
 #include "cli/commands.h"
 #include "common/buf.h"
@@ -19,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define USAGE "tessera tokenize -p TEXT [-m MODEL] [--no-bos] [--json]"
+#define USAGE "tessera tokenize -p TEXT [-m MODEL] [--no-bos] [--parse-special] [--json]"
 
 static int usage_error(const char *what) {
     ts_error_set(TS_E_INVALID, "%s (usage: " USAGE ")", what);
@@ -54,7 +56,7 @@ static int print_ids(const int32_t *ids, size_t n, bool json) {
 
 int ts_cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
-    bool bos = true, json = false;
+    bool bos = true, json = false, parse_special = false;
     const ts_flag flags[] = {
         {"model", 'm', TS_FLAG_STRING, &model,
          "GGUF file with a tokenizer; none: the bundled "
@@ -63,6 +65,8 @@ int ts_cmd_tokenize(int argc, char **argv) {
         {"prompt", 'p', TS_FLAG_STRING, &prompt, "the text to tokenize (verbatim)", 0, 0},
         {"bos", 0, TS_FLAG_BOOL, &bos, "start with BOS if the vocabulary adds it (--no-bos: never)",
          0, 0},
+        {"parse-special", 0, TS_FLAG_BOOL, &parse_special,
+         "special-token text (<|im_start|>, ...) becomes the token instead of staying text", 0, 0},
         {"json", 0, TS_FLAG_BOOL, &json, "print {\"ids\":[...]} instead of plain ids", 0, 0},
     };
     const char *positionals[1];
@@ -86,8 +90,8 @@ int ts_cmd_tokenize(int argc, char **argv) {
     rc = ts_gguf_open(model, &g);
     if (!rc) rc = ts_tokenizer_from_gguf(g, &t);
     if (!rc)
-        rc = ts_tokenizer_encode(t, prompt, strlen(prompt), bos && ts_tokenizer_adds_bos(t), &ids,
-                                 &n);
+        rc = ts_tokenizer_encode(t, prompt, strlen(prompt), bos && ts_tokenizer_adds_bos(t),
+                                 parse_special, &ids, &n);
     if (!rc) rc = print_ids(ids, n, json);
     int code = rc ? ts_cli_fail("tokenize", ts_cli_exit_code(rc)) : TS_EXIT_OK;
     free(ids);

@@ -81,7 +81,8 @@ static int make_request(coordinator *co, const Tessera__V1__GenerateRequest *q, 
     if (q->prompt[0]) {
         bool add_bos = !q->no_bos && ts_tokenizer_adds_bos(co->tok);
         size_t n = 0;
-        rc = ts_tokenizer_encode(co->tok, q->prompt, strlen(q->prompt), add_bos, &r->prompt, &n);
+        rc = ts_tokenizer_encode(co->tok, q->prompt, strlen(q->prompt), add_bos, false, &r->prompt,
+                                 &n);
         if (rc) return ts_error_wrap(rc, "tokenizing the prompt");
         if (n > INT32_MAX) return bad("the prompt is too long");
         r->n_prompt = (int32_t)n;
@@ -209,7 +210,8 @@ static void tokenize_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     size_t n = 0;
     int rc = model_matches(co, q->model)
                  ? ts_tokenizer_encode(co->tok, q->text, strlen(q->text),
-                                       !q->no_bos && ts_tokenizer_adds_bos(co->tok), &ids, &n)
+                                       !q->no_bos && ts_tokenizer_adds_bos(co->tok), false, &ids,
+                                       &n)
                  : bad("unknown model '%s' (this cluster serves '%s')", q->model, co->model_name);
     char **pieces = rc ? NULL : calloc(n ? n : 1, sizeof *pieces);
     if (!rc && !pieces) rc = ts_error_set(TS_E_NOMEM, "out of memory");

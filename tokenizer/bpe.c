@@ -13,7 +13,6 @@
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,54 +48,41 @@ static int intern(ts_bpe *b, const char *s, size_t n, int32_t token, int32_t *id
     return TS_OK;
 }
 
-int ts_bpe_load(ts_tokenizer *t, const ts_gguf *g) {
+int ts_bpe_load(ts_tokenizer *t, const ts_merge_list *merges) {
     ts_bpe *b = &t->bpe;
-    const char *key = "tokenizer.ggml.merges";
-    const ts_gguf_kv *kv;
-    int rc = ts_gguf_get_array(g, key, TS_GGUF_STRING, &kv);
-    if (rc == TS_E_NOT_FOUND)
-        return ts_error_set(TS_E_FORMAT, "%s: missing key '%s' (a gpt2 tokenizer needs its merges)",
-                            ts_gguf_path(g), key);
-    if (rc) return rc;
-    if (kv->n_elems > INT32_MAX)
-        return ts_error_set(TS_E_FORMAT, "%s: key '%s': %" PRIu64 " merges, too many",
-                            ts_gguf_path(g), key, kv->n_elems);
+    int rc = TS_OK;
     for (int32_t i = 0; i < t->n_vocab && !rc; i++) {
         int32_t id;
         if (t->text_len[i]) rc = intern(b, t->texts + t->text_off[i], t->text_len[i], i, &id);
     }
     if (rc) return rc;
     size_t n_slots = 64;
-    while (n_slots < 2 * kv->n_elems + 2)
+    while (n_slots < 2 * merges->n + 2)
         n_slots *= 2;
     b->pairs = malloc(n_slots * sizeof *b->pairs);
-    if (!b->pairs)
-        return ts_error_set(TS_E_NOMEM, "out of memory for %" PRIu64 " merges", kv->n_elems);
+    if (!b->pairs) return ts_error_set(TS_E_NOMEM, "out of memory for %zu merges", merges->n);
     b->n_pair_slots = n_slots;
     for (size_t i = 0; i < n_slots; i++)
         b->pairs[i].key = UINT64_MAX;
 
     ts_buf joined = {0};
-    for (uint64_t i = 0; i < kv->n_elems && !rc; i++) {
-        ts_gguf_str line = kv->strs[i];
-        /* "LEFT RIGHT": the first space after the first byte separates them (so a left half
-         * may itself start with a space, as llama.cpp reads it). */
-        const char *sep = line.len > 1 ? memchr(line.data + 1, ' ', line.len - 1) : NULL;
-        if (!sep || sep + 1 == line.data + line.len) {
+    for (size_t i = 0; i < merges->n && !rc; i++) {
+        const char *l, *r;
+        size_t n_left, n_right;
+        merges->merge(merges->ctx, i, &l, &n_left, &r, &n_right);
+        if (n_left == 0 || n_right == 0) {
             rc = ts_error_set(TS_E_FORMAT,
-                              "%s: key '%s': merge %" PRIu64 " ('%.*s') is not two "
-                              "pieces separated by a space",
-                              ts_gguf_path(g), key, i, (int)(line.len > 60 ? 60 : line.len),
-                              line.data);
+                              "%s: merge %zu ('%.*s' + '%.*s') is not two non-empty pieces",
+                              merges->source, i, (int)(n_left > 40 ? 40 : n_left), l,
+                              (int)(n_right > 40 ? 40 : n_right), r);
             break;
         }
-        size_t n_left = (size_t)(sep - line.data), n_right = line.len - n_left - 1;
         int32_t left, right, merged;
         ts_buf_clear(&joined);
-        rc = intern(b, line.data, n_left, -1, &left);
-        if (!rc) rc = intern(b, sep + 1, n_right, -1, &right);
-        if (!rc) rc = ts_buf_append(&joined, line.data, n_left);
-        if (!rc) rc = ts_buf_append(&joined, sep + 1, n_right);
+        rc = intern(b, l, n_left, -1, &left);
+        if (!rc) rc = intern(b, r, n_right, -1, &right);
+        if (!rc) rc = ts_buf_append(&joined, l, n_left);
+        if (!rc) rc = ts_buf_append(&joined, r, n_right);
         if (!rc) rc = intern(b, joined.data, joined.len, -1, &merged);
         if (rc) break;
         size_t slot = pair_slot(b, pair_key(left, right));

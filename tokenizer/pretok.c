@@ -1,11 +1,12 @@
 /*
  * pretok.c — hand-written pre-tokenizer regexes (see pretok.h).
  *
- * The text is first decoded into characters (code point, class, byte offset); a scanner then
- * walks the characters and, at each position, applies the regex's alternatives in order. Reading
- * past the end yields class 0 and code point NONE, which no alternative accepts; that is how the
- * look-ahead (?!\S) sees the end of the text. Each step consumes at least one character, so a
- * split is linear in the text length.
+ * The text is first decoded into characters (code point, class, byte offset). Each pass then
+ * walks the characters of one word of the previous pass (the whole text for the first pass)
+ * and, at each position, applies its regex's alternatives in order. Reading outside the word
+ * yields class 0 and code point NONE, which no alternative accepts; that is how the look-ahead
+ * (?!\S) sees the end of the word. Each step consumes at least one character, so a pass is
+ * linear in the text length, and so is the chain (at most four passes).
  */
 #include "tokenizer/pretok.h"
 
@@ -20,18 +21,17 @@
 
 typedef struct scan {
     ts_pretok *p;
-    size_t n;        /* characters */
+    size_t lo, hi;   /* the word being split, in characters */
     size_t prev_end; /* end (in characters) of the last word emitted */
     int error;
 } scan;
 
 static unsigned cp_at(const scan *s, size_t i) {
-    return i < s->n ? s->p->cps[i] : NONE;
+    return i >= s->lo && i < s->hi ? s->p->cps[i] : NONE;
 }
 static unsigned cls_at(const scan *s, size_t i) {
-    return i < s->n ? s->p->cls[i] : 0;
+    return i >= s->lo && i < s->hi ? s->p->cls[i] : 0;
 }
-
 static bool is_letter(unsigned cls) {
     return (cls & TS_UC_CATEGORY_MASK) == TS_UC_LETTER;
 }
@@ -52,7 +52,8 @@ static unsigned ascii_lower(unsigned cp) {
     return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
 }
 
-/* Ends the current word at character `end` (nothing if it would be empty). */
+/* Ends the current word at character `end` (nothing if it would be empty): appended to the
+ * pass's output, p->ends (in characters until the last pass is done). */
 static void emit(scan *s, size_t end) {
     if (end <= s->prev_end) return;
     ts_pretok *p = s->p;
@@ -61,14 +62,14 @@ static void emit(scan *s, size_t end) {
         s->prev_end = end;
         return;
     }
-    p->ends[p->n_ends++] = p->offsets[end];
+    p->ends[p->n_ends++] = end;
     s->prev_end = end;
 }
 
 /* 's|'t|'re|'ve|'m|'ll|'d at pos (case-insensitive if asked): the match length, or 0. */
 static size_t contraction(const scan *s, size_t pos, bool fold_case) {
-    if (cp_at(s, pos) != '\'' || pos + 1 >= s->n) return 0;
-    unsigned a = cp_at(s, pos + 1), b = pos + 2 < s->n ? cp_at(s, pos + 2) : NONE;
+    if (cp_at(s, pos) != '\'' || pos + 1 >= s->hi) return 0;
+    unsigned a = cp_at(s, pos + 1), b = pos + 2 < s->hi ? cp_at(s, pos + 2) : NONE;
     if (fold_case) {
         a = ascii_lower(a); /* no non-ASCII letter lowercases to one of these */
         b = ascii_lower(b);
@@ -81,14 +82,14 @@ static size_t contraction(const scan *s, size_t pos, bool fold_case) {
 /* \s+(?!\S)|\s+ at pos, with the number of white-space characters there: where it ends. A run
  * followed by a non-space gives back its last character (it will lead the next word). */
 static size_t trailing_space(const scan *s, size_t pos, size_t n_space) {
-    if (n_space > 1 && pos + n_space < s->n) return pos + n_space - 1;
+    if (n_space > 1 && pos + n_space < s->hi) return pos + n_space - 1;
     if (n_space > 0) return pos + n_space;
     return pos + 1; /* nothing matched: the character alone */
 }
 
 static void split_gpt2(scan *s) {
-    size_t pos = 0;
-    while (pos < s->n) {
+    size_t pos = s->lo;
+    while (pos < s->hi) {
         size_t len = contraction(s, pos, false);
         if (len) {
             emit(s, pos += len);
@@ -116,8 +117,8 @@ static void split_gpt2(scan *s) {
 
 /* LLAMA3 and QWEN2; max_digits is 3 or 1. */
 static void split_llama3(scan *s, size_t max_digits) {
-    size_t pos = 0;
-    while (pos < s->n) {
+    size_t pos = s->lo;
+    while (pos < s->hi) {
         size_t len = contraction(s, pos, true);
         if (len) {
             emit(s, pos += len);
@@ -172,6 +173,98 @@ static void split_llama3(scan *s, size_t max_digits) {
     }
 }
 
+/* ---- passes that isolate what one regex matches, keeping the stretches between ---- */
+
+/* \p{N} */
+static size_t one_number(const scan *s, size_t pos) {
+    return is_number(cls_at(s, pos));
+}
+
+/* \p{N}+ */
+static size_t number_run(const scan *s, size_t pos) {
+    size_t end = pos;
+    while (is_number(cls_at(s, end)))
+        end++;
+    return end - pos;
+}
+
+/* [\p{P}\$\+<=>\^~\|]+ */
+static bool is_default_punct(const scan *s, size_t i) {
+    switch (cp_at(s, i)) {
+    case '$':
+    case '+':
+    case '<':
+    case '=':
+    case '>':
+    case '^':
+    case '~':
+    case '|': return true;
+    default: return (cls_at(s, i) & TS_UC_CATEGORY_MASK) == TS_UC_PUNCTUATION;
+    }
+}
+static size_t punct_run(const scan *s, size_t pos) {
+    size_t end = pos;
+    while (is_default_punct(s, end))
+        end++;
+    return end - pos;
+}
+
+/* [0-9][0-9][0-9] */
+static size_t three_digits(const scan *s, size_t pos) {
+    for (size_t i = pos; i < pos + 3; i++)
+        if (cp_at(s, i) < '0' || cp_at(s, i) > '9') return 0;
+    return 3;
+}
+
+/* Every leftmost match of `match` (a length, 0 for none) is a word, and so is every stretch
+ * between matches. */
+static void isolate(scan *s, size_t (*match)(const scan *, size_t)) {
+    size_t pos = s->lo;
+    while (pos < s->hi) {
+        size_t len = match(s, pos);
+        if (!len) {
+            pos++;
+            continue;
+        }
+        emit(s, pos);
+        emit(s, pos += len);
+    }
+    emit(s, s->hi);
+}
+
+typedef enum {
+    PASS_END = 0,
+    PASS_GPT2,
+    PASS_LLAMA3,
+    PASS_QWEN2,
+    PASS_ONE_NUMBER,
+    PASS_NUMBER_RUN,
+    PASS_PUNCT_RUN,
+    PASS_THREE_DIGITS,
+} pass;
+
+/* The passes of each kind, in order (see pretok.h). */
+static const pass CHAINS[][5] = {
+    [TS_PRETOK_GPT2] = {PASS_GPT2},
+    [TS_PRETOK_LLAMA3] = {PASS_LLAMA3},
+    [TS_PRETOK_QWEN2] = {PASS_QWEN2},
+    [TS_PRETOK_SMOLLM] = {PASS_ONE_NUMBER, PASS_GPT2},
+    [TS_PRETOK_DEFAULT] = {PASS_PUNCT_RUN, PASS_GPT2, PASS_NUMBER_RUN, PASS_THREE_DIGITS},
+};
+
+static void run_pass(scan *s, pass which) {
+    switch (which) {
+    case PASS_GPT2: split_gpt2(s); break;
+    case PASS_LLAMA3: split_llama3(s, 3); break;
+    case PASS_QWEN2: split_llama3(s, 1); break;
+    case PASS_ONE_NUMBER: isolate(s, one_number); break;
+    case PASS_NUMBER_RUN: isolate(s, number_run); break;
+    case PASS_PUNCT_RUN: isolate(s, punct_run); break;
+    case PASS_THREE_DIGITS: isolate(s, three_digits); break;
+    case PASS_END: break;
+    }
+}
+
 /* Decodes text into p->cps / cls / offsets; returns the character count or (size_t)-1. */
 static size_t decode(ts_pretok *p, const char *text, size_t len) {
     /* One capacity for the three arrays: each grows from the same old capacity. */
@@ -201,13 +294,31 @@ int ts_pretok_split(ts_pretok *p, ts_pretok_kind kind, const char *text, size_t 
     if (len == 0) return TS_OK;
     size_t n = decode(p, text, len);
     if (n == (size_t)-1) return ts_error_set(TS_E_NOMEM, "out of memory splitting %zu bytes", len);
-    scan s = {.p = p, .n = n};
-    switch (kind) {
-    case TS_PRETOK_GPT2: split_gpt2(&s); break;
-    case TS_PRETOK_LLAMA3: split_llama3(&s, 3); break;
-    case TS_PRETOK_QWEN2: split_llama3(&s, 1); break;
+    TS_ASSERT(kind >= TS_PRETOK_GPT2 && kind <= TS_PRETOK_DEFAULT);
+    /* The input of the first pass is one word, the whole text. */
+    if (ts_grow(&p->ends, &p->ends_cap, 1, sizeof *p->ends))
+        return ts_error_set(TS_E_NOMEM, "out of memory splitting %zu bytes", len);
+    p->ends[0] = n;
+    p->n_ends = 1;
+    scan s = {.p = p};
+    for (const pass *step = CHAINS[kind]; *step != PASS_END && !s.error; step++) {
+        /* The last pass's words become the input; the output starts empty. */
+        size_t *in = p->ends, n_in = p->n_ends, in_cap = p->ends_cap;
+        p->ends = p->words;
+        p->ends_cap = p->words_cap;
+        p->n_ends = 0;
+        p->words = in;
+        p->words_cap = in_cap;
+        p->n_words = n_in;
+        for (size_t w = 0, start = 0; w < n_in && !s.error; start = in[w++]) {
+            s.lo = s.prev_end = start;
+            s.hi = in[w];
+            run_pass(&s, *step);
+        }
     }
     if (s.error) return ts_error_set(s.error, "out of memory splitting %zu bytes", len);
+    for (size_t w = 0; w < p->n_ends; w++)
+        p->ends[w] = p->offsets[p->ends[w]];
     TS_ASSERT(p->n_ends > 0 && p->ends[p->n_ends - 1] == len);
     return TS_OK;
 }
@@ -217,6 +328,7 @@ void ts_pretok_free(ts_pretok *p) {
     free(p->cps);
     free(p->cls);
     free(p->offsets);
+    free(p->words);
     free(p->ends);
     *p = (ts_pretok){0};
 }

@@ -35,9 +35,25 @@ bool ts_tokenizer_adds_bos(const ts_tokenizer *t) {
 }
 
 bool ts_tokenizer_is_eog(const ts_tokenizer *t, int32_t id) {
-    for (size_t i = 0; i < t->n_eog; i++)
-        if (t->eog[i] == id) return true;
+    size_t lo = 0, hi = t->n_eog; /* t->eog is ascending */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->eog[mid] == id) return true;
+        if (t->eog[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return false;
+}
+
+const int32_t *ts_tokenizer_eog_ids(const ts_tokenizer *t, size_t *n) {
+    *n = t->n_eog;
+    return t->eog;
+}
+
+const char *ts_tokenizer_chat_template(const ts_tokenizer *t) {
+    return t->chat_template;
 }
 
 const char *ts_tokenizer_piece(const ts_tokenizer *t, int32_t id, size_t *len) {
@@ -55,7 +71,7 @@ const char *ts_tokenizer_token_text(const ts_tokenizer *t, int32_t id) {
 
 /* ---- encoding ---- */
 
-/* A stretch of the input: plain text, or a user-defined token found in it. */
+/* A stretch of the input: plain text, or a special token found in it. */
 typedef struct fragment {
     int32_t token; /* -1 for text */
     size_t start, len;
@@ -100,14 +116,17 @@ static int split_on_token(const ts_tokenizer *t, const char *text, int32_t id, c
     return rc;
 }
 
-/* The input as fragments: user-defined tokens are taken out first, longest token first over the
- * whole text, then the next one in what is left (llama.cpp's order). *f is one of the buffers. */
-static int partition(const ts_tokenizer *t, const char *text, size_t len, fragments buf[2],
-                     fragments **f) {
+/* The input as fragments: special tokens are taken out first, longest token first over the
+ * whole text, then the next one in what is left (llama.cpp's tokenizer_st_partition). Control
+ * and unknown tokens only with parse_special; user-defined ones always. *f is one of the
+ * buffers. */
+static int partition(const ts_tokenizer *t, const char *text, size_t len, bool parse_special,
+                     fragments buf[2], fragments **f) {
     int cur = 0;
     int rc = fragments_push(&buf[0], (fragment){-1, 0, len});
-    for (size_t k = 0; k < t->n_user_defined && !rc; k++) {
-        int32_t id = t->user_defined[k];
+    for (size_t k = 0; k < t->n_specials && !rc; k++) {
+        int32_t id = t->specials[k];
+        if (!parse_special && t->types[id] != TS_TOKEN_USER_DEFINED) continue;
         if (!memmem(text, len, t->texts + t->text_off[id], t->text_len[id])) continue;
         rc = split_on_token(t, text, id, &buf[cur], &buf[1 - cur]);
         cur = 1 - cur;
@@ -117,13 +136,13 @@ static int partition(const ts_tokenizer *t, const char *text, size_t len, fragme
 }
 
 int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
-                        int32_t **ids, size_t *n_ids) {
+                        bool parse_special, int32_t **ids, size_t *n_ids) {
     ts_ids out = {0};
     ts_encode_scratch scratch = {0};
     fragments buf[2] = {{0}, {0}}, *frags = NULL;
     int rc = TS_OK;
     if (add_bos && t->bos >= 0) rc = ts_ids_push(&out, t->bos);
-    if (!rc && len > 0) rc = partition(t, text, len, buf, &frags);
+    if (!rc && len > 0) rc = partition(t, text, len, parse_special, buf, &frags);
     /* SPM puts the dummy-prefix space before text that starts the input or follows a token. */
     bool after_token = true;
     for (size_t i = 0; frags && i < frags->n && !rc; i++) {

@@ -6,15 +6,26 @@
  *             spaces become U+2581, a dummy-prefix space is added in front of the text
  *             (`tokenizer.ggml.add_space_prefix`, default true), pieces are merged greedily by
  *             score, and characters without a piece fall back to byte tokens <0xXX>.
- *   "gpt2"  — byte-level BPE: a pre-tokenizer regex splits the text, each piece is mapped
- *             to the byte-to-unicode alphabet and merged by rank from `tokenizer.ggml.merges`.
- *             The regex is chosen by `tokenizer.ggml.pre`: "gpt-2" (GPT-2's regex), "llama-bpe"
- *             / "llama3" / "llama-v3" (Llama 3's), "qwen2" / "deepseek-r1-qwen" (Qwen 2's); an
- *             absent or "default" name falls back to GPT-2's with a logged warning (llama.cpp
- *             splits such files slightly differently), any other name is TS_E_UNSUPPORTED.
+ *   "gpt2"  — byte-level BPE: a pre-tokenizer splits the text into words (tokenizer/pretok.h),
+ *             each word is mapped to the byte-to-unicode alphabet and merged by rank from
+ *             `tokenizer.ggml.merges`. The pre-tokenizer is chosen by `tokenizer.ggml.pre` as
+ *             llama.cpp chooses it: "gpt-2" (GPT-2's regex), "llama-bpe" / "llama3" (Llama 3's,
+ *             whole-word tokens not merged, BOS added), "qwen2" (Qwen 2's), "smollm" (digits
+ *             one by one, then GPT-2's), "default" or none (llama.cpp's default chain), and the
+ *             other names llama.cpp maps to those (vocab_gguf.c lists them); any other name is
+ *             TS_E_UNSUPPORTED, naming it and the supported ones.
  * Ids match llama.cpp's tokenizer for the same vocabulary exactly (tests/data vectors).
- * Control tokens (BOS/EOS/...) in the text are treated as plain text, never parsed as specials;
- * user-defined tokens (token_type 4) are matched in the text first, as llama.cpp does.
+ *
+ * Special tokens written in the text: before splitting, the text of every control, user-defined
+ * and unknown token is looked for, longest token first (llama.cpp's rule). User-defined tokens
+ * (token_type 4) are always taken out as their id; control and unknown ones (<|im_start|>, <s>,
+ * <unk>, ...) only when the caller asks to parse special tokens (a trusted prompt, such as a
+ * rendered chat template), and otherwise stay text. Some tokens are made control tokens by their
+ * text, as llama.cpp does (see vocab.c).
+ *
+ * End of generation: EOS, EOT, EOM, the fill-in-the-middle pad / repo / file-separator tokens, and
+ * every token with an end-of-turn text (<|im_end|>, <|endoftext|>, <|eot_id|>, <|end_of_text|>,
+ * <end_of_turn>, ...), found as llama.cpp finds them (vocab.c).
  *
  * Decoding: ts_tokenizer_piece gives the bytes of one token (byte tokens give their byte, U+2581
  * gives a space, control tokens give nothing). A token may end in the middle of a UTF-8
@@ -54,22 +65,28 @@ ts_tokenizer_kind ts_tokenizer_get_kind(const ts_tokenizer *t);
 int32_t ts_tokenizer_n_vocab(const ts_tokenizer *t);
 int32_t ts_tokenizer_bos(const ts_tokenizer *t); /* -1 if none */
 int32_t ts_tokenizer_eos(const ts_tokenizer *t); /* -1 if none */
-/* End of generation: EOS, `tokenizer.ggml.eot_token_id`, `.eom_token_id`, and (as llama.cpp) the
- * tokens written <|eot_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, <|eom_id|>,
- * <EOT> or <|end_of_text|> when the vocabulary has them. */
+/* Whether the token ends generation (see "End of generation" above). */
 bool ts_tokenizer_is_eog(const ts_tokenizer *t, int32_t id);
+/* Every end-of-generation id, ascending; *n receives their count (0 only for a vocabulary with
+ * none). The array belongs to the tokenizer and lives as long as it does. */
+const int32_t *ts_tokenizer_eog_ids(const ts_tokenizer *t, size_t *n);
 /* Whether `add_bos` should default to true for this vocabulary (`tokenizer.ggml.add_bos_token`). */
 bool ts_tokenizer_adds_bos(const ts_tokenizer *t);
+/* The model's chat template (Jinja source, `tokenizer.chat_template`), NUL-terminated; NULL if the
+ * file has none. Lives as long as the tokenizer. */
+const char *ts_tokenizer_chat_template(const ts_tokenizer *t);
 
 /* Encodes `len` bytes of text (need not be NUL-terminated; invalid UTF-8 is encoded byte by byte,
  * never refused). With add_bos, BOS (if the vocabulary has one) comes first; an empty text gives
- * no other id. Appends the ids to *ids (realloc'd; *ids may be NULL with *n_ids == 0) and
- * updates *n_ids; on failure *ids and *n_ids are unchanged. O(n log n) in the text length.
+ * no other id. With parse_special, the text of control and unknown tokens becomes their id; never
+ * set it for text a user wrote (see "Special tokens" above). Appends the ids to *ids (realloc'd;
+ * *ids may be NULL with *n_ids == 0) and updates *n_ids; on failure *ids and *n_ids are
+ * unchanged. O(n log n) in the text length.
  * Returns 0, TS_E_NOMEM, or TS_E_INVALID for a text of more than 2^31 characters.
  * Ill-formed UTF-8: SPM gives the same ids as llama.cpp (byte tokens); byte-level BPE keeps the
  * bytes (llama.cpp replaces them with U+FFFD first, so its ids differ there). */
 int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
-                        int32_t **ids, size_t *n_ids);
+                        bool parse_special, int32_t **ids, size_t *n_ids);
 
 /* The decoded bytes of one token (see above); *len receives the length. Ids out of range give
  * an empty piece. The pointer stays valid for the tokenizer's lifetime. */

@@ -1,6 +1,7 @@
 /*
  * tokenizer_impl.h — the representation of a ts_tokenizer, shared by the files of tokenizer/
- * (tokenizer.c loads it and serves the public API; spm.c and bpe.c encode). Not a public header.
+ * (vocab_gguf.c reads a GGUF vocabulary into it and vocab.c finishes it; tokenizer.c serves the
+ * public API; spm.c and bpe.c encode). Not a public header.
  */
 #ifndef TS_TOKENIZER_TOKENIZER_IMPL_H
 #define TS_TOKENIZER_TOKENIZER_IMPL_H
@@ -58,13 +59,18 @@ struct ts_tokenizer {
     ts_strtab ids_by_text; /* text → id; for duplicate texts the last id, as llama.cpp */
 
     int32_t bos, eos, unk, eot, eom; /* -1 if none */
-    int32_t *eog;                    /* end-of-generation ids */
+    /* Fill-in-the-middle tokens (-1 if none); pad, repo and file separator end generation. */
+    int32_t fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
+    int32_t *eog; /* end-of-generation ids, ascending */
     size_t n_eog, eog_cap;
     bool add_bos;
     bool add_space_prefix; /* SPM */
+    char *chat_template;   /* NULL if none */
 
-    int32_t *user_defined; /* user-defined tokens, longest text first: matched before splitting */
-    size_t n_user_defined;
+    /* Tokens matched in the text before splitting (control, user-defined and unknown ones),
+     * longest text first. Control and unknown ones only when special tokens are parsed. */
+    int32_t *specials;
+    size_t n_specials;
 
     int32_t byte_tokens[256]; /* SPM byte fallback: <0xXX>, else the one-byte token, else -1 */
     ts_bpe bpe;
@@ -84,9 +90,35 @@ int ts_spm_encode(const ts_tokenizer *t, const char *text, size_t len, bool spac
 int ts_bpe_encode(const ts_tokenizer *t, const char *text, size_t len, ts_encode_scratch *s,
                   ts_ids *out);
 
-/* Reads `tokenizer.ggml.merges` and builds t->bpe (t's vocabulary is loaded). TS_E_FORMAT naming
- * the file and key on a bad merge. */
-int ts_bpe_load(ts_tokenizer *t, const ts_gguf *g);
+/* The merges of a byte-level BPE vocabulary, from whichever file: merge(ctx, i, ...) gives the
+ * two halves of merge i (rank i), as strings of the vocabulary's alphabet. `source` names the
+ * merges in errors ("FILE: key 'tokenizer.ggml.merges'"). */
+typedef struct ts_merge_list {
+    size_t n;
+    void (*merge)(const void *ctx, size_t i, const char **left, size_t *n_left, const char **right,
+                  size_t *n_right);
+    const void *ctx;
+    const char *source;
+} ts_merge_list;
+
+/* Builds t->bpe from the merges (t's vocabulary is loaded). TS_E_FORMAT naming the source on an
+ * empty half. */
+int ts_bpe_load(ts_tokenizer *t, const ts_merge_list *merges);
 void ts_bpe_free(ts_bpe *b);
+
+/* ---- building a vocabulary (vocab.c), for the readers of each file format ---- */
+
+/* Allocates room for n tokens whose texts take `text_bytes` bytes in all, with every special id
+ * set to -1. TS_E_NOMEM. */
+int ts_vocab_alloc(ts_tokenizer *t, int32_t n, size_t text_bytes);
+/* Sets token i (each i once, in increasing order). Empty texts are never looked up. */
+int ts_vocab_set(ts_tokenizer *t, int32_t i, const char *text, size_t len, float score,
+                 uint8_t type);
+/* Once the tokens, special ids and flags are set: finds the special tokens that llama.cpp finds
+ * by their text, the end-of-generation set, the pieces, and the tokens matched before splitting.
+ * `source` names the file in errors. */
+int ts_vocab_finish(ts_tokenizer *t, const char *source);
+/* The byte of a "<0xXX>" token text, or -1. */
+int ts_vocab_byte_token_value(const char *s, size_t n);
 
 #endif

@@ -1,90 +1,62 @@
 /*
- * vocab.c — building a ts_tokenizer from GGUF metadata: reading and checking every key the
- * tokenizers use, copying the vocabulary, and precomputing what encoding and decoding look up.
+ * vocab.c — building a ts_tokenizer, whatever file it comes from: the token table, then what
+ * llama.cpp derives from it (llama_vocab::impl::load), so that a vocabulary gives the same ids,
+ * the same special tokens and the same end-of-generation set here and there:
  *
- * Defaults follow llama.cpp's for the same file, so that a file gives the same ids here and there:
- * SentencePiece ("llama") vocabularies default to BOS 1, EOS 2, UNK 0, add BOS, add the dummy
- * prefix; byte-level BPE ("gpt2") ones have no default special ids and add BOS only for the
- * Llama 3 pre-tokenizer. Keys present in the file override the defaults. A special id of -1
- * (or 0xFFFFFFFF, how converters write "none") means none; any other id outside the vocabulary
- * is TS_E_FORMAT.
+ *   - special tokens found by their text when no id names them: EOT (<|eot_id|>, <|im_end|>, ...),
+ *     EOM (<|eom_id|>) and the six fill-in-the-middle tokens. The first text of each list that
+ *     the vocabulary has is taken (llama.cpp takes whichever its hash map yields first, which
+ *     only matters for a vocabulary holding two of them); a token found this way becomes a
+ *     control token;
+ *   - end of generation: the FIM pad, repo and file-separator tokens, every token whose text is
+ *     in EOG_TEXTS (made control tokens too), and EOS, EOT and EOM. Two of llama.cpp's
+ *     workarounds apply: <|end|> is no EOG token where <|return|> and <|call|> (or <|calls|> and
+ *     <|flush|>) are (gpt-oss, solar-open), and </s> is none where <|tool_response> is (gemma4);
+ *   - the gpt-oss tokens <|channel|>, <|message|>, <|start|>, <|constrain|> become user-defined
+ *     (written in the text even when special tokens are not parsed, shown in the output);
+ *   - the tokens matched in the text before splitting: control, user-defined and unknown ones,
+ *     longest first (ties: lower id first).
  */
 #include "common/error.h"
-#include "common/log.h"
 #include "tokenizer/grow.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
 #include <inttypes.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* "FILE: key 'KEY': <what>" as TS_E_FORMAT. */
-static int bad_key(const ts_gguf *g, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad_key(const ts_gguf *g, const char *key, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = ts_error_setv(TS_E_FORMAT, fmt, ap);
-    va_end(ap);
-    return ts_error_wrap(rc, "%s: key '%s'", ts_gguf_path(g), key);
-}
-
-/* A required array: absent is TS_E_FORMAT too (the file has a tokenizer, but a broken one). */
-static int required_array(const ts_gguf *g, const char *key, ts_gguf_type type,
-                          const ts_gguf_kv **out) {
-    int rc = ts_gguf_get_array(g, key, type, out);
-    if (rc == TS_E_NOT_FOUND)
-        return ts_error_set(TS_E_FORMAT, "%s: missing key '%s'", ts_gguf_path(g), key);
-    return rc;
-}
-
-/* An optional per-token array (scores, token types): NULL if absent; else it must hold numbers
- * of the wanted kind, one per token. */
-static int per_token_array(const ts_gguf *g, const char *key, bool floats, int32_t n_vocab,
-                           const ts_gguf_kv **out) {
-    *out = ts_gguf_find_kv(g, key);
-    if (!*out) return TS_OK;
-    const ts_gguf_kv *kv = *out;
-    bool is_float = kv->elem_type == TS_GGUF_FLOAT32 || kv->elem_type == TS_GGUF_FLOAT64;
-    bool is_int = kv->elem_type <= TS_GGUF_INT32 || kv->elem_type == TS_GGUF_UINT64 ||
-                  kv->elem_type == TS_GGUF_INT64;
-    if (kv->type != TS_GGUF_ARRAY || (floats ? !is_float : !is_int))
-        return bad_key(g, key, "expected an array of %s, found %s%s", floats ? "float32" : "int32",
-                       kv->type == TS_GGUF_ARRAY ? "array of " : "",
-                       ts_gguf_type_name(kv->type == TS_GGUF_ARRAY ? kv->elem_type : kv->type));
-    if (kv->n_elems != (uint64_t)n_vocab)
-        return bad_key(g, key, "%" PRIu64 " entries for %" PRId32 " tokens", kv->n_elems, n_vocab);
+int ts_vocab_alloc(ts_tokenizer *t, int32_t n, size_t text_bytes) {
+    t->n_vocab = n;
+    t->texts = malloc(text_bytes ? text_bytes : 1);
+    t->pieces = malloc(text_bytes ? text_bytes : 1); /* a piece is never longer than its text */
+    t->text_off = malloc((size_t)n * sizeof *t->text_off);
+    t->text_len = malloc((size_t)n * sizeof *t->text_len);
+    t->piece_off = malloc((size_t)n * sizeof *t->piece_off);
+    t->piece_len = malloc((size_t)n * sizeof *t->piece_len);
+    t->scores = malloc((size_t)n * sizeof *t->scores);
+    t->types = malloc((size_t)n);
+    if (!t->texts || !t->pieces || !t->text_off || !t->text_len || !t->piece_off || !t->piece_len ||
+        !t->scores || !t->types)
+        return ts_error_set(TS_E_NOMEM, "out of memory for a vocabulary of %" PRId32 " tokens", n);
+    t->bos = t->eos = t->unk = t->eot = t->eom = -1;
+    t->fim_pre = t->fim_suf = t->fim_mid = t->fim_pad = t->fim_rep = t->fim_sep = -1;
     return TS_OK;
 }
 
-/* A special token id: *id keeps its default when the key is absent. */
-static int special_id(const ts_gguf *g, const char *key, int32_t n_vocab, int32_t *id) {
-    if (!ts_gguf_find_kv(g, key)) {
-        if (*id >= n_vocab) *id = -1; /* a default that this (tiny) vocabulary lacks */
-        return TS_OK;
-    }
-    int64_t v;
-    int rc = ts_gguf_get_i64(g, key, &v);
-    if (rc) return rc;
-    if (v == -1 || v == (int64_t)UINT32_MAX) {
-        *id = -1;
-        return TS_OK;
-    }
-    if (v < 0 || v >= n_vocab)
-        return bad_key(g, key,
-                       "token id %" PRId64 " is outside the vocabulary of %" PRId32 " tokens", v,
-                       n_vocab);
-    *id = (int32_t)v;
-    return TS_OK;
-}
-
-static int optional_bool(const ts_gguf *g, const char *key, bool *value) {
-    if (!ts_gguf_find_kv(g, key)) return TS_OK;
-    return ts_gguf_get_bool(g, key, value);
+int ts_vocab_set(ts_tokenizer *t, int32_t i, const char *text, size_t len, float score,
+                 uint8_t type) {
+    size_t off = i == 0 ? 0 : t->text_off[i - 1] + t->text_len[i - 1] + 1;
+    memcpy(t->texts + off, text, len);
+    t->texts[off + len] = '\0';
+    t->text_off[i] = off;
+    t->text_len[i] = (uint32_t)len;
+    t->scores[i] = score;
+    t->types[i] = type;
+    /* Empty texts are never looked up (llama.cpp renames them); for duplicate texts the last id
+     * wins, as in llama.cpp. */
+    return len ? ts_strtab_put(&t->ids_by_text, text, len, i) : TS_OK;
 }
 
 static int hex_digit(char c) {
@@ -94,66 +66,157 @@ static int hex_digit(char c) {
     return -1;
 }
 
-/* The byte of a "<0xXX>" token, or -1. */
-static int byte_token_value(const char *s, size_t n) {
+int ts_vocab_byte_token_value(const char *s, size_t n) {
     if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
     int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-/* Copies the token texts, scores and types; fills ids_by_text. */
-static int load_tokens(ts_tokenizer *t, const ts_gguf *g) {
-    const char *tokens_key = "tokenizer.ggml.tokens";
-    const ts_gguf_kv *tokens, *scores, *types;
-    int rc = required_array(g, tokens_key, TS_GGUF_STRING, &tokens);
-    if (rc) return rc;
-    if (tokens->n_elems == 0) return bad_key(g, tokens_key, "the vocabulary is empty");
-    if (tokens->n_elems > INT32_MAX)
-        return bad_key(g, tokens_key, "%" PRIu64 " tokens, too many", tokens->n_elems);
-    int32_t n = t->n_vocab = (int32_t)tokens->n_elems;
-    rc = per_token_array(g, "tokenizer.ggml.scores", true, n, &scores);
-    if (!rc) rc = per_token_array(g, "tokenizer.ggml.token_type", false, n, &types);
-    if (rc) return rc;
-
-    size_t total = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (tokens->strs[i].len > UINT32_MAX)
-            return bad_key(g, tokens_key, "token %" PRId32 " is %" PRIu64 " bytes long", i,
-                           tokens->strs[i].len);
-        total += tokens->strs[i].len + 1;
-    }
-    t->texts = malloc(total);
-    t->pieces = malloc(total); /* a piece is never longer than its text */
-    t->text_off = malloc(n * sizeof *t->text_off);
-    t->text_len = malloc(n * sizeof *t->text_len);
-    t->piece_off = malloc(n * sizeof *t->piece_off);
-    t->piece_len = malloc(n * sizeof *t->piece_len);
-    t->scores = malloc(n * sizeof *t->scores);
-    t->types = malloc(n);
-    if (!t->texts || !t->pieces || !t->text_off || !t->text_len || !t->piece_off || !t->piece_len ||
-        !t->scores || !t->types)
-        return ts_error_set(TS_E_NOMEM, "out of memory for a vocabulary of %" PRId32 " tokens", n);
-    size_t off = 0;
-    for (int32_t i = 0; i < n && !rc; i++) {
-        ts_gguf_str s = tokens->strs[i];
-        memcpy(t->texts + off, s.data, s.len);
-        t->texts[off + s.len] = '\0';
-        t->text_off[i] = off;
-        t->text_len[i] = (uint32_t)s.len;
-        off += s.len + 1;
-        float score = scores ? ts_gguf_array_f32(scores, (uint64_t)i) : 0.0f;
-        t->scores[i] = isnan(score) ? -INFINITY : score; /* NaN would break the merge order */
-        int64_t type = types ? ts_gguf_array_i64(types, (uint64_t)i) : TS_TOKEN_NORMAL;
-        if (type < TS_TOKEN_UNDEFINED || type > TS_TOKEN_BYTE)
-            return bad_key(g, "tokenizer.ggml.token_type",
-                           "token %" PRId32 " ('%.40s') has type %" PRId64 ", expected 0..6", i,
-                           t->texts + t->text_off[i], type);
-        t->types[i] = (uint8_t)type;
-        /* Empty texts are never looked up (llama.cpp renames them). */
-        if (s.len) rc = ts_strtab_put(&t->ids_by_text, s.data, s.len, i);
-    }
-    return rc;
+static int32_t find_text(const ts_tokenizer *t, const char *text) {
+    return ts_strtab_find(&t->ids_by_text, text, strlen(text));
 }
+
+/* ---- special tokens found by their text ---- */
+
+/* DeepSeek's texts, with U+FF5C (fullwidth vertical line) and U+2581 (lower one eighth block). */
+#define DS_BAR "\xEF\xBD\x9C"
+#define DS_SPACE "\xE2\x96\x81"
+#define DS_END_OF_SENTENCE "<" DS_BAR "end" DS_SPACE "of" DS_SPACE "sentence" DS_BAR ">"
+#define DS_FIM_BEGIN "<" DS_BAR "fim" DS_SPACE "begin" DS_BAR ">"
+#define DS_FIM_HOLE "<" DS_BAR "fim" DS_SPACE "hole" DS_BAR ">"
+#define DS_FIM_END "<" DS_BAR "fim" DS_SPACE "end" DS_BAR ">"
+
+static const char *const EOT_TEXTS[] = {
+    "<|eot_id|>",         "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+    "<|end_of_text|>",    "<EOT>",      "_<EOT>",  "[EOT]",         DS_END_OF_SENTENCE,
+    "<end_of_utterance>", NULL};
+static const char *const EOM_TEXTS[] = {"<|eom_id|>", NULL};
+static const char *const FIM_PRE_TEXTS[] = {"<|fim_prefix|>",  "<fim-prefix>", "<fim_prefix>",
+                                            DS_FIM_BEGIN,      "<PRE>",        DS_SPACE "<PRE>",
+                                            "<|code_prefix|>", "<|prefix|>",   NULL};
+static const char *const FIM_SUF_TEXTS[] = {"<|fim_suffix|>",  "<fim-suffix>", "<fim_suffix>",
+                                            DS_FIM_HOLE,       "<SUF>",        DS_SPACE "<SUF>",
+                                            "<|code_suffix|>", "<|suffix|>",   NULL};
+static const char *const FIM_MID_TEXTS[] = {"<|fim_middle|>",  "<fim-middle>", "<fim_middle>",
+                                            DS_FIM_END,        "<MID>",        DS_SPACE "<MID>",
+                                            "<|code_middle|>", "<|middle|>",   NULL};
+static const char *const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>",
+                                            "<PAD>",       "[PAD]",     NULL};
+static const char *const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+                                            "<REPO>",       "<reponame>",    NULL};
+static const char *const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
+
+/* Texts that end generation wherever they are in a vocabulary. */
+static const char *const EOG_TEXTS[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<|return|>",
+                                        "<|call|>",
+                                        "<|flush|>",
+                                        "<|calls|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "</s>",
+                                        "<|eom_id|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "[EOT]",
+                                        "[EOS]",
+                                        "<|end_of_text|>",
+                                        "<end_of_utterance>",
+                                        "<eos>",
+                                        "<turn|>",
+                                        "<|tool_response>",
+                                        DS_END_OF_SENTENCE,
+                                        "[e~[",
+                                        NULL};
+
+/* gpt-oss tokens that llama.cpp always renders. */
+static const char *const USER_DEFINED_TEXTS[] = {"<|channel|>", "<|message|>", "<|start|>",
+                                                 "<|constrain|>", NULL};
+
+/* *id, when no key set it: the first of `texts` in the vocabulary, made a control token. */
+static void detect(ts_tokenizer *t, int32_t *id, const char *const *texts) {
+    if (*id >= 0) return;
+    for (; *texts; texts++) {
+        int32_t found = find_text(t, *texts);
+        if (found < 0) continue;
+        *id = found;
+        t->types[found] = TS_TOKEN_CONTROL;
+        return;
+    }
+}
+
+static int add_eog(ts_tokenizer *t, int32_t id) {
+    if (id < 0) return TS_OK;
+    size_t at = 0;
+    while (at < t->n_eog && t->eog[at] < id)
+        at++;
+    if (at < t->n_eog && t->eog[at] == id) return TS_OK;
+    int rc = ts_grow(&t->eog, &t->eog_cap, t->n_eog + 1, sizeof *t->eog);
+    if (rc) return rc;
+    memmove(t->eog + at + 1, t->eog + at, (t->n_eog - at) * sizeof *t->eog);
+    t->eog[at] = id;
+    t->n_eog++;
+    return TS_OK;
+}
+
+static bool remove_eog(ts_tokenizer *t, int32_t id) {
+    for (size_t i = 0; i < t->n_eog; i++) {
+        if (t->eog[i] != id) continue;
+        memmove(t->eog + i, t->eog + i + 1, (t->n_eog - i - 1) * sizeof *t->eog);
+        t->n_eog--;
+        return true;
+    }
+    return false;
+}
+
+static bool eog_has_text(const ts_tokenizer *t, const char *text) {
+    int32_t id = find_text(t, text);
+    for (size_t i = 0; id >= 0 && i < t->n_eog; i++)
+        if (t->eog[i] == id) return true;
+    return false;
+}
+
+static int find_specials(ts_tokenizer *t) {
+    detect(t, &t->eot, EOT_TEXTS);
+    detect(t, &t->eom, EOM_TEXTS);
+    detect(t, &t->fim_pre, FIM_PRE_TEXTS);
+    detect(t, &t->fim_suf, FIM_SUF_TEXTS);
+    detect(t, &t->fim_mid, FIM_MID_TEXTS);
+    detect(t, &t->fim_pad, FIM_PAD_TEXTS);
+    detect(t, &t->fim_rep, FIM_REP_TEXTS);
+    detect(t, &t->fim_sep, FIM_SEP_TEXTS);
+    int rc = add_eog(t, t->fim_pad);
+    if (!rc) rc = add_eog(t, t->fim_rep);
+    if (!rc) rc = add_eog(t, t->fim_sep);
+    for (const char *const *text = EOG_TEXTS; *text && !rc; text++) {
+        int32_t id = find_text(t, *text);
+        if (id < 0) continue;
+        t->types[id] = TS_TOKEN_CONTROL;
+        rc = add_eog(t, id);
+    }
+    for (const char *const *text = USER_DEFINED_TEXTS; *text; text++) {
+        int32_t id = find_text(t, *text);
+        if (id >= 0) t->types[id] = TS_TOKEN_USER_DEFINED;
+    }
+    if (!rc) rc = add_eog(t, t->eos);
+    if (!rc) rc = add_eog(t, t->eot);
+    if (!rc) rc = add_eog(t, t->eom);
+    if (rc) return rc;
+    bool has_call = eog_has_text(t, "<|call|>") || eog_has_text(t, "<|calls|>");
+    if (has_call && (eog_has_text(t, "<|return|>") || eog_has_text(t, "<|flush|>"))) {
+        int32_t end = find_text(t, "<|end|>");
+        if (end >= 0 && remove_eog(t, end)) t->types[end] = TS_TOKEN_USER_DEFINED;
+    }
+    if (eog_has_text(t, "<|tool_response>")) {
+        int32_t s = find_text(t, "</s>");
+        if (s >= 0 && remove_eog(t, s)) t->types[s] = TS_TOKEN_NORMAL;
+    }
+    return TS_OK;
+}
+
+/* ---- pieces and special-token matching ---- */
 
 /* What ts_tokenizer_piece returns for token i (see tokenizer.h), written to dst; its length. */
 static size_t make_piece(const ts_tokenizer *t, int32_t i, char *dst) {
@@ -163,7 +226,7 @@ static size_t make_piece(const ts_tokenizer *t, int32_t i, char *dst) {
     case TS_TOKEN_USER_DEFINED: memcpy(dst, s, n); return n;
     case TS_TOKEN_BYTE:
         if (t->kind != TS_TOKENIZER_SPM) return 0; /* llama.cpp shows them only for SPM */
-        dst[0] = (char)byte_token_value(s, n);
+        dst[0] = (char)ts_vocab_byte_token_value(s, n);
         return 1;
     case TS_TOKEN_NORMAL: break;
     default: return 0; /* control, unknown, unused, undefined: nothing */
@@ -185,14 +248,9 @@ static size_t make_piece(const ts_tokenizer *t, int32_t i, char *dst) {
     return len;
 }
 
-static int load_pieces(ts_tokenizer *t, const ts_gguf *g) {
+static void make_pieces(ts_tokenizer *t) {
     size_t off = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {
-        if (t->kind == TS_TOKENIZER_SPM && t->types[i] == TS_TOKEN_BYTE &&
-            byte_token_value(t->texts + t->text_off[i], t->text_len[i]) < 0)
-            return bad_key(g, "tokenizer.ggml.tokens",
-                           "token %" PRId32 " ('%.40s') has type byte but is not <0xXX>", i,
-                           t->texts + t->text_off[i]);
         t->piece_off[i] = off;
         t->piece_len[i] = (uint32_t)make_piece(t, i, t->pieces + off);
         off += t->piece_len[i];
@@ -204,48 +262,6 @@ static int load_pieces(ts_tokenizer *t, const ts_gguf *g) {
         char one = (char)c;
         t->byte_tokens[c] = id >= 0 ? id : ts_strtab_find(&t->ids_by_text, &one, 1);
     }
-    return TS_OK;
-}
-
-/* Texts that llama.cpp treats as end of generation wherever they are in a vocabulary (many
- * files do not set eot_token_id); it also makes them control tokens. */
-static const char *const EOG_TEXTS[] = {
-    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>",   "<|end_of_text|>",
-};
-
-static int add_eog(ts_tokenizer *t, int32_t id) {
-    if (id < 0) return TS_OK;
-    for (size_t i = 0; i < t->n_eog; i++)
-        if (t->eog[i] == id) return TS_OK;
-    int rc = ts_grow(&t->eog, &t->eog_cap, t->n_eog + 1, sizeof *t->eog);
-    if (!rc) t->eog[t->n_eog++] = id;
-    return rc;
-}
-
-static int load_specials(ts_tokenizer *t, const ts_gguf *g) {
-    bool spm = t->kind == TS_TOKENIZER_SPM;
-    t->bos = spm ? 1 : -1;
-    t->eos = spm ? 2 : -1;
-    t->unk = spm ? 0 : -1;
-    t->eot = t->eom = -1;
-    int rc = special_id(g, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos);
-    if (!rc) rc = special_id(g, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos);
-    if (!rc) rc = special_id(g, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk);
-    if (!rc) rc = special_id(g, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot);
-    if (!rc) rc = special_id(g, "tokenizer.ggml.eom_token_id", t->n_vocab, &t->eom);
-    if (!rc) rc = optional_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
-    if (!rc) rc = optional_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
-    if (!rc) rc = add_eog(t, t->eos);
-    if (!rc) rc = add_eog(t, t->eot);
-    if (!rc) rc = add_eog(t, t->eom);
-    for (size_t i = 0; i < sizeof EOG_TEXTS / sizeof EOG_TEXTS[0] && !rc; i++) {
-        int32_t id = ts_strtab_find(&t->ids_by_text, EOG_TEXTS[i], strlen(EOG_TEXTS[i]));
-        if (id < 0) continue;
-        t->types[id] = TS_TOKEN_CONTROL;
-        rc = add_eog(t, id);
-    }
-    return rc;
 }
 
 typedef struct {
@@ -260,107 +276,39 @@ static int longer_first(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* User-defined tokens are matched in the text before splitting, longest first (llama.cpp's
- * order; it skips control tokens there unless asked to parse specials, and so do we). */
-static int load_user_defined(ts_tokenizer *t) {
+static bool matched_before_splitting(const ts_tokenizer *t, int32_t i) {
+    uint8_t type = t->types[i];
+    return t->text_len[i] > 0 &&
+           (type == TS_TOKEN_CONTROL || type == TS_TOKEN_USER_DEFINED || type == TS_TOKEN_UNKNOWN);
+}
+
+static int sort_specials(ts_tokenizer *t) {
     size_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++)
-        n += t->types[i] == TS_TOKEN_USER_DEFINED && t->text_len[i] > 0;
+        n += matched_before_splitting(t, i);
     if (!n) return TS_OK;
     sized_id *sorted = malloc(n * sizeof *sorted);
-    t->user_defined = malloc(n * sizeof *t->user_defined);
-    if (!sorted || !t->user_defined) {
+    t->specials = malloc(n * sizeof *t->specials);
+    if (!sorted || !t->specials) {
         free(sorted);
         return ts_error_set(TS_E_NOMEM, "out of memory");
     }
     for (int32_t i = 0, k = 0; i < t->n_vocab; i++)
-        if (t->types[i] == TS_TOKEN_USER_DEFINED && t->text_len[i] > 0)
-            sorted[k++] = (sized_id){t->text_len[i], i};
+        if (matched_before_splitting(t, i)) sorted[k++] = (sized_id){t->text_len[i], i};
     qsort(sorted, n, sizeof *sorted, longer_first);
     for (size_t i = 0; i < n; i++)
-        t->user_defined[i] = sorted[i].id;
-    t->n_user_defined = n;
+        t->specials[i] = sorted[i].id;
+    t->n_specials = n;
     free(sorted);
     return TS_OK;
 }
 
-/* Pre-tokenizer of a gpt2 vocabulary from `tokenizer.ggml.pre`. */
-static int load_pretok(ts_tokenizer *t, const ts_gguf *g) {
-    const char *key = "tokenizer.ggml.pre";
-    ts_gguf_str pre = {"", 0};
-    if (ts_gguf_find_kv(g, key)) {
-        int rc = ts_gguf_get_str(g, key, &pre);
-        if (rc) return rc;
-    }
-    static const struct {
-        const char *name;
-        ts_pretok_kind kind;
-    } known[] = {
-        {"gpt-2", TS_PRETOK_GPT2},      {"llama3", TS_PRETOK_LLAMA3},
-        {"llama-v3", TS_PRETOK_LLAMA3}, {"llama-bpe", TS_PRETOK_LLAMA3},
-        {"qwen2", TS_PRETOK_QWEN2},     {"deepseek-r1-qwen", TS_PRETOK_QWEN2},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if (!ts_gguf_str_eq(pre, known[i].name)) continue;
-        t->bpe.pretok = known[i].kind;
-        if (known[i].kind == TS_PRETOK_LLAMA3) {
-            t->bpe.ignore_merges = true;
-            t->add_bos = true; /* the file's add_bos_token, read later, still wins */
-        }
-        return TS_OK;
-    }
-    if (pre.len == 0 || ts_gguf_str_eq(pre, "default")) {
-        /* Older conversions carry no pre-tokenizer name. llama.cpp then splits digits and some
-         * punctuation apart before the GPT-2 regex; we use the GPT-2 regex alone. */
-        TS_WARN("%s: %s '%.*s': using the GPT-2 pre-tokenizer; ids of texts with digits or "
-                "punctuation may differ from llama.cpp's",
-                ts_gguf_path(g), key, (int)pre.len, pre.data);
-        t->bpe.pretok = TS_PRETOK_GPT2;
-        return TS_OK;
-    }
-    return ts_error_set(TS_E_UNSUPPORTED,
-                        "%s: key '%s': pre-tokenizer '%.*s' is not supported (supported: gpt-2, "
-                        "llama-bpe / llama3 / llama-v3, qwen2 / deepseek-r1-qwen)",
-                        ts_gguf_path(g), key, (int)(pre.len > 60 ? 60 : pre.len), pre.data);
-}
-
-int ts_tokenizer_from_gguf(const ts_gguf *g, ts_tokenizer **out) {
-    *out = NULL;
-    const char *model_key = "tokenizer.ggml.model";
-    ts_gguf_str model;
-    int rc = ts_gguf_get_str(g, model_key, &model);
-    if (rc == TS_E_NOT_FOUND)
-        return ts_error_set(TS_E_NOT_FOUND, "%s: no tokenizer in the file (missing key '%s')",
-                            ts_gguf_path(g), model_key);
-    if (rc) return rc;
-    ts_tokenizer_kind kind;
-    if (ts_gguf_str_eq(model, "llama"))
-        kind = TS_TOKENIZER_SPM;
-    else if (ts_gguf_str_eq(model, "gpt2"))
-        kind = TS_TOKENIZER_BPE;
-    else
-        return ts_error_set(TS_E_UNSUPPORTED,
-                            "%s: key '%s': tokenizer '%.*s' is not supported (supported: llama, "
-                            "gpt2)",
-                            ts_gguf_path(g), model_key, (int)(model.len > 60 ? 60 : model.len),
-                            model.data);
-    ts_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return ts_error_set(TS_E_NOMEM, "out of memory");
-    t->kind = kind;
-    t->add_bos = kind == TS_TOKENIZER_SPM;
-    t->add_space_prefix = kind == TS_TOKENIZER_SPM;
-    rc = load_tokens(t, g);
-    if (!rc && kind == TS_TOKENIZER_BPE) rc = load_pretok(t, g);
-    if (!rc) rc = load_specials(t, g);
-    if (!rc) rc = load_pieces(t, g);
-    if (!rc) rc = load_user_defined(t);
-    if (!rc && kind == TS_TOKENIZER_BPE) rc = ts_bpe_load(t, g);
-    if (rc) {
-        ts_tokenizer_destroy(t);
-        return rc;
-    }
-    *out = t;
-    return TS_OK;
+int ts_vocab_finish(ts_tokenizer *t, const char *source) {
+    int rc = find_specials(t);
+    if (rc) return ts_error_wrap(rc, "%s", source);
+    make_pieces(t);
+    rc = sort_specials(t);
+    return rc ? ts_error_wrap(rc, "%s", source) : TS_OK;
 }
 
 void ts_tokenizer_destroy(ts_tokenizer *t) {
@@ -375,7 +323,8 @@ void ts_tokenizer_destroy(ts_tokenizer *t) {
     free(t->piece_len);
     ts_strtab_free(&t->ids_by_text);
     free(t->eog);
-    free(t->user_defined);
+    free(t->specials);
+    free(t->chat_template);
     ts_bpe_free(&t->bpe);
     free(t);
 }

@@ -1,7 +1,8 @@
 /*
  * test_tokenize_cli.c — `tessera tokenize` run as a user would: the ids printed for the bundled
  * model are llama.cpp's (tests/data/tokenizer_stories260K.jsonl), --json prints {"ids":[...]}
- * (parsed back with the JSON parser), -m picks another vocabulary, bad flags or paths exit 2 and
+ * (parsed back with the JSON parser), -m picks another vocabulary, --parse-special turns special-
+ * token text into the token (tests/data/real), bad flags or paths exit 2 and
  * other failures exit 1, each with one line "tessera tokenize: ..." on stderr.
  *
  * The binary is run with execv (no shell), so texts with tabs, newlines and UTF-8 pass verbatim.
@@ -110,6 +111,15 @@ static void test_model_flag_picks_the_vocabulary(void) {
     expect_output(gpt2, "15496 995"); /* GPT-2 adds no BOS */
 }
 
+/* llama.cpp's ids for SmolLM2 (tests/data/real): special-token text stays text unless asked. */
+static void test_parse_special(void) {
+    const char *vocab = TS_SOURCE_DIR "/tests/data/vocab-smollm2-135m-instruct.gguf";
+    const char *plain[] = {"-m", vocab, "-p", "<|im_start|>user", NULL};
+    expect_output(plain, "44 108 306 79 3738 108 46 4093");
+    const char *parsed[] = {"-m", vocab, "--parse-special", "-p", "<|im_start|>user", NULL};
+    expect_output(parsed, "1 4093");
+}
+
 /* --json is a JSON document {"ids": [integers]}. */
 static void test_json_output_parses(void) {
     const char *args[] = {"--json", "-p", "Once upon a time, there was a llama 🦙.", NULL};
@@ -172,6 +182,7 @@ int main(void) {
     }
     RUN(test_prints_llama_cpp_ids_for_the_bundled_model);
     RUN(test_model_flag_picks_the_vocabulary);
+    RUN(test_parse_special);
     RUN(test_json_output_parses);
     RUN(test_usage_errors_exit_2);
     RUN(test_a_file_that_is_not_gguf_exits_1);

@@ -8,6 +8,7 @@
 #include "model/gguf.h"
 #include "model/gguf_write.h"
 #include "tests/unit/test.h"
+#include "tests/unit/test_jsonl_util.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdint.h>
@@ -37,7 +38,7 @@ static bool ids_match(const ts_tokenizer *t, const char *text, size_t len, bool 
                       const int32_t *want, size_t n_want, const char *label) {
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = ts_tokenizer_encode(t, text, len, bos, &ids, &n);
+    int rc = ts_tokenizer_encode(t, text, len, bos, false, &ids, &n);
     bool ok = rc == 0 && n == n_want && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
     if (!ok) {
         fprintf(stderr, "  %s: text '%.*s' (bos %d), rc %d\n    got: ", label, (int)len, text, bos,
@@ -60,7 +61,7 @@ static bool round_trips(const ts_tokenizer *t, const char *text, size_t len) {
         int32_t *ids = NULL;
         size_t n = 0;
         ts_buf out = {0};
-        ok = ok && ts_tokenizer_encode(t, text, len, bos, &ids, &n) == 0 &&
+        ok = ok && ts_tokenizer_encode(t, text, len, bos, false, &ids, &n) == 0 &&
              ts_tokenizer_decode(t, ids, n, true, &out) == 0 && out.len == len &&
              (len == 0 || memcmp(out.data, text, len) == 0);
         if (!ok) fprintf(stderr, "  round trip of '%.*s' gave '%s'\n", (int)len, text, out.data);
@@ -75,27 +76,6 @@ static size_t json_ids(const ts_json *arr, int32_t *out, size_t cap) {
     for (size_t i = 0; i < n; i++)
         out[i] = (int32_t)arr->items[i].integer;
     return n;
-}
-
-/* Calls fn for each line of a JSONL file; returns the number of lines. */
-static int for_each_json_line(const char *path, void (*fn)(const ts_json *root, void *ctx),
-                              void *ctx) {
-    ts_buf file = {0};
-    CHECK_OK(ts_buf_read_file(&file, path));
-    int lines = 0;
-    for (char *line = file.data, *end; line && *line; line = *end ? end + 1 : end) {
-        end = strchr(line, '\n');
-        if (!end) end = line + strlen(line);
-        if (end == line) continue;
-        ts_json_doc *doc = NULL;
-        CHECK_OK(ts_json_parse(line, (size_t)(end - line), &doc));
-        if (!doc) break;
-        fn(ts_json_root(doc), ctx);
-        ts_json_doc_free(doc);
-        lines++;
-    }
-    ts_buf_free(&file);
-    return lines;
 }
 
 typedef struct vector_count {
@@ -284,7 +264,7 @@ static void test_encode_appends(void) {
         int32_t *ids = malloc(sizeof *ids);
         size_t n = 1;
         ids[0] = 77;
-        CHECK_OK(ts_tokenizer_encode(l.t, "a", 1, true, &ids, &n));
+        CHECK_OK(ts_tokenizer_encode(l.t, "a", 1, true, false, &ids, &n));
         CHECK_EQ_INT(n, 3);
         CHECK(ids[0] == 77 && ids[1] == 1 && ids[2] == 261);
         free(ids);
@@ -324,7 +304,7 @@ static void test_streaming_detok_splits_no_character(void) {
     for (size_t i = 0; l.t && i < sizeof texts / sizeof texts[0]; i++) {
         int32_t *ids = NULL;
         size_t n = 0;
-        CHECK_OK(ts_tokenizer_encode(l.t, texts[i], strlen(texts[i]), false, &ids, &n));
+        CHECK_OK(ts_tokenizer_encode(l.t, texts[i], strlen(texts[i]), false, false, &ids, &n));
         /* the full decode without stripping keeps the dummy-prefix space */
         ts_buf full = {0};
         CHECK_OK(ts_tokenizer_decode(l.t, ids, n, false, &full));
@@ -399,7 +379,7 @@ static void test_invalid_utf8_encodes(void) {
         for (size_t i = 0; l.t && i < sizeof texts / sizeof texts[0]; i++) {
             int32_t *ids = NULL;
             size_t n = 0;
-            CHECK_OK(ts_tokenizer_encode(l.t, texts[i], strlen(texts[i]), false, &ids, &n));
+            CHECK_OK(ts_tokenizer_encode(l.t, texts[i], strlen(texts[i]), false, false, &ids, &n));
             CHECK(n > 0);
             for (size_t k = 0; k < n; k++)
                 CHECK(ids[k] >= 0 && ids[k] < ts_tokenizer_n_vocab(l.t));
@@ -441,7 +421,7 @@ static void test_long_text_completes(void) {
                 text[i] = kind == 0 ? words[i % (sizeof words - 1)] : kind == 1 ? 'a' : ' ';
             int32_t *ids = NULL;
             size_t n_ids = 0;
-            CHECK_OK(ts_tokenizer_encode(l.t, text, n, false, &ids, &n_ids));
+            CHECK_OK(ts_tokenizer_encode(l.t, text, n, false, false, &ids, &n_ids));
             CHECK(n_ids > 0 && n_ids <= n + 1);
             ts_buf out = {0};
             CHECK_OK(ts_tokenizer_decode(l.t, ids, n_ids, true, &out));
@@ -696,6 +676,117 @@ static void test_user_defined_tokens_are_matched_first(void) {
     ts_buf_free(&image);
 }
 
+/* Special-token text: control and unknown tokens only with parse_special, user-defined ones
+ * always, longest first; SPM adds the dummy prefix after a parsed token too. */
+static void test_special_tokens_parse_only_when_asked(void) {
+    static const char *const tokens[] = {
+        "<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "<ud>", "<", "s", ">", "/", "u",
+        "n",     "k",   "d",    "<s><s>"};
+    static const int32_t types[] = {2, 3, 3, 1, 1, 4, 1, 1, 1, 1, 1, 1, 1, 1, 3};
+    vocab_spec s = {
+        .model = "llama", .tokens = tokens, .n_tokens = 15, .n_scores = 15, .types = types};
+    ts_buf image = {0};
+    ts_gguf *g = NULL;
+    ts_tokenizer *t = from_spec(&s, &image, &g);
+    if (t) {
+        static const char text[] = "a<s><unk><ud>";
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_OK(ts_tokenizer_encode(t, text, sizeof text - 1, false, true, &ids, &n));
+        int32_t parsed[] = {3, 4, 1, 0, 5};
+        CHECK(n == 5 && !memcmp(ids, parsed, sizeof parsed));
+        free(ids);
+        ids = NULL;
+        n = 0;
+        CHECK_OK(ts_tokenizer_encode(t, text, sizeof text - 1, false, false, &ids, &n));
+        /* ▁ a < s > < u n k > <ud>: only the user-defined token is taken out */
+        int32_t plain[] = {3, 4, 6, 7, 8, 6, 10, 11, 12, 8, 5};
+        CHECK(n == 11 && !memcmp(ids, plain, sizeof plain));
+        free(ids);
+        ids = NULL;
+        n = 0;
+        /* the longer control token wins, and text after a parsed token gets the prefix again */
+        CHECK_OK(ts_tokenizer_encode(t, "<s><s><s>a", 10, false, true, &ids, &n));
+        int32_t longest[] = {14, 1, 3, 4};
+        CHECK(n == 4 && !memcmp(ids, longest, sizeof longest));
+        free(ids);
+    }
+    ts_tokenizer_destroy(t);
+    ts_gguf_close(g);
+    ts_buf_free(&image);
+}
+
+/* The end-of-generation set and token types as llama.cpp derives them from texts. */
+static void test_eog_found_by_text(void) {
+    static const char *const tokens[] = {"a",           "<|im_end|>", "<|fim_pad|>",
+                                         "<|return|>",  "<|call|>",   "<|end|>",
+                                         "<|channel|>", "</s>",       "b"};
+    static const int32_t types[] = {1, 1, 3, 3, 3, 3, 3, 1, 1};
+    static const char *const merges[] = {"a b"};
+    vocab_spec s = {.model = "gpt2",
+                    .pre = "gpt-2",
+                    .tokens = tokens,
+                    .n_tokens = 9,
+                    .n_scores = -1,
+                    .types = types,
+                    .merges = merges,
+                    .n_merges = 1,
+                    .id_key = "tokenizer.ggml.eos_token_id",
+                    .id_value = 8};
+    ts_buf image = {0};
+    ts_gguf *g = NULL;
+    ts_tokenizer *t = from_spec(&s, &image, &g);
+    if (t) {
+        size_t n;
+        const int32_t *eog = ts_tokenizer_eog_ids(t, &n);
+        /* <|im_end|> (a normal token here, made control), FIM pad, <|return|>, <|call|>, </s>
+         * and EOS; <|end|> is none where <|return|> and <|call|> are */
+        int32_t want[] = {1, 2, 3, 4, 7, 8};
+        CHECK(n == 6 && !memcmp(eog, want, sizeof want));
+        CHECK(!ts_tokenizer_is_eog(t, 5));
+        size_t len;
+        ts_tokenizer_piece(t, 1, &len); /* control now: no text */
+        CHECK_EQ_INT(len, 0);
+        const char *p = ts_tokenizer_piece(t, 5, &len); /* <|end|>: user-defined */
+        CHECK(len == 7 && !memcmp(p, "<|end|>", 7));
+        p = ts_tokenizer_piece(t, 6, &len); /* <|channel|>: user-defined */
+        CHECK(len == 11 && !memcmp(p, "<|channel|>", 11));
+        int32_t want_ids[] = {0, 5, 6}; /* user-defined tokens are taken out of any text */
+        CHECK(ids_match(t, "a<|end|><|channel|>", 19, false, want_ids, 3, "user-defined"));
+    }
+    ts_tokenizer_destroy(t);
+    ts_gguf_close(g);
+    ts_buf_free(&image);
+}
+
+/* Every pre-tokenizer name maps to a splitter; an unknown one is refused naming the known ones. */
+static void test_pre_tokenizer_names(void) {
+    static const char *const names[] = {NULL,        "default",   "gpt-2",
+                                        "llama-bpe", "llama3",    "qwen2",
+                                        "smollm",    "starcoder", "deepseek-r1-qwen"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        vocab_spec s = bpe_spec();
+        s.pre = names[i];
+        ts_buf image = {0};
+        ts_gguf *g = NULL;
+        ts_tokenizer *t = from_spec(&s, &image, &g);
+        CHECK(t != NULL);
+        if (t) {
+            int32_t want[] = {2, 3, 2};
+            CHECK(ids_match(t, "ab ab", 5, false, want, 3, names[i] ? names[i] : "(none)"));
+        }
+        ts_tokenizer_destroy(t);
+        ts_gguf_close(g);
+        ts_buf_free(&image);
+    }
+    vocab_spec s = bpe_spec();
+    s.pre = "tekken";
+    expect_refused(&s, TS_E_UNSUPPORTED, "tokenizer.ggml.pre");
+    const char *msg = ts_error_message();
+    CHECK(strstr(msg, "'tekken'") && strstr(msg, "smollm") && strstr(msg, "qwen2") &&
+          strstr(msg, "llama-bpe") && strstr(msg, "default"));
+}
+
 int main(void) {
     RUN(test_stories260K_matches_llama_cpp);
     RUN(test_greedy_prompts_match_llama_cpp);
@@ -713,5 +804,8 @@ int main(void) {
     RUN(test_small_vocabularies);
     RUN(test_llama3_words_skip_merging);
     RUN(test_user_defined_tokens_are_matched_first);
+    RUN(test_special_tokens_parse_only_when_asked);
+    RUN(test_eog_found_by_text);
+    RUN(test_pre_tokenizer_names);
     return test_summary();
 }

@@ -4,6 +4,10 @@
  * the GPT-2, Llama 3 and Qwen 2 patterns (\s as \p{White_Space}). A randomised comparison of
  * 16,000 strings per pattern (letters, digits of several scripts, Unicode spaces, contractions in
  * both cases, marks, emoji, controls) found no difference either; these cases keep the contract.
+ * The chained kinds (SMOLLM, DEFAULT) are checked the same way: their expected splits come from
+ * applying the patterns of the chain one after the other with Python's `regex`, each pass on every
+ * word of the one before, keeping unmatched stretches (llama.cpp's unicode_regex_split); the
+ * SMOLLM column also equals what the `tokenizers` package's Digits + ByteLevel pre-tokenizer gives.
  * Also: ill-formed UTF-8 keeps every byte, and the splits always cover the input.
  */
 #include "common/error.h"
@@ -103,8 +107,73 @@ static const pretok_case CASES[] = {
       {"\001ctl", "\342\200\213zw", NULL}}},
 };
 
-static const ts_pretok_kind KINDS[3] = {TS_PRETOK_GPT2, TS_PRETOK_LLAMA3, TS_PRETOK_QWEN2};
-static const char *const KIND_NAMES[3] = {"gpt2", "llama3", "qwen2"};
+typedef struct chain_case {
+    const char *text;
+    const char *words[2][40]; /* SMOLLM, DEFAULT; NULL-terminated */
+} chain_case;
+
+static const chain_case CHAIN_CASES[] = {
+    {"Hello world", {{"Hello", " world", NULL}, {"Hello", " world", NULL}}},
+    {"numbers 1234567890 and 3.14159 and 2026-12-02",
+     {{"numbers", " ", "1", "2", "3", "4", "5", "6", "7", "8",    "9", "0",
+       " and",    " ", "3", ".", "1", "4", "1", "5", "9", " and", " ", "2",
+       "0",       "2", "6", "-", "1", "2", "-", "0", "2", NULL},
+      {"numbers", " ",    "123", "456", "789", "0", " and", " ", "3",  ".", "141",
+       "59",      " and", " ",   "202", "6",   "-", "12",   "-", "02", NULL}}},
+    {"  leading and trailing  ",
+     {{" ", " leading", " and", " trailing", "  ", NULL},
+      {" ", " leading", " and", " trailing", "  ", NULL}}},
+    {"a   b\t\tc",
+     {{"a", "  ", " b", "\t", "\t", "c", NULL}, {"a", "  ", " b", "\t", "\t", "c", NULL}}},
+    {"line\r\n\r\nnext\n",
+     {{"line", "\r\n\r", "\n", "next", "\n", NULL}, {"line", "\r\n\r", "\n", "next", "\n", NULL}}},
+    {"12345 3.14 \331\243\331\244\331\245 \302\262\302\275",
+     {{"1", "2", "3", "4", "5", " ", "3", ".", "1", "4", " ", "\331\243", "\331\244", "\331\245",
+       " ", "\302\262", "\302\275", NULL},
+      {"123", "45", " ", "3", ".", "14", " ", "\331\243\331\244\331\245", " ", "\302\262\302\275",
+       NULL}}},
+    {"!!!\077\077\077 ...\n\n",
+     {{"!!!\077\077\077", " ...", "\n\n", NULL}, {"!!!\077\077\077", " ", "...", "\n\n", NULL}}},
+    {" (x) [y]",
+     {{" (", "x", ")", " [", "y", "]", NULL}, {" ", "(", "x", ")", " ", "[", "y", "]", NULL}}},
+    {"x=1;y=2;print(x+y)",
+     {{"x", "=", "1", ";", "y", "=", "2", ";", "print", "(", "x", "+", "y", ")", NULL},
+      {"x", "=", "1", ";", "y", "=", "2", ";", "print", "(", "x", "+", "y", ")", NULL}}},
+    {"$+<=>^~|`", {{"$+<=>^~|`", NULL}, {"$+<=>^~|", "`", NULL}}},
+    {"don't DON'T 'll",
+     {{"don", "'t", " DON", "'", "T", " '", "ll", NULL},
+      {"don", "'", "t", " DON", "'", "T", " ", "'", "ll", NULL}}},
+    {"3333333", {{"3", "3", "3", "3", "3", "3", "3", NULL}, {"333", "333", "3", NULL}}},
+    {"a1b22c333d4444",
+     {{"a", "1", "b", "2", "2", "c", "3", "3", "3", "d", "4", "4", "4", "4", NULL},
+      {"a", "1", "b", "22", "c", "333", "d", "444", "4", NULL}}},
+    {" 12  34", {{" ", "1", "2", "  ", "3", "4", NULL}, {" ", "12", " ", " ", "34", NULL}}},
+    {"caf\303\251 \342\200\224 \302\253quote\302\273 \343\200\201\343\200\202",
+     {{"caf\303\251", " \342\200\224", " \302\253", "quote", "\302\273",
+       " \343\200\201\343\200\202", NULL},
+      {"caf\303\251", " ", "\342\200\224", " ", "\302\253", "quote", "\302\273", " ",
+       "\343\200\201\343\200\202", NULL}}},
+    {"emoji \360\237\232\200\360\237\224\245 and 7\357\270\217\342\203\243",
+     {{"emoji", " \360\237\232\200\360\237\224\245", " and", " ", "7", "\357\270\217\342\203\243",
+       NULL},
+      {"emoji", " \360\237\232\200\360\237\224\245", " and", " ", "7", "\357\270\217\342\203\243",
+       NULL}}},
+    {"tab\tend\t", {{"tab", "\t", "end", "\t", NULL}, {"tab", "\t", "end", "\t", NULL}}},
+    {"$100,000.00!!",
+     {{"$", "1", "0", "0", ",", "0", "0", "0", ".", "0", "0", "!!", NULL},
+      {"$", "100", ",", "000", ".", "00", "!!", NULL}}},
+    {"x <|im_start|> y",
+     {{"x", " <|", "im", "_", "start", "|>", " y", NULL},
+      {"x", " ", "<|", "im", "_", "start", "|>", " y", NULL}}},
+    {"\342\205\240\342\205\241 roman",
+     {{"\342\205\240", "\342\205\241", " roman", NULL},
+      {"\342\205\240\342\205\241", " roman", NULL}}},
+};
+
+enum { N_KINDS = 5 };
+static const ts_pretok_kind KINDS[N_KINDS] = {TS_PRETOK_GPT2, TS_PRETOK_LLAMA3, TS_PRETOK_QWEN2,
+                                              TS_PRETOK_SMOLLM, TS_PRETOK_DEFAULT};
+static const char *const KIND_NAMES[N_KINDS] = {"gpt2", "llama3", "qwen2", "smollm", "default"};
 
 /* The split of text by kind equals `words`; prints both on a mismatch. */
 static bool split_is(ts_pretok *p, int kind, const char *text, const char *const *words) {
@@ -136,9 +205,17 @@ static void test_splits_match_the_regexes(void) {
     ts_pretok_free(&p);
 }
 
+static void test_chained_splits_match_the_regexes(void) {
+    ts_pretok p = {0};
+    for (size_t c = 0; c < sizeof CHAIN_CASES / sizeof CHAIN_CASES[0]; c++)
+        for (int k = 0; k < 2; k++)
+            CHECK(split_is(&p, 3 + k, CHAIN_CASES[c].text, CHAIN_CASES[c].words[k]));
+    ts_pretok_free(&p);
+}
+
 static void test_empty_text_has_no_words(void) {
     ts_pretok p = {0};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         CHECK_OK(ts_pretok_split(&p, KINDS[k], "", 0));
         CHECK_EQ_INT(p.n_ends, 0);
     }
@@ -150,7 +227,7 @@ static void test_ill_formed_utf8_is_kept(void) {
     ts_pretok p = {0};
     static const char text[] = "ab\xFF\xFE cd\xE4\xBD x\xC3";
     static const char *const words[] = {"ab", "\xFF\xFE", " cd", "\xE4\xBD", " x", "\xC3", NULL};
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < N_KINDS; k++)
         CHECK(split_is(&p, k, text, words));
     ts_pretok_free(&p);
 }
@@ -166,7 +243,7 @@ static void test_random_bytes_are_covered(void) {
             seed = seed * 1664525u + 1013904223u;
             text[i] = (char)(seed >> 24);
         }
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_KINDS; k++) {
             CHECK_OK(ts_pretok_split(&p, KINDS[k], text, len));
             size_t prev = 0;
             for (size_t i = 0; i < p.n_ends; i++) {
@@ -181,6 +258,7 @@ static void test_random_bytes_are_covered(void) {
 
 int main(void) {
     RUN(test_splits_match_the_regexes);
+    RUN(test_chained_splits_match_the_regexes);
     RUN(test_empty_text_has_no_words);
     RUN(test_ill_formed_utf8_is_kept);
     RUN(test_random_bytes_are_covered);
