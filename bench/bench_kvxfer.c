@@ -20,7 +20,7 @@
 #include "common/flags.h"
 #include "kernels/kernels.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "node/comm.h"
 #include "node/engine.h"
 #include "node/kv_pool.h"
@@ -37,7 +37,7 @@ typedef struct side {
     ts_kv_pool *pool;
 } side;
 
-static int open_side(const ts_llama_model *m, int threads, ts_dtype kv_type, int ctx, side *s) {
+static int open_side(const ts_model *m, int threads, ts_dtype kv_type, int ctx, side *s) {
     ts_backend_options bo = {.device = "cpu", .n_threads = threads};
     int rc = ts_backend_create(&bo, &s->be);
     if (!rc) rc = ts_comm_create_self(&s->comm);
@@ -109,11 +109,11 @@ int main(int argc, char **argv) {
     ts_dtype kv_type = strcmp(kv_type_name, "f32") == 0 ? TS_DTYPE_F32 : TS_DTYPE_F16;
     if (!model_path) model_path = TS_SOURCE_DIR "/models/stories260K/stories260K-f32.gguf";
     ts_gguf *g = NULL;
-    ts_llama_model m = {0};
+    ts_model m = {0};
     side pre = {0}, dec = {0};
     ts_kvx_receiver *rx = NULL;
     rc = ts_gguf_open(model_path, &g);
-    if (!rc) rc = ts_llama_load(g, &m);
+    if (!rc) rc = ts_model_load(g, &m);
     if (!rc && prompt > m.hp.n_ctx_train)
         rc = ts_error_set(TS_E_INVALID, "--prompt %d exceeds the model's context %d", prompt,
                           m.hp.n_ctx_train);
@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     ts_kvx_receiver_close(rx);
     close_side(&pre);
     close_side(&dec);
-    ts_llama_free(&m);
+    ts_model_free(&m);
     ts_gguf_close(g);
     return 0;
 }

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/json.h"
+#include "common/meminfo.h"
 #include "common/rng.h"
 #include "kernels/cpu/probe.h"
 #include "kernels/cpu/threadpool.h"
@@ -36,7 +37,7 @@ typedef struct bench_result {
 
 /* FLOPs of one prefill pass: 2 per weight per token for every matrix product, plus attention
  * (q·k and p·v over the causal triangle). */
-static double prefill_flops(const ts_llama_hparams *hp, int n) {
+static double prefill_flops(const ts_model_hparams *hp, int n) {
     double d = hp->dim, q = (double)hp->n_heads * hp->head_dim,
            kv = (double)hp->n_kv_heads * hp->head_dim, f = hp->n_ff;
     double per_token_layer = 2.0 * (d * q + 2 * d * kv + q * d + 3 * d * f);
@@ -65,7 +66,7 @@ static void fill_batch(ts_batch *b, ts_batch_seq *seq, int32_t *tokens, int32_t 
 
 static int run_engine(ts_runtime *rt, int prompt_tokens, int decode_tokens, bench_result *r) {
     ts_engine *e = ts_runtime_engine(rt);
-    const ts_llama_hparams *hp = ts_engine_hparams(e);
+    const ts_model_hparams *hp = ts_engine_hparams(e);
     const ts_engine_options *eo = ts_engine_options_get(e);
     if (prompt_tokens + decode_tokens > eo->max_ctx)
         return ts_error_set(TS_E_INVALID, "--prompt-tokens + --decode-tokens = %d exceeds the "
@@ -113,7 +114,7 @@ static int run_engine(ts_runtime *rt, int prompt_tokens, int decode_tokens, benc
     /* bytes per token: this rank's weights scaled to the group, plus the KV cache read */
     double kv_elem = ts_dtype_block_bytes(eo->kv_type);
     double ctx_mean = prompt_tokens + decode_tokens / 2.0;
-    r->decode_bytes_per_token = (double)ts_llama_bytes_per_token(ts_runtime_model(rt)) +
+    r->decode_bytes_per_token = (double)ts_model_bytes_per_token(ts_runtime_model(rt)) +
                                 2.0 * hp->n_layers * hp->n_kv_heads * hp->head_dim * kv_elem *
                                     ctx_mean;
     free(tokens);
@@ -128,6 +129,10 @@ static void report(const bench_result *r, const ts_runtime *rt, int threads, int
     double prefill_frac = r->fma_peak_gflops > 0 ? r->prefill_gflops / r->fma_peak_gflops : 0;
     double achieved_gbs = r->decode_bytes_per_token * r->decode_tok_s / 1e9;
     double decode_frac = r->bandwidth_gbs > 0 ? achieved_gbs / r->bandwidth_gbs : 0;
+    /* this rank's memory after the run: weights (packed copies and mapped file pages), KV
+     * pages touched, activations */
+    uint64_t rss = ts_mem_resident_bytes(), rss_peak = ts_mem_resident_peak_bytes();
+    size_t kv_memory = ts_engine_options_get(ts_runtime_engine(rt))->kv_memory;
     if (!json) {
         printf("model            %s\n", model);
         printf("ranks x threads  %d x %d\n", comm->size, threads);
@@ -144,6 +149,9 @@ static void report(const bench_result *r, const ts_runtime *rt, int threads, int
         if (comm->size > 1)
             printf("all-reduce       hidden vector %.1f us, %d-token activation %.1f us\n",
                    r->allreduce_vector_us, prompt_tokens, r->allreduce_prompt_us);
+        printf("memory           resident %.1f MiB (peak %.1f MiB), KV cache budget %.1f MiB\n",
+               (double)rss / 1048576.0, (double)rss_peak / 1048576.0,
+               (double)kv_memory / 1048576.0);
         return;
     }
     ts_buf out = {0};
@@ -172,6 +180,12 @@ static void report(const bench_result *r, const ts_runtime *rt, int threads, int
     ts_jw_double(&w, r->decode_bytes_per_token);
     ts_jw_key(&w, "decode_fraction_of_roofline");
     ts_jw_double(&w, decode_frac);
+    ts_jw_key(&w, "resident_bytes");
+    ts_jw_int(&w, (int64_t)rss);
+    ts_jw_key(&w, "resident_peak_bytes");
+    ts_jw_int(&w, (int64_t)rss_peak);
+    ts_jw_key(&w, "kv_memory_bytes");
+    ts_jw_int(&w, (int64_t)kv_memory);
     if (comm->size > 1) {
         ts_jw_key(&w, "allreduce_vector_us");
         ts_jw_double(&w, r->allreduce_vector_us);
@@ -240,7 +254,7 @@ int ts_cmd_bench_engine(int argc, char **argv) {
     rc = ts_comm_barrier(comm);
     if (!rc && !no_probe) rc = probe_group(comm, threads, probe_bytes, &r);
     if (!rc && comm->size > 1) {
-        const ts_llama_hparams *hp = ts_engine_hparams(ts_runtime_engine(rt));
+        const ts_model_hparams *hp = ts_engine_hparams(ts_runtime_engine(rt));
         rc = time_allreduce(comm, (size_t)hp->dim, 1000, &r.allreduce_vector_us);
         if (!rc)
             rc = time_allreduce(comm, (size_t)hp->dim * (size_t)prompt_tokens, 20,

@@ -2,14 +2,15 @@
  * cmd_model.c — `tessera model inspect | synth`.
  *
  *   tessera model inspect MODEL [--json] [--metadata]
- *       The file's GGUF header, the Llama hyper-parameters (when general.architecture is llama;
- *       a Llama file that does not validate is an error), every tensor's name, type, shape and
- *       size, and totals.
+ *       The file's GGUF header, the model's hyper-parameters (when general.architecture is one
+ *       Tessera runs; such a file that does not validate is an error), every tensor's name,
+ *       type, shape and size, and totals.
  *   tessera model synth --shape NAME | --dim N --layers N --heads N --kv-heads N --ff N
  *                       --vocab N --ctx N   -o OUT.gguf [--type T] [--vocab-from GGUF|none]
- *                       [--seed S] [--tied]
- *       A Llama GGUF with random weights (model/synth.h). Explicit dims given with --shape
- *       override that shape's values.
+ *                       [--seed S] [--tied] [--arch llama|qwen2] [--rope-freqs] [--rope-linear F]
+ *                       [--std F]
+ *       A GGUF of a Llama-family architecture with random weights (model/synth.h). Explicit
+ *       dims given with --shape override that shape's values.
  */
 #include "cli/commands.h"
 #include "common/buf.h"
@@ -18,7 +19,7 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "model/synth.h"
 
 #include <inttypes.h>
@@ -90,16 +91,19 @@ static void print_kv_value(const ts_gguf_kv *kv) {
     }
 }
 
-static void print_hparams(const ts_llama_hparams *hp) {
+static void print_hparams(const ts_model_hparams *hp) {
     printf("hyper-parameters: vocab %" PRId32 ", context %" PRId32 ", dim %" PRId32
            ", layers %" PRId32 ", ff %" PRId32 ",\n  heads %" PRId32 ", kv heads %" PRId32
-           ", head dim %" PRId32 ", rope dims %" PRId32 ", rope theta %g, rms eps %g, %s\n",
+           ", head dim %" PRId32 ", rope dims %" PRId32 " (%s), rope theta %g, rope scale %g,\n"
+           "  rms eps %g, %s\n",
            hp->n_vocab, hp->n_ctx_train, hp->dim, hp->n_layers, hp->n_ff, hp->n_heads,
-           hp->n_kv_heads, hp->head_dim, hp->rope_dims, (double)hp->rope_theta,
-           (double)hp->rms_eps, hp->tied_output ? "output tied to the embedding" : "separate output");
+           hp->n_kv_heads, hp->head_dim, hp->rope_dims,
+           hp->rope_mode == TS_ROPE_NEOX ? "neox" : "normal", (double)hp->rope_theta,
+           (double)hp->rope_freq_scale, (double)hp->rms_eps,
+           hp->tied_output ? "output tied to the embedding" : "separate output");
 }
 
-static void inspect_text(const ts_gguf *g, const ts_gguf_str *arch, const ts_llama_model *m,
+static void inspect_text(const ts_gguf *g, const ts_gguf_str *arch, const ts_model *m,
                          bool metadata) {
     printf("file: %s (GGUF v%" PRIu32 ", %zu bytes, alignment %" PRIu32 ", %zu keys)\n",
            ts_gguf_path(g), ts_gguf_version(g), ts_gguf_file_size(g), ts_gguf_alignment(g),
@@ -130,13 +134,13 @@ static void inspect_text(const ts_gguf *g, const ts_gguf_str *arch, const ts_lla
     printf("total: %zu tensors, %" PRIu64 " parameters, %" PRIu64 " bytes (%.1f MiB)\n",
            ts_gguf_n_tensors(g), params, bytes, (double)bytes / (1024.0 * 1024.0));
     if (m)
-        printf("weights read per token: %" PRIu64 " bytes (%.1f MiB)\n", ts_llama_bytes_per_token(m),
-               (double)ts_llama_bytes_per_token(m) / (1024.0 * 1024.0));
+        printf("weights read per token: %" PRIu64 " bytes (%.1f MiB)\n", ts_model_bytes_per_token(m),
+               (double)ts_model_bytes_per_token(m) / (1024.0 * 1024.0));
 }
 
 /* ---- inspect: JSON ---- */
 
-static void json_hparams(ts_json_writer *j, const ts_llama_hparams *hp) {
+static void json_hparams(ts_json_writer *j, const ts_model_hparams *hp) {
     ts_jw_key(j, "hparams");
     ts_jw_object_begin(j);
     const struct { const char *key; int32_t v; } ints[] = {
@@ -150,6 +154,10 @@ static void json_hparams(ts_json_writer *j, const ts_llama_hparams *hp) {
     }
     ts_jw_key(j, "rope_theta");
     ts_jw_double(j, hp->rope_theta);
+    ts_jw_key(j, "rope_mode");
+    ts_jw_string(j, hp->rope_mode == TS_ROPE_NEOX ? "neox" : "normal");
+    ts_jw_key(j, "rope_freq_scale");
+    ts_jw_double(j, hp->rope_freq_scale);
     ts_jw_key(j, "rms_eps");
     ts_jw_double(j, hp->rms_eps);
     ts_jw_key(j, "tied_output");
@@ -185,7 +193,7 @@ static void json_kv_value(ts_json_writer *j, const ts_gguf_kv *kv) {
     }
 }
 
-static int inspect_json(const ts_gguf *g, const ts_gguf_str *arch, const ts_llama_model *m,
+static int inspect_json(const ts_gguf *g, const ts_gguf_str *arch, const ts_model *m,
                         bool metadata) {
     ts_buf out = {0};
     ts_json_writer j;
@@ -251,7 +259,7 @@ static int inspect_json(const ts_gguf *g, const ts_gguf_str *arch, const ts_llam
     ts_jw_int(&j, (int64_t)bytes);
     if (m) {
         ts_jw_key(&j, "bytes_per_token");
-        ts_jw_int(&j, (int64_t)ts_llama_bytes_per_token(m));
+        ts_jw_int(&j, (int64_t)ts_model_bytes_per_token(m));
     }
     ts_jw_object_end(&j);
     ts_jw_object_end(&j);
@@ -279,20 +287,20 @@ static int cmd_inspect(int argc, char **argv) {
     if (rc) return ts_cli_fail("model", ts_cli_exit_code(rc));
     ts_gguf_str arch;
     bool has_arch = ts_gguf_get_str(g, "general.architecture", &arch) == TS_OK;
-    ts_llama_model m = {0};
-    bool is_llama = has_arch && ts_gguf_str_eq(arch, "llama");
-    /* A vocab-only file says llama but has no tensors: describe it rather than fail. */
-    if (is_llama && ts_gguf_n_tensors(g) > 0) {
-        rc = ts_llama_load(g, &m);
+    ts_model m = {0};
+    bool known = has_arch && ts_arch_find(arch.data, (size_t)arch.len);
+    /* A vocab-only file names an architecture but has no tensors: describe it rather than fail. */
+    if (known && ts_gguf_n_tensors(g) > 0) {
+        rc = ts_model_load(g, &m);
         if (rc) {
             ts_gguf_close(g);
             return ts_cli_fail("model", TS_EXIT_FAILURE);
         }
     }
-    const ts_llama_model *mp = m.layers ? &m : NULL;
+    const ts_model *mp = m.layers ? &m : NULL;
     if (json) rc = inspect_json(g, has_arch ? &arch : NULL, mp, metadata);
     else inspect_text(g, has_arch ? &arch : NULL, mp, metadata);
-    ts_llama_free(&m);
+    ts_model_free(&m);
     ts_gguf_close(g);
     return rc ? ts_cli_fail("model", TS_EXIT_FAILURE) : TS_EXIT_OK;
 }
@@ -315,10 +323,15 @@ static int cmd_synth(int argc, char **argv) {
         "--vocab N --ctx N  -o OUT.gguf [flags]";
     const char *shape_name = NULL, *out = NULL, *type_name = "f16", *vocab = NULL;
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, n_vocab = 0, ctx = 0;
+    const char *arch = NULL;
     int64_t seed = 1;
-    bool tied = false;
+    bool tied = false, rope_freqs = false;
+    double rope_linear = 0.0, weight_std = 0.0;
     const ts_flag flags[] = {
-        {"shape", 0, TS_FLAG_STRING, &shape_name, "named shape: tiny, 110m or llama3-8b", 0, 0},
+        {"shape", 0, TS_FLAG_STRING, &shape_name,
+         "named shape: tiny, qwen2-tiny, 110m, qwen2.5-0.5b, qwen2.5-1.5b or llama3-8b", 0, 0},
+        {"arch", 0, TS_FLAG_STRING, &arch, "architecture: llama or qwen2 (default: the shape's)", 0,
+         0},
         {"dim", 0, TS_FLAG_INT, &dim, "embedding width (overrides the shape's)", 0, 0},
         {"layers", 0, TS_FLAG_INT, &layers, "number of blocks", 0, 0},
         {"heads", 0, TS_FLAG_INT, &heads, "query heads", 0, 0},
@@ -329,10 +342,17 @@ static int cmd_synth(int argc, char **argv) {
         {"output", 'o', TS_FLAG_STRING, &out, "the GGUF file to write", 0, 0},
         {"type", 0, TS_FLAG_STRING, &type_name, "weight type: f32, f16, bf16, q8_0 or q4_0", 0, 0},
         {"vocab-from", 0, TS_FLAG_STRING, &vocab,
-         "vocab GGUF to copy the tokenizer from, or 'none' (default: the bundled 32000-token vocab)",
+         "vocab GGUF to copy the tokenizer from, or 'none' (default: the bundled 32000-token "
+         "vocab)",
          0, 0},
         {"seed", 0, TS_FLAG_INT64, &seed, "random seed", 0, 0},
         {"tied", 0, TS_FLAG_BOOL, &tied, "tie the output head to the embedding", 0, 0},
+        {"rope-freqs", 0, TS_FLAG_BOOL, &rope_freqs,
+         "write rope_freqs.weight (Llama 3.1 RoPE scaling, original context = --ctx)", 0, 0},
+        {"std", 0, TS_FLAG_DOUBLE, &weight_std,
+         "standard deviation of the random matrices (default 0.02)", 0, 0},
+        {"rope-linear", 0, TS_FLAG_DOUBLE, &rope_linear,
+         "linear RoPE scaling with this factor (rope.scaling.type linear)", 0, 0},
     };
     const int n_flags = (int)(sizeof flags / sizeof flags[0]);
     const char *positionals[1];
@@ -365,6 +385,13 @@ static int cmd_synth(int argc, char **argv) {
     }
     if (overridden) o.shape.name = "custom";
     if (tied) o.shape.tied_output = true;
+    if (arch) o.shape.arch = arch;
+    if (rope_linear < 0.0 || rope_linear > 1e6)
+        return usage_error("synth: --rope-linear %g out of range (0 to 1e6)", rope_linear);
+    o.rope = (ts_synth_rope){.llama3_freqs = rope_freqs, .linear_factor = (float)rope_linear};
+    if (weight_std < 0.0 || weight_std > 100.0)
+        return usage_error("synth: --std %g out of range (0 to 100)", weight_std);
+    o.std = (float)weight_std;
     if (ts_synth_shape_check(&o.shape, o.type)) return ts_cli_fail("model", TS_EXIT_USAGE);
 
     if (isatty(STDERR_FILENO)) {

@@ -16,7 +16,7 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "node/shard.h"
 #include "topology/cluster.h"
 #include "topology/placement.h"
@@ -37,16 +37,16 @@ typedef struct {
 /* The model's heads must split over every pool's TP degree (the nodes would refuse otherwise). */
 static int check_model(const char *path, const ts_plan_request *req) {
     ts_gguf *g = NULL;
-    ts_llama_model m = {0};
+    ts_model m = {0};
     int rc = ts_gguf_open(path, &g);
-    if (!rc) rc = ts_llama_load(g, &m);
+    if (!rc) rc = ts_model_load(g, &m);
     for (int p = 0; p < req->n_pools && !rc; p++) {
         ts_shard_plan sp;
         rc = ts_shard_plan_make(&m, 0, req->pools[p].tp, &sp);
         if (rc) ts_error_wrap(rc, "pool %s", ts_role_name(req->pools[p].role));
     }
     if (rc) ts_error_wrap(rc, "%s", path);
-    ts_llama_free(&m);
+    ts_model_free(&m);
     ts_gguf_close(g);
     return rc;
 }

@@ -16,7 +16,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -54,9 +54,9 @@ static int load_model(coordinator *co, const char *path) {
     }
     ts_gguf *g = NULL;
     int rc = ts_gguf_open(path, &g);
-    ts_llama_model m;
+    ts_model m;
     bool loaded = false;
-    if (!rc) rc = ts_llama_load(g, &m);
+    if (!rc) rc = ts_model_load(g, &m);
     if (!rc) {
         loaded = true;
         rc = ts_tokenizer_from_gguf(g, &co->tok);
@@ -69,7 +69,7 @@ static int load_model(coordinator *co, const char *path) {
         if (ts_gguf_get_str(g, "general.architecture", &arch) == TS_OK)
             snprintf(co->architecture, sizeof co->architecture, "%.*s", (int)arch.len, arch.data);
     }
-    if (loaded) ts_llama_free(&m);
+    if (loaded) ts_model_free(&m);
     ts_gguf_close(g);
     return rc;
 }

@@ -95,6 +95,26 @@ typedef struct ts_batch {
     int32_t block_size;
 } ts_batch;
 
+/* How rotary pairs are formed (GGML's mode values): TS_ROPE_NORMAL rotates adjacent elements
+ * (2i, 2i+1) of a head (Llama); TS_ROPE_NEOX rotates (i, i + n_dims/2) (Qwen2, GPT-NeoX). */
+typedef enum { TS_ROPE_NORMAL = 0, TS_ROPE_NEOX = 2 } ts_rope_mode;
+
+/* The rotary embedding of a model. Pair i (0 <= i < n_dims / 2) of a head at position p turns
+ * by the angle
+ *     freq_scale * ((p * theta_base^(-2i / n_dims)) / factor_i),   factor_i = freq_factors[i]
+ * (1 when freq_factors is NULL), the first factor computed by GGML's recurrence (the exact
+ * definition is ts_ref_rope_angles, kernels/cpu/ref.h). freq_scale < 1 is linear position
+ * interpolation; freq_factors are Llama 3.1's per-dimension divisors (`rope_freqs.weight`).
+ * Dimensions past n_dims are left as they are. */
+typedef struct ts_rope {
+    ts_rope_mode mode;
+    int32_t n_dims;            /* even, <= head_dim */
+    float theta_base;          /* > 0 */
+    float freq_scale;          /* > 0; 1 = no scaling */
+    const float *freq_factors; /* host memory, n_dims / 2 values > 0, or NULL; lives as long as
+                                * the backend uses it (backends cache angles by this pointer) */
+} ts_rope;
+
 /* Per-row sampling parameters (host memory). */
 typedef struct ts_sampling {
     float temperature;   /* <= 0: greedy (argmax, lowest id on ties) */
@@ -121,6 +141,10 @@ struct ts_backend {
     void (*upload)(ts_backend *be, void *dst, const void *src_host, size_t bytes);
     void (*download)(ts_backend *be, void *dst_host, const void *src, size_t bytes);
     void (*memset_zero)(ts_backend *be, void *dst, size_t bytes);
+    /* Bytes this backend could still allocate now: the rest of its memory budget when it has
+     * one, else what the device has free (CPU: the host's available memory). 0 when unknown.
+     * For sizing defaults (the KV cache); an allocation may still fail. */
+    size_t (*memory_free)(ts_backend *be);
     /* Makes a weight usable by this backend from a host view; dst may alias nothing in src. */
     int (*weight_prepare)(ts_backend *be, const ts_weight *host, ts_weight *dst);
     void (*weight_release)(ts_backend *be, ts_weight *w);
@@ -139,11 +163,11 @@ struct ts_backend {
                     int32_t dim, float eps);
     /* y[n][w->rows] = x[n][w->cols] · Wᵀ; n explicit (the logits use fewer rows than the batch). */
     void (*matmul)(ts_backend *be, float *y, const float *x, int32_t n, const ts_weight *w);
-    /* Rotary embedding in place on x[n_tokens][n_heads * head_dim], position from the batch.
-     * Pairs are adjacent elements (2i, 2i+1) of the first rope_dims of each head (GGML "normal"
-     * mode, as Llama GGUF files expect); angle = pos * theta^(-2i / rope_dims). */
-    void (*rope)(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
-                 float theta);
+    /* Rotary embedding (see ts_rope) in place on x[n_tokens][n_heads * head_dim], each row at
+     * its position from the batch. */
+    void (*rope)(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim, const ts_rope *rope);
+    /* y[i][j] += bias[j] for rows i < n of width `width` (projection biases, e.g. Qwen2's). */
+    void (*add_bias)(ts_backend *be, float *y, const float *bias, int32_t n, int32_t width);
     /* Writes k and v ([n_tokens][n_kv_heads * head_dim]) into the slots of the batch's tokens. */
     void (*kv_store)(ts_backend *be, const ts_kv_layer *kv, const float *k, const float *v);
     /* Causal attention of q ([n_tokens][n_heads * head_dim]) over each sequence's cache,

@@ -31,12 +31,21 @@
 enum { SYNTH_CHUNK_ELEMS = 1 << 20 }; /* f32 values generated per write (4 MiB) */
 
 static const ts_synth_shape shapes[] = {
-    {"tiny", 64, 2, 4, 2, 128, 32000, 512, 10000.0f, true},
-    {"110m", 768, 12, 12, 12, 2048, 32000, 2048, 10000.0f, true},
-    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, false},
+    {"tiny", 64, 2, 4, 2, 128, 32000, 512, 10000.0f, true, NULL},
+    {"qwen2-tiny", 64, 2, 4, 2, 128, 32000, 512, 1e6f, true, "qwen2"},
+    {"110m", 768, 12, 12, 12, 2048, 32000, 2048, 10000.0f, true, NULL},
+    {"qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, 32768, 1e6f, false, "qwen2"},
+    {"qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, 32768, 1e6f, false, "qwen2"},
+    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, false, NULL},
 };
 
-const char *ts_synth_shape_names(void) { return "tiny, 110m, llama3-8b"; }
+const char *ts_synth_shape_names(void) {
+    return "tiny, qwen2-tiny, 110m, qwen2.5-0.5b, qwen2.5-1.5b, llama3-8b";
+}
+
+static const char *shape_arch(const ts_synth_shape *s) {
+    return s->arch ? s->arch : "llama";
+}
 
 int ts_synth_shape_by_name(const char *name, ts_synth_shape *out) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -67,8 +76,12 @@ int ts_synth_shape_check(const ts_synth_shape *s, ts_dtype type) {
         return ts_error_set(TS_E_INVALID, "shape: heads %" PRId32 " is not a multiple of kv-heads "
                             "%" PRId32, s->n_heads, s->n_kv_heads);
     if ((s->dim / s->n_heads) % 2 != 0)
-        return ts_error_set(TS_E_INVALID, "shape: head size %" PRId32 " (dim / heads) must be even "
-                            "for RoPE", s->dim / s->n_heads);
+        return ts_error_set(TS_E_INVALID,
+                            "shape: head size %" PRId32 " (dim / heads) must be even "
+                            "for RoPE",
+                            s->dim / s->n_heads);
+    if (s->arch && strcmp(s->arch, "llama") != 0 && strcmp(s->arch, "qwen2") != 0)
+        return ts_error_set(TS_E_INVALID, "shape: architecture '%s' (llama or qwen2)", s->arch);
     int block = ts_dtype_block_elems(type);
     if (block == 0) return ts_error_set(TS_E_INVALID, "shape: unknown weight type %d", (int)type);
     if (s->dim % block != 0 || s->n_ff % block != 0)
@@ -79,34 +92,53 @@ int ts_synth_shape_check(const ts_synth_shape *s, ts_dtype type) {
 
 /* ---- the tensor table ---- */
 
+typedef enum {
+    SPEC_MATRIX,     /* rows x cols of the requested type, random */
+    SPEC_ONES,       /* a 1-D f32 norm of cols ones */
+    SPEC_BIAS,       /* a 1-D f32 vector of cols random values */
+    SPEC_ROPE_FREQS, /* rope_freqs.weight: cols Llama 3.1 divisors */
+} spec_kind;
+
 typedef struct spec {
     char name[48];
-    int64_t rows, cols; /* rows == 0: a 1-D norm of cols ones */
+    spec_kind kind;
+    int64_t rows, cols; /* rows == 0 for the 1-D kinds */
     float std;
 } spec;
 
-static int build_specs(const ts_synth_shape *s, spec **out, size_t *n_out) {
-    size_t n = 2 + (s->tied_output ? 0 : 1) + 9 * (size_t)s->n_layers, k = 0;
+static int build_specs(const ts_synth_options *o, spec **out, size_t *n_out) {
+    const ts_synth_shape *s = &o->shape;
+    bool biases = strcmp(shape_arch(s), "qwen2") == 0;
+    size_t n = 2 + (s->tied_output ? 0 : 1) + (o->rope.llama3_freqs ? 1 : 0) +
+               (9 + (biases ? 3 : 0)) * (size_t)s->n_layers,
+           k = 0;
     spec *sp = calloc(n, sizeof *sp);
     if (!sp) return ts_error_set(TS_E_NOMEM, "out of memory");
     int64_t dim = s->dim, head_dim = s->dim / s->n_heads, kv_dim = head_dim * s->n_kv_heads;
-    float out_std = SYNTH_STD / sqrtf(2.0f * (float)s->n_layers);
-#define ADD(r, c, sd, ...) \
-    (snprintf(sp[k].name, sizeof sp[k].name, __VA_ARGS__), sp[k].rows = (r), sp[k].cols = (c), \
-     sp[k].std = (sd), k++)
-    ADD(s->n_vocab, dim, SYNTH_STD, "token_embd.weight");
-    ADD(0, dim, 0, "output_norm.weight");
-    if (!s->tied_output) ADD(s->n_vocab, dim, SYNTH_STD, "output.weight");
+    const float std = o->std > 0.0f ? o->std : SYNTH_STD;
+    float out_std = std / sqrtf(2.0f * (float)s->n_layers);
+#define ADD(kd, r, c, sd, ...)                                                                     \
+    (snprintf(sp[k].name, sizeof sp[k].name, __VA_ARGS__), sp[k].kind = (kd), sp[k].rows = (r),    \
+     sp[k].cols = (c), sp[k].std = (sd), k++)
+    ADD(SPEC_MATRIX, s->n_vocab, dim, std, "token_embd.weight");
+    ADD(SPEC_ONES, 0, dim, 0, "output_norm.weight");
+    if (!s->tied_output) ADD(SPEC_MATRIX, s->n_vocab, dim, std, "output.weight");
+    if (o->rope.llama3_freqs) ADD(SPEC_ROPE_FREQS, 0, head_dim / 2, 0, "rope_freqs.weight");
     for (int32_t i = 0; i < s->n_layers; i++) {
-        ADD(0, dim, 0, "blk.%" PRId32 ".attn_norm.weight", i);
-        ADD(dim, dim, SYNTH_STD, "blk.%" PRId32 ".attn_q.weight", i);
-        ADD(kv_dim, dim, SYNTH_STD, "blk.%" PRId32 ".attn_k.weight", i);
-        ADD(kv_dim, dim, SYNTH_STD, "blk.%" PRId32 ".attn_v.weight", i);
-        ADD(dim, dim, out_std, "blk.%" PRId32 ".attn_output.weight", i);
-        ADD(0, dim, 0, "blk.%" PRId32 ".ffn_norm.weight", i);
-        ADD(s->n_ff, dim, SYNTH_STD, "blk.%" PRId32 ".ffn_gate.weight", i);
-        ADD(s->n_ff, dim, SYNTH_STD, "blk.%" PRId32 ".ffn_up.weight", i);
-        ADD(dim, s->n_ff, out_std, "blk.%" PRId32 ".ffn_down.weight", i);
+        ADD(SPEC_ONES, 0, dim, 0, "blk.%" PRId32 ".attn_norm.weight", i);
+        ADD(SPEC_MATRIX, dim, dim, std, "blk.%" PRId32 ".attn_q.weight", i);
+        ADD(SPEC_MATRIX, kv_dim, dim, std, "blk.%" PRId32 ".attn_k.weight", i);
+        ADD(SPEC_MATRIX, kv_dim, dim, std, "blk.%" PRId32 ".attn_v.weight", i);
+        if (biases) { /* biases of order one, as trained Qwen2 checkpoints have on q and k */
+            ADD(SPEC_BIAS, 0, dim, 0.5f, "blk.%" PRId32 ".attn_q.bias", i);
+            ADD(SPEC_BIAS, 0, kv_dim, 0.5f, "blk.%" PRId32 ".attn_k.bias", i);
+            ADD(SPEC_BIAS, 0, kv_dim, std, "blk.%" PRId32 ".attn_v.bias", i);
+        }
+        ADD(SPEC_MATRIX, dim, dim, out_std, "blk.%" PRId32 ".attn_output.weight", i);
+        ADD(SPEC_ONES, 0, dim, 0, "blk.%" PRId32 ".ffn_norm.weight", i);
+        ADD(SPEC_MATRIX, s->n_ff, dim, std, "blk.%" PRId32 ".ffn_gate.weight", i);
+        ADD(SPEC_MATRIX, s->n_ff, dim, std, "blk.%" PRId32 ".ffn_up.weight", i);
+        ADD(SPEC_MATRIX, dim, s->n_ff, out_std, "blk.%" PRId32 ".ffn_down.weight", i);
     }
 #undef ADD
     TS_ASSERT(k == n);
@@ -131,25 +163,55 @@ static uint32_t file_type(ts_dtype t) {
 
 static int add_metadata(ts_gguf_writer *w, const ts_synth_options *o) {
     const ts_synth_shape *s = &o->shape;
-    char name[96];
+    const char *arch = shape_arch(s);
+    char name[96], key[96];
     snprintf(name, sizeof name, "tessera-synth-%s-%s", s->name ? s->name : "custom",
              ts_dtype_name(o->type));
-    int rc = ts_gguf_writer_add_str(w, "general.architecture", "llama");
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    int rc = ts_gguf_writer_add_str(w, "general.architecture", arch);
     if (!rc) rc = ts_gguf_writer_add_str(w, "general.name", name);
     if (!rc) rc = ts_gguf_writer_add_u32(w, "general.file_type", file_type(o->type));
     if (!rc) rc = ts_gguf_writer_add_u32(w, "general.quantization_version", 2);
     if (!rc) rc = ts_gguf_writer_add_u64(w, "tessera.synth.seed", o->seed);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)s->n_ctx);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)s->dim);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)s->n_layers);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)s->n_ff);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)s->n_heads);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)s->n_kv_heads);
-    if (!rc) rc = ts_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)(s->dim / s->n_heads));
-    if (!rc) rc = ts_gguf_writer_add_f32(w, "llama.rope.freq_base", s->rope_theta);
-    if (!rc) rc = ts_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("vocab_size"), (uint32_t)s->n_vocab);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)s->dim);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)s->n_layers);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
+    if (!rc) rc = ts_gguf_writer_add_u32(w, KEY("attention.head_count"), (uint32_t)s->n_heads);
+    if (!rc)
+        rc = ts_gguf_writer_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_kv_heads);
+    if (!rc)
+        rc =
+            ts_gguf_writer_add_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->dim / s->n_heads));
+    if (!rc) rc = ts_gguf_writer_add_f32(w, KEY("rope.freq_base"), s->rope_theta);
+    if (!rc) rc = ts_gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    if (!rc && o->rope.linear_factor > 0.0f) {
+        rc = ts_gguf_writer_add_str(w, KEY("rope.scaling.type"), "linear");
+        if (!rc) rc = ts_gguf_writer_add_f32(w, KEY("rope.scaling.factor"), o->rope.linear_factor);
+    }
+#undef KEY
     return rc;
+}
+
+/* Llama 3.1's frequency divisors (its reference formula, in double): wavelengths shorter than
+ * original/4 keep their frequency, longer than the original context are divided by 8, and the
+ * band between blends the two. */
+static void llama3_rope_factors(const ts_synth_shape *s, float *out, int64_t n) {
+    const double factor = 8.0, low = 1.0, high = 4.0, original = (double)s->n_ctx;
+    const double head_dim = (double)(s->dim / s->n_heads);
+    for (int64_t i = 0; i < n; i++) {
+        double freq = 1.0 / pow((double)s->rope_theta, (double)(2 * i) / head_dim);
+        double wavelen = 2.0 * 3.14159265358979323846 / freq;
+        if (wavelen < original / high) {
+            out[i] = 1.0f;
+        } else if (wavelen > original / low) {
+            out[i] = (float)factor;
+        } else {
+            double smooth = (original / wavelen - low) / (high - low);
+            out[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+        }
+    }
 }
 
 static int add_tokenizer(ts_gguf_writer *w, const ts_synth_options *o) {
@@ -195,13 +257,15 @@ typedef struct stream {
     size_t capacity;
 } stream;
 
-static int write_tensor(stream *st, const spec *sp, uint64_t seed, size_t index) {
-    if (sp->rows == 0) { /* a norm: f32 ones */
-        for (int64_t i = 0; i < sp->cols; i++) st->values[i] = 1.0f;
+static int write_tensor(stream *st, const ts_synth_options *o, const spec *sp, size_t index) {
+    ts_rng rng;
+    ts_rng_seed(&rng, o->seed ^ (0x9e3779b97f4a7c15ULL * (index + 1)));
+    if (sp->kind != SPEC_MATRIX) { /* 1-D, f32 */
+        for (int64_t i = 0; i < sp->cols; i++)
+            st->values[i] = sp->kind == SPEC_ONES ? 1.0f : fast_normal(&rng) * sp->std;
+        if (sp->kind == SPEC_ROPE_FREQS) llama3_rope_factors(&o->shape, st->values, sp->cols);
         return ts_gguf_writer_write_data(st->w, st->values, (size_t)sp->cols * sizeof(float));
     }
-    ts_rng rng;
-    ts_rng_seed(&rng, seed ^ (0x9e3779b97f4a7c15ULL * (index + 1)));
     size_t row_bytes = ts_dtype_row_bytes(st->type, sp->cols);
     int64_t rows_per_chunk = (int64_t)(st->capacity / (size_t)sp->cols);
     for (int64_t r0 = 0; r0 < sp->rows; r0 += rows_per_chunk) {
@@ -217,9 +281,9 @@ static int write_tensor(stream *st, const spec *sp, uint64_t seed, size_t index)
     return TS_OK;
 }
 
-/* Norms are f32; everything else has the requested type. */
+/* 1-D tensors are f32; matrices have the requested type. */
 static ts_dtype spec_type(const spec *sp, ts_dtype weights) {
-    return sp->rows ? weights : TS_DTYPE_F32;
+    return sp->kind == SPEC_MATRIX ? weights : TS_DTYPE_F32;
 }
 
 static uint64_t spec_bytes(const spec *sp, ts_dtype weights) {
@@ -246,7 +310,7 @@ static int write_model(ts_gguf_writer *w, const ts_synth_options *o, const spec 
     int rc = (st.values && st.bytes) ? TS_OK : ts_error_set(TS_E_NOMEM, "out of memory");
     if (!rc) rc = ts_gguf_writer_begin(w, path);
     for (size_t i = 0; !rc && i < n_specs; i++) {
-        rc = write_tensor(&st, &specs[i], o->seed, i);
+        rc = write_tensor(&st, o, &specs[i], i);
         done += spec_bytes(&specs[i], o->type);
         if (!rc && o->progress) o->progress(o->progress_ctx, done, total);
     }
@@ -265,7 +329,7 @@ int ts_synth_write(const ts_synth_options *o, const char *path) {
     rc = ts_gguf_writer_create(&w);
     if (!rc) rc = add_metadata(w, o);
     if (!rc) rc = add_tokenizer(w, o);
-    if (!rc) rc = build_specs(&o->shape, &specs, &n_specs);
+    if (!rc) rc = build_specs(o, &specs, &n_specs);
     if (!rc) rc = write_model(w, o, specs, n_specs, path);
     ts_gguf_writer_destroy(w);
     free(specs);

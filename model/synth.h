@@ -37,17 +37,22 @@ typedef struct ts_synth_shape {
     int32_t n_ctx;
     float rope_theta;
     bool tied_output; /* no output.weight: the head is the embedding */
+    const char *arch; /* "llama" (NULL) or "qwen2" (adds q/k/v biases; NEOX RoPE when loaded) */
 } ts_synth_shape;
 
 /* Named shapes:
  *   tiny       dim 64, 2 layers, 4 heads, 2 KV heads, FFN 128, vocab 32000, ctx 512, tied
+ *   qwen2-tiny the same as tiny with architecture qwen2 (q/k/v biases), RoPE theta 1e6
  *   110m       dim 768, 12 layers, 12 heads, 12 KV heads, FFN 2048, vocab 32000, ctx 2048, tied
  *              (the llama2.c stories110M layout)
  *   llama3-8b  dim 4096, 32 layers, 32 heads, 8 KV heads, FFN 14336, vocab 128256, ctx 8192,
  *              RoPE theta 500000, separate output head
+ *   qwen2.5-0.5b  qwen2, dim 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, vocab 151936,
+ *              ctx 32768, RoPE theta 1e6, separate output head (as the Q4_K_M file stores it)
+ *   qwen2.5-1.5b  qwen2, dim 1536, 28 layers, 12 heads, 2 KV heads, FFN 8960, the rest as 0.5b
  * TS_E_INVALID naming the known shapes when `name` is not one of them. */
 int ts_synth_shape_by_name(const char *name, ts_synth_shape *out);
-/* "tiny, 110m, llama3-8b" */
+/* "tiny, qwen2-tiny, 110m, qwen2.5-0.5b, qwen2.5-1.5b, llama3-8b" */
 const char *ts_synth_shape_names(void);
 
 /* Checks a shape for the weight type: every size positive and below a generous limit (dim 65536,
@@ -56,8 +61,23 @@ const char *ts_synth_shape_names(void);
  * offending value. */
 int ts_synth_shape_check(const ts_synth_shape *shape, ts_dtype type);
 
+/* RoPE scaling written into the file (both may be combined; zero values: none). */
+typedef struct ts_synth_rope {
+    /* Llama 3.1's "llama3" scaling as converters store it: rope_freqs.weight, per-dimension
+     * divisors computed from factor 8, low/high frequency factors 1 and 4 and an original
+     * context of the shape's context length (small shapes then cover all three bands). */
+    bool llama3_freqs;
+    float linear_factor; /* > 0: rope.scaling.type "linear" with this rope.scaling.factor */
+} ts_synth_rope;
+
 typedef struct ts_synth_options {
     ts_synth_shape shape;
+    ts_synth_rope rope;
+    /* Standard deviation of the matrices (0: 0.02, as trained models roughly have). Larger
+     * values make attention and the MLP dominate the residual stream, so that small test
+     * models' outputs depend on every part of the forward pass (RoPE modes, biases) rather than
+     * echoing their input. */
+    float std;
     ts_dtype type;          /* of the matrices and the embedding */
     const char *vocab_path; /* NULL: the bundled default; "none": no tokenizer */
     uint64_t seed;

@@ -42,6 +42,8 @@ enum { PLAN_INLINE_WORDS = (PLAN_INLINE_BYTES - (int)sizeof(plan_header)) / 4 };
 typedef struct layer_weights {
     float *attn_norm; /* backend memory, f32 [dim] */
     float *ffn_norm;
+    float *bq, *bk, *bv; /* this rank's rows of the projection biases, or NULL */
+    float *bo;           /* the full output bias (added once, after the all-reduce), or NULL */
     ts_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 } layer_weights;
 
@@ -51,8 +53,8 @@ typedef struct argmax_pick {
 } argmax_pick;
 
 struct ts_engine {
-    const ts_llama_model *model;
-    ts_llama_hparams hp;
+    const ts_model *model;
+    ts_model_hparams hp;
     ts_backend *be;
     ts_comm *comm;
     ts_engine_options opts;
@@ -63,6 +65,8 @@ struct ts_engine {
     ts_weight output; /* vocabulary shard of the output head (aliases embd when tied) */
     float *output_norm;
     layer_weights *layers;
+    ts_rope rope;        /* the model's, with freq_factors pointing at rope_factors */
+    float *rope_factors; /* host f32 copy of rope_freqs.weight, or NULL */
 
     /* KV cache */
     ts_kv_layer *kv; /* [n_layers] */
@@ -91,16 +95,15 @@ struct ts_engine {
 
 /* ------------------------------------------------------------------ setup */
 
-static void fill_defaults(const ts_llama_hparams *hp, const ts_engine_options *in,
+static void fill_defaults(const ts_model_hparams *hp, const ts_engine_options *in,
                           ts_engine_options *out) {
     *out = in ? *in : (ts_engine_options){0};
     if (out->max_batch_tokens <= 0) out->max_batch_tokens = 512;
     if (out->max_batch_seqs <= 0) out->max_batch_seqs = 256;
     if (out->max_batch_seqs > out->max_batch_tokens) out->max_batch_seqs = out->max_batch_tokens;
     if (out->block_size <= 0) out->block_size = 16;
-    if (out->kv_memory == 0) out->kv_memory = (size_t)256 << 20;
     if (out->kv_type != TS_DTYPE_F32) out->kv_type = TS_DTYPE_F16;
-    if (out->max_ctx <= 0) out->max_ctx = hp->n_ctx_train;
+    (void)hp; /* kv_memory and max_ctx 0 are sized by size_kv_cache */
 }
 
 static void *backend_alloc(ts_engine *e, size_t bytes, const char *what, int *rc) {
@@ -117,15 +120,28 @@ static void *host_alloc(size_t bytes, int *rc) {
     return p;
 }
 
-static float *prepare_vector(ts_engine *e, const ts_llama_vector *v, const char *what, int *rc) {
-    float *host = host_alloc((size_t)v->n * sizeof(float), rc);
-    float *dev = backend_alloc(e, (size_t)v->n * sizeof(float), what, rc);
+/* Elements [first, first + count) of a 1-D tensor in backend memory as f32. */
+static float *prepare_slice(ts_engine *e, const ts_model_vector *v, int64_t first, int64_t count,
+                            const char *what, int *rc) {
+    float *host = host_alloc((size_t)count * sizeof(float), rc);
+    float *dev = backend_alloc(e, (size_t)count * sizeof(float), what, rc);
     if (!*rc) {
-        ts_dequantize_row(v->type, v->data, host, v->n);
-        e->be->upload(e->be, dev, host, (size_t)v->n * sizeof(float));
+        size_t elem = ts_dtype_row_bytes(v->type, 1); /* f32, f16 or bf16: one element */
+        ts_dequantize_row(v->type, (const char *)v->data + (size_t)first * elem, host, count);
+        e->be->upload(e->be, dev, host, (size_t)count * sizeof(float));
     }
     free(host);
     return dev;
+}
+
+static float *prepare_vector(ts_engine *e, const ts_model_vector *v, const char *what, int *rc) {
+    return prepare_slice(e, v, 0, v->n, what, rc);
+}
+
+/* A bias, or NULL when the model has none. */
+static float *prepare_bias(ts_engine *e, const ts_model_vector *v, int64_t first, int64_t count,
+                           const char *what, int *rc) {
+    return v->n > 0 ? prepare_slice(e, v, first, count, what, rc) : NULL;
 }
 
 static void prepare_weight(ts_engine *e, const ts_weight *host, ts_weight *dst, const char *what,
@@ -136,7 +152,7 @@ static void prepare_weight(ts_engine *e, const ts_weight *host, ts_weight *dst, 
 }
 
 static int prepare_layer(ts_engine *e, int l) {
-    const ts_llama_layer *src = &e->model->layers[l];
+    const ts_model_layer *src = &e->model->layers[l];
     layer_weights *dst = &e->layers[l];
     const ts_shard_plan *s = &e->shard;
     int32_t hd = e->hp.head_dim;
@@ -147,6 +163,14 @@ static int prepare_layer(ts_engine *e, int l) {
     dst->attn_norm = prepare_vector(e, &src->attn_norm, what, &rc);
     snprintf(what, sizeof what, "layer %d ffn_norm", l);
     dst->ffn_norm = prepare_vector(e, &src->ffn_norm, what, &rc);
+    snprintf(what, sizeof what, "layer %d attention biases", l);
+    dst->bq =
+        prepare_bias(e, &src->bq, (int64_t)s->head0 * hd, (int64_t)s->n_heads * hd, what, &rc);
+    dst->bk = prepare_bias(e, &src->bk, (int64_t)s->kv_head0 * hd, (int64_t)s->n_kv_heads * hd,
+                           what, &rc);
+    dst->bv = prepare_bias(e, &src->bv, (int64_t)s->kv_head0 * hd, (int64_t)s->n_kv_heads * hd,
+                           what, &rc);
+    dst->bo = prepare_bias(e, &src->bo, 0, e->hp.dim, what, &rc);
     if (rc) return rc;
 #define SHARD(fn, w, a, b, out, name)                                                              \
     do {                                                                                           \
@@ -166,16 +190,31 @@ static int prepare_layer(ts_engine *e, int l) {
     return rc;
 }
 
+/* The automatic KV budget (opts.kv_memory == 0): a quarter of what the backend has free once
+ * the weights are in place (other ranks on the host and the OS need the rest), 256 MiB when that
+ * is unknown, and never more than max_batch_seqs sequences of the full context could use. */
+static size_t auto_kv_memory(ts_engine *e, size_t per_block, int32_t ctx) {
+    size_t avail = e->be->memory_free ? e->be->memory_free(e->be) : 0;
+    size_t kv = avail ? avail / 4 : (size_t)256 << 20;
+    size_t blocks_per_seq = (size_t)(ctx + e->opts.block_size - 1) / (size_t)e->opts.block_size;
+    size_t most = (size_t)e->opts.max_batch_seqs * blocks_per_seq * per_block;
+    return kv < most ? kv : most;
+}
+
 /* Every rank computes how many KV blocks fit its budget; the group uses the smallest count so
- * that block ids mean the same on every rank. */
+ * that block ids mean the same on every rank. Without --ctx the context is the model's, shortened
+ * (with a warning) to what the KV memory holds; an explicit --ctx that does not fit is an error. */
 static int size_kv_cache(ts_engine *e) {
-    const ts_engine_options *o = &e->opts;
+    ts_engine_options *o = &e->opts;
     size_t elem = (size_t)ts_dtype_block_bytes(o->kv_type);
     size_t per_layer_block =
         (size_t)e->shard.n_kv_heads * (size_t)o->block_size * (size_t)e->hp.head_dim * elem;
     size_t per_block = 2 * (size_t)e->hp.n_layers * per_layer_block;
+    bool auto_ctx = o->max_ctx <= 0;
+    int32_t ctx = auto_ctx ? e->hp.n_ctx_train : o->max_ctx;
+    if (o->kv_memory == 0) o->kv_memory = auto_kv_memory(e, per_block, ctx);
     int64_t fit = (int64_t)(o->kv_memory / per_block);
-    int32_t need = (o->max_ctx + o->block_size - 1) / o->block_size;
+    int32_t need = (int32_t)(((int64_t)ctx + o->block_size - 1) / o->block_size);
     int32_t mine = fit > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)fit;
     int32_t *all = malloc((size_t)e->comm->size * sizeof *all);
     if (!all) return ts_error_set(TS_E_NOMEM, "out of memory");
@@ -185,18 +224,26 @@ static int size_kv_cache(ts_engine *e) {
         if (all[r] < n) n = all[r];
     free(all);
     if (rc) return ts_error_wrap(rc, "agreeing on the KV cache size");
+    if (n < need && auto_ctx && n >= 1) {
+        TS_WARN("the model's context of %d tokens does not fit the KV cache memory (%zu bytes per "
+                "rank, %d blocks of %d tokens): serving a context of %d tokens; raise --kv-memory "
+                "for more",
+                ctx, o->kv_memory, n, o->block_size, n * o->block_size);
+        ctx = n * o->block_size;
+        need = n;
+    }
     if (n < need)
         return ts_error_set(TS_E_INVALID,
                             "KV cache memory %zu bytes per rank holds %d blocks of %d tokens, but "
                             "one sequence of the context length %d needs %d: raise --kv-memory "
                             "(to at least %zu bytes) or lower --ctx",
-                            o->kv_memory, n, o->block_size, o->max_ctx, need,
-                            (size_t)need * per_block);
+                            o->kv_memory, n, o->block_size, ctx, need, (size_t)need * per_block);
+    o->max_ctx = ctx;
     e->n_blocks = n;
     return TS_OK;
 }
 
-int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
+int ts_engine_create(const ts_model *m, ts_backend *be, ts_comm *comm,
                      const ts_engine_options *opts, ts_engine **out) {
     *out = NULL;
     ts_engine *e = calloc(1, sizeof *e);
@@ -206,15 +253,16 @@ int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
     e->be = be;
     e->comm = comm;
     fill_defaults(&m->hp, opts, &e->opts);
-    const ts_engine_options *o = &e->opts;
+    ts_engine_options *o = &e->opts;
     int rc = ts_shard_plan_make(m, comm->rank, comm->size, &e->shard);
     if (rc) goto fail;
-    if (o->max_ctx < 1 || o->max_ctx > (1 << 24)) {
-        rc = ts_error_set(TS_E_INVALID, "context length %d out of range", o->max_ctx);
+    if (o->max_ctx > (1 << 24) || (o->max_ctx <= 0 && m->hp.n_ctx_train > (1 << 24))) {
+        rc = ts_error_set(TS_E_INVALID, "context length %d out of range (at most %d)",
+                          o->max_ctx > 0 ? o->max_ctx : m->hp.n_ctx_train, 1 << 24);
         goto fail;
     }
     const ts_shard_plan *s = &e->shard;
-    const ts_llama_hparams *hp = &e->hp;
+    const ts_model_hparams *hp = &e->hp;
 
     /* weights */
     e->layers = calloc((size_t)hp->n_layers, sizeof *e->layers);
@@ -233,6 +281,13 @@ int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
         prepare_weight(e, &view, &e->output, "output", &rc);
     }
     e->output_norm = prepare_vector(e, &m->output_norm, "output_norm", &rc);
+    if (m->rope_freqs.n > 0) {
+        e->rope_factors = host_alloc((size_t)m->rope_freqs.n * sizeof(float), &rc);
+        if (!rc)
+            ts_dequantize_row(m->rope_freqs.type, m->rope_freqs.data, e->rope_factors,
+                              m->rope_freqs.n);
+    }
+    e->rope = ts_model_rope(m, e->rope_factors);
     for (int l = 0; !rc && l < hp->n_layers; l++) rc = prepare_layer(e, l);
     if (rc) goto fail;
 
@@ -311,6 +366,10 @@ void ts_engine_destroy(ts_engine *e) {
             layer_weights *w = &e->layers[l];
             be->free(be, w->attn_norm);
             be->free(be, w->ffn_norm);
+            be->free(be, w->bq);
+            be->free(be, w->bk);
+            be->free(be, w->bv);
+            be->free(be, w->bo);
             release_weight(e, &w->wq);
             release_weight(e, &w->wk);
             release_weight(e, &w->wv);
@@ -334,6 +393,7 @@ void ts_engine_destroy(ts_engine *e) {
     float *bufs[] = {e->x, e->xb, e->q, e->k, e->v, e->att, e->o, e->gate, e->up, e->logits,
                      e->logits_full};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    free(e->rope_factors);
     free(e->plan);
     free(e->plan_seqs);
     free(e->picks_index);
@@ -346,7 +406,7 @@ void ts_engine_destroy(ts_engine *e) {
     free(e);
 }
 
-const ts_llama_hparams *ts_engine_hparams(const ts_engine *e) { return &e->hp; }
+const ts_model_hparams *ts_engine_hparams(const ts_engine *e) { return &e->hp; }
 const ts_shard_plan *ts_engine_shard(const ts_engine *e) { return &e->shard; }
 const ts_engine_options *ts_engine_options_get(const ts_engine *e) { return &e->opts; }
 int32_t ts_engine_n_blocks(const ts_engine *e) { return e->n_blocks; }
@@ -398,7 +458,7 @@ int ts_engine_check_batch(const ts_engine *e, const ts_batch *b) {
 
 static int forward_layers(ts_engine *e, const ts_batch *b) {
     ts_backend *be = e->be;
-    const ts_llama_hparams *hp = &e->hp;
+    const ts_model_hparams *hp = &e->hp;
     const ts_shard_plan *s = &e->shard;
     int32_t n = b->n_tokens;
     size_t n_x = (size_t)n * (size_t)hp->dim;
@@ -413,14 +473,20 @@ static int forward_layers(ts_engine *e, const ts_batch *b) {
         be->matmul(be, e->q, e->xb, n, &w->wq);
         be->matmul(be, e->k, e->xb, n, &w->wk);
         be->matmul(be, e->v, e->xb, n, &w->wv);
-        be->rope(be, e->q, s->n_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
-        be->rope(be, e->k, s->n_kv_heads, hp->head_dim, hp->rope_dims, hp->rope_theta);
+        if (w->bq) {
+            be->add_bias(be, e->q, w->bq, n, s->n_heads * hp->head_dim);
+            be->add_bias(be, e->k, w->bk, n, s->n_kv_heads * hp->head_dim);
+            be->add_bias(be, e->v, w->bv, n, s->n_kv_heads * hp->head_dim);
+        }
+        be->rope(be, e->q, s->n_heads, hp->head_dim, &e->rope);
+        be->rope(be, e->k, s->n_kv_heads, hp->head_dim, &e->rope);
         be->kv_store(be, &e->kv[l], e->k, e->v);
         if (e->layer_hook) e->layer_hook(e->layer_hook_user, b, l);
         be->attention(be, e->att, e->q, &e->kv[l], s->n_heads, scale);
         be->matmul(be, e->o, e->att, n, &w->wo);
         rc = ts_comm_allreduce_sum_f32(e->comm, e->o, n_x);
         if (rc) break;
+        if (w->bo) be->add_bias(be, e->o, w->bo, n, hp->dim);
         be->add(be, e->x, e->o, (int64_t)n_x);
         be->rmsnorm(be, e->xb, e->x, w->ffn_norm, n, hp->dim, hp->rms_eps);
         be->matmul(be, e->gate, e->xb, n, &w->w_gate);

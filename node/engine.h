@@ -24,6 +24,7 @@
  * Memory: the weights stay where the backend prepared them (zero-copy views of the mmap on the
  * CPU); activations are sized for opts.max_batch_tokens; the KV cache takes opts.kv_memory bytes
  * per rank, as many blocks as fit (the same count on every rank). No allocation happens per step.
+ * ts_engine_options_get reports the sizes chosen (kv_memory and max_ctx after defaults).
  *
  * Threads: one thread drives an engine. Errors: a failed collective (a dead rank) returns
  * TS_E_UNAVAILABLE/TS_E_TIMEOUT; the group cannot continue after that.
@@ -32,7 +33,7 @@
 #define TS_NODE_ENGINE_H
 
 #include "kernels/kernels.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "node/comm.h"
 #include "node/shard.h"
 
@@ -45,18 +46,21 @@ typedef struct ts_engine_options {
     int32_t max_batch_tokens; /* tokens per step; <= 0: 512 */
     int32_t max_batch_seqs;   /* sequences per step; <= 0: 256 */
     int32_t block_size;       /* KV slots per block; <= 0: 16 */
-    size_t kv_memory;         /* KV cache bytes on this rank; 0: 256 MiB */
+    size_t kv_memory;         /* KV cache bytes on this rank; 0: a quarter of the memory the
+                               * backend has free after the weights, capped at what
+                               * max_batch_seqs full-context sequences need */
     ts_dtype kv_type;         /* TS_DTYPE_F16 or TS_DTYPE_F32 */
-    int32_t max_ctx;          /* longest sequence; <= 0: the model's trained context */
+    int32_t max_ctx;          /* longest sequence; <= 0: the model's trained context, shortened
+                               * (with a warning) to what the KV memory holds */
 } ts_engine_options;
 
 /* Prepares this rank's shard (comm->rank of comm->size) on the backend and allocates the KV
  * cache. Collective: every rank of the group calls it. The model and backend must outlive it. */
-int ts_engine_create(const ts_llama_model *m, ts_backend *be, ts_comm *comm,
+int ts_engine_create(const ts_model *m, ts_backend *be, ts_comm *comm,
                      const ts_engine_options *opts, ts_engine **out);
 void ts_engine_destroy(ts_engine *e);
 
-const ts_llama_hparams *ts_engine_hparams(const ts_engine *e);
+const ts_model_hparams *ts_engine_hparams(const ts_engine *e);
 const ts_shard_plan *ts_engine_shard(const ts_engine *e);
 const ts_engine_options *ts_engine_options_get(const ts_engine *e); /* with defaults filled in */
 int32_t ts_engine_n_blocks(const ts_engine *e);

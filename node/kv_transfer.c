@@ -181,13 +181,13 @@ static uint64_t fnv_weight(uint64_t h, const ts_weight *w) {
     return w->data ? fnv1a(h, w->data, bytes < 4096 ? bytes : 4096) : h;
 }
 
-static uint64_t fnv_vector(uint64_t h, const ts_llama_vector *v) {
+static uint64_t fnv_vector(uint64_t h, const ts_model_vector *v) {
     size_t bytes = ts_dtype_row_bytes(v->type, v->n);
     return v->data ? fnv1a(h, v->data, bytes < 4096 ? bytes : 4096) : h;
 }
 
-uint64_t ts_kvx_fingerprint(const ts_llama_model *m, ts_dtype kv_type) {
-    const ts_llama_hparams *hp = &m->hp;
+uint64_t ts_kvx_fingerprint(const ts_model *m, ts_dtype kv_type) {
+    const ts_model_hparams *hp = &m->hp;
     uint64_t h = 0xcbf29ce484222325ull;
     int64_t shape[] = {hp->n_vocab,    hp->dim,      hp->n_layers,  hp->n_heads,
                        hp->n_kv_heads, hp->head_dim, hp->rope_dims, (int64_t)kv_type};

@@ -101,8 +101,8 @@ const char *ts_kvx_transport_name(ts_kvx_transport t);
 int ts_kvx_transport_parse(const char *text, ts_kvx_transport *out);
 /* A command line's --kv-transport with its --device (NULL: the default, cpu): parses `text`,
  * then refuses nccl with TS_E_INVALID for a device that is not cuda[:N], or with
- * TS_E_UNSUPPORTED in a build without CUDA. Before any model is loaded; ts_kvx_nccl_supported(engine)
- * checks the engine itself later. */
+ * TS_E_UNSUPPORTED in a build without CUDA. Before any model is loaded;
+ * ts_kvx_nccl_supported(engine) checks the engine itself later. */
 int ts_kvx_transport_from_flags(const char *text, const char *device, ts_kvx_transport *out);
 /* Whether this engine's KV cache can be an end of a NCCL transfer: 0 when this build has CUDA
  * and the engine's backend is a CUDA device, TS_E_UNSUPPORTED saying which is missing. With
@@ -130,7 +130,7 @@ uint32_t ts_kvx_sum_fold(uint64_t sum);
 /* A 64-bit identity of a model's KV semantics: the shape, the KV dtype, and the bytes of every
  * layer's K and V projection and of the embedding (sampled), so that two processes agree only
  * when their KV caches mean the same thing. Cheap (reads a few KiB per layer). */
-uint64_t ts_kvx_fingerprint(const ts_llama_model *m, ts_dtype kv_type);
+uint64_t ts_kvx_fingerprint(const ts_model *m, ts_dtype kv_type);
 
 /* ---- wire format (exposed for tests and tools) ---- */
 

@@ -227,7 +227,7 @@ int ts_kvx_group_task(void *group, ts_engine *e, const void *msg, size_t bytes) 
     return rc;
 }
 
-int ts_kvx_group_create(ts_engine *e, const ts_llama_model *m, const ts_kvx_group_options *opts,
+int ts_kvx_group_create(ts_engine *e, const ts_model *m, const ts_kvx_group_options *opts,
                         ts_kvx_group **out) {
     *out = NULL;
     ts_kvx_group *g = calloc(1, sizeof *g);

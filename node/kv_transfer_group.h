@@ -54,7 +54,7 @@ typedef struct ts_kvx_group_options {
  * following). Registers the group's task handler and layer hook on the engine; the group must
  * be destroyed before the engine. TS_E_UNSUPPORTED (on every rank) when opts->transport is
  * TS_KVX_NCCL and this engine cannot send over NCCL (ts_kvx_nccl_supported). */
-int ts_kvx_group_create(ts_engine *e, const ts_llama_model *m, const ts_kvx_group_options *opts,
+int ts_kvx_group_create(ts_engine *e, const ts_model *m, const ts_kvx_group_options *opts,
                         ts_kvx_group **out);
 /* Aborts every open sender, closes the receiver, unhooks the engine. Not collective. */
 void ts_kvx_group_destroy(ts_kvx_group *g);

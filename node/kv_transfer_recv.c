@@ -97,7 +97,7 @@ int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts
     *out = NULL;
     ts_kvx_receiver *r = calloc(1, sizeof *r);
     if (!r) return ts_error_set(TS_E_NOMEM, "out of memory");
-    const ts_llama_hparams *hp = ts_engine_hparams(e);
+    const ts_model_hparams *hp = ts_engine_hparams(e);
     const ts_shard_plan *sh = ts_engine_shard(e);
     const ts_engine_options *eo = ts_engine_options_get(e);
     r->n_layers = hp->n_layers;

@@ -178,7 +178,7 @@ static int join_link(ts_kvx_sender *s, conn *c, int32_t n_blocks) {
 
 int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_sender **out) {
     *out = NULL;
-    const ts_llama_hparams *hp = ts_engine_hparams(e);
+    const ts_model_hparams *hp = ts_engine_hparams(e);
     const ts_shard_plan *sh = ts_engine_shard(e);
     const ts_engine_options *eo = ts_engine_options_get(e);
     int32_t max_blocks = ts_engine_n_blocks(e);

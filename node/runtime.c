@@ -15,7 +15,7 @@ struct ts_runtime {
     char device[32]; /* --device-per-rank: this rank's device */
     bool used_mpi;
     ts_gguf *gguf;
-    ts_llama_model model;
+    ts_model model;
     bool model_loaded;
     ts_backend *be;
     ts_comm *comm;
@@ -27,7 +27,7 @@ void ts_runtime_options_default(ts_runtime_options *o) {
     memset(o, 0, sizeof *o);
     o->device = "cpu";
     o->isa = "auto";
-    o->kv_memory = (size_t)256 << 20;
+    o->kv_memory = 0; /* the engine sizes it from the model and the free memory */
     o->kv_type = "f16";
     o->block_size = 16;
     o->batch_tokens = 512;
@@ -51,9 +51,11 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
     f[n++] = (ts_flag){"isa", 0, TS_FLAG_STRING, &o->isa, "CPU kernels: auto, scalar, avx2, avx512",
                        0, 0};
     f[n++] = (ts_flag){"ctx", 'c', TS_FLAG_INT, &o->ctx,
-                       "context length in tokens; 0 = the model's", 0, 1 << 24};
+                       "context length in tokens; 0 = the model's, shortened to what the KV "
+                       "memory holds", 0, 1 << 24};
     f[n++] = (ts_flag){"kv-memory", 0, TS_FLAG_SIZE, &o->kv_memory,
-                       "KV cache memory per rank (e.g. 512M, 4G)", 0, 0};
+                       "KV cache memory per rank (e.g. 512M, 4G); 0 = a quarter of the free "
+                       "memory, at most what --batch-seqs full contexts need", 0, 0};
     f[n++] = (ts_flag){"device-memory", 0, TS_FLAG_SIZE, &o->device_memory,
                        "memory the backend may allocate per rank, KV cache included; 0 = all", 0,
                        0};
@@ -130,7 +132,7 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     if (rc) goto fail;
     rc = ts_gguf_open(rt->model_path, &rt->gguf);
     if (rc) goto fail;
-    rc = ts_llama_load(rt->gguf, &rt->model);
+    rc = ts_model_load(rt->gguf, &rt->model);
     if (rc) goto fail;
     rt->model_loaded = true;
     if (rt->comm->rank != 0) ts_log_set_level(level > TS_LOG_WARN ? level : TS_LOG_WARN);
@@ -183,7 +185,7 @@ int ts_runtime_close(ts_runtime *rt) {
     ts_sched_destroy(rt->sched);
     ts_engine_destroy(rt->engine);
     ts_backend_destroy(rt->be);
-    if (rt->model_loaded) ts_llama_free(&rt->model);
+    if (rt->model_loaded) ts_model_free(&rt->model);
     ts_gguf_close(rt->gguf);
     ts_comm_destroy(rt->comm);
     if (rt->used_mpi) ts_mpi_finalize();
@@ -195,7 +197,7 @@ bool ts_runtime_is_leader(const ts_runtime *rt) { return rt->comm->rank == 0; }
 int ts_runtime_follow(ts_runtime *rt) { return ts_engine_follow(rt->engine); }
 const char *ts_runtime_model_path(const ts_runtime *rt) { return rt->model_path; }
 const ts_gguf *ts_runtime_gguf(const ts_runtime *rt) { return rt->gguf; }
-const ts_llama_model *ts_runtime_model(const ts_runtime *rt) { return &rt->model; }
+const ts_model *ts_runtime_model(const ts_runtime *rt) { return &rt->model; }
 ts_backend *ts_runtime_backend(const ts_runtime *rt) { return rt->be; }
 ts_engine *ts_runtime_engine(const ts_runtime *rt) { return rt->engine; }
 ts_sched *ts_runtime_scheduler(const ts_runtime *rt) { return rt->sched; }

@@ -14,7 +14,7 @@
 
 #include "common/flags.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "node/engine.h"
 #include "node/scheduler.h"
 
@@ -62,7 +62,7 @@ int ts_runtime_follow(ts_runtime *rt);
 
 const char *ts_runtime_model_path(const ts_runtime *rt);
 const ts_gguf *ts_runtime_gguf(const ts_runtime *rt);
-const ts_llama_model *ts_runtime_model(const ts_runtime *rt);
+const ts_model *ts_runtime_model(const ts_runtime *rt);
 ts_backend *ts_runtime_backend(const ts_runtime *rt);
 ts_engine *ts_runtime_engine(const ts_runtime *rt);
 ts_sched *ts_runtime_scheduler(const ts_runtime *rt); /* NULL on followers */

@@ -52,8 +52,8 @@ int ts_weight_cols(const ts_weight *w, int64_t col0, int64_t n_cols, ts_weight *
     return TS_OK;
 }
 
-int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_plan *out) {
-    const ts_llama_hparams *hp = &m->hp;
+int ts_shard_plan_make(const ts_model *m, int rank, int size, ts_shard_plan *out) {
+    const ts_model_hparams *hp = &m->hp;
     if (size < 1 || rank < 0 || rank >= size)
         return ts_error_set(TS_E_INVALID, "rank %d of a group of %d", rank, size);
     if (hp->n_heads % size != 0) {
@@ -79,8 +79,24 @@ int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_pla
     /* With replication the head is the one this rank's query heads attend with:
      * head0 / (n_heads / n_kv_heads) == rank / (size / n_kv_heads) since size divides n_heads. */
     ts_shard_kv_heads(hp->n_kv_heads, size, rank, &out->kv_head0, &out->n_kv_heads);
+    /* Column shards must hold whole blocks of every layer's quantized weights: W_down's FFN
+     * columns (the FFN split is aligned to the largest block; block sizes are powers of two)
+     * and Wo's head columns (fixed by the head split, so only checked). */
+    int64_t ff_align = 1;
+    for (int32_t l = 0; m->layers && l < hp->n_layers; l++) {
+        int64_t down = ts_dtype_block_elems(m->layers[l].w_down.type);
+        int64_t wo = ts_dtype_block_elems(m->layers[l].wo.type);
+        if (down > ff_align) ff_align = down;
+        int64_t head_cols = (int64_t)out->n_heads * hp->head_dim;
+        if (wo > 1 && head_cols % wo != 0)
+            return ts_error_set(TS_E_INVALID,
+                                "tensor parallelism %d gives each rank %lld columns of layer %d's "
+                                "attn_output (%s), which is stored in blocks of %lld columns: use "
+                                "a degree whose heads per rank fill whole blocks",
+                                size, (long long)head_cols, l, ts_dtype_name(m->layers[l].wo.type),
+                                (long long)wo);
+    }
     int64_t b, e;
-    int64_t ff_align = m->layers && hp->n_layers > 0 ? ts_dtype_block_elems(m->layers[0].w_down.type) : 1;
     ts_shard_split(hp->n_ff, size, rank, ff_align, &b, &e);
     out->ff0 = (int32_t)b;
     out->n_ff = (int32_t)(e - b);
@@ -93,7 +109,9 @@ int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_pla
         if (e - b > out->max_vocab_shard) out->max_vocab_shard = (int32_t)(e - b);
     }
     if (out->n_ff == 0)
-        return ts_error_set(TS_E_INVALID, "tensor parallelism %d leaves a rank without FFN rows",
-                            size);
+        return ts_error_set(TS_E_INVALID,
+                            "tensor parallelism %d leaves a rank without FFN rows (%d rows in "
+                            "blocks of %lld)",
+                            size, hp->n_ff, (long long)ff_align);
     return TS_OK;
 }

@@ -11,7 +11,7 @@
  *   - row splits (by input columns): Wo by its query heads' columns, W_down by its FFN columns;
  *     a partial product is summed by one all-reduce after each of these two matmuls.
  * Uneven splits (FFN 172 over 3 ranks, a vocabulary not divisible by size) are fine; column
- * offsets of quantized row splits must fall on 32-element block boundaries.
+ * offsets of quantized row splits must fall on block boundaries (32 or 256 elements).
  *
  * The shard views point into the full host views (the mmap), so each rank touches only the
  * pages of its shard. ts_shard_plan checks everything up front and fails with a message that
@@ -20,7 +20,7 @@
 #ifndef TS_NODE_SHARD_H
 #define TS_NODE_SHARD_H
 
-#include "model/llama.h"
+#include "model/model.h"
 
 #include <stdint.h>
 
@@ -35,8 +35,12 @@ typedef struct ts_shard_plan {
     int32_t max_vocab_shard; /* the largest n_vocab over all ranks (all-gather padding) */
 } ts_shard_plan;
 
-/* The FFN split is aligned to the block size of W_down's type so its column shards stay whole. */
-int ts_shard_plan_make(const ts_llama_model *m, int rank, int size, ts_shard_plan *out);
+/* The FFN split is aligned to the largest block size of the layers' W_down types (256 for
+ * K-quants), so its column shards stay whole and may be uneven (Qwen2.5-0.5B's 4864 FFN rows
+ * are 19 blocks: 9 and 10 over 2 ranks); W_up and W_gate are split at the same rows. A degree
+ * whose heads per rank do not fill whole blocks of Wo's type is refused. Biases are split with
+ * their weights by the engine (q/k/v by rows; the output bias is added after the all-reduce). */
+int ts_shard_plan_make(const ts_model *m, int rank, int size, ts_shard_plan *out);
 
 /* The KV heads [*head0, *head0 + *n) that rank `rank` of a group of `size` holds, by the rule
  * above: n_kv_heads / size consecutive heads when size divides n_kv_heads, else (n_kv_heads

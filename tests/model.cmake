@@ -1,7 +1,7 @@
 # Model formats (model/): GGUF reader and writer, the Llama loader, synthetic models, the
 # `tessera model` command, and the GGUF fuzzer.
 ts_add_test(NAME test_gguf SOURCES unit/test_gguf.c LIBS ts_model LABELS unit)
-ts_add_test(NAME test_llama SOURCES unit/test_llama.c LIBS ts_model LABELS unit)
+ts_add_test(NAME test_model SOURCES unit/test_model.c LIBS ts_model LABELS unit)
 ts_add_test(NAME test_synth SOURCES unit/test_synth.c LIBS ts_model LABELS unit)
 
 # The `tessera model` command, run as a user would.
@@ -24,8 +24,7 @@ if(TESSERA_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "TESSERA_FUZZ=ON needs clang (cmake -DCMAKE_C_COMPILER=clang)")
   endif()
-  add_executable(fuzz_gguf fuzz/fuzz_gguf.c ${PROJECT_SOURCE_DIR}/model/gguf.c
-                 ${PROJECT_SOURCE_DIR}/model/gguf_write.c ${PROJECT_SOURCE_DIR}/model/llama.c)
+  add_executable(fuzz_gguf fuzz/fuzz_gguf.c ${TS_MODEL_SOURCES})
   target_compile_definitions(fuzz_gguf PRIVATE TS_LIBFUZZER)
   target_compile_options(fuzz_gguf PRIVATE -fsanitize=fuzzer,address,undefined -g)
   target_link_options(fuzz_gguf PRIVATE -fsanitize=fuzzer,address,undefined)

@@ -20,6 +20,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include "common/error.h"
+#include "common/meminfo.h"
 #include "kernels/cpu/cpu_batch.h"
 #include "kernels/cpu/panels.h"
 #include "kernels/cpu/ref.h"
@@ -132,6 +133,15 @@ static int cpu_sync(ts_backend *be) {
     return 0;
 }
 
+static size_t cpu_memory_free(ts_backend *be) {
+    cpu_backend *c = cpu(be);
+    uint64_t host = ts_mem_available_bytes();
+    if (host > SIZE_MAX) host = SIZE_MAX;
+    if (!c->budget) return (size_t)host;
+    size_t rest = c->budget - c->used;
+    return host && host < rest ? (size_t)host : rest;
+}
+
 /* Grows a zeroed scratch buffer (not counted in the budget: it is the backend's own). Sizes at
  * least double, so a context that grows by one token per step reallocates O(log n) times. */
 static int grow_scratch(void **p, size_t *cap, size_t bytes) {
@@ -188,10 +198,16 @@ static void ref_matmul(ts_backend *be, float *y, const float *x, int32_t n, cons
     ts_ref_matmul(y, x, n, w);
 }
 
-static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
-                     float theta) {
+static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
+                     const ts_rope *rope) {
     const ts_cpu_batch *b = &cpu(be)->batch;
-    ts_ref_rope(x, b->pos, b->n_tokens, n_heads, head_dim, rope_dims, theta);
+    ts_ref_rope(x, b->pos, b->n_tokens, n_heads, head_dim, rope);
+}
+
+/* Both CPU backends: a broadcast add that the compiler vectorizes is already at memory speed. */
+static void ref_add_bias(ts_backend *be, float *y, const float *bias, int32_t n, int32_t width) {
+    (void)be;
+    ts_ref_add_bias(y, bias, n, width);
 }
 
 static void ref_kv_store(ts_backend *be, const ts_kv_layer *kv, const float *k, const float *v) {
@@ -249,27 +265,29 @@ static void simd_rmsnorm(ts_backend *be, float *out, const float *x, const float
 typedef struct {
     float *x;
     const ts_cpu_batch *b;
-    int32_t n_heads, head_dim, rope_dims;
+    int32_t n_heads, head_dim;
+    ts_rope_mode mode;
+    int32_t n_dims;
 } rope_args;
 
 static void rope_task(void *ctx, int ith, int nth) {
     const rope_args *a = ctx;
-    const int32_t n = a->b->n_tokens, pairs = a->rope_dims / 2;
+    const int32_t n = a->b->n_tokens, pairs = a->n_dims / 2;
     for (int32_t r = (int32_t)((int64_t)n * ith / nth); r < (int64_t)n * (ith + 1) / nth; r++)
         ts_ref_rope_row(a->x + (size_t)r * (size_t)a->n_heads * (size_t)a->head_dim, a->n_heads,
-                        a->head_dim, a->rope_dims, a->b->rope_cos + (size_t)r * (size_t)pairs,
+                        a->head_dim, a->mode, a->n_dims, a->b->rope_cos + (size_t)r * (size_t)pairs,
                         a->b->rope_sin + (size_t)r * (size_t)pairs);
 }
 
 /* Angles from the step's table (computed once per step by the reference function), the rotation
  * by the reference row function: rope is bit-identical to the reference on every ISA. */
 static void simd_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
-                      int32_t rope_dims, float theta) {
+                      const ts_rope *rope) {
     cpu_backend *c = cpu(be);
     /* The table only grows with the batch; failure means memory is already exhausted. */
-    TS_ASSERT(ts_cpu_batch_rope_table(&c->batch, rope_dims, theta) == 0);
-    rope_args a = {x, &c->batch, n_heads, head_dim, rope_dims};
-    int work = c->batch.n_tokens * n_heads * rope_dims;
+    TS_ASSERT(ts_cpu_batch_rope_table(&c->batch, rope) == 0);
+    rope_args a = {x, &c->batch, n_heads, head_dim, rope->mode, rope->n_dims};
+    int work = c->batch.n_tokens * n_heads * rope->n_dims;
     ts_threadpool_run(c->pool, work < (1 << 14) ? 1 : 0, rope_task, &a);
 }
 
@@ -394,6 +412,7 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
     be->upload = cpu_copy;
     be->download = cpu_copy;
     be->memset_zero = cpu_memset_zero;
+    be->memory_free = cpu_memory_free;
     be->weight_prepare = cpu_weight_prepare;
     be->weight_release = cpu_weight_release;
     be->sync = cpu_sync;
@@ -402,6 +421,7 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
     be->rmsnorm = ref_rmsnorm;
     be->matmul = ref_matmul;
     be->rope = ref_rope;
+    be->add_bias = ref_add_bias;
     be->kv_store = ref_kv_store;
     be->attention = ref_attention;
     be->silu_mul = ref_silu_mul;

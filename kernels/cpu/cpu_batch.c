@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "kernels/cpu/ref.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,19 +100,23 @@ int ts_cpu_batch_set(ts_cpu_batch *b, const ts_batch *src) {
     return 0;
 }
 
-int ts_cpu_batch_rope_table(ts_cpu_batch *b, int32_t rope_dims, float theta) {
-    if (b->rope_valid && b->rope_dims == rope_dims && b->rope_theta == theta) return 0;
-    size_t pairs = (size_t)(rope_dims / 2);
+static bool same_angles(const ts_rope *a, const ts_rope *b) {
+    return a->n_dims == b->n_dims && a->theta_base == b->theta_base &&
+           a->freq_scale == b->freq_scale && a->freq_factors == b->freq_factors;
+}
+
+int ts_cpu_batch_rope_table(ts_cpu_batch *b, const ts_rope *rope) {
+    if (b->rope_valid && same_angles(&b->rope, rope)) return 0;
+    size_t pairs = (size_t)(rope->n_dims / 2);
     size_t n = (size_t)b->n_tokens * pairs;
     int rc = grow((void **)&b->rope_cos, &b->cap_rope, n, 2 * sizeof(float));
     if (rc) return rc;
     b->rope_sin = b->rope_cos + b->cap_rope; /* one allocation: cos, then sin */
     for (int32_t r = 0; r < b->n_tokens; r++)
-        ts_ref_rope_angles(b->pos[r], rope_dims, theta, b->rope_cos + (size_t)r * pairs,
+        ts_ref_rope_angles(b->pos[r], rope, b->rope_cos + (size_t)r * pairs,
                            b->rope_sin + (size_t)r * pairs);
     b->rope_valid = 1;
-    b->rope_dims = rope_dims;
-    b->rope_theta = theta;
+    b->rope = *rope;
     return 0;
 }
 

@@ -7,7 +7,7 @@
  * batch has been seen a step allocates nothing.
  *
  * The rope cos/sin table of a step lives here too: rope is called twice per layer (q and k) with
- * the same (rope_dims, theta), so the angles are computed once per step, on first use.
+ * the same parameters, so the angles are computed once per step, on first use.
  */
 #ifndef TS_KERNELS_CPU_CPU_BATCH_H
 #define TS_KERNELS_CPU_CPU_BATCH_H
@@ -33,8 +33,7 @@ typedef struct ts_cpu_batch {
 
     /* rope table of this step: cos/sin of row r, pair i at [r * rope_pairs + i] */
     int rope_valid;
-    int32_t rope_dims;
-    float rope_theta;
+    ts_rope rope; /* the angles' parameters (the mode does not change them) */
     float *rope_cos;
     float *rope_sin;
 
@@ -47,9 +46,9 @@ typedef struct ts_cpu_batch {
 int ts_cpu_batch_set(ts_cpu_batch *b, const ts_batch *src);
 void ts_cpu_batch_free(ts_cpu_batch *b); /* back to all zeros */
 
-/* Makes sure b->rope_cos/sin hold this step's angles for (rope_dims, theta), computed with
+/* Makes sure b->rope_cos/sin hold this step's angles for `rope`, computed with
  * ts_ref_rope_angles. TS_E_NOMEM on allocation failure (first use of a larger batch only). */
-int ts_cpu_batch_rope_table(ts_cpu_batch *b, int32_t rope_dims, float theta);
+int ts_cpu_batch_rope_table(ts_cpu_batch *b, const ts_rope *rope);
 
 /* The KV block id holding position p of row r's sequence, and the slot within it. */
 static inline int32_t ts_cpu_batch_block(const ts_cpu_batch *b, int32_t row, int32_t p) {

@@ -57,37 +57,50 @@ void ts_ref_matmul(float *y, const float *x, int32_t n, const ts_weight *w) {
     }
 }
 
-void ts_ref_rope_angles(int32_t pos, int32_t rope_dims, float theta, float *cos_out,
-                        float *sin_out) {
-    const float theta_scale = powf(theta, -2.0f / (float)rope_dims);
-    float angle = (float)pos;
-    for (int32_t i = 0; i < rope_dims / 2; i++) {
+void ts_ref_rope_angles(int32_t pos, const ts_rope *rope, float *cos_out, float *sin_out) {
+    const float theta_scale = powf(rope->theta_base, -2.0f / (float)rope->n_dims);
+    float t = (float)pos;
+    for (int32_t i = 0; i < rope->n_dims / 2; i++) {
+        float factor = rope->freq_factors ? rope->freq_factors[i] : 1.0f;
+        float angle = rope->freq_scale * (t / factor);
         cos_out[i] = cosf(angle);
         sin_out[i] = sinf(angle);
-        angle *= theta_scale;
+        t *= theta_scale;
     }
 }
 
-void ts_ref_rope_row(float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
+void ts_ref_rope_row(float *x, int32_t n_heads, int32_t head_dim, ts_rope_mode mode, int32_t n_dims,
                      const float *cos_v, const float *sin_v) {
+    const int32_t pairs = n_dims / 2;
+    /* element i of a pair and its partner: adjacent (normal) or half the rotated dims apart */
+    const int32_t stride = mode == TS_ROPE_NEOX ? 1 : 2, offset = mode == TS_ROPE_NEOX ? pairs : 1;
     for (int32_t h = 0; h < n_heads; h++) {
         float *xh = x + (size_t)h * (size_t)head_dim;
-        for (int32_t i = 0; i < rope_dims / 2; i++) {
-            float x0 = xh[2 * i], x1 = xh[2 * i + 1];
-            xh[2 * i] = x0 * cos_v[i] - x1 * sin_v[i];
-            xh[2 * i + 1] = x0 * sin_v[i] + x1 * cos_v[i];
+        for (int32_t i = 0; i < pairs; i++) {
+            float *a = xh + (size_t)i * (size_t)stride, *b = a + offset;
+            float x0 = *a, x1 = *b;
+            *a = x0 * cos_v[i] - x1 * sin_v[i];
+            *b = x0 * sin_v[i] + x1 * cos_v[i];
         }
     }
 }
 
 void ts_ref_rope(float *x, const int32_t *pos, int32_t n, int32_t n_heads, int32_t head_dim,
-                 int32_t rope_dims, float theta) {
+                 const ts_rope *rope) {
     float cos_v[512], sin_v[512];
-    TS_ASSERT(rope_dims <= 1024); /* the engine checks rope_dims <= head_dim at load */
+    TS_ASSERT(rope->n_dims <= 1024); /* the model loader checks n_dims <= head_dim */
     for (int32_t r = 0; r < n; r++) {
-        ts_ref_rope_angles(pos[r], rope_dims, theta, cos_v, sin_v);
+        ts_ref_rope_angles(pos[r], rope, cos_v, sin_v);
         ts_ref_rope_row(x + (size_t)r * (size_t)n_heads * (size_t)head_dim, n_heads, head_dim,
-                        rope_dims, cos_v, sin_v);
+                        rope->mode, rope->n_dims, cos_v, sin_v);
+    }
+}
+
+void ts_ref_add_bias(float *y, const float *bias, int32_t n, int32_t width) {
+    for (int32_t i = 0; i < n; i++) {
+        float *row = y + (size_t)i * (size_t)width;
+        for (int32_t j = 0; j < width; j++)
+            row[j] += bias[j];
     }
 }
 

@@ -29,22 +29,27 @@ void ts_ref_rmsnorm(float *out, const float *x, const float *weight, int32_t n, 
 /* y[n][w->rows] = x[n][w->cols] · Wᵀ. */
 void ts_ref_matmul(float *y, const float *x, int32_t n, const ts_weight *w);
 
-/* cos/sin of the rope_dims/2 angles of position pos, computed as GGML's CPU rope does (so that
- * greedy outputs match llama.cpp bit for bit):
- *   theta_scale = powf(theta, -2.0f / rope_dims); angle_0 = (float)pos;
- *   angle_{i+1} = angle_i * theta_scale (float multiplication); cos = cosf, sin = sinf. */
-void ts_ref_rope_angles(int32_t pos, int32_t rope_dims, float theta, float *cos_out,
-                        float *sin_out);
+/* cos/sin of the n_dims/2 angles of position pos (kernels.h: ts_rope), computed as GGML's CPU
+ * rope does (so that greedy outputs match llama.cpp bit for bit):
+ *   theta_scale = powf(theta_base, -2.0f / n_dims); t_0 = (float)pos;
+ *   t_{i+1} = t_i * theta_scale (float multiplication);
+ *   angle_i = freq_scale * (t_i / factor_i); cos = cosf, sin = sinf.
+ * With freq_scale 1 and no factors the angle is t_i exactly. */
+void ts_ref_rope_angles(int32_t pos, const ts_rope *rope, float *cos_out, float *sin_out);
 
-/* Rotary embedding in place, row r at position pos[r]; pairs (2i, 2i+1) of the first rope_dims
- * of each head: (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos). */
+/* Rotary embedding in place, row r at position pos[r]: pairs (2i, 2i+1) in TS_ROPE_NORMAL mode,
+ * (i, i + n_dims/2) in TS_ROPE_NEOX, of the first n_dims of each head:
+ * (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos). */
 void ts_ref_rope(float *x, const int32_t *pos, int32_t n, int32_t n_heads, int32_t head_dim,
-                 int32_t rope_dims, float theta);
+                 const ts_rope *rope);
 
-/* Rotates one row with precomputed angles (rope_dims/2 cos and sin). Shared by every CPU
+/* Rotates one row with precomputed angles (n_dims/2 cos and sin). Shared by every CPU
  * implementation, so rope is bit-identical across ISAs. */
-void ts_ref_rope_row(float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
+void ts_ref_rope_row(float *x, int32_t n_heads, int32_t head_dim, ts_rope_mode mode, int32_t n_dims,
                      const float *cos_v, const float *sin_v);
+
+/* y[i][j] += bias[j], rows i < n of width `width`. */
+void ts_ref_add_bias(float *y, const float *bias, int32_t n, int32_t width);
 
 /* Writes row r's k and v into the slot of its position. */
 void ts_ref_kv_store(const ts_kv_layer *kv, const ts_cpu_batch *b, const float *k, const float *v);

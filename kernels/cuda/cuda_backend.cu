@@ -84,9 +84,9 @@ struct cuda_backend {
     void *pinned[2];
     size_t pinned_cap[2];
 
-    float *rope_cos, *rope_sin; /* [rope_n_pos][rope_dims / 2] each */
-    int32_t rope_dims, rope_n_pos;
-    float rope_theta;
+    float *rope_cos, *rope_sin; /* [rope_n_pos][rope.n_dims / 2] each */
+    ts_rope rope;               /* the table's angle parameters */
+    int32_t rope_n_pos;
 
     gemm_algo algos[MAX_ALGOS];
     int n_algos;
@@ -128,6 +128,19 @@ const ts_cpu_batch *ts_cuda_host_batch(cuda_backend *c) {
 }
 
 /* ---- memory ---- */
+
+static size_t cuda_memory_free(ts_backend *be) {
+    cuda_backend *c = cu(be);
+    cudaSetDevice(c->device);
+    size_t free_bytes = 0, total = 0;
+    if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+        cudaGetLastError(); /* clear it: this is a query, not a failure of the backend */
+        free_bytes = 0;
+    }
+    if (!c->budget) return free_bytes;
+    size_t rest = c->budget - c->used;
+    return free_bytes && free_bytes < rest ? free_bytes : rest;
+}
 
 static void *cuda_alloc(ts_backend *be, size_t bytes) {
     cuda_backend *c = cu(be);
@@ -421,23 +434,26 @@ static void cuda_rmsnorm(ts_backend *be, float *out, const float *x, const float
 /* The rope angles of positions 0 .. n_pos-1, computed on the host by the reference function
  * (ts_ref_rope_angles: GGML's recurrence, the C library's cosf/sinf) and kept on the device, so
  * rope is bit-identical to the CPU backends. Grown (doubling) when a longer context appears. */
-static bool rope_table(cuda_backend *c, int32_t rope_dims, float theta, int32_t max_ctx) {
-    if (c->rope_cos && c->rope_dims == rope_dims && c->rope_theta == theta &&
-        c->rope_n_pos >= max_ctx)
-        return true;
-    int32_t n_pos = c->rope_dims == rope_dims && c->rope_theta == theta ? c->rope_n_pos : 0;
+static bool same_angles(const ts_rope *a, const ts_rope *b) {
+    return a->n_dims == b->n_dims && a->theta_base == b->theta_base &&
+           a->freq_scale == b->freq_scale && a->freq_factors == b->freq_factors;
+}
+
+static bool rope_table(cuda_backend *c, const ts_rope *rope, int32_t max_ctx) {
+    bool same = c->rope_cos && same_angles(&c->rope, rope);
+    if (same && c->rope_n_pos >= max_ctx) return true;
+    int32_t n_pos = same ? c->rope_n_pos : 0;
     if (n_pos < 1024) n_pos = 1024;
     while (n_pos < max_ctx)
         n_pos *= 2;
-    const size_t pairs = (size_t)(rope_dims / 2), count = (size_t)n_pos * pairs;
+    const size_t pairs = (size_t)(rope->n_dims / 2), count = (size_t)n_pos * pairs;
     float *host = (float *)malloc(2 * count * sizeof(float) + 1);
     if (!host) {
         ts_cuda_fail(c, "rope", "out of host memory for the angle table");
         return false;
     }
     for (int32_t p = 0; p < n_pos; p++)
-        ts_ref_rope_angles(p, rope_dims, theta, host + (size_t)p * pairs,
-                           host + count + (size_t)p * pairs);
+        ts_ref_rope_angles(p, rope, host + (size_t)p * pairs, host + count + (size_t)p * pairs);
     cudaStreamSynchronize(c->stream);
     cuda_free(&c->base, c->rope_cos);
     c->rope_cos = c->rope_sin = NULL;
@@ -452,17 +468,20 @@ static bool rope_table(cuda_backend *c, int32_t rope_dims, float theta, int32_t 
     free(host);
     c->rope_cos = dev;
     c->rope_sin = dev + count;
-    c->rope_dims = rope_dims;
-    c->rope_theta = theta;
+    c->rope = *rope;
     c->rope_n_pos = n_pos;
     return true;
 }
 
 static void cuda_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
-                      int32_t rope_dims, float theta) {
+                      const ts_rope *rope) {
     cuda_backend *c = cu(be);
-    if (!rope_table(c, rope_dims, theta, c->hb.max_ctx)) return;
-    ts_cuda_rope(c, x, n_heads, head_dim, rope_dims, c->rope_cos, c->rope_sin);
+    if (!rope_table(c, rope, c->hb.max_ctx)) return;
+    ts_cuda_rope(c, x, n_heads, head_dim, rope->mode, rope->n_dims, c->rope_cos, c->rope_sin);
+}
+
+static void cuda_add_bias(ts_backend *be, float *y, const float *bias, int32_t n, int32_t width) {
+    ts_cuda_add_bias(cu(be), y, bias, n, width);
 }
 
 static void cuda_kv_store(ts_backend *be, const ts_kv_layer *kv, const float *k, const float *v) {
@@ -720,6 +739,8 @@ extern "C" int ts_cuda_backend_create(const ts_backend_options *opts, int device
     be->rmsnorm = cuda_rmsnorm;
     be->matmul = cuda_matmul;
     be->rope = cuda_rope;
+    be->memory_free = cuda_memory_free;
+    be->add_bias = cuda_add_bias;
     be->kv_store = cuda_kv_store;
     be->attention = cuda_attention;
     be->silu_mul = cuda_silu_mul;

@@ -83,8 +83,10 @@ void ts_cuda_embed(cuda_backend *c, float *x, const ts_weight *table, int64_t fi
 void ts_cuda_rmsnorm(cuda_backend *c, float *out, const float *x, const float *w, int32_t n,
                      int32_t dim, float eps);
 /* cos/sin table [n_pos][pairs] in device memory, rows by position (see cuda_backend.cu). */
-void ts_cuda_rope(cuda_backend *c, float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
-                  const float *cos_table, const float *sin_table);
+void ts_cuda_rope(cuda_backend *c, float *x, int32_t n_heads, int32_t head_dim, ts_rope_mode mode,
+                  int32_t n_dims, const float *cos_table, const float *sin_table);
+/* y[i][j] += bias[j] for rows i < n of width `width`. */
+void ts_cuda_add_bias(cuda_backend *c, float *y, const float *bias, int32_t n, int32_t width);
 void ts_cuda_kv_store(cuda_backend *c, const ts_kv_layer *kv, const float *k, const float *v);
 void ts_cuda_silu_mul(cuda_backend *c, float *gate, const float *up, int64_t count);
 void ts_cuda_add(cuda_backend *c, float *y, const float *x, int64_t count);

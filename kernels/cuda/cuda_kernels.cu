@@ -63,17 +63,28 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int32
 
 /* ---- rope ---- */
 
+/* Pair i of a head: elements (i * stride, i * stride + offset), as ts_ref_rope_row. */
 __global__ void rope_kernel(float *x, const int32_t *pos, int32_t n_heads, int32_t head_dim,
-                            int32_t pairs, const float *cos_t, const float *sin_t) {
+                            int32_t pairs, int32_t stride, int32_t offset, const float *cos_t,
+                            const float *sin_t) {
     const int32_t r = blockIdx.x, h = blockIdx.y;
     float *xh = x + ((size_t)r * (size_t)n_heads + (size_t)h) * (size_t)head_dim;
     const float *cv = cos_t + (size_t)pos[r] * (size_t)pairs;
     const float *sv = sin_t + (size_t)pos[r] * (size_t)pairs;
     for (int32_t i = threadIdx.x; i < pairs; i += blockDim.x) {
-        float x0 = xh[2 * i], x1 = xh[2 * i + 1];
-        xh[2 * i] = x0 * cv[i] - x1 * sv[i];
-        xh[2 * i + 1] = x0 * sv[i] + x1 * cv[i];
+        float *a = xh + (size_t)i * (size_t)stride, *b = a + offset;
+        float x0 = *a, x1 = *b;
+        *a = x0 * cv[i] - x1 * sv[i];
+        *b = x0 * sv[i] + x1 * cv[i];
     }
+}
+
+/* ---- add_bias ---- */
+
+__global__ void add_bias_kernel(float *y, const float *bias, int64_t count, int32_t width) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += bias[i % width];
 }
 
 /* ---- kv_store ---- */
@@ -316,15 +327,25 @@ void ts_cuda_rmsnorm(cuda_backend *c, float *out, const float *x, const float *w
     ts_cuda_check_launch(c, "rmsnorm");
 }
 
-void ts_cuda_rope(cuda_backend *c, float *x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
-                  const float *cos_table, const float *sin_table) {
+void ts_cuda_rope(cuda_backend *c, float *x, int32_t n_heads, int32_t head_dim, ts_rope_mode mode,
+                  int32_t n_dims, const float *cos_table, const float *sin_table) {
     const ts_cpu_batch *hb = ts_cuda_host_batch(c);
-    const int32_t pairs = rope_dims / 2;
+    const int32_t pairs = n_dims / 2;
     if (pairs <= 0 || n_heads <= 0) return;
+    const int32_t stride = mode == TS_ROPE_NEOX ? 1 : 2, offset = mode == TS_ROPE_NEOX ? pairs : 1;
     dim3 grid((unsigned)hb->n_tokens, (unsigned)n_heads);
-    rope_kernel<<<grid, pairs < 128 ? (pairs + 31) / 32 * 32 : 128, 0, ts_cuda_stream(c)>>>(
-        x, ts_cuda_batch(c)->pos, n_heads, head_dim, pairs, cos_table, sin_table);
+    rope_kernel < <<grid, pairs<128 ? (pairs + 31) / 32 * 32 : 128, 0, ts_cuda_stream(c)>>>(
+                      x, ts_cuda_batch(c)->pos, n_heads, head_dim, pairs, stride, offset, cos_table,
+                      sin_table);
     ts_cuda_check_launch(c, "rope");
+}
+
+void ts_cuda_add_bias(cuda_backend *c, float *y, const float *bias, int32_t n, int32_t width) {
+    const int64_t count = (int64_t)n * width;
+    if (count <= 0) return;
+    add_bias_kernel<<<grid_for(count, ROW_THREADS), ROW_THREADS, 0, ts_cuda_stream(c)>>>(
+        y, bias, count, width);
+    ts_cuda_check_launch(c, "add_bias");
 }
 
 void ts_cuda_kv_store(cuda_backend *c, const ts_kv_layer *kv, const float *k, const float *v) {

@@ -7,7 +7,7 @@
  *     and tensor is touched at both ends, so ASan reports any that does not), the typed getters
  *     and lookups agree with the entries, and writing the parsed file back with the GGUF writer
  *     gives a file that parses to the same entries and tensors;
- *   - then ts_llama_load either fails with a message naming the file or returns weights whose
+ *   - then ts_model_load either fails with a message naming the file or returns weights whose
  *     rows lie inside the tensors they come from.
  * A broken contract calls abort(), which the fuzzer reports as a crash.
  *
@@ -17,8 +17,8 @@
  * every build. The corpus is written by tests/fuzz/make_gguf_corpus.c.
  *
  * Running the real fuzzer (clang 14 with libclang-rt-14-dev):
- *   CC=clang cmake -S . -B build-fuzz -DTESSERA_FUZZ=ON && cmake --build build-fuzz --target fuzz_gguf
- *   (cd build-fuzz && ctest -L fuzz)                      # 30 s, as CI would
+ *   CC=clang cmake -S . -B build-fuzz -DTESSERA_FUZZ=ON && cmake --build build-fuzz --target
+ * fuzz_gguf (cd build-fuzz && ctest -L fuzz)                      # 30 s, as CI would
  *   build-fuzz/tests/fuzz_gguf -max_total_time=600 build-fuzz/tests/fuzz_gguf.work/corpus \
  *       tests/fuzz/corpus/gguf                            # longer; crashes land in the cwd
  */
@@ -26,7 +26,7 @@
 #include "common/error.h"
 #include "model/gguf.h"
 #include "model/gguf_write.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -135,8 +135,8 @@ static void check_weight(const ts_weight *w, const char *what) {
 }
 
 static void check_llama(const ts_gguf *g) {
-    ts_llama_model m;
-    int rc = ts_llama_load(g, &m);
+    ts_model m;
+    int rc = ts_model_load(g, &m);
     if (rc) {
         require(strncmp(ts_error_message(), NAME ": ", strlen(NAME) + 2) == 0,
                 "llama errors name the file");
@@ -146,7 +146,7 @@ static void check_llama(const ts_gguf *g) {
     check_weight(&m.token_embd, "embedding");
     check_weight(&m.output, "output");
     for (int32_t i = 0; i < m.hp.n_layers; i++) {
-        const ts_llama_layer *l = &m.layers[i];
+        const ts_model_layer *l = &m.layers[i];
         check_weight(&l->wq, "wq");
         check_weight(&l->wk, "wk");
         check_weight(&l->wv, "wv");
@@ -157,8 +157,8 @@ static void check_llama(const ts_gguf *g) {
         touch(l->attn_norm.data, ts_dtype_row_bytes(l->attn_norm.type, l->attn_norm.n));
         touch(l->ffn_norm.data, ts_dtype_row_bytes(l->ffn_norm.type, l->ffn_norm.n));
     }
-    (void)ts_llama_bytes_per_token(&m);
-    ts_llama_free(&m);
+    (void)ts_model_bytes_per_token(&m);
+    ts_model_free(&m);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -98,7 +98,7 @@ static void test_payload_that_does_not_match_its_checksum_fails(void) {
     ts_batch_seq seq;
     ts_batch b = kvx_batch(c->ids, c->n_ids, 0, table, n_blocks, &seq);
     CHECK_OK(ts_engine_step(pre.engine, &b, &greedy, &token, NULL));
-    const ts_llama_hparams *hp = ts_engine_hparams(pre.engine);
+    const ts_model_hparams *hp = ts_engine_hparams(pre.engine);
     ts_kvx_header h = {.request_id = 901,
                        .fingerprint = pre.fingerprint,
                        .n_layers = (uint32_t)hp->n_layers,

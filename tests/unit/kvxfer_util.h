@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "kernels/kernels.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "node/comm.h"
 #include "node/engine.h"
 #include "node/kv_pool.h"
@@ -47,7 +47,7 @@ static inline int *kvx_failure_count(void) {
 
 typedef struct kvx_rank {
     ts_gguf *gguf;
-    ts_llama_model model;
+    ts_model model;
     ts_backend *be;
     ts_comm *comm;
     ts_engine *engine;
@@ -63,7 +63,7 @@ static inline int kvx_rank_open_on(kvx_rank *r, ts_comm *comm, ts_dtype kv_type,
                                    const char *device) {
     memset(r, 0, sizeof *r);
     int rc = ts_gguf_open(KVX_MODEL, &r->gguf);
-    if (!rc) rc = ts_llama_load(r->gguf, &r->model);
+    if (!rc) rc = ts_model_load(r->gguf, &r->model);
     if (!rc) rc = ts_tokenizer_from_gguf(r->gguf, &r->tok);
     ts_backend_options bo = {.device = device, .n_threads = 1};
     if (!rc) rc = ts_backend_create(&bo, &r->be);
@@ -91,7 +91,7 @@ static inline void kvx_rank_close(kvx_rank *r) {
     ts_comm_destroy(r->comm);
     ts_backend_destroy(r->be);
     ts_tokenizer_destroy(r->tok);
-    ts_llama_free(&r->model);
+    ts_model_free(&r->model);
     ts_gguf_close(r->gguf);
     memset(r, 0, sizeof *r);
 }

@@ -15,8 +15,8 @@
  *   attention  |d| <= 1e-4 (1 + |ref|)   (f32 scores and softmax, device expf)
  *   silu_mul   |d| <= 4e-6 |ref| + 1e-7  (device expf, 2 ulp)
  *   embed (q8_0/q4_0 tables: 2^-8 relative, bf16)
- *   rope, add, embed (f32/f16/bf16), kv_store, logit_rows, argmax, sample tokens: identical
- *   sample log-probabilities: |d| <= 1e-5 (1 + |ref|)
+ *   rope (both modes, factors, linear scaling), add, add_bias, embed (f32/f16/bf16), kv_store,
+ * logit_rows, argmax, sample tokens: identical sample log-probabilities: |d| <= 1e-5 (1 + |ref|)
  * Batch invariance (bitwise): matmul rows for n = 1..8 vs alone and for n = 9, 33, 64 vs 64;
  * rmsnorm per row vs batched; attention of sequences alone vs batched with a long prefill
  * (which switches the launch between split-parallel and sequential modes), and a prompt in one
@@ -230,6 +230,16 @@ static void test_elementwise(void) {
         ts_ref_add(ref, b, n);
         CHECK(tk_same_bits(got, ref, (size_t)n));
         CHECK(synced());
+        /* add_bias: the first up-to-64 values of b as the bias of rows of that width */
+        const int32_t width = n < 64 ? (int32_t)n : 64, n_rows = (int32_t)(n / width);
+        g->upload(g, da, a, (size_t)n * 4);
+        g->add_bias(g, da, db, n_rows, width);
+        free(got);
+        got = host_get(da, (size_t)n);
+        memcpy(ref, a, (size_t)n * 4);
+        ts_ref_add_bias(ref, b, n_rows, width);
+        CHECK(tk_same_bits(got, ref, (size_t)n));
+        CHECK(synced());
         free(got);
         free(ref);
         g->free(g, da);
@@ -292,7 +302,9 @@ static void test_embed_and_logit_rows(void) {
 
 static void test_rope(void) {
     static const int32_t dims[][2] = {{8, 8}, {40, 40}, {128, 128}, {64, 32}, {6, 6}};
-    static const float thetas[] = {10000.0f, 500000.0f};
+    float factors[64];
+    for (int i = 0; i < 64; i++)
+        factors[i] = 1.0f + 0.5f * (float)(i % 9);
     ts_rng rng;
     ts_rng_seed(&rng, 13);
     const int32_t pos0[] = {0, 1000, 3}, rows[] = {9, 2, 1};
@@ -302,14 +314,20 @@ static void test_rope(void) {
     cpu_batch_of(&cb, &tb.batch);
     CHECK_OK(g->set_batch(g, &tb.batch));
     for (size_t k = 0; k < 5; k++)
-        for (size_t t = 0; t < 2; t++) {
+        for (size_t t = 0; t < 4; t++) {
             const int32_t heads = 3, hd = dims[k][0], rd = dims[k][1];
+            const ts_rope ropes[] = {
+                {TS_ROPE_NORMAL, rd, 10000.0f, 1.0f, NULL},
+                {TS_ROPE_NORMAL, rd, 500000.0f, 1.0f, factors},
+                {TS_ROPE_NEOX, rd, 1e6f, 1.0f, NULL},
+                {TS_ROPE_NEOX, rd, 10000.0f, 0.5f, NULL},
+            };
             const size_t count = (size_t)cb.n_tokens * heads * hd;
             float *x = tk_randn(&rng, count, 1.0f);
             float *dx = dev_put(x, count * 4);
-            g->rope(g, dx, heads, hd, rd, thetas[t]);
+            g->rope(g, dx, heads, hd, &ropes[t]);
             float *got = host_get(dx, count);
-            ts_ref_rope(x, cb.pos, cb.n_tokens, heads, hd, rd, thetas[t]);
+            ts_ref_rope(x, cb.pos, cb.n_tokens, heads, hd, &ropes[t]);
             CHECK(tk_same_bits(got, x, count));
             CHECK(synced());
             free(got);

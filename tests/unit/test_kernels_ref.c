@@ -128,7 +128,9 @@ static void test_matmul_odd_shapes_and_column_shards(void) {
 
 static void test_rope_angles_follow_ggml(void) {
     float c[32], s[32];
-    ts_ref_rope_angles(7, 64, 10000.0f, c, s);
+    ts_rope rope = {
+        .mode = TS_ROPE_NORMAL, .n_dims = 64, .theta_base = 10000.0f, .freq_scale = 1.0f};
+    ts_ref_rope_angles(7, &rope, c, s);
     float scale = powf(10000.0f, -2.0f / 64.0f), angle = 7.0f;
     for (int i = 0; i < 32; i++) {
         CHECK(c[i] == cosf(angle) && s[i] == sinf(angle));
@@ -136,26 +138,66 @@ static void test_rope_angles_follow_ggml(void) {
     }
 }
 
-static void test_rope_rotates_adjacent_pairs_of_the_first_rope_dims(void) {
+/* GGML's rope_yarn without extrapolation: theta = freq_scale * (t / factor), then cos/sin. */
+static void test_rope_angles_apply_factors_and_linear_scale(void) {
+    float factors[8], c[8], s[8];
+    for (int i = 0; i < 8; i++)
+        factors[i] = 1.0f + 0.75f * (float)i;
+    ts_rope rope = {.mode = TS_ROPE_NEOX,
+                    .n_dims = 16,
+                    .theta_base = 500000.0f,
+                    .freq_scale = 0.25f,
+                    .freq_factors = factors};
+    ts_ref_rope_angles(1234, &rope, c, s);
+    float scale = powf(500000.0f, -2.0f / 16.0f), t = 1234.0f;
+    for (int i = 0; i < 8; i++) {
+        float a = 0.25f * (t / factors[i]);
+        CHECK(c[i] == cosf(a) && s[i] == sinf(a));
+        t *= scale;
+    }
+}
+
+static void check_rope_rotation(ts_rope_mode mode) {
     enum { HEADS = 2, HD = 8, RD = 4 };
     float x[2 * HEADS * HD], orig[2 * HEADS * HD];
     for (int i = 0; i < 2 * HEADS * HD; i++)
         orig[i] = x[i] = (float)(i % 5) - 2.0f;
     const int32_t pos[] = {0, 3};
-    ts_ref_rope(x, pos, 2, HEADS, HD, RD, 10000.0f);
+    ts_rope rope = {.mode = mode, .n_dims = RD, .theta_base = 10000.0f, .freq_scale = 1.0f};
+    ts_ref_rope(x, pos, 2, HEADS, HD, &rope);
     for (int i = 0; i < HEADS * HD; i++)
         CHECK(x[i] == orig[i]); /* position 0: identity */
     for (int h = 0; h < HEADS; h++) {
         const float *o = orig + HEADS * HD + h * HD;
         const float *r = x + HEADS * HD + h * HD;
         for (int i = 0; i < RD / 2; i++) {
+            /* normal: (2i, 2i+1); neox: (i, i + RD/2) */
+            int a_ = mode == TS_ROPE_NEOX ? i : 2 * i,
+                b_ = mode == TS_ROPE_NEOX ? i + RD / 2 : 2 * i + 1;
             double a = 3.0 * pow(10000.0, -2.0 * i / RD);
-            CHECK_NEAR(r[2 * i], o[2 * i] * cos(a) - o[2 * i + 1] * sin(a), 1e-5);
-            CHECK_NEAR(r[2 * i + 1], o[2 * i] * sin(a) + o[2 * i + 1] * cos(a), 1e-5);
+            CHECK_NEAR(r[a_], o[a_] * cos(a) - o[b_] * sin(a), 1e-5);
+            CHECK_NEAR(r[b_], o[a_] * sin(a) + o[b_] * cos(a), 1e-5);
         }
         for (int d = RD; d < HD; d++)
             CHECK(r[d] == o[d]); /* beyond rope_dims: untouched */
     }
+}
+
+static void test_rope_rotates_adjacent_pairs_of_the_first_rope_dims(void) {
+    check_rope_rotation(TS_ROPE_NORMAL);
+}
+
+static void test_rope_neox_rotates_the_halves_of_the_first_rope_dims(void) {
+    check_rope_rotation(TS_ROPE_NEOX);
+}
+
+static void test_add_bias_broadcasts_over_rows(void) {
+    float y[3 * 4], bias[4] = {1.0f, -2.0f, 0.5f, 8.0f};
+    for (int i = 0; i < 12; i++)
+        y[i] = (float)i;
+    ts_ref_add_bias(y, bias, 3, 4);
+    for (int i = 0; i < 12; i++)
+        CHECK(y[i] == (float)i + bias[i % 4]);
 }
 
 /* Stores keys/values for positions 0..n-1 of one sequence, then runs attention for all. */
@@ -484,7 +526,10 @@ int main(void) {
     RUN(test_matmul_is_exact_on_integers_for_every_type);
     RUN(test_matmul_odd_shapes_and_column_shards);
     RUN(test_rope_angles_follow_ggml);
+    RUN(test_rope_angles_apply_factors_and_linear_scale);
     RUN(test_rope_rotates_adjacent_pairs_of_the_first_rope_dims);
+    RUN(test_rope_neox_rotates_the_halves_of_the_first_rope_dims);
+    RUN(test_add_bias_broadcasts_over_rows);
     RUN(test_attention_closed_forms_gqa_and_paging);
     RUN(test_elementwise_ops);
     RUN(test_argmax_takes_the_lowest_index_on_ties);

@@ -270,12 +270,21 @@ static void test_rope_equals_reference_bitwise(void) {
             memcpy(y, x, sizeof y);
             ts_cpu_batch b = {0};
             CHECK_OK(ts_cpu_batch_set(&b, &tb.batch));
-            be->rope(be, x, HEADS, HD, rd, 10000.0f);
-            ts_ref_rope(y, b.pos, N, HEADS, HD, rd, 10000.0f);
-            CHECK(tk_same_bits(x, y, N * HEADS * HD));
-            be->rope(be, x, HEADS, HD, rd, 500000.0f); /* another theta in the same step */
-            ts_ref_rope(y, b.pos, N, HEADS, HD, rd, 500000.0f);
-            CHECK(tk_same_bits(x, y, N * HEADS * HD));
+            float factors[HD / 2];
+            for (int i = 0; i < HD / 2; i++)
+                factors[i] = 1.0f + (float)(i % 7);
+            const ts_rope ropes[] = {
+                {TS_ROPE_NORMAL, rd, 10000.0f, 1.0f, NULL},
+                {TS_ROPE_NORMAL, rd, 500000.0f, 1.0f, NULL}, /* another theta in the same step */
+                {TS_ROPE_NEOX, rd, 1e6f, 1.0f, NULL},
+                {TS_ROPE_NORMAL, rd, 500000.0f, 1.0f, factors}, /* Llama 3.1 divisors */
+                {TS_ROPE_NEOX, rd, 10000.0f, 0.25f, NULL},      /* linear scaling */
+            };
+            for (size_t k = 0; k < sizeof ropes / sizeof ropes[0]; k++) {
+                be->rope(be, x, HEADS, HD, &ropes[k]);
+                ts_ref_rope(y, b.pos, N, HEADS, HD, &ropes[k]);
+                CHECK(tk_same_bits(x, y, N * HEADS * HD));
+            }
             ts_cpu_batch_free(&b);
             free(x);
         }
@@ -313,6 +322,13 @@ static void test_elementwise_against_reference(void) {
         be->add(be, y, x, 19);
         ts_ref_add(y2, x, 19);
         CHECK(tk_same_bits(y, y2, 19));
+        /* add_bias too: rows of 19 with one bias vector */
+        float rows[3 * 19], rows2[3 * 19];
+        for (int i = 0; i < 3 * 19; i++)
+            rows[i] = rows2[i] = 0.01f * i - 0.2f;
+        be->add_bias(be, rows, x, 3, 19);
+        ts_ref_add_bias(rows2, x, 3, 19);
+        CHECK(tk_same_bits(rows, rows2, 3 * 19));
         ts_backend_destroy(be);
     }
 }

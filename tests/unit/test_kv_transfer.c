@@ -86,17 +86,17 @@ static void test_header_and_frame_round_trip_and_every_flipped_byte_is_caught(vo
 
 static void test_fingerprint_tells_models_and_kv_types_apart(void) {
     ts_gguf *g32 = NULL, *g16 = NULL;
-    ts_llama_model m32 = {0}, m16 = {0};
+    ts_model m32 = {0}, m16 = {0};
     CHECK_OK(ts_gguf_open(KVX_MODEL, &g32));
     CHECK_OK(ts_gguf_open(TS_SOURCE_DIR "/models/stories260K/stories260K-f16.gguf", &g16));
-    CHECK_OK(ts_llama_load(g32, &m32));
-    CHECK_OK(ts_llama_load(g16, &m16));
+    CHECK_OK(ts_model_load(g32, &m32));
+    CHECK_OK(ts_model_load(g16, &m16));
     uint64_t a = ts_kvx_fingerprint(&m32, TS_DTYPE_F16);
     CHECK(a == ts_kvx_fingerprint(&m32, TS_DTYPE_F16));
     CHECK(a != ts_kvx_fingerprint(&m32, TS_DTYPE_F32));
     CHECK(a != ts_kvx_fingerprint(&m16, TS_DTYPE_F16));
-    ts_llama_free(&m32);
-    ts_llama_free(&m16);
+    ts_model_free(&m32);
+    ts_model_free(&m16);
     ts_gguf_close(g32);
     ts_gguf_close(g16);
 }
@@ -106,7 +106,7 @@ static void test_fingerprint_tells_models_and_kv_types_apart(void) {
 static void test_engine_kv_read_write_round_trip_by_head_range(void) {
     kvx_rank r;
     CHECK_OK(kvx_rank_open(&r, NULL, TS_DTYPE_F32));
-    const ts_llama_hparams *hp = ts_engine_hparams(r.engine);
+    const ts_model_hparams *hp = ts_engine_hparams(r.engine);
     size_t head = (size_t)KVX_BLOCK * (size_t)hp->head_dim * sizeof(float);
     int32_t blocks[3] = {5, 0, 9};
     size_t all = 3 * (size_t)hp->n_kv_heads * head;
@@ -327,7 +327,7 @@ static void test_many_concurrent_transfers_install_exact_bytes(void) {
     CHECK_OK(kvx_rank_open(&pre, NULL, TS_DTYPE_F16));
     CHECK_OK(kvx_rank_open(&dec, NULL, TS_DTYPE_F16));
     ts_kvx_receiver *rx = open_receiver(&dec, 20000);
-    const ts_llama_hparams *hp = ts_engine_hparams(pre.engine);
+    const ts_model_hparams *hp = ts_engine_hparams(pre.engine);
     size_t bytes = (size_t)BLOCKS * (size_t)hp->n_kv_heads * KVX_BLOCK * (size_t)hp->head_dim * 2;
     uint8_t *k = malloc(bytes), *v = malloc(bytes), *k2 = malloc(bytes), *v2 = malloc(bytes);
     /* Distinct contents for every source block of every layer. */

@@ -51,7 +51,7 @@ typedef struct raw {
 /* A valid header for `n_tokens` tokens carrying decode heads [head0, head0 + n_heads) of
  * request id, and a payload; the caller may spoil the header before raw_connect. */
 static void raw_init(raw *c, uint64_t id, uint32_t n_tokens, uint32_t head0, uint32_t n_heads) {
-    const ts_llama_hparams *hp = ts_engine_hparams(dec.engine);
+    const ts_model_hparams *hp = ts_engine_hparams(dec.engine);
     c->fd = -1;
     c->h = (ts_kvx_header){.request_id = id,
                            .fingerprint = dec.fingerprint,

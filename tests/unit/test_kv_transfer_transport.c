@@ -17,7 +17,7 @@
 static kvx_rank cpu;
 
 static ts_kvx_header sample_header(uint16_t transport) {
-    const ts_llama_hparams *hp = ts_engine_hparams(cpu.engine);
+    const ts_model_hparams *hp = ts_engine_hparams(cpu.engine);
     ts_kvx_header h;
     memset(&h, 0, sizeof h);
     h.request_id = 77;

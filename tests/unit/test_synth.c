@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "kernels/quant.h"
 #include "model/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "model/synth.h"
 #include "tests/unit/test.h"
 
@@ -52,8 +52,8 @@ static void test_every_type_writes_a_loadable_model(void) {
         ts_gguf *g = NULL;
         CHECK_OK(ts_gguf_open(path, &g));
         if (!g) continue;
-        ts_llama_model m;
-        CHECK_OK(ts_llama_load(g, &m));
+        ts_model m;
+        CHECK_OK(ts_model_load(g, &m));
         CHECK_EQ_INT(m.hp.dim, 64);
         CHECK_EQ_INT(m.hp.n_layers, 2);
         CHECK_EQ_INT(m.hp.n_heads, 4);
@@ -87,7 +87,7 @@ static void test_every_type_writes_a_loadable_model(void) {
         CHECK_NEAR(std, 0.02, 0.002);
         weight_stats(&m.layers[1].w_down, &mean, &std);
         CHECK_NEAR(std, 0.01, 0.001);
-        ts_llama_free(&m);
+        ts_model_free(&m);
         ts_gguf_close(g);
         remove(path);
     }
@@ -124,10 +124,10 @@ static void test_vocab_must_match_the_shape(void) {
     CHECK_OK(ts_synth_write(&o, TMP "-v.gguf"));
     ts_gguf *g = NULL;
     CHECK_OK(ts_gguf_open(TMP "-v.gguf", &g));
-    ts_llama_model m;
-    if (g) CHECK_OK(ts_llama_load(g, &m));
+    ts_model m;
+    if (g) CHECK_OK(ts_model_load(g, &m));
     if (g) CHECK_EQ_INT(m.hp.n_vocab, 512);
-    if (g) ts_llama_free(&m);
+    if (g) ts_model_free(&m);
     /* only tokenizer.* keys are copied from the vocab file */
     if (g) CHECK(ts_gguf_find_kv(g, "general.name") != NULL);
     if (g) CHECK(ts_gguf_find_kv(g, "tokenizer.ggml.scores") != NULL);
@@ -152,7 +152,8 @@ static void test_vocab_must_match_the_shape(void) {
 static void test_refuses_bad_shapes(void) {
     ts_synth_shape s;
     CHECK_EQ_INT(ts_synth_shape_by_name("7b", &s), TS_E_INVALID);
-    CHECK(contains(ts_error_message(), "unknown shape '7b' (known: tiny, 110m, llama3-8b)"));
+    CHECK(contains(ts_error_message(), "unknown shape '7b' (known: tiny, qwen2-tiny, 110m, "
+                                       "qwen2.5-0.5b, qwen2.5-1.5b, llama3-8b)"));
     CHECK_OK(ts_synth_shape_by_name("110m", &s));
     CHECK(s.dim == 768 && s.n_ff == 2048 && s.n_layers == 12 && s.n_heads == 12 &&
           s.n_kv_heads == 12 && s.n_vocab == 32000 && s.n_ctx == 2048);
