@@ -12,6 +12,7 @@ int ts_cmd_model(int argc, char **argv);    /* model inspect | model synth */
 int ts_cmd_tokenize(int argc, char **argv); /* tokenize -m MODEL -p TEXT [--no-bos] [--json] */
 int ts_cmd_generate(int argc, char **argv); /* generate -m MODEL -p PROMPT [-n N] [sampling] */
 int ts_cmd_bench_engine(int argc, char **argv); /* bench-engine: prefill/decode speed, roofline */
+int ts_cmd_perplexity(int argc, char **argv);   /* perplexity -m MODEL -f TEXT [--ctx N] */
 int ts_cmd_topology(int argc, char **argv); /* topology [--plan SPEC] [--cluster FILE] [--json] */
 int ts_cmd_bench(int argc, char **argv); /* bench --server HOST:PORT: load a cluster, latency */
 int ts_cmd_up(int argc, char **argv);    /* up [-m MODEL] [--port P] [--tp N] [--groups G] */

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"model", ts_cmd_model, "inspect a model file, or write a synthetic one for benchmarks"},
     {"generate", ts_cmd_generate, "generate a completion (locally, or under mpirun as a TP group)"},
     {"bench-engine", ts_cmd_bench_engine, "measure prefill/decode speed against the machine's roofline"},
+    {"perplexity", ts_cmd_perplexity, "a model's perplexity on a text, as llama-perplexity computes it"},
     {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
     {"topology", ts_cmd_topology, "show hosts, devices and the Slurm job; check a placement plan"},
     {"bench", ts_cmd_bench, "load a cluster (--server) with concurrent streams: TTFT, latency, tokens/s"},

@@ -533,7 +533,7 @@ static int pick_greedy_group(ts_engine *e, int32_t n_out, int32_t *tokens) {
 /* Sampled rows across ranks: gather every rank's logits shard (padded to the largest shard) on
  * the host, reassemble full rows on the leader and sample there. */
 static int pick_sampled_group(ts_engine *e, int32_t n_out, const ts_sampling *params,
-                              int32_t *tokens, float *logprobs) {
+                              int32_t *tokens, float *logprobs, float *logits_out) {
     ts_comm *c = e->comm;
     const ts_shard_plan *s = &e->shard;
     size_t shard = (size_t)s->max_vocab_shard;
@@ -553,13 +553,19 @@ static int pick_sampled_group(ts_engine *e, int32_t n_out, const ts_sampling *pa
                    e->host_logits_all + ((size_t)r * (size_t)n_out + (size_t)j) * shard,
                    (size_t)(v1 - v0) * sizeof(float));
     }
+    if (logits_out) {
+        memcpy(logits_out, e->host_logits_full, (size_t)n_out * vocab * sizeof(float));
+        return TS_OK;
+    }
     e->be->upload(e->be, e->logits_full, e->host_logits_full, (size_t)n_out * vocab * sizeof(float));
     e->be->sample(e->be, e->logits_full, n_out, e->hp.n_vocab, params, tokens, logprobs);
     return TS_OK;
 }
 
+/* One step. full_logits gathers whole rows (sampling, log-probs, logits_out); logits_out
+ * (leader, may be NULL) then receives them instead of tokens being picked. */
 static int forward(ts_engine *e, const ts_batch *b, bool full_logits, const ts_sampling *params,
-                   int32_t *tokens, float *logprobs) {
+                   int32_t *tokens, float *logprobs, float *logits_out) {
     int rc = forward_layers(e, b);
     if (rc) return rc;
     int32_t n_out = count_outputs(b);
@@ -569,11 +575,14 @@ static int forward(ts_engine *e, const ts_batch *b, bool full_logits, const ts_s
     be->rmsnorm(be, e->xb, e->o, e->output_norm, n_out, e->hp.dim, e->hp.rms_eps);
     be->matmul(be, e->logits, e->xb, n_out, &e->output);
     if (e->comm->size == 1) {
-        if (full_logits) be->sample(be, e->logits, n_out, e->hp.n_vocab, params, tokens, logprobs);
+        if (logits_out)
+            be->download(be, logits_out, e->logits, (size_t)n_out * e->hp.n_vocab * sizeof(float));
+        else if (full_logits)
+            be->sample(be, e->logits, n_out, e->hp.n_vocab, params, tokens, logprobs);
         else be->argmax(be, e->logits, n_out, e->hp.n_vocab, tokens, e->picks_value);
         return be->sync(be);
     }
-    rc = full_logits ? pick_sampled_group(e, n_out, params, tokens, logprobs)
+    rc = full_logits ? pick_sampled_group(e, n_out, params, tokens, logprobs, logits_out)
                      : pick_greedy_group(e, n_out, tokens);
     if (rc) return ts_error_wrap(rc, "picking tokens");
     return be->sync(be);
@@ -607,12 +616,11 @@ static int broadcast_plan(ts_engine *e) {
     return rc;
 }
 
-int ts_engine_step(ts_engine *e, const ts_batch *b, const ts_sampling *params, int32_t *tokens,
-                   float *logprobs) {
+static int step(ts_engine *e, const ts_batch *b, bool full, const ts_sampling *params,
+                int32_t *tokens, float *logprobs, float *logits_out) {
     TS_ASSERT(e->comm->rank == 0);
     int rc = ts_engine_check_batch(e, b);
     if (rc) return rc;
-    bool full = needs_full_logits(params, count_outputs(b), logprobs);
     if (e->comm->size > 1) {
         plan_header *h = (plan_header *)e->plan;
         int32_t *w = (int32_t *)(h + 1);
@@ -636,7 +644,17 @@ int ts_engine_step(ts_engine *e, const ts_batch *b, const ts_sampling *params, i
         rc = broadcast_plan(e);
         if (rc) return ts_error_wrap(rc, "sending the step to the group");
     }
-    return forward(e, b, full, params, tokens, logprobs);
+    return forward(e, b, full, params, tokens, logprobs, logits_out);
+}
+
+int ts_engine_step(ts_engine *e, const ts_batch *b, const ts_sampling *params, int32_t *tokens,
+                   float *logprobs) {
+    bool full = needs_full_logits(params, count_outputs(b), logprobs);
+    return step(e, b, full, params, tokens, logprobs, NULL);
+}
+
+int ts_engine_step_logits(ts_engine *e, const ts_batch *b, float *logits) {
+    return step(e, b, true, NULL, NULL, NULL, logits);
 }
 
 int ts_engine_stop_group(ts_engine *e) {
@@ -746,7 +764,7 @@ int ts_engine_follow(ts_engine *e) {
         b.block_ids = w;
         rc = ts_engine_check_batch(e, &b);
         if (rc) return ts_error_wrap(rc, "step plan from the group leader");
-        rc = forward(e, &b, h->full_logits != 0, NULL, e->picks_index, NULL);
+        rc = forward(e, &b, h->full_logits != 0, NULL, e->picks_index, NULL, NULL);
         if (rc) return rc;
     }
 }

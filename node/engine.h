@@ -74,6 +74,13 @@ ts_backend *ts_engine_backend(const ts_engine *e);
 int ts_engine_step(ts_engine *e, const ts_batch *batch, const ts_sampling *params,
                    int32_t *tokens, float *logprobs);
 
+/* Leader only. Runs one step like ts_engine_step but picks nothing: logits receives the full
+ * vocabulary row ([n][n_vocab] f32, host memory) of the j-th sequence with want_logits, in batch
+ * order (gathered from every rank of a group). For scoring text (tessera perplexity): a prompt
+ * given as one-row sequences that share one block table yields the logits of every position, with
+ * the bits a single sequence would have (batch invariance). */
+int ts_engine_step_logits(ts_engine *e, const ts_batch *batch, float *logits);
+
 /* Leader only: ends ts_engine_follow on the followers. */
 int ts_engine_stop_group(ts_engine *e);
 

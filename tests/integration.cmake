@@ -36,6 +36,12 @@ if(TARGET tessera)
   ts_add_script_test(NAME tp2_arch_features_match_llama_cpp
                      SCRIPT integration/test_arch_reference.py ARGS ${TESSERA_BIN} --np 2
                      LABELS integration)
+  ts_add_script_test(NAME perplexity_matches_llama_cpp
+                     SCRIPT integration/test_perplexity.py ARGS ${TESSERA_BIN}
+                     LABELS integration)
+  ts_add_script_test(NAME tp2_perplexity_matches_llama_cpp
+                     SCRIPT integration/test_perplexity.py ARGS ${TESSERA_BIN} --np 2
+                     LABELS integration)
   ts_add_script_test(NAME tp_rank_killed_or_hung_ends_group
                      SCRIPT fault/test_tp_rank_failure.py ARGS ${TESSERA_BIN}
                      LABELS fault TIMEOUT 120)

