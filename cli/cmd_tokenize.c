@@ -2,9 +2,10 @@
  * cmd_tokenize.c — `tessera tokenize [-m MODEL] -p TEXT [--no-bos] [--parse-special] [--json]`.
  *
  * Prints the token ids of TEXT (taken verbatim: no escape processing) under the model's
- * tokenizer, space-separated, or as {"ids":[...]} with --json. The model defaults to the bundled
- * stories260K. BOS comes first when the vocabulary asks for it (tokenizer.ggml.add_bos_token or
- * its default), unless --no-bos. Special-token text (<|im_start|>) becomes the token only with
+ * tokenizer, space-separated, or as {"ids":[...]} with --json. MODEL is a GGUF file or a Hugging
+ * Face model directory (its tokenizer.json); it defaults to the bundled stories260K. BOS comes
+ * first when the vocabulary asks for it (tokenizer.ggml.add_bos_token or its default), unless
+ * --no-bos. Special-token text (<|im_start|>) becomes the token only with
  * --parse-special. The same ids as `llama-tokenize -m MODEL -p TEXT --ids` (which parses special
  * tokens unless given --no-parse-special).
  */
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define USAGE "tessera tokenize -p TEXT [-m MODEL] [--no-bos] [--parse-special] [--json]"
 
@@ -59,8 +61,8 @@ int ts_cmd_tokenize(int argc, char **argv) {
     bool bos = true, json = false, parse_special = false;
     const ts_flag flags[] = {
         {"model", 'm', TS_FLAG_STRING, &model,
-         "GGUF file with a tokenizer; none: the bundled "
-         "stories260K",
+         "GGUF file with a tokenizer, or a Hugging Face model directory (tokenizer.json); none: "
+         "the bundled stories260K",
          0, 0},
         {"prompt", 'p', TS_FLAG_STRING, &prompt, "the text to tokenize (verbatim)", 0, 0},
         {"bos", 0, TS_FLAG_BOOL, &bos, "start with BOS if the vocabulary adds it (--no-bos: never)",
@@ -87,8 +89,13 @@ int ts_cmd_tokenize(int argc, char **argv) {
     ts_tokenizer *t = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    rc = ts_gguf_open(model, &g);
-    if (!rc) rc = ts_tokenizer_from_gguf(g, &t);
+    struct stat st;
+    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) {
+        rc = ts_tokenizer_from_hf(model, &t);
+    } else {
+        rc = ts_gguf_open(model, &g);
+        if (!rc) rc = ts_tokenizer_from_gguf(g, &t);
+    }
     if (!rc)
         rc = ts_tokenizer_encode(t, prompt, strlen(prompt), bos && ts_tokenizer_adds_bos(t),
                                  parse_special, &ids, &n);

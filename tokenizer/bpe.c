@@ -7,6 +7,10 @@
  * looked up as tokens. This is what llama.cpp's llm_tokenizer_bpe does; to make merging cheap,
  * every string that can take part in a merge is interned at load time and pairs are looked up by
  * their two integer ids, which also gives the merged string's id without building it.
+ *
+ * The same tables serve the SentencePiece-style BPE of tokenizer.json files (Llama 2, Mistral):
+ * there the symbols are the UTF-8 characters of the escaped text (no pre-tokenizer, no byte
+ * alphabet), and a character that is no token falls back to its <0xXX> tokens.
  */
 #include "common/error.h"
 #include "tokenizer/grow.h"
@@ -50,7 +54,12 @@ static int intern(ts_bpe *b, const char *s, size_t n, int32_t token, int32_t *id
 
 int ts_bpe_load(ts_tokenizer *t, const ts_merge_list *merges) {
     ts_bpe *b = &t->bpe;
-    int rc = TS_OK;
+    int rc = ts_strtab_reserve(&b->strings, (size_t)t->n_vocab + merges->n / 4);
+    if (!rc)
+        rc = ts_grow(&b->string_token, &b->string_token_cap, (size_t)t->n_vocab,
+                     sizeof *b->string_token);
+    for (size_t i = 0; i < b->string_token_cap && !rc; i++)
+        b->string_token[i] = -1;
     for (int32_t i = 0; i < t->n_vocab && !rc; i++) {
         int32_t id;
         if (t->text_len[i]) rc = intern(b, t->texts + t->text_off[i], t->text_len[i], i, &id);
@@ -174,6 +183,65 @@ int ts_bpe_encode(const ts_tokenizer *t, const char *text, size_t len, ts_encode
         size_t end = s->pretok.ends[w];
         rc = encode_word(t, text + start, end - start, s, out);
         start = end;
+    }
+    return rc;
+}
+
+/* ---- SentencePiece-style BPE (tokenizer.json): merges over UTF-8 characters ---- */
+
+/* A finished symbol that is no token: its <0xXX> tokens with byte fallback (all of them, or
+ * else the unknown token, as the `tokenizers` package does), else the unknown token (a run of
+ * them fused into one with fuse_unk), else nothing. */
+static int emit_fallback(const ts_tokenizer *t, const char *bytes, size_t n, bool *after_unk,
+                         ts_ids *out) {
+    const ts_bpe *b = &t->bpe;
+    bool all_bytes = b->byte_fallback;
+    for (size_t i = 0; all_bytes && i < n; i++)
+        all_bytes = t->byte_tokens[(unsigned char)bytes[i]] >= 0 &&
+                    t->types[t->byte_tokens[(unsigned char)bytes[i]]] == TS_TOKEN_BYTE;
+    int rc = TS_OK;
+    for (size_t i = 0; all_bytes && i < n && !rc; i++)
+        rc = ts_ids_push(out, t->byte_tokens[(unsigned char)bytes[i]]);
+    if (all_bytes || rc) {
+        *after_unk = false;
+        return rc;
+    }
+    if (t->unk < 0 || (b->fuse_unk && *after_unk)) return TS_OK;
+    *after_unk = true;
+    return ts_ids_push(out, t->unk);
+}
+
+int ts_bpe_encode_spm(const ts_tokenizer *t, const char *text, size_t len, bool space_prefix,
+                      ts_encode_scratch *s, ts_ids *out) {
+    const ts_bpe *b = &t->bpe;
+    int rc = ts_spm_escape(&s->text, text, len, space_prefix);
+    if (rc) return rc;
+    const char *buf = s->text.data;
+    size_t n = s->text.len;
+    if (n == 0) return TS_OK;
+    if (b->ignore_merges) {
+        int32_t id = ts_strtab_find(&t->ids_by_text, buf, n);
+        if (id >= 0) return ts_ids_push(out, id);
+    }
+    ts_merger *m = &s->merger;
+    ts_merger_clear(m);
+    for (size_t i = 0; i < n && !rc;) {
+        uint32_t cp;
+        size_t k = ts_utf8_decode(buf + i, n - i, &cp); /* an ill-formed subpart is one symbol */
+        rc = ts_merger_push(m, i, (uint32_t)k, ts_strtab_find(&b->strings, buf + i, k));
+        i += k;
+    }
+    if (!rc) rc = ts_merger_run(m, bpe_pair, b);
+    bool after_unk = false;
+    for (int32_t i = m->n_symbols ? 0 : -1; i >= 0 && !rc; i = m->symbols[i].next) {
+        const ts_symbol *sym = &m->symbols[i];
+        int32_t id = sym->id >= 0 ? b->string_token[sym->id] : -1;
+        if (id >= 0) {
+            after_unk = false;
+            rc = ts_ids_push(out, id);
+        } else {
+            rc = emit_fallback(t, buf + sym->start, sym->n, &after_unk, out);
+        }
     }
     return rc;
 }

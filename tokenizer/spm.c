@@ -30,8 +30,7 @@ static bool spm_pair(const void *ctx, const ts_symbol *left, const ts_symbol *ri
     return true;
 }
 
-/* Appends the escaped text: optional "▁" prefix, spaces as "▁". */
-static int escape(ts_buf *out, const char *text, size_t len, bool space_prefix) {
+int ts_spm_escape(ts_buf *out, const char *text, size_t len, bool space_prefix) {
     ts_buf_clear(out);
     int rc = ts_buf_reserve(out, len + 3);
     if (rc) return rc;
@@ -61,7 +60,7 @@ static int emit_bytes(const ts_tokenizer *t, const char *bytes, size_t n, ts_ids
 
 int ts_spm_encode(const ts_tokenizer *t, const char *text, size_t len, bool space_prefix,
                   ts_encode_scratch *s, ts_ids *out) {
-    int rc = escape(&s->text, text, len, space_prefix);
+    int rc = ts_spm_escape(&s->text, text, len, space_prefix);
     if (rc) return rc;
     const char *buf = s->text.data;
     size_t n = s->text.len;

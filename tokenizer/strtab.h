@@ -30,6 +30,8 @@ int ts_strtab_put(ts_strtab *t, const char *s, size_t n, int32_t value);
 /* The value of a key; an absent key is inserted with value = the number of keys before it, so
  * that interning strings numbers them 0, 1, 2, ... 0 or TS_E_NOMEM. */
 int ts_strtab_intern(ts_strtab *t, const char *s, size_t n, int32_t *value);
+/* Makes room for n keys in all, so that inserting them does not rehash. 0 or TS_E_NOMEM. */
+int ts_strtab_reserve(ts_strtab *t, size_t n);
 void ts_strtab_free(ts_strtab *t);
 
 #endif

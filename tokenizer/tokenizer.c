@@ -5,6 +5,7 @@
  */
 #include "common/error.h"
 #include "tokenizer/grow.h"
+#include "tokenizer/nfc.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
@@ -135,6 +136,19 @@ static int partition(const ts_tokenizer *t, const char *text, size_t len, bool p
     return rc;
 }
 
+/* Whether a SentencePiece text fragment gets the dummy-prefix space (see ts_spm_prefix). */
+static bool spm_prefix(const ts_tokenizer *t, const char *text, size_t len, bool at_start,
+                       bool after_token) {
+    if (!t->add_space_prefix) return false;
+    switch (t->spm_prefix) {
+    case TS_SPM_PREFIX_ALWAYS: return after_token;
+    case TS_SPM_PREFIX_UNLESS_SPACE: return len == 0 || text[0] != ' ';
+    case TS_SPM_PREFIX_FIRST_UNLESS_SPACE: return at_start && (len == 0 || text[0] != ' ');
+    case TS_SPM_PREFIX_NONE: break;
+    }
+    return false;
+}
+
 int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
                         bool parse_special, int32_t **ids, size_t *n_ids) {
     ts_ids out = {0};
@@ -152,11 +166,21 @@ int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, boo
             after_token = true;
             continue;
         }
-        if (t->kind == TS_TOKENIZER_SPM)
-            rc = ts_spm_encode(t, text + f.start, f.len, t->add_space_prefix && after_token,
-                               &scratch, &out);
-        else
-            rc = ts_bpe_encode(t, text + f.start, f.len, &scratch, &out);
+        const char *piece = text + f.start;
+        size_t n = f.len;
+        if (t->nfc) {
+            ts_buf_clear(&scratch.normalized);
+            rc = ts_nfc(piece, n, &scratch.normalized);
+            piece = scratch.normalized.data;
+            n = scratch.normalized.len;
+        }
+        if (!rc && t->kind == TS_TOKENIZER_SPM) {
+            bool prefix = spm_prefix(t, piece, n, f.start == 0, after_token);
+            rc = t->spm_merges ? ts_bpe_encode_spm(t, piece, n, prefix, &scratch, &out)
+                               : ts_spm_encode(t, piece, n, prefix, &scratch, &out);
+        } else if (!rc) {
+            rc = ts_bpe_encode(t, piece, n, &scratch, &out);
+        }
         after_token = false;
     }
     if (!rc && out.n > 0) {
@@ -175,6 +199,7 @@ int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, boo
     ts_merger_free(&scratch.merger);
     ts_pretok_free(&scratch.pretok);
     ts_buf_free(&scratch.text);
+    ts_buf_free(&scratch.normalized);
     return rc;
 }
 

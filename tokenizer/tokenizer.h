@@ -59,6 +59,21 @@ typedef enum { TS_TOKENIZER_SPM = 1, TS_TOKENIZER_BPE = 2 } ts_tokenizer_kind;
  *                    (gpt2), a special token id outside the vocabulary, a key of the wrong type.
  * Special ids (bos/eos/unknown/eot/eom_token_id) of -1 or 0xFFFFFFFF mean "none". */
 int ts_tokenizer_from_gguf(const ts_gguf *g, ts_tokenizer **out);
+
+/* Builds the tokenizer of a Hugging Face model directory: DIR/tokenizer.json (a BPE model,
+ * byte-level as GPT-2 / SmolLM2 / Qwen 2 / Llama 3, or SentencePiece-style with byte fallback as
+ * Llama 2 / Mistral), with DIR/tokenizer_config.json (bos/eos/unk tokens, add_bos_token,
+ * chat_template), DIR/config.json (vocab_size, bos/eos ids) and DIR/chat_template.jinja when
+ * present (details in vocab_hf.c). The ids are those of the `tokenizers` package, and those of
+ * the GGUF llama.cpp converts from the same directory, except where the package normalizes
+ * (NFC) and llama.cpp does not. Errors name the file and the part:
+ *   TS_E_IO          no DIR/tokenizer.json, or a file that cannot be read;
+ *   TS_E_UNSUPPORTED a model other than BPE, a normalizer, pre-tokenizer, decoder or post-
+ *                    processor outside those layouts, added tokens with lstrip/rstrip/single_word;
+ *   TS_E_FORMAT      not JSON, a missing vocabulary or merges, ids that collide or leave a gap,
+ *                    a merge of strings that are not tokens, special tokens not in the vocabulary.
+ */
+int ts_tokenizer_from_hf(const char *dir, ts_tokenizer **out);
 void ts_tokenizer_destroy(ts_tokenizer *t);
 
 ts_tokenizer_kind ts_tokenizer_get_kind(const ts_tokenizer *t);

@@ -43,7 +43,23 @@ typedef struct ts_bpe {
     int32_t single_byte_token[256]; /* token whose text is exactly that one byte, or -1 */
     ts_pretok_kind pretok;
     bool ignore_merges; /* a word that is a token as a whole is not merged (Llama 3) */
+    /* SentencePiece-style BPE (merges over UTF-8 characters, tokenizer.json): a character that
+     * is no token becomes its <0xXX> tokens with byte_fallback, else the unknown token (one for
+     * a run of them with fuse_unk). */
+    bool byte_fallback, fuse_unk;
 } ts_bpe;
+
+/* Where SentencePiece-style encoding puts the dummy-prefix "▁" (when add_space_prefix):
+ * ALWAYS in front of every text fragment (llama.cpp; tokenizer.json's Prepend normalizer);
+ * UNLESS_SPACE in front of every fragment that does not start with a space, FIRST_UNLESS_SPACE
+ * only in front of the fragment that starts the text (tokenizer.json's Metaspace with
+ * prepend_scheme "always" / "first"). */
+typedef enum {
+    TS_SPM_PREFIX_ALWAYS = 0,
+    TS_SPM_PREFIX_UNLESS_SPACE,
+    TS_SPM_PREFIX_FIRST_UNLESS_SPACE,
+    TS_SPM_PREFIX_NONE,
+} ts_spm_prefix;
 
 struct ts_tokenizer {
     ts_tokenizer_kind kind;
@@ -65,7 +81,10 @@ struct ts_tokenizer {
     size_t n_eog, eog_cap;
     bool add_bos;
     bool add_space_prefix; /* SPM */
-    char *chat_template;   /* NULL if none */
+    ts_spm_prefix spm_prefix;
+    bool spm_merges;     /* SPM encoded by the merges in bpe (tokenizer.json), not by scores */
+    bool nfc;            /* text fragments are normalized to NFC first (tokenizer.json) */
+    char *chat_template; /* NULL if none */
 
     /* Tokens matched in the text before splitting (control, user-defined and unknown ones),
      * longest text first. Control and unknown ones only when special tokens are parsed. */
@@ -81,6 +100,7 @@ typedef struct ts_encode_scratch {
     ts_merger merger;
     ts_pretok pretok;
     ts_buf text;
+    ts_buf normalized;
 } ts_encode_scratch;
 
 /* Encodes one piece of plain text (no special tokens in it) and appends the ids.
@@ -89,6 +109,12 @@ int ts_spm_encode(const ts_tokenizer *t, const char *text, size_t len, bool spac
                   ts_encode_scratch *s, ts_ids *out);
 int ts_bpe_encode(const ts_tokenizer *t, const char *text, size_t len, ts_encode_scratch *s,
                   ts_ids *out);
+/* SentencePiece-style BPE by merges (t->spm_merges): the escaped text is one word, merged by rank
+ * over its UTF-8 characters. */
+int ts_bpe_encode_spm(const ts_tokenizer *t, const char *text, size_t len, bool space_prefix,
+                      ts_encode_scratch *s, ts_ids *out);
+/* SentencePiece's escaping, into out: an optional "▁" prefix, then every ' ' written "▁". */
+int ts_spm_escape(ts_buf *out, const char *text, size_t len, bool space_prefix);
 
 /* The merges of a byte-level BPE vocabulary, from whichever file: merge(ctx, i, ...) gives the
  * two halves of merge i (rank i), as strings of the vocabulary's alphabet. `source` names the
@@ -115,9 +141,10 @@ int ts_vocab_alloc(ts_tokenizer *t, int32_t n, size_t text_bytes);
 int ts_vocab_set(ts_tokenizer *t, int32_t i, const char *text, size_t len, float score,
                  uint8_t type);
 /* Once the tokens, special ids and flags are set: finds the special tokens that llama.cpp finds
- * by their text, the end-of-generation set, the pieces, and the tokens matched before splitting.
- * `source` names the file in errors. */
-int ts_vocab_finish(ts_tokenizer *t, const char *source);
+ * by their text, the end-of-generation set, the pieces, and the tokens matched before splitting;
+ * with llama_cpp_types, changes token types as llama.cpp does (see vocab.c). `source` names the
+ * file in errors. */
+int ts_vocab_finish(ts_tokenizer *t, const char *source, bool llama_cpp_types);
 /* The byte of a "<0xXX>" token text, or -1. */
 int ts_vocab_byte_token_value(const char *s, size_t n);
 

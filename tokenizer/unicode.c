@@ -26,22 +26,18 @@ static int gpt2_keeps(unsigned b) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The others are numbered in byte order from U+0100: 0x00..0x20 (33 of them), 0x7F..0xA0 (34),
+ * then 0xAD. */
 uint32_t ts_gpt2_byte_to_cp(uint8_t byte) {
     if (gpt2_keeps(byte)) return byte;
-    /* The others are numbered in byte order from U+0100. */
-    uint32_t n = 0;
-    for (unsigned b = 0; b < byte; b++)
-        if (!gpt2_keeps(b)) n++;
-    return 0x100 + n;
+    if (byte <= 0x20) return 0x100 + byte;
+    if (byte <= 0xA0) return 0x100 + 33 + (byte - 0x7F);
+    return 0x143; /* 0xAD */
 }
 
 int ts_gpt2_cp_to_byte(uint32_t cp) {
     if (cp < 0x100) return gpt2_keeps(cp) ? (int)cp : -1;
-    uint32_t n = 0;
-    for (unsigned b = 0; b < 256; b++) {
-        if (gpt2_keeps(b)) continue;
-        if (0x100 + n == cp) return (int)b;
-        n++;
-    }
-    return -1;
+    if (cp < 0x100 + 33) return (int)(cp - 0x100);
+    if (cp < 0x100 + 67) return (int)(cp - 0x100 - 33 + 0x7F);
+    return cp == 0x143 ? 0xAD : -1;
 }

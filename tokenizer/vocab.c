@@ -16,6 +16,10 @@
  *     (written in the text even when special tokens are not parsed, shown in the output);
  *   - the tokens matched in the text before splitting: control, user-defined and unknown ones,
  *     longest first (ties: lower id first).
+ * The type changes are llama.cpp's and apply to GGUF vocabularies; a tokenizer.json keeps the
+ * types its file gives (so that it tokenizes as the `tokenizers` package does: Qwen 2's normal
+ * token "</s>", which llama.cpp makes a control token, stays text there), while the special ids
+ * and the end-of-generation set are found the same way for both.
  */
 #include "common/error.h"
 #include "tokenizer/grow.h"
@@ -41,6 +45,8 @@ int ts_vocab_alloc(ts_tokenizer *t, int32_t n, size_t text_bytes) {
         !t->scores || !t->types)
         return ts_error_set(TS_E_NOMEM, "out of memory for a vocabulary of %" PRId32 " tokens", n);
     t->bos = t->eos = t->unk = t->eot = t->eom = -1;
+    if (ts_strtab_reserve(&t->ids_by_text, (size_t)n))
+        return ts_error_set(TS_E_NOMEM, "out of memory for a vocabulary of %" PRId32 " tokens", n);
     t->fim_pre = t->fim_suf = t->fim_mid = t->fim_pad = t->fim_rep = t->fim_sep = -1;
     return TS_OK;
 }
@@ -135,14 +141,19 @@ static const char *const EOG_TEXTS[] = {"<|eot_id|>",
 static const char *const USER_DEFINED_TEXTS[] = {"<|channel|>", "<|message|>", "<|start|>",
                                                  "<|constrain|>", NULL};
 
+/* Changes a token's type where llama.cpp does (GGUF vocabularies only, see ts_vocab_finish). */
+static void retype(ts_tokenizer *t, bool llama_cpp_types, int32_t id, uint8_t type) {
+    if (llama_cpp_types && id >= 0) t->types[id] = type;
+}
+
 /* *id, when no key set it: the first of `texts` in the vocabulary, made a control token. */
-static void detect(ts_tokenizer *t, int32_t *id, const char *const *texts) {
+static void detect(ts_tokenizer *t, bool llama_cpp_types, int32_t *id, const char *const *texts) {
     if (*id >= 0) return;
     for (; *texts; texts++) {
         int32_t found = find_text(t, *texts);
         if (found < 0) continue;
         *id = found;
-        t->types[found] = TS_TOKEN_CONTROL;
+        retype(t, llama_cpp_types, found, TS_TOKEN_CONTROL);
         return;
     }
 }
@@ -178,28 +189,26 @@ static bool eog_has_text(const ts_tokenizer *t, const char *text) {
     return false;
 }
 
-static int find_specials(ts_tokenizer *t) {
-    detect(t, &t->eot, EOT_TEXTS);
-    detect(t, &t->eom, EOM_TEXTS);
-    detect(t, &t->fim_pre, FIM_PRE_TEXTS);
-    detect(t, &t->fim_suf, FIM_SUF_TEXTS);
-    detect(t, &t->fim_mid, FIM_MID_TEXTS);
-    detect(t, &t->fim_pad, FIM_PAD_TEXTS);
-    detect(t, &t->fim_rep, FIM_REP_TEXTS);
-    detect(t, &t->fim_sep, FIM_SEP_TEXTS);
+static int find_specials(ts_tokenizer *t, bool types) {
+    detect(t, types, &t->eot, EOT_TEXTS);
+    detect(t, types, &t->eom, EOM_TEXTS);
+    detect(t, types, &t->fim_pre, FIM_PRE_TEXTS);
+    detect(t, types, &t->fim_suf, FIM_SUF_TEXTS);
+    detect(t, types, &t->fim_mid, FIM_MID_TEXTS);
+    detect(t, types, &t->fim_pad, FIM_PAD_TEXTS);
+    detect(t, types, &t->fim_rep, FIM_REP_TEXTS);
+    detect(t, types, &t->fim_sep, FIM_SEP_TEXTS);
     int rc = add_eog(t, t->fim_pad);
     if (!rc) rc = add_eog(t, t->fim_rep);
     if (!rc) rc = add_eog(t, t->fim_sep);
     for (const char *const *text = EOG_TEXTS; *text && !rc; text++) {
         int32_t id = find_text(t, *text);
         if (id < 0) continue;
-        t->types[id] = TS_TOKEN_CONTROL;
+        retype(t, types, id, TS_TOKEN_CONTROL);
         rc = add_eog(t, id);
     }
-    for (const char *const *text = USER_DEFINED_TEXTS; *text; text++) {
-        int32_t id = find_text(t, *text);
-        if (id >= 0) t->types[id] = TS_TOKEN_USER_DEFINED;
-    }
+    for (const char *const *text = USER_DEFINED_TEXTS; *text; text++)
+        retype(t, types, find_text(t, *text), TS_TOKEN_USER_DEFINED);
     if (!rc) rc = add_eog(t, t->eos);
     if (!rc) rc = add_eog(t, t->eot);
     if (!rc) rc = add_eog(t, t->eom);
@@ -207,11 +216,11 @@ static int find_specials(ts_tokenizer *t) {
     bool has_call = eog_has_text(t, "<|call|>") || eog_has_text(t, "<|calls|>");
     if (has_call && (eog_has_text(t, "<|return|>") || eog_has_text(t, "<|flush|>"))) {
         int32_t end = find_text(t, "<|end|>");
-        if (end >= 0 && remove_eog(t, end)) t->types[end] = TS_TOKEN_USER_DEFINED;
+        if (end >= 0 && remove_eog(t, end)) retype(t, types, end, TS_TOKEN_USER_DEFINED);
     }
     if (eog_has_text(t, "<|tool_response>")) {
         int32_t s = find_text(t, "</s>");
-        if (s >= 0 && remove_eog(t, s)) t->types[s] = TS_TOKEN_NORMAL;
+        if (s >= 0 && remove_eog(t, s)) retype(t, types, s, TS_TOKEN_NORMAL);
     }
     return TS_OK;
 }
@@ -303,8 +312,8 @@ static int sort_specials(ts_tokenizer *t) {
     return TS_OK;
 }
 
-int ts_vocab_finish(ts_tokenizer *t, const char *source) {
-    int rc = find_specials(t);
+int ts_vocab_finish(ts_tokenizer *t, const char *source, bool llama_cpp_types) {
+    int rc = find_specials(t, llama_cpp_types);
     if (rc) return ts_error_wrap(rc, "%s", source);
     make_pieces(t);
     rc = sort_specials(t);

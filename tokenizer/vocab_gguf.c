@@ -319,7 +319,7 @@ int ts_tokenizer_from_gguf(const ts_gguf *g, ts_tokenizer **out) {
     if (!rc && kind == TS_TOKENIZER_BPE) rc = load_pretok(t, g);
     if (!rc) rc = load_specials(t, g);
     if (!rc) rc = load_chat_template(t, g);
-    if (!rc) rc = ts_vocab_finish(t, ts_gguf_path(g));
+    if (!rc) rc = ts_vocab_finish(t, ts_gguf_path(g), true);
     if (!rc && kind == TS_TOKENIZER_BPE) rc = load_merges(t, g);
     if (rc) {
         ts_tokenizer_destroy(t);

@@ -179,52 +179,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifndef TS_LIBFUZZER
-#include <dirent.h>
-#include <sys/stat.h>
-
-/* Runs one file through the entry point; returns the number of inputs run. */
-static int replay_path(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        fprintf(stderr, "fuzz_gguf: %s: not found\n", path);
-        exit(1);
-    }
-    if (S_ISDIR(st.st_mode)) {
-        DIR *dir = opendir(path);
-        int n = 0;
-        struct dirent *e;
-        while (dir && (e = readdir(dir)) != NULL) {
-            if (e->d_name[0] == '.') continue;
-            char child[4096];
-            snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-            n += replay_path(child);
-        }
-        if (dir) closedir(dir);
-        return n;
-    }
-    ts_buf input = {0};
-    if (ts_buf_read_file(&input, path) != TS_OK) {
-        fprintf(stderr, "fuzz_gguf: %s\n", ts_error_message());
-        exit(1);
-    }
-    /* an exact-size copy, so a sanitizer build sees reads past the end */
-    uint8_t *copy = malloc(input.len ? input.len : 1);
-    memcpy(copy, input.data, input.len);
-    LLVMFuzzerTestOneInput(copy, input.len);
-    free(copy);
-    ts_buf_free(&input);
-    return 1;
-}
+#include "tests/fuzz/fuzz_replay.h"
 
 int main(int argc, char **argv) {
-    int n = 0;
-    if (argc < 2) n = replay_path(TS_SOURCE_DIR "/tests/fuzz/corpus/gguf");
-    for (int i = 1; i < argc; i++) n += replay_path(argv[i]);
-    if (n == 0) {
-        fprintf(stderr, "fuzz_gguf: no inputs\n");
-        return 1;
-    }
-    printf("fuzz_gguf: %d inputs replayed, contract held\n", n);
-    return 0;
+    return ts_fuzz_replay_main("fuzz_gguf", argc, argv, TS_SOURCE_DIR "/tests/fuzz/corpus/gguf");
 }
 #endif

@@ -9,6 +9,7 @@
 #include "model/gguf_write.h"
 #include "tests/unit/test.h"
 #include "tests/unit/test_jsonl_util.h"
+#include "tests/unit/test_tokenizer_util.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdint.h>
@@ -33,25 +34,10 @@ static void unload(loaded *l) {
     ts_gguf_close(l->g);
 }
 
-/* Encodes and compares with the expected ids; prints both on a mismatch. */
+/* Encodes (special tokens not parsed) and compares with the expected ids. */
 static bool ids_match(const ts_tokenizer *t, const char *text, size_t len, bool bos,
                       const int32_t *want, size_t n_want, const char *label) {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc = ts_tokenizer_encode(t, text, len, bos, false, &ids, &n);
-    bool ok = rc == 0 && n == n_want && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
-    if (!ok) {
-        fprintf(stderr, "  %s: text '%.*s' (bos %d), rc %d\n    got: ", label, (int)len, text, bos,
-                rc);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, " %d", ids[i]);
-        fprintf(stderr, "\n    want:");
-        for (size_t i = 0; i < n_want; i++)
-            fprintf(stderr, " %d", want[i]);
-        fprintf(stderr, "\n");
-    }
-    free(ids);
-    return ok;
+    return tok_ids_match(t, text, len, bos, false, want, n_want, label);
 }
 
 /* decode(encode(text)) == text, with and without BOS. */

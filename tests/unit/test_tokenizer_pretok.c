@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "tests/unit/test.h"
 #include "tokenizer/pretok.h"
+#include "tokenizer/unicode.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -256,11 +257,30 @@ static void test_random_bytes_are_covered(void) {
     ts_pretok_free(&p);
 }
 
+/* GPT-2's byte alphabet: printable Latin-1 bytes stand for themselves, the other 68 take
+ * U+0100..U+0143 in byte order, and the inverse undoes it (nothing else maps to a byte). */
+static void test_gpt2_alphabet_is_a_bijection(void) {
+    uint32_t next = 0x100;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = ts_gpt2_byte_to_cp((uint8_t)b);
+        bool kept = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        CHECK_EQ_INT(cp, kept ? (uint32_t)b : next);
+        if (!kept) next++;
+        CHECK_EQ_INT(ts_gpt2_cp_to_byte(cp), b);
+    }
+    CHECK_EQ_INT(next, 0x144);
+    int mapped = 0;
+    for (uint32_t cp = 0; cp < 0x200; cp++)
+        mapped += ts_gpt2_cp_to_byte(cp) >= 0;
+    CHECK_EQ_INT(mapped, 256);
+}
+
 int main(void) {
     RUN(test_splits_match_the_regexes);
     RUN(test_chained_splits_match_the_regexes);
     RUN(test_empty_text_has_no_words);
     RUN(test_ill_formed_utf8_is_kept);
     RUN(test_random_bytes_are_covered);
+    RUN(test_gpt2_alphabet_is_a_bijection);
     return test_summary();
 }

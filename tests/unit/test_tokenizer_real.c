@@ -6,14 +6,23 @@
  * (llama.cpp stopped a generation exactly where its last id is an EOG token), and special-token
  * text in a chat prompt. The vocabularies are the models' tokenizer metadata (tests/data/vocab-*),
  * so no model download is needed.
+ *
+ * And a corpus of tricky texts (tests/data/tokenizer_corpus.json: whitespace runs, contractions,
+ * digits of several scripts, code, emoji sequences, decomposed accents, controls, special-token
+ * text) under those two vocabularies, GPT-2's (also with the "default" and "llama-bpe"
+ * pre-tokenizers) and Llama 2's SentencePiece one, both parse_special settings, against
+ * llama.cpp's ids and EOG sets for it (tests/data/tokenizer_corpus_llama_cpp.jsonl, written by
+ * tools/make_tokenizer_refs.py).
  */
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/json.h"
 #include "model/gguf.h"
+#include "model/gguf_write.h"
 #include "tests/unit/test.h"
 #include "tests/unit/test_jsonl_util.h"
+#include "tests/unit/test_tokenizer_util.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdint.h>
@@ -54,26 +63,9 @@ static void print_ids(const char *label, const int32_t *ids, size_t n) {
     fprintf(stderr, "\n");
 }
 
-/* Encodes and compares with a JSON array of ids; prints both on a mismatch. */
 static bool ids_match(const ts_tokenizer *t, const char *text, size_t len, bool bos,
                       bool parse_special, const ts_json *want) {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc = ts_tokenizer_encode(t, text, len, bos, parse_special, &ids, &n);
-    bool ok = rc == 0 && n == want->length;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = ids[i] == want->items[i].integer;
-    if (!ok) {
-        fprintf(stderr, "  '%.*s' (bos %d, parse_special %d): rc %d\n", (int)len, text, bos,
-                parse_special, rc);
-        print_ids("got ", ids, n);
-        fprintf(stderr, "    want:");
-        for (size_t i = 0; i < want->length; i++)
-            fprintf(stderr, " %lld", (long long)want->items[i].integer);
-        fprintf(stderr, "\n");
-    }
-    free(ids);
-    return ok;
+    return tok_ids_match_json(t, text, len, bos, parse_special, want, "ids");
 }
 
 typedef struct counts {
@@ -260,6 +252,90 @@ static void test_large_vocabulary_is_fast(void) {
     ts_tokenizer_destroy(t);
 }
 
+/* ---- the corpus against llama.cpp ---- */
+
+typedef struct corpus_check {
+    const ts_json *texts;
+    int lines, cases, matched;
+} corpus_check;
+
+/* The vocabulary `name` with tokenizer.ggml.pre replaced by `pre` (NULL: as it is), as an
+ * in-memory GGUF in *image. */
+static int open_vocab(const char *name, const char *pre, ts_buf *image, ts_gguf **g) {
+    char path[512];
+    snprintf(path, sizeof path, DATA "%s", name);
+    int rc = ts_gguf_open(path, g);
+    if (rc || !pre) return rc;
+    ts_gguf_writer *w;
+    rc = ts_gguf_writer_create(&w);
+    for (size_t i = 0; !rc && i < ts_gguf_n_kv(*g); i++) {
+        const ts_gguf_kv *kv = ts_gguf_kv_at(*g, i);
+        if (!ts_gguf_str_eq(kv->key, "tokenizer.ggml.pre")) rc = ts_gguf_writer_add_kv(w, kv);
+    }
+    if (!rc) rc = ts_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre);
+    if (!rc) rc = ts_gguf_writer_write_buf(w, image);
+    ts_gguf_writer_destroy(w);
+    ts_gguf_close(*g);
+    *g = NULL;
+    return rc ? rc : ts_gguf_open_memory(image->data, image->len, name, g);
+}
+
+static void check_corpus_line(const ts_json *line, void *ctx) {
+    corpus_check *c = ctx;
+    const char *name, *pre = NULL;
+    size_t len;
+    bool parse_special;
+    const ts_json *ids, *eog, *pre_v = ts_json_get(line, "pre");
+    CHECK_OK(ts_json_get_string(line, "vocab", &name, &len));
+    CHECK_OK(ts_json_get_bool(line, "parse_special", &parse_special));
+    CHECK_OK(ts_json_get_array(line, "ids", &ids));
+    CHECK_OK(ts_json_get_array(line, "eog", &eog));
+    if (pre_v && pre_v->type == TS_JSON_STRING) pre = pre_v->string;
+    ts_buf image = {0};
+    ts_gguf *g = NULL;
+    ts_tokenizer *t = NULL;
+    CHECK_OK(open_vocab(name, pre, &image, &g));
+    if (g) CHECK_OK(ts_tokenizer_from_gguf(g, &t));
+    c->lines++;
+    if (t && ids && c->texts) {
+        CHECK_EQ_INT(ids->length, c->texts->length);
+        int matched = 0;
+        for (size_t i = 0; i < ids->length && i < c->texts->length; i++) {
+            const ts_json *text = &c->texts->items[i];
+            matched +=
+                ids_match(t, text->string, text->length, false, parse_special, &ids->items[i]);
+        }
+        fprintf(stderr, "  %s (pre %s, parse_special %d): %d of %zu texts match\n", name,
+                pre ? pre : "as in the file", parse_special, matched, ids->length);
+        c->cases += (int)ids->length;
+        c->matched += matched;
+        size_t n;
+        const int32_t *ours = ts_tokenizer_eog_ids(t, &n);
+        bool same = n == eog->length;
+        for (size_t i = 0; same && i < n; i++)
+            same = ours[i] == eog->items[i].integer;
+        if (!same) print_ids("our EOG set", ours, n);
+        CHECK(same);
+    }
+    ts_tokenizer_destroy(t);
+    ts_gguf_close(g);
+    ts_buf_free(&image);
+}
+
+static void test_corpus_matches_llama_cpp(void) {
+    ts_buf file = {0};
+    ts_json_doc *doc = NULL;
+    CHECK_OK(ts_buf_read_file(&file, DATA "tokenizer_corpus.json"));
+    if (file.data) CHECK_OK(ts_json_parse(file.data, file.len, &doc));
+    corpus_check c = {doc ? ts_json_root(doc) : NULL, 0, 0, 0};
+    if (c.texts) for_each_json_line(DATA "tokenizer_corpus_llama_cpp.jsonl", check_corpus_line, &c);
+    CHECK_EQ_INT(c.lines, 12);
+    CHECK(c.cases >= 12 * 90);
+    CHECK_EQ_INT(c.matched, c.cases);
+    ts_json_doc_free(doc);
+    ts_buf_free(&file);
+}
+
 int main(void) {
     RUN(test_vocabularies_load);
     RUN(test_tokenize_lines_match_llama_cpp);
@@ -268,6 +344,7 @@ int main(void) {
     RUN(test_eog_sets);
     RUN(test_special_text_in_a_chat_prompt);
     RUN(test_chat_template);
+    RUN(test_corpus_matches_llama_cpp);
     RUN(test_large_vocabulary_is_fast);
     unload_models();
     return test_summary();
