@@ -24,7 +24,7 @@
 #include "node/comm.h"
 #include "node/engine.h"
 #include "node/kv_pool.h"
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

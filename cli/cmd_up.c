@@ -23,7 +23,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "kernels/kernels.h"
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "topology/host.h"
@@ -196,8 +196,7 @@ static int assign_gpus(const char *device, int base, const int *group_tp, int n_
         next += group_tp[g];
     }
     if (ranks > usable)
-        TS_WARN("up: %d single-rank groups share %d GPU(s) from cuda:%d", n_groups, usable,
-                    base);
+        TS_WARN("up: %d single-rank groups share %d GPU(s) from cuda:%d", n_groups, usable, base);
     return TS_OK;
 }
 
@@ -227,8 +226,7 @@ int ts_cmd_up(int argc, char **argv) {
         {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
         {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
         {"device", 0, TS_FLAG_STRING, &device,
-         "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0,
-         0},
+         "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0, 0},
         {"kv-transport", 0, TS_FLAG_STRING, &kv_transport,
          "how prefill groups send KV blocks to decode groups: tcp, or nccl (GPU to GPU; needs "
          "--device cuda)",

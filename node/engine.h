@@ -91,7 +91,7 @@ int ts_engine_follow(ts_engine *e);
 /* Checks a batch against the engine's limits and the KV pool (used before every step). */
 int ts_engine_check_batch(const ts_engine *e, const ts_batch *batch);
 
-/* ---- KV cache access, for moving a sequence between groups (node/kv_transfer.h) ---- */
+/* ---- KV cache access, for moving a sequence between groups (kvx/kv_transfer.h) ---- */
 
 /* Copies layer `layer`'s K and V of blocks block_ids[0 .. n_blocks) for this rank's KV heads
  * [head0, head0 + n_heads) (local indices, 0 .. shard.n_kv_heads) into host memory laid out
@@ -106,7 +106,7 @@ int ts_engine_kv_write(ts_engine *e, int32_t layer, const int32_t *block_ids, in
 /* The backend addresses (device memory on CUDA) of layer `layer`'s K and V of block `block_id`
  * for local heads [head0, head0 + n_heads): each one contiguous range of *bytes bytes, laid out
  * [n_heads][block_size][head_dim]. For a transport that moves KV memory between devices without
- * host copies (node/kv_transfer_nccl.h); it must order its accesses on the backend's stream.
+ * host copies (kvx/kv_transfer_nccl.h); it must order its accesses on the backend's stream.
  * Does not wait for queued work. TS_E_INVALID for a layer, block or head out of range. */
 int ts_engine_kv_block_span(ts_engine *e, int32_t layer, int32_t block_id, int32_t head0,
                             int32_t n_heads, void **k, void **v, size_t *bytes);
@@ -122,7 +122,7 @@ void ts_engine_set_layer_hook(ts_engine *e, ts_engine_layer_hook hook, void *use
 
 /* Work outside the forward pass that every rank of a group must do at the same point between
  * steps, each on its own shard: open a KV transfer for a request, install received KV blocks
- * into block ids the leader chose, drop a transfer (node/kv_transfer.h). The handler runs on
+ * into block ids the leader chose, drop a transfer (kvx/kv_transfer.h). The handler runs on
  * the engine's thread; it returns 0 or a TS_E_* code with the error message set. */
 typedef int (*ts_engine_task_handler)(void *user, ts_engine *e, const void *msg, size_t bytes);
 void ts_engine_set_task_handler(ts_engine *e, ts_engine_task_handler handler, void *user);

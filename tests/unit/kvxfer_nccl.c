@@ -16,8 +16,8 @@
  */
 #include "common/clock.h"
 #include "kvxfer_util.h"
-#include "node/kv_transfer_nccl.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_nccl.h"
+#include "kvx/kv_transfer_net.h"
 #include "test.h"
 #include "test_cuda_util.h"
 

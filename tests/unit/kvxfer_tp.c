@@ -21,7 +21,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kvxfer_util.h"
-#include "node/kv_transfer_group.h"
+#include "kvx/kv_transfer_group.h"
 
 #include <mpi.h>
 #include <stdbool.h>

@@ -1,12 +1,12 @@
 /*
- * test_kv_checksum_cuda.c — the NCCL KV transport's device checksum (node/kv_checksum.cu,
+ * test_kv_checksum_cuda.c — the NCCL KV transport's device checksum (kvx/kv_checksum.cu,
  * kvx_sum_launch) equals its host reference ts_kvx_payload_sum bit for bit: random K and V
  * ranges of many lengths (word multiples and not, one byte to several MiB, past one grid of
  * thread blocks) at every byte misalignment, and sums added into a shared counter by several
  * launches. Label gpu; one GPU is enough; "SKIP: no CUDA device (...)" (77) without one.
  */
-#include "node/kv_transfer.h"
-#include "node/kv_transfer_nccl.h"
+#include "kvx/kv_transfer.h"
+#include "kvx/kv_transfer_nccl.h"
 #include "test.h"
 #include "test_cuda_util.h"
 

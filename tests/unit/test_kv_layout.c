@@ -1,6 +1,6 @@
-/* test_kv_layout.c — the prefill→decode KV head routes (node/kv_layout.h). */
+/* test_kv_layout.c — the prefill→decode KV head routes (kvx/kv_layout.h). */
 #include "common/error.h"
-#include "node/kv_layout.h"
+#include "kvx/kv_layout.h"
 #include "node/shard.h"
 #include "test.h"
 

@@ -6,8 +6,8 @@
  */
 #include "common/clock.h"
 #include "kvxfer_util.h"
-#include "node/kv_transfer.h"
-#include "node/kv_transfer_group.h"
+#include "kvx/kv_transfer.h"
+#include "kvx/kv_transfer_group.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ checksum, wire format */

@@ -9,7 +9,7 @@
  */
 #include "common/clock.h"
 #include "kvxfer_util.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_net.h"
 #include "test.h"
 
 #include <signal.h>

@@ -8,8 +8,8 @@
  */
 #include "common/clock.h"
 #include "kvxfer_util.h"
-#include "node/kv_transfer_group.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_group.h"
+#include "kvx/kv_transfer_net.h"
 #include "test.h"
 
 #include <unistd.h>

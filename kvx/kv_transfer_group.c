@@ -6,7 +6,7 @@
  * receiver and senders. The message is a plain struct because every rank of a group runs the
  * same build.
  */
-#include "node/kv_transfer_group.h"
+#include "kvx/kv_transfer_group.h"
 
 #include "common/error.h"
 #include "common/log.h"

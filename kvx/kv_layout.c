@@ -1,5 +1,5 @@
 /* kv_layout.c — see kv_layout.h. */
-#include "node/kv_layout.h"
+#include "kvx/kv_layout.h"
 
 #include "common/error.h"
 #include "node/shard.h"

@@ -3,13 +3,13 @@
  * inbox and sends heartbeats. Lock: w->mu guards the inbox and the published scheduler figures,
  * and is never held across I/O or an engine step.
  */
-#include "node/worker.h"
+#include "worker/worker.h"
 
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "node/worker_disagg.h"
+#include "worker/worker_disagg.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/worker.pb-c.h"
 

@@ -11,11 +11,11 @@
  * on a stream that is known to be idle or is the one to wait for, and no page-locked memory is
  * allocated or freed (cudaFreeHost synchronizes too).
  */
-#include "node/kv_transfer_nccl.h"
+#include "kvx/kv_transfer_nccl.h"
 
 #include "common/clock.h"
 #include "common/error.h"
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>

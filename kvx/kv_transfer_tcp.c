@@ -1,9 +1,9 @@
 /* kv_transfer_tcp.c — TCP plumbing of the KV transfer (see kv_transfer_net.h). */
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_net.h"
 
 #include "common/clock.h"
 #include "common/error.h"
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include <errno.h>
 #include <fcntl.h>

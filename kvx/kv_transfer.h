@@ -76,7 +76,7 @@
 #define TS_NODE_KV_TRANSFER_H
 
 #include "node/engine.h"
-#include "node/kv_checksum.h"
+#include "kvx/kv_checksum.h"
 #include "node/kv_pool.h"
 
 #include <stddef.h>

@@ -36,7 +36,7 @@
 #ifndef TS_NODE_KV_TRANSFER_GROUP_H
 #define TS_NODE_KV_TRANSFER_GROUP_H
 
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include <stdbool.h>
 

@@ -15,13 +15,13 @@
  * the matching receives when it reads the header). The I/O thread writes headers and reads
  * statuses only; every NCCL and CUDA call stays on the engine thread.
  */
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include "common/clock.h"
 #include "common/error.h"
-#include "node/kv_layout.h"
-#include "node/kv_transfer_nccl.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_layout.h"
+#include "kvx/kv_transfer_nccl.h"
+#include "kvx/kv_transfer_net.h"
 
 #include <pthread.h>
 #include <stdbool.h>

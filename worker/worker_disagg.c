@@ -3,7 +3,7 @@
  * is a prefill request (open sender, from Submit to the transfer's verdict) or a decode request
  * (waiting for its transfer to be claimed).
  */
-#include "node/worker_disagg.h"
+#include "worker/worker_disagg.h"
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -105,7 +105,8 @@ static void on_release(void *user, uint64_t id, ts_finish_reason finish, const i
         return;
     }
     TS_DEBUG("request %llu: KV of %d blocks %s", (unsigned long long)id, n_blocks,
-             x->armed ? "shipped layer by layer during the last prompt step" : "shipped after the step");
+             x->armed ? "shipped layer by layer during the last prompt step"
+                      : "shipped after the step");
     x->st = SENDING;
     x->t0 = ts_now_ns();
 }
@@ -174,8 +175,7 @@ void ts_wdis_filter(ts_wdis *d, ts_sched_event *ev, const char **error) {
         *error = x->error; /* copied by the caller before the entry is reused */
         x->st = ENDED;
         break;
-    default:
-        break;
+    default: break;
     }
     if (x->st == ENDED) {
         /* keep the error text alive until the caller copied it: entries are removed lazily */
@@ -229,12 +229,12 @@ static int poll_claim(ts_wdis *d, entry *x) {
         if (!rc && n_tokens != x->n_prompt) {
             for (int32_t i = 0; i < n_blocks; i++)
                 ts_kv_pool_release(ts_sched_pool(d->sched), d->ids[i]);
-            rc = ts_error_set(TS_E_INVALID, "the transfer holds %d tokens, the prompt %d",
-                              n_tokens, x->n_prompt);
+            rc = ts_error_set(TS_E_INVALID, "the transfer holds %d tokens, the prompt %d", n_tokens,
+                              x->n_prompt);
         }
         if (!rc)
-            rc = ts_sched_submit_prefilled(d->sched, x->id, x->prompt, x->n_prompt,
-                                           x->first_token, d->ids, n_blocks, &x->params);
+            rc = ts_sched_submit_prefilled(d->sched, x->id, x->prompt, x->n_prompt, x->first_token,
+                                           d->ids, n_blocks, &x->params);
         if (!rc) {
             TS_DEBUG("request %llu: KV claimed (%d blocks, %d prompt tokens) %.2f ms after the "
                      "Submit, decoding",
@@ -260,8 +260,7 @@ static int poll_send(ts_wdis *d, entry *x) {
     float ms = (float)((ts_now_ns() - x->t0) / 1e6);
     if (rc) {
         char why[400];
-        snprintf(why, sizeof why, "KV transfer to the decode group failed: %s",
-                 ts_error_message());
+        snprintf(why, sizeof why, "KV transfer to the decode group failed: %s", ts_error_message());
         ev.finish = TS_FINISH_ERROR;
         d->emit(d->user, &ev, why, false, ms);
     } else {
@@ -345,7 +344,8 @@ void ts_wdis_destroy(ts_wdis *d) {
     if (!d) return;
     ts_sched_set_release_hook(d->sched, NULL, NULL);
     ts_sched_set_prompt_hook(d->sched, NULL, NULL);
-    for (int i = 0; i < d->n; i++) free(d->e[i].prompt);
+    for (int i = 0; i < d->n; i++)
+        free(d->e[i].prompt);
     free(d->e);
     free(d->ids);
     free(d);

@@ -3,16 +3,16 @@
  *
  * Run alone it is a group of one; under `mpirun -np N tessera-node --tp T` the world splits into
  * N/T groups. Each group's leader (rank 0) attaches to the coordinator and serves
- * (node/worker.h); the other ranks follow the leader's step plans. The runtime (and MPI) is
+ * (worker/worker.h); the other ranks follow the leader's step plans. The runtime (and MPI) is
  * opened before any gRPC thread starts (NOTES.md). SIGTERM/SIGINT: the leader finishes or fails
  * its requests and exits 0; closing the runtime releases the followers.
  */
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
-#include "node/kv_transfer_group.h"
+#include "kvx/kv_transfer_group.h"
 #include "node/runtime.h"
-#include "node/worker.h"
+#include "worker/worker.h"
 
 #include <signal.h>
 #include <stdio.h>

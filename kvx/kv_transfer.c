@@ -4,7 +4,7 @@
  * kv_transfer_send.c, the receiver in kv_transfer_recv.c, the socket plumbing in
  * kv_transfer_tcp.c.
  */
-#include "node/kv_transfer.h"
+#include "kvx/kv_transfer.h"
 
 #include "common/error.h"
 

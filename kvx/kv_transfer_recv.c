@@ -25,12 +25,12 @@
  * consistent states. Only the I/O thread touches sockets and frees transfer records; install
  * detaches a complete transfer under the lock and uploads it without the lock.
  */
-#include "node/kv_transfer_recv_impl.h"
+#include "kvx/kv_transfer_recv_impl.h"
 
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_net.h"
 
 #include <poll.h>
 #include <pthread.h>

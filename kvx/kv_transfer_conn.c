@@ -9,12 +9,12 @@
  * on the socket). kvx_nccl_progress, run at every sweep, compares the landed frames' checksums
  * with the frame headers' and counts the end frame once every frame before it checked out.
  */
-#include "node/kv_transfer_recv_impl.h"
+#include "kvx/kv_transfer_recv_impl.h"
 
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "node/kv_transfer_net.h"
+#include "kvx/kv_transfer_net.h"
 
 #include <errno.h>
 #include <sched.h>

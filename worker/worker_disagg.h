@@ -35,7 +35,7 @@
 #ifndef TS_NODE_WORKER_DISAGG_H
 #define TS_NODE_WORKER_DISAGG_H
 
-#include "node/kv_transfer_group.h"
+#include "kvx/kv_transfer_group.h"
 #include "node/scheduler.h"
 
 #include <stdbool.h>

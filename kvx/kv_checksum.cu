@@ -6,7 +6,7 @@
  * counter. Unsigned addition wraps and commutes, so the result is exact and independent of
  * the order, equal to the host reference bit for bit.
  */
-#include "node/kv_checksum.h"
+#include "kvx/kv_checksum.h"
 
 #include <cuda_runtime.h>
 #include <stddef.h>

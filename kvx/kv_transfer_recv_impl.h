@@ -7,8 +7,8 @@
 #ifndef TS_NODE_KV_TRANSFER_RECV_IMPL_H
 #define TS_NODE_KV_TRANSFER_RECV_IMPL_H
 
-#include "node/kv_transfer.h"
-#include "node/kv_transfer_nccl.h"
+#include "kvx/kv_transfer.h"
+#include "kvx/kv_transfer_nccl.h"
 
 #include <pthread.h>
 #include <stdbool.h>
