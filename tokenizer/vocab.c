@@ -233,10 +233,12 @@ static size_t make_piece(const ts_tokenizer *t, int32_t i, char *dst) {
     size_t n = t->text_len[i], len = 0;
     switch (t->types[i]) {
     case TS_TOKEN_USER_DEFINED: memcpy(dst, s, n); return n;
-    case TS_TOKEN_BYTE:
-        if (t->kind != TS_TOKENIZER_SPM) return 0; /* llama.cpp shows them only for SPM */
-        dst[0] = (char)ts_vocab_byte_token_value(s, n);
+    case TS_TOKEN_BYTE: { /* <0xXX>; a byte token of another form shows nothing */
+        int byte = ts_vocab_byte_token_value(s, n);
+        if (byte < 0) return 0;
+        dst[0] = (char)byte;
         return 1;
+    }
     case TS_TOKEN_NORMAL: break;
     default: return 0; /* control, unknown, unused, undefined: nothing */
     }

@@ -161,6 +161,13 @@ static int load_specials(ts_tokenizer *t, const ts_gguf *g) {
     }
     if (!rc) rc = optional_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos);
     if (!rc) rc = optional_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
+    bool add_eos = false;
+    if (!rc) rc = optional_bool(g, "tokenizer.ggml.add_eos_token", &add_eos);
+    if (!rc && add_eos)
+        rc = ts_error_set(TS_E_UNSUPPORTED,
+                          "%s: key 'tokenizer.ggml.add_eos_token': appending EOS to every text is "
+                          "not supported",
+                          ts_gguf_path(g));
     return rc;
 }
 

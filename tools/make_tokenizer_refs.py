@@ -16,9 +16,9 @@ import subprocess
 import sys
 import tempfile
 
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from make_vocab_gguf import write_vocab  # noqa: E402
 DATA = os.path.join(HERE, "..", "tests", "data")
 VOCABS = [
     ("vocab-smollm2-135m-instruct.gguf", None),
@@ -28,25 +28,6 @@ VOCABS = [
     ("ggml-vocab-gpt-2.gguf", "llama-bpe"),
     ("ggml-vocab-llama-spm.gguf", None),
 ]
-
-
-def with_pre(src, pre, dst):
-    """A copy of the vocabulary with tokenizer.ggml.pre replaced."""
-    reader = GGUFReader(src)
-    writer = GGUFWriter(dst, reader.fields["general.architecture"].contents())
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        value = pre if key == "tokenizer.ggml.pre" else field.contents()
-        kind = field.types[0]
-        if kind == GGUFValueType.ARRAY:
-            writer.add_key_value(key, value, kind, sub_type=field.types[-1])
-        else:
-            writer.add_key_value(key, value, kind)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def main():
@@ -62,7 +43,7 @@ def main():
             path = os.path.join(DATA, name)
             if pre is not None:
                 path = os.path.join(tmp, "variant.gguf")
-                with_pre(os.path.join(DATA, name), pre, path)
+                write_vocab(os.path.join(DATA, name), path, pre)
             eog = [int(x) for x in subprocess.check_output([tool, path, "--eog"]).split()]
             for parse in (False, True):
                 out = subprocess.check_output([tool, path, inp, "1" if parse else "0"])

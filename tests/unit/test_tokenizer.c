@@ -433,6 +433,7 @@ typedef struct vocab_spec {
     int n_merges;
     const char *id_key; /* one special id key to write */
     int64_t id_value;
+    const char *true_key; /* one boolean key to write, set true */
 } vocab_spec;
 
 static int build(const vocab_spec *s, ts_buf *image) {
@@ -458,6 +459,7 @@ static int build(const vocab_spec *s, ts_buf *image) {
         rc = ts_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", s->merges,
                                           (uint64_t)s->n_merges);
     if (!rc && s->id_key) rc = ts_gguf_writer_add_i64(w, s->id_key, s->id_value);
+    if (!rc && s->true_key) rc = ts_gguf_writer_add_bool(w, s->true_key, true);
     if (!rc) rc = ts_gguf_writer_write_buf(w, image);
     ts_gguf_writer_destroy(w);
     return rc;
@@ -554,6 +556,9 @@ static void test_refuses_broken_metadata(void) {
     s = bpe_spec();
     s.pre = "no-such-pre";
     expect_refused(&s, TS_E_UNSUPPORTED, "tokenizer.ggml.pre");
+    s = spm_spec();
+    s.true_key = "tokenizer.ggml.add_eos_token";
+    expect_refused(&s, TS_E_UNSUPPORTED, "tokenizer.ggml.add_eos_token");
 }
 
 static ts_tokenizer *from_spec(const vocab_spec *s, ts_buf *image, ts_gguf **g) {
