@@ -289,7 +289,7 @@ int ts_cmd_generate(int argc, char **argv) {
     }
 
     ts_tokenizer *tok = NULL;
-    rc = ts_tokenizer_from_gguf(ts_runtime_gguf(rt), &tok);
+    rc = ts_tokenizer_for_model(ts_runtime_model_path(rt), ts_runtime_gguf(rt), &tok);
     if (rc) {
         ts_runtime_close(rt);
         return ts_cli_fail("generate", TS_EXIT_FAILURE);

@@ -19,6 +19,7 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "model/gguf.h"
+#include "model/hf.h"
 #include "model/model.h"
 #include "model/synth.h"
 
@@ -283,7 +284,7 @@ static int cmd_inspect(int argc, char **argv) {
     if (res.n_positionals != 1) return usage_error("inspect: missing MODEL (%s)", usage);
 
     ts_gguf *g;
-    int rc = ts_gguf_open(positionals[0], &g);
+    int rc = ts_hf_open_model(positionals[0], &g);
     if (rc) return ts_cli_fail("model", ts_cli_exit_code(rc));
     ts_gguf_str arch;
     bool has_arch = ts_gguf_get_str(g, "general.architecture", &arch) == TS_OK;

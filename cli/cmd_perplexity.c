@@ -138,7 +138,7 @@ static int run(ts_runtime *rt, const char *file, int32_t n_ctx, int32_t chunks, 
     ts_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    rc = ts_tokenizer_from_gguf(ts_runtime_gguf(rt), &tok);
+    rc = ts_tokenizer_for_model(ts_runtime_model_path(rt), ts_runtime_gguf(rt), &tok);
     bool add_bos = !rc && ts_tokenizer_adds_bos(tok);
     if (!rc) rc = ts_tokenizer_encode(tok, text.data, text.len, add_bos, false, &ids, &n_ids);
     int32_t bos = tok ? ts_tokenizer_bos(tok) : -1;

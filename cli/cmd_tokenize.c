@@ -16,12 +16,12 @@
 #include "common/json.h"
 #include "common/paths.h"
 #include "model/gguf.h"
+#include "model/hf.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define USAGE "tessera tokenize -p TEXT [-m MODEL] [--no-bos] [--parse-special] [--json]"
 
@@ -89,13 +89,8 @@ int ts_cmd_tokenize(int argc, char **argv) {
     ts_tokenizer *t = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    struct stat st;
-    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) {
-        rc = ts_tokenizer_from_hf(model, &t);
-    } else {
-        rc = ts_gguf_open(model, &g);
-        if (!rc) rc = ts_tokenizer_from_gguf(g, &t);
-    }
+    if (!ts_hf_is_checkpoint(model)) rc = ts_gguf_open(model, &g);
+    if (!rc) rc = ts_tokenizer_for_model(model, g, &t);
     if (!rc)
         rc = ts_tokenizer_encode(t, prompt, strlen(prompt), bos && ts_tokenizer_adds_bos(t),
                                  parse_special, &ids, &n);

@@ -16,6 +16,7 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "model/gguf.h"
+#include "model/hf.h"
 #include "model/model.h"
 #include "node/shard.h"
 #include "topology/cluster.h"
@@ -38,7 +39,7 @@ typedef struct {
 static int check_model(const char *path, const ts_plan_request *req) {
     ts_gguf *g = NULL;
     ts_model m = {0};
-    int rc = ts_gguf_open(path, &g);
+    int rc = ts_hf_open_model(path, &g);
     if (!rc) rc = ts_model_load(g, &m);
     for (int p = 0; p < req->n_pools && !rc; p++) {
         ts_shard_plan sp;

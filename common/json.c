@@ -518,6 +518,16 @@ int ts_json_parse(const char *text, size_t length, ts_json_doc **out) {
 
 const ts_json *ts_json_root(const ts_json_doc *doc) { return &doc->root; }
 
+int ts_json_parse_file(const char *path, ts_json_doc **out) {
+    *out = NULL;
+    ts_buf text = {0};
+    int rc = ts_buf_read_file(&text, path);
+    if (rc) return rc;
+    rc = ts_json_parse(text.data ? text.data : "", text.len, out);
+    ts_buf_free(&text);
+    return rc ? ts_error_wrap(rc, "%s", path) : TS_OK;
+}
+
 const ts_json *ts_json_get(const ts_json *obj, const char *key) {
     if (!obj || obj->type != TS_JSON_OBJECT) return NULL;
     size_t klen = strlen(key);

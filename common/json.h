@@ -85,6 +85,9 @@ struct ts_json_member {
 typedef struct ts_json_doc ts_json_doc;
 
 int ts_json_parse(const char *text, size_t length, ts_json_doc **out);
+/* Reads and parses a whole file. TS_E_IO ("PATH: No such file or directory") when it cannot be
+ * read, TS_E_FORMAT ("PATH: line L, column C: ...") when it is not JSON. */
+int ts_json_parse_file(const char *path, ts_json_doc **out);
 const ts_json *ts_json_root(const ts_json_doc *doc);
 void ts_json_doc_free(ts_json_doc *doc);
 

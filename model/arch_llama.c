@@ -6,6 +6,10 @@
  * otherwise. Llama 3.1/3.2's "llama3" RoPE scaling arrives as rope_freqs.weight. Some
  * conversions carry attention biases; they are added when present. Mixtral-style experts (also
  * written as `llama`) are refused through expert_count (model.c's common list).
+ *
+ * Hugging Face checkpoints (model_type "llama") store q_proj/k_proj rows in the rotary layout of
+ * transformers (each head's first half, then its second); the converter permutes them to GGML's
+ * adjacent pairs, and so does the HF reader.
  */
 #include "model/arch.h"
 
@@ -17,4 +21,6 @@ const ts_arch ts_arch_llama = {
     .out_bias = TS_TENSOR_OPTIONAL,
     .rope_freqs = TS_TENSOR_OPTIONAL,
     .refused_keys = NULL,
+    /* A Llama with a sliding window is `mistral` in transformers, so no window key here. */
+    .hf = {.model_type = "llama", .refused_keys = NULL, .permute_qk = true},
 };

@@ -8,6 +8,8 @@
  */
 #include "model/arch.h"
 
+static const char *const qwen2_hf_refused[] = {"use_sliding_window", NULL};
+
 const ts_arch ts_arch_qwen2 = {
     .name = "qwen2",
     .rope_mode = TS_ROPE_NEOX,
@@ -16,4 +18,7 @@ const ts_arch ts_arch_qwen2 = {
     .out_bias = TS_TENSOR_ABSENT,
     .rope_freqs = TS_TENSOR_ABSENT,
     .refused_keys = NULL,
+    /* Released configs carry "sliding_window" with "use_sliding_window": false; the switch is
+     * what matters. q/k rows are used as stored (NEOX RoPE is transformers' layout). */
+    .hf = {.model_type = "qwen2", .refused_keys = qwen2_hf_refused, .permute_qk = false},
 };

@@ -19,16 +19,12 @@
 #include "model/gguf.h"
 
 #include "common/error.h"
+#include "common/mapfile.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the GGUF reader reads little-endian values in place and needs a little-endian host"
@@ -47,7 +43,7 @@ struct ts_gguf {
     char *name; /* the path or the caller's name, for messages */
     const uint8_t *base;
     size_t size;
-    void *map; /* the mmap'd region (NULL for memory images and empty files) */
+    ts_mapfile map; /* the mmap'd file (zero for memory images) */
     uint32_t version;
     uint32_t alignment;
     uint64_t data_start;
@@ -57,6 +53,8 @@ struct ts_gguf {
     size_t n_tensors;
     ts_gguf_tensor *tensors;
     const ts_gguf_tensor **tensor_index; /* sorted by name */
+    void (*release)(void *owner);        /* ts_gguf_assemble's owner of strings and data */
+    void *owner;
 };
 
 /* ---- bounds-checked reading ---- */
@@ -473,20 +471,21 @@ static int parse(ts_gguf *g) {
     return TS_OK;
 }
 
-static int open_image(const void *data, size_t size, const char *name, void *map, ts_gguf **out) {
+static int open_image(const void *data, size_t size, const char *name, ts_mapfile *map,
+                      ts_gguf **out) {
     ts_gguf *g = calloc(1, sizeof *g);
     char *name_copy = strdup(name ? name : "(memory)");
     if (!g || !name_copy) {
         free(g);
         free(name_copy);
-        if (map) munmap(map, size);
+        ts_mapfile_close(map);
         return ts_error_set(TS_E_NOMEM, "%s: out of memory", name ? name : "(memory)");
     }
     static const uint8_t empty[1];
     g->name = name_copy;
     g->base = data ? data : empty;
     g->size = data ? size : 0;
-    g->map = map;
+    if (map) g->map = *map;
     int rc = parse(g);
     if (rc) {
         ts_gguf_close(g);
@@ -503,40 +502,49 @@ int ts_gguf_open_memory(const void *data, size_t size, const char *name, ts_gguf
 
 int ts_gguf_open(const char *path, ts_gguf **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ts_error_set(TS_E_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return ts_error_set(TS_E_IO, "%s: %s", path, strerror(err));
+    ts_mapfile map;
+    int rc = ts_mapfile_open(path, &map);
+    if (rc) return rc;
+    return open_image(map.data, map.size, path, &map, out);
+}
+
+int ts_gguf_assemble(const char *name, ts_gguf_kv *kvs, size_t n_kv, ts_gguf_tensor *tensors,
+                     size_t n_tensors, void (*release)(void *owner), void *owner, ts_gguf **out) {
+    *out = NULL;
+    ts_gguf *g = calloc(1, sizeof *g);
+    char *name_copy = strdup(name);
+    if (!g || !name_copy) {
+        free(g);
+        free(name_copy);
+        for (size_t i = 0; i < n_kv; i++) free((void *)kvs[i].strs);
+        free(kvs);
+        free(tensors);
+        if (release) release(owner);
+        return ts_error_set(TS_E_NOMEM, "%s: out of memory", name);
     }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return ts_error_set(TS_E_IO, "%s: not a regular file", path);
+    static const uint8_t empty[1];
+    *g = (ts_gguf){.name = name_copy, .base = empty, .alignment = GGUF_DEFAULT_ALIGNMENT,
+                   .n_kv = n_kv, .kvs = kvs, .n_tensors = n_tensors, .tensors = tensors,
+                   .release = release, .owner = owner};
+    int rc = build_indexes(g);
+    if (rc) {
+        rc = fail(g, rc);
+        ts_gguf_close(g);
+        return rc;
     }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int err = errno;
-            close(fd);
-            return ts_error_set(TS_E_IO, "%s: mmap failed: %s", path, strerror(err));
-        }
-    }
-    close(fd); /* the mapping keeps the file */
-    return open_image(map, size, path, map, out);
+    *out = g;
+    return TS_OK;
 }
 
 void ts_gguf_close(ts_gguf *g) {
     if (!g) return;
+    if (g->release) g->release(g->owner);
     for (size_t i = 0; i < g->n_kv; i++) free((void *)g->kvs[i].strs);
     free(g->kvs);
     free(g->tensors);
     free(g->kv_index);
     free(g->tensor_index);
-    if (g->map) munmap(g->map, g->size);
+    ts_mapfile_close(&g->map);
     free(g->name);
     free(g);
 }

@@ -93,6 +93,14 @@ int ts_gguf_open(const char *path, ts_gguf **out);
  * page boundary). This is what the fuzzer drives. */
 int ts_gguf_open_memory(const void *data, size_t size, const char *name, ts_gguf **out);
 void ts_gguf_close(ts_gguf *g); /* NULL is fine */
+/* The same view of a model stored in another format (model/hf.c: a Hugging Face checkpoint's
+ * config.json and safetensors as GGUF keys and tensors), so that everything reading a ts_gguf
+ * reads it too. Takes over `kvs` and `tensors` (malloc'd; freed by ts_gguf_close, as are
+ * kvs[i].strs); the strings and tensor data they point to belong to `owner`, which
+ * `release(owner)` frees at ts_gguf_close (also when this fails). Duplicate keys or tensor names
+ * are TS_E_FORMAT. The result reports version 0, file size 0 and data offset 0. */
+int ts_gguf_assemble(const char *name, ts_gguf_kv *kvs, size_t n_kv, ts_gguf_tensor *tensors,
+                     size_t n_tensors, void (*release)(void *owner), void *owner, ts_gguf **out);
 
 const char *ts_gguf_path(const ts_gguf *g);
 uint32_t ts_gguf_version(const ts_gguf *g);

@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "model/hf.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ void ts_runtime_options_default(ts_runtime_options *o) {
 int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
     int n = 0;
     f[n++] = (ts_flag){"model", 'm', TS_FLAG_STRING, &o->model_path,
-                       "model file (GGUF); default: the bundled stories260K", 0, 0};
+                       "model: a GGUF file or a Hugging Face checkpoint directory; default: the "
+                       "bundled stories260K", 0, 0};
     f[n++] = (ts_flag){"device", 0, TS_FLAG_STRING, &o->device, "cpu, cuda or cuda:N", 0, 0};
     f[n++] = (ts_flag){"device-per-rank", 0, TS_FLAG_BOOL, &o->device_per_rank,
                        "rank r of the group uses GPU N + r of --device cuda:N (several ranks of a "
@@ -130,7 +132,7 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     }
     rc = open_comm(o, &rt->comm, &rt->used_mpi);
     if (rc) goto fail;
-    rc = ts_gguf_open(rt->model_path, &rt->gguf);
+    rc = ts_hf_open_model(rt->model_path, &rt->gguf);
     if (rc) goto fail;
     rc = ts_model_load(rt->gguf, &rt->model);
     if (rc) goto fail;

@@ -22,3 +22,14 @@ if(TESSERA_FUZZ)
   ts_add_fuzzer(NAME fuzz_gguf SOURCES fuzz/fuzz_gguf.c ${TS_MODEL_SOURCES}
                 CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/gguf MAX_LEN 65536)
 endif()
+
+# Hugging Face checkpoints: the safetensors reader and config.json/tensor-name translation.
+ts_add_test(NAME test_safetensors SOURCES unit/test_safetensors.c LIBS ts_model LABELS unit)
+# The safetensors header fuzz entry point, replaying its seed corpus (written by
+# fuzz/make_safetensors_corpus.py) in every build; the real fuzzer with -DTESSERA_FUZZ=ON.
+ts_add_test(NAME fuzz_safetensors_replay SOURCES fuzz/fuzz_safetensors.c LIBS ts_model LABELS fuzz)
+if(TESSERA_FUZZ)
+  ts_add_fuzzer(NAME fuzz_safetensors
+                SOURCES fuzz/fuzz_safetensors.c ${PROJECT_SOURCE_DIR}/model/safetensors.c
+                CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/safetensors MAX_LEN 16384)
+endif()

@@ -74,6 +74,9 @@ int ts_tokenizer_from_gguf(const ts_gguf *g, ts_tokenizer **out);
  *                    a merge of strings that are not tokens, special tokens not in the vocabulary.
  */
 int ts_tokenizer_from_hf(const char *dir, ts_tokenizer **out);
+/* The tokenizer of a model path as the runtime opened it (model/hf.h): ts_tokenizer_from_hf for
+ * a Hugging Face checkpoint directory, ts_tokenizer_from_gguf(g) for a GGUF file. */
+int ts_tokenizer_for_model(const char *model_path, const ts_gguf *g, ts_tokenizer **out);
 void ts_tokenizer_destroy(ts_tokenizer *t);
 
 ts_tokenizer_kind ts_tokenizer_get_kind(const ts_tokenizer *t);

@@ -26,6 +26,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/json.h"
+#include "model/hf.h"
 #include "tokenizer/tokenizer_impl.h"
 
 #include <errno.h>
@@ -601,4 +602,9 @@ int ts_tokenizer_from_hf(const char *dir, ts_tokenizer **out) {
     }
     *out = t;
     return TS_OK;
+}
+
+int ts_tokenizer_for_model(const char *model_path, const ts_gguf *g, ts_tokenizer **out) {
+    if (ts_hf_is_checkpoint(model_path)) return ts_tokenizer_from_hf(model_path, out);
+    return ts_tokenizer_from_gguf(g, out);
 }
