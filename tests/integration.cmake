@@ -52,3 +52,14 @@ if(TARGET tessera)
                      SCRIPT integration/test_tp_bad_degree.py ARGS ${TESSERA_BIN}
                      LABELS integration TIMEOUT 120)
 endif()
+
+# Hugging Face checkpoints made from GGUF files give the GGUF's tokens (one process and TP 2);
+# bad checkpoints are refused naming the file and key. The real-model one converts SmolLM2-135M.
+if(TARGET tessera)
+  ts_add_script_test(NAME hf_checkpoint_matches_gguf
+                     SCRIPT integration/test_hf_checkpoint.py ARGS ${TESSERA_BIN}
+                     LABELS integration TIMEOUT 600)
+  ts_add_script_test(NAME hf_checkpoint_smollm2_matches_gguf
+                     SCRIPT integration/test_hf_checkpoint.py ARGS ${TESSERA_BIN} --real
+                     LABELS integration TIMEOUT 1200)
+endif()

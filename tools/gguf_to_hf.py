@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a Hugging Face checkpoint (config.json, safetensors, tokenizer) holding a GGUF's weights.
 
-    python3 tools/gguf_to_hf.py MODEL.gguf OUTDIR [--shards N] [--no-tokenizer]
+    python3 tools/gguf_to_hf.py MODEL.gguf OUTDIR [--shards N] [--no-tokenizer] [--f32-gguf OUT]
 
 Needs the `gguf`, `numpy`, `safetensors` and `tokenizers` packages (scripts/test-venv.py). This
 is llama.cpp's convert_hf_to_gguf.py run backwards, so that Tessera's HF reader can be held to
@@ -16,7 +16,9 @@ the GGUF path on the same weights:
     tools/make_hf_tokenizer.py.
 The safetensors files are written by the safetensors package (serialize_file). With --shards N
 the tensors are split over N files model-0000K-of-0000N.safetensors with the usual
-model.safetensors.index.json.
+model.safetensors.index.json. With --f32-gguf OUT it also writes the GGUF of exactly the
+checkpoint's weights (every key copied, quantized tensors dequantized as above), which the
+checkpoint must then match token for token.
 """
 import argparse
 import json
@@ -25,7 +27,7 @@ import subprocess
 import sys
 
 import numpy as np
-from gguf import GGMLQuantizationType as Q, GGUFReader
+from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize
 from safetensors import TensorSpec, serialize_file
 
@@ -73,12 +75,33 @@ def unpermute(w, n_head):
     return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+def write_f32_gguf(reader, arch, weights, path):
+    """A GGUF with the reader's keys and `weights` (GGUF name -> array as the HF side has it,
+    before the rotary permutation)."""
+    w = GGUFWriter(path, arch)
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(f.name, f.contents(), f.types[0], sub)
+    for name, (t, a) in weights.items():
+        if t == Q.BF16:
+            w.add_tensor(name, a, raw_dtype=Q.BF16)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("gguf")
     ap.add_argument("out")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--no-tokenizer", action="store_true")
+    ap.add_argument("--f32-gguf")
     args = ap.parse_args()
     reader = GGUFReader(args.gguf)
     arch = field(reader, "general.architecture")
@@ -92,7 +115,7 @@ def main():
     tied = "output.weight" not in tensors or (
         tensors["output.weight"].tensor_type == emb.tensor_type and
         bytes(tensors["output.weight"].data) == bytes(emb.data))
-    out = {}
+    out, gguf_weights = {}, {}
     for t in reader.tensors:
         if t.name == "output.weight" and tied:
             continue
@@ -102,11 +125,14 @@ def main():
             w = np.frombuffer(bytes(t.data), dtype=np_type).reshape(shape)
         else:
             dtype, w = "float32", dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+        gguf_weights[t.name] = (t.tensor_type if t.tensor_type in RAW else Q.F32, w)
         if arch == "llama" and t.name.endswith(("attn_q.weight", "attn_q.bias")):
             w = unpermute(w, n_head)
         elif arch == "llama" and t.name.endswith(("attn_k.weight", "attn_k.bias")):
             w = unpermute(w, n_kv)
         out[hf_name(t.name)] = (dtype, np.ascontiguousarray(w))
+    if args.f32_gguf:
+        write_f32_gguf(reader, arch, gguf_weights, args.f32_gguf)
     os.makedirs(args.out, exist_ok=True)
     config = {
         "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
