@@ -43,6 +43,7 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "common/rng.h"
+#include "request/request_pb.h"
 #include "tessera/v1/inference.pb-c.h"
 
 #include <pthread.h>
@@ -164,16 +165,18 @@ static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
     int32_t *ids = malloc((size_t)n * sizeof *ids);
     if (!ids) return ts_error_set(TS_E_NOMEM, "out of memory");
     make_prompt(o, idx, ids, n);
-    Tessera__V1__SamplingParams sp = TESSERA__V1__SAMPLING_PARAMS__INIT; /* greedy */
-    Tessera__V1__GenerateRequest req = TESSERA__V1__GENERATE_REQUEST__INIT;
-    req.model = (char *)(o->model_name ? o->model_name : "");
-    req.n_prompt_ids = (size_t)n;
-    req.prompt_ids = ids;
-    req.max_tokens = is_long(o, idx) ? o->long_max_tokens : o->max_tokens;
-    req.sampling = &sp;
-    req.ignore_eos = 1;
+    ts_request q; /* greedy */
+    ts_request_init(&q);
+    ts_request_take_ids(&q, ids, n);
+    q.model = (char *)o->model_name; /* borrowed: not freed below */
+    q.params.max_tokens = is_long(o, idx) ? o->long_max_tokens : o->max_tokens;
+    q.ignore_eos = true;
+    Tessera__V1__GenerateRequest req;
+    Tessera__V1__SamplingParams sp;
+    ts_request_to_generate(&q, &req, &sp);
     int rc = ts_remote_pack(&req.base, bytes);
-    free(ids);
+    q.model = NULL;
+    ts_request_free(&q);
     return rc;
 }
 
@@ -518,7 +521,7 @@ static int bench(bench_opts *o) {
                           "context (%d)",
                           o->long_tokens, o->long_max_tokens, model.context_length);
     if (rc) {
-        fprintf(stderr, "tessera bench: %s\n", ts_remote_error());
+        fprintf(stderr, "tessera bench: %s\n", ts_error_message());
         ts_rpc_channel_destroy(ch);
         return ts_remote_exit_code(rc);
     }

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "node/runtime.h"
 #include "node/scheduler.h"
+#include "request/request_pb.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "tokenizer/tokenizer.h"
 
@@ -81,34 +82,20 @@ static int print_json(const generate_state *g, const int32_t *prompt, size_t n_p
 /* ---- --server: the same output, streamed from a cluster's Generate ------------------------- */
 
 typedef struct remote_args {
-    const char *server, *model_name, *prompt;
-    bool no_bos, ignore_eos, json;
-    int timeout_ms;
-    const ts_request_params *params;
+    const char *server;
+    bool json;
+    const ts_request *req; /* validated */
 } remote_args;
 
 static int remote_fail(int rc) {
-    fprintf(stderr, "tessera generate: %s\n", ts_remote_error());
+    fprintf(stderr, "tessera generate: %s\n", ts_error_message());
     return ts_remote_exit_code(rc);
 }
 
 static int remote_request(const remote_args *a, ts_buf *bytes) {
-    const ts_request_params *p = a->params;
-    Tessera__V1__SamplingParams sp = TESSERA__V1__SAMPLING_PARAMS__INIT;
-    sp.temperature = p->temperature;
-    sp.top_k = p->top_k;
-    sp.top_p = p->top_p;
-    sp.min_p = p->min_p;
-    sp.repetition_penalty = p->repetition_penalty;
-    sp.repetition_last_n = p->repetition_last_n;
-    sp.seed = p->seed;
-    Tessera__V1__GenerateRequest req = TESSERA__V1__GENERATE_REQUEST__INIT;
-    req.model = (char *)(a->model_name ? a->model_name : "");
-    req.prompt = (char *)a->prompt;
-    req.max_tokens = p->max_tokens;
-    req.sampling = &sp;
-    req.no_bos = a->no_bos;
-    req.ignore_eos = a->ignore_eos;
+    Tessera__V1__GenerateRequest req;
+    Tessera__V1__SamplingParams sp;
+    ts_request_to_generate(a->req, &req, &sp);
     return ts_remote_pack(&req.base, bytes);
 }
 
@@ -160,21 +147,22 @@ static int generate_remote(const remote_args *a) {
     int32_t *prompt_ids = NULL;
     size_t n_prompt = 0;
     /* --json reports the prompt ids: the server's tokenizer says what they are. */
+    const ts_request *q = a->req;
+    int timeout_ms = (int)q->timeout_ms;
     if (a->json)
-        rc = ts_remote_tokenize(ch, a->model_name, a->prompt, a->no_bos, a->timeout_ms,
-                                &prompt_ids, &n_prompt);
+        rc = ts_remote_tokenize(ch, q->model, q->prompt, q->no_bos, timeout_ms, &prompt_ids,
+                                &n_prompt);
     ts_buf req = {0};
     if (!rc) rc = remote_request(a, &req);
     ts_rpc_stream *s = NULL;
     int64_t t_start = ts_now_ns(), t_first = 0;
     if (!rc)
-        rc = ts_rpc_stream_open_request(ch, TS_REMOTE_GENERATE, req.data, req.len, a->timeout_ms,
-                                        &s);
+        rc = ts_rpc_stream_open_request(ch, TS_REMOTE_GENERATE, req.data, req.len, timeout_ms, &s);
     ts_buf_free(&req);
     ts_generate_output out = {.json = a->json};
     ts_finish_reason finish = TS_FINISH_NONE;
     Tessera__V1__GenerateResponse *last = NULL;
-    if (!rc) rc = remote_read(s, a->prompt, &out, &t_first, &finish, &last);
+    if (!rc) rc = remote_read(s, q->prompt, &out, &t_first, &finish, &last);
     int64_t t_end = ts_now_ns();
     int exit_code = TS_EXIT_OK;
     if (!rc && a->json) {
@@ -211,76 +199,12 @@ static int generate_remote(const remote_args *a) {
     return exit_code;
 }
 
-int ts_cmd_generate(int argc, char **argv) {
-    ts_runtime_options ro;
-    ts_runtime_options_default(&ro);
-    ts_request_params params = ts_request_params_default();
-    const char *prompt = NULL;
-    bool json = false, no_bos = false, ignore_eos = false, parse_special = false;
-    const char *server = NULL, *model_name = NULL;
-    int timeout_ms = 0;
-    double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
-    int64_t seed = 0;
-    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 20];
-    int n = ts_runtime_flags(&ro, flags);
-    flags[n++] = (ts_flag){"prompt", 'p', TS_FLAG_STRING, &prompt, "prompt text", 0, 0};
-    flags[n++] = (ts_flag){"max-tokens", 'n', TS_FLAG_INT, &params.max_tokens,
-                           "tokens to generate", 1, 1 << 24};
-    flags[n++] = (ts_flag){"temperature", 0, TS_FLAG_DOUBLE, &temperature,
-                           "sampling temperature; 0 = greedy", 0, 100};
-    flags[n++] = (ts_flag){"top-k", 0, TS_FLAG_INT, &params.top_k, "keep the k most likely tokens; 0 = off",
-                           0, 1 << 30};
-    flags[n++] = (ts_flag){"top-p", 0, TS_FLAG_DOUBLE, &top_p, "nucleus sampling mass; 1 = off",
-                           1e-9, 1};
-    flags[n++] = (ts_flag){"min-p", 0, TS_FLAG_DOUBLE, &min_p,
-                           "drop tokens below min-p times the top probability; 0 = off", 0, 1};
-    flags[n++] = (ts_flag){"repeat-penalty", 0, TS_FLAG_DOUBLE, &repeat_penalty,
-                           "penalty for recently seen tokens; 1 = off", 1e-3, 10};
-    flags[n++] = (ts_flag){"repeat-last-n", 0, TS_FLAG_INT, &params.repetition_last_n,
-                           "tokens the repeat penalty looks back over", 0, 1 << 24};
-    flags[n++] = (ts_flag){"seed", 0, TS_FLAG_INT64, &seed, "random seed for sampling", 0, 0};
-    flags[n++] = (ts_flag){"no-bos", 0, TS_FLAG_BOOL, &no_bos, "do not add the BOS token", 0, 0};
-    flags[n++] = (ts_flag){"parse-special", 0, TS_FLAG_BOOL, &parse_special,
-                           "the prompt is trusted: special-token text in it (<|im_start|>, ...) "
-                           "becomes the token (local model only)",
-                           0, 0};
-    flags[n++] = (ts_flag){"ignore-eos", 0, TS_FLAG_BOOL, &ignore_eos,
-                           "keep generating after the end-of-sequence token", 0, 0};
-    flags[n++] = (ts_flag){"json", 0, TS_FLAG_BOOL, &json, "print one JSON object at the end", 0, 0};
-    flags[n++] = (ts_flag){"server", 0, TS_FLAG_STRING, &server,
-                           "HOST:PORT of a cluster (tessera up): generate there; the runtime flags "
-                           "(-m, --threads, ...) are then not used",
-                           0, 0};
-    flags[n++] = (ts_flag){"model-name", 0, TS_FLAG_STRING, &model_name,
-                           "with --server: the served model to use; default: the server's", 0, 0};
-    flags[n++] = (ts_flag){"timeout-ms", 0, TS_FLAG_INT, &timeout_ms,
-                           "with --server: deadline of the request; 0 = none", 0, 1 << 30};
-    ts_flags_result res = {NULL, 0, 0};
-    int rc = ts_flags_parse("tessera generate [-m MODEL] -p PROMPT [flags]", flags, n, argc, argv,
-                            1, &res);
-    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
-    if (rc) return ts_cli_fail("generate", TS_EXIT_USAGE);
-    if (!prompt) {
-        ts_error_set(TS_E_INVALID, "missing --prompt (-p)");
-        return ts_cli_fail("generate", TS_EXIT_USAGE);
-    }
-    params.temperature = (float)temperature;
-    params.top_p = (float)top_p;
-    params.min_p = (float)min_p;
-    params.repetition_penalty = (float)repeat_penalty;
-    params.seed = (uint64_t)seed;
-    if (server && parse_special) {
-        ts_error_set(TS_E_INVALID, "--parse-special needs a local model (the server tokenizes "
-                                   "prompts as untrusted text)");
-        return ts_cli_fail("generate", TS_EXIT_USAGE);
-    }
-    if (server) {
-        remote_args a = {server, model_name, prompt, no_bos, ignore_eos, json, timeout_ms, &params};
-        return generate_remote(&a);
-    }
+/* ---- the local model: the engine and scheduler a node runs, for one request ---------------- */
 
+static int generate_local(const ts_runtime_options *ro, ts_request *req, bool parse_special,
+                          bool json) {
     ts_runtime *rt = NULL;
-    rc = ts_runtime_open(&ro, &rt);
+    int rc = ts_runtime_open(ro, &rt);
     if (rc) return ts_cli_fail("generate", ts_cli_exit_code(rc));
     if (!ts_runtime_is_leader(rt)) {
         rc = ts_runtime_follow(rt);
@@ -296,17 +220,15 @@ int ts_cmd_generate(int argc, char **argv) {
     }
     int32_t *prompt_ids = NULL;
     size_t n_prompt = 0;
-    bool add_bos = !no_bos && ts_tokenizer_adds_bos(tok);
+    const char *prompt = req->prompt;
+    bool add_bos = !req->no_bos && ts_tokenizer_adds_bos(tok);
     generate_state g = {.tok = tok, .out = {.json = json}};
     rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, parse_special, &prompt_ids,
                              &n_prompt);
-    if (!rc && !ignore_eos) {
-        int32_t eos = ts_tokenizer_eos(tok);
-        if (eos >= 0) params.stop_ids[params.n_stop_ids++] = eos;
-    }
+    if (!rc) rc = ts_request_add_eos(req, ts_tokenizer_eos(tok));
     ts_sched *sched = ts_runtime_scheduler(rt);
     g.t_start = ts_now_ns();
-    if (!rc) rc = ts_sched_submit(sched, 1, prompt_ids, (int32_t)n_prompt, &params);
+    if (!rc) rc = ts_sched_submit(sched, 1, prompt_ids, (int32_t)n_prompt, &req->params);
     if (rc) {
         int code = ts_cli_exit_code(rc);
         ts_cli_fail("generate", code);
@@ -335,4 +257,89 @@ int ts_cmd_generate(int argc, char **argv) {
     int close_rc = ts_runtime_close(rt);
     if (!rc && close_rc) rc = ts_cli_fail("generate", TS_EXIT_FAILURE);
     return rc ? TS_EXIT_FAILURE : TS_EXIT_OK;
+}
+
+int ts_cmd_generate(int argc, char **argv) {
+    ts_runtime_options ro;
+    ts_runtime_options_default(&ro);
+    ts_request_params params = ts_request_params_default();
+    const char *prompt = NULL;
+    bool json = false, no_bos = false, ignore_eos = false, parse_special = false;
+    const char *server = NULL, *model_name = NULL;
+    int timeout_ms = 0;
+    double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
+    int64_t seed = 0;
+    /* The request's fields have no ranges here: their limits are request/request.h's table,
+     * checked by ts_request_validate below (as at every other front door). */
+    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 20];
+    int n = ts_runtime_flags(&ro, flags);
+    flags[n++] = (ts_flag){"prompt", 'p', TS_FLAG_STRING, &prompt, "prompt text", 0, 0};
+    flags[n++] = (ts_flag){"max-tokens", 'n', TS_FLAG_INT, &params.max_tokens,
+                           "tokens to generate", 0, 0};
+    flags[n++] = (ts_flag){"temperature", 0, TS_FLAG_DOUBLE, &temperature,
+                           "sampling temperature; 0 = greedy", 0, 0};
+    flags[n++] = (ts_flag){"top-k", 0, TS_FLAG_INT, &params.top_k,
+                           "keep the k most likely tokens; 0 = off", 0, 0};
+    flags[n++] = (ts_flag){"top-p", 0, TS_FLAG_DOUBLE, &top_p, "nucleus sampling mass; 1 = off",
+                           0, 0};
+    flags[n++] = (ts_flag){"min-p", 0, TS_FLAG_DOUBLE, &min_p,
+                           "drop tokens below min-p times the top probability; 0 = off", 0, 0};
+    flags[n++] = (ts_flag){"repeat-penalty", 0, TS_FLAG_DOUBLE, &repeat_penalty,
+                           "penalty for recently seen tokens; 1 = off", 0, 0};
+    flags[n++] = (ts_flag){"repeat-last-n", 0, TS_FLAG_INT, &params.repetition_last_n,
+                           "tokens the repeat penalty looks back over", 0, 0};
+    flags[n++] = (ts_flag){"seed", 0, TS_FLAG_INT64, &seed, "random seed for sampling", 0, 0};
+    flags[n++] = (ts_flag){"no-bos", 0, TS_FLAG_BOOL, &no_bos, "do not add the BOS token", 0, 0};
+    flags[n++] = (ts_flag){"parse-special", 0, TS_FLAG_BOOL, &parse_special,
+                           "the prompt is trusted: special-token text in it (<|im_start|>, ...) "
+                           "becomes the token (local model only)",
+                           0, 0};
+    flags[n++] = (ts_flag){"ignore-eos", 0, TS_FLAG_BOOL, &ignore_eos,
+                           "keep generating after the end-of-sequence token", 0, 0};
+    flags[n++] = (ts_flag){"json", 0, TS_FLAG_BOOL, &json, "print one JSON object at the end", 0, 0};
+    flags[n++] = (ts_flag){"server", 0, TS_FLAG_STRING, &server,
+                           "HOST:PORT of a cluster (tessera up): generate there; the runtime flags "
+                           "(-m, --threads, ...) are then not used",
+                           0, 0};
+    flags[n++] = (ts_flag){"model-name", 0, TS_FLAG_STRING, &model_name,
+                           "with --server: the served model to use; default: the server's", 0, 0};
+    flags[n++] = (ts_flag){"timeout-ms", 0, TS_FLAG_INT, &timeout_ms,
+                           "with --server: deadline of the request; 0 = none", 0, 0};
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera generate [-m MODEL] -p PROMPT [flags]", flags, n, argc, argv,
+                            1, &res);
+    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
+    if (rc) return ts_cli_fail("generate", TS_EXIT_USAGE);
+    if (!prompt) {
+        ts_error_set(TS_E_INVALID, "missing --prompt (-p)");
+        return ts_cli_fail("generate", TS_EXIT_USAGE);
+    }
+    if (server && parse_special) {
+        ts_error_set(TS_E_INVALID, "--parse-special needs a local model (the server tokenizes "
+                                   "prompts as untrusted text)");
+        return ts_cli_fail("generate", TS_EXIT_USAGE);
+    }
+    params.temperature = (float)temperature;
+    params.top_p = (float)top_p;
+    params.min_p = (float)min_p;
+    params.repetition_penalty = (float)repeat_penalty;
+    params.seed = (uint64_t)seed;
+    ts_request req;
+    ts_request_init(&req);
+    req.params = params;
+    req.no_bos = no_bos;
+    req.ignore_eos = ignore_eos;
+    req.timeout_ms = timeout_ms;
+    rc = ts_request_set_text(&req, prompt);
+    if (!rc && model_name) rc = ts_request_set_model(&req, model_name);
+    if (!rc) rc = ts_request_validate(&req, NULL); /* the model's limits: the scheduler's */
+    int exit_code;
+    if (rc)
+        exit_code = ts_cli_fail("generate", ts_cli_exit_code(rc));
+    else if (server)
+        exit_code = generate_remote(&(remote_args){server, json, &req});
+    else
+        exit_code = generate_local(&ro, &req, parse_special, json);
+    ts_request_free(&req);
+    return exit_code;
 }

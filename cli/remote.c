@@ -18,16 +18,6 @@ int ts_remote_connect(const char *target, ts_rpc_channel **out) {
     return ts_rpc_channel_create(target, NULL, out);
 }
 
-const char *ts_remote_error(void) {
-    const char *m = ts_error_message();
-    /* The rpc layer writes "/package.Service/Method: STATUS: message". */
-    if (m[0] == '/') {
-        const char *sep = strstr(m, ": ");
-        if (sep) return sep + 2;
-    }
-    return m;
-}
-
 int ts_remote_exit_code(int rc) {
     return rc == TS_E_INVALID ? 2 : 1;
 }

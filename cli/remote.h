@@ -3,8 +3,8 @@
  * to a Tessera cluster's public API (tessera.v1.Inference, rpc/proto/tessera/v1/inference.proto).
  *
  * Errors. Calls return 0 or the TS_E code mapped from the gRPC status (rpc_status.h). The rpc
- * layer's message reads "METHOD: STATUS_NAME: server's message"; ts_remote_error() gives the same
- * text without the method, so a command prints "tessera generate: UNAVAILABLE: ...". A bad
+ * layer's message reads "STATUS_NAME: server's message (METHOD)", so a command prints
+ * ts_error_message() as it is: "tessera generate: UNAVAILABLE: ...". A bad
  * request (INVALID_ARGUMENT → TS_E_INVALID) is a usage error: ts_remote_exit_code() → 2, else 1.
  *
  * Threads: every function may be called from any user thread (never the rpc loop thread); the
@@ -30,9 +30,6 @@ int ts_remote_pack(const struct ProtobufCMessage *msg, ts_buf *out);
 /* A channel to HOST:PORT with the defaults of rpc_client.h: calls fail at once with UNAVAILABLE
  * when nothing listens there (no waiting for the server to appear). */
 int ts_remote_connect(const char *target, ts_rpc_channel **out);
-
-/* The current error message without the "METHOD: " prefix the rpc layer puts in front. */
-const char *ts_remote_error(void);
 
 /* 2 for TS_E_INVALID (the server said INVALID_ARGUMENT, or a bad flag/target), else 1. */
 int ts_remote_exit_code(int rc);

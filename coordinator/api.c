@@ -2,9 +2,10 @@
  * api.c — tessera.v1.Inference: the public API (see rpc/proto/tessera/v1/inference.proto).
  *
  * Generate is validated completely before it is admitted, so that a bad request gets
- * INVALID_ARGUMENT with a message naming the field, never a node error later: the model name,
- * max_tokens, sampling values, stop strings, the prompt (empty; ids outside the vocabulary; a
- * prompt that leaves no room in the largest context among the groups). Then: no group serving →
+ * INVALID_ARGUMENT with a message naming the field and its limits, never a node error later and
+ * never a retry: the model name here, every other field by ts_request_validate (request/request.h:
+ * the limits, the prompt against the vocabulary and the largest context among the groups). Then:
+ * no group serving →
  * UNAVAILABLE; must wait but the queue is full → RESOURCE_EXHAUSTED; otherwise it runs (router.c)
  * and streams (request.c). A client that cancels, goes away, or passes its deadline ends the
  * call; on_done then cancels the request on its node, which frees its KV blocks at once.
@@ -17,8 +18,8 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "request/request_pb.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,23 +37,6 @@ static bool model_matches(const coordinator *co, const char *name) {
     return !name[0] || !strcmp(name, co->model_name);
 }
 
-static int check_sampling(const Tessera__V1__SamplingParams *s) {
-    if (!s) return TS_OK;
-    if (!isfinite(s->temperature) || s->temperature < 0)
-        return bad("sampling.temperature must be >= 0, got %g", (double)s->temperature);
-    if (s->top_k < 0) return bad("sampling.top_k must be >= 0, got %d", s->top_k);
-    if (!isfinite(s->top_p) || s->top_p < 0 || s->top_p > 1)
-        return bad("sampling.top_p must be between 0 and 1, got %g", (double)s->top_p);
-    if (!isfinite(s->min_p) || s->min_p < 0 || s->min_p > 1)
-        return bad("sampling.min_p must be between 0 and 1, got %g", (double)s->min_p);
-    if (!isfinite(s->repetition_penalty) || s->repetition_penalty < 0)
-        return bad("sampling.repetition_penalty must be >= 0, got %g",
-                   (double)s->repetition_penalty);
-    if (s->repetition_last_n < 0)
-        return bad("sampling.repetition_last_n must be >= 0, got %d", s->repetition_last_n);
-    return TS_OK;
-}
-
 static int32_t largest_context(const coordinator *co) {
     int32_t ctx = 0;
     for (const co_group *g = co->groups; g; g = g->next)
@@ -60,61 +44,32 @@ static int32_t largest_context(const coordinator *co) {
     return ctx > 0 ? ctx : co->ctx_train;
 }
 
-/* Builds the request from a validated message. Under co->mu (for the context check). */
+/* Builds the request from the message (the one mapping, request_pb.h), tokenizes a text prompt
+ * and validates it (the one validation, request.h) against the vocabulary and the largest
+ * context among the groups. Under co->mu (for the context). */
 static int make_request(coordinator *co, const Tessera__V1__GenerateRequest *q, co_request *r) {
     if (!model_matches(co, q->model))
         return bad("unknown model '%s' (this cluster serves '%s')", q->model, co->model_name);
-    if (q->max_tokens < 0) return bad("max_tokens must not be negative, got %d", q->max_tokens);
-    int rc = check_sampling(q->sampling);
-    if (rc) return rc;
-    if (q->n_stop > CO_MAX_STOPS)
-        return bad("%zu stop strings (at most %d)", q->n_stop, CO_MAX_STOPS);
-    for (size_t i = 0; i < q->n_stop; i++) {
-        size_t len = strlen(q->stop[i]);
-        if (len == 0) return bad("stop string %zu is empty", i);
-        if (len > CO_MAX_STOP_BYTES)
-            return bad("stop string %zu is %zu bytes (at most %d)", i, len, CO_MAX_STOP_BYTES);
-        r->stops[r->n_stops] = strdup(q->stop[i]);
-        if (!r->stops[r->n_stops]) return ts_error_set(TS_E_NOMEM, "out of memory");
-        r->n_stops++;
-    }
-    if (q->prompt[0]) {
-        bool add_bos = !q->no_bos && ts_tokenizer_adds_bos(co->tok);
+    ts_request *rq = &r->req;
+    int rc = ts_request_from_generate(q, rq);
+    ts_request_model model = {.n_vocab = co->vocab, .n_ctx = largest_context(co)};
+    if (!rc) rc = ts_request_validate(rq, NULL); /* the fields, before any tokenizing work */
+    if (!rc && rq->prompt) {
+        bool add_bos = !rq->no_bos && ts_tokenizer_adds_bos(co->tok);
+        int32_t *ids = NULL;
         size_t n = 0;
-        rc = ts_tokenizer_encode(co->tok, q->prompt, strlen(q->prompt), add_bos, false, &r->prompt,
+        rc = ts_tokenizer_encode(co->tok, rq->prompt, strlen(rq->prompt), add_bos, false, &ids,
                                  &n);
         if (rc) return ts_error_wrap(rc, "tokenizing the prompt");
-        if (n > INT32_MAX) return bad("the prompt is too long");
-        r->n_prompt = (int32_t)n;
-    } else if (q->n_prompt_ids > 0) {
-        if (q->n_prompt_ids > INT32_MAX) return bad("the prompt is too long");
-        r->prompt = malloc(q->n_prompt_ids * sizeof *r->prompt);
-        if (!r->prompt) return ts_error_set(TS_E_NOMEM, "out of memory");
-        for (size_t i = 0; i < q->n_prompt_ids; i++) {
-            if (q->prompt_ids[i] < 0 || q->prompt_ids[i] >= co->vocab)
-                return bad("prompt_ids[%zu] = %d is outside the vocabulary (0..%d)", i,
-                           q->prompt_ids[i], co->vocab - 1);
-            r->prompt[i] = q->prompt_ids[i];
+        if (n > INT32_MAX) {
+            free(ids);
+            return bad("the prompt is too long");
         }
-        r->n_prompt = (int32_t)q->n_prompt_ids;
+        ts_request_take_ids(rq, ids, (int32_t)n);
     }
-    if (r->n_prompt == 0) return bad("empty prompt: give prompt or prompt_ids");
-    int32_t ctx = largest_context(co);
-    if (r->n_prompt >= ctx)
-        return bad("the prompt has %d tokens but the context holds %d (at least one must be left "
-                   "for the completion)",
-                   r->n_prompt, ctx);
-    r->max_tokens = q->max_tokens ? q->max_tokens : 16;
-    if (q->sampling) {
-        r->sampling = *q->sampling;
-        r->sampling.base.descriptor = &tessera__v1__sampling_params__descriptor;
-    } else {
-        tessera__v1__sampling_params__init(&r->sampling);
-    }
-    r->logprobs = q->logprobs;
-    r->ignore_eos = q->ignore_eos;
-    r->priority = q->priority;
-    return TS_OK;
+    if (!rc) rc = ts_request_add_eos(rq, ts_tokenizer_eos(co->tok));
+    if (!rc) rc = ts_request_validate(rq, &model);
+    return rc;
 }
 
 static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
@@ -155,8 +110,8 @@ static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len,
             r->closed = true;
             co->requests_active--;
         } else {
-            ts_log(TS_LOG_DEBUG, r->client_id, "admitted: %d prompt tokens, max %d", r->n_prompt,
-                   r->max_tokens);
+            ts_log(TS_LOG_DEBUG, r->client_id, "admitted: %d prompt tokens, max %d",
+                   r->req.n_prompt_ids, r->req.params.max_tokens);
         }
         r = NULL;
     } else {
@@ -277,6 +232,7 @@ static void health_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         m.serving = i > 0 && !co->shutting_down;
         m.requests_active = co->requests_active;
         m.requests_total = co->requests_total;
+        m.requests_retried = co->requests_retried;
         /* Packed under the lock: the strings belong to the groups. */
         if (!ts_rpc_call_send_pb(call, &m.base)) ts_rpc_call_finish(call, TS_RPC_OK, NULL);
     } else {

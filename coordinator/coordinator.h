@@ -28,6 +28,7 @@
 #define TS_COORDINATOR_H
 
 #include "common/buf.h"
+#include "request/request.h"
 #include "rpc/rpc_server.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "tessera/v1/worker.pb-c.h"
@@ -40,20 +41,15 @@
 typedef struct co_group co_group;
 typedef struct co_request co_request;
 
-enum { CO_MAX_STOPS = 16, CO_MAX_STOP_BYTES = 256, CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096 };
+enum { CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096 };
 
 struct co_request {
     uint64_t id;         /* coordinator-assigned, the node's request_id */
     char client_id[128]; /* GenerateRequest.request_id or a generated one */
     ts_rpc_call *call;   /* reference held */
-    int32_t *prompt;
-    int32_t n_prompt;
-    int32_t max_tokens;
-    Tessera__V1__SamplingParams sampling; /* plain copy (no pointers inside) */
-    bool logprobs, ignore_eos;
-    int32_t priority;
-    char *stops[CO_MAX_STOPS];
-    int n_stops;
+    /* The request model (request/request.h), validated; its prompt_ids are the tokenized prompt
+     * and its params.stop_ids hold the end-of-sequence id unless ignore_eos. */
+    ts_request req;
 
     ts_detok detok;
     ts_buf held;         /* decoded text not sent yet: it may begin a stop string */
@@ -113,6 +109,7 @@ typedef struct coordinator {
     int n_queued;
     uint64_t next_id;
     int64_t requests_active, requests_total;
+    int64_t requests_retried; /* requests sent again after a group failed them (Health) */
     int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */
     double kv_transfer_ms_sum;
     bool shutting_down;

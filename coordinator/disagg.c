@@ -49,7 +49,7 @@ bool co_disagg_on(const coordinator *co) {
 }
 
 static int32_t kv_need(const co_group *d, const co_request *r) {
-    int64_t tokens = (int64_t)r->n_prompt + r->max_tokens;
+    int64_t tokens = (int64_t)r->req.n_prompt_ids + r->req.params.max_tokens;
     if (tokens > d->ctx) tokens = d->ctx;
     int32_t bs = d->block_size > 0 ? d->block_size : 16;
     int64_t need = (tokens + bs - 1) / bs;
@@ -60,7 +60,7 @@ static co_group *pick_decode(const coordinator *co, const co_group *p, const co_
     co_group *best = NULL;
     int32_t best_free = 0;
     for (co_group *d = co->groups; d; d = d->next) {
-        if (!live(d, "decode") || !d->kv_endpoint[0] || r->n_prompt + 1 >= d->ctx ||
+        if (!live(d, "decode") || !d->kv_endpoint[0] || r->req.n_prompt_ids + 1 >= d->ctx ||
             strcmp(d->fingerprint, p->fingerprint) != 0) /* the same weights, or no KV to share */
             continue;
         int max_seqs = d->max_seqs > 0 ? d->max_seqs : 256;
@@ -82,7 +82,7 @@ static co_group *pick_prefill(const coordinator *co, const co_request *r) {
     for (int pass = 0; pass < 2 && !best; pass++)
         for (co_group *g = co->groups; g; g = g->next) {
             int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-            if (!live(g, "prefill") || g->n_active >= max_seqs || r->n_prompt >= g->ctx ||
+            if (!live(g, "prefill") || g->n_active >= max_seqs || r->req.n_prompt_ids >= g->ctx ||
                 (pass == 0 && g == r->avoid))
                 continue;
             if (!best || g->outstanding < best->outstanding ||
@@ -150,7 +150,7 @@ void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
         return;
     }
     ts_log(TS_LOG_DEBUG, r->client_id, "first token from %s: decoding on %s (%d prompt tokens)",
-           g->name, d->name, r->n_prompt);
+           g->name, d->name, r->req.n_prompt_ids);
     d->n_incoming--;
     d->kv_incoming -= r->kv_need;
     if (d->kv_incoming < 0) d->kv_incoming = 0;

@@ -69,6 +69,7 @@ void co_group_fail(coordinator *co, co_group *g, const char *why) {
         } else if (r->n_generated == 0 && !co->shutting_down) {
             ts_log(TS_LOG_INFO, r->client_id, "group %s failed before any token: retrying",
                    g->name);
+            co->requests_retried++;
             r->avoid = g;
             if (co_route(co, r, true))
                 co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s failed (%s): %s", g->name,

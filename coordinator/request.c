@@ -48,9 +48,7 @@ static void table_remove(coordinator *co, co_request *r) {
 void co_request_destroy(co_request *r) {
     if (!r) return;
     ts_rpc_call_unref(r->call);
-    free(r->prompt);
-    for (int i = 0; i < r->n_stops; i++)
-        free(r->stops[i]);
+    ts_request_free(&r->req);
     ts_buf_free(&r->held);
     free(r);
 }
@@ -88,8 +86,8 @@ void co_request_fail(coordinator *co, co_request *r, int status, const char *fmt
 static long find_stop(const co_request *r, const char *text, size_t len) {
     long best = -1;
     if (!text || len == 0) return best;
-    for (int i = 0; i < r->n_stops; i++) {
-        const char *hit = memmem(text, len, r->stops[i], strlen(r->stops[i]));
+    for (int i = 0; i < r->req.n_stops; i++) {
+        const char *hit = memmem(text, len, r->req.stops[i], strlen(r->req.stops[i]));
         if (hit && (best < 0 || hit - text < best)) best = hit - text;
     }
     return best;
@@ -98,10 +96,10 @@ static long find_stop(const co_request *r, const char *text, size_t len) {
 /* Longest suffix of text[0..len) that is a proper prefix of some stop string. */
 static size_t stop_holdback(const co_request *r, const char *text, size_t len) {
     size_t keep = 0;
-    for (int i = 0; i < r->n_stops; i++) {
-        size_t sl = strlen(r->stops[i]);
+    for (int i = 0; i < r->req.n_stops; i++) {
+        size_t sl = strlen(r->req.stops[i]);
         for (size_t k = sl - 1 < len ? sl - 1 : len; k > keep; k--)
-            if (!memcmp(text + len - k, r->stops[i], k)) {
+            if (!memcmp(text + len - k, r->req.stops[i], k)) {
                 keep = k;
                 break;
             }
@@ -113,7 +111,7 @@ static size_t stop_holdback(const co_request *r, const char *text, size_t len) {
 
 static void fill_usage(const co_request *r, Tessera__V1__Usage *u) {
     int64_t now = ts_now_ns();
-    u->prompt_tokens = r->n_prompt;
+    u->prompt_tokens = r->req.n_prompt_ids;
     u->completion_tokens = r->n_generated;
     u->cached_prompt_tokens = r->n_cached;
     u->queue_ms = r->t_dispatch ? ts_ns_to_ms(r->t_dispatch - r->t_arrival) : 0.0;
@@ -138,7 +136,7 @@ static void send_message(coordinator *co, co_request *r, size_t n_text, int32_t 
     if (token >= 0) {
         m.n_token_ids = 1;
         m.token_ids = &token;
-        if (r->logprobs) {
+        if (r->req.params.logprobs) {
             m.n_logprobs = 1;
             m.logprobs = &logprob;
         }
@@ -164,7 +162,7 @@ static void send_message(coordinator *co, co_request *r, size_t n_text, int32_t 
         close_request(co, r); /* the call has ended; on_done follows */
     } else if (finish != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
         ts_rpc_call_finish(r->call, TS_RPC_OK, NULL);
-        ts_log(TS_LOG_DEBUG, r->client_id, "finished (%d prompt + %d tokens)", r->n_prompt,
+        ts_log(TS_LOG_DEBUG, r->client_id, "finished (%d prompt + %d tokens)", r->req.n_prompt_ids,
                r->n_generated);
         close_request(co, r);
     }
@@ -192,10 +190,19 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
     Tessera__V1__FinishReason reason = ev->finish_reason;
     bool failed = reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_ERROR ||
                   reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+    if (failed && ev->error_status == TS_RPC_INVALID_ARGUMENT) {
+        /* The request itself is bad (the node's validation is the coordinator's, so only a
+         * group that differs from what it registered gets here): no other group would take
+         * it, and the group did not fail. */
+        co_request_fail(co, r, TS_RPC_INVALID_ARGUMENT, "%s",
+                        ev->error && ev->error[0] ? ev->error : "the node refused the request");
+        return;
+    }
     if (failed && r->n_generated == 0 && r->attempts < CO_MAX_ATTEMPTS && !co->shutting_down) {
         /* Nothing reached the client: run it elsewhere. */
         ts_log(TS_LOG_INFO, r->client_id, "group %s could not run the request (%s); retrying",
                g->name, ev->error && ev->error[0] ? ev->error : "cancelled");
+        co->requests_retried++;
         r->avoid = g;
         int rc = co_route(co, r, true);
         if (rc)

@@ -16,16 +16,17 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "request/request_pb.h"
 
 #include <stdlib.h>
 
 static int64_t work_of(const co_request *r) {
-    return (int64_t)r->n_prompt + r->max_tokens - r->n_generated;
+    return (int64_t)r->req.n_prompt_ids + r->req.params.max_tokens - r->n_generated;
 }
 
 static bool has_room(const co_group *g, const co_request *r) {
     int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-    return g->registered && !g->dead && g->n_active < max_seqs && r->n_prompt < g->ctx;
+    return g->registered && !g->dead && g->n_active < max_seqs && r->req.n_prompt_ids < g->ctx;
 }
 
 static co_group *pick(coordinator *co, const co_request *r) {
@@ -54,7 +55,7 @@ static void queue_push(coordinator *co, co_request *r, bool front) {
     } else {
         /* Behind every request of the same or a higher priority (FIFO within a priority). */
         co_request *after = co->q_tail;
-        while (after && after->priority < r->priority)
+        while (after && after->req.params.priority < r->req.params.priority)
             after = after->q_prev;
         r->q_prev = after;
         r->q_next = after ? after->q_next : co->q_head;
@@ -102,19 +103,11 @@ void co_group_release(co_group *g, co_request *r) {
 /* Sends the Submit; on failure the group has been ended (and r is not on it). */
 static int submit_to(coordinator *co, co_group *g, co_request *r) {
     Tessera__V1__Submit s = TESSERA__V1__SUBMIT__INIT;
-    Tessera__V1__SamplingParams sp = r->sampling;
+    Tessera__V1__SamplingParams sp;
+    ts_request_params_to_submit(&r->req.params, &s, &sp);
     s.request_id = r->id;
-    s.n_prompt_ids = (size_t)r->n_prompt;
-    s.prompt_ids = r->prompt;
-    s.max_tokens = r->max_tokens;
-    s.sampling = &sp;
-    s.logprobs = r->logprobs;
-    s.priority = r->priority;
-    int32_t eos = ts_tokenizer_eos(co->tok);
-    if (!r->ignore_eos && eos >= 0) {
-        s.n_stop_ids = 1;
-        s.stop_ids = &eos;
-    }
+    s.n_prompt_ids = (size_t)r->req.n_prompt_ids;
+    s.prompt_ids = r->req.prompt_ids;
     if (r->decode) { /* disaggregated (disagg.c): prefill and ship, or decode from the KV */
         s.kv_transfer_id = r->transfer_id;
         if (r->on_decode) {

@@ -175,8 +175,7 @@ static int prepare_layer(ts_engine *e, int l) {
 #define SHARD(fn, w, a, b, out, name)                                                              \
     do {                                                                                           \
         snprintf(what, sizeof what, "layer %d %s", l, name);                                       \
-        if (!rc) rc = fn(&src->w, a, b, &view);                                                    \
-        if (rc && !strstr(ts_error_message(), "layer")) rc = ts_error_wrap(rc, "%s", what);       \
+        if (!rc && (rc = fn(&src->w, a, b, &view)) != 0) rc = ts_error_wrap(rc, "%s", what);    \
         prepare_weight(e, &view, &dst->out, what, &rc);                                            \
     } while (0)
     SHARD(ts_weight_rows, wq, (int64_t)s->head0 * hd, (int64_t)s->n_heads * hd, wq, "attn_q");

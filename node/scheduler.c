@@ -76,16 +76,6 @@ const char *ts_finish_reason_name(ts_finish_reason r) {
     return "unknown";
 }
 
-ts_request_params ts_request_params_default(void) {
-    ts_request_params p;
-    memset(&p, 0, sizeof p);
-    p.max_tokens = 16;
-    p.top_p = 1.0f;
-    p.repetition_penalty = 1.0f;
-    p.repetition_last_n = 64;
-    return p;
-}
-
 /* ------------------------------------------------------------------ lists */
 
 static bool runs_before(const seq *a, const seq *b) {
@@ -190,45 +180,16 @@ void ts_sched_destroy(ts_sched *s) {
 
 /* ------------------------------------------------------------------ submit / cancel */
 
-static int check_params(const ts_sched *s, const ts_request_params *p) {
-    if (p->max_tokens < 1) return ts_error_set(TS_E_INVALID, "max_tokens must be at least 1");
-    if (!(p->temperature == p->temperature) || p->temperature < 0 || p->temperature > 100)
-        return ts_error_set(TS_E_INVALID, "temperature must be between 0 and 100");
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return ts_error_set(TS_E_INVALID, "top_p must be in (0, 1]");
-    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
-        return ts_error_set(TS_E_INVALID, "min_p must be in [0, 1]");
-    if (!(p->repetition_penalty > 0.0f && p->repetition_penalty <= 10.0f))
-        return ts_error_set(TS_E_INVALID, "repetition_penalty must be in (0, 10]");
-    if (p->top_k < 0) return ts_error_set(TS_E_INVALID, "top_k must not be negative");
-    if (p->repetition_last_n < 0)
-        return ts_error_set(TS_E_INVALID, "repetition_last_n must not be negative");
-    if (p->n_stop_ids < 0 || p->n_stop_ids > TS_MAX_STOP_IDS)
-        return ts_error_set(TS_E_INVALID, "at most %d stop token ids", TS_MAX_STOP_IDS);
-    for (int32_t i = 0; i < p->n_stop_ids; i++)
-        if (p->stop_ids[i] < 0 || p->stop_ids[i] >= s->n_vocab)
-            return ts_error_set(TS_E_INVALID, "stop token id %d outside the vocabulary of %d",
-                                p->stop_ids[i], s->n_vocab);
-    return TS_OK;
-}
-
 static void release_blocks(ts_sched *s, seq *q);
 
 /* Checks a new request and builds its sequence (not queued yet). */
 static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
                    const ts_request_params *params, seq **out) {
     *out = NULL;
-    if (n_prompt < 1) return ts_error_set(TS_E_INVALID, "the prompt is empty");
-    if (n_prompt >= s->max_ctx)
-        return ts_error_set(TS_E_INVALID,
-                            "the prompt has %d tokens, the context length is %d: at most %d "
-                            "prompt tokens leave room to generate",
-                            n_prompt, s->max_ctx, s->max_ctx - 1);
-    for (int32_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
-            return ts_error_set(TS_E_INVALID, "prompt token %d (id %d) outside the vocabulary of %d",
-                                i, prompt[i], s->n_vocab);
-    int rc = check_params(s, params);
+    /* Borrowed storage: validated, never freed. */
+    ts_request view = {.prompt_ids = (int32_t *)prompt, .n_prompt_ids = n_prompt, .params = *params};
+    ts_request_model model = {.n_vocab = s->n_vocab, .n_ctx = s->max_ctx};
+    int rc = ts_request_validate(&view, &model);
     if (rc) return rc;
     if (list_find(&s->running, id) >= 0 || list_find(&s->waiting, id) >= 0)
         return ts_error_set(TS_E_INVALID, "request id %llu is already active",

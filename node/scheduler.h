@@ -26,6 +26,7 @@
 
 #include "node/engine.h"
 #include "node/kv_pool.h"
+#include "request/request.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,25 +41,7 @@ typedef enum {
 
 const char *ts_finish_reason_name(ts_finish_reason r); /* "length", "stop", ... */
 
-enum { TS_MAX_STOP_IDS = 16 };
-
-typedef struct ts_request_params {
-    int32_t max_tokens;        /* >= 1 */
-    float temperature;         /* <= 0: greedy */
-    int32_t top_k;             /* <= 0: off */
-    float top_p;               /* >= 1: off */
-    float min_p;               /* <= 0: off */
-    float repetition_penalty;  /* 1: off */
-    int32_t repetition_last_n; /* tokens (prompt included) the penalty looks back over */
-    uint64_t seed;
-    bool logprobs;
-    int32_t priority;          /* higher runs first; interactive > batch */
-    int32_t stop_ids[TS_MAX_STOP_IDS];
-    int32_t n_stop_ids;
-} ts_request_params;
-
-/* Greedy, 16 tokens, no penalties, no stop ids. */
-ts_request_params ts_request_params_default(void);
+/* ts_request_params (what a request runs with) and its limits: request/request.h. */
 
 typedef struct ts_sched_event {
     uint64_t request_id;
@@ -92,9 +75,10 @@ typedef struct ts_sched_stats {
 int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **out);
 void ts_sched_destroy(ts_sched *s);
 
-/* Queues a request (the prompt is copied). TS_E_INVALID for an empty prompt, a prompt that
- * leaves no room in the context, ids outside the vocabulary, bad parameters, or a duplicate id;
- * TS_E_EXHAUSTED when the queue is full. The message says what is wrong. */
+/* Queues a request (the prompt is copied). TS_E_INVALID for what ts_request_validate refuses
+ * (an empty prompt, a prompt that leaves no room in the context, ids outside the vocabulary,
+ * parameters outside their limits) or a duplicate id; TS_E_EXHAUSTED when the queue is full.
+ * The message says what is wrong. */
 int ts_sched_submit(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
                     const ts_request_params *params);
 

@@ -485,8 +485,9 @@ int ts_rpc_stream_finish(ts_rpc_stream *s, int timeout_ms) {
     const char *message = s->status_message ? s->status_message : "";
     pthread_mutex_unlock(&s->mu);
     if (code == TS_RPC_OK) return 0;
-    return ts_error_set(ts_rpc_error_from_status(code), "%s: %s: %s", s->method,
-                        ts_rpc_status_name(code), message);
+    /* Status first, so that a command can print the message as it is (cli/remote.h). */
+    return ts_error_set(ts_rpc_error_from_status(code), "%s: %s (%s)", ts_rpc_status_name(code),
+                        message, s->method);
 }
 
 void ts_rpc_stream_destroy(ts_rpc_stream *s) {

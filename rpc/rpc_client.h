@@ -28,7 +28,7 @@
  * Sends are queued (bounded like the server's) and written one at a time.
  *
  * Errors carry the status: a failed call returns the TS_E code mapped from the gRPC status
- * (rpc_status.h), and ts_error_message() reads "METHOD: STATUS_NAME: server's message".
+ * (rpc_status.h), and ts_error_message() reads "STATUS_NAME: server's message (METHOD)".
  */
 #ifndef TS_RPC_CLIENT_H
 #define TS_RPC_CLIENT_H

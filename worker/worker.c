@@ -9,8 +9,10 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "worker/worker_disagg.h"
+#include "request/request_pb.h"
 #include "rpc/rpc_client.h"
+#include "rpc/rpc_status.h"
+#include "worker/worker_disagg.h"
 #include "tessera/v1/worker.pb-c.h"
 
 #include <pthread.h>
@@ -28,6 +30,7 @@
 typedef struct pending_event {
     ts_sched_event ev;
     char *error;         /* FINISH_REASON_ERROR text (owned) or NULL */
+    int error_status;    /* with it: the gRPC status (INVALID_ARGUMENT: the request is bad) */
     bool kv_transferred; /* prefill role: the request's KV reached its decode group */
     float kv_transfer_ms;
 } pending_event;
@@ -180,6 +183,7 @@ static pending_event *add_event(worker *w, const ts_sched_event *ev, const char 
     pending_event *pe = &w->events[w->n_events++];
     pe->ev = *ev;
     pe->error = error ? strdup(error) : NULL;
+    pe->error_status = 0;
     pe->kv_transferred = false;
     pe->kv_transfer_ms = 0.0f;
     return pe;
@@ -201,10 +205,12 @@ static void on_disagg_event(void *user, const ts_sched_event *ev, const char *er
     pe->kv_transfer_ms = kv_transfer_ms;
 }
 
-static void fail_request(worker *w, uint64_t id, int32_t n_prompt, const char *why) {
+/* `code`: the TS_E_* code of the failure, sent as its gRPC status. */
+static void fail_request(worker *w, uint64_t id, int32_t n_prompt, int code, const char *why) {
     ts_sched_event ev = {
         .request_id = id, .token = -1, .finish = TS_FINISH_ERROR, .n_prompt = n_prompt};
-    add_event(w, &ev, why);
+    pending_event *pe = add_event(w, &ev, why);
+    if (pe) pe->error_status = ts_rpc_status_from_error(code);
 }
 
 /* Sends without waiting: a full queue means the coordinator stopped reading, which is handled
@@ -244,6 +250,7 @@ static void flush_events(worker *w) {
             evs[i].prompt_tokens = pe->ev.n_prompt;
             evs[i].cached_prompt_tokens = pe->ev.n_cached;
             if (pe->error) evs[i].error = pe->error;
+            evs[i].error_status = pe->error_status;
             evs[i].kv_transferred = pe->kv_transferred;
             evs[i].kv_transfer_ms = pe->kv_transfer_ms;
             ptrs[i] = &evs[i];
@@ -263,55 +270,36 @@ static void flush_events(worker *w) {
 
 /* ---- requests from the coordinator -------------------------------------------------------- */
 
-/* Submit fields → scheduler parameters. Zero sampling values mean "off" (inference.proto). */
-static int submit_params(const Tessera__V1__Submit *m, ts_request_params *p) {
-    *p = ts_request_params_default();
-    if (m->max_tokens < 1)
-        return ts_error_set(TS_E_INVALID, "max_tokens must be at least 1, got %d", m->max_tokens);
-    p->max_tokens = m->max_tokens;
-    const Tessera__V1__SamplingParams *s = m->sampling;
-    if (s) {
-        p->temperature = s->temperature;
-        p->top_k = s->top_k;
-        p->top_p = s->top_p == 0.0f ? 1.0f : s->top_p;
-        p->min_p = s->min_p;
-        p->repetition_penalty = s->repetition_penalty == 0.0f ? 1.0f : s->repetition_penalty;
-        if (s->repetition_last_n) p->repetition_last_n = s->repetition_last_n;
-        p->seed = s->seed;
-        if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
-            !(p->min_p >= 0.0f && p->min_p <= 1.0f) || !(p->repetition_penalty > 0.0f) ||
-            p->repetition_last_n < 0)
-            return ts_error_set(TS_E_INVALID, "bad sampling parameters");
-    }
-    p->logprobs = m->logprobs;
-    p->priority = m->priority;
-    if (m->n_stop_ids > TS_MAX_STOP_IDS)
-        return ts_error_set(TS_E_INVALID, "%zu stop ids (at most %d)", m->n_stop_ids,
-                            TS_MAX_STOP_IDS);
-    for (size_t i = 0; i < m->n_stop_ids; i++)
-        p->stop_ids[i] = m->stop_ids[i];
-    p->n_stop_ids = (int32_t)m->n_stop_ids;
-    return TS_OK;
+/* Submit → scheduler parameters, checked by the one validation (request/request.h) against this
+ * group's vocabulary and context before anything runs, whichever path the request takes. */
+static int submit_params(worker *w, const Tessera__V1__Submit *m, int32_t n_prompt,
+                         ts_request_params *p) {
+    ts_request_params_from_submit(m, p);
+    ts_engine *e = ts_runtime_engine(w->rt);
+    ts_request view = {.prompt_ids = m->prompt_ids, .n_prompt_ids = n_prompt, .params = *p};
+    ts_request_model model = {.n_vocab = ts_engine_hparams(e)->n_vocab,
+                              .n_ctx = ts_engine_options_get(e)->max_ctx};
+    return ts_request_validate(&view, &model); /* borrowed storage: not freed */
 }
 
 static void handle_submit(worker *w, const Tessera__V1__Submit *m) {
     int32_t n_prompt = m->n_prompt_ids > INT32_MAX ? INT32_MAX : (int32_t)m->n_prompt_ids;
     if (m->request_id == KEEPALIVE_ID) {
-        fail_request(w, m->request_id, n_prompt, "request id reserved");
+        fail_request(w, m->request_id, n_prompt, TS_E_INVALID, "request id reserved");
         return;
     }
     if (w->draining) {
         char why[300];
         snprintf(why, sizeof why, "node group %s is shutting down", w->name);
-        fail_request(w, m->request_id, n_prompt, why);
+        fail_request(w, m->request_id, n_prompt, TS_E_UNAVAILABLE, why);
         return;
     }
     ts_request_params p;
-    int rc = submit_params(m, &p);
+    int rc = submit_params(w, m, n_prompt, &p);
     if (!rc && (m->kv_expect || m->kv_endpoints[0])) {
         /* Disaggregated (issue 5): worker_disagg.c reports its own failures. */
         if (!w->dis)
-            rc = ts_error_set(TS_E_INVALID, "this node group has no KV transfer");
+            rc = ts_error_set(TS_E_UNSUPPORTED, "this node group has no KV transfer");
         else if (m->kv_expect)
             ts_wdis_submit_decode(w->dis, m->request_id, m->kv_transfer_id, m->first_token,
                                   m->prompt_ids, n_prompt, &p);
@@ -323,7 +311,7 @@ static void handle_submit(worker *w, const Tessera__V1__Submit *m) {
     if (!rc) rc = ts_sched_submit(w->sched, m->request_id, m->prompt_ids, n_prompt, &p);
     if (rc) {
         TS_DEBUG("request %llu refused: %s", (unsigned long long)m->request_id, ts_error_message());
-        fail_request(w, m->request_id, n_prompt, ts_error_message());
+        fail_request(w, m->request_id, n_prompt, rc, ts_error_message());
     }
 }
 

@@ -1,0 +1,131 @@
+/*
+ * request.h — the one request model of Tessera: what a client asks for, its limits, and the one
+ * validation of it.
+ *
+ * Every front door (the CLI, the coordinator's gRPC API, later HTTP and the batch runner) turns
+ * its input into a ts_request and calls ts_request_validate once, where the request enters; the
+ * node's worker and scheduler take the same types (ts_request_params is what a node runs) and
+ * check them with the same function, so a value is legal everywhere or nowhere. The limits of
+ * every field are one table (ts_request_fields); the wire mapping is request_pb.h, the only
+ * code that copies fields between the protobuf messages and these types.
+ *
+ * Errors: ts_request_validate returns TS_E_INVALID with a message that names the field as the
+ * API spells it, its CLI flag when it has one, its limits and the value:
+ *   "sampling.temperature (--temperature) must be in [0, 100], got 150"
+ * Callers map the code (TS_E_INVALID → INVALID_ARGUMENT, exit 2); nobody parses the text.
+ *
+ * Ownership: a ts_request owns its strings and arrays (ts_request_init / ts_request_free and the
+ * setters below). A request built over borrowed storage (a stack value whose pointers point at
+ * somebody else's data, only to be validated) must not be freed. Pure functions, thread-safe.
+ */
+#ifndef TS_REQUEST_REQUEST_H
+#define TS_REQUEST_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    TS_MAX_STOP_IDS = 16,        /* stop token ids of one request (ts_request_params.stop_ids) */
+    TS_REQUEST_MAX_STOPS = 16,   /* stop strings of one request */
+    TS_REQUEST_ID_BYTES = 128,   /* a client's request id, NUL included */
+};
+
+/* What a node runs: the generation and sampling parameters of one request. */
+typedef struct ts_request_params {
+    int32_t max_tokens;        /* tokens to generate */
+    float temperature;         /* 0: greedy */
+    int32_t top_k;             /* 0: off */
+    float top_p;               /* 1: off */
+    float min_p;               /* 0: off */
+    float repetition_penalty;  /* 1: off */
+    int32_t repetition_last_n; /* tokens (prompt included) the penalty looks back over */
+    uint64_t seed;             /* any value */
+    bool logprobs;
+    int32_t priority; /* higher runs first; interactive > batch */
+    /* End-of-sequence ids (not emitted). After a mapping from the wire n_stop_ids is the count
+     * the message had, which may exceed TS_MAX_STOP_IDS (only that many are stored):
+     * ts_request_validate refuses it, and nothing reads stop_ids before validating. */
+    int32_t stop_ids[TS_MAX_STOP_IDS];
+    int32_t n_stop_ids;
+} ts_request_params;
+
+/* Greedy, 16 tokens, no penalties, repetition_last_n 64, no stop ids, priority 0. */
+ts_request_params ts_request_params_default(void);
+
+/* One request as a client gives it. */
+typedef struct ts_request {
+    char *model;         /* NULL or "": the served model */
+    char *prompt;        /* text to tokenize (NULL: none) */
+    int32_t *prompt_ids; /* the prompt as token ids: given, or the tokenized text */
+    int32_t n_prompt_ids;
+    bool no_bos;     /* do not add BOS when tokenizing the text */
+    bool ignore_eos; /* keep generating after the end-of-sequence token */
+    char **stops;    /* stop strings: generation ends before the first match */
+    int32_t n_stops;
+    char *request_id; /* the client's id (NULL: none) */
+    int64_t timeout_ms; /* deadline from arrival; 0: none */
+    ts_request_params params;
+} ts_request;
+
+/* ---- the limits: one table ---- */
+
+typedef enum {
+    TS_REQUEST_FIELD_MAX_TOKENS,
+    TS_REQUEST_FIELD_TEMPERATURE,
+    TS_REQUEST_FIELD_TOP_K,
+    TS_REQUEST_FIELD_TOP_P,
+    TS_REQUEST_FIELD_MIN_P,
+    TS_REQUEST_FIELD_REPETITION_PENALTY,
+    TS_REQUEST_FIELD_REPETITION_LAST_N,
+    TS_REQUEST_FIELD_PRIORITY,
+    TS_REQUEST_FIELD_TIMEOUT_MS,
+    TS_REQUEST_FIELD_STOPS,       /* the number of stop strings */
+    TS_REQUEST_FIELD_STOP_BYTES,  /* the length of each stop string */
+    TS_REQUEST_FIELD_STOP_IDS,    /* the number of stop ids (each must be in the vocabulary) */
+    TS_REQUEST_FIELD_PROMPT_BYTES, /* the length of the text prompt */
+    TS_REQUEST_FIELD_REQUEST_ID_BYTES,
+    TS_REQUEST_FIELD_COUNT
+} ts_request_field_id;
+
+typedef struct ts_request_field {
+    const char *name; /* as the API spells it: "sampling.temperature" */
+    const char *flag; /* the CLI flag without dashes ("temperature"), or NULL */
+    double min, max;  /* inclusive limits ... */
+    bool min_open;    /* ... except min itself when set: (min, max] */
+    const char *unit; /* NULL for a value; "strings", "bytes", "ids" for a count */
+} ts_request_field;
+
+/* The row of a field (never NULL for a valid id). */
+const ts_request_field *ts_request_field_get(ts_request_field_id id);
+
+/* What only the model knows; 0 = unknown, not checked. */
+typedef struct ts_request_model {
+    int32_t n_vocab; /* prompt and stop ids must lie in [0, n_vocab) */
+    int32_t n_ctx;   /* a prompt of ids leaves at least one position: n_prompt_ids < n_ctx */
+} ts_request_model;
+
+/* The one validation: every field against the table, stop strings, stop ids and prompt ids
+ * against the model. A prompt is required (text or ids); ids are checked once present, so a
+ * text request may be validated before and after tokenizing. 0 or TS_E_INVALID with the
+ * message. `m` may be NULL (nothing model-dependent checked). */
+int ts_request_validate(const ts_request *r, const ts_request_model *m);
+
+/* ---- building one (owned storage) ---- */
+
+/* Empty request with ts_request_params_default(). */
+void ts_request_init(ts_request *r);
+/* Frees what the request owns and empties it; safe on an initialized or zeroed request. */
+void ts_request_free(ts_request *r);
+/* Each copies its argument, replacing an earlier value. 0 or TS_E_NOMEM. */
+int ts_request_set_text(ts_request *r, const char *text);
+int ts_request_set_ids(ts_request *r, const int32_t *ids, size_t n); /* TS_E_INVALID > INT32_MAX */
+/* The ids become the request's (ownership passes; free() them otherwise). */
+void ts_request_take_ids(ts_request *r, int32_t *ids, int32_t n);
+int ts_request_set_model(ts_request *r, const char *model);
+int ts_request_set_id(ts_request *r, const char *request_id);
+int ts_request_add_stop(ts_request *r, const char *stop);
+/* Adds an end-of-sequence id unless ignore_eos or the id is negative; TS_E_INVALID when full. */
+int ts_request_add_eos(ts_request *r, int32_t eos);
+
+#endif
