@@ -6,7 +6,7 @@
  * its input into a ts_request and calls ts_request_validate once, where the request enters; the
  * node's worker and scheduler take the same types (ts_request_params is what a node runs) and
  * check them with the same function, so a value is legal everywhere or nowhere. The limits of
- * every field are one table (ts_request_fields); the wire mapping is request_pb.h, the only
+ * every field are one table (ts_request_field_get); the wire mapping is request_pb.h, the only
  * code that copies fields between the protobuf messages and these types.
  *
  * Errors: ts_request_validate returns TS_E_INVALID with a message that names the field as the
