@@ -20,7 +20,7 @@ if(TARGET tessera AND TARGET tessera-coordinator AND TARGET tessera-node)
   endif()
   if(TS_INFERENCE_PYTHON_DIR)
     # Debian's grpcio is seen by /usr/bin/python3 (not by a virtualenv's interpreter).
-    foreach(t python bad_requests)
+    foreach(t python bad_requests request_limits)
       add_test(NAME server_${t}
                COMMAND /usr/bin/python3
                        ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_server_${t}.py ${TESSERA_BIN}
@@ -29,5 +29,6 @@ if(TARGET tessera AND TARGET tessera-coordinator AND TARGET tessera-node)
                            SKIP_RETURN_CODE 77)
     endforeach()
     set_tests_properties(server_bad_requests PROPERTIES LABELS "integration;fault")
+    set_tests_properties(server_request_limits PROPERTIES LABELS "integration;fault")
   endif()
 endif()

@@ -4,7 +4,7 @@ this process, standing where the coordinator would): the node's own checks of Su
 
 The coordinator validates requests before they reach a node, so these bad Submits can only come
 from a broken or foreign coordinator; the node must answer each with a finishing TokenEvent
-FINISH_REASON_ERROR and a reason, and keep serving:
+FINISH_REASON_ERROR, a reason and error_status INVALID_ARGUMENT, and keep serving:
   ids outside the vocabulary, a prompt longer than the context, max_tokens < 1, an empty prompt,
   bad sampling values, too many stop ids, a duplicate request id (then Cancel ends the first).
 Then a good Submit streams its tokens (the reference greedy ids), Register carries the runtime's
@@ -111,6 +111,10 @@ def main():
             ok = (len(evs) == 1 and evs[0].finish_reason == c.pb.FINISH_REASON_ERROR and
                   evs[0].token == -1 and evs[0].error)
             f.check(ok, "%s → one ERROR event with a reason (%s)" % (what, evs))
+            # The reason's code, not its text, tells the coordinator not to retry (3 =
+            # INVALID_ARGUMENT: the request is bad, not the group).
+            f.check(ok and evs[0].error_status == 3,
+                    "%s → its error_status is INVALID_ARGUMENT (%s)" % (what, evs))
         # A duplicate id while the first is still running (a long one), then a Cancel of it.
         outbox.put(wpb.CoordinatorMessage(submit=wpb.Submit(request_id=7, prompt_ids=[1, 300],
                                                             max_tokens=6000)))
