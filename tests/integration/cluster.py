@@ -153,3 +153,18 @@ def import_grpc(pydir):
     except ImportError as e:
         harness.skip("python grpcio/protobuf not importable: %s" % e)
     return grpc, inference_pb2
+
+
+def inference_stubs(grpc, pb, target):
+    """A channel to target and callables for tessera.v1.Inference's methods, by name:
+    (channel, {"Generate": stream callable, "Health": ..., "ListModels": ..., "Tokenize": ...})."""
+    channel = grpc.insecure_channel(target)
+    stubs = {"Generate": channel.unary_stream(
+        "/tessera.v1.Inference/Generate", request_serializer=pb.GenerateRequest.SerializeToString,
+        response_deserializer=pb.GenerateResponse.FromString)}
+    for name in ("Health", "ListModels", "Tokenize"):
+        req, resp = (getattr(pb, name + "Request"), getattr(pb, name + "Response"))
+        stubs[name] = channel.unary_unary("/tessera.v1.Inference/" + name,
+                                          request_serializer=req.SerializeToString,
+                                          response_deserializer=resp.FromString)
+    return channel, stubs

@@ -84,6 +84,21 @@ def limits_text(name):
     }[name]
 
 
+def check_cli(f, tessera, where, what):
+    """tessera generate WHERE with each flag just outside its limits: exit 2, one line naming the
+    field, its flag and the limits."""
+    for name, flag, value, _ in OUTSIDE:
+        if flag is None:
+            continue
+        p = harness.run([tessera, "generate"] + where + ["-p", "Once", "--" + flag, value],
+                        check=False, timeout=60)
+        err = p.stderr.strip().splitlines()
+        ok = (p.returncode == 2 and len(err) == 1 and name in err[0] and "--" + flag in err[0]
+              and limits_text(name) in err[0])
+        f.check(ok, "%s --%s %s: exit 2, one line naming %s and %s (got %d %r)"
+                % (what, flag, value, name, limits_text(name), p.returncode, p.stderr))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tessera")
@@ -92,26 +107,10 @@ def main():
     grpc, pb = cluster.import_grpc(args.pydir)
     f = harness.Failures()
 
-    # The CLI with a local model: refused before the model is loaded (exit 2, one line).
-    for name, flag, value, _ in OUTSIDE:
-        if flag is None:
-            continue
-        p = harness.run([args.tessera, "generate", "-m", harness.MODEL_F32, "-p", "Once",
-                         "--" + flag, value], check=False, timeout=60)
-        err = p.stderr.strip().splitlines()
-        ok = (p.returncode == 2 and len(err) == 1 and name in err[0] and "--" + flag in err[0]
-              and limits_text(name) in err[0])
-        f.check(ok, "local --%s %s: exit 2, one line naming %s and %s (got %d %r)"
-                % (flag, value, name, limits_text(name), p.returncode, p.stderr))
-
+    check_cli(f, args.tessera, ["-m", harness.MODEL_F32], "local")
     with cluster.Cluster(args.tessera) as c:
-        channel = grpc.insecure_channel(c.target)
-        generate = channel.unary_stream("/tessera.v1.Inference/Generate",
-                                        request_serializer=pb.GenerateRequest.SerializeToString,
-                                        response_deserializer=pb.GenerateResponse.FromString)
-        health = channel.unary_unary("/tessera.v1.Inference/Health",
-                                     request_serializer=pb.HealthRequest.SerializeToString,
-                                     response_deserializer=pb.HealthResponse.FromString)
+        channel, stubs = cluster.inference_stubs(grpc, pb, c.target)
+        generate, health = stubs["Generate"], stubs["Health"]
         before = health(pb.HealthRequest(), timeout=10)
         for name, _, _, fields in OUTSIDE:
             if fields is None:
@@ -151,16 +150,7 @@ def main():
 
         # The CLI against the cluster: refused before anything is sent.
         before = health(pb.HealthRequest(), timeout=10)
-        for name, flag, value, _ in OUTSIDE:
-            if flag is None:
-                continue
-            p = harness.run([args.tessera, "generate", "--server", c.target, "-p", "Once",
-                             "--" + flag, value], check=False, timeout=60)
-            err = p.stderr.strip().splitlines()
-            ok = (p.returncode == 2 and len(err) == 1 and name in err[0] and
-                  limits_text(name) in err[0])
-            f.check(ok, "--server --%s %s: exit 2, one line naming %s (got %d %r)"
-                    % (flag, value, name, p.returncode, p.stderr))
+        check_cli(f, args.tessera, ["--server", c.target], "--server")
         after = health(pb.HealthRequest(), timeout=10)
         f.check(after.requests_total == before.requests_total,
                 "the CLI sent no out-of-range request (requests_total %d → %d)"
