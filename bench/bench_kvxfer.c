@@ -119,7 +119,8 @@ int main(int argc, char **argv) {
                           m.hp.n_ctx_train);
     if (!rc) rc = open_side(&m, threads, kv_type, m.hp.n_ctx_train, &pre);
     if (!rc) rc = open_side(&m, threads, kv_type, m.hp.n_ctx_train, &dec);
-    uint64_t fingerprint = rc ? 0 : ts_kvx_fingerprint(&m, kv_type);
+    uint64_t fingerprint =
+        rc ? 0 : ts_kvx_fingerprint(&m, kv_type, ts_engine_options_get(dec.engine)->block_size);
     ts_kvx_receiver_options ro = {.listen = "127.0.0.1:0", .fingerprint = fingerprint};
     if (!rc) rc = ts_kvx_receiver_open(dec.engine, &ro, &rx);
     if (rc) {

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/json.h"
+#include "common/kv_geometry.h"
 #include "common/meminfo.h"
 #include "common/rng.h"
 #include "kernels/cpu/probe.h"
@@ -112,11 +113,10 @@ static int run_engine(ts_runtime *rt, int prompt_tokens, int decode_tokens, benc
     double decode_s = ts_ns_to_s(ts_now_ns() - t0);
     r->decode_tok_s = decode_tokens / decode_s;
     /* bytes per token: this rank's weights scaled to the group, plus the KV cache read */
-    double kv_elem = ts_dtype_block_bytes(eo->kv_type);
+    double kv_token = (double)ts_kv_block_bytes(eo->kv_type, 1, hp->head_dim, hp->n_kv_heads);
     double ctx_mean = prompt_tokens + decode_tokens / 2.0;
     r->decode_bytes_per_token = (double)ts_model_bytes_per_token(ts_runtime_model(rt)) +
-                                2.0 * hp->n_layers * hp->n_kv_heads * hp->head_dim * kv_elem *
-                                    ctx_mean;
+                                2.0 * hp->n_layers * kv_token * ctx_mean;
     free(tokens);
     free(blocks);
     return rc;

@@ -233,6 +233,12 @@ static void health_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         m.requests_active = co->requests_active;
         m.requests_total = co->requests_total;
         m.requests_retried = co->requests_retried;
+        char *refused[CO_MAX_REFUSALS];
+        int n_refused = co->n_refusals < CO_MAX_REFUSALS ? co->n_refusals : CO_MAX_REFUSALS;
+        for (int k = 0; k < n_refused; k++)
+            refused[k] = co->refusals[(co->n_refusals - n_refused + k) % CO_MAX_REFUSALS];
+        m.n_refused_groups = (size_t)n_refused;
+        m.refused_groups = refused;
         /* Packed under the lock: the strings belong to the groups. */
         if (!ts_rpc_call_send_pb(call, &m.base)) ts_rpc_call_finish(call, TS_RPC_OK, NULL);
     } else {

@@ -41,7 +41,7 @@
 typedef struct co_group co_group;
 typedef struct co_request co_request;
 
-enum { CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096 };
+enum { CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096, CO_MAX_REFUSALS = 8 };
 
 struct co_request {
     uint64_t id;         /* coordinator-assigned, the node's request_id */
@@ -89,6 +89,7 @@ struct co_group {
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
     char fingerprint[64];   /* Register.model_fingerprint: KV moves only between equal ones */
+    char kv_type[16];       /* Register.kv_type */
     int32_t kv_committed;   /* disagg.c: blocks reserved by requests on or headed to it */
     int n_incoming;         /* disagg.c: requests prefilling elsewhere for it */
     int32_t kv_incoming;    /* disagg.c: the blocks those requests reserved */
@@ -110,6 +111,8 @@ typedef struct coordinator {
     uint64_t next_id;
     int64_t requests_active, requests_total;
     int64_t requests_retried; /* requests sent again after a group failed them (Health) */
+    char refusals[CO_MAX_REFUSALS][512]; /* membership.c: the latest refused attaches (Health) */
+    int n_refusals;                      /* ever; the latest are refusals[(n - 1) % MAX] ... */
     int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */
     double kv_transfer_ms_sum;
     bool shutting_down;

@@ -31,6 +31,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/kv_geometry.h"
 #include "common/log.h"
 
 #include <string.h>
@@ -51,7 +52,7 @@ bool co_disagg_on(const coordinator *co) {
 static int32_t kv_need(const co_group *d, const co_request *r) {
     int64_t tokens = (int64_t)r->req.n_prompt_ids + r->req.params.max_tokens;
     if (tokens > d->ctx) tokens = d->ctx;
-    int32_t bs = d->block_size > 0 ? d->block_size : 16;
+    int32_t bs = d->block_size > 0 ? d->block_size : TS_KV_BLOCK_SIZE_DEFAULT;
     int64_t need = (tokens + bs - 1) / bs;
     return need > d->kv_total ? d->kv_total : (int32_t)need;
 }

@@ -90,10 +90,31 @@ static co_group *find_group(coordinator *co, const char *name) {
     return NULL;
 }
 
+/* Ends an attach with `status` and the message, logged and kept for Health. */
+static void refuse(coordinator *co, co_group *g, int status, const char *msg) {
+    TS_WARN("node group refused: %s", msg);
+    snprintf(co->refusals[co->n_refusals % CO_MAX_REFUSALS], sizeof co->refusals[0], "%s", msg);
+    co->n_refusals++;
+    ts_rpc_call_finish(g->call, status, msg);
+    g->dead = true;
+}
+
+/* Prefill and decode groups exchange KV, so all of them must have the same KV fingerprint
+ * (kvx/kv_transfer.h: weights, KV type, block size, layout): the first live one sets it. A
+ * mixed group exchanges nothing and is not compared. NULL when r may join; else the group it
+ * differs from. */
+static const co_group *kv_mismatch(const coordinator *co, const Tessera__V1__Register *r) {
+    if (strcmp(r->role, "prefill") && strcmp(r->role, "decode")) return NULL;
+    for (const co_group *o = co->groups; o; o = o->next)
+        if (o->registered && !o->dead && (!strcmp(o->role, "prefill") || !strcmp(o->role, "decode"))
+            && strcmp(o->fingerprint, r->model_fingerprint) != 0)
+            return o;
+    return NULL;
+}
+
 static void on_register(coordinator *co, co_group *g, const Tessera__V1__Register *r) {
     if (!r->group_name[0]) {
-        ts_rpc_call_finish(g->call, TS_RPC_INVALID_ARGUMENT, "Register without a group_name");
-        g->dead = true;
+        refuse(co, g, TS_RPC_INVALID_ARGUMENT, "Register without a group_name");
         return;
     }
     char msg[512];
@@ -104,8 +125,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     } else if (old) {
         snprintf(msg, sizeof msg, "a node group named %s is already attached (from host %s)",
                  r->group_name, old->host);
-        ts_rpc_call_finish(g->call, TS_RPC_ALREADY_EXISTS, msg);
-        g->dead = true;
+        refuse(co, g, TS_RPC_ALREADY_EXISTS, msg);
         return;
     }
     if (r->vocab_size != co->vocab || r->context_length < 2 || r->tp < 1) {
@@ -114,8 +134,19 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
                  "serves %s (vocabulary %d)",
                  r->group_name, r->model_name, r->vocab_size, r->context_length, r->tp,
                  co->model_name, co->vocab);
-        ts_rpc_call_finish(g->call, TS_RPC_FAILED_PRECONDITION, msg);
-        g->dead = true;
+        refuse(co, g, TS_RPC_FAILED_PRECONDITION, msg);
+        return;
+    }
+    const co_group *other = kv_mismatch(co, r);
+    if (other) {
+        snprintf(msg, sizeof msg,
+                 "%s group %s cannot exchange KV with %s group %s: KV type %s vs %s, block size "
+                 "%d vs %d, KV fingerprint %s vs %s (prefill and decode groups need the same "
+                 "model, --kv-type and --block-size)",
+                 r->role, r->group_name, other->role, other->name, r->kv_type[0] ? r->kv_type : "?",
+                 other->kv_type[0] ? other->kv_type : "?", r->block_size, other->block_size,
+                 r->model_fingerprint, other->fingerprint);
+        refuse(co, g, TS_RPC_FAILED_PRECONDITION, msg);
         return;
     }
     snprintf(g->name, sizeof g->name, "%s", r->group_name);
@@ -131,6 +162,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     g->max_seqs = r->max_batch_seqs;
     snprintf(g->kv_endpoint, sizeof g->kv_endpoint, "%s", r->kv_endpoint);
     snprintf(g->fingerprint, sizeof g->fingerprint, "%s", r->model_fingerprint);
+    snprintf(g->kv_type, sizeof g->kv_type, "%s", r->kv_type);
     Tessera__V1__Welcome w = TESSERA__V1__WELCOME__INIT;
     w.cluster = co->model_name;
     w.heartbeat_ms = co->heartbeat_ms;

@@ -7,6 +7,7 @@
 #include "kvx/kv_transfer.h"
 
 #include "common/error.h"
+#include "common/kv_geometry.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -186,11 +187,12 @@ static uint64_t fnv_vector(uint64_t h, const ts_model_vector *v) {
     return v->data ? fnv1a(h, v->data, bytes < 4096 ? bytes : 4096) : h;
 }
 
-uint64_t ts_kvx_fingerprint(const ts_model *m, ts_dtype kv_type) {
+uint64_t ts_kvx_fingerprint(const ts_model *m, ts_dtype kv_type, int32_t block_size) {
     const ts_model_hparams *hp = &m->hp;
     uint64_t h = 0xcbf29ce484222325ull;
-    int64_t shape[] = {hp->n_vocab,    hp->dim,      hp->n_layers,  hp->n_heads,
-                       hp->n_kv_heads, hp->head_dim, hp->rope_dims, (int64_t)kv_type};
+    int64_t shape[] = {hp->n_vocab,     hp->dim,       hp->n_layers,         hp->n_heads,
+                       hp->n_kv_heads,  hp->head_dim,  hp->rope_dims,        (int64_t)kv_type,
+                       block_size,      TS_KV_LAYOUT_VERSION};
     for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++)
         h = fnv_u64(h, (uint64_t)shape[i]);
     h = fnv1a(h, &hp->rope_theta, sizeof hp->rope_theta);
@@ -301,6 +303,6 @@ int ts_kvx_frame_decode(const uint8_t in[TS_KVX_FRAME_BYTES], ts_kvx_frame *f) {
 }
 
 size_t ts_kvx_block_payload_bytes(const ts_kvx_header *h) {
-    return 2 * (size_t)h->n_kv_heads * (size_t)h->block_size * (size_t)h->head_dim *
-           (size_t)ts_dtype_block_bytes((ts_dtype)h->dtype);
+    return 2 * ts_kv_block_bytes((ts_dtype)h->dtype, (int32_t)h->block_size, (int32_t)h->head_dim,
+                                 (int32_t)h->n_kv_heads);
 }

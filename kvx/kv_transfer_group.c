@@ -233,7 +233,8 @@ int ts_kvx_group_create(ts_engine *e, const ts_model *m, const ts_kvx_group_opti
     ts_kvx_group *g = calloc(1, sizeof *g);
     if (!g) return ts_error_set(TS_E_NOMEM, "out of memory");
     g->engine = e;
-    g->fingerprint = ts_kvx_fingerprint(m, ts_engine_options_get(e)->kv_type);
+    const ts_engine_options *eo = ts_engine_options_get(e);
+    g->fingerprint = ts_kvx_fingerprint(m, eo->kv_type, eo->block_size);
     g->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
     g->transport = opts->transport;
     /* Every rank of a group runs on the same kind of device, so all fail alike (in step). */

@@ -29,6 +29,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/kv_geometry.h"
 #include "common/log.h"
 #include "kvx/kv_transfer_net.h"
 
@@ -109,8 +110,7 @@ int ts_kvx_receiver_open(const ts_engine *e, const ts_kvx_receiver_options *opts
     r->max_blocks = ts_engine_n_blocks(e);
     r->rank = sh->rank;
     r->size = sh->size;
-    r->head_bytes =
-        (size_t)r->block_size * (size_t)r->head_dim * (size_t)ts_dtype_block_bytes(r->dtype);
+    r->head_bytes = ts_kv_block_bytes(r->dtype, r->block_size, r->head_dim, 1);
     r->device = ts_engine_backend(e)->device_index;
     r->nccl = ts_kvx_nccl_supported(e) == TS_OK;
     if (!r->nccl) snprintf(r->nccl_why, sizeof r->nccl_why, "%s", ts_error_message());

@@ -19,6 +19,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/kv_geometry.h"
 #include "kvx/kv_layout.h"
 #include "kvx/kv_transfer_nccl.h"
 #include "kvx/kv_transfer_net.h"
@@ -206,8 +207,7 @@ int ts_kvx_sender_open(ts_engine *e, const ts_kvx_sender_options *opts, ts_kvx_s
     s->opts = *opts;
     s->opts.dst_endpoints = NULL; /* not kept: only used here */
     if (s->opts.timeout_ms <= 0) s->opts.timeout_ms = 30000;
-    s->head_bytes =
-        (size_t)eo->block_size * (size_t)hp->head_dim * (size_t)ts_dtype_block_bytes(eo->kv_type);
+    s->head_bytes = ts_kv_block_bytes(eo->kv_type, eo->block_size, hp->head_dim, 1);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     int n_routes = 0;

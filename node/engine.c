@@ -8,6 +8,7 @@
 #include "node/engine.h"
 
 #include "common/error.h"
+#include "common/kv_geometry.h"
 #include "common/log.h"
 #include "kernels/quant.h"
 
@@ -101,7 +102,7 @@ static void fill_defaults(const ts_model_hparams *hp, const ts_engine_options *i
     if (out->max_batch_tokens <= 0) out->max_batch_tokens = 512;
     if (out->max_batch_seqs <= 0) out->max_batch_seqs = 256;
     if (out->max_batch_seqs > out->max_batch_tokens) out->max_batch_seqs = out->max_batch_tokens;
-    if (out->block_size <= 0) out->block_size = 16;
+    if (out->block_size <= 0) out->block_size = TS_KV_BLOCK_SIZE_DEFAULT;
     if (out->kv_type != TS_DTYPE_F32) out->kv_type = TS_DTYPE_F16;
     (void)hp; /* kv_memory and max_ctx 0 are sized by size_kv_cache */
 }
@@ -205,9 +206,8 @@ static size_t auto_kv_memory(ts_engine *e, size_t per_block, int32_t ctx) {
  * (with a warning) to what the KV memory holds; an explicit --ctx that does not fit is an error. */
 static int size_kv_cache(ts_engine *e) {
     ts_engine_options *o = &e->opts;
-    size_t elem = (size_t)ts_dtype_block_bytes(o->kv_type);
     size_t per_layer_block =
-        (size_t)e->shard.n_kv_heads * (size_t)o->block_size * (size_t)e->hp.head_dim * elem;
+        ts_kv_block_bytes(o->kv_type, o->block_size, e->hp.head_dim, e->shard.n_kv_heads);
     size_t per_block = 2 * (size_t)e->hp.n_layers * per_layer_block;
     bool auto_ctx = o->max_ctx <= 0;
     int32_t ctx = auto_ctx ? e->hp.n_ctx_train : o->max_ctx;
@@ -298,8 +298,8 @@ int ts_engine_create(const ts_model *m, ts_backend *be, ts_comm *comm,
         rc = ts_error_set(TS_E_NOMEM, "out of memory");
         goto fail;
     }
-    size_t pool_bytes = (size_t)e->n_blocks * (size_t)s->n_kv_heads * (size_t)o->block_size *
-                        (size_t)hp->head_dim * (size_t)ts_dtype_block_bytes(o->kv_type);
+    size_t pool_bytes = (size_t)e->n_blocks *
+                        ts_kv_block_bytes(o->kv_type, o->block_size, hp->head_dim, s->n_kv_heads);
     for (int l = 0; l < hp->n_layers; l++) {
         ts_kv_layer *kv = &e->kv[l];
         kv->type = o->kv_type;
@@ -791,8 +791,7 @@ static int kv_geometry(const ts_engine *e, int32_t layer, const int32_t *block_i
             return ts_error_set(TS_E_INVALID, "block id %d outside the pool of %d", block_ids[i],
                                 e->n_blocks);
     const ts_kv_layer *kv = &e->kv[layer];
-    size_t head_bytes = (size_t)kv->block_size * (size_t)kv->head_dim *
-                        (size_t)ts_dtype_block_bytes(kv->type);
+    size_t head_bytes = ts_kv_block_bytes(kv->type, kv->block_size, kv->head_dim, 1);
     *block_bytes = head_bytes * (size_t)kv->n_kv_heads;
     *part = head_bytes * (size_t)n_heads;
     return TS_OK;

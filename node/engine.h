@@ -45,7 +45,7 @@ typedef struct ts_engine ts_engine;
 typedef struct ts_engine_options {
     int32_t max_batch_tokens; /* tokens per step; <= 0: 512 */
     int32_t max_batch_seqs;   /* sequences per step; <= 0: 256 */
-    int32_t block_size;       /* KV slots per block; <= 0: 16 */
+    int32_t block_size;       /* KV slots per block; <= 0: TS_KV_BLOCK_SIZE_DEFAULT */
     size_t kv_memory;         /* KV cache bytes on this rank; 0: a quarter of the memory the
                                * backend has free after the weights, capped at what
                                * max_batch_seqs full-context sequences need */

@@ -2,6 +2,7 @@
 #include "node/runtime.h"
 
 #include "common/error.h"
+#include "common/kv_geometry.h"
 #include "common/log.h"
 #include "common/paths.h"
 #include "model/hf.h"
@@ -30,7 +31,7 @@ void ts_runtime_options_default(ts_runtime_options *o) {
     o->isa = "auto";
     o->kv_memory = 0; /* the engine sizes it from the model and the free memory */
     o->kv_type = "f16";
-    o->block_size = 16;
+    o->block_size = TS_KV_BLOCK_SIZE_DEFAULT;
     o->batch_tokens = 512;
     o->batch_seqs = 256;
     o->prefill_chunk = 512;

@@ -13,5 +13,11 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
                      --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_DISAGG_PYDIR})
     set_tests_properties(disagg_faults PROPERTIES LABELS "integration;fault" TIMEOUT 300
                          SKIP_RETURN_CODE 77)
+    add_test(NAME disagg_kv_mismatch_refused
+             COMMAND /usr/bin/python3
+                     ${CMAKE_CURRENT_LIST_DIR}/integration/test_disagg_kv_mismatch.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_DISAGG_PYDIR})
+    set_tests_properties(disagg_kv_mismatch_refused PROPERTIES LABELS "integration;fault"
+                         TIMEOUT 300 SKIP_RETURN_CODE 77)
   endif()
 endif()

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "kvx/kv_transfer.h"
 #include "request/request_pb.h"
 #include "rpc/rpc_client.h"
 #include "rpc/rpc_status.h"
@@ -362,26 +363,6 @@ static void disconnect(worker *w) {
     pthread_mutex_unlock(&w->mu);
 }
 
-/* A fingerprint of the exact weights: tensor names, shapes, types and the first bytes of each. */
-static void fingerprint(const ts_gguf *g, char *out, size_t size) {
-    uint64_t h = 1469598103934665603ULL;
-#define FNV(byte) (h = (h ^ (uint8_t)(byte)) * 1099511628211ULL)
-    for (size_t i = 0; i < ts_gguf_n_tensors(g); i++) {
-        const ts_gguf_tensor *t = ts_gguf_tensor_at(g, i);
-        for (const char *c = t->name_z; *c; c++)
-            FNV(*c);
-        for (uint32_t d = 0; d < t->n_dims; d++)
-            for (int b = 0; b < 8; b++)
-                FNV((uint64_t)t->dims[d] >> (8 * b));
-        FNV(t->type);
-        const uint8_t *data = t->data;
-        for (size_t b = 0; b < t->n_bytes && b < 64; b++)
-            FNV(data[b]);
-    }
-#undef FNV
-    snprintf(out, size, "%016llx-%zu", (unsigned long long)h, ts_gguf_file_size(g));
-}
-
 static void model_name(const ts_runtime *rt, char *out, size_t size) {
     ts_gguf_str s;
     if (ts_gguf_get_str(ts_runtime_gguf(rt), "general.name", &s) == TS_OK && s.len > 0) {
@@ -401,7 +382,11 @@ static int send_register(worker *w) {
     const ts_engine_options *eo = ts_engine_options_get(e);
     char name[256], fp[64];
     model_name(w->rt, name, sizeof name);
-    fingerprint(ts_runtime_gguf(w->rt), fp, sizeof fp);
+    /* The one KV-compatibility fingerprint (kvx/kv_transfer.h): the coordinator pairs only groups
+     * whose KV blocks mean the same thing. */
+    snprintf(fp, sizeof fp, "%016llx",
+             (unsigned long long)ts_kvx_fingerprint(ts_runtime_model(w->rt), eo->kv_type,
+                                                     eo->block_size));
     Tessera__V1__Register r = TESSERA__V1__REGISTER__INIT;
     r.group_name = w->name;
     r.role = (char *)w->o->role;
@@ -414,6 +399,7 @@ static int send_register(worker *w) {
     r.max_batch_seqs = eo->max_batch_seqs;
     r.host = w->host;
     r.model_fingerprint = fp;
+    r.kv_type = (char *)ts_dtype_name(eo->kv_type);
     r.kv_endpoint = w->o->kvx ? (char *)ts_kvx_group_endpoints(w->o->kvx) : "";
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_REGISTER;

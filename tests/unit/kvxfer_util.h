@@ -76,7 +76,7 @@ static inline int kvx_rank_open_on(kvx_rank *r, ts_comm *comm, ts_dtype kv_type,
     if (!rc) rc = ts_engine_create(&r->model, r->be, r->comm, &eo, &r->engine);
     if (!rc && comm->rank == 0)
         rc = ts_kv_pool_create(ts_engine_n_blocks(r->engine), KVX_BLOCK, &r->pool);
-    if (!rc) r->fingerprint = ts_kvx_fingerprint(&r->model, kv_type);
+    if (!rc) r->fingerprint = ts_kvx_fingerprint(&r->model, kv_type, KVX_BLOCK);
     return rc;
 }
 

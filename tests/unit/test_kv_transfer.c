@@ -91,10 +91,11 @@ static void test_fingerprint_tells_models_and_kv_types_apart(void) {
     CHECK_OK(ts_gguf_open(TS_SOURCE_DIR "/models/stories260K/stories260K-f16.gguf", &g16));
     CHECK_OK(ts_model_load(g32, &m32));
     CHECK_OK(ts_model_load(g16, &m16));
-    uint64_t a = ts_kvx_fingerprint(&m32, TS_DTYPE_F16);
-    CHECK(a == ts_kvx_fingerprint(&m32, TS_DTYPE_F16));
-    CHECK(a != ts_kvx_fingerprint(&m32, TS_DTYPE_F32));
-    CHECK(a != ts_kvx_fingerprint(&m16, TS_DTYPE_F16));
+    uint64_t a = ts_kvx_fingerprint(&m32, TS_DTYPE_F16, 16);
+    CHECK(a == ts_kvx_fingerprint(&m32, TS_DTYPE_F16, 16));
+    CHECK(a != ts_kvx_fingerprint(&m32, TS_DTYPE_F32, 16));
+    CHECK(a != ts_kvx_fingerprint(&m16, TS_DTYPE_F16, 16));
+    CHECK(a != ts_kvx_fingerprint(&m32, TS_DTYPE_F16, 32)); /* the block size too */
     ts_model_free(&m32);
     ts_model_free(&m16);
     ts_gguf_close(g32);
