@@ -22,8 +22,12 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/paths.h"
 #include "kernels/kernels.h"
 #include "kvx/kv_transfer.h"
+#include "model/hf.h"
+#include "model/model.h"
+#include "node/shard.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "topology/host.h"
@@ -200,6 +204,31 @@ static int assign_gpus(const char *device, int base, const int *group_tp, int n_
     return TS_OK;
 }
 
+/* Each group's tensor-parallel degree against the model, by the shard plan's own rules
+ * (node/shard.h: the query heads divisible by the degree, the KV heads and the degree one a
+ * multiple of the other, whole quantized blocks per rank), before any child starts: a bad degree
+ * would otherwise show only as children dying. `flag` names the option that set each degree. */
+static int check_tp(const char *model, const int *group_tp, const char *const *flag, int n_groups) {
+    char path[PATH_MAX];
+    int rc = model ? (snprintf(path, sizeof path, "%s", model), TS_OK)
+                   : ts_find_data_file(TS_DEFAULT_MODEL, path, sizeof path);
+    ts_gguf *g = NULL;
+    ts_model m = {0};
+    if (!rc) rc = ts_hf_open_model(path, &g);
+    if (!rc) rc = ts_model_load(g, &m);
+    if (rc) rc = ts_error_wrap(rc, "--model %s", path);
+    for (int k = 0; !rc && k < n_groups; k++) {
+        if (k > 0 && group_tp[k] == group_tp[k - 1]) continue;
+        ts_shard_plan plan;
+        for (int rank = 0; !rc && rank < group_tp[k]; rank++)
+            rc = ts_shard_plan_make(&m, rank, group_tp[k], &plan);
+        if (rc) rc = ts_error_wrap(rc, "--%s %d", flag[k], group_tp[k]);
+    }
+    ts_model_free(&m);
+    ts_gguf_close(g);
+    return rc;
+}
+
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
@@ -270,8 +299,13 @@ int ts_cmd_up(int argc, char **argv) {
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
     int group_tp[UP_MAX_GROUPS], first_gpu[UP_MAX_GROUPS];
-    for (int g = 0; g < n_groups; g++)
+    const char *tp_flag[UP_MAX_GROUPS];
+    for (int g = 0; g < n_groups; g++) {
         group_tp[g] = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
+        tp_flag[g] = g < groups ? "tp" : g < groups + prefill_groups ? "prefill-tp" : "decode-tp";
+    }
+    rc = check_tp(model, group_tp, tp_flag, n_groups);
+    if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
     long first_index = 0;
     const int gpus = device ? ts_backend_cuda_index(device, &first_index) : 0;
     if (gpus < 0) return ts_cli_fail("up", TS_EXIT_USAGE);

@@ -51,6 +51,9 @@ if(TARGET tessera)
   ts_add_script_test(NAME tp_degree_not_dividing_heads_is_refused
                      SCRIPT integration/test_tp_bad_degree.py ARGS ${TESSERA_BIN}
                      LABELS integration TIMEOUT 120)
+  ts_add_script_test(NAME up_checks_tp_against_the_model_before_starting
+                     SCRIPT integration/test_up_tp_check.py ARGS ${TESSERA_BIN}
+                     LABELS integration TIMEOUT 180)
 endif()
 
 # Hugging Face checkpoints made from GGUF files give the GGUF's tokens (one process and TP 2);
