@@ -305,9 +305,14 @@ static int parse_tensor_info(cursor *c, size_t index, ts_gguf_tensor *t) {
     rc = read_u32(c, &type, "tensor type");
     if (!rc) rc = read_u64(c, &t->offset, "tensor offset");
     if (rc) return ts_error_wrap(rc, "tensor '%s'", shown);
-    if (!ts_dtype_is_known(type))
-        return ts_error_set(TS_E_UNSUPPORTED, "tensor '%s': type id %" PRIu32
-                            " is not supported (f32, f16, bf16, q8_0 and q4_0 are)", shown, type);
+    if (!ts_dtype_is_known(type)) {
+        char names[256];
+        const char *ggml = ts_dtype_ggml_name(type);
+        ts_dtype_list_names(names, sizeof names);
+        return ts_error_set(TS_E_UNSUPPORTED,
+                            "tensor '%s': type id %" PRIu32 "%s%s%s is not supported (these are: %s)",
+                            shown, type, ggml ? " (" : "", ggml ? ggml : "", ggml ? ")" : "", names);
+    }
     t->type = (ts_dtype)type;
     int block = ts_dtype_block_elems(t->type);
     if (t->dims[0] % block != 0)

@@ -14,6 +14,7 @@
 #include "model/model.h"
 
 #include "common/error.h"
+#include "kernels/quant.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -256,6 +257,12 @@ static int find_weight(loader *ld, const char *name, int64_t rows, int64_t cols,
     if (rc) return rc;
     *out = (ts_weight){.type = t->type, .rows = rows, .cols = cols,
                        .row_stride = ts_dtype_row_bytes(t->type, cols), .data = t->data};
+    for (int64_t r = 0; r < rows; r++) /* a NaN or infinite scale poisons every output */
+        if (!ts_quant_row_scales_finite(t->type, (const char *)t->data + (size_t)r * out->row_stride,
+                                        cols))
+            return ts_error_set(TS_E_FORMAT,
+                                "%s: tensor '%s': row %" PRId64 " has a non-finite %s block scale",
+                                ld->file, name, r, ts_dtype_name(t->type));
     return TS_OK;
 }
 

@@ -82,6 +82,11 @@ int ts_synth_shape_check(const ts_synth_shape *s, ts_dtype type) {
                             s->dim / s->n_heads);
     if (s->arch && strcmp(s->arch, "llama") != 0 && strcmp(s->arch, "qwen2") != 0)
         return ts_error_set(TS_E_INVALID, "shape: architecture '%s' (llama or qwen2)", s->arch);
+    const ts_quant_traits *q = ts_quant_traits_of(type);
+    if (!q || !q->from_float || !ts_dtype_is_known((uint32_t)type))
+        return ts_error_set(TS_E_INVALID,
+                            "synth writes weights of type f32, f16, bf16, q8_0 or q4_0, not %s",
+                            ts_dtype_name(type));
     int block = ts_dtype_block_elems(type);
     if (block == 0) return ts_error_set(TS_E_INVALID, "shape: unknown weight type %d", (int)type);
     if (s->dim % block != 0 || s->n_ff % block != 0)
@@ -157,8 +162,8 @@ static uint32_t file_type(ts_dtype t) {
     case TS_DTYPE_Q4_0: return 2;
     case TS_DTYPE_Q8_0: return 7;
     case TS_DTYPE_BF16: return 32;
+    default: return 0; /* synth writes no other type (ts_synth_shape_check) */
     }
-    return 0;
 }
 
 static int add_metadata(ts_gguf_writer *w, const ts_synth_options *o) {

@@ -20,3 +20,6 @@ if(DEFINED TS_SIMD_avx2)
     target_sources(test_simd_lanes PRIVATE $<TARGET_OBJECTS:test_simd_lanes_${isa}>)
   endforeach()
 endif()
+# The quantized types: dequantization against the gguf package, the dot products' definition,
+# the fast dots against the reference.
+ts_add_test(NAME test_quant SOURCES unit/test_quant.c LIBS ts_kernels LABELS unit)

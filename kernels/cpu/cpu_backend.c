@@ -23,6 +23,7 @@
 #include "common/meminfo.h"
 #include "kernels/cpu/cpu_batch.h"
 #include "kernels/cpu/panels.h"
+#include "kernels/cpu/qmatmul.h"
 #include "kernels/cpu/ref.h"
 #include "kernels/cpu/sample.h"
 #include "kernels/cpu/simd_ops.h"
@@ -50,6 +51,10 @@ typedef struct cpu_backend {
     size_t ref_scores_cap;
     void *sample_scratch;
     size_t sample_scratch_cap;
+    /* quantized weights: the activations in the vec_dot_type, and each type's dot product */
+    void *qact;
+    size_t qact_cap;
+    ts_vec_dot_fn qdot[TS_DTYPE_COUNT];
 } cpu_backend;
 
 static cpu_backend *cpu(ts_backend *be) {
@@ -107,6 +112,13 @@ static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *
     *dst = *host;
     dst->owned = NULL;
     dst->panels = NULL;
+    if (ts_dtype_is_quantized(host->type)) { /* read in place by qmatmul: one copy */
+        if (host->cols % ts_dtype_block_elems(host->type))
+            return ts_error_set(TS_E_UNSUPPORTED, "%s: a %lld x %lld weight of type %s",
+                                cpu(be)->name, (long long)host->rows, (long long)host->cols,
+                                ts_dtype_name(host->type));
+        return 0;
+    }
     if (!cpu(be)->k) return 0;
     const size_t panel_bytes = ts_panel_bytes(host->type, host->cols);
     const int64_t n_panels = (host->rows + TS_PANEL_ROWS - 1) / TS_PANEL_ROWS;
@@ -194,8 +206,17 @@ static void ref_rmsnorm(ts_backend *be, float *out, const float *x, const float 
     ts_ref_rmsnorm(out, x, weight, n, dim, eps);
 }
 
+/* A quantized weight, on every implementation: activations quantized, then dot products (the
+ * reference ones on the scalar implementation, the ISA's otherwise: the same bits). */
+static void quant_matmul(cpu_backend *c, float *y, const float *x, int32_t n, const ts_weight *w) {
+    /* grown once per shape; failure means memory is already exhausted (operations don't fail) */
+    TS_ASSERT(grow_scratch(&c->qact, &c->qact_cap, ts_cpu_qmatmul_act_bytes(w, n)) == 0);
+    ts_cpu_qmatmul(c->pool, y, x, n, w, c->qact, c->qdot[w->type]);
+}
+
 static void ref_matmul(ts_backend *be, float *y, const float *x, int32_t n, const ts_weight *w) {
-    ts_ref_matmul(y, x, n, w);
+    if (ts_dtype_is_quantized(w->type)) quant_matmul(cpu(be), y, x, n, w);
+    else ts_ref_matmul(y, x, n, w);
 }
 
 static void ref_rope(ts_backend *be, float *x, int32_t n_heads, int32_t head_dim,
@@ -253,7 +274,8 @@ static void ref_sample(ts_backend *be, const float *logits, int32_t n, int32_t n
 
 static void simd_matmul(ts_backend *be, float *y, const float *x, int32_t n, const ts_weight *w) {
     cpu_backend *c = cpu(be);
-    c->k->matmul(&c->exec, y, x, n, w);
+    if (ts_dtype_is_quantized(w->type)) quant_matmul(c, y, x, n, w);
+    else c->k->matmul(&c->exec, y, x, n, w);
 }
 
 static void simd_rmsnorm(ts_backend *be, float *out, const float *x, const float *weight, int32_t n,
@@ -336,6 +358,7 @@ static void cpu_destroy(ts_backend *be) {
     ts_cpu_batch_free(&c->batch);
     free(c->ref_scores);
     free(c->sample_scratch);
+    free(c->qact);
     free(c);
 }
 
@@ -392,6 +415,8 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
         return rc;
     }
     c->k = impl_kernels(impl);
+    for (int t = 0; t < TS_DTYPE_COUNT; t++)
+        c->qdot[t] = ts_cpu_qdot_for((ts_dtype)t, c->k != NULL);
     if (c->k) {
         c->thread_scratch = calloc((size_t)ts_threadpool_size(c->pool), sizeof(float *));
         rc = c->thread_scratch ? grow_thread_scratch(c, 0)

@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "common/fp16.h"
+#include "kernels/cpu/qmatmul.h"
 #include "kernels/quant.h"
 
 #include <math.h>
@@ -40,6 +41,13 @@ void ts_ref_rmsnorm(float *out, const float *x, const float *weight, int32_t n, 
 }
 
 void ts_ref_matmul(float *y, const float *x, int32_t n, const ts_weight *w) {
+    if (ts_dtype_is_quantized(w->type)) { /* as llama.cpp: quantized activations (qmatmul.h) */
+        void *act = malloc(ts_cpu_qmatmul_act_bytes(w, n) + 1);
+        TS_ASSERT(act);
+        ts_cpu_qmatmul(NULL, y, x, n, w, act, NULL);
+        free(act);
+        return;
+    }
     float wbuf[CHUNK];
     for (int64_t r = 0; r < w->rows; r++) {
         const char *row = (const char *)w->data + (size_t)r * w->row_stride;

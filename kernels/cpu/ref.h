@@ -2,12 +2,15 @@
  * ref.h — the scalar reference of every backend operation (kernels/kernels.h).
  *
  * Written to be checked against the math in a minute, not to be fast: one loop per formula,
- * dot products and sums accumulated in double, weights dequantized with ts_dequantize_row. The
+ * dot products and sums accumulated in double, plain weights converted with ts_dequantize_row;
+ * quantized weights multiply as llama.cpp's CPU does (activations quantized, integer dot
+ * products: kernels/quant.h, cpu/qmatmul.h), the definition their fast versions keep. The
  * SIMD kernels are tested against these functions with stated tolerances, and the "cpu-scalar"
  * backend runs them directly (single-threaded).
  *
  * Functions take their inputs explicitly (the batch layout as a ts_cpu_batch) so tests can call
- * them without a backend. Scratch memory is passed in by the caller; nothing allocates.
+ * them without a backend. Scratch memory is passed in by the caller; nothing allocates but
+ * ts_ref_matmul on a quantized weight (its quantized activations).
  */
 #ifndef TS_KERNELS_CPU_REF_H
 #define TS_KERNELS_CPU_REF_H

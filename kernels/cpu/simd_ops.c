@@ -2,8 +2,9 @@
  * simd_ops.c — the SIMD kernels, written once against simd.h and compiled per instruction set
  * (see simd_ops.h for the tables and the batch-invariance rules they keep).
  *
- * Matrix products read weights packed in panels of 16 rows (panels.h, made by weight_prepare
- * for every type): a vector holds L consecutive rows at one k, so the kernels compute outer
+ * Matrix products of plain weights (f32, f16, bf16; quantized ones go to qmatmul.h) read them
+ * packed in panels of 16 rows (panels.h, made by weight_prepare): a vector holds L consecutive
+ * rows at one k, so the kernels compute outer
  * products of a broadcast activation and a vector of rows. Each output y[t][r] is one FMA chain
  * over k = 0 .. cols-1 in order, starting from zero, on the weight's exact f32 value:
  *     acc = fma(x[t][k], W[r][k], acc)
@@ -62,45 +63,13 @@ enum {
 
 /* ---- reading panels as exact f32 ---- */
 
-TS_INLINE int is_quant(ts_dtype type) {
-    return type == TS_DTYPE_Q8_0 || type == TS_DTYPE_Q4_0;
-}
-
-/* Bytes from one 32-column block panel to the next (quantized types). */
-TS_INLINE size_t block_panel_bytes(ts_dtype type) {
-    return type == TS_DTYPE_Q8_0 ? TS_PANEL_Q8_BLOCK : TS_PANEL_Q4_BLOCK;
-}
-
-/* A quantized block's scales for one vector of rows, d and -8d (zero for plain types). */
-typedef struct {
-    ts_v d, minus_8d;
-} block_scales;
-
-TS_INLINE block_scales load_scales(ts_dtype type, const char *block_panel, int lane0) {
-    block_scales s = {ts_v_zero(), ts_v_zero()};
-    if (!is_quant(type)) return s;
-    s.d = ts_v_load_f16((const uint16_t *)block_panel + lane0);
-    s.minus_8d = ts_v_mul(s.d, ts_v_set1(-8.0f));
-    return s;
-}
-
-/* Rows lane0 .. lane0 + L - 1 of a panel at one column, as exact f32. Plain types: `at` is the
- * panel, k the column. Quantized: `at` is the column's block panel, k the column within it
- * (0 .. 31), s its scales. Q8_0: d * q. Q4_0: d * (code - 8) as fma(d, code, -8d): the exact
- * value is representable (an 11-bit d times a 4-bit integer), so the single rounding keeps it. */
-TS_INLINE ts_v load_rows(ts_dtype type, const char *at, int lane0, int64_t k, block_scales s) {
+/* Rows lane0 .. lane0 + L - 1 of a panel at column k, as exact f32. */
+TS_INLINE ts_v load_rows(ts_dtype type, const char *panel, int lane0, int64_t k) {
     const size_t e = (size_t)k * TS_PANEL_ROWS + (size_t)lane0;
     switch (type) {
-    case TS_DTYPE_F16: return ts_v_load_f16((const uint16_t *)at + e);
-    case TS_DTYPE_BF16: return ts_v_load_bf16((const uint16_t *)at + e);
-    case TS_DTYPE_Q8_0:
-        return ts_v_mul(s.d, ts_v_load_i8((const int8_t *)(at + TS_PANEL_Q_SCALES) + e));
-    case TS_DTYPE_Q4_0: {
-        const uint8_t *q = (const uint8_t *)at + TS_PANEL_Q_SCALES +
-                           (size_t)(k / 2) * TS_PANEL_ROWS + (size_t)lane0;
-        return ts_v_fma(s.d, k & 1 ? ts_v_load_u4_hi(q) : ts_v_load_u4_lo(q), s.minus_8d);
-    }
-    default: return ts_v_load((const float *)at + e);
+    case TS_DTYPE_F16: return ts_v_load_f16((const uint16_t *)panel + e);
+    case TS_DTYPE_BF16: return ts_v_load_bf16((const uint16_t *)panel + e);
+    default: return ts_v_load((const float *)panel + e);
     }
 }
 
@@ -133,8 +102,7 @@ TS_INLINE const char *tile_panel(const ts_weight *w, size_t panel_bytes, int64_t
     case TS_DTYPE_F32: CALL(TS_DTYPE_F32); break;                                                  \
     case TS_DTYPE_F16: CALL(TS_DTYPE_F16); break;                                                  \
     case TS_DTYPE_BF16: CALL(TS_DTYPE_BF16); break;                                                \
-    case TS_DTYPE_Q8_0: CALL(TS_DTYPE_Q8_0); break;                                                \
-    case TS_DTYPE_Q4_0: CALL(TS_DTYPE_Q4_0); break;                                                \
+    default: break;                                                                                \
     }
 
 typedef struct {
@@ -159,15 +127,13 @@ TS_INLINE void tile_store(int pt, const ts_weight *w, float *y, int64_t t0, int6
 
 /* ---- direct: n <= PT tokens, panels converted in registers (decode) ---- */
 
-/* Tokens 0 .. pt, rows r0 .. r0 + PR. Columns go in blocks that share scales (32 for quantized
- * types, all of them otherwise); each panel stream is prefetched PANEL_PREFETCH bytes ahead, one
- * cache line at a time (the hardware prefetchers stop at page boundaries). */
+/* Tokens 0 .. pt, rows r0 .. r0 + PR, over every column; each panel stream is prefetched
+ * PANEL_PREFETCH bytes ahead, one cache line at a time (the hardware prefetchers stop at page
+ * boundaries). */
 TS_INLINE void direct_tile(ts_dtype type, int pt, const mm_args *a, int64_t r0) {
     const ts_weight *w = a->w;
     const size_t panel_bytes = ts_panel_bytes(type, w->cols);
-    const int64_t kb = is_quant(type) ? TS_QK : w->cols;
-    const size_t block_bytes = is_quant(type) ? block_panel_bytes(type) : panel_bytes;
-    const size_t col_bytes = type == TS_DTYPE_F32 ? 64 : 32; /* plain: one column of a panel */
+    const size_t col_bytes = type == TS_DTYPE_F32 ? 64 : 32; /* one column of a panel */
     const char *panel[PV];
     int lane0[PV];
     for (int v = 0; v < PV; v++)
@@ -179,28 +145,17 @@ TS_INLINE void direct_tile(ts_dtype type, int pt, const mm_args *a, int64_t r0) 
     for (int t = 0; t < pt; t++)
         for (int v = 0; v < PV; v++)
             acc[t][v] = ts_v_zero();
-    for (int64_t k0 = 0; k0 < w->cols; k0 += kb) {
-        const char *at[PV];
-        block_scales sc[PV];
-        for (int v = 0; v < PV; v++) {
-            at[v] = panel[v] + (size_t)(k0 / kb) * block_bytes;
-            sc[v] = load_scales(type, at[v], lane0[v]);
-            if (is_quant(type) && lane0[v] == 0) /* one quantized block panel ahead */
-                for (size_t o = 0; o < block_bytes; o += 64)
-                    __builtin_prefetch(at[v] + PANEL_PREFETCH + o);
-        }
-        for (int64_t k = 0; k < kb; k++) {
-            if (!is_quant(type) && (size_t)k * col_bytes % 64 == 0)
-                for (int v = 0; v < PV; v++)
-                    if (lane0[v] == 0) __builtin_prefetch(at[v] + k * col_bytes + PANEL_PREFETCH);
-            ts_v wv[PV];
+    for (int64_t k = 0; k < w->cols; k++) {
+        if ((size_t)k * col_bytes % 64 == 0)
             for (int v = 0; v < PV; v++)
-                wv[v] = load_rows(type, at[v], lane0[v], k, sc[v]);
-            for (int t = 0; t < pt; t++) {
-                ts_v xb = ts_v_set1(x[t][k0 + k]);
-                for (int v = 0; v < PV; v++)
-                    acc[t][v] = ts_v_fma(xb, wv[v], acc[t][v]);
-            }
+                if (lane0[v] == 0) __builtin_prefetch(panel[v] + k * col_bytes + PANEL_PREFETCH);
+        ts_v wv[PV];
+        for (int v = 0; v < PV; v++)
+            wv[v] = load_rows(type, panel[v], lane0[v], k);
+        for (int t = 0; t < pt; t++) {
+            ts_v xb = ts_v_set1(x[t][k]);
+            for (int v = 0; v < PV; v++)
+                acc[t][v] = ts_v_fma(xb, wv[v], acc[t][v]);
         }
     }
     tile_store(pt, w, a->y, 0, r0, acc);
@@ -225,27 +180,15 @@ static void direct_task(void *ctx, int ith, int nth) {
 
 /* ---- GEMM: n > PT tokens, tiles converted to f32 pieces (prefill) ---- */
 
-/* Rows r0 .. r0 + PR, columns [k0, k0 + kc) as f32 into wp[k - k0][PR] (exact); k0 is a
- * multiple of PKC, so quantized blocks never straddle pieces. */
+/* Rows r0 .. r0 + PR, columns [k0, k0 + kc) as f32 into wp[k - k0][PR] (exact). */
 TS_INLINE void tile_convert(ts_dtype type, const ts_weight *w, int64_t r0, int64_t k0, int64_t kc,
                             float *wp) {
     const size_t panel_bytes = ts_panel_bytes(type, w->cols);
     for (int v = 0; v < PV; v++) {
         int lane0;
         const char *panel = tile_panel(w, panel_bytes, r0, v, &lane0);
-        if (!is_quant(type)) {
-            for (int64_t k = 0; k < kc; k++)
-                ts_v_store(wp + (size_t)k * PR + (size_t)v * L,
-                           load_rows(type, panel, lane0, k0 + k, load_scales(type, panel, 0)));
-            continue;
-        }
-        for (int64_t b = k0 / TS_QK; b < (k0 + kc) / TS_QK; b++) {
-            const char *at = panel + (size_t)b * block_panel_bytes(type);
-            block_scales sc = load_scales(type, at, lane0);
-            for (int64_t k = 0; k < TS_QK; k++)
-                ts_v_store(wp + (size_t)(b * TS_QK + k - k0) * PR + (size_t)v * L,
-                           load_rows(type, at, lane0, k, sc));
-        }
+        for (int64_t k = 0; k < kc; k++)
+            ts_v_store(wp + (size_t)k * PR + (size_t)v * L, load_rows(type, panel, lane0, k0 + k));
     }
 }
 

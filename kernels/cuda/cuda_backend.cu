@@ -12,7 +12,9 @@
  *
  * Weights. weight_prepare converts a host view into device rows padded to 16 bytes: f32, f16
  * and bf16 are copied as they are; Q8_0 and Q4_0 are uploaded in chunks and dequantized to bf16
- * on the device (exact per block value, rounded once to bf16).
+ * on the device (exact per block value, rounded once to bf16); every other quantized type is
+ * dequantized on the host by its reference (kernels/quant.h) and uploaded as bf16, the same
+ * rounding. (Quantized GEMV kernels on the device are future work: docs/cuda.md.)
  *
  * GEMM. n <= TS_CUDA_GEMV_MAX_ROWS: our GEMV kernel (one warp per output feature, a fixed
  * lane-strided order and butterfly, each row of x independent of the others). Larger n:
@@ -25,7 +27,9 @@
 #include "kernels/cuda/cuda_internal.h"
 
 extern "C" {
+#include "common/fp16.h"
 #include "kernels/cpu/ref.h"
+#include "kernels/quant.h"
 }
 
 #include <math.h>
@@ -268,16 +272,49 @@ static int sync_error(cuda_backend *c, const char *what) {
     return rc;
 }
 
+/* A quantized weight of a type without a device kernel: each row dequantized on the host by the
+ * reference (exact), rounded to bf16 and uploaded, DEQUANT_CHUNK bytes of bf16 rows at a time. */
+static int upload_host_dequantized(cuda_backend *c, const ts_weight *host, void *data,
+                                   size_t stride) {
+    const size_t rows = (size_t)host->rows, cols = (size_t)host->cols;
+    size_t chunk_rows = DEQUANT_CHUNK / stride ? DEQUANT_CHUNK / stride : 1;
+    if (chunk_rows > rows) chunk_rows = rows;
+    float *row = (float *)malloc(cols * sizeof(float));
+    uint16_t *bf = (uint16_t *)calloc(chunk_rows, stride);
+    if (!row || !bf) {
+        free(row);
+        free(bf);
+        return ts_error_set(TS_E_NOMEM, "%s: staging a %s weight", c->name,
+                            ts_dtype_name(host->type));
+    }
+    for (size_t r0 = 0; r0 < rows && !c->err_rc; r0 += chunk_rows) {
+        const size_t nr = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+        for (size_t r = 0; r < nr; r++) {
+            ts_dequantize_row(host->type, (const char *)host->data + (r0 + r) * host->row_stride,
+                              row, (int64_t)cols);
+            uint16_t *out = (uint16_t *)((char *)bf + r * stride);
+            for (size_t k = 0; k < cols; k++) out[k] = ts_f32_to_bf16(row[k]);
+        }
+        cudaError_t e = cudaMemcpyAsync((char *)data + r0 * stride, bf, nr * stride,
+                                        cudaMemcpyHostToDevice, c->stream);
+        if (e != cudaSuccess) ts_cuda_fail(c, "uploading a weight", cudaGetErrorString(e));
+        cudaStreamSynchronize(c->stream); /* bf is reused for the next chunk */
+    }
+    free(row);
+    free(bf);
+    return TS_OK;
+}
+
 static int cuda_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *dst) {
     cuda_backend *c = cu(be);
     const ts_dtype t = host->type;
-    if (t != TS_DTYPE_F32 && t != TS_DTYPE_F16 && t != TS_DTYPE_BF16 && t != TS_DTYPE_Q8_0 &&
-        t != TS_DTYPE_Q4_0)
+    if (!ts_dtype_is_known((uint32_t)t))
         return ts_error_set(TS_E_UNSUPPORTED, "%s: weights of type %s", c->name, ts_dtype_name(t));
     if (host->rows < 0 || host->cols < 1 || host->cols % ts_dtype_block_elems(t) != 0)
         return ts_error_set(TS_E_INVALID, "%s: weight of %lld x %lld %s", c->name,
                             (long long)host->rows, (long long)host->cols, ts_dtype_name(t));
-    const bool quant = t == TS_DTYPE_Q8_0 || t == TS_DTYPE_Q4_0;
+    const bool quant = ts_dtype_is_quantized(t);
+    const bool device_dequant = t == TS_DTYPE_Q8_0 || t == TS_DTYPE_Q4_0;
     const ts_dtype dt = quant ? TS_DTYPE_BF16 : t;
     const size_t src_row = ts_dtype_row_bytes(t, host->cols);
     const size_t stride = (ts_dtype_row_bytes(dt, host->cols) + 15) / 16 * 16;
@@ -290,6 +327,12 @@ static int cuda_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight 
         cudaError_t e = cudaMemcpy2DAsync(data, stride, host->data, host->row_stride, src_row, rows,
                                           cudaMemcpyHostToDevice, c->stream);
         if (e != cudaSuccess) ts_cuda_fail(c, "uploading a weight", cudaGetErrorString(e));
+    } else if (rows > 0 && !device_dequant) {
+        int rc = upload_host_dequantized(c, host, data, stride);
+        if (rc) {
+            cuda_free(be, data);
+            return rc;
+        }
     } else if (rows > 0) {
         size_t chunk_rows = DEQUANT_CHUNK / src_row ? DEQUANT_CHUNK / src_row : 1;
         if (chunk_rows > rows) chunk_rows = rows;

@@ -334,9 +334,10 @@ void ts_cuda_rope(cuda_backend *c, float *x, int32_t n_heads, int32_t head_dim, 
     if (pairs <= 0 || n_heads <= 0) return;
     const int32_t stride = mode == TS_ROPE_NEOX ? 1 : 2, offset = mode == TS_ROPE_NEOX ? pairs : 1;
     dim3 grid((unsigned)hb->n_tokens, (unsigned)n_heads);
-    rope_kernel < <<grid, pairs<128 ? (pairs + 31) / 32 * 32 : 128, 0, ts_cuda_stream(c)>>>(
-                      x, ts_cuda_batch(c)->pos, n_heads, head_dim, pairs, stride, offset, cos_table,
-                      sin_table);
+    const unsigned threads = pairs < 128 ? (unsigned)(pairs + 31) / 32 * 32 : 128;
+    rope_kernel<<<grid, threads, 0, ts_cuda_stream(c)>>>(x, ts_cuda_batch(c)->pos, n_heads,
+                                                         head_dim, pairs, stride, offset,
+                                                         cos_table, sin_table);
     ts_cuda_check_launch(c, "rope");
 }
 

@@ -271,8 +271,14 @@ static void test_dtype_rows_and_names(void) {
     ts_dtype t;
     CHECK_OK(ts_dtype_parse("Q8_0", &t));
     CHECK(t == TS_DTYPE_Q8_0);
-    CHECK(ts_dtype_parse("q5_k", &t) == TS_E_INVALID);
-    CHECK(!ts_dtype_is_known(14));
+    CHECK_OK(ts_dtype_parse("q5_k", &t));
+    CHECK(t == TS_DTYPE_Q5_K);
+    CHECK_EQ_INT(ts_dtype_row_bytes(TS_DTYPE_Q4_K, 512), 288);
+    CHECK_EQ_INT(ts_dtype_row_bytes(TS_DTYPE_Q6_K, 128), 0); /* not whole super-blocks */
+    CHECK(ts_dtype_parse("q3_0", &t) == TS_E_INVALID);
+    CHECK(ts_dtype_is_known(14));  /* Q6_K */
+    CHECK(!ts_dtype_is_known(16)); /* IQ2_XXS: not supported */
+    CHECK(!ts_dtype_is_known(15)); /* Q8_K: activations only, never a tensor */
 }
 
 static void test_log_levels_parse(void) {

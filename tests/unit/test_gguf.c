@@ -660,8 +660,10 @@ static void test_refuses_bad_tensor_infos(void) {
     image_put_u64(&image, info + 12, 96);
     image_put_u32(&image, info + 20, 99);
     expect_fail(&image, TS_E_UNSUPPORTED, "tensor 'blk.1.ffn_up.weight'", "type id 99");
-    image_put_u32(&image, info + 20, 12); /* q4_K: a real GGML type we do not support */
-    expect_fail(&image, TS_E_UNSUPPORTED, "tensor 'blk.1.ffn_up.weight'", "type id 12");
+    image_put_u32(&image, info + 20, 16); /* iq2_xxs: a real GGML type we do not support */
+    expect_fail(&image, TS_E_UNSUPPORTED, "tensor 'blk.1.ffn_up.weight'", "type id 16");
+    image_put_u32(&image, info + 20, 15); /* q8_K: activations only, never a tensor */
+    expect_fail(&image, TS_E_UNSUPPORTED, "tensor 'blk.1.ffn_up.weight'", "type id 15");
     image_put_u32(&image, info + 20, TS_DTYPE_Q8_0);
     image_put_u64(&image, info + 4, 48);
     expect_fail(&image, TS_E_FORMAT, "tensor 'blk.1.ffn_up.weight'", "block size 32");

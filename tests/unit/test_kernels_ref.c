@@ -55,7 +55,9 @@ static void test_rmsnorm_matches_the_formula(void) {
 }
 
 /* Integer weights that every type stores exactly: q8_0 blocks whose largest |value| is 127
- * (d = 1), q4_0 blocks whose value of largest magnitude is -8 (d = 1). */
+ * (d = 1), q4_0 blocks whose value of largest magnitude is -8 (d = 1). The activations are
+ * integers too, with 127 in every 32-block, so that their Q8_0 quantization (d = 1) is exact
+ * as well. */
 static float exact_weight_value(ts_dtype type, int64_t r, int64_t k) {
     int v = (int)((r * 31 + k * 17) % 15) - 7; /* -7..7 */
     if (k % 32 == 5) v = type == TS_DTYPE_Q8_0 ? 127 : -8;
@@ -77,7 +79,7 @@ static void test_matmul_is_exact_on_integers_for_every_type(void) {
         }
         w.data = data;
         for (int i = 0; i < N * COLS; i++)
-            x[i] = (float)((i * 5) % 9 - 4) * 0.25f;
+            x[i] = i % 32 == 7 ? 127.0f : (float)((i * 5) % 9 - 4);
         ts_ref_matmul(y, x, N, &w);
         for (int i = 0; i < N; i++)
             for (int r = 0; r < ROWS; r++) {
@@ -115,11 +117,16 @@ static void test_matmul_odd_shapes_and_column_shards(void) {
     shard.cols = 128;
     shard.data = (const char *)parent.data + ts_dtype_row_bytes(TS_DTYPE_Q8_0, 64);
     ts_ref_matmul(y, x, 1, &shard);
+    /* a quantized weight multiplies the activations quantized to Q8_0 (kernels/quant.h) */
+    ts_block_q8_0 xq[4];
+    float xd[128];
+    ts_quantize_act_row(TS_DTYPE_Q8_0, x, xq, 128);
+    ts_dequantize_row(TS_DTYPE_Q8_0, xq, xd, 128);
     for (int r = 0; r < 4; r++) {
         double want = 0;
         for (int k = 0; k < 128; k++)
-            want += (double)pf[r * 320 + 64 + k] * x[k];
-        CHECK_NEAR(y[r], want, 1e-5);
+            want += (double)pf[r * 320 + 64 + k] * xd[k];
+        CHECK_NEAR(y[r], want, 1e-4);
     }
     free(pf);
     free(x);

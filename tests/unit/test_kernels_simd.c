@@ -20,9 +20,16 @@
 #include "test.h"
 #include "test_kernels_util.h"
 
-static const ts_dtype all_types[] = {TS_DTYPE_F32, TS_DTYPE_F16, TS_DTYPE_BF16, TS_DTYPE_Q8_0,
-                                     TS_DTYPE_Q4_0};
-enum { N_TYPES = 5 };
+static const ts_dtype all_types[] = {
+    TS_DTYPE_F32,  TS_DTYPE_F16,    TS_DTYPE_BF16, TS_DTYPE_Q8_0, TS_DTYPE_Q4_0,
+    TS_DTYPE_Q4_1, TS_DTYPE_Q5_0,   TS_DTYPE_Q5_1, TS_DTYPE_IQ4_NL, TS_DTYPE_Q2_K,
+    TS_DTYPE_Q3_K, TS_DTYPE_Q4_K,   TS_DTYPE_Q5_K, TS_DTYPE_Q6_K};
+enum { N_TYPES = sizeof all_types / sizeof all_types[0] };
+
+/* Whether a weight of `type` can have `cols` columns (whole blocks). */
+static int fits(ts_dtype type, int64_t cols) {
+    return cols % ts_dtype_block_elems(type) == 0;
+}
 
 static ts_cpu_impl impls[TS_CPU_IMPL_COUNT];
 static int n_impls;
@@ -61,7 +68,7 @@ static int matmul_close(const float *fast, const float *ref, const float *x, con
 
 static void test_matmul_every_type_and_odd_shape_against_reference(void) {
     static const int64_t plain_cols[] = {1, 3, 8, 15, 16, 17, 33, 172, 768, 2048};
-    static const int64_t quant_cols[] = {32, 64, 96, 160, 768, 2048};
+    static const int64_t quant_cols[] = {32, 64, 96, 160, 256, 768, 2048};
     static const int64_t rows_list[] = {1, 3, 5, 33, 172};
     static const int32_t n_list[] = {1, 2, 3, 4, 6, 7, 13};
     ts_rng rng;
@@ -70,12 +77,13 @@ static void test_matmul_every_type_and_odd_shape_against_reference(void) {
         ts_backend *be = make_backend(impls[e], 2);
         for (int t = 0; t < N_TYPES; t++) {
             ts_dtype type = all_types[t];
-            int quant = type == TS_DTYPE_Q8_0 || type == TS_DTYPE_Q4_0;
+            int quant = ts_dtype_is_quantized(type);
             const int64_t *cols_list = quant ? quant_cols : plain_cols;
-            int n_cols = quant ? 6 : 10;
+            int n_cols = quant ? 7 : 10;
             for (int c = 0; c < n_cols; c++)
                 for (int r = 0; r < 5; r++) {
                     int64_t cols = cols_list[c], rows = rows_list[r];
+                    if (!fits(type, cols)) continue;
                     if (cols * rows > 200000 && r != 2) continue; /* keep the big ones few */
                     ts_weight host = tk_weight(&rng, type, rows, cols, 1.0f);
                     for (int layout = 0; layout < N_LAYOUTS; layout++) {
@@ -114,8 +122,7 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
         for (int t = 0; t < N_TYPES; t++)
             for (int s = 0; s < 4; s++) {
                 int64_t rows = shapes[s][0], cols = shapes[s][1];
-                if ((all_types[t] == TS_DTYPE_Q8_0 || all_types[t] == TS_DTYPE_Q4_0) && cols % 32)
-                    continue;
+                if (!fits(all_types[t], cols)) continue;
                 ts_weight host = tk_weight(&rng, all_types[t], rows, cols, 1.0f);
                 float *x = tk_randn(&rng, (size_t)N * cols, 1.0f);
                 float *full = malloc((size_t)N * rows * sizeof(float));
@@ -160,6 +167,7 @@ static void test_matmul_panels_agree_across_instruction_sets(void) {
     ts_rng_seed(&rng, 14);
     static const int32_t ns[] = {1, 6, 7, N};
     for (int t = 0; t < N_TYPES; t++) {
+        if (!fits(all_types[t], COLS)) continue;
         ts_weight host = tk_weight(&rng, all_types[t], ROWS, COLS, 1.0f);
         float *x = tk_randn(&rng, (size_t)N * COLS, 1.0f);
         float *first = malloc((size_t)N * ROWS * sizeof(float));
@@ -194,6 +202,7 @@ static void test_avx512_emulation_equals_real_avx512(void) {
     ts_backend *emu = make_backend(TS_CPU_IMPL_AVX512_EMU, 2),
                *real = make_backend(TS_CPU_IMPL_AVX512, 2);
     for (int t = 0; t < N_TYPES; t++) {
+        if (!fits(all_types[t], 224)) continue;
         ts_weight w = tk_weight(&rng, all_types[t], 45, 224, 1.0f);
         float *x = tk_randn(&rng, 9 * 224, 1.0f), a[9 * 45], b[9 * 45];
         for (int layout = 0; layout < N_LAYOUTS; layout++) {
@@ -517,6 +526,7 @@ static void test_shared_ops_equal_reference(void) {
         ts_cpu_batch b = {0};
         CHECK_OK(ts_cpu_batch_set(&b, &tb.batch));
         for (int t = 0; t < N_TYPES; t++) {
+            if (!fits(all_types[t], 64)) continue;
             ts_weight table = tk_weight(&rng, all_types[t], 50, 64, 1.0f);
             float x[9 * 64], y[9 * 64];
             be->embed(be, x, &table, 50);

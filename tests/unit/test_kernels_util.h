@@ -6,6 +6,7 @@
 #define TS_TESTS_TEST_KERNELS_UTIL_H
 
 #include "common/dtype.h"
+#include "common/fp16.h"
 #include "common/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
@@ -23,7 +24,22 @@ static inline float *tk_randn(ts_rng *rng, size_t n, float scale) {
     return x;
 }
 
-/* A weight of `type` quantized from random normal values (host memory, caller frees data). */
+/* Random blocks of a quantized type (every code pattern), finite scales of about `scale`. */
+static inline void tk_random_blocks(ts_rng *rng, ts_dtype t, void *dst, int64_t n, float scale) {
+    const size_t bytes = ts_dtype_row_bytes(t, n), bb = (size_t)ts_dtype_block_bytes(t);
+    uint8_t *row = dst;
+    for (size_t i = 0; i < bytes; i++) row[i] = (uint8_t)ts_rng_next(rng);
+    const ts_quant_traits *q = ts_quant_traits_of(t);
+    for (size_t b = 0; b < bytes / bb; b++)
+        for (int j = 0; j < q->n_scales; j++) {
+            uint16_t h = ts_f32_to_f16(ts_rng_normal(rng) * scale);
+            memcpy(row + b * bb + q->scale_at[j], &h, 2);
+        }
+}
+
+/* A weight of `type` quantized from random normal values, or (types Tessera has no quantizer
+ * for) random blocks with scales chosen so that values are of about that size (host memory,
+ * caller frees data). */
 static inline ts_weight tk_weight(ts_rng *rng, ts_dtype type, int64_t rows, int64_t cols,
                                   float scale) {
     ts_weight w = {.type = type, .rows = rows, .cols = cols};
@@ -31,6 +47,10 @@ static inline ts_weight tk_weight(ts_rng *rng, ts_dtype type, int64_t rows, int6
     char *data = malloc(w.row_stride * (size_t)rows + 1);
     float *row = malloc((size_t)cols * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
+        if (!ts_quant_traits_of(type)->from_float) {
+            tk_random_blocks(rng, type, data + (size_t)r * w.row_stride, cols, scale / 16.0f);
+            continue;
+        }
         for (int64_t k = 0; k < cols; k++)
             row[k] = ts_rng_normal(rng) * scale;
         ts_quantize_row(type, row, data + (size_t)r * w.row_stride, cols);

@@ -101,6 +101,30 @@ static void check_stories(const char *path, ts_dtype type) {
     ts_gguf_close(g);
 }
 
+/* A quantized weight with a NaN block scale is refused at load, naming the tensor and row. */
+static void test_refuses_non_finite_block_scales(void) {
+    fixture f = fixture_default();
+    f.type = TS_DTYPE_Q8_0;
+    ts_buf image = {0};
+    ts_gguf *g = NULL;
+    CHECK_OK(fixture_build(&f, &image));
+    CHECK_OK(ts_gguf_open_memory(image.data, image.len, "m.gguf", &g));
+    const ts_gguf_tensor *t = g ? ts_gguf_find_tensor(g, "blk.1.ffn_up.weight") : NULL;
+    CHECK(t != NULL);
+    if (t) {
+        /* row 2 (of 96 x 64 q8_0: 68 bytes a row), its second block's d */
+        uint8_t *d = (uint8_t *)t->data + 2 * 68 + 34;
+        d[0] = 0x00, d[1] = 0x7e; /* f16 NaN */
+        ts_model m;
+        CHECK_EQ_INT(ts_model_load(g, &m), TS_E_FORMAT);
+        CHECK(contains(ts_error_message(),
+                       "m.gguf: tensor 'blk.1.ffn_up.weight': row 2 has a non-finite q8_0 block scale"));
+        ts_model_free(&m);
+    }
+    ts_gguf_close(g);
+    ts_buf_free(&image);
+}
+
 static void test_loads_bundled_stories_f32(void) { check_stories(STORIES_F32, TS_DTYPE_F32); }
 static void test_loads_bundled_stories_f16(void) { check_stories(STORIES_F16, TS_DTYPE_F16); }
 
@@ -497,6 +521,7 @@ static void test_llama3_rope_freqs(void) {
 }
 
 int main(void) {
+    RUN(test_refuses_non_finite_block_scales);
     RUN(test_loads_bundled_stories_f32);
     RUN(test_loads_bundled_stories_f16);
     RUN(test_defaults_and_tied_output);

@@ -1,0 +1,70 @@
+/* qmatmul.c — see qmatmul.h. */
+#include "kernels/cpu/qmatmul.h"
+
+#include "kernels/cpu/qdot.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    float *y;
+    const float *x;
+    int32_t n;
+    const ts_weight *w;
+    char *act;
+    size_t act_row;
+    ts_vec_dot_fn dot;
+    ts_dtype act_type;
+} qmm_args;
+
+enum { ROW_BLOCK = 16 }; /* rows whose data stays in L1 while every token passes over them */
+
+size_t ts_cpu_qmatmul_act_bytes(const ts_weight *w, int32_t n) {
+    const ts_dtype_info *info = ts_dtype_info_of((uint32_t)w->type);
+    return ts_dtype_row_bytes(info->vec_dot_type, w->cols) * (size_t)n;
+}
+
+static void quantize_task(void *ctx, int ith, int nth) {
+    const qmm_args *a = ctx;
+    for (int32_t t = (int32_t)((int64_t)a->n * ith / nth); t < (int64_t)a->n * (ith + 1) / nth;
+         t++)
+        ts_quantize_act_row(a->act_type, a->x + (size_t)t * (size_t)a->w->cols,
+                            a->act + (size_t)t * a->act_row, a->w->cols);
+}
+
+static void dot_task(void *ctx, int ith, int nth) {
+    const qmm_args *a = ctx;
+    const ts_weight *w = a->w;
+    const int64_t blocks = (w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+    const int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t r1 = (b + 1) * ROW_BLOCK < w->rows ? (b + 1) * ROW_BLOCK : w->rows;
+        for (int32_t t = 0; t < a->n; t++) {
+            const char *act = a->act + (size_t)t * a->act_row;
+            float *yt = a->y + (size_t)t * (size_t)w->rows;
+            for (int64_t r = b * ROW_BLOCK; r < r1; r++)
+                yt[r] = a->dot((const char *)w->data + (size_t)r * w->row_stride, act, w->cols);
+        }
+    }
+}
+
+static void run(ts_threadpool *pool, int max_threads, ts_task_fn fn, qmm_args *a) {
+    if (pool) ts_threadpool_run(pool, max_threads, fn, a);
+    else fn(a, 0, 1);
+}
+
+void ts_cpu_qmatmul(ts_threadpool *pool, float *y, const float *x, int32_t n, const ts_weight *w,
+                    void *act, ts_vec_dot_fn dot) {
+    const ts_dtype act_type = ts_dtype_info_of((uint32_t)w->type)->vec_dot_type;
+    qmm_args a = {y, x, n, w, act, ts_dtype_row_bytes(act_type, w->cols),
+                  dot ? dot : ts_quant_traits_of(w->type)->vec_dot, act_type};
+    const int64_t work = (int64_t)n * w->rows * w->cols;
+    run(pool, (int64_t)n * w->cols < (1 << 14) ? 1 : 0, quantize_task, &a);
+    run(pool, work < (1 << 15) ? 1 : 0, dot_task, &a);
+}
+
+ts_vec_dot_fn ts_cpu_qdot_for(ts_dtype type, int allow_simd) {
+    if (!allow_simd) return NULL;
+#ifdef TS_CPU_SIMD
+    if (ts_cpu_isa_detect() >= TS_ISA_AVX2) return ts_qdot_avx2(type);
+#endif
+    return NULL;
+}

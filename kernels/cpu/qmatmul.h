@@ -1,0 +1,35 @@
+/*
+ * qmatmul.h — the matrix product of a quantized weight on the CPU, computed as llama.cpp's CPU
+ * path computes it: the activations are quantized once to the weight type's vec_dot_type
+ * (common/dtype.h), then each output is one dot product of a weight row with a quantized
+ * activation row (kernels/quant.h defines its arithmetic exactly). Weights stay in their file
+ * layout: nothing is packed or copied.
+ *
+ * The dot function is the reference ts_quant_vec_dot or an instruction set's fast version of it
+ * (qdot_avx2.c), which gives the same bits; each output depends only on its row and token, so
+ * results do not depend on the batch, the thread count or the instruction set (kernels.h).
+ * Threads split rows of W.
+ */
+#ifndef TS_KERNELS_CPU_QMATMUL_H
+#define TS_KERNELS_CPU_QMATMUL_H
+
+#include "kernels/cpu/threadpool.h"
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bytes of the quantized activations of n rows for weight w. */
+size_t ts_cpu_qmatmul_act_bytes(const ts_weight *w, int32_t n);
+
+/* y[n][w->rows] = x[n][w->cols] · Wᵀ; act holds ts_cpu_qmatmul_act_bytes(w, n) bytes; dot is
+ * the dot product for w->type (NULL: the reference). pool may be NULL (the calling thread). */
+void ts_cpu_qmatmul(ts_threadpool *pool, float *y, const float *x, int32_t n, const ts_weight *w,
+                    void *act, ts_vec_dot_fn dot);
+
+/* The fastest dot product for `type` that this CPU runs bit-identically to the reference, or
+ * NULL when there is none beyond the reference (allow_simd 0: always NULL). */
+ts_vec_dot_fn ts_cpu_qdot_for(ts_dtype type, int allow_simd);
+
+#endif
