@@ -124,7 +124,7 @@ static int remote_read(ts_rpc_stream *s, const char *prompt, ts_generate_output 
         rc = ts_generate_output_tokens(out, r->token_ids, r->n_token_ids);
         if (!rc) rc = ts_generate_output_text(out, r->text, strlen(r->text));
         if (r->finish_reason != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
-            *finish = ts_remote_finish_reason(r->finish_reason);
+            *finish = ts_finish_reason_from_pb(r->finish_reason);
             if (*last) tessera__v1__generate_response__free_unpacked(*last, NULL);
             *last = r;
         } else {

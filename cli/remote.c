@@ -95,13 +95,3 @@ int ts_remote_model_info(ts_rpc_channel *ch, const char *model, int timeout_ms,
     tessera__v1__list_models_response__free_unpacked(resp, NULL);
     return rc;
 }
-
-ts_finish_reason ts_remote_finish_reason(int proto_finish_reason) {
-    switch (proto_finish_reason) {
-    case TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED: return TS_FINISH_NONE;
-    case TESSERA__V1__FINISH_REASON__FINISH_REASON_LENGTH: return TS_FINISH_LENGTH;
-    case TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP: return TS_FINISH_STOP;
-    case TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED: return TS_FINISH_CANCELLED;
-    default: return TS_FINISH_ERROR;
-    }
-}

@@ -49,8 +49,4 @@ typedef struct ts_remote_model {
 int ts_remote_model_info(ts_rpc_channel *ch, const char *model, int timeout_ms,
                          ts_remote_model *out);
 
-/* The scheduler's finish reason for the proto's FinishReason value (same meanings; "stop",
- * "length", ... through ts_finish_reason_name). Unknown values map to TS_FINISH_ERROR. */
-ts_finish_reason ts_remote_finish_reason(int proto_finish_reason);
-
 #endif

@@ -1,14 +1,16 @@
 /*
- * api.c — tessera.v1.Inference: the public API (see rpc/proto/tessera/v1/inference.proto).
+ * api.c — tessera.v1.Inference: the public API (see rpc/proto/tessera/v1/inference.proto), the
+ * gRPC adapter of the coordinator. A new front door (HTTP, the batch runner) is another file like
+ * the Generate part of this one: its wire format → ts_request (request/request_pb.h here), then
+ * co_request_admit with its co_output callbacks, co_request_client_done when the client is gone.
  *
- * Generate is validated completely before it is admitted, so that a bad request gets
+ * Generate is validated completely before it is admitted (co_request_admit: the model name, then
+ * every field by ts_request_validate, request/request.h), so that a bad request gets
  * INVALID_ARGUMENT with a message naming the field and its limits, never a node error later and
- * never a retry: the model name here, every other field by ts_request_validate (request/request.h:
- * the limits, the prompt against the vocabulary and the largest context among the groups). Then:
- * no group serving →
- * UNAVAILABLE; must wait but the queue is full → RESOURCE_EXHAUSTED; otherwise it runs (router.c)
- * and streams (request.c). A client that cancels, goes away, or passes its deadline ends the
- * call; on_done then cancels the request on its node, which frees its KV blocks at once.
+ * never a retry. Then: no group serving → UNAVAILABLE; must wait but the queue is full →
+ * RESOURCE_EXHAUSTED; otherwise it runs (router.c) and streams (request.c → the callbacks below,
+ * one GenerateResponse per output). A client that cancels, goes away, or passes its deadline
+ * ends the call; on_done then cancels the request on its node, which frees its KV blocks at once.
  *
  * Tokenizing runs on the rpc loop thread: it is pure CPU work of O(n log n) in the prompt and
  * takes microseconds for typical prompts; the loop never waits on I/O or a lock held across I/O.
@@ -33,44 +35,58 @@ static int bad(const char *fmt, ...) {
     return TS_E_INVALID;
 }
 
-static bool model_matches(const coordinator *co, const char *name) {
-    return !name[0] || !strcmp(name, co->model_name);
-}
+/* ---- Generate: the request model in, its outputs as GenerateResponse messages out ---- */
 
-static int32_t largest_context(const coordinator *co) {
-    int32_t ctx = 0;
-    for (const co_group *g = co->groups; g; g = g->next)
-        if (g->registered && !g->dead && g->ctx > ctx) ctx = g->ctx;
-    return ctx > 0 ? ctx : co->ctx_train;
-}
-
-/* Builds the request from the message (the one mapping, request_pb.h), tokenizes a text prompt
- * and validates it (the one validation, request.h) against the vocabulary and the largest
- * context among the groups. Under co->mu (for the context). */
-static int make_request(coordinator *co, const Tessera__V1__GenerateRequest *q, co_request *r) {
-    if (!model_matches(co, q->model))
-        return bad("unknown model '%s' (this cluster serves '%s')", q->model, co->model_name);
-    ts_request *rq = &r->req;
-    int rc = ts_request_from_generate(q, rq);
-    ts_request_model model = {.n_vocab = co->vocab, .n_ctx = largest_context(co)};
-    if (!rc) rc = ts_request_validate(rq, NULL); /* the fields, before any tokenizing work */
-    if (!rc && rq->prompt) {
-        bool add_bos = !rq->no_bos && ts_tokenizer_adds_bos(co->tok);
-        int32_t *ids = NULL;
-        size_t n = 0;
-        rc = ts_tokenizer_encode(co->tok, rq->prompt, strlen(rq->prompt), add_bos, false, &ids,
-                                 &n);
-        if (rc) return ts_error_wrap(rc, "tokenizing the prompt");
-        if (n > INT32_MAX) {
-            free(ids);
-            return bad("the prompt is too long");
+static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, float logprob,
+                     ts_finish_reason finish, const ts_request_usage *u) {
+    Tessera__V1__GenerateResponse m = TESSERA__V1__GENERATE_RESPONSE__INIT;
+    Tessera__V1__Usage usage;
+    char *copy = malloc(n + 1); /* protobuf-c wants a NUL-terminated string */
+    if (!copy) return TS_E_NOMEM;
+    if (n) memcpy(copy, text, n);
+    copy[n] = '\0';
+    m.text = copy;
+    if (token >= 0) {
+        m.n_token_ids = 1;
+        m.token_ids = &token;
+        if (r->req.params.logprobs) {
+            m.n_logprobs = 1;
+            m.logprobs = &logprob;
         }
-        ts_request_take_ids(rq, ids, (int32_t)n);
     }
-    if (!rc) rc = ts_request_add_eos(rq, ts_tokenizer_eos(co->tok));
-    if (!rc) rc = ts_request_validate(rq, &model);
+    /* request_id on the first and the last message */
+    if (!r->sent_first || finish != TS_FINISH_NONE) m.request_id = r->client_id;
+    if (finish != TS_FINISH_NONE) {
+        m.finish_reason = ts_finish_reason_to_pb(finish);
+        ts_request_usage_to_pb(u, &usage);
+        m.usage = &usage;
+    }
+    ts_rpc_call *call = r->out_user;
+    int rc = ts_rpc_call_send_pb(call, &m.base);
+    free(copy);
+    if (!rc && finish != TS_FINISH_NONE) ts_rpc_call_finish(call, TS_RPC_OK, NULL);
     return rc;
 }
+
+static int grpc_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
+    return grpc_send(r, text, n, token, logprob, TS_FINISH_NONE, NULL);
+}
+
+static int grpc_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
+                       ts_finish_reason reason, const ts_request_usage *usage) {
+    return grpc_send(r, text, n, token, logprob, reason, usage);
+}
+
+static void grpc_error(co_request *r, int code, const char *message) {
+    ts_rpc_call_abort(r->out_user, ts_rpc_status_from_error(code), message);
+}
+
+static void grpc_release(co_request *r) {
+    ts_rpc_call_unref(r->out_user);
+}
+
+static const co_output grpc_output = {
+    .tokens = grpc_tokens, .finish = grpc_finish, .error = grpc_error, .release = grpc_release};
 
 static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     coordinator *co = arg;
@@ -79,47 +95,25 @@ static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len,
         ts_rpc_call_finish(call, TS_RPC_INVALID_ARGUMENT, "malformed GenerateRequest");
         return;
     }
-    co_request *r = calloc(1, sizeof *r);
-    if (!r) {
-        tessera__v1__generate_request__free_unpacked(q, NULL);
-        ts_rpc_call_finish(call, TS_RPC_RESOURCE_EXHAUSTED, "coordinator out of memory");
+    ts_request req;
+    int rc = ts_request_from_generate(q, &req); /* the one mapping (request/request_pb.h) */
+    tessera__v1__generate_request__free_unpacked(q, NULL);
+    if (rc) {
+        ts_request_free(&req);
+        ts_rpc_call_fail(call, rc, NULL);
         return;
     }
-    r->t_arrival = ts_now_ns();
-    r->deadline_ns = ts_rpc_call_deadline_ns(call);
+    co_request *r = NULL;
+    ts_rpc_call_ref(call); /* the request's (grpc_release) */
     pthread_mutex_lock(&co->mu);
-    r->id = ++co->next_id;
-    if (q->request_id[0])
-        snprintf(r->client_id, sizeof r->client_id, "%s", q->request_id);
-    else
-        snprintf(r->client_id, sizeof r->client_id, "req-%llx-%llu",
-                 (unsigned long long)(r->t_arrival & 0xffffffffffULL), (unsigned long long)r->id);
-    int rc = co->shutting_down ? ts_error_set(TS_E_UNAVAILABLE, "the coordinator is shutting down")
-                               : make_request(co, q, r);
-    if (!rc) {
-        ts_rpc_call_ref(call);
-        r->call = call;
-        ts_rpc_call_set_data(call, r);
-        co_request_insert(co, r);
-        co->requests_active++;
-        co->requests_total++;
-        rc = co_route(co, r, false);
-        if (rc) {
-            /* Not admitted: the client gets the status; on_done frees the request. */
-            ts_rpc_call_fail(call, rc, NULL);
-            r->closed = true;
-            co->requests_active--;
-        } else {
-            ts_log(TS_LOG_DEBUG, r->client_id, "admitted: %d prompt tokens, max %d",
-                   r->req.n_prompt_ids, r->req.params.max_tokens);
-        }
-        r = NULL;
-    } else {
+    rc = co_request_admit(co, &req, ts_rpc_call_deadline_ns(call), &grpc_output, call, &r);
+    if (rc) {
+        ts_rpc_call_unref(call);
         ts_rpc_call_fail(call, rc, NULL);
+    } else {
+        ts_rpc_call_set_data(call, r);
     }
     pthread_mutex_unlock(&co->mu);
-    co_request_destroy(r);
-    tessera__v1__generate_request__free_unpacked(q, NULL);
 }
 
 static void generate_done(ts_rpc_call *call, int cancelled, void *arg) {
@@ -127,29 +121,8 @@ static void generate_done(ts_rpc_call *call, int cancelled, void *arg) {
     co_request *r = ts_rpc_call_data(call);
     if (!r) return;
     pthread_mutex_lock(&co->mu);
-    if (!r->closed) {
-        ts_log(TS_LOG_INFO, r->client_id, "client went away (cancel, deadline or disconnect)");
-        r->closed = true;
-        co->requests_active--;
-        if (r->queued) co_queue_remove(co, r);
-        if (r->group) co_group_send_cancel(co, r->group, r->id);
-    }
-    r->call_done = true;
-    co_request_maybe_free(co, r);
+    co_request_client_done(co, r);
     pthread_mutex_unlock(&co->mu);
-}
-
-void co_api_tick(coordinator *co, int64_t now) {
-    /* Collect first: failing a request may end a group (a failed Cancel send), which frees its
-     * finished requests, so the table must not be walked meanwhile. Expired requests are not
-     * closed, hence not freed by that. */
-    co_request *expired[64];
-    int n = 0;
-    for (int b = 0; b < CO_HASH_BUCKETS && n < 64; b++)
-        for (co_request *r = co->buckets[b]; r && n < 64; r = r->h_next)
-            if (!r->closed && now > r->deadline_ns) expired[n++] = r;
-    for (int i = 0; i < n; i++)
-        co_request_fail(co, expired[i], TS_RPC_DEADLINE_EXCEEDED, "the deadline passed");
 }
 
 /* ---- unary methods ---- */
@@ -163,7 +136,7 @@ static void tokenize_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = model_matches(co, q->model)
+    int rc = co_serves_model(co, q->model)
                  ? ts_tokenizer_encode(co->tok, q->text, strlen(q->text),
                                        !q->no_bos && ts_tokenizer_adds_bos(co->tok), false, &ids,
                                        &n)
@@ -195,7 +168,7 @@ static void list_models_message(ts_rpc_call *call, const uint8_t *data, size_t l
     info.name = co->model_name;
     info.architecture = co->architecture;
     info.vocab_size = co->vocab;
-    info.context_length = largest_context(co);
+    info.context_length = co_largest_context(co);
     info.node_groups = co_live_groups(co);
     pthread_mutex_unlock(&co->mu);
     Tessera__V1__ListModelsResponse m = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;

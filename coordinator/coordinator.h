@@ -1,14 +1,19 @@
 /*
  * coordinator.h — the state of tessera-coordinator, shared by its modules (internal header).
  *
- *   api.c        tessera.v1.Inference: validation and admission of Generate, Tokenize,
- *                ListModels, Health
+ * The stack, top to bottom (a front door never reaches below request.c's interface):
+ *   api.c        the gRPC adapter, tessera.v1.Inference: GenerateRequest → ts_request
+ *                (request/request_pb.h) → co_request_admit, outputs → GenerateResponse through
+ *                its co_output callbacks; Tokenize, ListModels, Health. HTTP and the batch
+ *                runner are to be adapters of the same shape.
  *   membership.c tessera.v1.Worker/Attach: groups register, heartbeat, stream events; a broken
  *                stream or missed heartbeats ends a group
  *   router.c     which group runs a request (least outstanding tokens among healthy groups with
  *                room), the cluster-wide wait queue
- *   request.c    one request's life: token events → incremental detokenization, stop strings
- *                across token boundaries, usage and timings, the final message or status
+ *   request.c    the adapters' interface (co_request_admit, co_request_client_done, the
+ *                deadline tick) and one request's life: token events → incremental
+ *                detokenization, stop strings across token boundaries, usage and timings, the
+ *                outputs (co_output: tokens, finish with reason and usage, error with a code)
  *   disagg.c     prefill/decode disaggregation: a prefill group and a decode group per request,
  *                decode admission by KV blocks, the hand-over from one to the other
  *   main.c       flags, the server, the timer tick (heartbeat timeouts, deadlines), SIGTERM
@@ -19,10 +24,11 @@
  * non-blocking ts_rpc_call_* sends, never across a wait. Lock order: co->mu, then the rpc
  * wrapper's per-call locks (the wrapper calls back without holding them).
  *
- * Ownership. A request lives until both its client call has ended (on_done) and no group holds
- * it (its node reported the finish, or the group is gone); the request then frees itself
- * (co_request_maybe_free). A group lives until its Attach call's on_done. Both hold a reference
- * to their rpc call.
+ * Ownership. A request lives until both its adapter is done with it (co_request_client_done)
+ * and no group holds it (its node reported the finish, or the group is gone); the request then
+ * frees itself (co_request_maybe_free), calling its output's release. A group lives until its
+ * Attach call's on_done and holds a reference to that call; the gRPC adapter's requests hold one
+ * to theirs.
  */
 #ifndef TS_COORDINATOR_H
 #define TS_COORDINATOR_H
@@ -40,13 +46,35 @@
 
 typedef struct co_group co_group;
 typedef struct co_request co_request;
+typedef struct coordinator coordinator;
+
+/* How a request's results leave the coordinator: one front door (an adapter: the gRPC service
+ * in api.c; next HTTP, the batch runner) gives each request it admits a table of these and its
+ * own pointer (co_request.out_user). Called under co->mu, on whichever thread handles the event;
+ * they must not block (queue, don't wait) nor call into the coordinator. */
+typedef struct co_output {
+    /* A piece of the completion: n bytes of text (whole UTF-8 characters, n may be 0; text is not
+     * NUL-terminated), and the token that came with it (-1: none) and its log-probability.
+     * 0; TS_E_EXHAUSTED when the client does not keep up (the request then fails with it);
+     * TS_E_NOMEM; another code when the client is gone (the request is closed). */
+    int (*tokens)(co_request *r, const char *text, size_t n, int32_t token, float logprob);
+    /* The last piece: as above, with how it ended and the usage. The request is closed after. */
+    int (*finish)(co_request *r, const char *text, size_t n, int32_t token, float logprob,
+                  ts_finish_reason reason, const ts_request_usage *usage);
+    /* The request failed: a TS_E_* code (the adapter maps it to its status: INVALID_ARGUMENT,
+     * RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED ...) and a message. */
+    void (*error)(co_request *r, int code, const char *message);
+    /* The request is being freed: let go of out_user. */
+    void (*release)(co_request *r);
+} co_output;
 
 enum { CO_MAX_ATTEMPTS = 3, CO_HASH_BUCKETS = 4096, CO_MAX_REFUSALS = 8 };
 
 struct co_request {
     uint64_t id;         /* coordinator-assigned, the node's request_id */
     char client_id[128]; /* GenerateRequest.request_id or a generated one */
-    ts_rpc_call *call;   /* reference held */
+    const co_output *out; /* where its results go (the adapter that admitted it) */
+    void *out_user;       /* the adapter's (e.g. its rpc call) */
     /* The request model (request/request.h), validated; its prompt_ids are the tokenized prompt
      * and its params.stop_ids hold the end-of-sequence id unless ignore_eos. */
     ts_request req;
@@ -63,8 +91,8 @@ struct co_request {
     int attempts;
     bool queued;
     int64_t t_queued;
-    bool closed;                 /* the client's call got its final status (or went away) */
-    bool call_done;              /* on_done ran */
+    bool closed;                 /* the client got its last output or error (or went away) */
+    bool call_done;              /* the adapter is done with it (co_request_client_done) */
     co_request *q_prev, *q_next; /* wait queue */
     co_request *g_prev, *g_next; /* the group's requests */
     co_request *h_next;          /* hash chain */
@@ -97,7 +125,7 @@ struct co_group {
     co_group *next;
 };
 
-typedef struct coordinator {
+struct coordinator {
     pthread_mutex_t mu;
     int heartbeat_ms, heartbeat_timeout_ms, max_queue;
     ts_tokenizer *tok;
@@ -116,13 +144,11 @@ typedef struct coordinator {
     int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */
     double kv_transfer_ms_sum;
     bool shutting_down;
-} coordinator;
+};
 
-/* ---- api.c ---- */
+/* ---- api.c: the gRPC adapter (tessera.v1.Inference) ---- */
 void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tokenize,
                     ts_rpc_method *list_models, ts_rpc_method *health);
-/* Tick: ends requests whose client deadline passed. Under co->mu. */
-void co_api_tick(coordinator *co, int64_t now);
 
 /* ---- membership.c ---- */
 void co_membership_method(coordinator *co, ts_rpc_method *attach);
@@ -134,6 +160,8 @@ void co_group_fail(coordinator *co, co_group *g, const char *why);
 /* Asks every group to shut down. Under co->mu. */
 void co_membership_shutdown(coordinator *co, const char *reason);
 int co_live_groups(const coordinator *co);
+/* The largest context among the live groups (the model's when none): what a prompt must fit. */
+int32_t co_largest_context(const coordinator *co);
 /* Sends a message to a group; a failure ends the group. Under co->mu. Returns 0 or the error. */
 int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMessage *m);
 void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id);
@@ -174,14 +202,34 @@ void co_disagg_left(coordinator *co, co_group *g, co_request *r);
 /* g is being freed: no request may point at it. */
 void co_disagg_forget_group(coordinator *co, co_group *g);
 
-/* ---- request.c ---- */
+/* ---- request.c: the front doors' interface (every adapter uses only these) ---- */
+/* Admits a request: checks the model name, tokenizes a text prompt, validates the whole request
+ * (ts_request_validate against the vocabulary and the largest context), and routes it. *req is
+ * moved into the request (emptied here, also on failure). deadline_ns: when the client stops
+ * waiting (INT64_MAX: never; req->timeout_ms shortens it). On success *out is the request, whose
+ * results go to `out` / `out_user`; the adapter calls co_request_client_done when its side is
+ * over. On failure nothing was admitted and nothing will be called: TS_E_INVALID (the message
+ * names the field), TS_E_UNAVAILABLE (no group serves, shutting down), TS_E_EXHAUSTED (the queue
+ * is full), TS_E_NOMEM. Under co->mu. */
+int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, const co_output *out,
+                     void *out_user, co_request **r_out);
+/* The adapter's side is over (the client finished, cancelled or went away): a request still
+ * running is cancelled on its group (which frees its KV blocks at once); the request is freed
+ * when no group holds it. Under co->mu. */
+void co_request_client_done(coordinator *co, co_request *r);
+/* Tick: ends requests whose deadline passed (TS_E_TIMEOUT). Under co->mu. */
+void co_request_tick(coordinator *co, int64_t now);
+/* True when `name` is "" / NULL (the default) or the served model's name. */
+bool co_serves_model(const coordinator *co, const char *name);
+
 co_request *co_request_find(coordinator *co, uint64_t id);
 void co_request_insert(coordinator *co, co_request *r);
 /* A token or finish event of the request from its group. Under co->mu. */
 void co_request_on_event(coordinator *co, co_group *g, co_request *r,
                          const Tessera__V1__TokenEvent *ev);
-/* Ends the client's call with an error status (no-op when already closed). Under co->mu. */
-void co_request_fail(coordinator *co, co_request *r, int status, const char *fmt, ...)
+/* Ends the request with an error (a TS_E_* code; its output's error callback; no-op when
+ * already closed). Under co->mu. */
+void co_request_fail(coordinator *co, co_request *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Frees the request when nothing holds it any more. Under co->mu. */
 void co_request_maybe_free(coordinator *co, co_request *r);

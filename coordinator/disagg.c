@@ -144,7 +144,7 @@ void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
     co_group *d = r->decode;
     if (r->closed || !d || d->dead || r->n_generated < 1) {
         if (!r->closed)
-            co_request_fail(co, r, TS_RPC_UNAVAILABLE,
+            co_request_fail(co, r, TS_E_UNAVAILABLE,
                             "the decode group for the request is gone (after the first token)");
         co_disagg_left(co, g, r);
         co_request_maybe_free(co, r);

@@ -105,7 +105,7 @@ static void tick(coordinator *co) {
     int64_t now = ts_now_ns();
     pthread_mutex_lock(&co->mu);
     co_membership_tick(co, now);
-    co_api_tick(co, now);
+    co_request_tick(co, now);
     co_route_queue(co, now);
     pthread_mutex_unlock(&co->mu);
 }

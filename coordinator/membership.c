@@ -22,6 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+int32_t co_largest_context(const coordinator *co) {
+    int32_t ctx = 0;
+    for (const co_group *g = co->groups; g; g = g->next)
+        if (g->registered && !g->dead && g->ctx > ctx) ctx = g->ctx;
+    return ctx > 0 ? ctx : co->ctx_train;
+}
+
 int co_live_groups(const coordinator *co) {
     int n = 0;
     for (const co_group *g = co->groups; g; g = g->next)
@@ -72,11 +79,11 @@ void co_group_fail(coordinator *co, co_group *g, const char *why) {
             co->requests_retried++;
             r->avoid = g;
             if (co_route(co, r, true))
-                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s failed (%s): %s", g->name,
+                co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s failed (%s): %s", g->name,
                                 why, ts_error_message());
             co_request_maybe_free(co, r);
         } else {
-            co_request_fail(co, r, TS_RPC_UNAVAILABLE,
+            co_request_fail(co, r, TS_E_UNAVAILABLE,
                             "node group %s failed after %d tokens were streamed: %s", g->name,
                             r->n_generated, why);
             co_request_maybe_free(co, r);

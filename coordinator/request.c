@@ -17,6 +17,8 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "request/request_pb.h"
+#include "rpc/rpc_status.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,7 +49,7 @@ static void table_remove(coordinator *co, co_request *r) {
 
 void co_request_destroy(co_request *r) {
     if (!r) return;
-    ts_rpc_call_unref(r->call);
+    if (r->out && r->out->release) r->out->release(r);
     ts_request_free(&r->req);
     ts_buf_free(&r->held);
     free(r);
@@ -68,16 +70,117 @@ static void close_request(coordinator *co, co_request *r) {
     if (r->group) co_group_send_cancel(co, r->group, r->id);
 }
 
-void co_request_fail(coordinator *co, co_request *r, int status, const char *fmt, ...) {
+void co_request_fail(coordinator *co, co_request *r, int code, const char *fmt, ...) {
     if (r->closed) return;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ts_log(TS_LOG_INFO, r->client_id, "request failed: %s: %s", ts_rpc_status_name(status), msg);
-    ts_rpc_call_abort(r->call, status, msg);
+    ts_log(TS_LOG_INFO, r->client_id, "request failed: %s: %s", ts_error_name(code), msg);
+    r->out->error(r, code, msg);
     close_request(co, r);
+}
+
+/* ---- admission (the adapters' entry) ---- */
+
+bool co_serves_model(const coordinator *co, const char *name) {
+    return !name || !name[0] || !strcmp(name, co->model_name);
+}
+
+/* Model name, tokenizing, the one validation (request/request.h). */
+static int prepare(coordinator *co, ts_request *rq) {
+    if (!co_serves_model(co, rq->model))
+        return ts_error_set(TS_E_INVALID, "unknown model '%s' (this cluster serves '%s')",
+                            rq->model, co->model_name);
+    int rc = ts_request_validate(rq, NULL); /* the fields, before any tokenizing work */
+    if (!rc && rq->prompt) {
+        bool add_bos = !rq->no_bos && ts_tokenizer_adds_bos(co->tok);
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = ts_tokenizer_encode(co->tok, rq->prompt, strlen(rq->prompt), add_bos, false, &ids,
+                                 &n);
+        if (rc) return ts_error_wrap(rc, "tokenizing the prompt");
+        if (n > INT32_MAX) {
+            free(ids);
+            return ts_error_set(TS_E_INVALID, "the prompt is too long");
+        }
+        ts_request_take_ids(rq, ids, (int32_t)n);
+    }
+    if (!rc) rc = ts_request_add_eos(rq, ts_tokenizer_eos(co->tok));
+    ts_request_model model = {.n_vocab = co->vocab, .n_ctx = co_largest_context(co)};
+    if (!rc) rc = ts_request_validate(rq, &model);
+    return rc;
+}
+
+int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, const co_output *out,
+                     void *out_user, co_request **r_out) {
+    *r_out = NULL;
+    co_request *r = calloc(1, sizeof *r);
+    if (!r) {
+        ts_request_free(req);
+        return ts_error_set(TS_E_NOMEM, "coordinator out of memory");
+    }
+    r->req = *req;
+    memset(req, 0, sizeof *req);
+    r->t_arrival = ts_now_ns();
+    r->deadline_ns = deadline_ns;
+    if (r->req.timeout_ms > 0 && r->t_arrival + r->req.timeout_ms * 1000000 < deadline_ns)
+        r->deadline_ns = r->t_arrival + r->req.timeout_ms * 1000000;
+    r->id = ++co->next_id;
+    if (r->req.request_id && r->req.request_id[0])
+        snprintf(r->client_id, sizeof r->client_id, "%s", r->req.request_id);
+    else
+        snprintf(r->client_id, sizeof r->client_id, "req-%llx-%llu",
+                 (unsigned long long)(r->t_arrival & 0xffffffffffULL), (unsigned long long)r->id);
+    int rc = co->shutting_down ? ts_error_set(TS_E_UNAVAILABLE, "the coordinator is shutting down")
+                               : prepare(co, &r->req);
+    if (rc) {
+        co_request_destroy(r); /* no output yet: nothing to release */
+        return rc;
+    }
+    co_request_insert(co, r);
+    co->requests_active++;
+    co->requests_total++;
+    /* Outputs first: a failed send to the chosen group may already end the request. */
+    r->out = out;
+    r->out_user = out_user;
+    rc = co_route(co, r, false);
+    if (rc) {
+        /* Not admitted (nothing was sent): the adapter reports rc and keeps its out_user. */
+        r->out = NULL;
+        r->closed = true;
+        r->call_done = true;
+        co->requests_active--;
+        co_request_maybe_free(co, r);
+        return rc;
+    }
+    ts_log(TS_LOG_DEBUG, r->client_id, "admitted: %d prompt tokens, max %d", r->req.n_prompt_ids,
+           r->req.params.max_tokens);
+    *r_out = r;
+    return TS_OK;
+}
+
+void co_request_client_done(coordinator *co, co_request *r) {
+    if (!r->closed) {
+        ts_log(TS_LOG_INFO, r->client_id, "client went away (cancel, deadline or disconnect)");
+        close_request(co, r);
+    }
+    r->call_done = true;
+    co_request_maybe_free(co, r);
+}
+
+void co_request_tick(coordinator *co, int64_t now) {
+    /* Collect first: failing a request may end a group (a failed Cancel send), which frees its
+     * finished requests, so the table must not be walked meanwhile. Expired requests are not
+     * closed, hence not freed by that. */
+    co_request *expired[64];
+    int n = 0;
+    for (int b = 0; b < CO_HASH_BUCKETS && n < 64; b++)
+        for (co_request *r = co->buckets[b]; r && n < 64; r = r->h_next)
+            if (!r->closed && now > r->deadline_ns) expired[n++] = r;
+    for (int i = 0; i < n; i++)
+        co_request_fail(co, expired[i], TS_E_TIMEOUT, "the deadline passed");
 }
 
 /* ---- stop strings ---- */
@@ -109,7 +212,7 @@ static size_t stop_holdback(const co_request *r, const char *text, size_t len) {
 
 /* ---- messages ---- */
 
-static void fill_usage(const co_request *r, Tessera__V1__Usage *u) {
+static void fill_usage(const co_request *r, ts_request_usage *u) {
     int64_t now = ts_now_ns();
     u->prompt_tokens = r->req.n_prompt_ids;
     u->completion_tokens = r->n_generated;
@@ -119,49 +222,30 @@ static void fill_usage(const co_request *r, Tessera__V1__Usage *u) {
     u->total_ms = ts_ns_to_ms(now - r->t_arrival);
 }
 
-/* Sends one message: `n_text` bytes of held text, an optional token, an optional finish. The
- * sent text is removed from `held`. */
+/* Hands one output to the adapter: `n_text` bytes of held text, an optional token, an optional
+ * finish. The text is removed from `held`. */
 static void send_message(coordinator *co, co_request *r, size_t n_text, int32_t token,
-                         float logprob, Tessera__V1__FinishReason finish) {
-    Tessera__V1__GenerateResponse m = TESSERA__V1__GENERATE_RESPONSE__INIT;
-    Tessera__V1__Usage usage = TESSERA__V1__USAGE__INIT;
-    char *text = malloc(n_text + 1);
-    if (!text) {
-        co_request_fail(co, r, TS_RPC_RESOURCE_EXHAUSTED, "coordinator out of memory");
-        return;
-    }
-    if (n_text) memcpy(text, r->held.data, n_text);
-    text[n_text] = '\0';
-    m.text = text;
-    if (token >= 0) {
-        m.n_token_ids = 1;
-        m.token_ids = &token;
-        if (r->req.params.logprobs) {
-            m.n_logprobs = 1;
-            m.logprobs = &logprob;
-        }
-    }
-    if (!r->sent_first || finish != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED)
-        m.request_id = r->client_id;
-    if (finish != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
-        m.finish_reason = finish;
+                         float logprob, ts_finish_reason finish) {
+    int rc;
+    if (finish == TS_FINISH_NONE) {
+        rc = r->out->tokens(r, r->held.data, n_text, token, logprob);
+    } else {
+        ts_request_usage usage;
         fill_usage(r, &usage);
-        m.usage = &usage;
+        rc = r->out->finish(r, r->held.data, n_text, token, logprob, finish, &usage);
     }
-    int rc = ts_rpc_call_send_pb(r->call, &m.base);
-    free(text);
     if (n_text) {
         memmove(r->held.data, r->held.data + n_text, r->held.len - n_text);
         r->held.len -= n_text;
     }
     r->sent_first = true;
     if (rc == TS_E_EXHAUSTED) {
-        co_request_fail(co, r, TS_RPC_RESOURCE_EXHAUSTED,
-                        "the client does not read its stream fast enough");
+        co_request_fail(co, r, TS_E_EXHAUSTED, "the client does not read its stream fast enough");
+    } else if (rc == TS_E_NOMEM) {
+        co_request_fail(co, r, TS_E_NOMEM, "coordinator out of memory");
     } else if (rc) {
-        close_request(co, r); /* the call has ended; on_done follows */
-    } else if (finish != TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
-        ts_rpc_call_finish(r->call, TS_RPC_OK, NULL);
+        close_request(co, r); /* the client has gone; the adapter's done follows */
+    } else if (finish != TS_FINISH_NONE) {
         ts_log(TS_LOG_DEBUG, r->client_id, "finished (%d prompt + %d tokens)", r->req.n_prompt_ids,
                r->n_generated);
         close_request(co, r);
@@ -170,31 +254,28 @@ static void send_message(coordinator *co, co_request *r, size_t n_text, int32_t 
 
 static void on_token(coordinator *co, co_request *r, int32_t token, float logprob) {
     if (ts_detok_push(&r->detok, co->tok, token, &r->held)) {
-        co_request_fail(co, r, TS_RPC_RESOURCE_EXHAUSTED, "coordinator out of memory");
+        co_request_fail(co, r, TS_E_NOMEM, "coordinator out of memory");
         return;
     }
     long stop = find_stop(r, r->held.data, r->held.len);
     if (stop >= 0) {
         r->held.len = (size_t)stop;
-        send_message(co, r, r->held.len, token, logprob,
-                     TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP);
+        send_message(co, r, r->held.len, token, logprob, TS_FINISH_STOP);
         return;
     }
     size_t keep = stop_holdback(r, r->held.data, r->held.len);
-    send_message(co, r, r->held.len - keep, token, logprob,
-                 TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED);
+    send_message(co, r, r->held.len - keep, token, logprob, TS_FINISH_NONE);
 }
 
 static void on_finish(coordinator *co, co_group *g, co_request *r,
                       const Tessera__V1__TokenEvent *ev) {
-    Tessera__V1__FinishReason reason = ev->finish_reason;
-    bool failed = reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_ERROR ||
-                  reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-    if (failed && ev->error_status == TS_RPC_INVALID_ARGUMENT) {
+    ts_finish_reason reason = ts_finish_reason_from_pb(ev->finish_reason);
+    bool failed = reason == TS_FINISH_ERROR || reason == TS_FINISH_CANCELLED;
+    if (failed && ts_rpc_error_from_status(ev->error_status) == TS_E_INVALID) {
         /* The request itself is bad (the node's validation is the coordinator's, so only a
          * group that differs from what it registered gets here): no other group would take
          * it, and the group did not fail. */
-        co_request_fail(co, r, TS_RPC_INVALID_ARGUMENT, "%s",
+        co_request_fail(co, r, TS_E_INVALID, "%s",
                         ev->error && ev->error[0] ? ev->error : "the node refused the request");
         return;
     }
@@ -206,13 +287,13 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
         r->avoid = g;
         int rc = co_route(co, r, true);
         if (rc)
-            co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s: %s; no other group: %s",
+            co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s: %s; no other group: %s",
                             g->name, ev->error && ev->error[0] ? ev->error : "cancelled",
                             ts_error_message());
         return;
     }
     if (failed) {
-        co_request_fail(co, r, TS_RPC_UNAVAILABLE, "node group %s: %s", g->name,
+        co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s: %s", g->name,
                         ev->error && ev->error[0] ? ev->error
                         : co->shutting_down
                             ? "the coordinator is shutting down (its grace period is over)"
@@ -220,13 +301,13 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
         return;
     }
     if (ts_detok_flush(&r->detok, &r->held)) {
-        co_request_fail(co, r, TS_RPC_RESOURCE_EXHAUSTED, "coordinator out of memory");
+        co_request_fail(co, r, TS_E_NOMEM, "coordinator out of memory");
         return;
     }
     long stop = find_stop(r, r->held.data, r->held.len);
     if (stop >= 0) {
         r->held.len = (size_t)stop;
-        reason = TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP;
+        reason = TS_FINISH_STOP;
     }
     send_message(co, r, r->held.len, -1, 0.0f, reason);
 }

@@ -163,7 +163,7 @@ void co_route_queue(coordinator *co, int64_t now) {
         if (live == 0) {
             if (now - r->t_queued > (int64_t)co->heartbeat_timeout_ms * 1000000) {
                 co_queue_remove(co, r);
-                co_request_fail(co, r, TS_RPC_UNAVAILABLE, "no node group is serving");
+                co_request_fail(co, r, TS_E_UNAVAILABLE, "no node group is serving");
                 co_request_maybe_free(co, r);
             }
         } else {

@@ -65,17 +65,6 @@ struct ts_sched {
     void *prompt_user;
 };
 
-const char *ts_finish_reason_name(ts_finish_reason r) {
-    switch (r) {
-    case TS_FINISH_NONE: return "none";
-    case TS_FINISH_LENGTH: return "length";
-    case TS_FINISH_STOP: return "stop";
-    case TS_FINISH_CANCELLED: return "cancelled";
-    case TS_FINISH_ERROR: return "error";
-    }
-    return "unknown";
-}
-
 /* ------------------------------------------------------------------ lists */
 
 static bool runs_before(const seq *a, const seq *b) {

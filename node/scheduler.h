@@ -31,15 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef enum {
-    TS_FINISH_NONE = 0,
-    TS_FINISH_LENGTH = 1,    /* max_tokens or the context length reached */
-    TS_FINISH_STOP = 2,      /* a stop token (EOS) was sampled */
-    TS_FINISH_CANCELLED = 3, /* ts_sched_cancel */
-    TS_FINISH_ERROR = 4,     /* the group failed */
-} ts_finish_reason;
-
-const char *ts_finish_reason_name(ts_finish_reason r); /* "length", "stop", ... */
+/* ts_finish_reason (how a request ended): request/request.h. */
 
 /* ts_request_params (what a request runs with) and its limits: request/request.h. */
 

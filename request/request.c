@@ -39,6 +39,17 @@ const ts_request_field *ts_request_field_get(ts_request_field_id id) {
     return &fields[id];
 }
 
+const char *ts_finish_reason_name(ts_finish_reason r) {
+    switch (r) {
+    case TS_FINISH_NONE: return "none";
+    case TS_FINISH_LENGTH: return "length";
+    case TS_FINISH_STOP: return "stop";
+    case TS_FINISH_CANCELLED: return "cancelled";
+    case TS_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
+
 ts_request_params ts_request_params_default(void) {
     ts_request_params p;
     memset(&p, 0, sizeof p);

@@ -31,6 +31,25 @@ enum {
     TS_REQUEST_ID_BYTES = 128,   /* a client's request id, NUL included */
 };
 
+typedef enum {
+    TS_FINISH_NONE = 0,
+    TS_FINISH_LENGTH = 1,    /* max_tokens or the context length reached */
+    TS_FINISH_STOP = 2,      /* a stop token (EOS) was sampled */
+    TS_FINISH_CANCELLED = 3, /* ts_sched_cancel */
+    TS_FINISH_ERROR = 4,     /* the group failed */
+} ts_finish_reason;
+
+const char *ts_finish_reason_name(ts_finish_reason r); /* "length", "stop", ... */
+
+/* What a finished request used (the last output of every front door). */
+typedef struct ts_request_usage {
+    int32_t prompt_tokens, completion_tokens;
+    int32_t cached_prompt_tokens; /* prompt tokens whose KV cache was reused */
+    double queue_ms;              /* from arrival to the start of prefill */
+    double ttft_ms;               /* from arrival to the first token */
+    double total_ms;
+} ts_request_usage;
+
 /* What a node runs: the generation and sampling parameters of one request. */
 typedef struct ts_request_params {
     int32_t max_tokens;        /* tokens to generate */

@@ -5,6 +5,37 @@
 
 #include <string.h>
 
+ts_finish_reason ts_finish_reason_from_pb(Tessera__V1__FinishReason reason) {
+    switch (reason) {
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED: return TS_FINISH_NONE;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_LENGTH: return TS_FINISH_LENGTH;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP: return TS_FINISH_STOP;
+    case TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED: return TS_FINISH_CANCELLED;
+    default: return TS_FINISH_ERROR;
+    }
+}
+
+Tessera__V1__FinishReason ts_finish_reason_to_pb(ts_finish_reason reason) {
+    switch (reason) {
+    case TS_FINISH_NONE: return TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED;
+    case TS_FINISH_LENGTH: return TESSERA__V1__FINISH_REASON__FINISH_REASON_LENGTH;
+    case TS_FINISH_STOP: return TESSERA__V1__FINISH_REASON__FINISH_REASON_STOP;
+    case TS_FINISH_CANCELLED: return TESSERA__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+    case TS_FINISH_ERROR: break;
+    }
+    return TESSERA__V1__FINISH_REASON__FINISH_REASON_ERROR;
+}
+
+void ts_request_usage_to_pb(const ts_request_usage *u, Tessera__V1__Usage *out) {
+    tessera__v1__usage__init(out);
+    out->prompt_tokens = u->prompt_tokens;
+    out->completion_tokens = u->completion_tokens;
+    out->cached_prompt_tokens = u->cached_prompt_tokens;
+    out->queue_ms = u->queue_ms;
+    out->ttft_ms = u->ttft_ms;
+    out->total_ms = u->total_ms;
+}
+
 static void sampling_from_pb(const Tessera__V1__SamplingParams *s, ts_request_params *p) {
     if (!s) return;
     p->temperature = s->temperature;

@@ -34,4 +34,11 @@ void ts_request_params_from_submit(const Tessera__V1__Submit *m, ts_request_para
 void ts_request_params_to_submit(const ts_request_params *p, Tessera__V1__Submit *s,
                                  Tessera__V1__SamplingParams *sp);
 
+/* FinishReason ↔ ts_finish_reason (an unknown wire value is an error). */
+ts_finish_reason ts_finish_reason_from_pb(Tessera__V1__FinishReason reason);
+Tessera__V1__FinishReason ts_finish_reason_to_pb(ts_finish_reason reason);
+
+/* Usage ↔ ts_request_usage. */
+void ts_request_usage_to_pb(const ts_request_usage *u, Tessera__V1__Usage *out);
+
 #endif

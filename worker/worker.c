@@ -247,7 +247,7 @@ static void flush_events(worker *w) {
             evs[i].request_id = pe->ev.request_id;
             evs[i].token = pe->ev.token;
             evs[i].logprob = pe->ev.logprob;
-            evs[i].finish_reason = (Tessera__V1__FinishReason)pe->ev.finish;
+            evs[i].finish_reason = ts_finish_reason_to_pb(pe->ev.finish);
             evs[i].prompt_tokens = pe->ev.n_prompt;
             evs[i].cached_prompt_tokens = pe->ev.n_cached;
             if (pe->error) evs[i].error = pe->error;
