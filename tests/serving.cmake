@@ -15,6 +15,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                          SKIP_RETURN_CODE 77)
     set_tests_properties(serving_node_submit PROPERTIES LABELS "integration;fault" TIMEOUT 180
                          SKIP_RETURN_CODE 77)
+    add_test(NAME coordinator_passes_node_refusals_on_and_retries_failures
+             COMMAND /usr/bin/python3
+                     ${CMAKE_CURRENT_LIST_DIR}/integration/test_coordinator_node_refusals.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    set_tests_properties(coordinator_passes_node_refusals_on_and_retries_failures PROPERTIES
+                         LABELS "integration;fault" TIMEOUT 120 SKIP_RETURN_CODE 77)
     if(TARGET tessera)
       add_test(NAME serving_up
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_up.py
