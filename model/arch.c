@@ -1,6 +1,7 @@
 /* arch.c — the table of architectures (model/arch.h); each one is defined in its own file. */
 #include "model/arch.h"
 
+#include <math.h>
 #include <string.h>
 
 static const ts_arch *const all[] = {&ts_arch_llama, &ts_arch_qwen2};
@@ -9,6 +10,22 @@ const ts_arch *ts_arch_find(const char *name, size_t len) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strlen(all[i]->name) == len && memcmp(all[i]->name, name, len) == 0) return all[i];
     return NULL;
+}
+
+void ts_arch_llama3_rope_factors(double theta, int64_t rope_dims, double factor, double low,
+                                 double high, double original, float *out) {
+    for (int64_t i = 0; i < rope_dims / 2; i++) {
+        double freq = 1.0 / pow(theta, (double)(2 * i) / (double)rope_dims);
+        double wavelen = 2.0 * 3.14159265358979323846 / freq;
+        if (wavelen < original / high) {
+            out[i] = 1.0f;
+        } else if (wavelen > original / low) {
+            out[i] = (float)factor;
+        } else {
+            double smooth = (original / wavelen - low) / (high - low);
+            out[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+        }
+    }
 }
 
 const ts_arch *ts_arch_find_hf(const char *model_type) {

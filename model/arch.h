@@ -103,6 +103,13 @@ extern const ts_arch ts_arch_qwen2;
 
 /* The architecture of that name, or NULL. */
 const ts_arch *ts_arch_find(const char *name, size_t len);
+/* Llama 3.1's "llama3" RoPE scaling as the per-dimension divisors converters store in
+ * rope_freqs.weight: out[i] for i < rope_dims / 2, by Meta's reference formula in double
+ * (wavelengths below original / high keep their frequency, above original / low are divided by
+ * `factor`, the band between blends the two). */
+void ts_arch_llama3_rope_factors(double theta, int64_t rope_dims, double factor, double low,
+                                 double high, double original, float *out);
+
 /* The architecture whose checkpoints have that config.json "model_type", or NULL. */
 const ts_arch *ts_arch_find_hf(const char *model_type);
 /* "llama, qwen2": the names ts_arch_find knows, for error messages. */

@@ -137,6 +137,56 @@ static int refuse_keys(hf *h, const char *const *keys) {
     return TS_OK;
 }
 
+static ts_gguf_tensor *add_tensor(hf *h);
+
+/* A positive number of rope_scaling, or `def` when absent. */
+static int scaling_param(hf *h, const ts_json *rs, const char *key, double def, double *out) {
+    const ts_json *v = ts_json_get(rs, key);
+    *out = def;
+    if (!v) return TS_OK;
+    if (v->type != TS_JSON_NUMBER || !(v->number > 0.0 && v->number <= 1e9))
+        return ts_error_set(TS_E_FORMAT, "%s: key 'rope_scaling': '%s' must be a positive number",
+                            h->config_path, key);
+    *out = v->number;
+    return TS_OK;
+}
+
+/* Llama 3.1/3.2: the divisors llama.cpp's converter writes as rope_freqs.weight, computed here
+ * from the same parameters and defaults (convert_hf_to_gguf.py LlamaModel). */
+static int add_llama3_rope_freqs(hf *h, const ts_json *rs) {
+    double factor, low, high, original, theta = h->arch->rope_theta;
+    int rc = scaling_param(h, rs, "factor", 8.0, &factor);
+    if (!rc) rc = scaling_param(h, rs, "low_freq_factor", 1.0, &low);
+    if (!rc) rc = scaling_param(h, rs, "high_freq_factor", 4.0, &high);
+    if (!rc) rc = scaling_param(h, rs, "original_max_position_embeddings", 8192.0, &original);
+    if (!rc) rc = scaling_param(h, h->cfg, "rope_theta", theta, &theta);
+    if (rc) return rc;
+    if (!(high > low))
+        return ts_error_set(TS_E_FORMAT, "%s: key 'rope_scaling': high_freq_factor must exceed "
+                            "low_freq_factor", h->config_path);
+    int64_t hidden = 0, head_dim = 0;
+    const ts_json *hd = ts_json_get(h->cfg, "head_dim");
+    if (hd && hd->type == TS_JSON_NUMBER && hd->is_integer) head_dim = hd->integer;
+    else if (!ts_json_get_int(h->cfg, "hidden_size", &hidden) && h->n_heads > 0)
+        head_dim = hidden / h->n_heads;
+    if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 65536)
+        return ts_error_set(TS_E_FORMAT, "%s: llama3 RoPE scaling needs an even head size (got "
+                            "%" PRId64 ")", h->config_path, head_dim);
+    float *freqs = keep(h, (size_t)head_dim / 2 * sizeof *freqs);
+    ts_gguf_tensor *t = freqs ? add_tensor(h) : NULL;
+    if (!t) return ts_error_set(TS_E_NOMEM, "out of memory");
+    ts_arch_llama3_rope_factors(theta, head_dim, factor, low, high, original, freqs);
+    snprintf(t->name_z, sizeof t->name_z, "rope_freqs.weight");
+    t->n_dims = 1;
+    t->dims[0] = head_dim / 2;
+    t->dims[1] = t->dims[2] = t->dims[3] = 1;
+    t->type = TS_DTYPE_F32;
+    t->data = freqs;
+    t->n_elems = head_dim / 2;
+    t->n_bytes = (size_t)t->n_elems * sizeof *freqs;
+    return TS_OK;
+}
+
 static int read_rope_scaling(hf *h) {
     const ts_json *rs = ts_json_get(h->cfg, "rope_scaling");
     if (!rs || rs->type == TS_JSON_NULL) return TS_OK;
@@ -146,11 +196,14 @@ static int read_rope_scaling(hf *h) {
         return ts_error_set(TS_E_FORMAT, "%s: key 'rope_scaling': an object with a 'rope_type' "
                             "expected", h->config_path);
     if (!strcmp(type->string, "default")) return TS_OK;
+    if (!strcmp(type->string, "llama3") && h->arch->rope_freqs != TS_TENSOR_ABSENT)
+        return add_llama3_rope_freqs(h, rs);
     if (strcmp(type->string, "linear"))
         return ts_error_set(TS_E_UNSUPPORTED,
-                            "%s: key 'rope_scaling': RoPE scaling '%.32s' is not supported "
-                            "(none and linear are)",
-                            h->config_path, type->string);
+                            "%s: key 'rope_scaling': RoPE scaling '%.32s' is not supported for "
+                            "'%s' (none, linear%s are)",
+                            h->config_path, type->string, h->arch->name,
+                            h->arch->rope_freqs != TS_TENSOR_ABSENT ? " and llama3" : "");
     double factor = 0.0;
     if (ts_json_get_double(rs, "factor", &factor) || !(factor > 0.0 && factor <= 1e6))
         return ts_error_set(TS_E_FORMAT, "%s: key 'rope_scaling': linear scaling needs a "

@@ -7,7 +7,9 @@
  * (model/arch.h), and translates:
  *   - config.json keys to `<arch>.*` hyper-parameters through ts_arch_hf_keys (hidden_size →
  *     embedding_length, ...); rope_scaling null or "default" is none, "linear" becomes
- *     rope.scaling.type/factor, any other type is refused; hidden_act must be "silu"; a key of
+ *     rope.scaling.type/factor, "llama3" (architectures allowing rope_freqs) becomes the
+ *     rope_freqs.weight divisors converters write (ts_arch_llama3_rope_factors), any other type
+ *     is refused; hidden_act must be "silu"; a key of
  *     ts_arch_hf_refused_keys or of the architecture's hf.refused_keys that is not null, false or
  *     0 is refused naming it (TS_E_UNSUPPORTED), as the GGUF path refuses its keys;
  *   - tensor names through ts_arch_hf_tensors (model.layers.N.self_attn.q_proj.weight →

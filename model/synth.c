@@ -15,6 +15,7 @@
 #include "common/paths.h"
 #include "common/rng.h"
 #include "kernels/quant.h"
+#include "model/arch.h"
 #include "model/gguf.h"
 #include "model/gguf_write.h"
 
@@ -199,24 +200,10 @@ static int add_metadata(ts_gguf_writer *w, const ts_synth_options *o) {
     return rc;
 }
 
-/* Llama 3.1's frequency divisors (its reference formula, in double): wavelengths shorter than
- * original/4 keep their frequency, longer than the original context are divided by 8, and the
- * band between blends the two. */
+/* Llama 3.1's frequency divisors with its published parameters (factor 8, low 1, high 4) and
+ * the shape's context as the original one. */
 static void llama3_rope_factors(const ts_synth_shape *s, float *out, int64_t n) {
-    const double factor = 8.0, low = 1.0, high = 4.0, original = (double)s->n_ctx;
-    const double head_dim = (double)(s->dim / s->n_heads);
-    for (int64_t i = 0; i < n; i++) {
-        double freq = 1.0 / pow((double)s->rope_theta, (double)(2 * i) / head_dim);
-        double wavelen = 2.0 * 3.14159265358979323846 / freq;
-        if (wavelen < original / high) {
-            out[i] = 1.0f;
-        } else if (wavelen > original / low) {
-            out[i] = (float)factor;
-        } else {
-            double smooth = (original / wavelen - low) / (high - low);
-            out[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
-        }
-    }
+    ts_arch_llama3_rope_factors((double)s->rope_theta, 2 * n, 8.0, 1.0, 4.0, (double)s->n_ctx, out);
 }
 
 static int add_tokenizer(ts_gguf_writer *w, const ts_synth_options *o) {

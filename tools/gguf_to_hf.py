@@ -12,6 +12,10 @@ the GGUF path on the same weights:
   - llama's attn_q/attn_k rows (and biases) get the inverse of the converter's rotary permutation
     (LlamaModel.permute); qwen2's are stored as they are;
   - an output.weight equal to the embedding is left out (tie_word_embeddings true);
+  - rope_freqs.weight (Llama 3.1 scaling) becomes config.json's rope_scaling {"rope_type":
+    "llama3", ...} with Meta's parameters (factor 8, low 1, high 4) and the original context
+    (8192, or the file's context_length as `tessera model synth --rope-freqs` writes), after
+    checking that they give the file's divisors;
   - config.json from the `<arch>.*` keys; tokenizer.json + tokenizer_config.json from
     tools/make_hf_tokenizer.py.
 The safetensors files are written by the safetensors package (serialize_file). With --shards N
@@ -22,6 +26,7 @@ checkpoint must then match token for token.
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -95,6 +100,33 @@ def write_f32_gguf(reader, arch, weights, path):
     w.close()
 
 
+def llama3_factors(theta, dims, original, factor=8.0, low=1.0, high=4.0):
+    out = []
+    for i in range(dims // 2):
+        wavelen = 2.0 * math.pi * theta ** (2 * i / dims)
+        if wavelen < original / high:
+            out.append(1.0)
+        elif wavelen > original / low:
+            out.append(factor)
+        else:
+            smooth = (original / wavelen - low) / (high - low)
+            out.append(1.0 / ((1.0 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def rope_scaling(reader, arch, tensor):
+    hp = lambda k, d=None: field(reader, "%s.%s" % (arch, k), d)
+    theta = hp("rope.freq_base", 10000.0)
+    dims = 2 * int(tensor.shape[0])
+    have = np.frombuffer(bytes(tensor.data), dtype=np.float32)
+    for original in (8192, hp("context_length")):
+        if np.allclose(llama3_factors(theta, dims, original), have, rtol=1e-6, atol=0):
+            return {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0, "original_max_position_embeddings": original}
+    sys.exit("%s: rope_freqs.weight is not Llama 3's scaling with its published parameters"
+             % sys.argv[1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("gguf")
@@ -115,9 +147,12 @@ def main():
     tied = "output.weight" not in tensors or (
         tensors["output.weight"].tensor_type == emb.tensor_type and
         bytes(tensors["output.weight"].data) == bytes(emb.data))
-    out, gguf_weights = {}, {}
+    out, gguf_weights, scaling = {}, {}, None
     for t in reader.tensors:
         if t.name == "output.weight" and tied:
+            continue
+        if t.name == "rope_freqs.weight":
+            scaling = rope_scaling(reader, arch, t)
             continue
         shape = [int(d) for d in reversed(t.shape)]
         if t.tensor_type in RAW:
@@ -150,6 +185,8 @@ def main():
         "tie_word_embeddings": tied,
         "torch_dtype": "float32",
     }
+    if scaling:
+        config["rope_scaling"] = scaling
     if hp("attention.key_length") is not None:
         config["head_dim"] = hp("attention.key_length")
     if arch == "qwen2":

@@ -9,7 +9,9 @@ by the gguf package, f32/f16/bf16 ones keep their bytes, llama's q/k rows get th
 llama.cpp's rotary permutation). `tessera generate -m DIR` must then print the prompt ids and the
 greedy completion ids of `tessera generate -m GGUF`, in one process and in a TP 2 group:
   - the bundled stories260K, f32 (model.safetensors) and f16 (three shards with an index);
-  - synthesized llama (GQA) and qwen2 models (`tessera model synth`, bf16, one sharded);
+  - synthesized llama (GQA) and qwen2 models (`tessera model synth`, bf16, one sharded), and a
+    llama with Llama 3.1's RoPE scaling (rope_freqs.weight in the GGUF, rope_scaling "llama3" in
+    config.json, the divisors computed by the reader);
   - with --real, SmolLM2-135M-Instruct (Q4_1, fetched by scripts/fetch-models.py) against the
     f32 GGUF of the same dequantized weights, on the prompts of tests/data/real/; and, once
     Tessera runs Q4_1, the prompt ids and first completion token against the Q4_1 GGUF itself
@@ -81,15 +83,16 @@ def expect_refused(f, tessera, model, needles, what, code=1):
 
 
 def bundled(f, tessera, python, tmp):
-    synth = [("llama", "tiny", []), ("qwen2", "qwen2-tiny", ["--shards", "2"])]
+    synth = [("llama", "tiny", [], []), ("qwen2", "qwen2-tiny", ["--shards", "2"], []),
+             ("llama-rope-freqs", "tiny", [], ["--rope-freqs", "--ctx", "64"])]
     cases = [(harness.MODEL_F32, "stories-f32", [], True),
              (harness.MODEL_F16, "stories-f16", ["--shards", "3"], False)]
-    for arch, shape, extra in synth:
+    for arch, shape, extra, flags in synth:
         gguf = os.path.join(tmp, "synth-%s-bf16.gguf" % arch)
         # --std 0.5: random weights with varied greedy tokens (0.02 repeats one token)
         harness.run([tessera, "model", "synth", "--shape", shape, "--vocab", "512", "--type",
                      "bf16", "--std", "0.5", "--seed", "7", "--vocab-from", harness.MODEL_F32,
-                     "-o", gguf])
+                     "-o", gguf] + flags)
         cases.append((gguf, "synth-%s-bf16" % arch, extra, True))
     for gguf, name, extra, tp2 in cases:
         out = os.path.join(tmp, name)

@@ -375,6 +375,33 @@ static void test_hf_linear_rope_scaling(void) {
     ts_gguf_close(g);
 }
 
+static void test_hf_llama3_rope_scaling(void) {
+    tensor_spec t[16];
+    size_t n = model_tensors(false, t);
+    const char *dir = checkpoint("llama3", config_full(false, "silu",
+                                                       "{\"rope_type\": \"llama3\", \"factor\": "
+                                                       "8.0, \"low_freq_factor\": 1.0, "
+                                                       "\"high_freq_factor\": 4.0, "
+                                                       "\"original_max_position_embeddings\": 64}",
+                                                       NULL),
+                                 t, n);
+    ts_gguf *g;
+    ts_model m;
+    CHECK_OK(load(dir, &g, &m));
+    CHECK_EQ_INT(m.rope_freqs.n, HEAD / 2);
+    if (m.rope_freqs.n == HEAD / 2) {
+        /* wavelengths 2 pi and 200 pi against 64 / 4 and 64: kept, then divided by 8 */
+        CHECK_NEAR(((const float *)m.rope_freqs.data)[0], 1.0f, 0.0f);
+        CHECK_NEAR(((const float *)m.rope_freqs.data)[1], 8.0f, 0.0f);
+    }
+    ts_model_free(&m);
+    ts_gguf_close(g);
+    dir = checkpoint("llama3", config_full(false, "silu", "{\"rope_type\": \"llama3\", "
+                                           "\"low_freq_factor\": 4.0, \"high_freq_factor\": 1.0}",
+                                           NULL), t, n);
+    expect_hf_fail(dir, TS_E_FORMAT, "high_freq_factor must exceed low_freq_factor");
+}
+
 static void test_hf_refusals(void) {
     tensor_spec t[16];
     size_t n = model_tensors(true, t);
@@ -511,6 +538,7 @@ int main(void) {
     RUN(test_hf_llama_permutes_q_and_k);
     RUN(test_hf_qwen2_keeps_rows);
     RUN(test_hf_linear_rope_scaling);
+    RUN(test_hf_llama3_rope_scaling);
     RUN(test_hf_refusals);
     RUN(test_hf_bad_tensors);
     RUN(test_hf_sharded);
