@@ -1,21 +1,22 @@
 /*
  * coordinator.h — the state of tessera-coordinator, shared by its modules (internal header).
  *
- * The stack, top to bottom (a front door never reaches below request.c's interface):
+ * A one-way stack, top to bottom; a module calls only those below it (what happens below is
+ * reported up through return codes and, from membership, the co->hooks callbacks):
  *   api.c        the gRPC adapter, tessera.v1.Inference: GenerateRequest → ts_request
  *                (request/request_pb.h) → co_request_admit, outputs → GenerateResponse through
  *                its co_output callbacks; Tokenize, ListModels, Health. HTTP and the batch
- *                runner are to be adapters of the same shape.
- *   membership.c tessera.v1.Worker/Attach: groups register, heartbeat, stream events; a broken
- *                stream or missed heartbeats ends a group
+ *                runner are to be adapters of the same shape, using only request.c's interface.
+ *   request.c    the adapters' interface (co_request_admit, co_request_client_done, the ticks)
+ *                and one request's life: token events → incremental detokenization, stop
+ *                strings across token boundaries, usage and timings, the outputs (co_output:
+ *                tokens, finish with reason and usage, error with a code); retry policy (a
+ *                group's failure before any token, never a node's INVALID_ARGUMENT); the hooks
  *   router.c     which group runs a request (least outstanding tokens among healthy groups with
- *                room), the cluster-wide wait queue
- *   request.c    the adapters' interface (co_request_admit, co_request_client_done, the
- *                deadline tick) and one request's life: token events → incremental
- *                detokenization, stop strings across token boundaries, usage and timings, the
- *                outputs (co_output: tokens, finish with reason and usage, error with a code)
- *   disagg.c     prefill/decode disaggregation: a prefill group and a decode group per request,
- *                decode admission by KV blocks, the hand-over from one to the other
+ *   disagg.c     room), the cluster-wide wait queue; with prefill and decode groups (disagg.c):
+ *                a pair per request, decode admission by KV blocks, the hand-over
+ *   membership.c tessera.v1.Worker/Attach: groups register (the KV fingerprint check), heartbeat,
+ *                stream events; a broken stream or missed heartbeats ends a group
  *   main.c       flags, the server, the timer tick (heartbeat timeouts, deadlines), SIGTERM
  *
  * Threads and the lock. gRPC callbacks run on the process's one completion-queue thread (the
@@ -125,9 +126,23 @@ struct co_group {
     co_group *next;
 };
 
+/* What membership.c reports to the layers above it (set by co_requests_init, request.c), so that
+ * membership never calls up the stack. Each runs under co->mu. */
+typedef struct co_group_hooks {
+    /* One TokenEvents message from group g. */
+    void (*events)(coordinator *co, co_group *g, const Tessera__V1__TokenEvents *te);
+    /* g has ended (g->dead is set): its requests must leave it (retried or failed). */
+    void (*lost)(coordinator *co, co_group *g, const char *why);
+    /* g is about to be freed: nothing may point at it any more. */
+    void (*forget)(coordinator *co, co_group *g);
+    /* A group attached, reported, or left: waiting requests may be dispatched. */
+    void (*capacity)(coordinator *co);
+} co_group_hooks;
+
 struct coordinator {
     pthread_mutex_t mu;
     int heartbeat_ms, heartbeat_timeout_ms, max_queue;
+    co_group_hooks hooks; /* membership.c → request.c (co_requests_init) */
     ts_tokenizer *tok;
     char model_name[256];
     char architecture[64];
@@ -150,12 +165,11 @@ struct coordinator {
 void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tokenize,
                     ts_rpc_method *list_models, ts_rpc_method *health);
 
-/* ---- membership.c ---- */
+/* ---- membership.c: the bottom of the stack (node groups; reports up through co->hooks) ---- */
 void co_membership_method(coordinator *co, ts_rpc_method *attach);
 /* Tick: ends groups that missed heartbeats. Under co->mu. */
 void co_membership_tick(coordinator *co, int64_t now);
-/* Ends a group: its requests that streamed nothing are queued again, the others fail with
- * UNAVAILABLE. Under co->mu. */
+/* Ends a group (co->hooks.lost then takes its requests off it). Under co->mu. */
 void co_group_fail(coordinator *co, co_group *g, const char *why);
 /* Asks every group to shut down. Under co->mu. */
 void co_membership_shutdown(coordinator *co, const char *reason);
@@ -169,12 +183,12 @@ void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id);
 void co_group_send_cancel_kv(coordinator *co, co_group *g, uint64_t request_id,
                              uint64_t kv_transfer_id);
 
-/* ---- router.c ---- */
+/* ---- router.c and disagg.c: routing, below request.c, above membership.c ---- */
 /* Sends the request to the best group, or queues it. 0; TS_E_EXHAUSTED when it would have to
  * wait and the queue is full; TS_E_UNAVAILABLE when no group serves. Under co->mu. */
 int co_route(coordinator *co, co_request *r, bool front);
-/* Dispatches queued requests while groups have room; fails requests that waited longer than
- * the heartbeat timeout with no group at all. Under co->mu. */
+/* Dispatches queued requests while groups have room (nothing when no group is live). Under
+ * co->mu. */
 void co_route_queue(coordinator *co, int64_t now);
 void co_queue_remove(coordinator *co, co_request *r);
 /* Detaches a request from its group (accounting). */
@@ -191,11 +205,14 @@ bool co_disagg_on(const coordinator *co);
  * or NULL when either pool has no room (r waits: back-pressure). Under co->mu. */
 co_group *co_disagg_pick(coordinator *co, co_request *r);
 /* r's first token came from its prefill group g (and does not end r): r moves to its decode
- * group, which waits for the KV itself. No-op unless r is on g in its prefill phase. */
-void co_disagg_handover(coordinator *co, co_group *g, co_request *r);
-/* The prefill group g reported r's KV delivered (statistics; hands over if not done yet). */
-void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
-                           const Tessera__V1__TokenEvent *ev);
+ * group, which waits for the KV itself. No-op unless r is on g in its prefill phase. 0, or
+ * TS_E_UNAVAILABLE when the decode group is gone: r is then off both groups and the caller
+ * fails it. */
+int co_disagg_handover(coordinator *co, co_group *g, co_request *r);
+/* The prefill group g reported r's KV delivered (statistics; hands over if not done yet, with
+ * co_disagg_handover's result). */
+int co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
+                          const Tessera__V1__TokenEvent *ev);
 /* r has left group g (finished, failed, or g is gone): frees its reservation and, when it
  * left the prefill group without a hand-over, tells the decode group to drop the transfer. */
 void co_disagg_left(coordinator *co, co_group *g, co_request *r);
@@ -217,16 +234,16 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
  * running is cancelled on its group (which frees its KV blocks at once); the request is freed
  * when no group holds it. Under co->mu. */
 void co_request_client_done(coordinator *co, co_request *r);
-/* Tick: ends requests whose deadline passed (TS_E_TIMEOUT). Under co->mu. */
+/* Tick: ends requests whose deadline passed (TS_E_TIMEOUT), and requests that waited longer
+ * than the heartbeat timeout with no group at all (TS_E_UNAVAILABLE). Under co->mu. */
 void co_request_tick(coordinator *co, int64_t now);
+/* Sets co->hooks: how membership's reports reach the requests. Once, before serving. */
+void co_requests_init(coordinator *co);
 /* True when `name` is "" / NULL (the default) or the served model's name. */
 bool co_serves_model(const coordinator *co, const char *name);
 
 co_request *co_request_find(coordinator *co, uint64_t id);
 void co_request_insert(coordinator *co, co_request *r);
-/* A token or finish event of the request from its group. Under co->mu. */
-void co_request_on_event(coordinator *co, co_group *g, co_request *r,
-                         const Tessera__V1__TokenEvent *ev);
 /* Ends the request with an error (a TS_E_* code; its output's error callback; no-op when
  * already closed). Under co->mu. */
 void co_request_fail(coordinator *co, co_request *r, int code, const char *fmt, ...)

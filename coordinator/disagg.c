@@ -138,17 +138,14 @@ void co_disagg_left(coordinator *co, co_group *g, co_request *r) {
     if (!d->dead) co_group_send_cancel_kv(co, d, r->id, transfer_id);
 }
 
-void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
-    if (!r->decode || r->on_decode || r->group != g) return;
+int co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
+    if (!r->decode || r->on_decode || r->group != g) return TS_OK;
     co_group_release(g, r);
     co_group *d = r->decode;
     if (r->closed || !d || d->dead || r->n_generated < 1) {
-        if (!r->closed)
-            co_request_fail(co, r, TS_E_UNAVAILABLE,
-                            "the decode group for the request is gone (after the first token)");
         co_disagg_left(co, g, r);
-        co_request_maybe_free(co, r);
-        return;
+        return ts_error_set(TS_E_UNAVAILABLE,
+                            "the decode group for the request is gone (after the first token)");
     }
     ts_log(TS_LOG_DEBUG, r->client_id, "first token from %s: decoding on %s (%d prompt tokens)",
            g->name, d->name, r->req.n_prompt_ids);
@@ -159,17 +156,18 @@ void co_disagg_handover(coordinator *co, co_group *g, co_request *r) {
     /* A failed send ends d, which fails r (tokens were streamed) and may free it: r is not
      * touched after this. */
     co_submit_to(co, d, r);
+    return TS_OK;
 }
 
-void co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
-                           const Tessera__V1__TokenEvent *ev) {
+int co_disagg_transferred(coordinator *co, co_group *g, co_request *r,
+                          const Tessera__V1__TokenEvent *ev) {
     co->kv_transfers++;
     co->kv_transfer_ms_sum += ev->kv_transfer_ms;
     if (co->kv_transfers % 100 == 0)
         TS_INFO("%lld KV transfers, %.2f ms on average from the end of prefill to the decode "
                 "group's acceptance (as the prefill group saw it between its steps)",
                 (long long)co->kv_transfers, co->kv_transfer_ms_sum / (double)co->kv_transfers);
-    co_disagg_handover(co, g, r); /* normally done at the first token already */
+    return co_disagg_handover(co, g, r); /* normally done at the first token already */
 }
 
 void co_disagg_forget_group(coordinator *co, co_group *g) {

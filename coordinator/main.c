@@ -174,6 +174,7 @@ int main(int argc, char **argv) {
     so.address = listen;
     ts_rpc_server *srv = NULL;
     ts_rpc_method generate, tokenize, list_models, health, attach;
+    co_requests_init(co);
     co_api_methods(co, &generate, &tokenize, &list_models, &health);
     co_membership_method(co, &attach);
     rc = ts_rpc_server_create(&so, &srv);

@@ -8,9 +8,9 @@
  * Heartbeats carry the scheduler's figures shown by Health; TokenEvents carry every step's tokens.
  *
  * A group ends when its stream ends (the node closed it, died, or the connection broke) or when
- * nothing came from it for --heartbeat-timeout-ms. Its requests that have received no token yet
- * go back to the front of the queue (another group runs them); the others end with UNAVAILABLE,
- * since the client already holds part of an answer that another group would not continue.
+ * nothing came from it for --heartbeat-timeout-ms. This is the bottom of the coordinator's stack:
+ * events, a lost group (whose requests request.c retries or fails), a group about to be freed and
+ * new capacity are reported up through co->hooks, never by calling the layers above.
  */
 #include "coordinator/coordinator.h"
 
@@ -67,28 +67,7 @@ void co_group_fail(coordinator *co, co_group *g, const char *why) {
     g->dead = true;
     if (g->registered) TS_WARN("node group %s removed: %s", g->name, why);
     ts_rpc_call_abort(g->call, TS_RPC_UNAVAILABLE, why);
-    while (g->reqs) {
-        co_request *r = g->reqs;
-        co_group_release(g, r);
-        co_disagg_left(co, g, r);
-        if (r->closed) {
-            co_request_maybe_free(co, r);
-        } else if (r->n_generated == 0 && !co->shutting_down) {
-            ts_log(TS_LOG_INFO, r->client_id, "group %s failed before any token: retrying",
-                   g->name);
-            co->requests_retried++;
-            r->avoid = g;
-            if (co_route(co, r, true))
-                co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s failed (%s): %s", g->name,
-                                why, ts_error_message());
-            co_request_maybe_free(co, r);
-        } else {
-            co_request_fail(co, r, TS_E_UNAVAILABLE,
-                            "node group %s failed after %d tokens were streamed: %s", g->name,
-                            r->n_generated, why);
-            co_request_maybe_free(co, r);
-        }
-    }
+    co->hooks.lost(co, g, why);
 }
 
 static co_group *find_group(coordinator *co, const char *name) {
@@ -183,16 +162,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     g->registered = true;
     TS_INFO("node group %s attached from %s (tp %d, %d KV blocks of %d, context %d)", g->name,
             g->peer, g->tp, g->kv_total, g->block_size, g->ctx);
-    co_route_queue(co, ts_now_ns());
-}
-
-static void on_events(coordinator *co, co_group *g, const Tessera__V1__TokenEvents *te) {
-    for (size_t i = 0; i < te->n_events && !g->dead; i++) {
-        const Tessera__V1__TokenEvent *ev = te->events[i];
-        co_request *r = co_request_find(co, ev->request_id);
-        if (r && r->group == g) co_request_on_event(co, g, r, ev);
-    }
-    co_route_queue(co, ts_now_ns());
+    co->hooks.capacity(co);
 }
 
 static void attach_start(ts_rpc_call *call, void *arg) {
@@ -245,7 +215,7 @@ static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         g->kv_free = hb->kv_blocks_free;
         g->kv_cached = hb->kv_blocks_cached;
     } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
-        on_events(co, g, m->events);
+        co->hooks.events(co, g, m->events);
     }
     pthread_mutex_unlock(&co->mu);
     if (m) tessera__v1__node_message__free_unpacked(m, NULL);
@@ -272,12 +242,8 @@ static void attach_done(ts_rpc_call *call, int cancelled, void *arg) {
             *p = g->next;
             break;
         }
-    /* Requests that tried g first must not compare against a freed pointer later. */
-    for (int b = 0; b < CO_HASH_BUCKETS; b++)
-        for (co_request *r = co->buckets[b]; r; r = r->h_next)
-            if (r->avoid == g) r->avoid = NULL;
-    co_disagg_forget_group(co, g);
-    co_route_queue(co, ts_now_ns());
+    co->hooks.forget(co, g);
+    co->hooks.capacity(co);
     pthread_mutex_unlock(&co->mu);
     ts_rpc_call_set_data(call, NULL);
     ts_rpc_call_unref(g->call);

@@ -181,6 +181,16 @@ void co_request_tick(coordinator *co, int64_t now) {
             if (!r->closed && now > r->deadline_ns) expired[n++] = r;
     for (int i = 0; i < n; i++)
         co_request_fail(co, expired[i], TS_E_TIMEOUT, "the deadline passed");
+    if (co_live_groups(co) > 0) return;
+    /* No group at all for longer than a group gets to report: waiting would not help. */
+    for (co_request *r = co->q_head, *next; r; r = next) {
+        next = r->q_next;
+        if (now - r->t_queued > (int64_t)co->heartbeat_timeout_ms * 1000000) {
+            co_queue_remove(co, r);
+            co_request_fail(co, r, TS_E_UNAVAILABLE, "no node group is serving");
+            co_request_maybe_free(co, r);
+        }
+    }
 }
 
 /* ---- stop strings ---- */
@@ -312,10 +322,19 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
     send_message(co, r, r->held.len, -1, 0.0f, reason);
 }
 
-void co_request_on_event(coordinator *co, co_group *g, co_request *r,
-                         const Tessera__V1__TokenEvent *ev) {
+/* The disaggregated hand-over found no decode group (co_disagg_handover's error): r is off both
+ * groups. */
+static void handover_failed(coordinator *co, co_request *r) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", ts_error_message());
+    co_request_fail(co, r, TS_E_UNAVAILABLE, "%s", why);
+    co_request_maybe_free(co, r);
+}
+
+static void on_event(coordinator *co, co_group *g, co_request *r,
+                     const Tessera__V1__TokenEvent *ev) {
     if (ev->kv_transferred) { /* disaggregated: the prefill group handed over to decode */
-        co_disagg_transferred(co, g, r, ev);
+        if (co_disagg_transferred(co, g, r, ev)) handover_failed(co, r);
         return;
     }
     if (r->decode && !r->on_decode && ev->token >= 0) r->first_token = ev->token;
@@ -327,11 +346,70 @@ void co_request_on_event(coordinator *co, co_group *g, co_request *r,
         if (!r->closed) on_token(co, r, ev->token, ev->logprob);
     }
     if (ev->finish_reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
-        if (ev->token >= 0) co_disagg_handover(co, g, r); /* disaggregated: on to decode */
+        /* disaggregated: on to decode */
+        if (ev->token >= 0 && co_disagg_handover(co, g, r)) handover_failed(co, r);
         return;
     }
     co_group_release(g, r);
     co_disagg_left(co, g, r);
     if (!r->closed) on_finish(co, g, r, ev);
     co_request_maybe_free(co, r);
+}
+
+/* ---- what membership reports (co->hooks) ---- */
+
+static void hook_events(coordinator *co, co_group *g, const Tessera__V1__TokenEvents *te) {
+    for (size_t i = 0; i < te->n_events && !g->dead; i++) {
+        const Tessera__V1__TokenEvent *ev = te->events[i];
+        co_request *r = co_request_find(co, ev->request_id);
+        if (r && r->group == g) on_event(co, g, r, ev);
+    }
+    co_route_queue(co, ts_now_ns());
+}
+
+/* Requests of an ended group that have streamed nothing go back to the front of the queue
+ * (another group runs them); the others end with UNAVAILABLE, since the client already holds
+ * part of an answer that another group would not continue. */
+static void hook_lost(coordinator *co, co_group *g, const char *why) {
+    while (g->reqs) {
+        co_request *r = g->reqs;
+        co_group_release(g, r);
+        co_disagg_left(co, g, r);
+        if (r->closed) {
+            co_request_maybe_free(co, r);
+        } else if (r->n_generated == 0 && !co->shutting_down) {
+            ts_log(TS_LOG_INFO, r->client_id, "group %s failed before any token: retrying",
+                   g->name);
+            co->requests_retried++;
+            r->avoid = g;
+            if (co_route(co, r, true))
+                co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s failed (%s): %s", g->name,
+                                why, ts_error_message());
+            co_request_maybe_free(co, r);
+        } else {
+            co_request_fail(co, r, TS_E_UNAVAILABLE,
+                            "node group %s failed after %d tokens were streamed: %s", g->name,
+                            r->n_generated, why);
+            co_request_maybe_free(co, r);
+        }
+    }
+}
+
+static void hook_forget(coordinator *co, co_group *g) {
+    /* Requests that tried g first must not compare against a freed pointer later. */
+    for (int b = 0; b < CO_HASH_BUCKETS; b++)
+        for (co_request *r = co->buckets[b]; r; r = r->h_next)
+            if (r->avoid == g) r->avoid = NULL;
+    co_disagg_forget_group(co, g);
+}
+
+static void hook_capacity(coordinator *co) {
+    co_route_queue(co, ts_now_ns());
+}
+
+void co_requests_init(coordinator *co) {
+    co->hooks = (co_group_hooks){.events = hook_events,
+                                 .lost = hook_lost,
+                                 .forget = hook_forget,
+                                 .capacity = hook_capacity};
 }

@@ -156,27 +156,20 @@ int co_route(coordinator *co, co_request *r, bool front) {
 }
 
 void co_route_queue(coordinator *co, int64_t now) {
-    int live = co_live_groups(co);
+    (void)now;
+    if (co_live_groups(co) == 0) return; /* request.c's tick ends those that waited too long */
     co_request *r = co->q_head;
     while (r) {
         co_request *next = r->q_next;
-        if (live == 0) {
-            if (now - r->t_queued > (int64_t)co->heartbeat_timeout_ms * 1000000) {
-                co_queue_remove(co, r);
-                co_request_fail(co, r, TS_E_UNAVAILABLE, "no node group is serving");
-                co_request_maybe_free(co, r);
-            }
-        } else {
-            co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
-            if (!g) {
-                r = next;
-                continue; /* keep arrival order for this one; smaller ones may still fit */
-            }
-            co_queue_remove(co, r);
-            submit_to(co, g, r);
-            next = co->q_head; /* a failed send may have reshaped the queue */
-            if (next == r) break;
+        co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
+        if (!g) {
+            r = next;
+            continue; /* keep arrival order for this one; smaller ones may still fit */
         }
+        co_queue_remove(co, r);
+        submit_to(co, g, r);
+        next = co->q_head; /* a failed send may have reshaped the queue */
+        if (next == r) break;
         r = next;
     }
 }
