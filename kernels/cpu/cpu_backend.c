@@ -32,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 enum { ALIGN = 64 };
 
@@ -108,6 +110,25 @@ static void cpu_memset_zero(ts_backend *be, void *dst, size_t bytes) {
  * stream, and a k step reads TS_PANEL_ROWS consecutive rows' values, one vector, so the kernels
  * compute outer products (a broadcast activation times a vector of rows) instead of dot products
  * that end in horizontal sums. The reference path reads rows. */
+/* After packing, the matrix kernels never read the row layout again (only the embedding lookup
+ * reads a few rows of the token table), so the pages the source occupies are handed back: with
+ * the weights mmap'd from the model file (the engine's case) they are clean file pages that the
+ * kernel drops and reads again if ever touched, so a node holds one copy of the weights, not
+ * two. MADV_PAGEOUT keeps the contents of any memory (heap memory of tests is merely swapped or
+ * left alone), and a kernel without it refuses the hint, which changes nothing. */
+static void release_source_pages(const ts_weight *w) {
+#ifdef MADV_PAGEOUT
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t begin = ((uintptr_t)w->data + page - 1) / page * page;
+    const uintptr_t end =
+        ((uintptr_t)w->data + (size_t)(w->rows - 1) * w->row_stride +
+         ts_dtype_row_bytes(w->type, w->cols)) / page * page;
+    if (w->rows > 0 && end > begin) (void)madvise((void *)begin, end - begin, MADV_PAGEOUT);
+#else
+    (void)w;
+#endif
+}
+
 static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *dst) {
     *dst = *host;
     dst->owned = NULL;
@@ -133,6 +154,7 @@ static int cpu_weight_prepare(ts_backend *be, const ts_weight *host, ts_weight *
     ts_panels_pack(host, panels);
     dst->panels = panels;
     dst->owned = panels;
+    release_source_pages(host);
     return 0;
 }
 
