@@ -56,7 +56,7 @@ typedef struct cpu_backend {
     /* quantized weights: the activations in the vec_dot_type, and each type's dot product */
     void *qact;
     size_t qact_cap;
-    ts_vec_dot_fn qdot[TS_DTYPE_COUNT];
+    ts_cpu_qdot qdot[TS_DTYPE_COUNT];
 } cpu_backend;
 
 static cpu_backend *cpu(ts_backend *be) {

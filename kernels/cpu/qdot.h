@@ -9,8 +9,17 @@
 
 #include "kernels/quant.h"
 
-/* AVX2 + FMA + F16C (qdot_avx2.c): the dot for `type`, or NULL when it has no AVX2 version.
- * Only to be called on a CPU with AVX2. */
+#include <stddef.h>
+
+/* Four dot products of one weight row w with the activation rows a, a + a_stride,
+ * a + 2 a_stride, a + 3 a_stride (bytes): out[j] has the bits of the single dot with row j; the
+ * weight's blocks are unpacked once for the four (prefill). */
+typedef void (*ts_vec_dot4_fn)(const void *w, const void *a, size_t a_stride, int64_t n,
+                               float out[4]);
+
+/* AVX2 + FMA + F16C (qdot_avx2.c): the dot (and the 4-row dot) for `type`, or NULL when it has
+ * no AVX2 version. Only to be called on a CPU with AVX2. */
 ts_vec_dot_fn ts_qdot_avx2(ts_dtype type);
+ts_vec_dot4_fn ts_qdot4_avx2(ts_dtype type);
 
 #endif

@@ -1,7 +1,6 @@
 /* qmatmul.c — see qmatmul.h. */
 #include "kernels/cpu/qmatmul.h"
 
-#include "kernels/cpu/qdot.h"
 #include "kernels/kernels.h"
 
 typedef struct {
@@ -12,6 +11,7 @@ typedef struct {
     char *act;
     size_t act_row;
     ts_vec_dot_fn dot;
+    ts_vec_dot4_fn dot4;
     ts_dtype act_type;
 } qmm_args;
 
@@ -37,7 +37,19 @@ static void dot_task(void *ctx, int ith, int nth) {
     const int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
     for (int64_t b = b0; b < b1; b++) {
         const int64_t r1 = (b + 1) * ROW_BLOCK < w->rows ? (b + 1) * ROW_BLOCK : w->rows;
-        for (int32_t t = 0; t < a->n; t++) {
+        int32_t t = 0;
+        if (a->dot4) /* four tokens per pass over a row: its blocks unpacked once for four */
+            for (; t + 4 <= a->n; t += 4) {
+                const char *act = a->act + (size_t)t * a->act_row;
+                for (int64_t r = b * ROW_BLOCK; r < r1; r++) {
+                    float out[4];
+                    a->dot4((const char *)w->data + (size_t)r * w->row_stride, act, a->act_row,
+                            w->cols, out);
+                    for (int j = 0; j < 4; j++)
+                        a->y[(size_t)(t + j) * (size_t)w->rows + (size_t)r] = out[j];
+                }
+            }
+        for (; t < a->n; t++) {
             const char *act = a->act + (size_t)t * a->act_row;
             float *yt = a->y + (size_t)t * (size_t)w->rows;
             for (int64_t r = b * ROW_BLOCK; r < r1; r++)
@@ -52,19 +64,24 @@ static void run(ts_threadpool *pool, int max_threads, ts_task_fn fn, qmm_args *a
 }
 
 void ts_cpu_qmatmul(ts_threadpool *pool, float *y, const float *x, int32_t n, const ts_weight *w,
-                    void *act, ts_vec_dot_fn dot) {
+                    void *act, ts_cpu_qdot q) {
     const ts_dtype act_type = ts_dtype_info_of((uint32_t)w->type)->vec_dot_type;
-    qmm_args a = {y, x, n, w, act, ts_dtype_row_bytes(act_type, w->cols),
-                  dot ? dot : ts_quant_traits_of(w->type)->vec_dot, act_type};
+    qmm_args a = {y,   x, n, w, act, ts_dtype_row_bytes(act_type, w->cols),
+                  q.dot ? q.dot : ts_quant_traits_of(w->type)->vec_dot, q.dot4, act_type};
     const int64_t work = (int64_t)n * w->rows * w->cols;
     run(pool, (int64_t)n * w->cols < (1 << 14) ? 1 : 0, quantize_task, &a);
     run(pool, work < (1 << 15) ? 1 : 0, dot_task, &a);
 }
 
-ts_vec_dot_fn ts_cpu_qdot_for(ts_dtype type, int allow_simd) {
-    if (!allow_simd) return NULL;
+ts_cpu_qdot ts_cpu_qdot_for(ts_dtype type, int allow_simd) {
+    ts_cpu_qdot q = {NULL, NULL};
 #ifdef TS_CPU_SIMD
-    if (ts_cpu_isa_detect() >= TS_ISA_AVX2) return ts_qdot_avx2(type);
+    if (allow_simd && ts_cpu_isa_detect() >= TS_ISA_AVX2) {
+        q.dot = ts_qdot_avx2(type);
+        q.dot4 = ts_qdot4_avx2(type);
+    }
+#else
+    (void)type, (void)allow_simd;
 #endif
-    return NULL;
+    return q;
 }

@@ -13,6 +13,7 @@
 #ifndef TS_KERNELS_CPU_QMATMUL_H
 #define TS_KERNELS_CPU_QMATMUL_H
 
+#include "kernels/cpu/qdot.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
@@ -23,13 +24,20 @@
 /* Bytes of the quantized activations of n rows for weight w. */
 size_t ts_cpu_qmatmul_act_bytes(const ts_weight *w, int32_t n);
 
-/* y[n][w->rows] = x[n][w->cols] · Wᵀ; act holds ts_cpu_qmatmul_act_bytes(w, n) bytes; dot is
- * the dot product for w->type (NULL: the reference). pool may be NULL (the calling thread). */
-void ts_cpu_qmatmul(ts_threadpool *pool, float *y, const float *x, int32_t n, const ts_weight *w,
-                    void *act, ts_vec_dot_fn dot);
+/* The dot products of one weight type: one row with one activation row (NULL: the reference),
+ * and optionally with four at once (NULL: none), both with the reference's bits. */
+typedef struct ts_cpu_qdot {
+    ts_vec_dot_fn dot;
+    ts_vec_dot4_fn dot4;
+} ts_cpu_qdot;
 
-/* The fastest dot product for `type` that this CPU runs bit-identically to the reference, or
- * NULL when there is none beyond the reference (allow_simd 0: always NULL). */
-ts_vec_dot_fn ts_cpu_qdot_for(ts_dtype type, int allow_simd);
+/* y[n][w->rows] = x[n][w->cols] · Wᵀ; act holds ts_cpu_qmatmul_act_bytes(w, n) bytes; q the
+ * dot products for w->type. pool may be NULL (the calling thread). */
+void ts_cpu_qmatmul(ts_threadpool *pool, float *y, const float *x, int32_t n, const ts_weight *w,
+                    void *act, ts_cpu_qdot q);
+
+/* The fastest dot products for `type` that this CPU runs bit-identically to the reference
+ * (allow_simd 0: the reference alone). */
+ts_cpu_qdot ts_cpu_qdot_for(ts_dtype type, int allow_simd);
 
 #endif

@@ -155,6 +155,22 @@ static void test_fast_dots_equal_the_reference_bitwise(void) {
                         (long long)n, got, ref);
                 CHECK(0);
             }
+            /* the 4-row dot: row j of four (this one and three more) has the single dot's bits */
+            ts_vec_dot4_fn fast4 = ts_qdot4_avx2(t);
+            CHECK(fast4 != NULL);
+            if (fast4) {
+                const size_t row = ts_dtype_row_bytes(at, n);
+                char *a4 = malloc(4 * row);
+                float *x4 = random_activations(&rng, 4 * n), out[4];
+                for (int j = 0; j < 4; j++)
+                    ts_quantize_act_row(at, x4 + j * n, a4 + j * row, n);
+                memcpy(a4 + 2 * row, a, row);
+                fast4(w, a4, row, n, out);
+                for (int j = 0; j < 4; j++)
+                    CHECK(ts_f32_to_bits(out[j]) ==
+                          ts_f32_to_bits(ts_quant_vec_dot(t, w, a4 + j * row, n)));
+                free(a4), free(x4);
+            }
             checked++;
             free(w), free(x), free(a);
         }
