@@ -90,9 +90,17 @@ static int fragments_push(fragments *f, fragment x) {
     return TS_OK;
 }
 
-/* Splits the text fragments of `in` around every occurrence of token `id`, into `out`. */
-static int split_on_token(const ts_tokenizer *t, const char *text, int32_t id, const fragments *in,
-                          fragments *out) {
+/* Whether no byte of text[at..at+n) is marked untrusted (mask NULL: none is). */
+static bool trusted(const char *untrusted, size_t at, size_t n) {
+    for (size_t i = 0; untrusted && i < n; i++)
+        if (untrusted[at + i]) return false;
+    return true;
+}
+
+/* Splits the text fragments of `in` around every occurrence of token `id`, into `out`; a control
+ * or unknown token touching an untrusted byte stays text. */
+static int split_on_token(const ts_tokenizer *t, const char *text, const char *untrusted,
+                          int32_t id, const fragments *in, fragments *out) {
     const char *needle = t->texts + t->text_off[id];
     size_t n_needle = t->text_len[id];
     out->n = 0;
@@ -103,14 +111,19 @@ static int split_on_token(const ts_tokenizer *t, const char *text, int32_t id, c
             rc = fragments_push(out, f);
             continue;
         }
-        size_t pos = f.start, end = f.start + f.len;
-        while (!rc && pos < end) {
-            const char *hit = memmem(text + pos, end - pos, needle, n_needle);
+        size_t pos = f.start, end = f.start + f.len, from = pos;
+        bool check = untrusted && t->types[id] != TS_TOKEN_USER_DEFINED;
+        while (!rc && from < end) {
+            const char *hit = memmem(text + from, end - from, needle, n_needle);
             if (!hit) break;
             size_t at = (size_t)(hit - text);
+            if (check && !trusted(untrusted, at, n_needle)) {
+                from = at + 1;
+                continue;
+            }
             if (at > pos) rc = fragments_push(out, (fragment){-1, pos, at - pos});
             if (!rc) rc = fragments_push(out, (fragment){id, at, n_needle});
-            pos = at + n_needle;
+            pos = from = at + n_needle;
         }
         if (!rc && pos < end) rc = fragments_push(out, (fragment){-1, pos, end - pos});
     }
@@ -122,14 +135,14 @@ static int split_on_token(const ts_tokenizer *t, const char *text, int32_t id, c
  * and unknown tokens only with parse_special; user-defined ones always. *f is one of the
  * buffers. */
 static int partition(const ts_tokenizer *t, const char *text, size_t len, bool parse_special,
-                     fragments buf[2], fragments **f) {
+                     const char *untrusted, fragments buf[2], fragments **f) {
     int cur = 0;
     int rc = fragments_push(&buf[0], (fragment){-1, 0, len});
     for (size_t k = 0; k < t->n_specials && !rc; k++) {
         int32_t id = t->specials[k];
         if (!parse_special && t->types[id] != TS_TOKEN_USER_DEFINED) continue;
         if (!memmem(text, len, t->texts + t->text_off[id], t->text_len[id])) continue;
-        rc = split_on_token(t, text, id, &buf[cur], &buf[1 - cur]);
+        rc = split_on_token(t, text, untrusted, id, &buf[cur], &buf[1 - cur]);
         cur = 1 - cur;
     }
     *f = &buf[cur];
@@ -149,14 +162,14 @@ static bool spm_prefix(const ts_tokenizer *t, const char *text, size_t len, bool
     return false;
 }
 
-int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
-                        bool parse_special, int32_t **ids, size_t *n_ids) {
+static int encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
+                  bool parse_special, const char *untrusted, int32_t **ids, size_t *n_ids) {
     ts_ids out = {0};
     ts_encode_scratch scratch = {0};
     fragments buf[2] = {{0}, {0}}, *frags = NULL;
     int rc = TS_OK;
     if (add_bos && t->bos >= 0) rc = ts_ids_push(&out, t->bos);
-    if (!rc && len > 0) rc = partition(t, text, len, parse_special, buf, &frags);
+    if (!rc && len > 0) rc = partition(t, text, len, parse_special, untrusted, buf, &frags);
     /* SPM puts the dummy-prefix space before text that starts the input or follows a token. */
     bool after_token = true;
     for (size_t i = 0; frags && i < frags->n && !rc; i++) {
@@ -201,6 +214,17 @@ int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, boo
     ts_buf_free(&scratch.text);
     ts_buf_free(&scratch.normalized);
     return rc;
+}
+
+int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
+                        bool parse_special, int32_t **ids, size_t *n_ids) {
+    return encode(t, text, len, add_bos, parse_special, NULL, ids, n_ids);
+}
+
+int ts_tokenizer_encode_trusted(const ts_tokenizer *t, const char *text, size_t len,
+                                const char *untrusted, bool add_bos, int32_t **ids,
+                                size_t *n_ids) {
+    return encode(t, text, len, add_bos, true, untrusted, ids, n_ids);
 }
 
 /* ---- decoding ---- */

@@ -106,6 +106,15 @@ const char *ts_tokenizer_chat_template(const ts_tokenizer *t);
 int ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t len, bool add_bos,
                         bool parse_special, int32_t **ids, size_t *n_ids);
 
+/* As ts_tokenizer_encode with parse_special, but a control or unknown token is taken only where
+ * none of its bytes is marked in `untrusted` (one byte per text byte, non-zero: untrusted; NULL:
+ * all trusted): a rendered chat prompt, whose message contents stay text (chat/chat.h). The text
+ * between tokens is encoded whole, marked or not, so where no special-token text is marked the
+ * ids equal those of parse_special over the whole text. */
+int ts_tokenizer_encode_trusted(const ts_tokenizer *t, const char *text, size_t len,
+                                const char *untrusted, bool add_bos, int32_t **ids,
+                                size_t *n_ids);
+
 /* The decoded bytes of one token (see above); *len receives the length. Ids out of range give
  * an empty piece. The pointer stays valid for the tokenizer's lifetime. */
 const char *ts_tokenizer_piece(const ts_tokenizer *t, int32_t id, size_t *len);
