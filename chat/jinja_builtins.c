@@ -167,6 +167,17 @@ static int join_strs(jctx *c, const jv *parts, size_t n, const jv *sep, jv *out)
     return TS_OK;
 }
 
+/* Room for `need` values in a malloc'd scratch array. */
+static int grow_parts(jctx *c, jv **parts, size_t *cap, size_t need) {
+    if (need <= *cap) return TS_OK;
+    size_t n = *cap * 2 > need ? *cap * 2 : need;
+    jv *g = realloc(*parts, n * sizeof *g);
+    if (!g) return jx_fail(c, TS_E_NOMEM, "out of memory");
+    *parts = g;
+    *cap = n;
+    return TS_OK;
+}
+
 static int replace(jctx *c, const jv *s, const jv *old, const jv *new_, int64_t count, jv *out) {
     size_t cap = 16, n = 0;
     jv *parts = malloc(cap * sizeof *parts);
@@ -185,15 +196,7 @@ static int replace(jctx *c, const jv *s, const jv *old, const jv *new_, int64_t 
             if (!hit) break;
             at = (size_t)(hit - p);
         }
-        if (n + 3 > cap) {
-            cap *= 2;
-            jv *g = realloc(parts, cap * sizeof *g);
-            if (!g) {
-                rc = jx_fail(c, TS_E_NOMEM, "out of memory");
-                break;
-            }
-            parts = g;
-        }
+        if ((rc = grow_parts(c, &parts, &cap, n + 3))) break;
         parts[n++] = jv_substr(s, pos, at - pos);
         parts[n++] = *new_;
         if (old->u.s.n == 0) {
@@ -222,15 +225,7 @@ static int split(jctx *c, const jv *s, const jv *sep, int64_t maxsplit, jv *out)
     int rc = TS_OK;
     size_t i = 0;
     while (!rc) {
-        if (k + 1 > cap) {
-            cap *= 2;
-            jv *g = realloc(parts, cap * sizeof *g);
-            if (!g) {
-                rc = jx_fail(c, TS_E_NOMEM, "out of memory");
-                break;
-            }
-            parts = g;
-        }
+        if ((rc = grow_parts(c, &parts, &cap, k + 1))) break;
         if (!sep) {
             while (i < n && ts_jinja_space_len(p + i, n - i))
                 i += ts_jinja_space_len(p + i, n - i);

@@ -160,6 +160,15 @@ static int set_call(parser *p, jnode *n) {
     return rc;
 }
 
+/* node(...): a call of *node. */
+static int parse_call(parser *p, jnode **node) {
+    jnode *n = new_node(p, E_CALL);
+    if (!n) return nomem();
+    n->a = *node;
+    *node = n;
+    return set_call(p, n);
+}
+
 static int parse_primary(parser *p, jnode **out) {
     const jtoken *t = cur(p);
     jnode *n = NULL;
@@ -287,11 +296,7 @@ static int parse_postfix(parser *p, jnode **node) {
         } else if (tok_op(t, "[")) {
             rc = parse_subscript(p, *node, node);
         } else if (tok_op(t, "(")) {
-            jnode *n = new_node(p, E_CALL);
-            if (!n) return nomem();
-            n->a = *node;
-            rc = set_call(p, n);
-            *node = n;
+            rc = parse_call(p, node);
         } else {
             return TS_OK;
         }
@@ -346,11 +351,7 @@ static int parse_filter_expr(parser *p, jnode **node) {
             }
             *node = n;
         } else if (tok_op(t, "(")) {
-            jnode *n = new_node(p, E_CALL);
-            if (!n) return nomem();
-            n->a = *node;
-            rc = set_call(p, n);
-            *node = n;
+            rc = parse_call(p, node);
         } else {
             return TS_OK;
         }

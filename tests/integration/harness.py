@@ -115,6 +115,18 @@ def skip(why):
     sys.exit(77)
 
 
+def venv_python(requirements):
+    """The python of a cached virtual environment with the pinned PyPI packages
+    (scripts/test-venv.py); skips the test (77) when PyPI cannot be reached."""
+    venv = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "scripts", "test-venv.py")]
+                          + requirements, capture_output=True, text=True)
+    if venv.returncode == 3:
+        skip("PyPI cannot be reached for %s: %s" % (", ".join(requirements), venv.stderr.strip()))
+    if venv.returncode != 0:
+        sys.exit("test-venv.py failed:\n" + venv.stderr)
+    return venv.stdout.strip()
+
+
 def kill_tree(proc):
     try:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -51,15 +51,7 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     check = sys.argv[1]
-    venv = subprocess.run([sys.executable, os.path.join(harness.SOURCE_DIR, "scripts",
-                                                        "test-venv.py")] + REQUIREMENTS,
-                          capture_output=True, text=True)
-    if venv.returncode == 3:
-        harness.skip("PyPI cannot be reached for %s: %s" % (", ".join(REQUIREMENTS),
-                                                            venv.stderr.strip()))
-    if venv.returncode != 0:
-        sys.exit("test-venv.py failed:\n" + venv.stderr)
-    python = venv.stdout.strip()
+    python = harness.venv_python(REQUIREMENTS)
     corpus = os.path.join(harness.DATA_DIR, "tokenizer_corpus.json")
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
