@@ -18,6 +18,7 @@
 #include "chat/jinja.h"
 #include "common/buf.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -221,7 +222,8 @@ typedef struct jctx {
     int line; /* of the node being evaluated, for messages */
 } jctx;
 
-/* Records "template line N: <message>" and returns code. */
+/* Records "line N: <message>" and returns code (lexer, parser and evaluator alike). */
+int jx_failv(int code, int line, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 int jx_fail(jctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *jx_alloc(jctx *c, size_t n); /* sets the error on failure */
 

@@ -32,12 +32,11 @@ typedef struct lexer {
 
 static int lex_fail(const lexer *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int lex_fail(const lexer *l, const char *fmt, ...) {
-    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = jx_failv(TS_E_INVALID, l->line, fmt, ap);
     va_end(ap);
-    return ts_error_set(TS_E_INVALID, "line %d: %s", l->line, msg);
+    return rc;
 }
 
 size_t ts_jinja_space_len(const char *s, size_t n) {

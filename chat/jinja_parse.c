@@ -24,12 +24,11 @@ typedef struct parser {
 
 static int fail(const parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(const parser *p, const char *fmt, ...) {
-    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = jx_failv(TS_E_INVALID, p->t->v[p->i].line, fmt, ap);
     va_end(ap);
-    return ts_error_set(TS_E_INVALID, "line %d: %s", p->t->v[p->i].line, msg);
+    return rc;
 }
 
 static const jtoken *cur(const parser *p) { return &p->t->v[p->i]; }

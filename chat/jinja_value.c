@@ -50,13 +50,18 @@ void ja_free(jarena *a) {
     a->total = 0;
 }
 
-int jx_fail(jctx *c, int code, const char *fmt, ...) {
+int jx_failv(int code, int line, const char *fmt, va_list ap) {
     char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return ts_error_set(code, "line %d: %s", line, msg);
+}
+
+int jx_fail(jctx *c, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = jx_failv(code, c->line, fmt, ap);
     va_end(ap);
-    return ts_error_set(code, "line %d: %s", c->line, msg);
+    return rc;
 }
 
 void *jx_alloc(jctx *c, size_t n) {
