@@ -63,8 +63,9 @@ static int synced(void) {
 
 /* ---- matmul ---- */
 
+/* Quantized weights are dequantized to bf16 on the GPU (exact per value, one rounding). */
 static double w_round(ts_dtype t) {
-    return t == TS_DTYPE_Q8_0 || t == TS_DTYPE_Q4_0 ? ldexp(1.0, -8) : 0.0;
+    return ts_dtype_is_quantized(t) ? ldexp(1.0, -8) : 0.0;
 }
 
 static double x_round(ts_dtype t) {
@@ -79,17 +80,18 @@ static int matmul_close(const float *got, const float *ref, const float *x, cons
 }
 
 static void test_matmul_matches_reference(void) {
-    static const ts_dtype types[] = {TS_DTYPE_F32, TS_DTYPE_F16, TS_DTYPE_BF16, TS_DTYPE_Q8_0,
-                                     TS_DTYPE_Q4_0};
+    static const ts_dtype types[] = {TS_DTYPE_F32,  TS_DTYPE_F16,  TS_DTYPE_BF16, TS_DTYPE_Q8_0,
+                                     TS_DTYPE_Q4_0, TS_DTYPE_Q4_1, TS_DTYPE_Q5_0, TS_DTYPE_Q4_K,
+                                     TS_DTYPE_Q6_K};
     static const int64_t shapes[][2] = {{1, 32}, {172, 96}, {61, 416}, {300, 2048}, {7, 172},
                                         {33, 65}};
     static const int32_t ns[] = {1, 2, 7, 8, 9, 31, 64};
     ts_rng rng;
     ts_rng_seed(&rng, 7);
-    for (size_t t = 0; t < 5; t++)
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             const int64_t rows = shapes[s][0], cols = shapes[s][1];
-            if (ts_dtype_block_elems(types[t]) > 1 && cols % 32) continue;
+            if (cols % ts_dtype_block_elems(types[t])) continue;
             ts_weight hw = tk_weight(&rng, types[t], rows, cols, 0.5f);
             ts_weight dw;
             CHECK_OK(g->weight_prepare(g, &hw, &dw));
@@ -97,7 +99,13 @@ static void test_matmul_matches_reference(void) {
             float *dx = dev_put(x, 64 * (size_t)cols * sizeof(float));
             float *dy = dev_zeros(64 * (size_t)rows);
             float *ref = malloc(64 * (size_t)rows * sizeof(float));
-            ts_ref_matmul(ref, x, 64, &hw);
+            /* the exact product of the weight's values (the CPU multiplies quantized weights
+             * with quantized activations, as llama.cpp; the GPU with bf16 weights) */
+            float *wf = tk_weight_f32(&hw);
+            const ts_weight exact = {.type = TS_DTYPE_F32, .rows = rows, .cols = cols,
+                                     .row_stride = (size_t)cols * 4, .data = wf};
+            ts_ref_matmul(ref, x, 64, &exact);
+            free(wf);
             for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
                 g->matmul(g, dy, dx, ns[k], &dw);
                 float *y = host_get(dy, (size_t)ns[k] * (size_t)rows);
