@@ -47,7 +47,7 @@
 
 extern char **environ;
 
-enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 48 };
+enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 64 };
 
 typedef struct child {
     char name[64];
@@ -234,6 +234,14 @@ int ts_cmd_up(int argc, char **argv) {
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *kv_memory = NULL, *device = NULL, *kv_transport = "tcp";
+    /* Engine flags handed to every tessera-node as given (the node validates them, with the
+     * messages `tessera generate` gives). */
+    static const char *const engine_flags[] = {"isa",        "device-memory", "kv-type",
+                                               "block-size", "batch-tokens",  "batch-seqs",
+                                               "prefill-chunk"};
+    enum { N_ENGINE_FLAGS = sizeof engine_flags / sizeof engine_flags[0] };
+    const char *engine_values[N_ENGINE_FLAGS] = {NULL};
+    bool no_prefix_cache = false;
     ts_flag flags[] = {
         {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
          0},
@@ -254,6 +262,19 @@ int ts_cmd_up(int argc, char **argv) {
          "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
         {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
         {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
+        {"isa", 0, TS_FLAG_STRING, &engine_values[0], "CPU kernels: auto, scalar, avx2, avx512", 0,
+         0},
+        {"device-memory", 0, TS_FLAG_STRING, &engine_values[1],
+         "memory the backend may allocate per rank (e.g. 8G)", 0, 0},
+        {"kv-type", 0, TS_FLAG_STRING, &engine_values[2], "KV cache element type: f16 or f32", 0,
+         0},
+        {"block-size", 0, TS_FLAG_STRING, &engine_values[3], "tokens per KV block", 0, 0},
+        {"batch-tokens", 0, TS_FLAG_STRING, &engine_values[4], "tokens per engine step", 0, 0},
+        {"batch-seqs", 0, TS_FLAG_STRING, &engine_values[5], "sequences per engine step", 0, 0},
+        {"prefill-chunk", 0, TS_FLAG_STRING, &engine_values[6],
+         "prompt tokens per sequence per step (chunked prefill)", 0, 0},
+        {"no-prefix-cache", 0, TS_FLAG_BOOL, &no_prefix_cache,
+         "do not reuse the KV cache of shared prompt prefixes", 0, 0},
         {"device", 0, TS_FLAG_STRING, &device,
          "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0, 0},
         {"kv-transport", 0, TS_FLAG_STRING, &kv_transport,
@@ -446,6 +467,14 @@ int ts_cmd_up(int argc, char **argv) {
             args[a++] = "--kv-memory";
             args[a++] = (char *)kv_memory;
         }
+        char engine_names[N_ENGINE_FLAGS][24];
+        for (int f = 0; f < N_ENGINE_FLAGS; f++) {
+            if (!engine_values[f]) continue;
+            snprintf(engine_names[f], sizeof engine_names[f], "--%s", engine_flags[f]);
+            args[a++] = engine_names[f];
+            args[a++] = (char *)engine_values[f];
+        }
+        if (no_prefix_cache) args[a++] = "--no-prefix-cache";
         if (gpus) { /* this group's GPUs: device_s and the next gtp - 1 */
             snprintf(device_s, sizeof device_s, "cuda:%d", first_gpu[g]);
             args[a++] = "--device";

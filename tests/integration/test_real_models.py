@@ -75,11 +75,11 @@ def check_model(f, name, cases, run_case):
     return outputs
 
 
-def start_up(tessera, model, tmp):
+def start_up(tessera, model, tmp, *flags):
     ep = os.path.join(tmp, "endpoint")
     log = open(os.path.join(tmp, "up.log"), "w")
     p = subprocess.Popen([tessera, "up", "-m", model, "--port", "0", "--endpoint-file", ep,
-                          "--threads", "2"], stdout=log, stderr=subprocess.STDOUT,
+                          "--threads", "2"] + list(flags), stdout=log, stderr=subprocess.STDOUT,
                          env=harness.mpi_env(), start_new_session=True)
     logtext = lambda: open(log.name).read()
     ok = harness.wait_for(lambda: "tessera up: serving" in logtext() or p.poll() is not None, 300)
@@ -113,7 +113,10 @@ def main():
                         lambda c: generate(tp, c, env=harness.mpi_env()))
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                p, endpoint = start_up(args.tessera, model, tmp)
+                # engine flags reach the nodes: prompts prefilled 8 tokens per step give the
+                # one-process tokens (chunked prefill is bit-identical, kernels.h)
+                p, endpoint = start_up(args.tessera, model, tmp, "--prefill-chunk", "8",
+                                       "--batch-tokens", "64", "--kv-type", "f16")
                 try:
                     remote = [args.tessera, "generate", "--server", endpoint]
                     served = check_model(f, model_name + " (tessera up)", cases[:4],
@@ -127,6 +130,16 @@ def main():
                         p.wait(60)
                     except subprocess.TimeoutExpired:
                         os.killpg(p.pid, 9)
+    if args.mode == "up":
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                p, _ = start_up(args.tessera, harness.real_model("smollm2-135m"), tmp,
+                                "--kv-type", "f8")
+                os.killpg(p.pid, 9)
+                f.check(False, "tessera up --kv-type f8 started")
+            except AssertionError as e:
+                f.check("f8" in str(e), "--kv-type f8 reaches the node and is refused: %s"
+                        % str(e)[-300:])
     f.finish()
 
 
