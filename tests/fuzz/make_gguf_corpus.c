@@ -45,9 +45,14 @@ static fixture small(ts_dtype type) {
 }
 
 static void llama_files(void) {
-    const ts_dtype types[] = {TS_DTYPE_F32, TS_DTYPE_F16, TS_DTYPE_BF16, TS_DTYPE_Q8_0, TS_DTYPE_Q4_0};
-    for (int t = 0; t < 5; t++) {
+    const ts_dtype types[] = {TS_DTYPE_F32,  TS_DTYPE_F16,  TS_DTYPE_BF16, TS_DTYPE_Q8_0,
+                              TS_DTYPE_Q4_0, TS_DTYPE_Q4_1, TS_DTYPE_Q5_0, TS_DTYPE_Q5_1,
+                              TS_DTYPE_IQ4_NL, TS_DTYPE_Q2_K, TS_DTYPE_Q3_K, TS_DTYPE_Q4_K,
+                              TS_DTYPE_Q5_K, TS_DTYPE_Q6_K};
+    for (int t = 0; t < (int)(sizeof types / sizeof types[0]); t++) {
         fixture f = small(types[t]);
+        if (ts_dtype_block_elems(types[t]) > f.dim) /* K-quants: rows of whole super-blocks */
+            f.dim = f.n_ff = ts_dtype_block_elems(types[t]);
         f.tied = t % 2 == 1;
         ts_buf image = {0};
         if (fixture_build(&f, &image)) die("llama");
@@ -64,7 +69,7 @@ static void llama_files(void) {
             image_put_u64(&b, info + 24, 1ull << 40);
             save("broken-offset.gguf", &b, b.len);
             image_put_u64(&b, info + 24, 0);
-            image_put_u32(&b, info + 20, 14);
+            image_put_u32(&b, info + 20, 16); /* iq2_xxs: not supported */
             save("broken-type.gguf", &b, b.len);
             image_put_u32(&b, info + 20, TS_DTYPE_Q4_0);
             image_put_u64(&b, 16, 1ull << 50);
