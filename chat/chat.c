@@ -82,9 +82,11 @@ int ts_chat_template_open(const char *override, const char *model_template, ts_c
     } else if (override) {
         rc = ts_buf_read_file(&file, override);
         if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", ts_error_message());
             rc = ts_error_set(TS_E_IO, "--chat-template %s: not a built-in template (%s) and not a "
-                                       "readable file: %s",
-                              override, ts_chat_builtin_names(), ts_error_message());
+                                       "readable file (%s)",
+                              override, ts_chat_builtin_names(), why);
         } else {
             src = file.data ? file.data : "";
             len = file.len;
@@ -173,6 +175,21 @@ int ts_chat_tokenize(const ts_tokenizer *tok, const char *prompt, size_t len, co
     }
     return ts_tokenizer_encode_trusted(tok, prompt, len, taint, add_bos && ts_tokenizer_adds_bos(tok),
                                        ids, n_ids);
+}
+
+int ts_chat_build_prompt(const ts_chat_template *t, const ts_tokenizer *tok, const ts_json *messages,
+                         const ts_json *tools, bool add_generation_prompt, ts_buf *text,
+                         int32_t **ids, size_t *n_ids) {
+    ts_chat_input in = {messages, tools, add_generation_prompt, NULL, NULL};
+    ts_chat_special_texts(tok, &in.bos_token, &in.eos_token);
+    ts_buf taint = {0};
+    size_t start = text->len;
+    int rc = ts_chat_render(t, &in, text, &taint);
+    if (!rc && ids)
+        rc = ts_chat_tokenize(tok, text->data ? text->data + start : "", text->len - start,
+                              taint.data, true, ids, n_ids);
+    ts_buf_free(&taint);
+    return rc;
 }
 
 int ts_chat_read_messages(const char *path, ts_json_doc **doc, const ts_json **messages,

@@ -64,6 +64,13 @@ int ts_chat_tokenize(const ts_tokenizer *tok, const char *prompt, size_t len, co
 /* The vocabulary's BOS and EOS texts for ts_chat_input ("" where it has none). */
 void ts_chat_special_texts(const ts_tokenizer *tok, const char **bos, const char **eos);
 
+/* The whole path for a model: renders with the vocabulary's BOS/EOS texts, appends the prompt to
+ * *text and, when ids is not NULL, its ids to *ids / *n_ids (ts_chat_tokenize, BOS as the
+ * vocabulary adds it). Errors of ts_chat_render and ts_chat_tokenize. */
+int ts_chat_build_prompt(const ts_chat_template *t, const ts_tokenizer *tok, const ts_json *messages,
+                         const ts_json *tools, bool add_generation_prompt, ts_buf *text,
+                         int32_t **ids, size_t *n_ids);
+
 /* Reads a messages file: a JSON array of messages, or an object {"messages": [...], "tools":
  * [...]}. *doc owns the tree (ts_json_doc_free). TS_E_IO, TS_E_FORMAT (not JSON), TS_E_INVALID
  * (no messages array). */

@@ -757,7 +757,8 @@ static int f_select(jctx *c, const char *f, const jv *v, const jargs *a, jv *out
     if (test && (rc = want_str(c, test, f))) return rc;
     if (test && !jx_test_known(test->u.s.p, test->u.s.n))
         return jx_fail(c, TS_E_INVALID, "unknown test '%.*s'", (int)test->u.s.n, test->u.s.p);
-    jargs rest = {a->pos + (test ? first_test + 1 : a->n_pos), test ? a->n_pos - first_test - 1 : 0, NULL, NULL, 0};
+    jargs rest = {test ? a->pos + first_test + 1 : NULL, test ? a->n_pos - first_test - 1 : 0,
+                  NULL, NULL, 0};
     if ((rc = jv_list_new(c, items->n, false, out))) return rc;
     size_t k = 0;
     for (size_t i = 0; i < items->n && !rc; i++) {

@@ -140,7 +140,7 @@ static int repeat(jctx *c, const jv *seq, int64_t times, jv *out) {
     if (l->n && (uint64_t)times > MAX_VALUES / (l->n * sizeof(jv)))
         return jx_fail(c, TS_E_INVALID, "list repetition too large");
     int rc = jv_list_new(c, l->n * (size_t)times, l->tuple, out);
-    for (int64_t i = 0; !rc && i < times; i++)
+    for (int64_t i = 0; !rc && l->n && i < times; i++)
         memcpy(out->u.list->v + (size_t)i * l->n, l->v, l->n * sizeof *l->v);
     return rc;
 }

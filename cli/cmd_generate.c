@@ -14,6 +14,7 @@
  * "tessera generate: STATUS: message" and exit 1 (INVALID_ARGUMENT: exit 2).
  */
 #include "cli/commands.h"
+#include "cli/generate_local.h"
 #include "cli/generate_output.h"
 #include "cli/remote.h"
 #include "common/buf.h"
@@ -31,36 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct generate_state {
-    const ts_tokenizer *tok;
-    ts_detok detok;
-    ts_buf piece; /* text of the current event */
-    ts_generate_output out;
-    ts_finish_reason finish;
-    bool done;
-    int64_t t_start, t_first_token;
-    int n_cached;
-    int rc;
-} generate_state;
-
-static void on_event(void *user, const ts_sched_event *ev) {
-    generate_state *g = user;
-    ts_buf_clear(&g->piece);
-    if (ev->token >= 0) {
-        if (g->t_first_token == 0) g->t_first_token = ts_now_ns();
-        if (ts_generate_output_tokens(&g->out, &ev->token, 1)) g->rc = TS_E_NOMEM;
-        if (ts_detok_push(&g->detok, g->tok, ev->token, &g->piece)) g->rc = TS_E_NOMEM;
-    }
-    g->n_cached = ev->n_cached;
-    if (ev->finish != TS_FINISH_NONE) {
-        g->finish = ev->finish;
-        g->done = true;
-        if (ts_detok_flush(&g->detok, &g->piece)) g->rc = TS_E_NOMEM;
-    }
-    if (ts_generate_output_text(&g->out, g->piece.data, g->piece.len)) g->rc = TS_E_NOMEM;
-}
-
-static int print_json(const generate_state *g, const int32_t *prompt, size_t n_prompt,
+static int print_json(const ts_local_gen *g, const int32_t *prompt, size_t n_prompt,
                       const ts_sched_stats *st) {
     ts_generate_summary s = {
         .prompt_ids = prompt,
@@ -222,13 +194,12 @@ static int generate_local(const ts_runtime_options *ro, ts_request *req, bool pa
     size_t n_prompt = 0;
     const char *prompt = req->prompt;
     bool add_bos = !req->no_bos && ts_tokenizer_adds_bos(tok);
-    generate_state g = {.tok = tok, .out = {.json = json}};
+    ts_local_gen g = {.tok = tok, .out = {.json = json}};
     rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, parse_special, &prompt_ids,
                              &n_prompt);
     if (!rc) rc = ts_request_add_eos(req, ts_tokenizer_eos(tok));
     ts_sched *sched = ts_runtime_scheduler(rt);
-    g.t_start = ts_now_ns();
-    if (!rc) rc = ts_sched_submit(sched, 1, prompt_ids, (int32_t)n_prompt, &req->params);
+    if (!rc) rc = ts_local_gen_submit(&g, sched, 1, prompt_ids, n_prompt, &req->params);
     if (rc) {
         int code = ts_cli_exit_code(rc);
         ts_cli_fail("generate", code);
@@ -241,18 +212,14 @@ static int generate_local(const ts_runtime_options *ro, ts_request *req, bool pa
         fputs(prompt, stdout);
         fflush(stdout);
     }
-    while (!rc && !g.done && ts_sched_has_work(sched)) {
-        rc = ts_sched_step(sched, on_event, &g);
-        if (!rc) rc = g.rc;
-    }
+    rc = ts_local_gen_run(&g, sched);
     ts_sched_stats stats;
     ts_sched_get_stats(sched, &stats);
     if (!rc && json) rc = print_json(&g, prompt_ids, n_prompt, &stats);
     else if (!rc) putchar('\n');
     if (rc) ts_cli_fail("generate", TS_EXIT_FAILURE);
     free(prompt_ids);
-    ts_generate_output_free(&g.out);
-    ts_buf_free(&g.piece);
+    ts_local_gen_free(&g);
     ts_tokenizer_destroy(tok);
     int close_rc = ts_runtime_close(rt);
     if (!rc && close_rc) rc = ts_cli_fail("generate", TS_EXIT_FAILURE);
@@ -267,28 +234,13 @@ int ts_cmd_generate(int argc, char **argv) {
     bool json = false, no_bos = false, ignore_eos = false, parse_special = false;
     const char *server = NULL, *model_name = NULL;
     int timeout_ms = 0;
-    double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
-    int64_t seed = 0;
     /* The request's fields have no ranges here: their limits are request/request.h's table,
      * checked by ts_request_validate below (as at every other front door). */
     ts_flag flags[TS_RUNTIME_MAX_FLAGS + 20];
     int n = ts_runtime_flags(&ro, flags);
     flags[n++] = (ts_flag){"prompt", 'p', TS_FLAG_STRING, &prompt, "prompt text", 0, 0};
-    flags[n++] = (ts_flag){"max-tokens", 'n', TS_FLAG_INT, &params.max_tokens,
-                           "tokens to generate", 0, 0};
-    flags[n++] = (ts_flag){"temperature", 0, TS_FLAG_DOUBLE, &temperature,
-                           "sampling temperature; 0 = greedy", 0, 0};
-    flags[n++] = (ts_flag){"top-k", 0, TS_FLAG_INT, &params.top_k,
-                           "keep the k most likely tokens; 0 = off", 0, 0};
-    flags[n++] = (ts_flag){"top-p", 0, TS_FLAG_DOUBLE, &top_p, "nucleus sampling mass; 1 = off",
-                           0, 0};
-    flags[n++] = (ts_flag){"min-p", 0, TS_FLAG_DOUBLE, &min_p,
-                           "drop tokens below min-p times the top probability; 0 = off", 0, 0};
-    flags[n++] = (ts_flag){"repeat-penalty", 0, TS_FLAG_DOUBLE, &repeat_penalty,
-                           "penalty for recently seen tokens; 1 = off", 0, 0};
-    flags[n++] = (ts_flag){"repeat-last-n", 0, TS_FLAG_INT, &params.repetition_last_n,
-                           "tokens the repeat penalty looks back over", 0, 0};
-    flags[n++] = (ts_flag){"seed", 0, TS_FLAG_INT64, &seed, "random seed for sampling", 0, 0};
+    ts_sampling_flags sampling;
+    n += ts_sampling_flags_add(&sampling, &params, "tokens to generate", flags + n);
     flags[n++] = (ts_flag){"no-bos", 0, TS_FLAG_BOOL, &no_bos, "do not add the BOS token", 0, 0};
     flags[n++] = (ts_flag){"parse-special", 0, TS_FLAG_BOOL, &parse_special,
                            "the prompt is trusted: special-token text in it (<|im_start|>, ...) "
@@ -319,11 +271,7 @@ int ts_cmd_generate(int argc, char **argv) {
                                    "prompts as untrusted text)");
         return ts_cli_fail("generate", TS_EXIT_USAGE);
     }
-    params.temperature = (float)temperature;
-    params.top_p = (float)top_p;
-    params.min_p = (float)min_p;
-    params.repetition_penalty = (float)repeat_penalty;
-    params.seed = (uint64_t)seed;
+    ts_sampling_flags_apply(&sampling, &params);
     ts_request req;
     ts_request_init(&req);
     req.params = params;

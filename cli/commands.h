@@ -10,6 +10,8 @@
 
 int ts_cmd_model(int argc, char **argv);    /* model inspect | model synth */
 int ts_cmd_tokenize(int argc, char **argv); /* tokenize -m MODEL -p TEXT [--no-bos] [--json] */
+int ts_cmd_template(int argc, char **argv); /* template -m MODEL -f MESSAGES.json: the chat prompt */
+int ts_cmd_chat(int argc, char **argv);     /* chat -m MODEL: a conversation, line by line */
 int ts_cmd_generate(int argc, char **argv); /* generate -m MODEL -p PROMPT [-n N] [sampling] */
 int ts_cmd_bench_engine(int argc, char **argv); /* bench-engine: prefill/decode speed, roofline */
 int ts_cmd_perplexity(int argc, char **argv);   /* perplexity -m MODEL -f TEXT [--ctx N] */

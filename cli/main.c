@@ -22,6 +22,8 @@ static const command commands[] = {
     {"bench-engine", ts_cmd_bench_engine, "measure prefill/decode speed against the machine's roofline"},
     {"perplexity", ts_cmd_perplexity, "a model's perplexity on a text, as llama-perplexity computes it"},
     {"tokenize", ts_cmd_tokenize, "print the token ids of a text"},
+    {"template", ts_cmd_template, "print the prompt a chat template makes of JSON messages"},
+    {"chat", ts_cmd_chat, "chat with a local model (its chat template, one message per line)"},
     {"topology", ts_cmd_topology, "show hosts, devices and the Slurm job; check a placement plan"},
     {"bench", ts_cmd_bench, "load a cluster (--server) with concurrent streams: TTFT, latency, tokens/s"},
     {"up", ts_cmd_up, "start a local cluster (coordinator + node groups) in the foreground"},

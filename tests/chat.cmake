@@ -16,3 +16,26 @@ add_test(NAME chat_templates_match_jinja2
                  $<TARGET_FILE:chat_jinja_check>)
 set_tests_properties(chat_templates_match_jinja2 PROPERTIES LABELS integration TIMEOUT 600
                      SKIP_RETURN_CODE 77)
+
+# `tessera template` and `tessera chat` as a user runs them; with --real, the chat cases of
+# tests/data/real on the real models (label "real", as real_models_greedy_match_llama_cpp).
+if(TARGET tessera)
+  add_test(NAME chat_cli COMMAND ${Python3_EXECUTABLE}
+           ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_chat_cli.py $<TARGET_FILE:tessera>)
+  set_tests_properties(chat_cli PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77)
+  add_test(NAME real_models_chat_match_llama_cpp COMMAND ${Python3_EXECUTABLE}
+           ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_chat_cli.py $<TARGET_FILE:tessera> --real)
+  set_tests_properties(real_models_chat_match_llama_cpp PROPERTIES LABELS real TIMEOUT 900
+                       SKIP_RETURN_CODE 77)
+endif()
+
+# The template fuzz entry point (any bytes as a template, rendered over a fixed conversation),
+# replaying its seed corpus in every build; the real fuzzer with -DTESSERA_FUZZ=ON and clang.
+ts_add_test(NAME fuzz_chat_template_replay SOURCES fuzz/fuzz_chat_template.c LIBS ts_chat
+            LABELS fuzz)
+if(TESSERA_FUZZ)
+  file(GLOB TS_CHAT_SOURCES ${PROJECT_SOURCE_DIR}/chat/jinja*.c)
+  ts_add_fuzzer(NAME fuzz_chat_template
+                SOURCES fuzz/fuzz_chat_template.c ${TS_CHAT_SOURCES}
+                CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/chat_template MAX_LEN 4096)
+endif()
