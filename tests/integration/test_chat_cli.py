@@ -105,6 +105,44 @@ def check_template(f, tessera, tmp):
     f.check(rc != 0 and "line 1" in err and NAMES in err, "broken template file: %d %s" % (rc, err))
 
 
+# A tiny byte-level tokenizer.json (test_tokenizer_hf.c's), for Hugging Face directories.
+HF_TOKENIZER = {
+    "version": "1.0", "added_tokens": [{"id": 5, "content": "<|endoftext|>", "special": True,
+                                        "lstrip": False, "rstrip": False, "single_word": False,
+                                        "normalized": False}],
+    "normalizer": None, "post_processor": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                      "use_regex": True},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True},
+    "model": {"type": "BPE", "dropout": None, "unk_token": None,
+              "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": False,
+              "byte_fallback": False, "ignore_merges": False,
+              "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 3, "\u0120ab": 4},
+              "merges": ["a b", "\u0120 ab"]}}
+
+
+def check_hf_directory(f, tessera, tmp):
+    """The template of a Hugging Face directory: tokenizer_config.json's chat_template, else
+    chat_template.jinja."""
+    one = write(tmp, "hf-one.json", [{"role": "user", "content": "ab"}])
+    for name, config, jinja in (
+            ("hf-config", {"eos_token": "<|endoftext|>",
+                           "chat_template": "{% for m in messages %}[{{ m.role }}] {{ m.content }}"
+                                            "{{ eos_token }}{% endfor %}"}, None),
+            ("hf-jinja", {"eos_token": "<|endoftext|>"},
+             "{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}\n")):
+        d = os.path.join(tmp, name)
+        os.mkdir(d)
+        write(d, "tokenizer.json", HF_TOKENIZER)
+        write(d, "tokenizer_config.json", config)
+        if jinja:
+            write(d, "chat_template.jinja", jinja)
+        rc, out, err = run_bytes([tessera, "template", "-m", d, "-f", one])
+        f.check(rc == 0 and out == b"[user] ab<|endoftext|>", "%s: %d %r %s" % (name, rc, out, err))
+        rc, ids, err = run_bytes([tessera, "template", "-m", d, "-f", one, "--ids"])
+        f.check(rc == 0 and ids.split()[-2:] == [b"4", b"5"], "%s --ids: %r %s" % (name, ids, err))
+
+
 def check_chat_repl(f, tessera, tmp):
     cmd = [tessera, "chat", "--chat-template", "chatml", "-n", "8", "--threads", "2", "--json"]
     rc, out, err = run_bytes(cmd, stdin=b"Once upon a time\nand then\n/reset\nagain\n")
@@ -182,6 +220,7 @@ def main():
             check_real(f, tessera, tmp)
         else:
             check_template(f, tessera, tmp)
+            check_hf_directory(f, tessera, tmp)
             check_chat_repl(f, tessera, tmp)
     f.finish()
 

@@ -197,6 +197,34 @@ static void test_special_text_in_content_stays_text(void) {
     }
 }
 
+/* The whole path (render with the vocabulary's BOS/EOS, tokenize with the taint) appends to what
+ * the buffers hold, and gives the ids of rendering and tokenizing by hand. */
+static void test_build_prompt(void) {
+    const model *m = &MODELS[1];
+    if (!m->t) return;
+    ts_chat_template *t = NULL;
+    CHECK_OK(ts_chat_template_open(NULL, ts_tokenizer_chat_template(m->t), &t));
+    ts_json_doc *doc = json("[{\"role\":\"user\",\"content\":\"<|im_start|>hi\"}]");
+    ts_buf text = {0}, again = {0}, taint = {0};
+    CHECK_OK(ts_buf_append(&text, "kept", 4));
+    int32_t *ids = NULL, *want = NULL;
+    size_t n = 0, n_want = 0;
+    if (t) CHECK_OK(ts_chat_build_prompt(t, m->t, ts_json_root(doc), NULL, true, &text, &ids, &n));
+    CHECK(text.len > 4 && !memcmp(text.data, "kept<|im_start|>system", 22));
+    if (t) CHECK_OK(render(t, ts_json_root(doc), true, "", "<|im_end|>", &again, &taint));
+    CHECK(again.len + 4 == text.len && !memcmp(again.data, text.data + 4, again.len));
+    CHECK_OK(ts_chat_tokenize(m->t, again.data, again.len, taint.data, true, &want, &n_want));
+    CHECK(n == n_want && n > 0 && !memcmp(ids, want, n * sizeof *ids));
+    CHECK_EQ_INT(count_id(ids, n, 151644), 3); /* the template's three turns, not the user's text */
+    free(ids);
+    free(want);
+    ts_buf_free(&text);
+    ts_buf_free(&again);
+    ts_buf_free(&taint);
+    ts_json_doc_free(doc);
+    ts_chat_template_close(t);
+}
+
 static const char CONVERSATION[] =
     "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\" Hi \"},"
     "{\"role\":\"assistant\",\"content\":\"Hello.\"},{\"role\":\"user\",\"content\":\"Bye\"}]";
@@ -397,6 +425,7 @@ int main(void) {
     RUN(test_real_rendered_prompts);
     RUN(test_qwen_tools);
     RUN(test_special_text_in_content_stays_text);
+    RUN(test_build_prompt);
     RUN(test_builtin_templates);
     RUN(test_builtin_refusals);
     RUN(test_unknown_template_is_an_error_listing_names);
