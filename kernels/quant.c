@@ -54,9 +54,9 @@ KQUANT(q6_K, TS_DTYPE_Q6_K)
 #undef KQUANT
 
 static const ts_quant_traits table[TS_DTYPE_COUNT] = {
-    [TS_DTYPE_F32] = {f32_to_float, f32_from_float, NULL, NULL},
-    [TS_DTYPE_F16] = {f16_to_float, f16_from_float, NULL, NULL},
-    [TS_DTYPE_BF16] = {bf16_to_float, bf16_from_float, NULL, NULL},
+    [TS_DTYPE_F32] = {f32_to_float, f32_from_float, NULL, NULL, {0}, 0},
+    [TS_DTYPE_F16] = {f16_to_float, f16_from_float, NULL, NULL, {0}, 0},
+    [TS_DTYPE_BF16] = {bf16_to_float, bf16_from_float, NULL, NULL, {0}, 0},
     [TS_DTYPE_Q4_0] = {q4_0_to_float, ts_quantize_q4_0_weights, NULL, q4_0_dot, {0}, 1},
     [TS_DTYPE_Q4_1] = {q4_1_to_float, NULL, NULL, q4_1_dot, {0, 2}, 2},
     [TS_DTYPE_Q5_0] = {q5_0_to_float, NULL, NULL, q5_0_dot, {0}, 1},

@@ -4,7 +4,8 @@
 #   2. release build with warnings as errors → every ctest test (unit, integration, fault, fuzz
 #      corpus replay, slurm; gpu tests skip with a message where there is no GPU),
 #   3. ASan + UBSan build → the unit and integration tests again,
-#   4. the libFuzzer builds of the GGUF and tokenizer fuzzers, each run for a bounded time.
+#   4. the libFuzzer builds of the fuzzers (GGUF, tokenizer, safetensors, chat templates), each
+#      run for a bounded time.
 # Build trees: build-ci/, build-asan/, build-fuzz/. Exit code 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,8 +39,10 @@ if command -v clang >/dev/null; then
   step "libFuzzer build and bounded fuzzing"
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
         -DTESSERA_CUDA=OFF >/dev/null
+  # every program of the tests labelled fuzz: the fuzzers and their corpus replays
   cmake --build build-fuzz -j"$jobs" --target fuzz_gguf fuzz_gguf_replay fuzz_tokenizer \
-        fuzz_tokenizer_replay
+        fuzz_tokenizer_replay fuzz_safetensors fuzz_safetensors_replay fuzz_chat_template \
+        fuzz_chat_template_replay
   (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
 fi
 

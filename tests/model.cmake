@@ -21,6 +21,8 @@ set_target_properties(make_gguf_corpus PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PRO
 if(TESSERA_FUZZ)
   ts_add_fuzzer(NAME fuzz_gguf SOURCES fuzz/fuzz_gguf.c ${TS_MODEL_SOURCES}
                 CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/gguf MAX_LEN 65536)
+  # the types' reference functions (kernels/quant.c): uninstrumented, as ts_common
+  target_link_libraries(fuzz_gguf PRIVATE ts_quant)
 endif()
 
 # Hugging Face checkpoints: the safetensors reader and config.json/tensor-name translation.

@@ -38,4 +38,6 @@ if(TESSERA_FUZZ)
   ts_add_fuzzer(NAME fuzz_tokenizer
                 SOURCES fuzz/fuzz_tokenizer.c ${TS_TOKENIZER_SOURCES} ${PROJECT_SOURCE_DIR}/model/gguf.c
                 CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/tokenizer MAX_LEN 4096)
+  # ts_tokenizer_for_model's checkpoint test (model/hf.c) and what it needs, uninstrumented
+  target_link_libraries(fuzz_tokenizer PRIVATE ts_model)
 endif()
