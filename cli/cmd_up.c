@@ -230,7 +230,8 @@ static int check_tp(const char *model, const int *group_tp, const char *const *f
 }
 
 int ts_cmd_up(int argc, char **argv) {
-    const char *model = NULL, *endpoint_file = NULL, *log_level = "info";
+    const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
+    int http_port = 0;
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *kv_memory = NULL, *device = NULL, *kv_transport = "tcp";
@@ -246,6 +247,10 @@ int ts_cmd_up(int argc, char **argv) {
         {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
          0},
         {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
+        {"http-port", 0, TS_FLAG_INT, &http_port,
+         "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
+        {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
+         "HTTP API keys, one per line (default: no authentication)", 0, 0},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups,
          "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
@@ -366,13 +371,14 @@ int ts_cmd_up(int argc, char **argv) {
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
 
-    char tmp_ep[64] = "", listen[64], ctx_s[16];
+    char tmp_ep[64] = "", listen[64], http_listen[64], ctx_s[16];
     if (!endpoint_file) {
         snprintf(tmp_ep, sizeof tmp_ep, "/tmp/tessera-up-%d.endpoint", (int)getpid());
         endpoint_file = tmp_ep;
     }
     remove(endpoint_file);
     snprintf(listen, sizeof listen, "0.0.0.0:%d", port);
+    snprintf(http_listen, sizeof http_listen, "0.0.0.0:%d", http_port);
     snprintf(ctx_s, sizeof ctx_s, "%d", ctx);
 
     sigset_t sigs;
@@ -395,6 +401,14 @@ int ts_cmd_up(int argc, char **argv) {
         if (model) {
             args[a++] = "-m";
             args[a++] = (char *)model;
+        }
+        if (http_port) {
+            args[a++] = "--http-listen";
+            args[a++] = http_listen;
+        }
+        if (api_key_file) {
+            args[a++] = "--api-key-file";
+            args[a++] = (char *)api_key_file;
         }
         args[a] = NULL;
         rc = spawn(&st, "tessera-coordinator", args);
@@ -532,6 +546,12 @@ int ts_cmd_up(int argc, char **argv) {
                 TS_INFO("tessera up: serving %s on %s (%d groups x %d ranks)",
                         model ? model : "the bundled model", ep, groups, tp);
             serving = true;
+            if (http_port)
+                TS_INFO("tessera up: HTTP API on http://127.0.0.1:%d/v1 (try: curl "
+                        "http://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a "
+                        "time\", \"max_tokens\": 16}'%s)",
+                        http_port, http_port,
+                        api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
         } else if (ts_now_ns() > deadline) {
             TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
                      startup_ms);

@@ -5,8 +5,10 @@
  * reported up through return codes and, from membership, the co->hooks callbacks):
  *   api.c        the gRPC adapter, tessera.v1.Inference: GenerateRequest → ts_request
  *                (request/request_pb.h) → co_request_admit, outputs → GenerateResponse through
- *                its co_output callbacks; Tokenize, ListModels, Health. HTTP and the batch
- *                runner are to be adapters of the same shape, using only request.c's interface.
+ *                its co_output callbacks; Tokenize, ListModels, Health.
+ *   http.c       the HTTP adapter (http.h), the OpenAI-compatible API on its own listener
+ *                (--http-listen), of the same shape; the batch runner is to be another. Adapters
+ *                use only request.c's interface.
  *   request.c    the adapters' interface (co_request_admit, co_request_client_done, the ticks)
  *                and one request's life: token events → incremental detokenization, stop
  *                strings across token boundaries, usage and timings, the outputs (co_output:

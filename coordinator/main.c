@@ -9,6 +9,7 @@
  * Shutdown and the server stops (what is still running ends with UNAVAILABLE); exit 0.
  */
 #include "coordinator/coordinator.h"
+#include "coordinator/http.h"
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -125,7 +126,9 @@ static int wait_signal(coordinator *co, const sigset_t *set, int ms) {
 int main(int argc, char **argv) {
     ts_log_init("coordinator");
     const char *listen = "0.0.0.0:50051", *model_path = NULL, *endpoint_file = NULL;
-    const char *log_level = "info";
+    const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
+    size_t http_max_body = 32u << 20;
+    int http_max_connections = 256;
     int heartbeat_ms = 500, heartbeat_timeout_ms = 3000, max_queue = 1024, grace_ms = 10000;
     ts_flag flags[] = {
         {"listen", 0, TS_FLAG_STRING, &listen,
@@ -143,6 +146,16 @@ int main(int argc, char **argv) {
          "requests waiting cluster-wide before RESOURCE_EXHAUSTED", 0, 1 << 24},
         {"grace-ms", 0, TS_FLAG_INT, &grace_ms, "on SIGTERM, time running requests get to finish",
          0, 3600000},
+        {"http-listen", 0, TS_FLAG_STRING, &http_listen,
+         "HOST:PORT for the OpenAI-compatible HTTP API (default: off; port 0: any free port)", 0,
+         0},
+        {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
+         "HTTP API keys, one per line (Authorization: Bearer KEY); default: no authentication",
+         0, 0},
+        {"http-max-body", 0, TS_FLAG_SIZE, &http_max_body,
+         "larger HTTP request bodies get 413", 0, 0},
+        {"http-max-connections", 0, TS_FLAG_INT, &http_max_connections,
+         "HTTP connections at once", 1, 65536},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};
@@ -153,6 +166,10 @@ int main(int argc, char **argv) {
     ts_log_level level;
     if (ts_log_parse_level(log_level, &level)) return fail(2);
     ts_log_set_level(level);
+    if (api_key_file && !http_listen) {
+        ts_error_set(TS_E_INVALID, "--api-key-file needs --http-listen (the keys guard HTTP)");
+        return fail(2);
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -184,18 +201,32 @@ int main(int argc, char **argv) {
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Health", &health);
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Worker/Attach", &attach);
     if (!rc) rc = ts_rpc_server_start(srv);
+    co_http *http = NULL;
+    if (!rc && http_listen) {
+        co_http_options ho = {.listen = http_listen,
+                              .api_key_file = api_key_file,
+                              .max_body = http_max_body,
+                              .max_connections = http_max_connections};
+        rc = co_http_start(co, &ho, &http);
+    }
     char ep[300];
     if (!rc && endpoint_file) {
         endpoint(listen, ts_rpc_server_port(srv), true, ep, sizeof ep);
         rc = write_endpoint_file(endpoint_file, ep);
     }
     if (rc) {
-        fail(1);
+        fail(rc == TS_E_INVALID ? 2 : 1);
+        co_http_stop(http);
         ts_rpc_server_destroy(srv);
-        return 1;
+        return rc == TS_E_INVALID ? 2 : 1;
     }
     endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
     TS_INFO("tessera-coordinator: listening on %s (model %s)", ep, co->model_name);
+    if (http) {
+        endpoint(http_listen, co_http_port(http), false, ep, sizeof ep);
+        TS_INFO("tessera-coordinator: HTTP API on http://%s/v1%s", ep,
+                api_key_file ? " (API keys required)" : "");
+    }
 
     int sig = wait_signal(co, &set, -1);
     TS_INFO("%s: stopping (running requests get up to %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
@@ -222,6 +253,7 @@ int main(int argc, char **argv) {
         if (live == 0) break;
         ts_sleep_ms(50);
     }
+    co_http_stop(http); /* its waiting clients are told; the requests end below */
     ts_rpc_server_shutdown(srv, 1000);
     ts_rpc_server_destroy(srv);
     /* Every call has ended: on_done freed each request and group. */

@@ -1,0 +1,896 @@
+/*
+ * http.c — the OpenAI-compatible HTTP API (docs/api.md), the coordinator's second front door.
+ * Like api.c it is an adapter over request.c only: a JSON body → ts_request → co_request_admit
+ * with the co_output callbacks below → JSON or server-sent events, co_request_client_done when
+ * the connection is over. The one validation (request/request.h) judges every field; this file
+ * checks only JSON types and what it does not support yet (n > 1, echo, logprobs, penalties,
+ * logit_bias), each a 400 naming the field.
+ *
+ *   GET  /health                200 {"status":"ok"} while a group serves, else 503
+ *   GET  /v1/models[/ID]        the served model (context_length: the largest group context)
+ *   POST /v1/completions        prompt: a string, token ids, or a list of one of those
+ *   POST /v1/chat/completions   501 until the chat template module is wired in
+ *
+ * Errors are OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with the status
+ * from the TS_E code (TS_E_INVALID 400, TS_E_EXHAUSTED 429, TS_E_UNAVAILABLE 503, TS_E_TIMEOUT
+ * 504), 401 for a missing or wrong key (when --api-key-file is given; checked in constant time
+ * on every /v1/ path), 404 for an unknown path or model, 413 for a body over --http-max-body.
+ *
+ * Threads: libmicrohttpd runs a thread per connection (capped by max_connections). A handler
+ * takes co->mu to admit; the co_output callbacks run under co->mu on the rpc thread and only
+ * append to the request's buffer and signal its condition variable (paired with co->mu), which
+ * the connection's thread waits on: the non-streaming handler until the request is done, the
+ * streaming response's reader until bytes are due. A client that goes away ends the connection
+ * (request_completed), which calls co_request_client_done: the node cancels it and frees its KV.
+ *
+ * Ownership: an http_req is shared by the connection (until request_completed), the co_request
+ * (until its release callback) and a streaming response (until its free callback); the count is
+ * guarded by co->mu.
+ */
+#include "coordinator/http.h"
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/json.h"
+#include "common/log.h"
+
+#include <microhttpd.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+enum {
+    HTTP_MAX_KEYS = 256,
+    HTTP_MAX_PENDING = 8 << 20, /* streamed bytes a slow client may leave unread */
+    HTTP_IDLE_S = 600,
+};
+
+struct co_http {
+    coordinator *co;
+    struct MHD_Daemon *d;
+    size_t max_body;
+    char *keys[HTTP_MAX_KEYS];
+    int n_keys;
+    bool stopping; /* under co->mu */
+    int64_t created;
+    uint64_t seeds;
+};
+
+typedef struct http_req {
+    co_http *srv;
+    pthread_cond_t cond;
+    int refs;
+    co_request *r; /* NULL once the adapter is done with it */
+    bool stream, include_usage;
+    ts_buf out; /* stream: SSE bytes not sent yet (from out_off); else: the completion text */
+    size_t out_off;
+    bool done;
+    int err;
+    char err_msg[512];
+    ts_finish_reason reason;
+    ts_request_usage usage;
+    char id[160];
+} http_req;
+
+/* The connection's state across the handler's calls. */
+typedef struct http_conn {
+    ts_buf body;
+    bool too_big;
+    http_req *h;
+} http_conn;
+
+static void req_unref(http_req *h) { /* under co->mu */
+    if (--h->refs > 0) return;
+    pthread_cond_destroy(&h->cond);
+    ts_buf_free(&h->out);
+    free(h);
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned status, const char *type,
+                                const char *data, size_t n, const char *retry_after) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, (void *)data, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (retry_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result rc = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static void error_json(ts_buf *b, const char *message, const char *type, const char *param,
+                       const char *code) {
+    ts_json_writer w;
+    ts_jw_init(&w, b);
+    ts_jw_object_begin(&w);
+    ts_jw_key(&w, "error");
+    ts_jw_object_begin(&w);
+    ts_jw_key(&w, "message");
+    ts_jw_string(&w, message);
+    ts_jw_key(&w, "type");
+    ts_jw_string(&w, type);
+    ts_jw_key(&w, "param");
+    if (param)
+        ts_jw_string(&w, param);
+    else
+        ts_jw_null(&w);
+    ts_jw_key(&w, "code");
+    if (code)
+        ts_jw_string(&w, code);
+    else
+        ts_jw_null(&w);
+    ts_jw_object_end(&w);
+    ts_jw_object_end(&w);
+    ts_jw_finish(&w);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *message,
+                                  const char *type, const char *param, const char *code) {
+    ts_buf b = {0};
+    error_json(&b, message, type, param, code);
+    enum MHD_Result rc = send_buf(c, status, "application/json", b.data ? b.data : "",
+                                  b.len, status == 429 ? "1" : NULL);
+    ts_buf_free(&b);
+    return rc;
+}
+
+/* A TS_E code as OpenAI reports it. */
+static unsigned status_of(int code, const char **type, const char **ecode) {
+    switch (code) {
+    case TS_E_INVALID:
+        *type = "invalid_request_error", *ecode = NULL;
+        return MHD_HTTP_BAD_REQUEST;
+    case TS_E_EXHAUSTED:
+        *type = "rate_limit_error", *ecode = "rate_limit_exceeded";
+        return MHD_HTTP_TOO_MANY_REQUESTS;
+    case TS_E_UNAVAILABLE:
+        *type = "server_error", *ecode = "service_unavailable";
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case TS_E_TIMEOUT:
+        *type = "server_error", *ecode = "timeout";
+        return MHD_HTTP_GATEWAY_TIMEOUT;
+    default:
+        *type = "server_error", *ecode = NULL;
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static enum MHD_Result send_code(struct MHD_Connection *c, int code, const char *message,
+                                 const char *param) {
+    const char *type, *ecode;
+    unsigned status = status_of(code, &type, &ecode);
+    return send_error(c, status, message, type, param, ecode);
+}
+
+/* ---- completions: JSON → ts_request ---- */
+
+typedef struct completion_opts {
+    bool stream, include_usage;
+    const char *param; /* the field a mapping error is about */
+} completion_opts;
+
+static int field_error(completion_opts *o, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int field_error(completion_opts *o, const char *param, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ts_error_setv(TS_E_INVALID, fmt, ap);
+    va_end(ap);
+    o->param = param;
+    return TS_E_INVALID;
+}
+
+/* The member `key`, NULL when absent or null. */
+static const ts_json *member(const ts_json *obj, const char *key) {
+    const ts_json *v = ts_json_get(obj, key);
+    return v && v->type != TS_JSON_NULL ? v : NULL;
+}
+
+static int get_number(const ts_json *obj, const char *key, double *out, bool *present,
+                      completion_opts *o) {
+    const ts_json *v = member(obj, key);
+    *present = v != NULL;
+    if (!v) return TS_OK;
+    if (v->type != TS_JSON_NUMBER) return field_error(o, key, "%s must be a number", key);
+    *out = v->number;
+    return TS_OK;
+}
+
+static int get_integer(const ts_json *obj, const char *key, int64_t *out, bool *present,
+                       completion_opts *o) {
+    const ts_json *v = member(obj, key);
+    *present = v != NULL;
+    if (!v) return TS_OK;
+    if (v->type != TS_JSON_NUMBER || !v->is_integer)
+        return field_error(o, key, "%s must be an integer", key);
+    *out = v->integer;
+    return TS_OK;
+}
+
+static int32_t clamp32(int64_t v) {
+    return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
+}
+
+/* A token-id array → the request's prompt ids. */
+static int prompt_ids(const ts_json *a, ts_request *req, completion_opts *o) {
+    int32_t *ids = malloc((a->length ? a->length : 1) * sizeof *ids);
+    if (!ids) return ts_error_set(TS_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < a->length; i++) {
+        const ts_json *t = &a->items[i];
+        if (t->type != TS_JSON_NUMBER || !t->is_integer) {
+            free(ids);
+            return field_error(o, "prompt", "prompt[%zu] must be a token id (an integer)", i);
+        }
+        ids[i] = clamp32(t->integer < 0 ? -1 : t->integer); /* the validation names bad ids */
+    }
+    if (a->length > INT32_MAX) {
+        free(ids);
+        return field_error(o, "prompt", "prompt: too many token ids");
+    }
+    ts_request_take_ids(req, ids, (int32_t)a->length);
+    return TS_OK;
+}
+
+static bool all_integers(const ts_json *a) {
+    for (size_t i = 0; i < a->length; i++)
+        if (a->items[i].type != TS_JSON_NUMBER || !a->items[i].is_integer) return false;
+    return true;
+}
+
+static int map_prompt(const ts_json *p, ts_request *req, completion_opts *o) {
+    if (!p) return field_error(o, "prompt", "prompt is required");
+    if (p->type == TS_JSON_STRING) return ts_request_set_text(req, p->string);
+    if (p->type != TS_JSON_ARRAY || p->length == 0)
+        return field_error(o, "prompt",
+                           "prompt must be a string, an array of token ids, or a list of one");
+    if (all_integers(p)) return prompt_ids(p, req, o);
+    if (p->length > 1)
+        return field_error(o, "prompt",
+                           "prompt: a list of %zu prompts is not supported yet (give one)",
+                           p->length);
+    const ts_json *one = &p->items[0];
+    if (one->type == TS_JSON_STRING) return ts_request_set_text(req, one->string);
+    if (one->type == TS_JSON_ARRAY && one->length > 0 && all_integers(one))
+        return prompt_ids(one, req, o);
+    return field_error(o, "prompt",
+                       "prompt must be a string, an array of token ids, or a list of one");
+}
+
+static int map_stop(const ts_json *s, ts_request *req, completion_opts *o) {
+    if (!s) return TS_OK;
+    if (s->type == TS_JSON_STRING) return ts_request_add_stop(req, s->string);
+    if (s->type != TS_JSON_ARRAY)
+        return field_error(o, "stop", "stop must be a string or an array of strings");
+    for (size_t i = 0; i < s->length; i++) {
+        if (s->items[i].type != TS_JSON_STRING)
+            return field_error(o, "stop", "stop[%zu] must be a string", i);
+        int rc = ts_request_add_stop(req, s->items[i].string);
+        if (rc) return rc;
+    }
+    return TS_OK;
+}
+
+/* What this first version refuses rather than ignores: a client asking for it would get
+ * something else. */
+static int unsupported(const ts_json *root, completion_opts *o) {
+    int64_t v = 0;
+    bool has;
+    int rc;
+    static const char *const one[] = {"n", "best_of"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((rc = get_integer(root, one[i], &v, &has, o))) return rc;
+        if (has && v != 1)
+            return field_error(o, one[i], "%s must be 1 (several choices are not supported yet)",
+                               one[i]);
+    }
+    if ((rc = get_integer(root, "logprobs", &v, &has, o))) return rc;
+    if (has && v != 0) return field_error(o, "logprobs", "logprobs is not supported yet");
+    static const char *const zero[] = {"presence_penalty", "frequency_penalty"};
+    for (size_t i = 0; i < 2; i++) {
+        double d = 0;
+        if ((rc = get_number(root, zero[i], &d, &has, o))) return rc;
+        if (has && d != 0)
+            return field_error(o, zero[i],
+                               "%s is not supported yet (use repetition_penalty)", zero[i]);
+    }
+    const ts_json *e = member(root, "echo");
+    if (e && (e->type != TS_JSON_BOOL || e->boolean))
+        return field_error(o, "echo", "echo is not supported yet");
+    const ts_json *lb = member(root, "logit_bias");
+    if (lb && (lb->type != TS_JSON_OBJECT || lb->length))
+        return field_error(o, "logit_bias", "logit_bias is not supported yet");
+    const ts_json *suffix = member(root, "suffix");
+    if (suffix && (suffix->type != TS_JSON_STRING || suffix->length))
+        return field_error(o, "suffix", "suffix is not supported");
+    return TS_OK;
+}
+
+/* The body of POST /v1/completions → req (initialized by the caller). Unknown fields are
+ * ignored. Defaults as OpenAI's: max_tokens 16, temperature 1, top_p 1; without a seed each
+ * request gets a fresh one. */
+static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
+                          completion_opts *o) {
+    if (root->type != TS_JSON_OBJECT)
+        return field_error(o, NULL, "the request body must be a JSON object");
+    int rc = unsupported(root, o);
+    if (rc) return rc;
+    const ts_json *m = member(root, "model");
+    if (m && m->type != TS_JSON_STRING) return field_error(o, "model", "model must be a string");
+    if (m && (rc = ts_request_set_model(req, m->string))) return rc;
+    if ((rc = map_prompt(member(root, "prompt"), req, o))) return rc;
+    if ((rc = map_stop(member(root, "stop"), req, o))) return rc;
+
+    ts_request_params *p = &req->params;
+    p->temperature = 1.0f;
+    int64_t iv = 0;
+    double dv = 0;
+    bool has;
+    if ((rc = get_integer(root, "max_tokens", &iv, &has, o))) return rc;
+    if (has) p->max_tokens = clamp32(iv);
+    if ((rc = get_number(root, "temperature", &dv, &has, o))) return rc;
+    if (has) p->temperature = (float)dv;
+    if ((rc = get_number(root, "top_p", &dv, &has, o))) return rc;
+    if (has) p->top_p = (float)dv;
+    if ((rc = get_integer(root, "top_k", &iv, &has, o))) return rc; /* extensions */
+    if (has) p->top_k = clamp32(iv);
+    if ((rc = get_number(root, "min_p", &dv, &has, o))) return rc;
+    if (has) p->min_p = (float)dv;
+    if ((rc = get_number(root, "repetition_penalty", &dv, &has, o))) return rc;
+    if (has) p->repetition_penalty = (float)dv;
+    if ((rc = get_integer(root, "seed", &iv, &has, o))) return rc;
+    p->seed = has ? (uint64_t)iv : (uint64_t)ts_now_ns() ^ (++srv->seeds * 0x9e3779b97f4a7c15ULL);
+
+    const ts_json *ie = member(root, "ignore_eos");
+    if (ie && ie->type != TS_JSON_BOOL)
+        return field_error(o, "ignore_eos", "ignore_eos must be a boolean");
+    req->ignore_eos = ie && ie->boolean;
+    const ts_json *s = member(root, "stream");
+    if (s && s->type != TS_JSON_BOOL) return field_error(o, "stream", "stream must be a boolean");
+    o->stream = s && s->boolean;
+    const ts_json *so = member(root, "stream_options");
+    if (so) {
+        const ts_json *iu = so->type == TS_JSON_OBJECT ? member(so, "include_usage") : NULL;
+        if (so->type != TS_JSON_OBJECT || (iu && iu->type != TS_JSON_BOOL))
+            return field_error(o, "stream_options",
+                               "stream_options must be an object with a boolean include_usage");
+        o->include_usage = iu && iu->boolean;
+    }
+    return TS_OK;
+}
+
+/* ---- outputs ---- */
+
+static const char *finish_name(ts_finish_reason r) {
+    return r == TS_FINISH_LENGTH ? "length" : "stop";
+}
+
+static void write_usage(ts_json_writer *w, const ts_request_usage *u) {
+    ts_jw_key(w, "usage");
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "prompt_tokens");
+    ts_jw_int(w, u->prompt_tokens);
+    ts_jw_key(w, "completion_tokens");
+    ts_jw_int(w, u->completion_tokens);
+    ts_jw_key(w, "total_tokens");
+    ts_jw_int(w, (int64_t)u->prompt_tokens + u->completion_tokens);
+    ts_jw_key(w, "prompt_tokens_details");
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "cached_tokens");
+    ts_jw_int(w, u->cached_prompt_tokens);
+    ts_jw_object_end(w);
+    ts_jw_object_end(w);
+}
+
+/* {"id", "object", "created", "model", "choices": [one with text and finish_reason] or none,
+ * and usage when given}. */
+static int completion_json(ts_buf *b, const http_req *h, const char *text, size_t n,
+                           bool with_choice, const char *finish, const ts_request_usage *u) {
+    coordinator *co = h->srv->co;
+    ts_json_writer w;
+    ts_jw_init(&w, b);
+    ts_jw_object_begin(&w);
+    ts_jw_key(&w, "id");
+    ts_jw_string(&w, h->id);
+    ts_jw_key(&w, "object");
+    ts_jw_string(&w, "text_completion");
+    ts_jw_key(&w, "created");
+    ts_jw_int(&w, h->srv->created);
+    ts_jw_key(&w, "model");
+    ts_jw_string(&w, co->model_name);
+    ts_jw_key(&w, "choices");
+    ts_jw_array_begin(&w);
+    if (with_choice) {
+        ts_jw_object_begin(&w);
+        ts_jw_key(&w, "index");
+        ts_jw_int(&w, 0);
+        ts_jw_key(&w, "text");
+        ts_jw_string_n(&w, text, n);
+        ts_jw_key(&w, "logprobs");
+        ts_jw_null(&w);
+        ts_jw_key(&w, "finish_reason");
+        if (finish)
+            ts_jw_string(&w, finish);
+        else
+            ts_jw_null(&w);
+        ts_jw_object_end(&w);
+    }
+    ts_jw_array_end(&w);
+    if (u) write_usage(&w, u);
+    ts_jw_object_end(&w);
+    return ts_jw_finish(&w);
+}
+
+static int sse_event(http_req *h, const char *text, size_t n, bool with_choice, const char *finish,
+                     const ts_request_usage *u) {
+    int rc = ts_buf_append_str(&h->out, "data: ");
+    if (!rc) rc = completion_json(&h->out, h, text, n, with_choice, finish, u);
+    if (!rc) rc = ts_buf_append_str(&h->out, "\n\n");
+    return rc;
+}
+
+static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
+    http_req *h = r->out_user;
+    (void)token, (void)logprob;
+    if (h->out.len - h->out_off > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
+    int rc = TS_OK;
+    if (!h->stream)
+        rc = ts_buf_append(&h->out, text, n);
+    else if (n)
+        rc = sse_event(h, text, n, true, NULL, NULL);
+    pthread_cond_signal(&h->cond);
+    return rc;
+}
+
+static int out_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
+                      ts_finish_reason reason, const ts_request_usage *usage) {
+    http_req *h = r->out_user;
+    (void)token, (void)logprob;
+    h->reason = reason;
+    h->usage = *usage;
+    int rc;
+    if (!h->stream) {
+        rc = ts_buf_append(&h->out, text, n);
+    } else {
+        rc = sse_event(h, text, n, true, finish_name(reason), NULL);
+        if (!rc && h->include_usage) rc = sse_event(h, NULL, 0, false, NULL, usage);
+        if (!rc) rc = ts_buf_append_str(&h->out, "data: [DONE]\n\n");
+    }
+    h->done = true;
+    pthread_cond_signal(&h->cond);
+    return rc;
+}
+
+static void out_error(co_request *r, int code, const char *message) {
+    http_req *h = r->out_user;
+    h->err = code;
+    snprintf(h->err_msg, sizeof h->err_msg, "%s", message);
+    if (h->stream) { /* the status line is gone: the error is the last event */
+        const char *type, *ecode;
+        status_of(code, &type, &ecode);
+        ts_buf_append_str(&h->out, "data: ");
+        error_json(&h->out, message, type, NULL, ecode);
+        ts_buf_append_str(&h->out, "\n\ndata: [DONE]\n\n");
+    }
+    h->done = true;
+    pthread_cond_signal(&h->cond);
+}
+
+static void out_release(co_request *r) {
+    http_req *h = r->out_user;
+    h->r = NULL;
+    req_unref(h);
+}
+
+static const co_output http_output = {
+    .tokens = out_tokens, .finish = out_finish, .error = out_error, .release = out_release};
+
+/* Waits (under co->mu) for the request's next bytes, its end, or the server's stop. */
+static void wait_req(http_req *h) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&h->cond, &h->srv->co->mu, &ts);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    http_req *h = cls;
+    coordinator *co = h->srv->co;
+    (void)pos;
+    ssize_t n;
+    pthread_mutex_lock(&co->mu);
+    for (;;) {
+        size_t avail = h->out.len - h->out_off;
+        if (avail) {
+            n = (ssize_t)(avail < max ? avail : max);
+            memcpy(buf, h->out.data + h->out_off, (size_t)n);
+            h->out_off += (size_t)n;
+            if (h->out_off == h->out.len) h->out_off = h->out.len = 0;
+            break;
+        }
+        if (h->done) {
+            n = MHD_CONTENT_READER_END_OF_STREAM;
+            break;
+        }
+        if (h->srv->stopping) {
+            n = MHD_CONTENT_READER_END_WITH_ERROR;
+            break;
+        }
+        wait_req(h);
+    }
+    pthread_mutex_unlock(&co->mu);
+    return n;
+}
+
+static void stream_free(void *cls) {
+    http_req *h = cls;
+    coordinator *co = h->srv->co;
+    pthread_mutex_lock(&co->mu);
+    req_unref(h);
+    pthread_mutex_unlock(&co->mu);
+}
+
+static enum MHD_Result handle_completion(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
+    coordinator *co = srv->co;
+    ts_json_doc *doc = NULL;
+    if (ts_json_parse(hc->body.data ? hc->body.data : "", hc->body.len, &doc)) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "the body is not valid JSON: %s", ts_error_message());
+        return send_error(c, MHD_HTTP_BAD_REQUEST, msg, "invalid_request_error", NULL, NULL);
+    }
+    ts_request req;
+    ts_request_init(&req);
+    completion_opts o = {0};
+    pthread_mutex_lock(&co->mu); /* the seed counter */
+    int rc = map_completion(srv, ts_json_root(doc), &req, &o);
+    pthread_mutex_unlock(&co->mu);
+    ts_json_doc_free(doc);
+    if (rc) {
+        ts_request_free(&req);
+        return send_code(c, rc, ts_error_message(), o.param);
+    }
+
+    http_req *h = calloc(1, sizeof *h);
+    if (!h) {
+        ts_request_free(&req);
+        return send_code(c, TS_E_NOMEM, "out of memory", NULL);
+    }
+    h->srv = srv;
+    pthread_cond_init(&h->cond, NULL);
+    h->stream = o.stream;
+    h->include_usage = o.include_usage;
+    h->refs = 2; /* the connection's and the request's */
+    hc->h = h;
+
+    pthread_mutex_lock(&co->mu);
+    if (!co_serves_model(co, req.model)) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "The model '%s' does not exist (this cluster serves '%s')",
+                 req.model, co->model_name);
+        pthread_mutex_unlock(&co->mu);
+        ts_request_free(&req);
+        h->refs = 1;
+        return send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", "model",
+                          "model_not_found");
+    }
+    co_request *r = NULL;
+    rc = co_request_admit(co, &req, INT64_MAX, &http_output, h, &r);
+    if (rc) {
+        h->refs = 1; /* nothing was admitted: no release will come */
+        pthread_mutex_unlock(&co->mu);
+        return send_code(c, rc, ts_error_message(), NULL);
+    }
+    h->r = r;
+    snprintf(h->id, sizeof h->id, "cmpl-%s", r->client_id);
+
+    if (h->stream) {
+        h->refs++; /* the response's (stream_free) */
+        pthread_mutex_unlock(&co->mu);
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, h, stream_free);
+        if (!resp) {
+            pthread_mutex_lock(&co->mu);
+            req_unref(h);
+            pthread_mutex_unlock(&co->mu);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        enum MHD_Result q = MHD_queue_response(c, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return q;
+    }
+
+    while (!h->done && !srv->stopping)
+        wait_req(h);
+    ts_buf b = {0};
+    enum MHD_Result q;
+    if (!h->done || h->err) {
+        int code = h->done ? h->err : TS_E_UNAVAILABLE;
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", h->done ? h->err_msg : "the coordinator is stopping");
+        pthread_mutex_unlock(&co->mu);
+        return send_code(c, code, msg, NULL);
+    }
+    rc = completion_json(&b, h, h->out.data, h->out.len, true, finish_name(h->reason), &h->usage);
+    pthread_mutex_unlock(&co->mu);
+    q = rc ? send_code(c, TS_E_NOMEM, "out of memory", NULL)
+           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    ts_buf_free(&b);
+    return q;
+}
+
+/* ---- models, health ---- */
+
+static void model_json(ts_json_writer *w, co_http *srv) {
+    coordinator *co = srv->co;
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "id");
+    ts_jw_string(w, co->model_name);
+    ts_jw_key(w, "object");
+    ts_jw_string(w, "model");
+    ts_jw_key(w, "created");
+    ts_jw_int(w, srv->created);
+    ts_jw_key(w, "owned_by");
+    ts_jw_string(w, "tessera");
+    ts_jw_key(w, "context_length");
+    ts_jw_int(w, co_largest_context(co));
+    ts_jw_object_end(w);
+}
+
+static enum MHD_Result handle_models(co_http *srv, struct MHD_Connection *c, const char *id) {
+    coordinator *co = srv->co;
+    ts_buf b = {0};
+    ts_json_writer w;
+    ts_jw_init(&w, &b);
+    pthread_mutex_lock(&co->mu);
+    bool found = !id || !strcmp(id, co->model_name);
+    if (id && found) {
+        model_json(&w, srv);
+    } else if (!id) {
+        ts_jw_object_begin(&w);
+        ts_jw_key(&w, "object");
+        ts_jw_string(&w, "list");
+        ts_jw_key(&w, "data");
+        ts_jw_array_begin(&w);
+        model_json(&w, srv);
+        ts_jw_array_end(&w);
+        ts_jw_object_end(&w);
+    }
+    char msg[600];
+    snprintf(msg, sizeof msg, "The model '%s' does not exist (this cluster serves '%s')",
+             id ? id : "", co->model_name);
+    pthread_mutex_unlock(&co->mu);
+    enum MHD_Result q;
+    if (!found)
+        q = send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", "model",
+                       "model_not_found");
+    else if (ts_jw_finish(&w))
+        q = send_code(c, TS_E_NOMEM, "out of memory", NULL);
+    else
+        q = send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    ts_buf_free(&b);
+    return q;
+}
+
+static enum MHD_Result handle_health(co_http *srv, struct MHD_Connection *c) {
+    coordinator *co = srv->co;
+    pthread_mutex_lock(&co->mu);
+    int groups = co_live_groups(co);
+    bool serving = groups > 0 && !co->shutting_down;
+    pthread_mutex_unlock(&co->mu);
+    char body[128];
+    int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"groups\":%d}",
+                     serving ? "ok" : "unavailable", groups);
+    return send_buf(c, serving ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
+                    body, (size_t)n, NULL);
+}
+
+/* ---- authentication ---- */
+
+/* Constant time in the key's content: every key is compared over its whole length. */
+static bool authorized(const co_http *srv, struct MHD_Connection *c) {
+    if (!srv->n_keys) return true;
+    const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!a || strncasecmp(a, "Bearer ", 7)) return false;
+    const char *key = a + 7;
+    size_t n = strlen(key);
+    bool ok = false;
+    for (int i = 0; i < srv->n_keys; i++) {
+        const char *k = srv->keys[i];
+        size_t kn = strlen(k);
+        unsigned char diff = (unsigned char)(kn != n);
+        for (size_t j = 0; j < kn; j++)
+            diff |= (unsigned char)(k[j] ^ (j < n ? key[j] : 0));
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+static int load_keys(co_http *srv, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ts_error_set(TS_E_INVALID, "--api-key-file %s: %s", path, strerror(errno));
+    char line[4096];
+    int rc = TS_OK;
+    while (!rc && fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = '\0';
+        while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = '\0';
+        const char *k = line + strspn(line, " \t");
+        if (!*k) continue;
+        if (srv->n_keys == HTTP_MAX_KEYS)
+            rc = ts_error_set(TS_E_INVALID, "--api-key-file %s: more than %d keys", path,
+                              HTTP_MAX_KEYS);
+        else if (!(srv->keys[srv->n_keys++] = strdup(k)))
+            rc = ts_error_set(TS_E_NOMEM, "out of memory");
+    }
+    fclose(f);
+    if (!rc && !srv->n_keys) rc = ts_error_set(TS_E_INVALID, "--api-key-file %s: no keys", path);
+    return rc;
+}
+
+/* ---- the handler ---- */
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls) {
+    co_http *srv = cls;
+    (void)version;
+    http_conn *hc = *con_cls;
+    bool post = !strcmp(method, MHD_HTTP_METHOD_POST);
+    if (!hc) {
+        hc = calloc(1, sizeof *hc);
+        if (!hc) return MHD_NO;
+        *con_cls = hc;
+        if (post) {
+            const char *cl =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl && strtoull(cl, NULL, 10) > srv->max_body) hc->too_big = true;
+            if (!hc->too_big) return MHD_YES; /* the body follows */
+        }
+    } else if (*upload_size) {
+        if (!hc->too_big && hc->body.len + *upload_size > srv->max_body) hc->too_big = true;
+        if (!hc->too_big && ts_buf_append(&hc->body, upload, *upload_size)) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (hc->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", srv->max_body);
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg, "invalid_request_error", NULL,
+                          "request_too_large");
+    }
+
+    if (!strcmp(url, "/health")) {
+        if (strcmp(method, MHD_HTTP_METHOD_GET))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET /health",
+                              "invalid_request_error", NULL, NULL);
+        return handle_health(srv, c);
+    }
+    if (!strncmp(url, "/v1/", 4) && !authorized(srv, c))
+        return send_error(c, MHD_HTTP_UNAUTHORIZED,
+                          "Incorrect or missing API key (Authorization: Bearer KEY)",
+                          "authentication_error", NULL, "invalid_api_key");
+    if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
+        if (strcmp(method, MHD_HTTP_METHOD_GET))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET", "invalid_request_error",
+                              NULL, NULL);
+        return handle_models(srv, c, url[10] == '/' ? url + 11 : NULL);
+    }
+    if (!strcmp(url, "/v1/completions")) {
+        if (!post)
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /v1/completions",
+                              "invalid_request_error", NULL, NULL);
+        return handle_completion(srv, c, hc);
+    }
+    if (!strcmp(url, "/v1/chat/completions"))
+        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
+                          "/v1/chat/completions is not implemented yet; use /v1/completions",
+                          "invalid_request_error", NULL, "not_implemented");
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown path %s %.200s", method, url);
+    return send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", NULL, "not_found");
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode why) {
+    co_http *srv = cls;
+    http_conn *hc = *con_cls;
+    (void)c, (void)why;
+    if (!hc) return;
+    if (hc->h) {
+        coordinator *co = srv->co;
+        pthread_mutex_lock(&co->mu);
+        if (hc->h->r) co_request_client_done(co, hc->h->r); /* may release: h->r is stale */
+        req_unref(hc->h);
+        pthread_mutex_unlock(&co->mu);
+    }
+    ts_buf_free(&hc->body);
+    free(hc);
+    *con_cls = NULL;
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    TS_WARN("http: %s", msg);
+}
+
+/* ---- the server ---- */
+
+int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
+    *out = NULL;
+    const char *colon = strrchr(o->listen, ':');
+    char host[256];
+    if (!colon || colon == o->listen || (size_t)(colon - o->listen) >= sizeof host || !colon[1])
+        return ts_error_set(TS_E_INVALID, "--http-listen: want HOST:PORT, got '%s'", o->listen);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - o->listen), o->listen);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *ai = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (gai)
+        return ts_error_set(TS_E_INVALID, "--http-listen %s: %s", o->listen, gai_strerror(gai));
+    co_http *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        freeaddrinfo(ai);
+        return ts_error_set(TS_E_NOMEM, "out of memory");
+    }
+    srv->co = co;
+    srv->max_body = o->max_body;
+    srv->created = (int64_t)time(NULL);
+    int rc = o->api_key_file ? load_keys(srv, o->api_key_file) : TS_OK;
+    if (!rc) {
+        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_POLL | MHD_USE_ERROR_LOG;
+        if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+        srv->d = MHD_start_daemon(
+            flags, 0, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_S, MHD_OPTION_END);
+        if (!srv->d)
+            rc = ts_error_set(TS_E_IO, "--http-listen %s: cannot listen there", o->listen);
+    }
+    freeaddrinfo(ai);
+    if (rc) {
+        co_http_stop(srv);
+        return rc;
+    }
+    *out = srv;
+    return TS_OK;
+}
+
+int co_http_port(const co_http *h) {
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    return i ? i->port : 0;
+}
+
+void co_http_stop(co_http *h) {
+    if (!h) return;
+    pthread_mutex_lock(&h->co->mu);
+    h->stopping = true;
+    pthread_mutex_unlock(&h->co->mu);
+    if (h->d) MHD_stop_daemon(h->d); /* waiters see `stopping` within a second */
+    for (int i = 0; i < h->n_keys; i++)
+        free(h->keys[i]);
+    free(h);
+}

@@ -1,0 +1,30 @@
+/*
+ * http.h — the coordinator's HTTP front door: the OpenAI-compatible API (see http.c and
+ * docs/api.md), an adapter over request.c like the gRPC one (api.c).
+ */
+#ifndef TS_COORDINATOR_HTTP_H
+#define TS_COORDINATOR_HTTP_H
+
+#include "coordinator/coordinator.h"
+
+#include <stddef.h>
+
+typedef struct co_http co_http;
+
+typedef struct co_http_options {
+    const char *listen;       /* "HOST:PORT" (port 0: any free port) */
+    const char *api_key_file; /* one key per line; NULL: no authentication */
+    size_t max_body;          /* request bodies larger than this get 413 */
+    int max_connections;
+} co_http_options;
+
+/* Starts the listener (its own threads). 0, or TS_E_INVALID (the address, the key file),
+ * TS_E_IO (cannot bind), TS_E_NOMEM; the message names the flag. */
+int co_http_start(coordinator *co, const co_http_options *o, co_http **out);
+/* The port it listens on. */
+int co_http_port(const co_http *h);
+/* Stops it: waiting clients are told the server is going (503 / an error event), every
+ * connection is closed. Not under co->mu. NULL is a no-op. */
+void co_http_stop(co_http *h);
+
+#endif

@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""The OpenAI-compatible HTTP API of tessera-coordinator (--http-listen), through the official
+`openai` Python client (PyPI, in a cached virtual environment; skipped only when PyPI cannot be
+reached) and raw http.client.
+
+A real coordinator (with --api-key-file and a small --http-max-body) and one node with the
+bundled model:
+  1. models.list names the served model with its context length; GET /health is 200 without a key.
+  2. A greedy completion (non-streaming) gives the text `tessera generate` prints for the same
+     prompt, with usage and finish_reason "length"; the prompt as token ids (`tessera tokenize`)
+     gives the same text; streaming chunks concatenate to it, the last one carries the
+     finish_reason, include_usage adds a usage chunk, and the stream ends with `data: [DONE]`.
+  3. Bad fields are openai.BadRequestError naming the field (a type error, and a range error
+     from the one validation); an unknown model is NotFoundError; a wrong or missing key is
+     AuthenticationError.
+  4. Raw HTTP: malformed JSON is 400 in OpenAI's error shape, a body over --http-max-body is 413,
+     an unknown path 404, and /v1/chat/completions a clear 501 (not wired yet).
+Everything the test starts is stopped.
+
+  test_http_api.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
+  (the client half runs as: VENV_PYTHON test_http_api.py --client JSON)
+"""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+
+KEY = "sk-tessera-test-1"
+MAX_BODY = 64 * 1024
+
+
+def client(cfg):
+    """The openai-package checks; runs under the venv's python. Prints failures, exit 1 on any."""
+    import openai
+
+    bad = []
+
+    def check(cond, what):
+        if not cond:
+            bad.append(what)
+
+    c = openai.OpenAI(base_url=cfg["base_url"], api_key=KEY, max_retries=0, timeout=60)
+    models = c.models.list()
+    ids = [m.id for m in models.data]
+    check(ids == [cfg["model"]], "models.list: %s" % ids)
+    check(getattr(models.data[0], "context_length", None) == cfg["ctx"],
+          "models.list context_length: %s" % models.data[0])
+
+    r = c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],
+                             temperature=0)
+    check(r.choices[0].text == cfg["expected"],
+          "greedy completion %r != tessera generate's %r" % (r.choices[0].text, cfg["expected"]))
+    check(r.choices[0].finish_reason == "length", "finish_reason %s" % r.choices[0].finish_reason)
+    check(r.object == "text_completion" and r.model == cfg["model"], "object/model: %s" % r)
+    check(r.usage.prompt_tokens == len(cfg["ids"]) and r.usage.completion_tokens == cfg["n"]
+          and r.usage.total_tokens == len(cfg["ids"]) + cfg["n"], "usage: %s" % r.usage)
+
+    r = c.completions.create(model=cfg["model"], prompt=cfg["ids"], max_tokens=cfg["n"],
+                             temperature=0)
+    check(r.choices[0].text == cfg["expected"], "token-id prompt: %r" % r.choices[0].text)
+
+    chunks = list(c.completions.create(model=cfg["model"], prompt=cfg["prompt"],
+                                       max_tokens=cfg["n"], temperature=0, stream=True,
+                                       stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    check(text == cfg["expected"], "streamed text %r != %r" % (text, cfg["expected"]))
+    with_choice = [ch for ch in chunks if ch.choices]
+    check(len(with_choice) > 1, "several chunks (%d)" % len(with_choice))
+    check(with_choice[-1].choices[0].finish_reason == "length" and
+          all(ch.choices[0].finish_reason is None for ch in with_choice[:-1]),
+          "finish_reason only in the last chunk")
+    check(len({ch.id for ch in chunks}) == 1, "one id across the chunks")
+    check(not chunks[-1].choices and chunks[-1].usage and
+          chunks[-1].usage.completion_tokens == cfg["n"], "a final usage chunk: %s" % chunks[-1])
+
+    for fields, param, words in [({"temperature": "hot"}, "temperature", "temperature"),
+                                 ({"temperature": 500}, None, "temperature"),
+                                 ({"max_tokens": 0}, None, "max_tokens"),
+                                 ({"top_p": 0}, None, "top_p"),
+                                 ({"n": 3}, "n", "n must be 1")]:
+        try:
+            c.completions.create(model=cfg["model"], prompt="Once", **fields)
+            check(False, "%s was accepted" % fields)
+        except openai.BadRequestError as e:
+            msg = e.body.get("message", "") if isinstance(e.body, dict) else str(e)
+            check(words in msg, "%s: the message names the field: %r" % (fields, msg))
+            check(e.status_code == 400 and (param is None or e.param == param),
+                  "%s: 400 with param %s: %s %s" % (fields, param, e.status_code, e.param))
+    try:
+        c.completions.create(model="no-such-model", prompt="Once", max_tokens=2)
+        check(False, "an unknown model was accepted")
+    except openai.NotFoundError as e:
+        check(e.code == "model_not_found", "unknown model: %s" % e)
+    for key in ["wrong", KEY[:-1], KEY + "x"]:  # no key at all: the raw checks
+        try:
+            cc = openai.OpenAI(base_url=cfg["base_url"], api_key=key, max_retries=0)
+            cc.completions.create(model=cfg["model"], prompt="Once", max_tokens=2)
+            check(False, "key %r was accepted" % key)
+        except openai.AuthenticationError as e:
+            check(e.status_code == 401, "key %r: %s" % (key, e))
+    for b in bad:
+        print("FAIL (openai client): " + b)
+    return 1 if bad else 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def raw(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    return r.status, doc
+
+
+def is_error_shape(doc):
+    e = doc.get("error") if isinstance(doc, dict) else None
+    return isinstance(e, dict) and set(e) == {"message", "type", "param", "code"} and e["message"]
+
+
+def main():
+    import harness
+    import serving_cluster as sc
+
+    f = harness.Failures()
+    python = harness.venv_python(["openai==3.57.0"])
+    c = sc.from_args()
+    try:
+        keys = os.path.join(c.tmp, "keys")
+        with open(keys, "w") as kf:
+            kf.write("# not a key\n\nsk-other\n  %s  \n" % KEY)
+        os.chmod(keys, 0o600)
+        port = free_port()
+        c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--api-key-file", keys,
+                            "--http-max-body", str(MAX_BODY))
+        auth = {"Authorization": "Bearer " + KEY}
+
+        status, doc = raw(port, "GET", "/health")
+        f.check(status == 503 and doc and doc["status"] == "unavailable",
+                "/health with no group: 503 (%s %s)" % (status, doc))
+        status, doc = raw(port, "POST", "/v1/completions", json.dumps({"prompt": "Once"}), auth)
+        f.check(status == 503 and is_error_shape(doc) and doc["error"]["type"] == "server_error",
+                "a completion with no group: 503 (%s %s)" % (status, doc))
+
+        c.start_node("g0")
+        c.wait_groups(1)
+        status, doc = raw(port, "GET", "/health")
+        f.check(status == 200 and doc == {"status": "ok", "groups": 1},
+                "/health: %s %s" % (status, doc))
+
+        prompt, n = "Once upon a time", 24
+        tessera = os.path.join(c.bin_dir, "tessera")
+        gen = subprocess.run([tessera, "generate", "-m", harness.MODEL_F32,
+                              "-p", prompt, "-n", str(n), "--temperature", "0"],
+                             capture_output=True, text=True, timeout=120)
+        f.check(gen.returncode == 0 and gen.stdout.startswith(prompt), "tessera generate: %s" % gen)
+        expected = gen.stdout[len(prompt):].rstrip("\n")
+        tok = subprocess.run([tessera, "tokenize", "-m", harness.MODEL_F32, "-p", prompt, "--json"],
+                             capture_output=True, text=True, timeout=60)
+        ids = json.loads(tok.stdout)["ids"]
+        h = c.list_models()
+        cfg = {"base_url": "http://127.0.0.1:%d/v1" % port, "model": h.models[0].name,
+               "ctx": h.models[0].context_length, "prompt": prompt, "n": n, "expected": expected,
+               "ids": ids}
+        cl = subprocess.run([python, os.path.abspath(__file__), "--client", json.dumps(cfg)],
+                            capture_output=True, text=True, timeout=300)
+        f.check(cl.returncode == 0, "the openai client checks:\n%s%s" % (cl.stdout, cl.stderr))
+
+        status, doc = raw(port, "POST", "/v1/completions", b"{\"prompt\": ", auth)
+        f.check(status == 400 and is_error_shape(doc) and "JSON" in doc["error"]["message"],
+                "malformed JSON: 400 (%s %s)" % (status, doc))
+        big = json.dumps({"prompt": "a" * (MAX_BODY + 10)})
+        status, doc = raw(port, "POST", "/v1/completions", big, auth)
+        f.check(status == 413 and is_error_shape(doc),
+                "oversized body: 413 (%s %s)" % (status, doc))
+        chunked = (b"a" * 4096 for _ in range(MAX_BODY // 4096 + 2))  # no Content-Length
+        status, doc = raw(port, "POST", "/v1/completions", chunked, auth)
+        f.check(status == 413 and is_error_shape(doc),
+                "oversized chunked body: 413 (%s %s)" % (status, doc))
+        status, doc = raw(port, "POST", "/v1/completions", big)
+        f.check(status in (401, 413), "oversized body without a key: refused (%s)" % status)
+        status, doc = raw(port, "GET", "/v1/nowhere", None, auth)
+        f.check(status == 404 and is_error_shape(doc), "unknown path: 404 (%s %s)" % (status, doc))
+        status, doc = raw(port, "GET", "/v1/models")
+        f.check(status == 401 and is_error_shape(doc)
+                and doc["error"]["type"] == "authentication_error",
+                "no key: 401 (%s %s)" % (status, doc))
+        status, doc = raw(port, "POST", "/v1/chat/completions", "{}", auth)
+        f.check(status == 501 and is_error_shape(doc), "chat: 501 for now (%s %s)" % (status, doc))
+        # the server still serves after all that
+        status, doc = raw(port, "POST", "/v1/completions",
+                          json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0}), auth)
+        f.check(status == 200 and doc["choices"][0]["text"] == expected,
+                "a completion after the bad requests (%s %s)" % (status, doc))
+
+        # tessera up --http-port: passed to the coordinator, the URL printed
+        c.stop_all()
+        c.procs = []
+        import test_serving_up
+        port = free_port()
+        up = test_serving_up.start_up(c, "--groups", "1", "--http-port", str(port))
+        f.check("HTTP API on http://127.0.0.1:%d/v1" % port in c.log(up),
+                "tessera up prints the HTTP URL:\n" + c.log(up))
+        status, doc = raw(port, "POST", "/v1/completions",
+                          json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0}))
+        f.check(status == 200 and doc["choices"][0]["text"] == expected,
+                "a completion through tessera up --http-port (%s %s)" % (status, doc))
+    finally:
+        sc.finish(c, f)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--client":
+        sys.exit(client(json.loads(sys.argv[2])))
+    sys.exit(main())
