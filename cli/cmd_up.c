@@ -231,6 +231,7 @@ static int check_tp(const char *model, const int *group_tp, const char *const *f
 
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
+    const char *chat_template = NULL;
     int http_port = 0;
     int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
@@ -251,6 +252,9 @@ int ts_cmd_up(int argc, char **argv) {
          "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
          "HTTP API keys, one per line (default: no authentication)", 0, 0},
+        {"chat-template", 0, TS_FLAG_STRING, &chat_template,
+         "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0,
+         0},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups,
          "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
@@ -409,6 +413,10 @@ int ts_cmd_up(int argc, char **argv) {
         if (api_key_file) {
             args[a++] = "--api-key-file";
             args[a++] = (char *)api_key_file;
+        }
+        if (chat_template) {
+            args[a++] = "--chat-template";
+            args[a++] = (char *)chat_template;
         }
         args[a] = NULL;
         rc = spawn(&st, "tessera-coordinator", args);

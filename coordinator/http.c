@@ -9,7 +9,9 @@
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /v1/models[/ID]        the served model (context_length: the largest group context)
  *   POST /v1/completions        prompt: a string, token ids, or a list of one of those
- *   POST /v1/chat/completions   501 until the chat template module is wired in
+ *   POST /v1/chat/completions   messages (and tools) through the chat template (chat/chat.h:
+ *                               --chat-template, else the model's), special tokens only where
+ *                               the template wrote them; stops on every end-of-generation token
  *
  * Errors are OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with the status
  * from the TS_E code (TS_E_INVALID 400, TS_E_EXHAUSTED 429, TS_E_UNAVAILABLE 503, TS_E_TIMEOUT
@@ -34,6 +36,7 @@
 #include "common/error.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "chat/chat.h"
 
 #include <microhttpd.h>
 
@@ -62,6 +65,8 @@ struct co_http {
     bool stopping; /* under co->mu */
     int64_t created;
     uint64_t seeds;
+    ts_chat_template *chat; /* NULL: chat_why says why there is none */
+    char chat_why[512];
 };
 
 typedef struct http_req {
@@ -70,6 +75,8 @@ typedef struct http_req {
     int refs;
     co_request *r; /* NULL once the adapter is done with it */
     bool stream, include_usage;
+    bool chat;      /* /v1/chat/completions: chat.completion objects */
+    bool sent_role; /* chat stream: the first delta (with the role) went out */
     ts_buf out; /* stream: SSE bytes not sent yet (from out_off); else: the completion text */
     size_t out_off;
     bool done;
@@ -78,6 +85,7 @@ typedef struct http_req {
     ts_finish_reason reason;
     ts_request_usage usage;
     char id[160];
+    int64_t created; /* Unix seconds of its arrival */
 } http_req;
 
 /* The connection's state across the handler's calls. */
@@ -177,6 +185,7 @@ static enum MHD_Result send_code(struct MHD_Connection *c, int code, const char 
 /* ---- completions: JSON → ts_request ---- */
 
 typedef struct completion_opts {
+    bool chat;
     bool stream, include_usage;
     const char *param; /* the field a mapping error is about */
 } completion_opts;
@@ -295,8 +304,10 @@ static int unsupported(const ts_json *root, completion_opts *o) {
             return field_error(o, one[i], "%s must be 1 (several choices are not supported yet)",
                                one[i]);
     }
-    if ((rc = get_integer(root, "logprobs", &v, &has, o))) return rc;
-    if (has && v != 0) return field_error(o, "logprobs", "logprobs is not supported yet");
+    const ts_json *lp = member(root, "logprobs");
+    if (lp && !(lp->type == TS_JSON_BOOL && !lp->boolean) &&
+        !(lp->type == TS_JSON_NUMBER && lp->is_integer && lp->integer == 0))
+        return field_error(o, "logprobs", "logprobs is not supported yet");
     static const char *const zero[] = {"presence_penalty", "frequency_penalty"};
     for (size_t i = 0; i < 2; i++) {
         double d = 0;
@@ -317,9 +328,10 @@ static int unsupported(const ts_json *root, completion_opts *o) {
     return TS_OK;
 }
 
-/* The body of POST /v1/completions → req (initialized by the caller). Unknown fields are
- * ignored. Defaults as OpenAI's: max_tokens 16, temperature 1, top_p 1; without a seed each
- * request gets a fresh one. */
+/* The body of POST /v1/completions or /v1/chat/completions (not its messages) → req
+ * (initialized by the caller). Unknown fields are ignored. Defaults as OpenAI's: max_tokens 16
+ * (chat: up to the end of the context), temperature 1, top_p 1; without a seed each request gets
+ * a fresh one. */
 static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
                           completion_opts *o) {
     if (root->type != TS_JSON_OBJECT)
@@ -329,16 +341,19 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     const ts_json *m = member(root, "model");
     if (m && m->type != TS_JSON_STRING) return field_error(o, "model", "model must be a string");
     if (m && (rc = ts_request_set_model(req, m->string))) return rc;
-    if ((rc = map_prompt(member(root, "prompt"), req, o))) return rc;
+    if (!o->chat && (rc = map_prompt(member(root, "prompt"), req, o))) return rc;
     if ((rc = map_stop(member(root, "stop"), req, o))) return rc;
 
     ts_request_params *p = &req->params;
     p->temperature = 1.0f;
+    if (o->chat) p->max_tokens = co_largest_context(srv->co); /* up to the context's end */
     int64_t iv = 0;
     double dv = 0;
     bool has;
     if ((rc = get_integer(root, "max_tokens", &iv, &has, o))) return rc;
     if (has) p->max_tokens = clamp32(iv);
+    if (o->chat && (rc = get_integer(root, "max_completion_tokens", &iv, &has, o))) return rc;
+    if (o->chat && has) p->max_tokens = clamp32(iv);
     if ((rc = get_number(root, "temperature", &dv, &has, o))) return rc;
     if (has) p->temperature = (float)dv;
     if ((rc = get_number(root, "top_p", &dv, &has, o))) return rc;
@@ -393,10 +408,11 @@ static void write_usage(ts_json_writer *w, const ts_request_usage *u) {
     ts_jw_object_end(w);
 }
 
-/* {"id", "object", "created", "model", "choices": [one with text and finish_reason] or none,
- * and usage when given}. */
-static int completion_json(ts_buf *b, const http_req *h, const char *text, size_t n,
-                           bool with_choice, const char *finish, const ts_request_usage *u) {
+/* {"id", "object", "created", "model", "choices": [one] or none, and usage when given}. The
+ * choice: a completion's "text"; a chat's "message" ({"role", "content"}) or, in a stream,
+ * "delta" (the role in the first one, the content while there is some). */
+static int completion_json(ts_buf *b, http_req *h, const char *text, size_t n, bool with_choice,
+                           const char *finish, const ts_request_usage *u) {
     coordinator *co = h->srv->co;
     ts_json_writer w;
     ts_jw_init(&w, b);
@@ -404,9 +420,11 @@ static int completion_json(ts_buf *b, const http_req *h, const char *text, size_
     ts_jw_key(&w, "id");
     ts_jw_string(&w, h->id);
     ts_jw_key(&w, "object");
-    ts_jw_string(&w, "text_completion");
+    ts_jw_string(&w, !h->chat     ? "text_completion"
+                     : h->stream ? "chat.completion.chunk"
+                                 : "chat.completion");
     ts_jw_key(&w, "created");
-    ts_jw_int(&w, h->srv->created);
+    ts_jw_int(&w, h->created);
     ts_jw_key(&w, "model");
     ts_jw_string(&w, co->model_name);
     ts_jw_key(&w, "choices");
@@ -415,8 +433,23 @@ static int completion_json(ts_buf *b, const http_req *h, const char *text, size_
         ts_jw_object_begin(&w);
         ts_jw_key(&w, "index");
         ts_jw_int(&w, 0);
-        ts_jw_key(&w, "text");
-        ts_jw_string_n(&w, text, n);
+        if (!h->chat) {
+            ts_jw_key(&w, "text");
+            ts_jw_string_n(&w, text, n);
+        } else {
+            ts_jw_key(&w, h->stream ? "delta" : "message");
+            ts_jw_object_begin(&w);
+            if (!h->stream || !h->sent_role) {
+                ts_jw_key(&w, "role");
+                ts_jw_string(&w, "assistant");
+                h->sent_role = true;
+            }
+            if (!h->stream || n || !finish) {
+                ts_jw_key(&w, "content");
+                ts_jw_string_n(&w, text, n);
+            }
+            ts_jw_object_end(&w);
+        }
         ts_jw_key(&w, "logprobs");
         ts_jw_null(&w);
         ts_jw_key(&w, "finish_reason");
@@ -541,7 +574,38 @@ static void stream_free(void *cls) {
     pthread_mutex_unlock(&co->mu);
 }
 
-static enum MHD_Result handle_completion(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
+/* A chat's messages (and tools) through the chat template → the request's prompt ids; it stops
+ * on every end-of-generation token of the vocabulary (<|im_end|>, <|eot_id|>, ...). */
+static int chat_prompt(co_http *srv, const ts_json *root, ts_request *req, completion_opts *o) {
+    const ts_json *messages = member(root, "messages"), *tools = member(root, "tools");
+    if (!messages || messages->type != TS_JSON_ARRAY || !messages->length)
+        return field_error(o, "messages", "messages must be a non-empty array of messages");
+    if (tools && tools->type != TS_JSON_ARRAY)
+        return field_error(o, "tools", "tools must be an array");
+    if (!srv->chat) return field_error(o, "messages", "%s", srv->chat_why);
+    ts_buf text = {0};
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = ts_chat_build_prompt(srv->chat, srv->co->tok, messages, tools, true, &text, &ids, &n);
+    ts_buf_free(&text);
+    if (rc) {
+        free(ids);
+        return field_error(o, "messages", "messages: %s", ts_error_message());
+    }
+    if (n > INT32_MAX) {
+        free(ids);
+        return field_error(o, "messages", "messages: the prompt is too long");
+    }
+    ts_request_take_ids(req, ids, (int32_t)n);
+    size_t n_eog = 0;
+    const int32_t *eog = ts_tokenizer_eog_ids(srv->co->tok, &n_eog);
+    for (size_t i = 0; !rc && i < n_eog; i++)
+        rc = ts_request_add_eos(req, eog[i]);
+    return rc;
+}
+
+static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,
+                                       bool chat) {
     coordinator *co = srv->co;
     ts_json_doc *doc = NULL;
     if (ts_json_parse(hc->body.data ? hc->body.data : "", hc->body.len, &doc)) {
@@ -551,10 +615,11 @@ static enum MHD_Result handle_completion(co_http *srv, struct MHD_Connection *c,
     }
     ts_request req;
     ts_request_init(&req);
-    completion_opts o = {0};
+    completion_opts o = {.chat = chat};
     pthread_mutex_lock(&co->mu); /* the seed counter */
     int rc = map_completion(srv, ts_json_root(doc), &req, &o);
     pthread_mutex_unlock(&co->mu);
+    if (!rc && chat) rc = chat_prompt(srv, ts_json_root(doc), &req, &o); /* no lock: pure */
     ts_json_doc_free(doc);
     if (rc) {
         ts_request_free(&req);
@@ -570,6 +635,8 @@ static enum MHD_Result handle_completion(co_http *srv, struct MHD_Connection *c,
     pthread_cond_init(&h->cond, NULL);
     h->stream = o.stream;
     h->include_usage = o.include_usage;
+    h->chat = chat;
+    h->created = (int64_t)time(NULL);
     h->refs = 2; /* the connection's and the request's */
     hc->h = h;
 
@@ -592,7 +659,7 @@ static enum MHD_Result handle_completion(co_http *srv, struct MHD_Connection *c,
         return send_code(c, rc, ts_error_message(), NULL);
     }
     h->r = r;
-    snprintf(h->id, sizeof h->id, "cmpl-%s", r->client_id);
+    snprintf(h->id, sizeof h->id, "%s-%s", chat ? "chatcmpl" : "cmpl", r->client_id);
 
     if (h->stream) {
         h->refs++; /* the response's (stream_free) */
@@ -793,12 +860,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!post)
             return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /v1/completions",
                               "invalid_request_error", NULL, NULL);
-        return handle_completion(srv, c, hc);
+        return handle_generate(srv, c, hc, false);
     }
-    if (!strcmp(url, "/v1/chat/completions"))
-        return send_error(c, MHD_HTTP_NOT_IMPLEMENTED,
-                          "/v1/chat/completions is not implemented yet; use /v1/completions",
-                          "invalid_request_error", NULL, "not_implemented");
+    if (!strcmp(url, "/v1/chat/completions")) {
+        if (!post)
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /v1/chat/completions",
+                              "invalid_request_error", NULL, NULL);
+        return handle_generate(srv, c, hc, true);
+    }
     char msg[300];
     snprintf(msg, sizeof msg, "unknown path %s %.200s", method, url);
     return send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", NULL, "not_found");
@@ -859,6 +928,19 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
     srv->created = (int64_t)time(NULL);
     int rc = o->api_key_file ? load_keys(srv, o->api_key_file) : TS_OK;
     if (!rc) {
+        const char *model_tmpl = ts_tokenizer_chat_template(co->tok);
+        rc = ts_chat_template_open(o->chat_template, model_tmpl, &srv->chat);
+        if (rc && o->chat_template) {
+            rc = ts_error_wrap(TS_E_INVALID, "--chat-template %s", o->chat_template);
+        } else if (rc) { /* chat requests are refused, with the reason */
+            snprintf(srv->chat_why, sizeof srv->chat_why,
+                     "this cluster cannot serve chat: %s (start it with --chat-template NAME|FILE)",
+                     ts_error_message());
+            if (model_tmpl) TS_WARN("http: %s", srv->chat_why);
+            rc = TS_OK;
+        }
+    }
+    if (!rc) {
         unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_POLL | MHD_USE_ERROR_LOG;
         if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -892,5 +974,6 @@ void co_http_stop(co_http *h) {
     if (h->d) MHD_stop_daemon(h->d); /* waiters see `stopping` within a second */
     for (int i = 0; i < h->n_keys; i++)
         free(h->keys[i]);
+    ts_chat_template_close(h->chat);
     free(h);
 }

@@ -13,12 +13,14 @@ typedef struct co_http co_http;
 
 typedef struct co_http_options {
     const char *listen;       /* "HOST:PORT" (port 0: any free port) */
-    const char *api_key_file; /* one key per line; NULL: no authentication */
+    const char *api_key_file;  /* one key per line; NULL: no authentication */
+    const char *chat_template; /* a built-in name or a file; NULL: the model's (chat/chat.h) */
     size_t max_body;          /* request bodies larger than this get 413 */
     int max_connections;
 } co_http_options;
 
-/* Starts the listener (its own threads). 0, or TS_E_INVALID (the address, the key file),
+/* Starts the listener (its own threads). 0, or TS_E_INVALID (the address, the key file, the
+ * --chat-template; a model without a usable template only refuses chat requests),
  * TS_E_IO (cannot bind), TS_E_NOMEM; the message names the flag. */
 int co_http_start(coordinator *co, const co_http_options *o, co_http **out);
 /* The port it listens on. */

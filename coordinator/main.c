@@ -127,6 +127,7 @@ int main(int argc, char **argv) {
     ts_log_init("coordinator");
     const char *listen = "0.0.0.0:50051", *model_path = NULL, *endpoint_file = NULL;
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
+    const char *chat_template = NULL;
     size_t http_max_body = 32u << 20;
     int http_max_connections = 256;
     int heartbeat_ms = 500, heartbeat_timeout_ms = 3000, max_queue = 1024, grace_ms = 10000;
@@ -151,6 +152,10 @@ int main(int argc, char **argv) {
          0},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
          "HTTP API keys, one per line (Authorization: Bearer KEY); default: no authentication",
+         0, 0},
+        {"chat-template", 0, TS_FLAG_STRING, &chat_template,
+         "HTTP chat completions: a built-in template (chatml, llama3, llama2, mistral) or a Jinja "
+         "file; default: the model's",
          0, 0},
         {"http-max-body", 0, TS_FLAG_SIZE, &http_max_body,
          "larger HTTP request bodies get 413", 0, 0},
@@ -205,6 +210,7 @@ int main(int argc, char **argv) {
     if (!rc && http_listen) {
         co_http_options ho = {.listen = http_listen,
                               .api_key_file = api_key_file,
+                              .chat_template = chat_template,
                               .max_body = http_max_body,
                               .max_connections = http_max_connections};
         rc = co_http_start(co, &ho, &http);

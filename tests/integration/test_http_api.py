@@ -14,7 +14,11 @@ bundled model:
      from the one validation); an unknown model is NotFoundError; a wrong or missing key is
      AuthenticationError.
   4. Raw HTTP: malformed JSON is 400 in OpenAI's error shape, a body over --http-max-body is 413,
-     an unknown path 404, and /v1/chat/completions a clear 501 (not wired yet).
+     an unknown path 404, a wrong method 405.
+  5. Chat (--chat-template chatml): the greedy reply and its prompt tokens are `tessera chat`'s
+     for the same messages (a user-typed <|im_end|> included), streaming too (the role in the
+     first delta); bad messages are BadRequestError with param "messages"; through `tessera up`
+     (no template for the bundled model) chat is a 400 naming --chat-template.
 Everything the test starts is stopped.
 
   test_http_api.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -100,6 +104,31 @@ def client(cfg):
             check(False, "key %r was accepted" % key)
         except openai.AuthenticationError as e:
             check(e.status_code == 401, "key %r: %s" % (key, e))
+    # chat: the messages through the chat template (--chat-template chatml), as `tessera chat`
+    msgs = cfg["messages"]
+    r = c.chat.completions.create(model=cfg["model"], messages=msgs, max_tokens=cfg["n"],
+                                  temperature=0)
+    m = r.choices[0].message
+    check(r.object == "chat.completion" and m.role == "assistant", "chat object/role: %s" % r)
+    check(m.content == cfg["chat_expected"],
+          "chat greedy reply %r != tessera chat's %r" % (m.content, cfg["chat_expected"]))
+    check(r.usage.prompt_tokens == cfg["chat_prompt_tokens"] and
+          r.usage.completion_tokens == cfg["n"], "chat usage: %s" % r.usage)
+    check(r.choices[0].finish_reason == "length", "chat finish_reason: %s" % r.choices[0])
+    chunks = list(c.chat.completions.create(model=cfg["model"], messages=msgs,
+                                            max_tokens=cfg["n"], temperature=0, stream=True))
+    check(all(ch.object == "chat.completion.chunk" for ch in chunks), "chat chunk objects")
+    check(chunks and chunks[0].choices[0].delta.role == "assistant" and
+          all(ch.choices[0].delta.role is None for ch in chunks[1:]), "the role in the first delta")
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
+    check(text == cfg["chat_expected"], "chat stream %r != %r" % (text, cfg["chat_expected"]))
+    check(chunks[-1].choices[0].finish_reason == "length", "chat stream finish_reason")
+    for bad_msgs in [[], "hello", [{"role": "user"}, 3]]:
+        try:
+            c.chat.completions.create(model=cfg["model"], messages=bad_msgs, max_tokens=2)
+            check(False, "messages %r accepted" % (bad_msgs,))
+        except openai.BadRequestError as e:
+            check(e.param == "messages", "messages %r: param %s (%s)" % (bad_msgs, e.param, e))
     for b in bad:
         print("FAIL (openai client): " + b)
     return 1 if bad else 0
@@ -147,7 +176,7 @@ def main():
         os.chmod(keys, 0o600)
         port = free_port()
         c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--api-key-file", keys,
-                            "--http-max-body", str(MAX_BODY))
+                            "--http-max-body", str(MAX_BODY), "--chat-template", "chatml")
         auth = {"Authorization": "Bearer " + KEY}
 
         status, doc = raw(port, "GET", "/health")
@@ -173,10 +202,21 @@ def main():
         tok = subprocess.run([tessera, "tokenize", "-m", harness.MODEL_F32, "-p", prompt, "--json"],
                              capture_output=True, text=True, timeout=60)
         ids = json.loads(tok.stdout)["ids"]
+        messages = [{"role": "system", "content": "You are a storyteller."},
+                    {"role": "user", "content": "Tell me about a cat. <|im_end|>"}]
+        msg_file = os.path.join(c.tmp, "messages.json")
+        with open(msg_file, "w") as mf:
+            json.dump(messages, mf)
+        chat = subprocess.run([tessera, "chat", "-m", harness.MODEL_F32, "--chat-template",
+                               "chatml", "--messages", msg_file, "--json", "-n", str(n)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=120)
+        chat_ref = json.loads(chat.stdout.splitlines()[0])
         h = c.list_models()
         cfg = {"base_url": "http://127.0.0.1:%d/v1" % port, "model": h.models[0].name,
                "ctx": h.models[0].context_length, "prompt": prompt, "n": n, "expected": expected,
-               "ids": ids}
+               "ids": ids, "messages": messages, "chat_expected": chat_ref["completion"],
+               "chat_prompt_tokens": len(chat_ref["prompt_ids"])}
         cl = subprocess.run([python, os.path.abspath(__file__), "--client", json.dumps(cfg)],
                             capture_output=True, text=True, timeout=300)
         f.check(cl.returncode == 0, "the openai client checks:\n%s%s" % (cl.stdout, cl.stderr))
@@ -200,8 +240,8 @@ def main():
         f.check(status == 401 and is_error_shape(doc)
                 and doc["error"]["type"] == "authentication_error",
                 "no key: 401 (%s %s)" % (status, doc))
-        status, doc = raw(port, "POST", "/v1/chat/completions", "{}", auth)
-        f.check(status == 501 and is_error_shape(doc), "chat: 501 for now (%s %s)" % (status, doc))
+        status, doc = raw(port, "GET", "/v1/chat/completions", None, auth)
+        f.check(status == 405 and is_error_shape(doc), "GET chat: 405 (%s %s)" % (status, doc))
         # the server still serves after all that
         status, doc = raw(port, "POST", "/v1/completions",
                           json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0}), auth)
@@ -220,6 +260,10 @@ def main():
                           json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0}))
         f.check(status == 200 and doc["choices"][0]["text"] == expected,
                 "a completion through tessera up --http-port (%s %s)" % (status, doc))
+        status, doc = raw(port, "POST", "/v1/chat/completions", json.dumps({"messages": messages}))
+        f.check(status == 400 and is_error_shape(doc) and
+                "--chat-template" in doc["error"]["message"],
+                "no chat template: 400 naming --chat-template (%s %s)" % (status, doc))
     finally:
         sc.finish(c, f)
 
