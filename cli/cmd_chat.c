@@ -248,8 +248,7 @@ int ts_cmd_chat(int argc, char **argv) {
     if (!rc) rc = ts_chat_template_open(override, ts_tokenizer_chat_template(tok), &t);
     size_t n_eog = 0;
     const int32_t *eog = tok ? ts_tokenizer_eog_ids(tok, &n_eog) : NULL;
-    for (size_t i = 0; !rc && i < n_eog; i++) /* every end of generation ends a reply */
-        rc = ts_request_add_eos(&req, eog[i]);
+    if (!rc) rc = ts_request_add_eos_ids(&req, eog, n_eog); /* each one ends a reply */
     int code = TS_EXIT_OK;
     if (rc) code = ts_cli_fail("chat", ts_cli_exit_code(rc));
     else if ((rc = chat_loop(t, tok, ts_runtime_scheduler(rt), &req, system, messages_file, json)))

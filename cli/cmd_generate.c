@@ -197,7 +197,9 @@ static int generate_local(const ts_runtime_options *ro, ts_request *req, bool pa
     ts_local_gen g = {.tok = tok, .out = {.json = json}};
     rc = ts_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, parse_special, &prompt_ids,
                              &n_prompt);
-    if (!rc) rc = ts_request_add_eos(req, ts_tokenizer_eos(tok));
+    size_t n_eog = 0;
+    const int32_t *eog = ts_tokenizer_eog_ids(tok, &n_eog);
+    if (!rc) rc = ts_request_add_eos_ids(req, eog, n_eog); /* EOS, EOT, <|im_end|>, ... */
     ts_sched *sched = ts_runtime_scheduler(rt);
     if (!rc) rc = ts_local_gen_submit(&g, sched, 1, prompt_ids, n_prompt, &req->params);
     if (rc) {

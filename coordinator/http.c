@@ -597,11 +597,7 @@ static int chat_prompt(co_http *srv, const ts_json *root, ts_request *req, compl
         return field_error(o, "messages", "messages: the prompt is too long");
     }
     ts_request_take_ids(req, ids, (int32_t)n);
-    size_t n_eog = 0;
-    const int32_t *eog = ts_tokenizer_eog_ids(srv->co->tok, &n_eog);
-    for (size_t i = 0; !rc && i < n_eog; i++)
-        rc = ts_request_add_eos(req, eog[i]);
-    return rc;
+    return rc; /* co_request_admit adds every end-of-generation id */
 }
 
 static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,

@@ -107,7 +107,9 @@ static int prepare(coordinator *co, ts_request *rq) {
         }
         ts_request_take_ids(rq, ids, (int32_t)n);
     }
-    if (!rc) rc = ts_request_add_eos(rq, ts_tokenizer_eos(co->tok));
+    size_t n_eog = 0;
+    const int32_t *eog = ts_tokenizer_eog_ids(co->tok, &n_eog);
+    if (!rc) rc = ts_request_add_eos_ids(rq, eog, n_eog);
     ts_request_model model = {.n_vocab = co->vocab, .n_ctx = co_largest_context(co)};
     if (!rc) rc = ts_request_validate(rq, &model);
     return rc;

@@ -209,8 +209,17 @@ int ts_request_add_stop(ts_request *r, const char *stop) {
 int ts_request_add_eos(ts_request *r, int32_t eos) {
     ts_request_params *p = &r->params;
     if (r->ignore_eos || eos < 0) return TS_OK;
+    for (int32_t i = 0; i < p->n_stop_ids && i < TS_MAX_STOP_IDS; i++)
+        if (p->stop_ids[i] == eos) return TS_OK;
     if (p->n_stop_ids < 0 || p->n_stop_ids >= TS_MAX_STOP_IDS)
         return ts_error_set(TS_E_INVALID, "stop_ids: no room for the end-of-sequence id");
     p->stop_ids[p->n_stop_ids++] = eos;
     return TS_OK;
+}
+
+int ts_request_add_eos_ids(ts_request *r, const int32_t *ids, size_t n) {
+    int rc = TS_OK;
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = ts_request_add_eos(r, ids[i]);
+    return rc;
 }

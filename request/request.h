@@ -144,7 +144,11 @@ void ts_request_take_ids(ts_request *r, int32_t *ids, int32_t n);
 int ts_request_set_model(ts_request *r, const char *model);
 int ts_request_set_id(ts_request *r, const char *request_id);
 int ts_request_add_stop(ts_request *r, const char *stop);
-/* Adds an end-of-sequence id unless ignore_eos or the id is negative; TS_E_INVALID when full. */
+/* Adds an end-of-sequence id unless ignore_eos, the id is negative or already a stop id;
+ * TS_E_INVALID when full. */
 int ts_request_add_eos(ts_request *r, int32_t eos);
+/* ts_request_add_eos for each of ids (a tokenizer's end-of-generation ids: EOS, EOT, <|im_end|>,
+ * ...; every front door stops on all of them, as llama.cpp does). */
+int ts_request_add_eos_ids(ts_request *r, const int32_t *ids, size_t n);
 
 #endif

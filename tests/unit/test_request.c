@@ -247,9 +247,15 @@ static void test_eos_is_added_unless_ignored(void) {
     CHECK_EQ_INT(ts_request_add_eos(&r, 2), TS_OK);
     CHECK_EQ_INT(r.params.n_stop_ids, 1);
     CHECK_EQ_INT(ts_request_add_eos(&r, -1), TS_OK);
+    CHECK_EQ_INT(ts_request_add_eos(&r, 2), TS_OK); /* already there: not added twice */
+    CHECK_EQ_INT(r.params.n_stop_ids, 1);
+    const int32_t eog[] = {2, 7, 9};
+    CHECK_EQ_INT(ts_request_add_eos_ids(&r, eog, 3), TS_OK);
+    CHECK_EQ_INT(r.params.n_stop_ids, 3);
+    CHECK_EQ_INT(r.params.stop_ids[2], 9);
     r.ignore_eos = true;
     CHECK_EQ_INT(ts_request_add_eos(&r, 3), TS_OK);
-    CHECK_EQ_INT(r.params.n_stop_ids, 1);
+    CHECK_EQ_INT(r.params.n_stop_ids, 3);
     ts_request_free(&r);
 }
 
