@@ -19,6 +19,8 @@
  *                a pair per request, decode admission by KV blocks, the hand-over
  *   membership.c tessera.v1.Worker/Attach: groups register (the KV fingerprint check), heartbeat,
  *                stream events; a broken stream or missed heartbeats ends a group
+ *   metrics.c    the Prometheus metrics (metrics.h): request.c and membership.c report,
+ *                GET /metrics renders
  *   main.c       flags, the server, the timer tick (heartbeat timeouts, deadlines), SIGTERM
  *
  * Threads and the lock. gRPC callbacks run on the process's one completion-queue thread (the
@@ -37,6 +39,7 @@
 #define TS_COORDINATOR_H
 
 #include "common/buf.h"
+#include "coordinator/metrics.h"
 #include "request/request.h"
 #include "rpc/rpc_server.h"
 #include "tessera/v1/inference.pb-c.h"
@@ -88,6 +91,9 @@ struct co_request {
     int32_t n_cached;
     bool sent_first; /* the first message (with request_id) went out */
     int64_t t_arrival, t_dispatch, t_first, deadline_ns;
+    int64_t t_last;            /* the latest token (inter-token latency) */
+    co_metrics_series *series; /* metrics.h: its (group, priority class); NULL until needed */
+    bool prompt_counted;       /* its prompt went into the metrics */
 
     co_group *group; /* the group running it, NULL when queued or released */
     co_group *avoid; /* after a failure there: try another group first */
@@ -116,6 +122,7 @@ struct co_group {
     bool registered, dead;
     int64_t last_seen;
     int32_t running, waiting, kv_free, kv_cached; /* from the last heartbeat */
+    int64_t preemptions;                          /* the node's count, from the last one */
     int n_active;
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
@@ -161,6 +168,7 @@ struct coordinator {
     int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */
     double kv_transfer_ms_sum;
     bool shutting_down;
+    co_metrics *metrics; /* metrics.h (its own lock) */
 };
 
 /* ---- api.c: the gRPC adapter (tessera.v1.Inference) ---- */

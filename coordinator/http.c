@@ -7,6 +7,7 @@
  * logit_bias), each a 400 naming the field.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
+ *   GET  /metrics               Prometheus text format (metrics.h)
  *   GET  /v1/models[/ID]        the served model (context_length: the largest group context)
  *   POST /v1/completions        prompt: a string, token ids, or a list of one of those
  *   POST /v1/chat/completions   messages (and tools) through the chat template (chat/chat.h:
@@ -760,6 +761,18 @@ static enum MHD_Result handle_health(co_http *srv, struct MHD_Connection *c) {
                     body, (size_t)n, NULL);
 }
 
+static enum MHD_Result handle_metrics(co_http *srv, struct MHD_Connection *c) {
+    ts_buf b = {0};
+    enum MHD_Result q;
+    if (co_metrics_render(srv->co, &b))
+        q = send_code(c, TS_E_NOMEM, ts_error_message(), NULL);
+    else
+        q = send_buf(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len,
+                     NULL);
+    ts_buf_free(&b);
+    return q;
+}
+
 /* ---- authentication ---- */
 
 /* Constant time in the key's content: every key is compared over its whole length. */
@@ -841,6 +854,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET /health",
                               "invalid_request_error", NULL, NULL);
         return handle_health(srv, c);
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (strcmp(method, MHD_HTTP_METHOD_GET))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET /metrics",
+                              "invalid_request_error", NULL, NULL);
+        return handle_metrics(srv, c);
     }
     if (!strncmp(url, "/v1/", 4) && !authorized(srv, c))
         return send_error(c, MHD_HTTP_UNAUTHORIZED,

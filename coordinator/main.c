@@ -188,6 +188,7 @@ int main(int argc, char **argv) {
     co->heartbeat_ms = heartbeat_ms;
     co->heartbeat_timeout_ms = heartbeat_timeout_ms;
     co->max_queue = max_queue;
+    if (co_metrics_create(&co->metrics)) return fail(1);
     rc = load_model(co, model_path);
     if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
 
@@ -264,6 +265,7 @@ int main(int argc, char **argv) {
     ts_rpc_server_destroy(srv);
     /* Every call has ended: on_done freed each request and group. */
     ts_tokenizer_destroy(co->tok);
+    co_metrics_destroy(co->metrics);
     pthread_mutex_destroy(&co->mu);
     free(co);
     TS_INFO("stopped");

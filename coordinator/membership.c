@@ -214,6 +214,9 @@ static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         g->waiting = hb->waiting;
         g->kv_free = hb->kv_blocks_free;
         g->kv_cached = hb->kv_blocks_cached;
+        if (hb->preemptions > g->preemptions)
+            co_metrics_preemptions(co->metrics, g->name, hb->preemptions - g->preemptions);
+        g->preemptions = hb->preemptions;
     } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
         co->hooks.events(co, g, m->events);
     }

@@ -61,6 +61,12 @@ void co_request_maybe_free(coordinator *co, co_request *r) {
     co_request_destroy(r);
 }
 
+/* The request's metrics series: that of the group it last heard from, or of no group. */
+static co_metrics_series *series_of(coordinator *co, co_request *r) {
+    if (!r->series) r->series = co_metrics_series_of(co->metrics, "", r->req.params.priority);
+    return r->series;
+}
+
 /* The client's call is over from our side: count it, stop its work on the node. */
 static void close_request(coordinator *co, co_request *r) {
     if (r->closed) return;
@@ -78,6 +84,7 @@ void co_request_fail(coordinator *co, co_request *r, int code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ts_log(TS_LOG_INFO, r->client_id, "request failed: %s: %s", ts_error_name(code), msg);
+    co_metrics_failed(co->metrics, series_of(co, r), code);
     r->out->error(r, code, msg);
     close_request(co, r);
 }
@@ -138,6 +145,7 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
     int rc = co->shutting_down ? ts_error_set(TS_E_UNAVAILABLE, "the coordinator is shutting down")
                                : prepare(co, &r->req);
     if (rc) {
+        co_metrics_failed(co->metrics, series_of(co, r), rc);
         co_request_destroy(r); /* no output yet: nothing to release */
         return rc;
     }
@@ -150,6 +158,7 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
     rc = co_route(co, r, false);
     if (rc) {
         /* Not admitted (nothing was sent): the adapter reports rc and keeps its out_user. */
+        co_metrics_failed(co->metrics, series_of(co, r), rc);
         r->out = NULL;
         r->closed = true;
         r->call_done = true;
@@ -166,6 +175,8 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
 void co_request_client_done(coordinator *co, co_request *r) {
     if (!r->closed) {
         ts_log(TS_LOG_INFO, r->client_id, "client went away (cancel, deadline or disconnect)");
+        co_metrics_finished(co->metrics, series_of(co, r), TS_FINISH_CANCELLED,
+                            ts_now_ns() - r->t_arrival);
         close_request(co, r);
     }
     r->call_done = true;
@@ -256,8 +267,11 @@ static void send_message(coordinator *co, co_request *r, size_t n_text, int32_t 
     } else if (rc == TS_E_NOMEM) {
         co_request_fail(co, r, TS_E_NOMEM, "coordinator out of memory");
     } else if (rc) {
+        co_metrics_finished(co->metrics, series_of(co, r), TS_FINISH_CANCELLED,
+                            ts_now_ns() - r->t_arrival);
         close_request(co, r); /* the client has gone; the adapter's done follows */
     } else if (finish != TS_FINISH_NONE) {
+        co_metrics_finished(co->metrics, series_of(co, r), finish, ts_now_ns() - r->t_arrival);
         ts_log(TS_LOG_DEBUG, r->client_id, "finished (%d prompt + %d tokens)", r->req.n_prompt_ids,
                r->n_generated);
         close_request(co, r);
@@ -341,9 +355,24 @@ static void on_event(coordinator *co, co_group *g, co_request *r,
     }
     if (r->decode && !r->on_decode && ev->token >= 0) r->first_token = ev->token;
     if (ev->prompt_tokens > 0) r->n_cached = ev->cached_prompt_tokens;
+    if ((ev->prompt_tokens > 0 || ev->token >= 0) &&
+        (!r->series || strcmp(co_metrics_series_group(r->series), g->name)))
+        r->series = co_metrics_series_of(co->metrics, g->name, r->req.params.priority);
+    if (ev->prompt_tokens > 0 && !r->prompt_counted) {
+        r->prompt_counted = true;
+        co_metrics_prompt(co->metrics, r->series, ev->prompt_tokens, ev->cached_prompt_tokens);
+    }
     if (ev->token >= 0) {
+        int64_t now = ts_now_ns();
         r->n_generated++;
-        if (!r->t_first) r->t_first = ts_now_ns();
+        if (!r->t_first) {
+            r->t_first = now;
+            co_metrics_first_token(co->metrics, r->series, r->t_dispatch - r->t_arrival,
+                                   now - r->t_arrival);
+        } else {
+            co_metrics_next_token(co->metrics, r->series, now - r->t_last);
+        }
+        r->t_last = now;
         g->outstanding--;
         if (!r->closed) on_token(co, r, ev->token, ev->logprob);
     }

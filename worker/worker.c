@@ -115,6 +115,7 @@ static void send_heartbeat(worker *w) {
     hb.steps = st.steps;
     hb.prefill_tokens = st.prefill_tokens;
     hb.decode_tokens = st.decode_tokens;
+    hb.preemptions = st.preemptions;
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
     nm.heartbeat = &hb;

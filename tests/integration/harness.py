@@ -7,6 +7,7 @@ the test harness, never in user-facing defaults.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +126,15 @@ def venv_python(requirements):
     if venv.returncode != 0:
         sys.exit("test-venv.py failed:\n" + venv.stderr)
     return venv.stdout.strip()
+
+
+def free_port():
+    """A loopback TCP port nothing listens on now (for a server the test starts)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def kill_tree(proc):

@@ -27,7 +27,6 @@ Everything the test starts is stopped.
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -134,14 +133,6 @@ def client(cfg):
     return 1 if bad else 0
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def raw(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -174,7 +165,7 @@ def main():
         with open(keys, "w") as kf:
             kf.write("# not a key\n\nsk-other\n  %s  \n" % KEY)
         os.chmod(keys, 0o600)
-        port = free_port()
+        port = harness.free_port()
         c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--api-key-file", keys,
                             "--http-max-body", str(MAX_BODY), "--chat-template", "chatml")
         auth = {"Authorization": "Bearer " + KEY}
@@ -252,7 +243,7 @@ def main():
         c.stop_all()
         c.procs = []
         import test_serving_up
-        port = free_port()
+        port = harness.free_port()
         up = test_serving_up.start_up(c, "--groups", "1", "--http-port", str(port))
         f.check("HTTP API on http://127.0.0.1:%d/v1" % port in c.log(up),
                 "tessera up prints the HTTP URL:\n" + c.log(up))

@@ -8,18 +8,9 @@ port that was just bound and closed: one line "tessera CMD: UNAVAILABLE: ...", e
 a few seconds (no hang, no retry loop). A malformed --server is a usage error (exit 2).
 """
 import argparse
-import socket
 import time
 
 import harness
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    return port
 
 
 def main():
@@ -27,7 +18,7 @@ def main():
     ap.add_argument("tessera")
     args = ap.parse_args()
     f = harness.Failures()
-    target = "127.0.0.1:%d" % free_port()
+    target = "127.0.0.1:%d" % harness.free_port()
     for name, cmd in (
             ("generate", [args.tessera, "generate", "--server", target, "-p", "Once"]),
             ("generate", [args.tessera, "generate", "--server", target, "-p", "Once", "--json"]),
