@@ -25,8 +25,9 @@ stop() {
 trap 'stop; rm -rf "$TMP"' EXIT INT TERM
 
 start_coordinator() {
-    rm -f "$TMP/ep"
+    rm -f "$TMP/ep" "$TMP/worker-ep"
     "$BIN/tessera-coordinator" -m "$MODEL" --listen 127.0.0.1:0 --endpoint-file "$TMP/ep" \
+        --worker-listen 127.0.0.1:0 --worker-endpoint-file "$TMP/worker-ep" \
         --heartbeat-timeout-ms 60000 --log-level debug >"$TMP/coordinator-$1.log" 2>&1 &
     PIDS="$PIDS $!"
     while [ ! -s "$TMP/ep" ]; do sleep 0.1; done
@@ -50,7 +51,7 @@ run() { # name
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
 
 start_coordinator mixed
-"$BIN/tessera-node" -m "$MODEL" --threads 2 --role mixed --coordinator-file "$TMP/ep" \
+"$BIN/tessera-node" -m "$MODEL" --threads 2 --role mixed --coordinator-file "$TMP/worker-ep" \
     --name mixed-0 >"$TMP/node-mixed.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_groups mixed 1
@@ -59,10 +60,10 @@ stop
 
 start_coordinator disagg
 taskset -c 0 "$BIN/tessera-node" -m "$MODEL" --threads 1 --role prefill \
-    --coordinator-file "$TMP/ep" --name prefill-0 >"$TMP/node-prefill.log" 2>&1 &
+    --coordinator-file "$TMP/worker-ep" --name prefill-0 >"$TMP/node-prefill.log" 2>&1 &
 PIDS="$PIDS $!"
 taskset -c 1 "$BIN/tessera-node" -m "$MODEL" --threads 1 --role decode \
-    --coordinator-file "$TMP/ep" --name decode-0 --log-level debug >"$TMP/node-decode.log" 2>&1 &
+    --coordinator-file "$TMP/worker-ep" --name decode-0 --log-level debug >"$TMP/node-decode.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_groups disagg 2
 run "disaggregated, prefill group on core 0 + decode group on core 1"

@@ -375,6 +375,13 @@ int ts_cmd_up(int argc, char **argv) {
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
 
+    /* The cluster's private files (mode 0700): the Worker listener's endpoint. */
+    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96];
+    if (!mkdtemp(run_dir)) {
+        ts_error_set(TS_E_IO, "cannot make a directory in /tmp: %s", strerror(errno));
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    }
+    snprintf(worker_ep, sizeof worker_ep, "%s/worker.endpoint", run_dir);
     char tmp_ep[64] = "", listen[64], http_listen[64], ctx_s[16];
     if (!endpoint_file) {
         snprintf(tmp_ep, sizeof tmp_ep, "/tmp/tessera-up-%d.endpoint", (int)getpid());
@@ -400,6 +407,10 @@ int ts_cmd_up(int argc, char **argv) {
         args[a++] = listen;
         args[a++] = "--endpoint-file";
         args[a++] = (char *)endpoint_file;
+        args[a++] = "--worker-listen"; /* nodes attach on loopback, never on the API's port */
+        args[a++] = "127.0.0.1:0";
+        args[a++] = "--worker-endpoint-file";
+        args[a++] = worker_ep;
         args[a++] = "--log-level";
         args[a++] = (char *)log_level;
         if (model) {
@@ -466,7 +477,7 @@ int ts_cmd_up(int argc, char **argv) {
         }
         args[a++] = node_bin;
         args[a++] = "--coordinator-file";
-        args[a++] = (char *)endpoint_file;
+        args[a++] = worker_ep;
         args[a++] = "--name";
         args[a++] = name;
         args[a++] = "--threads";
@@ -517,6 +528,8 @@ int ts_cmd_up(int argc, char **argv) {
     if (rc) {
         ts_cli_fail("up", TS_EXIT_FAILURE);
         stop_all(&st);
+        remove(worker_ep);
+        rmdir(run_dir);
         return TS_EXIT_FAILURE;
     }
 
@@ -571,6 +584,8 @@ int ts_cmd_up(int argc, char **argv) {
     ts_rpc_channel_destroy(ch);
     stop_all(&st);
     if (tmp_ep[0]) remove(tmp_ep);
+    remove(worker_ep);
+    rmdir(run_dir);
     for (int g = 0; g < n_groups; g++)
         if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */
     TS_INFO("tessera up: stopped");

@@ -1,6 +1,7 @@
 /*
- * main.c — `tessera-coordinator`: the public API and the node groups' Worker service on one
- * port (see coordinator.h for the modules and the lock).
+ * main.c — `tessera-coordinator`: the public API (--listen, and --http-listen) and the node
+ * groups' Worker service on its own listener (--worker-listen, loopback by default), so that
+ * the public port never serves Attach (see coordinator.h for the modules and the lock).
  *
  * The main thread blocks SIGTERM/SIGINT before any thread starts (so gRPC's threads inherit the
  * mask) and then waits for them with a 100 ms timeout: each timeout is the coordinator's tick
@@ -88,16 +89,18 @@ static void endpoint(const char *listen, int port, bool dialable, char *out, siz
     snprintf(out, size, "%s:%d", host, port);
 }
 
-static int write_endpoint_file(const char *path, const char *ep) {
-    char tmp[PATH_MAX];
+/* Writes the dialable endpoint of a bound listener to `path` atomically (`flag` names it). */
+static int write_endpoint_file(const char *flag, const char *path, const char *listen, int port) {
+    char ep[300], tmp[PATH_MAX];
+    endpoint(listen, port, true, ep, sizeof ep);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) return ts_error_set(TS_E_IO, "--endpoint-file %s: cannot write %s", path, tmp);
+    if (!f) return ts_error_set(TS_E_IO, "--%s %s: cannot write %s", flag, path, tmp);
     int bad = fprintf(f, "%s\n", ep) < 0;
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, path) != 0) {
         remove(tmp);
-        return ts_error_set(TS_E_IO, "--endpoint-file %s: cannot write it", path);
+        return ts_error_set(TS_E_IO, "--%s %s: cannot write it", flag, path);
     }
     return TS_OK;
 }
@@ -127,18 +130,23 @@ int main(int argc, char **argv) {
     ts_log_init("coordinator");
     const char *listen = "0.0.0.0:50051", *model_path = NULL, *endpoint_file = NULL;
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
-    const char *chat_template = NULL;
+    const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
+    const char *worker_endpoint_file = NULL;
     size_t http_max_body = 32u << 20;
     int http_max_connections = 256;
     int heartbeat_ms = 500, heartbeat_timeout_ms = 3000, max_queue = 1024, grace_ms = 10000;
     ts_flag flags[] = {
         {"listen", 0, TS_FLAG_STRING, &listen,
-         "HOST:PORT for the Inference API and the Worker service (port 0: any free port)", 0, 0},
+         "HOST:PORT for the gRPC Inference API (port 0: any free port)", 0, 0},
+        {"worker-listen", 0, TS_FLAG_STRING, &worker_listen,
+         "HOST:PORT where node groups attach (the Worker service; port 0: any free port)", 0, 0},
         {"model", 'm', TS_FLAG_STRING, &model_path,
          "GGUF whose tokenizer and metadata the coordinator uses (default: the bundled model)", 0,
          0},
         {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
-         "once listening, write HOST:PORT there (atomically)", 0, 0},
+         "once listening, write the API's HOST:PORT there (atomically)", 0, 0},
+        {"worker-endpoint-file", 0, TS_FLAG_STRING, &worker_endpoint_file,
+         "once listening, write the Worker listener's HOST:PORT there (atomically)", 0, 0},
         {"heartbeat-ms", 0, TS_FLAG_INT, &heartbeat_ms, "how often groups send heartbeats", 10,
          600000},
         {"heartbeat-timeout-ms", 0, TS_FLAG_INT, &heartbeat_timeout_ms,
@@ -192,10 +200,14 @@ int main(int argc, char **argv) {
     rc = load_model(co, model_path);
     if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
 
+    /* Two gRPC listeners on the process's one loop: the public API, and the Worker service. */
     ts_rpc_server_options so;
     ts_rpc_server_options_default(&so);
     so.address = listen;
-    ts_rpc_server *srv = NULL;
+    ts_rpc_server_options wso;
+    ts_rpc_server_options_default(&wso);
+    wso.address = worker_listen;
+    ts_rpc_server *srv = NULL, *wsrv = NULL;
     ts_rpc_method generate, tokenize, list_models, health, attach;
     co_requests_init(co);
     co_api_methods(co, &generate, &tokenize, &list_models, &health);
@@ -205,8 +217,18 @@ int main(int argc, char **argv) {
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Tokenize", &tokenize);
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/ListModels", &list_models);
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Health", &health);
-    if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Worker/Attach", &attach);
-    if (!rc) rc = ts_rpc_server_start(srv);
+    if (!rc) rc = ts_rpc_server_create(&wso, &wsrv);
+    if (!rc) rc = ts_rpc_server_add_method(wsrv, "/tessera.v1.Worker/Attach", &attach);
+    /* Launchers (tessera up) watch the groups register through the Worker listener. */
+    if (!rc) rc = ts_rpc_server_add_method(wsrv, "/tessera.v1.Inference/Health", &health);
+    if (!rc) {
+        rc = ts_rpc_server_start(srv);
+        if (rc) rc = ts_error_wrap(rc, "--listen");
+    }
+    if (!rc) {
+        rc = ts_rpc_server_start(wsrv);
+        if (rc) rc = ts_error_wrap(rc, "--worker-listen");
+    }
     co_http *http = NULL;
     if (!rc && http_listen) {
         co_http_options ho = {.listen = http_listen,
@@ -216,19 +238,24 @@ int main(int argc, char **argv) {
                               .max_connections = http_max_connections};
         rc = co_http_start(co, &ho, &http);
     }
-    char ep[300];
-    if (!rc && endpoint_file) {
-        endpoint(listen, ts_rpc_server_port(srv), true, ep, sizeof ep);
-        rc = write_endpoint_file(endpoint_file, ep);
-    }
+    /* The worker endpoint first: whoever waits for the API's file finds both. */
+    if (!rc && worker_endpoint_file)
+        rc = write_endpoint_file("worker-endpoint-file", worker_endpoint_file, worker_listen,
+                                 ts_rpc_server_port(wsrv));
+    if (!rc && endpoint_file)
+        rc = write_endpoint_file("endpoint-file", endpoint_file, listen, ts_rpc_server_port(srv));
     if (rc) {
         fail(rc == TS_E_INVALID ? 2 : 1);
         co_http_stop(http);
         ts_rpc_server_destroy(srv);
+        ts_rpc_server_destroy(wsrv);
         return rc == TS_E_INVALID ? 2 : 1;
     }
+    char ep[300], wep[300];
     endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
-    TS_INFO("tessera-coordinator: listening on %s (model %s)", ep, co->model_name);
+    endpoint(worker_listen, ts_rpc_server_port(wsrv), false, wep, sizeof wep);
+    TS_INFO("tessera-coordinator: listening on %s (model %s); node groups attach on %s", ep,
+            co->model_name, wep);
     if (http) {
         endpoint(http_listen, co_http_port(http), false, ep, sizeof ep);
         TS_INFO("tessera-coordinator: HTTP API on http://%s/v1%s", ep,
@@ -262,7 +289,9 @@ int main(int argc, char **argv) {
     }
     co_http_stop(http); /* its waiting clients are told; the requests end below */
     ts_rpc_server_shutdown(srv, 1000);
+    ts_rpc_server_shutdown(wsrv, 1000);
     ts_rpc_server_destroy(srv);
+    ts_rpc_server_destroy(wsrv);
     /* Every call has ended: on_done freed each request and group. */
     ts_tokenizer_destroy(co->tok);
     co_metrics_destroy(co->metrics);

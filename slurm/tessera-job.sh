@@ -1,10 +1,12 @@
 # tessera-job.sh — shell functions shared by tessera.sbatch and tessera-disagg.sbatch (sourced,
-# not run). They start the coordinator on the batch host, publish its endpoint in the job's
-# working directory, launch node pools as job steps, and stop everything on scancel / time limit.
+# not run). They start the coordinator on the batch host, publish its endpoints in the job's
+# working directory (the API's for clients, the Worker listener's for the nodes), launch node
+# pools as job steps, and stop everything on scancel / time limit.
 #
 # Settings (environment; the sbatch scripts document them):
 #   TESSERA_BIN_DIR  TESSERA_MODEL  TESSERA_PORT  TESSERA_THREADS  TESSERA_LAUNCHER  TESSERA_MPI
-#   TESSERA_ENDPOINT_FILE  TESSERA_ADVERTISE_HOST  TESSERA_BOOTSTRAP  TESSERA_GRACE_S
+#   TESSERA_ENDPOINT_FILE  TESSERA_WORKER_ENDPOINT_FILE  TESSERA_WORKER_LISTEN
+#   TESSERA_ADVERTISE_HOST  TESSERA_BOOTSTRAP  TESSERA_GRACE_S
 #   TESSERA_PIN  TESSERA_DEVICES  TESSERA_ALLOW_CROSS_HOST_TP  TESSERA_NODE_ARGS
 #   TESSERA_COORDINATOR_ARGS
 
@@ -35,6 +37,7 @@ ts_setup() {
     TESSERA_THREADS=${TESSERA_THREADS:-${SLURM_CPUS_PER_TASK:-0}}
     TESSERA_GRACE_S=${TESSERA_GRACE_S:-20}
     TESSERA_ENDPOINT_FILE=${TESSERA_ENDPOINT_FILE:-$PWD/tessera-$SLURM_JOB_ID.endpoint}
+    TESSERA_WORKER_ENDPOINT_FILE=${TESSERA_WORKER_ENDPOINT_FILE:-$PWD/tessera-$SLURM_JOB_ID.worker}
     TESSERA_ADVERTISE_HOST=${TESSERA_ADVERTISE_HOST:-${SLURMD_NODENAME:-$(hostname -s)}}
     export TESSERA_BIN_DIR TESSERA_PIN # read by tessera-bind.sh in every task
     TESSERA_PIN=${TESSERA_PIN:-0}
@@ -90,13 +93,34 @@ ts_spawn() { # name, command...
     TS_NAMES+=("$name")
 }
 
-# The coordinator on this (the first) host; its endpoint, with a host the other nodes and the
-# clients can reach, goes to TESSERA_ENDPOINT_FILE (written atomically) and to the job output.
+# The hosts of the whole job (every component of a heterogeneous one), one per line.
+ts_job_hosts() {
+    local v
+    for v in "${!SLURM_JOB_NODELIST@}"; do scontrol show hostnames "${!v}"; done | sort -u
+}
+
+# Writes a line to a file atomically (rename), or dies.
+ts_publish() { # file, line
+    { echo "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"; } || ts_die "cannot write $1"
+}
+
+# The coordinator on this (the first) host. Its API endpoint, with a host the clients can reach,
+# goes to TESSERA_ENDPOINT_FILE and to the job output; the Worker listener's, where the node
+# groups attach, to TESSERA_WORKER_ENDPOINT_FILE. The Worker listener binds loopback when the
+# job has one host, else every interface (TESSERA_WORKER_LISTEN overrides, e.g. the address of
+# the cluster network).
 ts_start_coordinator() {
-    local own="$TS_RUN_DIR/coordinator.endpoint"
+    local own="$TS_RUN_DIR/coordinator.endpoint" own_worker="$TS_RUN_DIR/worker.endpoint"
+    local worker_listen=${TESSERA_WORKER_LISTEN:-}
+    if [ -z "$worker_listen" ]; then
+        if [ "$(ts_job_hosts | wc -l)" -le 1 ]; then worker_listen=127.0.0.1:0
+        else worker_listen=0.0.0.0:0
+        fi
+    fi
     # shellcheck disable=SC2086 # extra flags are split into words on purpose
     ts_spawn coordinator "$TESSERA_BIN_DIR/tessera-coordinator" --listen "0.0.0.0:$TESSERA_PORT" \
-        --endpoint-file "$own" "${TS_MODEL_ARGS[@]}" ${TESSERA_COORDINATOR_ARGS:-}
+        --endpoint-file "$own" --worker-listen "$worker_listen" --worker-endpoint-file "$own_worker" \
+        "${TS_MODEL_ARGS[@]}" ${TESSERA_COORDINATOR_ARGS:-}
     local i
     for ((i = 0; i < 600; i++)); do
         [ -s "$own" ] && break
@@ -104,15 +128,19 @@ ts_start_coordinator() {
         sleep 0.1
     done
     [ -s "$own" ] || ts_die "tessera-coordinator did not listen within 60 s"
-    local ep port
+    local ep port whost
     ep=$(head -n1 "$own")
     port=${ep##*:}
     TS_ENDPOINT="$TESSERA_ADVERTISE_HOST:$port"
-    if ! { echo "$TS_ENDPOINT" > "$TESSERA_ENDPOINT_FILE.tmp.$$" &&
-           mv -f "$TESSERA_ENDPOINT_FILE.tmp.$$" "$TESSERA_ENDPOINT_FILE"; }; then
-        ts_die "cannot write $TESSERA_ENDPOINT_FILE"
-    fi
-    ts_log "coordinator endpoint $TS_ENDPOINT (written to $TESSERA_ENDPOINT_FILE)"
+    ep=$(head -n1 "$own_worker")
+    case "$worker_listen" in # the host the nodes dial: what it binds, or this host's name
+        0.0.0.0:* | \[::\]:*) whost=$TESSERA_ADVERTISE_HOST ;;
+        *) whost=${worker_listen%:*} ;;
+    esac
+    TS_WORKER_ENDPOINT="$whost:${ep##*:}"
+    ts_publish "$TESSERA_WORKER_ENDPOINT_FILE" "$TS_WORKER_ENDPOINT"
+    ts_publish "$TESSERA_ENDPOINT_FILE" "$TS_ENDPOINT"
+    ts_log "coordinator endpoint $TS_ENDPOINT (written to $TESSERA_ENDPOINT_FILE); node groups attach on $TS_WORKER_ENDPOINT"
 }
 
 # One pool: name, role, groups, tp, index in the plan, [het group]. Each rank starts through
@@ -121,10 +149,10 @@ ts_start_coordinator() {
 ts_start_pool() {
     local name=$1 role=$2 groups=$3 tp=$4 index=$5 het=${6:-}
     local n=$((groups * tp))
-    # Ranks find the coordinator through the endpoint file (on a filesystem the nodes share), or,
-    # with TESSERA_BOOTSTRAP=address, through the address itself on their command line.
-    local where=(--coordinator-file "$TESSERA_ENDPOINT_FILE")
-    [ "${TESSERA_BOOTSTRAP:-file}" = address ] && where=(--coordinator "$TS_ENDPOINT")
+    # Ranks find the coordinator's Worker listener through its endpoint file (on a filesystem the
+    # nodes share), or, with TESSERA_BOOTSTRAP=address, through the address on their command line.
+    local where=(--coordinator-file "$TESSERA_WORKER_ENDPOINT_FILE")
+    [ "${TESSERA_BOOTSTRAP:-file}" = address ] && where=(--coordinator "$TS_WORKER_ENDPOINT")
     local bindings
     bindings=$("$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" "${TS_TOPO_ARGS[@]}" \
         --pool "$index" --bindings) ||
@@ -188,7 +216,7 @@ ts_on_signal() {
 
 ts_cleanup() {
     ts_stop_all
-    rm -f "$TESSERA_ENDPOINT_FILE"
+    rm -f "$TESSERA_ENDPOINT_FILE" "$TESSERA_WORKER_ENDPOINT_FILE"
     [ -n "${TS_RUN_DIR:-}" ] && rm -rf "$TS_RUN_DIR"
 }
 

@@ -21,6 +21,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                      --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
     set_tests_properties(coordinator_passes_node_refusals_on_and_retries_failures PROPERTIES
                          LABELS "integration;fault" TIMEOUT 120 SKIP_RETURN_CODE 77)
+    # Issue 15 security: the Worker service on its own listener; nodes prove the cluster secret.
+    add_test(NAME worker_attach_needs_its_listener_and_the_cluster_secret
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_worker_security.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    set_tests_properties(worker_attach_needs_its_listener_and_the_cluster_secret PROPERTIES
+                         LABELS "integration;fault" TIMEOUT 120 SKIP_RETURN_CODE 77)
     if(TARGET tessera)
       add_test(NAME serving_up
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_up.py

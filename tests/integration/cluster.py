@@ -4,8 +4,9 @@
         run([tessera, "generate", "--server", c.target, ...])
 
 Two ways to start it, both real processes:
-  launcher="direct" (default): tessera-coordinator --listen 127.0.0.1:0 --endpoint-file F, then
-      G node groups, each `tessera-node --coordinator HOST:PORT` (under `mpirun -np N` when
+  launcher="direct" (default): tessera-coordinator --listen 127.0.0.1:0 --endpoint-file F
+      --worker-listen 127.0.0.1:0 --worker-endpoint-file W, then G node groups, each
+      `tessera-node --coordinator WORKER_HOST:PORT` (under `mpirun -np N` when
       N > 1); ready when the coordinator has logged G "node group ... attached" lines.
   launcher="up": `tessera up --port 0 --endpoint-file F ...`, which does the same; ready when it
       logs "tessera up: serving".
@@ -64,6 +65,7 @@ class Cluster:
     def __enter__(self):
         self.dir = tempfile.TemporaryDirectory(prefix="tessera-cluster-")
         endpoint_file = os.path.join(self.dir.name, "endpoint")
+        worker_file = os.path.join(self.dir.name, "worker.endpoint")
         threads = ["--threads", str(self.threads)]
         if self.launcher == "up":
             log = self._spawn("up", [self.tessera, "up", "-m", self.model, "--port", "0",
@@ -74,10 +76,11 @@ class Cluster:
         else:
             log = self._spawn("coordinator", [
                 os.path.join(bindir(self.tessera), "tessera-coordinator"), "-m", self.model,
-                "--listen", "127.0.0.1:0", "--endpoint-file", endpoint_file])
+                "--listen", "127.0.0.1:0", "--endpoint-file", endpoint_file,
+                "--worker-listen", "127.0.0.1:0", "--worker-endpoint-file", worker_file])
             self._wait("endpoint file", lambda: os.path.exists(endpoint_file))
             node = os.path.join(bindir(self.tessera), "tessera-node")
-            target = read(endpoint_file).strip()
+            target = read(worker_file).strip()
             for g in range(self.groups):
                 prefix = harness.mpirun_prefix(self.tp) if self.tp > 1 else []
                 self._spawn("group%d" % g, prefix + [

@@ -2,11 +2,13 @@
 Python grpcio (Debian's python3-grpcio; message classes from `protoc --python_out` in the build
 tree, generic unary/stream calls, no grpc_tools).
 
-Ports: the coordinator listens on port 0 and writes its endpoint to a file (--endpoint-file);
-nodes read that file (--coordinator-file), so parallel tests never clash on a port.
+Ports: the coordinator listens on port 0 for the API and for the Worker service and writes the
+endpoints to files (--endpoint-file, --worker-endpoint-file); nodes read the worker one
+(--coordinator-file), so parallel tests never clash on a port.
 """
 import argparse
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -58,21 +60,28 @@ class Cluster:
 
     def start_coordinator(self, *extra):
         ep_file = os.path.join(self.tmp, "endpoint")
-        if os.path.exists(ep_file):
-            os.remove(ep_file)  # a previous coordinator's
+        worker_file = os.path.join(self.tmp, "worker.endpoint")
+        for old in (ep_file, worker_file):
+            if os.path.exists(old):
+                os.remove(old)  # a previous coordinator's
         cmd = [os.path.join(self.bin_dir, "tessera-coordinator"), "--listen", "127.0.0.1:0",
-               "--endpoint-file", ep_file, "-m", harness.MODEL_F32] + list(extra)
+               "--endpoint-file", ep_file, "--worker-listen", "127.0.0.1:0",
+               "--worker-endpoint-file", worker_file, "-m", harness.MODEL_F32] + list(extra)
         self.coordinator = self._spawn(cmd, "coordinator.log")
         if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
             raise AssertionError("the coordinator wrote no endpoint file:\n" + self.log(self.coordinator))
         with open(ep_file) as f:
             self.endpoint = f.read().strip()
+        with open(worker_file) as f:
+            self.worker_endpoint = f.read().strip()
         self.endpoint_file = ep_file
+        self.worker_endpoint_file = worker_file
         self.channel = self.grpc.insecure_channel(self.endpoint)
         return self.coordinator
 
     def start_node(self, name, *extra, np=0, tp=0):
-        cmd = [os.path.join(self.bin_dir, "tessera-node"), "--coordinator-file", self.endpoint_file,
+        cmd = [os.path.join(self.bin_dir, "tessera-node"), "--coordinator-file",
+               self.worker_endpoint_file,
                "--name", name, "-m", harness.MODEL_F32, "--threads", "1"] + list(extra)
         env = None
         if np:
@@ -175,6 +184,67 @@ class Cluster:
             return all(g.kv_blocks_free == g.kv_blocks_total and g.running == 0 and g.waiting == 0
                        for g in h.groups)
         return harness.wait_for(idle, timeout, 0.05)
+
+
+class FakeGroup:
+    """A node group leader in this process: a raw grpcio client of tessera.v1.Worker/Attach that
+    registers like tessera-node, records every message the coordinator sends (received), and
+    hands each Submit to on_submit(group, submit). target: the Worker listener by default;
+    metadata: sent with the call (e.g. the cluster secret). ended is set with code/details when
+    the stream is over."""
+
+    def __init__(self, c, wpb, name, on_submit=None, target=None, metadata=None):
+        self.wpb = wpb
+        self.name = name
+        self.on_submit = on_submit
+        self.submits = []
+        self.received = []
+        self.welcomed = threading.Event()
+        self.ended = threading.Event()
+        self.code = self.details = None
+        self.out = queue.Queue()
+        self.channel = c.grpc.insecure_channel(target or c.worker_endpoint)
+        attach = self.channel.stream_stream(
+            "/tessera.v1.Worker/Attach", request_serializer=wpb.NodeMessage.SerializeToString,
+            response_deserializer=wpb.CoordinatorMessage.FromString)
+        self.out.put(wpb.NodeMessage(register=wpb.Register(
+            group_name=name, role="mixed", model_name="fake", vocab_size=512,
+            context_length=512, tp=1, kv_blocks_total=64, block_size=16, max_batch_seqs=8,
+            host="fake-" + name, model_fingerprint="fake")))
+        self.call = attach(self._outgoing(), metadata=metadata)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _outgoing(self):
+        while True:
+            m = self.out.get()
+            if m is None:
+                return
+            yield m
+
+    def _read(self):
+        try:
+            for m in self.call:
+                self.received.append(m)
+                kind = m.WhichOneof("msg")
+                if kind == "welcome":
+                    self.welcomed.set()
+                elif kind == "submit":
+                    self.submits.append(m.submit)
+                    if self.on_submit:
+                        self.on_submit(self, m.submit)
+        except Exception:  # the stream ended (refused, or cancelled at the end of the test)
+            pass
+        self.code, self.details = self.call.code(), self.call.details()
+        self.ended.set()
+
+    def event(self, **fields):
+        self.out.put(self.wpb.NodeMessage(events=self.wpb.TokenEvents(
+            events=[self.wpb.TokenEvent(**fields)])))
+
+    def close(self):
+        self.out.put(None)
+        self.call.cancel()
+        self.channel.close()
 
 
 def stream_until(c, n_tokens, **fields):

@@ -12,62 +12,10 @@ this process, which register like tessera-node and answer each Submit as the tes
 
   test_coordinator_node_refusals.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
-import queue
-import threading
-
 import harness
 import serving_cluster as sc
 
 INVALID_ARGUMENT = 3  # grpc_status_code
-
-
-class FakeGroup:
-    """A node group leader speaking tessera.v1.Worker/Attach; on_submit(group, submit) answers."""
-
-    def __init__(self, c, wpb, name, on_submit):
-        self.wpb = wpb
-        self.name = name
-        self.on_submit = on_submit
-        self.submits = []
-        self.welcomed = threading.Event()
-        self.out = queue.Queue()
-        channel = c.grpc.insecure_channel(c.endpoint)
-        attach = channel.stream_stream("/tessera.v1.Worker/Attach",
-                                       request_serializer=wpb.NodeMessage.SerializeToString,
-                                       response_deserializer=wpb.CoordinatorMessage.FromString)
-        self.out.put(wpb.NodeMessage(register=wpb.Register(
-            group_name=name, role="mixed", model_name="fake", vocab_size=512,
-            context_length=512, tp=1, kv_blocks_total=64, block_size=16, max_batch_seqs=8,
-            host="fake-" + name, model_fingerprint="fake")))
-        self.call = attach(self._outgoing())
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _outgoing(self):
-        while True:
-            m = self.out.get()
-            if m is None:
-                return
-            yield m
-
-    def _read(self):
-        try:
-            for m in self.call:
-                kind = m.WhichOneof("msg")
-                if kind == "welcome":
-                    self.welcomed.set()
-                elif kind == "submit":
-                    self.submits.append(m.submit)
-                    self.on_submit(self, m.submit)
-        except Exception:  # the stream ended (cancelled at the end of the test)
-            pass
-
-    def event(self, **fields):
-        self.out.put(self.wpb.NodeMessage(events=self.wpb.TokenEvents(
-            events=[self.wpb.TokenEvent(**fields)])))
-
-    def close(self):
-        self.out.put(None)
-        self.call.cancel()
 
 
 def main():
@@ -92,7 +40,7 @@ def main():
 
         def fail_once_other_is_there(g, s):
             # Let the serving group attach first, so that the retry has somewhere to go.
-            served.append(FakeGroup(c, wpb, "serve", serve))
+            served.append(sc.FakeGroup(c, wpb, "serve", serve))
             groups.append(served[0])
             served[0].welcomed.wait(20)
             c.wait_groups(2)
@@ -100,7 +48,7 @@ def main():
                     error="the node group failed")
 
         # 1. a refusal with INVALID_ARGUMENT: passed on, not retried
-        refusing = FakeGroup(c, wpb, "refuse", refuse)
+        refusing = sc.FakeGroup(c, wpb, "refuse", refuse)
         groups.append(refusing)
         f.check(refusing.welcomed.wait(20), "the refusing group is welcomed")
         c.wait_groups(1)
@@ -116,7 +64,7 @@ def main():
         c.wait_groups(0)
 
         # 2. a failure without a status: retried on another group
-        failing = FakeGroup(c, wpb, "fail", fail_once_other_is_there)
+        failing = sc.FakeGroup(c, wpb, "fail", fail_once_other_is_there)
         groups.append(failing)
         f.check(failing.welcomed.wait(20), "the failing group is welcomed")
         c.wait_groups(1)

@@ -78,9 +78,11 @@ def run_layout(nsx, args, f, what, groups):
 
     try:
         ep_file = os.path.join(tmp, "endpoint")
+        worker_file = os.path.join(tmp, "worker.endpoint")
         spawn("coord", [os.path.join(args.bin_dir, "tessera-coordinator"), "--listen",
-                        nsx.addr["coord"] + ":0", "--endpoint-file", ep_file, "-m",
-                        harness.MODEL_F32], "coordinator.log")
+                        nsx.addr["coord"] + ":0", "--endpoint-file", ep_file,
+                        "--worker-listen", nsx.addr["coord"] + ":0", "--worker-endpoint-file",
+                        worker_file, "-m", harness.MODEL_F32], "coordinator.log")
         if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
             logs()
             raise AssertionError("%s: the coordinator wrote no endpoint" % what)
@@ -90,7 +92,7 @@ def run_layout(nsx, args, f, what, groups):
                 "%s: the endpoint names the coordinator host's address: %s" % (what, endpoint))
         before = {h: nsx.eth0_bytes(h) for h in HOSTS}
         for name, hosts in groups.items():
-            host, cmd, env = group_command(nsx, args.bin_dir, ep_file, name, hosts)
+            host, cmd, env = group_command(nsx, args.bin_dir, worker_file, name, hosts)
             spawn(host, cmd, name + ".log", env=env)
         p = subprocess.run(nsx.exec_prefix("client") + [
             "/usr/bin/python3", os.path.abspath(__file__), "--client", endpoint, "--groups",
