@@ -280,6 +280,7 @@ int ts_cmd_generate(int argc, char **argv) {
     req.no_bos = no_bos;
     req.ignore_eos = ignore_eos;
     req.timeout_ms = timeout_ms;
+    req.has_seed = true; /* --seed (0 by default): the same command, the same text */
     rc = ts_request_set_text(&req, prompt);
     if (!rc && model_name) rc = ts_request_set_model(&req, model_name);
     if (!rc) rc = ts_request_validate(&req, NULL); /* the model's limits: the scheduler's */

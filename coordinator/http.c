@@ -65,7 +65,6 @@ struct co_http {
     int n_keys;
     bool stopping; /* under co->mu */
     int64_t created;
-    uint64_t seeds;
     ts_chat_template *chat; /* NULL: chat_why says why there is none */
     char chat_why[512];
 };
@@ -332,7 +331,7 @@ static int unsupported(const ts_json *root, completion_opts *o) {
 /* The body of POST /v1/completions or /v1/chat/completions (not its messages) → req
  * (initialized by the caller). Unknown fields are ignored. Defaults as OpenAI's: max_tokens 16
  * (chat: up to the end of the context), temperature 1, top_p 1; without a seed each request gets
- * a fresh one. */
+ * a fresh one (co_request_admit: ts_request_pick_seed). */
 static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
                           completion_opts *o) {
     if (root->type != TS_JSON_OBJECT)
@@ -366,7 +365,8 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     if ((rc = get_number(root, "repetition_penalty", &dv, &has, o))) return rc;
     if (has) p->repetition_penalty = (float)dv;
     if ((rc = get_integer(root, "seed", &iv, &has, o))) return rc;
-    p->seed = has ? (uint64_t)iv : (uint64_t)ts_now_ns() ^ (++srv->seeds * 0x9e3779b97f4a7c15ULL);
+    p->seed = (uint64_t)iv;
+    req->has_seed = has; /* else co_request_admit draws a fresh one */
 
     const ts_json *ie = member(root, "ignore_eos");
     if (ie && ie->type != TS_JSON_BOOL)
@@ -613,7 +613,7 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     ts_request req;
     ts_request_init(&req);
     completion_opts o = {.chat = chat};
-    pthread_mutex_lock(&co->mu); /* the seed counter */
+    pthread_mutex_lock(&co->mu); /* the groups (co_largest_context) */
     int rc = map_completion(srv, ts_json_root(doc), &req, &o);
     pthread_mutex_unlock(&co->mu);
     if (!rc && chat) rc = chat_prompt(srv, ts_json_root(doc), &req, &o); /* no lock: pure */

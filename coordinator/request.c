@@ -100,6 +100,7 @@ static int prepare(coordinator *co, ts_request *rq) {
     if (!co_serves_model(co, rq->model))
         return ts_error_set(TS_E_INVALID, "unknown model '%s' (this cluster serves '%s')",
                             rq->model, co->model_name);
+    ts_request_pick_seed(rq); /* none given: a fresh one, so unseeded requests differ */
     int rc = ts_request_validate(rq, NULL); /* the fields, before any tokenizing work */
     if (!rc && rq->prompt) {
         bool add_bos = !rq->no_bos && ts_tokenizer_adds_bos(co->tok);

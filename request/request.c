@@ -13,15 +13,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 static const ts_request_field fields[TS_REQUEST_FIELD_COUNT] = {
     [TS_REQUEST_FIELD_MAX_TOKENS] = {"max_tokens", "max-tokens", 1, 1 << 24, false, NULL},
-    [TS_REQUEST_FIELD_TEMPERATURE] = {"sampling.temperature", "temperature", 0, 100, false, NULL},
+    [TS_REQUEST_FIELD_TEMPERATURE] = {"sampling.temperature", "temperature", 0, 2, false, NULL},
     [TS_REQUEST_FIELD_TOP_K] = {"sampling.top_k", "top-k", 0, 1 << 30, false, NULL},
     [TS_REQUEST_FIELD_TOP_P] = {"sampling.top_p", "top-p", 0, 1, true, NULL},
     [TS_REQUEST_FIELD_MIN_P] = {"sampling.min_p", "min-p", 0, 1, false, NULL},
-    [TS_REQUEST_FIELD_REPETITION_PENALTY] = {"sampling.repetition_penalty", "repeat-penalty", 0,
-                                             10, true, NULL},
+    [TS_REQUEST_FIELD_REPETITION_PENALTY] = {"sampling.repetition_penalty", "repeat-penalty", 0, 10,
+                                             true, NULL},
     [TS_REQUEST_FIELD_REPETITION_LAST_N] = {"sampling.repetition_last_n", "repeat-last-n", 0,
                                             1 << 24, false, NULL},
     [TS_REQUEST_FIELD_PRIORITY] = {"priority", NULL, -1000000, 1000000, false, NULL},
@@ -222,4 +224,19 @@ int ts_request_add_eos_ids(ts_request *r, const int32_t *ids, size_t n) {
     for (size_t i = 0; !rc && i < n; i++)
         rc = ts_request_add_eos(r, ids[i]);
     return rc;
+}
+
+void ts_request_pick_seed(ts_request *r) {
+    if (r->has_seed) return;
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        /* No entropy source: a clock and a counter still differ from request to request. */
+        static _Atomic uint64_t counter;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^
+               (++counter * 0x9e3779b97f4a7c15ULL);
+    }
+    r->params.seed = seed;
+    r->has_seed = true;
 }

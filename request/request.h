@@ -26,9 +26,9 @@
 #include <stdint.h>
 
 enum {
-    TS_MAX_STOP_IDS = 16,        /* stop token ids of one request (ts_request_params.stop_ids) */
-    TS_REQUEST_MAX_STOPS = 16,   /* stop strings of one request */
-    TS_REQUEST_ID_BYTES = 128,   /* a client's request id, NUL included */
+    TS_MAX_STOP_IDS = 16,      /* stop token ids of one request (ts_request_params.stop_ids) */
+    TS_REQUEST_MAX_STOPS = 4,  /* stop strings of one request (OpenAI's limit) */
+    TS_REQUEST_ID_BYTES = 128, /* a client's request id, NUL included */
 };
 
 typedef enum {
@@ -84,6 +84,8 @@ typedef struct ts_request {
     int32_t n_stops;
     char *request_id; /* the client's id (NULL: none) */
     int64_t timeout_ms; /* deadline from arrival; 0: none */
+    bool has_seed;      /* params.seed was given; else the coordinator draws a fresh random one
+                         * where the request enters (ts_request_pick_seed) */
     ts_request_params params;
 } ts_request;
 
@@ -144,6 +146,8 @@ void ts_request_take_ids(ts_request *r, int32_t *ids, int32_t n);
 int ts_request_set_model(ts_request *r, const char *model);
 int ts_request_set_id(ts_request *r, const char *request_id);
 int ts_request_add_stop(ts_request *r, const char *stop);
+/* Without a seed (has_seed false): a fresh random params.seed (getrandom), has_seed set. */
+void ts_request_pick_seed(ts_request *r);
 /* Adds an end-of-sequence id unless ignore_eos, the id is negative or already a stop id;
  * TS_E_INVALID when full. */
 int ts_request_add_eos(ts_request *r, int32_t eos);

@@ -57,6 +57,7 @@ static void sampling_to_pb(const ts_request_params *p, Tessera__V1__SamplingPara
      * penalty, which it can say. */
     s->repetition_penalty = p->repetition_last_n == 0 ? 1.0f : p->repetition_penalty;
     s->repetition_last_n = p->repetition_last_n;
+    s->seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED; /* a node runs with it */
     s->seed = p->seed;
 }
 
@@ -71,6 +72,8 @@ int ts_request_from_generate(const Tessera__V1__GenerateRequest *q, ts_request *
     ts_request_params *p = &out->params;
     if (q->max_tokens) p->max_tokens = q->max_tokens;
     sampling_from_pb(q->sampling, p);
+    out->has_seed = q->sampling &&
+                    q->sampling->seed_given_case == TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED;
     p->logprobs = q->logprobs;
     p->priority = q->priority;
     out->no_bos = q->no_bos;
@@ -89,6 +92,7 @@ void ts_request_to_generate(const ts_request *r, Tessera__V1__GenerateRequest *q
                             Tessera__V1__SamplingParams *sp) {
     tessera__v1__generate_request__init(q);
     sampling_to_pb(&r->params, sp);
+    if (!r->has_seed) sp->seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN__NOT_SET;
     q->model = r->model ? r->model : "";
     q->prompt = r->prompt ? r->prompt : "";
     if (!r->prompt || !r->prompt[0]) {

@@ -45,6 +45,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
       set_tests_properties(http_metrics_prometheus PROPERTIES LABELS integration TIMEOUT 300
                            SKIP_RETURN_CODE 77)
+      # The sampling surface (seeds, stop strings, ...) over HTTP (openai client) and gRPC.
+      add_test(NAME http_grpc_sampling_surface
+               COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_http_sampling.py
+                       --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
+      set_tests_properties(http_grpc_sampling_surface PROPERTIES LABELS integration TIMEOUT 600
+                           SKIP_RETURN_CODE 77)
     endif()
   endif()
 endif()

@@ -23,7 +23,7 @@ import harness
 OUTSIDE = [
     ("max_tokens", "max-tokens", "0", dict(max_tokens=(1 << 24) + 1)),
     ("max_tokens", "max-tokens", str((1 << 24) + 1), dict(max_tokens=-1)),
-    ("sampling.temperature", "temperature", "150", dict(S=dict(temperature=150))),
+    ("sampling.temperature", "temperature", "2.5", dict(S=dict(temperature=2.01))),
     ("sampling.temperature", "temperature", "-1", dict(S=dict(temperature=-0.5))),
     ("sampling.top_k", "top-k", str((1 << 30) + 1), dict(S=dict(top_k=(1 << 30) + 1))),
     ("sampling.top_k", "top-k", "-1", dict(S=dict(top_k=-1))),
@@ -41,7 +41,7 @@ OUTSIDE = [
     ("priority", None, None, dict(priority=-1000001)),
     ("timeout_ms", "timeout-ms", "-1", None),
     ("timeout_ms", "timeout-ms", str((1 << 30) + 1), None),
-    ("stop", None, None, dict(stop=["x"] * 17)),
+    ("stop", None, None, dict(stop=["x"] * 5)),
     ("stop[0]", None, None, dict(stop=["x" * 257])),
     ("stop[0]", None, None, dict(stop=[""])),
     ("request_id", None, None, dict(request_id="r" * 128)),
@@ -51,14 +51,14 @@ OUTSIDE = [
 INSIDE = [
     dict(max_tokens=1),
     dict(max_tokens=1 << 24),
-    dict(S=dict(temperature=100, seed=1)),
+    dict(S=dict(temperature=2, seed=1)),
     dict(S=dict(top_k=1 << 30, temperature=1, seed=1)),
     dict(S=dict(top_p=1e-6, temperature=1, seed=1)),
     dict(S=dict(min_p=1, temperature=1, seed=1)),
     dict(S=dict(repetition_penalty=10, repetition_last_n=1 << 24)),
     dict(priority=1000000),
     dict(priority=-1000000),
-    dict(stop=["x" * 256] * 16),
+    dict(stop=["x" * 256] * 4),
     dict(request_id="r" * 127),
 ]
 
@@ -75,11 +75,11 @@ def build(pb, fields):
 def limits_text(name):
     # The table's limits as the message spells them (request/request.c).
     return {
-        "max_tokens": "[1, 16777216]", "sampling.temperature": "[0, 100]",
+        "max_tokens": "[1, 16777216]", "sampling.temperature": "[0, 2]",
         "sampling.top_k": "[0, 1073741824]", "sampling.top_p": "(0, 1]",
         "sampling.min_p": "[0, 1]", "sampling.repetition_penalty": "(0, 10]",
         "sampling.repetition_last_n": "[0, 16777216]", "priority": "[-1000000, 1000000]",
-        "timeout_ms": "[0, 1073741824]", "stop": "0 to 16 strings", "stop[0]": "1 to 256 bytes",
+        "timeout_ms": "[0, 1073741824]", "stop": "0 to 4 strings", "stop[0]": "1 to 256 bytes",
         "request_id": "0 to 127 bytes",
     }[name]
 

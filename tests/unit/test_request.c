@@ -128,14 +128,32 @@ static void test_the_cli_and_the_wire_share_one_row_per_field(void) {
     const ts_request_field *t = ts_request_field_get(TS_REQUEST_FIELD_TEMPERATURE);
     CHECK_EQ_STR(t->name, "sampling.temperature");
     CHECK_EQ_STR(t->flag, "temperature");
-    CHECK(t->min == 0 && t->max == 100);
+    CHECK(t->min == 0 && t->max == 2); /* OpenAI's range, for HTTP and gRPC alike */
     const ts_request_field *p = ts_request_field_get(TS_REQUEST_FIELD_TOP_P);
     CHECK(p->min_open && p->min == 0 && p->max == 1);
     ts_request r = good();
-    r.params.temperature = 150;
+    r.params.temperature = 2.5f;
     CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_E_INVALID);
     CHECK_EQ_STR(ts_error_message(),
-                 "sampling.temperature (--temperature) must be in [0, 100], got 150");
+                 "sampling.temperature (--temperature) must be in [0, 2], got 2.5");
+}
+
+static void test_a_request_without_a_seed_gets_a_fresh_one(void) {
+    ts_request a, b, c;
+    ts_request_init(&a);
+    ts_request_init(&b);
+    ts_request_init(&c);
+    ts_request_pick_seed(&a);
+    ts_request_pick_seed(&b);
+    CHECK(a.has_seed && b.has_seed);
+    CHECK(a.params.seed != b.params.seed); /* 2^-64 to fail by chance */
+    uint64_t first = a.params.seed;
+    ts_request_pick_seed(&a); /* has one now: kept */
+    CHECK(a.params.seed == first);
+    c.has_seed = true;
+    c.params.seed = 0; /* seed 0 given is a seed */
+    ts_request_pick_seed(&c);
+    CHECK(c.params.seed == 0);
 }
 
 static void test_prompt_against_the_model(void) {
@@ -175,6 +193,15 @@ static void test_generate_request_zero_values_are_the_defaults(void) {
     CHECK_EQ_INT(r.params.repetition_last_n, 64);
     CHECK_EQ_STR(r.prompt, "Once");
     CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_OK);
+    CHECK(!r.has_seed); /* no seed: the coordinator draws one */
+    ts_request_free(&r);
+    sp.seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED; /* seed 0, given */
+    CHECK_EQ_INT(ts_request_from_generate(&q, &r), TS_OK);
+    CHECK(r.has_seed && r.params.seed == 0);
+    Tessera__V1__GenerateRequest back;
+    Tessera__V1__SamplingParams back_sp;
+    ts_request_to_generate(&r, &back, &back_sp);
+    CHECK(back_sp.seed_given_case == TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED);
     ts_request_free(&r);
 }
 
@@ -189,7 +216,7 @@ static void test_generate_request_round_trip(void) {
                                    .top_p = 0.9f, .min_p = 0.1f, .repetition_penalty = 1.2f,
                                    .repetition_last_n = 12, .seed = 99, .logprobs = true,
                                    .priority = -3};
-    r.ignore_eos = r.no_bos = true;
+    r.ignore_eos = r.no_bos = r.has_seed = true;
     Tessera__V1__GenerateRequest q;
     Tessera__V1__SamplingParams sp;
     ts_request_to_generate(&r, &q, &sp);
@@ -262,6 +289,7 @@ static void test_eos_is_added_unless_ignored(void) {
 int main(void) {
     RUN(test_every_field_holds_at_its_limits_and_is_refused_outside);
     RUN(test_the_cli_and_the_wire_share_one_row_per_field);
+    RUN(test_a_request_without_a_seed_gets_a_fresh_one);
     RUN(test_prompt_against_the_model);
     RUN(test_generate_request_zero_values_are_the_defaults);
     RUN(test_generate_request_round_trip);
