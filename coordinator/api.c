@@ -198,6 +198,9 @@ static void health_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
             gi->kv_blocks_total = g->kv_total;
             gi->kv_blocks_free = g->kv_free;
             gi->endpoint = g->peer;
+            gi->kv_blocks_cached = g->kv_cached;
+            gi->prefix_cache_query_tokens = g->cache_query_tokens;
+            gi->prefix_cache_hit_tokens = g->cache_hit_tokens;
             ptrs[i++] = gi;
         }
         m.n_groups = (size_t)i;

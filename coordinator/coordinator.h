@@ -123,6 +123,7 @@ struct co_group {
     int64_t last_seen;
     int32_t running, waiting, kv_free, kv_cached; /* from the last heartbeat */
     int64_t preemptions;                          /* the node's count, from the last one */
+    int64_t cache_query_tokens, cache_hit_tokens; /* prefix cache, from the last heartbeat */
     int n_active;
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */

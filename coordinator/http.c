@@ -372,6 +372,10 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     if (ie && ie->type != TS_JSON_BOOL)
         return field_error(o, "ignore_eos", "ignore_eos must be a boolean");
     req->ignore_eos = ie && ie->boolean;
+    const ts_json *cs = member(root, "cache_salt"); /* vLLM's extension: a tenant's own cache */
+    if (cs && cs->type != TS_JSON_STRING)
+        return field_error(o, "cache_salt", "cache_salt must be a string");
+    if (cs && (rc = ts_request_set_cache_salt(req, cs->string))) return rc;
     const ts_json *s = member(root, "stream");
     if (s && s->type != TS_JSON_BOOL) return field_error(o, "stream", "stream must be a boolean");
     o->stream = s && s->boolean;

@@ -217,6 +217,8 @@ static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         if (hb->preemptions > g->preemptions)
             co_metrics_preemptions(co->metrics, g->name, hb->preemptions - g->preemptions);
         g->preemptions = hb->preemptions;
+        g->cache_query_tokens = hb->prefix_cache_query_tokens;
+        g->cache_hit_tokens = hb->prefix_cache_hit_tokens;
     } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
         co->hooks.events(co, g, m->events);
     }

@@ -355,7 +355,8 @@ static void on_event(coordinator *co, co_group *g, co_request *r,
         return;
     }
     if (r->decode && !r->on_decode && ev->token >= 0) r->first_token = ev->token;
-    if (ev->prompt_tokens > 0) r->n_cached = ev->cached_prompt_tokens;
+    /* The prompt's cache hits are the prefill's: a decode group took the KV over (none cached) */
+    if (ev->prompt_tokens > 0 && !r->on_decode) r->n_cached = ev->cached_prompt_tokens;
     if ((ev->prompt_tokens > 0 || ev->token >= 0) &&
         (!r->series || strcmp(co_metrics_series_group(r->series), g->name)))
         r->series = co_metrics_series_of(co->metrics, g->name, r->req.params.priority);

@@ -77,6 +77,7 @@
 
 #include "node/engine.h"
 #include "kvx/kv_checksum.h"
+#include "node/kv_fingerprint.h"
 #include "node/kv_pool.h"
 
 #include <stddef.h>
@@ -127,14 +128,7 @@ uint32_t ts_kvx_payload_sum(const void *k, const void *v, size_t part);
 uint32_t ts_kvx_sum_fold(uint64_t sum);
 /* (One term of that sum: ts_kvx_sum_term in kv_checksum.h.) */
 
-/* The one KV-compatibility fingerprint: a 64-bit identity of everything two groups must share to
- * exchange KV blocks — the weights (the shape, and the bytes of the embedding and of every
- * layer's K and V projection, sampled), the KV type, the block size and the cache layout
- * (TS_KV_LAYOUT_VERSION) — but not the TP degree (heads are re-split on the way). Two processes
- * agree only when their KV blocks mean the same thing. The transfer header carries it, and
- * groups register it (Register.model_fingerprint, in hex) so that the coordinator pairs only
- * equal ones. Cheap (reads a few KiB per layer). */
-uint64_t ts_kvx_fingerprint(const ts_model *m, ts_dtype kv_type, int32_t block_size);
+/* The KV-compatibility fingerprint, ts_kvx_fingerprint: node/kv_fingerprint.h. */
 
 /* ---- wire format (exposed for tests and tools) ---- */
 

@@ -4,6 +4,12 @@
  * Free blocks that were never cached (or were evicted) sit on a stack. Released cached blocks
  * sit on a doubly-linked LRU list so a hit can take one out in O(1). The prefix cache is an
  * open-addressing table from chain hash to block, with tombstones, sized to twice n_blocks.
+ *
+ * Each cached block knows its parent block and how many cached children it has. Eviction walks
+ * the LRU list from its oldest end to the first block without cached children. Blocks released
+ * back to front keep a chain's descendants ahead of it on the list, so the walk normally stops
+ * at the head; the child count makes "never a block whose children are kept" hold whatever
+ * order callers release in.
  */
 #include "node/kv_pool.h"
 
@@ -21,6 +27,8 @@ typedef struct {
     int32_t lru_next;
     uint64_t hash;
     uint64_t parent;
+    int32_t parent_block; /* cached parent block, -1 for a chain's first block */
+    int32_t n_children;   /* cached blocks whose parent_block is this one */
 } block_meta;
 
 struct ts_kv_pool {
@@ -35,17 +43,9 @@ struct ts_kv_pool {
     int32_t *table; /* hash slots → block id */
     int32_t table_size;
     int32_t n_tombstones;
+    ts_kv_pool_evict_hook evict_hook;
+    void *evict_user;
 };
-
-uint64_t ts_kv_prefix_hash(uint64_t parent, const int32_t *tokens, int32_t n) {
-    uint64_t h = parent ^ 0x9e3779b97f4a7c15ULL;
-    for (int32_t i = 0; i < n; i++) {
-        h ^= (uint64_t)(uint32_t)tokens[i];
-        h *= 0x100000001b3ULL;
-        h ^= h >> 29;
-    }
-    return h ? h : 1; /* 0 means "no parent" */
-}
 
 int ts_kv_pool_create(int32_t n_blocks, int32_t block_size, ts_kv_pool **out) {
     *out = NULL;
@@ -83,11 +83,32 @@ void ts_kv_pool_destroy(ts_kv_pool *p) {
     free(p);
 }
 
-int32_t ts_kv_pool_n_blocks(const ts_kv_pool *p) { return p->n_blocks; }
-int32_t ts_kv_pool_block_size(const ts_kv_pool *p) { return p->block_size; }
-int32_t ts_kv_pool_n_free(const ts_kv_pool *p) { return p->n_free_stack + p->n_evictable; }
-int32_t ts_kv_pool_n_cached(const ts_kv_pool *p) { return p->n_cached; }
-int32_t ts_kv_pool_refcount(const ts_kv_pool *p, int32_t block) { return p->meta[block].refcount; }
+int32_t ts_kv_pool_n_blocks(const ts_kv_pool *p) {
+    return p->n_blocks;
+}
+int32_t ts_kv_pool_block_size(const ts_kv_pool *p) {
+    return p->block_size;
+}
+int32_t ts_kv_pool_n_free(const ts_kv_pool *p) {
+    return p->n_free_stack + p->n_evictable;
+}
+int32_t ts_kv_pool_n_cached(const ts_kv_pool *p) {
+    return p->n_cached;
+}
+int32_t ts_kv_pool_refcount(const ts_kv_pool *p, int32_t block) {
+    return p->meta[block].refcount;
+}
+int32_t ts_kv_pool_n_children(const ts_kv_pool *p, int32_t block) {
+    return p->meta[block].n_children;
+}
+bool ts_kv_pool_is_cached(const ts_kv_pool *p, int32_t block) {
+    return p->meta[block].cached;
+}
+
+void ts_kv_pool_set_evict_hook(ts_kv_pool *p, ts_kv_pool_evict_hook hook, void *user) {
+    p->evict_hook = hook;
+    p->evict_user = user;
+}
 
 static void lru_remove(ts_kv_pool *p, int32_t b) {
     block_meta *m = &p->meta[b];
@@ -109,7 +130,7 @@ static void lru_push_tail(ts_kv_pool *p, int32_t b) {
 }
 
 static int32_t table_find_slot(const ts_kv_pool *p, uint64_t hash, uint64_t parent,
-                               const int32_t *tokens) {
+                               int32_t parent_block, const int32_t *tokens) {
     int32_t mask = p->table_size - 1;
     for (int32_t i = (int32_t)(hash & (uint64_t)mask), probes = 0; probes < p->table_size;
          i = (i + 1) & mask, probes++) {
@@ -117,7 +138,7 @@ static int32_t table_find_slot(const ts_kv_pool *p, uint64_t hash, uint64_t pare
         if (b == SLOT_EMPTY) return -1;
         if (b == SLOT_TOMBSTONE) continue;
         const block_meta *m = &p->meta[b];
-        if (m->hash == hash && m->parent == parent &&
+        if (m->hash == hash && m->parent == parent && m->parent_block == parent_block &&
             memcmp(p->tokens + (size_t)b * (size_t)p->block_size, tokens,
                    (size_t)p->block_size * sizeof *tokens) == 0)
             return i;
@@ -136,7 +157,11 @@ static void table_remove_block(ts_kv_pool *p, int32_t b) {
             break;
         }
     }
-    p->meta[b].cached = false;
+    block_meta *m = &p->meta[b];
+    TS_ASSERT(m->n_children == 0); /* leaves first */
+    if (m->parent_block >= 0) p->meta[m->parent_block].n_children--;
+    m->cached = false;
+    m->parent_block = -1;
     p->n_cached--;
 }
 
@@ -158,8 +183,15 @@ int ts_kv_pool_alloc(ts_kv_pool *p, int32_t *block) {
     if (p->n_free_stack > 0) {
         b = p->free_stack[--p->n_free_stack];
     } else if (p->lru_head >= 0) {
-        b = p->lru_head; /* evict the least recently released cached block */
+        /* the least recently released cached block without cached children */
+        b = p->lru_head;
+        while (b >= 0 && p->meta[b].n_children > 0)
+            b = p->meta[b].lru_next;
+        TS_ASSERT(b >= 0); /* a released chain always has a released leaf */
         lru_remove(p, b);
+        if (p->evict_hook)
+            p->evict_hook(p->evict_user, b, p->meta[b].hash, p->meta[b].parent,
+                          p->tokens + (size_t)b * (size_t)p->block_size);
         table_remove_block(p, b);
     } else {
         return TS_E_EXHAUSTED;
@@ -183,10 +215,26 @@ void ts_kv_pool_release(ts_kv_pool *p, int32_t block) {
     else p->free_stack[p->n_free_stack++] = block;
 }
 
-void ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t parent,
-                        const int32_t *tokens) {
+void ts_kv_pool_release_seq(ts_kv_pool *p, const int32_t *blocks, int32_t n) {
+    for (int32_t i = n - 1; i >= 0; i--)
+        ts_kv_pool_release(p, blocks[i]);
+}
+
+int32_t ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t parent,
+                           int32_t parent_block, const int32_t *tokens) {
     block_meta *m = &p->meta[block];
-    if (m->cached || table_find_slot(p, hash, parent, tokens) >= 0) return;
+    TS_ASSERT(m->refcount > 0);
+    if (m->cached) return block;
+    TS_ASSERT(parent_block < 0 ||
+              (p->meta[parent_block].cached && p->meta[parent_block].hash == parent));
+    int32_t slot = table_find_slot(p, hash, parent, parent_block, tokens);
+    if (slot >= 0) { /* the same content computed twice: one copy stays cached */
+        int32_t other = p->table[slot];
+        block_meta *o = &p->meta[other];
+        if (o->refcount == 0) lru_remove(p, other);
+        o->refcount++;
+        return other;
+    }
     if (p->n_tombstones > p->table_size / 4) table_rebuild(p);
     /* Live entries never exceed n_blocks = half the table, so a free slot always exists. */
     int32_t mask = p->table_size - 1;
@@ -197,13 +245,18 @@ void ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t pa
     m->cached = true;
     m->hash = hash;
     m->parent = parent;
+    m->parent_block = parent_block;
+    m->n_children = 0;
+    if (parent_block >= 0) p->meta[parent_block].n_children++;
     memcpy(p->tokens + (size_t)block * (size_t)p->block_size, tokens,
            (size_t)p->block_size * sizeof *tokens);
     p->n_cached++;
+    return block;
 }
 
-int32_t ts_kv_pool_lookup(ts_kv_pool *p, uint64_t hash, uint64_t parent, const int32_t *tokens) {
-    int32_t slot = table_find_slot(p, hash, parent, tokens);
+int32_t ts_kv_pool_lookup(ts_kv_pool *p, uint64_t hash, uint64_t parent, int32_t parent_block,
+                          const int32_t *tokens) {
+    int32_t slot = table_find_slot(p, hash, parent, parent_block, tokens);
     if (slot < 0) return -1;
     int32_t b = p->table[slot];
     block_meta *m = &p->meta[b];
@@ -220,6 +273,8 @@ void ts_kv_pool_clear_cache(ts_kv_pool *p) {
             p->free_stack[p->n_free_stack++] = b;
         }
         p->meta[b].cached = false;
+        p->meta[b].parent_block = -1;
+        p->meta[b].n_children = 0;
     }
     for (int32_t i = 0; i < p->table_size; i++) p->table[i] = SLOT_EMPTY;
     p->n_cached = 0;

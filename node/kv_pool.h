@@ -6,16 +6,24 @@
  * group leader only: followers use the block ids the leader puts in each step's plan.
  *
  * Reference counts let sequences share blocks. A block is "full" once all block_size slots hold
- * KV; a full block never changes again, so it can be shared. The prefix cache maps the token
- * content of a full block and of everything before it (a chained hash, verified against the
- * stored token ids, so a hash collision cannot alias two prefixes) to the block. A new request
- * whose prompt starts with cached blocks reuses them and prefills only the rest. Because the
- * kernels are batch-invariant, a cached block holds exactly the bits the request would have
- * computed itself: reuse never changes outputs.
+ * KV; a full block never changes again, so it can be shared. The prefix cache keys a full block
+ * by its chained hash (common/kv_hash.h: the block's tokens chained with its parent's key, from a
+ * root of the model fingerprint and the request's cache salt) and verifies every hit exactly:
+ * the block's tokens, its parent key and its parent *block* must all match, so the chain a hit
+ * stands for is the one the caller walked, block by block, and a hash collision can only miss.
+ * A new request whose prompt starts with cached blocks reuses them and prefills only the rest.
+ * Because the kernels are batch-invariant, a cached block holds exactly the bits the request
+ * would have computed itself: reuse never changes outputs.
  *
- * Released blocks that are in the prefix cache are kept (least recently released first out)
- * until their memory is needed: ts_kv_pool_alloc takes a never-cached free block first, then
- * evicts the oldest cached one. n_free counts both kinds: they are all available.
+ * Eviction is leaves first. Released cached blocks are kept on an LRU list until their memory
+ * is needed; ts_kv_pool_alloc takes a never-cached free block first, then evicts the least
+ * recently released cached block that has no cached child (a block whose children are kept is
+ * never evicted: they would become unreachable). Callers release a sequence's blocks back to
+ * front (ts_kv_pool_release_seq) so that a chain's tail is older on the list than its head and
+ * eviction eats chains from their ends. Every holder of a cached block also holds its parent
+ * (a sequence holds its whole prefix), so every released block is evictable in the end and
+ * n_free counts both kinds: they are all available. An eviction hook sees each evicted block
+ * while its KV is still intact, so that a lower tier (kv_tier_host.h) can keep it.
  *
  * Not thread-safe: one owner (the scheduler).
  */
@@ -43,21 +51,38 @@ int ts_kv_pool_alloc(ts_kv_pool *p, int32_t *block);
 void ts_kv_pool_ref(ts_kv_pool *p, int32_t block);
 /* Drops one reference; at zero the block becomes available again. */
 void ts_kv_pool_release(ts_kv_pool *p, int32_t block);
+/* Releases a sequence's block table blocks[0 .. n) back to front (see above). */
+void ts_kv_pool_release_seq(ts_kv_pool *p, const int32_t *blocks, int32_t n);
 int32_t ts_kv_pool_refcount(const ts_kv_pool *p, int32_t block);
 
-/* The chain hash of a block given the previous block's hash (0 for the first block). */
-uint64_t ts_kv_prefix_hash(uint64_t parent, const int32_t *tokens, int32_t n);
+/* Registers a full block that the caller holds: its key `hash`, its parent's key `parent` (the
+ * chain root for a first block), its parent block (-1 for a first block; it must be cached) and
+ * its tokens (block_size of them). Returns the block that holds this content from now on:
+ * `block` itself, or — when another block already holds the same content after the same parent
+ * — that block, with one reference taken for the caller, who should put it in its block table
+ * in place of `block` and release `block` (the two hold the same bits). A block already
+ * registered is left as it is and returned. */
+int32_t ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t parent,
+                           int32_t parent_block, const int32_t *tokens);
 
-/* Registers a full block: its chain hash and its tokens (block_size of them). A block already
- * registered, or content already cached in another block, is left as it is. */
-void ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t parent,
-                        const int32_t *tokens);
+/* Looks up cached content (key, parent key, parent block and tokens must all match). On a hit
+ * the block gets one more reference (taking it off the evictable list) and is returned; -1 on
+ * a miss. */
+int32_t ts_kv_pool_lookup(ts_kv_pool *p, uint64_t hash, uint64_t parent, int32_t parent_block,
+                          const int32_t *tokens);
 
-/* Looks up cached content (hash, parent and tokens must all match). On a hit the block gets one
- * more reference (taking it off the evictable list) and is returned; -1 on a miss. */
-int32_t ts_kv_pool_lookup(ts_kv_pool *p, uint64_t hash, uint64_t parent, const int32_t *tokens);
+/* Cached blocks whose parent is `block` (tests, and the leaves-first invariant). */
+int32_t ts_kv_pool_n_children(const ts_kv_pool *p, int32_t block);
+bool ts_kv_pool_is_cached(const ts_kv_pool *p, int32_t block);
 
-/* Drops the whole prefix cache (blocks in use stay in use). */
+/* Called by ts_kv_pool_alloc for a cached block it evicts, before the block is handed out:
+ * its KV is still intact. tokens (block_size ids) is valid during the call only. The hook must
+ * not call back into the pool. NULL removes it. */
+typedef void (*ts_kv_pool_evict_hook)(void *user, int32_t block, uint64_t hash, uint64_t parent,
+                                      const int32_t *tokens);
+void ts_kv_pool_set_evict_hook(ts_kv_pool *p, ts_kv_pool_evict_hook hook, void *user);
+
+/* Drops the whole prefix cache (blocks in use stay in use; nothing goes to the hook). */
 void ts_kv_pool_clear_cache(ts_kv_pool *p);
 
 #endif

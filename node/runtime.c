@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "model/hf.h"
+#include "node/kv_fingerprint.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -167,8 +168,11 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     rc = ts_engine_create(&rt->model, rt->be, rt->comm, &eo, &rt->engine);
     if (rc) goto fail;
     if (rt->comm->rank == 0) {
-        ts_sched_options so = {.prefill_chunk = o->prefill_chunk,
-                               .no_prefix_cache = o->no_prefix_cache};
+        ts_sched_options so = {
+            .prefill_chunk = o->prefill_chunk,
+            .no_prefix_cache = o->no_prefix_cache,
+            .cache_namespace = ts_kvx_fingerprint(&rt->model, kv_type,
+                                                  ts_engine_options_get(rt->engine)->block_size)};
         rc = ts_sched_create(rt->engine, &so, &rt->sched);
         if (rc) goto fail;
     }

@@ -11,6 +11,7 @@
 #include "node/scheduler.h"
 
 #include "common/clock.h"
+#include "common/kv_hash.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/rng.h"
@@ -29,7 +30,9 @@ typedef struct seq {
     int32_t *blocks; /* [max_blocks] block table */
     int32_t n_blocks;
     int32_t n_published; /* leading full blocks registered in the prefix cache */
-    uint64_t last_hash;  /* chain hash of block n_published - 1 (0 if none) */
+    uint64_t root;       /* the prefix chain's root: model fingerprint and cache salt */
+    uint64_t last_hash;  /* chain hash of block n_published - 1 (root if none) */
+    bool admitted;       /* admitted once: n_cached and the cache counters are final */
     /* set while building a step */
     int32_t step_rows;
     bool step_logits;
@@ -200,6 +203,8 @@ static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_pr
     ts_rng_seed(&q->rng, params->seed);
     memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     q->n_prompt = q->n_tokens = n_prompt;
+    q->root = ts_kv_hash_root(s->opts.cache_namespace, params->cache_salt);
+    q->last_hash = q->root;
     *out = q;
     return TS_OK;
 }
@@ -236,13 +241,14 @@ int ts_sched_submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, i
     seq *q = NULL;
     int rc = submit_prefilled(s, id, prompt, n_prompt, first_token, n_blocks, params, &q);
     if (rc) {
-        for (int32_t i = 0; i < n_blocks; i++) ts_kv_pool_release(s->pool, blocks[i]);
+        ts_kv_pool_release_seq(s->pool, blocks, n_blocks);
         seq_free(q);
         return rc;
     }
     memcpy(q->blocks, blocks, (size_t)n_blocks * sizeof *blocks);
     q->n_blocks = n_blocks;
     q->n_computed = n_prompt;
+    q->admitted = true; /* its prompt was computed elsewhere: no prefix-cache query here */
     q->tokens[q->n_tokens++] = first_token;
     q->n_generated = 1;
     /* The prefill group drew one uniform for the first token (scheduler step: only when
@@ -268,12 +274,13 @@ void ts_sched_set_prompt_hook(ts_sched *s, ts_sched_prompt_hook hook, void *user
 
 ts_kv_pool *ts_sched_pool(ts_sched *s) { return s->pool; }
 
+/* Back to front: the chain's tail goes onto the LRU list first and is evicted first. */
 static void release_blocks(ts_sched *s, seq *q) {
-    for (int32_t i = 0; i < q->n_blocks; i++) ts_kv_pool_release(s->pool, q->blocks[i]);
+    ts_kv_pool_release_seq(s->pool, q->blocks, q->n_blocks);
     q->n_blocks = 0;
     q->n_computed = 0;
     q->n_published = 0;
-    q->last_hash = 0;
+    q->last_hash = q->root;
 }
 
 static void push_event(ts_sched *s, const seq *q, int32_t token, float logprob,
@@ -350,7 +357,6 @@ static void preempt(ts_sched *s, int32_t running_index) {
     seq *q = s->running.items[running_index];
     list_remove_at(&s->running, running_index);
     release_blocks(s, q);
-    q->n_cached = 0;
     s->stats.preemptions++;
     TS_DEBUG("preempted request %llu (%d tokens to recompute)", (unsigned long long)q->id,
              q->n_tokens);
@@ -370,11 +376,11 @@ static void attach_prefix(ts_sched *s, seq *q) {
     if (s->opts.no_prefix_cache) return;
     int32_t bs = s->block_size;
     int32_t max_blocks = (q->n_tokens - 1) / bs;
-    uint64_t parent = 0;
+    uint64_t parent = q->root;
     for (int32_t i = 0; i < max_blocks; i++) {
         const int32_t *toks = q->tokens + (size_t)i * (size_t)bs;
-        uint64_t h = ts_kv_prefix_hash(parent, toks, bs);
-        int32_t b = ts_kv_pool_lookup(s->pool, h, parent, toks);
+        uint64_t h = ts_kv_hash_block(parent, toks, bs);
+        int32_t b = ts_kv_pool_lookup(s->pool, h, parent, i > 0 ? q->blocks[i - 1] : -1, toks);
         if (b < 0) break;
         q->blocks[q->n_blocks++] = b;
         parent = h;
@@ -382,7 +388,19 @@ static void attach_prefix(ts_sched *s, seq *q) {
     q->n_computed = q->n_blocks * bs;
     q->n_published = q->n_blocks;
     q->last_hash = parent;
-    q->n_cached = q->n_computed;
+}
+
+/* A request's first admission fixes how many of its prompt tokens came from the cache (what
+ * usage.cached_prompt_tokens reports); a preempted sequence that re-attaches its own blocks
+ * later does not count again. */
+static void count_admission(ts_sched *s, seq *q) {
+    s->stats.cached_tokens += q->n_computed;
+    if (q->admitted) return;
+    q->admitted = true;
+    q->n_cached = q->n_computed < q->n_prompt ? q->n_computed : q->n_prompt;
+    if (s->opts.no_prefix_cache) return;
+    s->stats.cache_query_tokens += q->n_prompt;
+    s->stats.cache_hit_tokens += q->n_cached;
 }
 
 /* Registers the blocks q has completed since the last step. */
@@ -390,9 +408,15 @@ static void publish_full_blocks(ts_sched *s, seq *q) {
     if (s->opts.no_prefix_cache) return;
     int32_t bs = s->block_size;
     while ((q->n_published + 1) * bs <= q->n_computed) {
-        const int32_t *toks = q->tokens + (size_t)q->n_published * (size_t)bs;
-        uint64_t h = ts_kv_prefix_hash(q->last_hash, toks, bs);
-        ts_kv_pool_publish(s->pool, q->blocks[q->n_published], h, q->last_hash, toks);
+        int32_t i = q->n_published;
+        const int32_t *toks = q->tokens + (size_t)i * (size_t)bs;
+        uint64_t h = ts_kv_hash_block(q->last_hash, toks, bs);
+        int32_t b = ts_kv_pool_publish(s->pool, q->blocks[i], h, q->last_hash,
+                                       i > 0 ? q->blocks[i - 1] : -1, toks);
+        if (b != q->blocks[i]) { /* another sequence cached the same content first: share it */
+            ts_kv_pool_release(s->pool, q->blocks[i]);
+            q->blocks[i] = b;
+        }
         q->last_hash = h;
         q->n_published++;
     }
@@ -448,7 +472,6 @@ static int32_t plan_step(ts_sched *s) {
         int32_t need = (q->n_computed + chunk + s->block_size - 1) / s->block_size - q->n_blocks;
         if (ts_kv_pool_n_free(s->pool) - need < reserve && s->running.n > 0) {
             release_blocks(s, q); /* give back the prefix blocks; try again next step */
-            q->n_cached = 0;
             break;
         }
         grow_blocks(s, q, q->n_computed + chunk);
@@ -456,12 +479,11 @@ static int32_t plan_step(ts_sched *s) {
         if (chunk > room) chunk = room;
         if (chunk <= 0) {
             release_blocks(s, q);
-            q->n_cached = 0;
             break;
         }
         list_remove_at(&s->waiting, 0);
         if (list_insert(&s->running, q) != TS_OK) TS_ASSERT(!"running list insert failed");
-        s->stats.cached_tokens += q->n_cached;
+        count_admission(s, q);
         q->step_rows = chunk;
         budget -= chunk;
         s->step_seqs[n_chosen++] = q;

@@ -37,20 +37,23 @@
 
 typedef struct ts_sched_event {
     uint64_t request_id;
-    int32_t token;            /* the new token, or -1 when the event only finishes */
-    float logprob;            /* when the request asked for log-probs */
-    ts_finish_reason finish;  /* TS_FINISH_NONE while the sequence goes on */
-    int32_t n_prompt;         /* prompt tokens */
-    int32_t n_cached;         /* prompt tokens whose KV came from the prefix cache */
-    int32_t n_generated;      /* tokens emitted so far, this one included */
+    int32_t token;           /* the new token, or -1 when the event only finishes */
+    float logprob;           /* when the request asked for log-probs */
+    ts_finish_reason finish; /* TS_FINISH_NONE while the sequence goes on */
+    int32_t n_prompt;        /* prompt tokens */
+    int32_t n_cached;        /* prompt tokens whose KV came from the prefix cache (fixed at
+                              * the request's first admission; 0 before it) */
+    int32_t n_generated;     /* tokens emitted so far, this one included */
 } ts_sched_event;
 
 typedef void (*ts_sched_emit)(void *user, const ts_sched_event *ev);
 
 typedef struct ts_sched_options {
-    int32_t prefill_chunk;   /* prompt tokens per sequence per step; <= 0: 512 */
-    int32_t max_waiting;     /* queued requests before submit says EXHAUSTED; <= 0: 4096 */
-    bool no_prefix_cache;    /* do not reuse KV blocks of shared prompt prefixes */
+    int32_t prefill_chunk;    /* prompt tokens per sequence per step; <= 0: 512 */
+    int32_t max_waiting;      /* queued requests before submit says EXHAUSTED; <= 0: 4096 */
+    bool no_prefix_cache;     /* do not reuse KV blocks of shared prompt prefixes */
+    uint64_t cache_namespace; /* the model's KV fingerprint (ts_kvx_fingerprint): the prefix
+                               * chains' root with each request's cache salt (kv_hash.h) */
 } ts_sched_options;
 
 typedef struct ts_sched ts_sched;
@@ -59,7 +62,12 @@ typedef struct ts_sched_stats {
     int32_t n_running, n_waiting;
     int32_t blocks_total, blocks_free, blocks_cached;
     int64_t steps;
-    int64_t prefill_tokens, decode_tokens, cached_tokens, preemptions;
+    int64_t prefill_tokens, decode_tokens, preemptions;
+    int64_t cached_tokens; /* tokens whose KV a sequence reused at admission (re-admissions of a
+                            * preempted sequence included) */
+    /* Prefix cache, as vLLM counts it: prompt tokens looked up at each request's first
+     * admission, and those found (what usage.cached_prompt_tokens reports). */
+    int64_t cache_query_tokens, cache_hit_tokens;
     int64_t prefill_ns, decode_ns; /* time in steps that held prefill / only decode tokens */
 } ts_sched_stats;
 

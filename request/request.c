@@ -8,6 +8,7 @@
 #include "request/request.h"
 
 #include "common/error.h"
+#include "common/kv_hash.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ static const ts_request_field fields[TS_REQUEST_FIELD_COUNT] = {
     [TS_REQUEST_FIELD_PROMPT_BYTES] = {"prompt", "prompt", 0, 1 << 24, false, "bytes"},
     [TS_REQUEST_FIELD_REQUEST_ID_BYTES] = {"request_id", NULL, 0, TS_REQUEST_ID_BYTES - 1, false,
                                            "bytes"},
+    [TS_REQUEST_FIELD_CACHE_SALT_BYTES] = {"cache_salt", NULL, 0, 256, false, "bytes"},
 };
 
 const ts_request_field *ts_request_field_get(ts_request_field_id id) {
@@ -82,6 +84,8 @@ static double value_of(const ts_request *r, ts_request_field_id id) {
     case TS_REQUEST_FIELD_PROMPT_BYTES: return r->prompt ? (double)strlen(r->prompt) : 0;
     case TS_REQUEST_FIELD_REQUEST_ID_BYTES:
         return r->request_id ? (double)strlen(r->request_id) : 0;
+    case TS_REQUEST_FIELD_CACHE_SALT_BYTES:
+        return r->cache_salt ? (double)strlen(r->cache_salt) : 0;
     case TS_REQUEST_FIELD_COUNT: break;
     }
     return 0;
@@ -158,6 +162,7 @@ void ts_request_free(ts_request *r) {
         free(r->stops[i]);
     free(r->stops);
     free(r->request_id);
+    free(r->cache_salt);
     ts_request_params params = r->params;
     memset(r, 0, sizeof *r);
     r->params = params;
@@ -181,6 +186,12 @@ int ts_request_set_model(ts_request *r, const char *model) {
 
 int ts_request_set_id(ts_request *r, const char *request_id) {
     return set_string(&r->request_id, request_id);
+}
+
+int ts_request_set_cache_salt(ts_request *r, const char *salt) {
+    int rc = set_string(&r->cache_salt, salt);
+    if (!rc) r->params.cache_salt = ts_kv_salt_digest(r->cache_salt);
+    return rc;
 }
 
 int ts_request_set_ids(ts_request *r, const int32_t *ids, size_t n) {

@@ -62,6 +62,9 @@ typedef struct ts_request_params {
     uint64_t seed;             /* any value */
     bool logprobs;
     int32_t priority; /* higher runs first; interactive > batch */
+    /* The prefix-cache salt (ts_kv_salt_digest of ts_request.cache_salt, common/kv_hash.h; 0:
+     * none): requests share cached KV blocks only when their salts are equal. */
+    uint64_t cache_salt;
     /* End-of-sequence ids (not emitted). After a mapping from the wire n_stop_ids is the count
      * the message had, which may exceed TS_MAX_STOP_IDS (only that many are stored):
      * ts_request_validate refuses it, and nothing reads stop_ids before validating. */
@@ -86,6 +89,7 @@ typedef struct ts_request {
     int64_t timeout_ms; /* deadline from arrival; 0: none */
     bool has_seed;      /* params.seed was given; else the coordinator draws a fresh random one
                          * where the request enters (ts_request_pick_seed) */
+    char *cache_salt;   /* NULL or "": none; see ts_request_params.cache_salt */
     ts_request_params params;
 } ts_request;
 
@@ -106,6 +110,7 @@ typedef enum {
     TS_REQUEST_FIELD_STOP_IDS,    /* the number of stop ids (each must be in the vocabulary) */
     TS_REQUEST_FIELD_PROMPT_BYTES, /* the length of the text prompt */
     TS_REQUEST_FIELD_REQUEST_ID_BYTES,
+    TS_REQUEST_FIELD_CACHE_SALT_BYTES,
     TS_REQUEST_FIELD_COUNT
 } ts_request_field_id;
 
@@ -145,6 +150,8 @@ int ts_request_set_ids(ts_request *r, const int32_t *ids, size_t n); /* TS_E_INV
 void ts_request_take_ids(ts_request *r, int32_t *ids, int32_t n);
 int ts_request_set_model(ts_request *r, const char *model);
 int ts_request_set_id(ts_request *r, const char *request_id);
+/* Sets cache_salt and params.cache_salt (its digest). */
+int ts_request_set_cache_salt(ts_request *r, const char *salt);
 int ts_request_add_stop(ts_request *r, const char *stop);
 /* Without a seed (has_seed false): a fresh random params.seed (getrandom), has_seed set. */
 void ts_request_pick_seed(ts_request *r);

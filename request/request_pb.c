@@ -79,6 +79,7 @@ int ts_request_from_generate(const Tessera__V1__GenerateRequest *q, ts_request *
     out->no_bos = q->no_bos;
     out->ignore_eos = q->ignore_eos;
     int rc = ts_request_set_model(out, q->model);
+    if (!rc && q->cache_salt[0]) rc = ts_request_set_cache_salt(out, q->cache_salt);
     if (!rc && q->request_id[0]) rc = ts_request_set_id(out, q->request_id);
     if (!rc && q->prompt[0]) rc = ts_request_set_text(out, q->prompt);
     else if (!rc && q->n_prompt_ids) rc = ts_request_set_ids(out, q->prompt_ids, q->n_prompt_ids);
@@ -108,6 +109,7 @@ void ts_request_to_generate(const ts_request *r, Tessera__V1__GenerateRequest *q
     q->request_id = r->request_id ? r->request_id : "";
     q->no_bos = r->no_bos;
     q->ignore_eos = r->ignore_eos;
+    q->cache_salt = r->cache_salt ? r->cache_salt : "";
 }
 
 void ts_request_params_from_submit(const Tessera__V1__Submit *m, ts_request_params *p) {
@@ -116,6 +118,7 @@ void ts_request_params_from_submit(const Tessera__V1__Submit *m, ts_request_para
     sampling_from_pb(m->sampling, p);
     p->logprobs = m->logprobs;
     p->priority = m->priority;
+    p->cache_salt = m->cache_salt;
     stop_ids_from_pb(m->stop_ids, m->n_stop_ids, p);
 }
 
@@ -126,6 +129,7 @@ void ts_request_params_to_submit(const ts_request_params *p, Tessera__V1__Submit
     s->sampling = sp;
     s->logprobs = p->logprobs;
     s->priority = p->priority;
+    s->cache_salt = p->cache_salt;
     s->n_stop_ids = (size_t)(p->n_stop_ids < TS_MAX_STOP_IDS ? p->n_stop_ids : TS_MAX_STOP_IDS);
     s->stop_ids = (int32_t *)p->stop_ids;
 }

@@ -2,3 +2,8 @@ if(TARGET ts_node)
   ts_add_test(NAME test_kv_pool SOURCES unit/test_kv_pool.c LIBS ts_node LABELS unit)
   ts_add_test(NAME test_shard SOURCES unit/test_shard.c LIBS ts_node LABELS unit)
 endif()
+if(TARGET ts_node)
+  # The prefix cache through the engine and scheduler on the bundled model (a few seconds).
+  ts_add_test(NAME prefix_cache_reuses_only_bitwise_equal_kv SOURCES unit/test_prefix_cache.c
+              LIBS ts_node LABELS integration)
+endif()

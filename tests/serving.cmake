@@ -27,6 +27,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                      --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
     set_tests_properties(worker_attach_needs_its_listener_and_the_cluster_secret PROPERTIES
                          LABELS "integration;fault" TIMEOUT 120 SKIP_RETURN_CODE 77)
+    # The prefix cache end to end: cached_prompt_tokens (gRPC, HTTP), salts, Health counters.
+    add_test(NAME prefix_cache_serving_counts_cached_tokens
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_prefix_cache_serving.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    set_tests_properties(prefix_cache_serving_counts_cached_tokens PROPERTIES
+                         LABELS integration TIMEOUT 120 SKIP_RETURN_CODE 77)
     if(TARGET tessera)
       add_test(NAME serving_up
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_serving_up.py

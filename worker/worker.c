@@ -116,6 +116,8 @@ static void send_heartbeat(worker *w) {
     hb.prefill_tokens = st.prefill_tokens;
     hb.decode_tokens = st.decode_tokens;
     hb.preemptions = st.preemptions;
+    hb.prefix_cache_query_tokens = st.cache_query_tokens;
+    hb.prefix_cache_hit_tokens = st.cache_hit_tokens;
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
     nm.heartbeat = &hb;

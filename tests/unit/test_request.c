@@ -55,9 +55,11 @@ static void set_field(ts_request *r, ts_request_field_id id, double v) {
     case TS_REQUEST_FIELD_STOP_IDS: p->n_stop_ids = (int32_t)v; break; /* ids 0: in range */
     case TS_REQUEST_FIELD_PROMPT_BYTES: /* too long to build: checked by count below */
     case TS_REQUEST_FIELD_REQUEST_ID_BYTES:
+    case TS_REQUEST_FIELD_CACHE_SALT_BYTES:
         memset(text, 'x', (size_t)v);
         text[(size_t)v] = '\0';
         if (id == TS_REQUEST_FIELD_REQUEST_ID_BYTES) r->request_id = text;
+        if (id == TS_REQUEST_FIELD_CACHE_SALT_BYTES) r->cache_salt = text;
         break;
     case TS_REQUEST_FIELD_COUNT: break;
     }
@@ -71,7 +73,8 @@ static bool params_equal(const ts_request_params *a, const ts_request_params *b)
            a->top_k == b->top_k && a->top_p == b->top_p && a->min_p == b->min_p &&
            a->repetition_penalty == b->repetition_penalty &&
            a->repetition_last_n == b->repetition_last_n && a->seed == b->seed &&
-           a->logprobs == b->logprobs && a->priority == b->priority;
+           a->logprobs == b->logprobs && a->priority == b->priority &&
+           a->cache_salt == b->cache_salt;
 }
 
 static bool is_float_field(int id) {
@@ -217,6 +220,8 @@ static void test_generate_request_round_trip(void) {
                                    .repetition_last_n = 12, .seed = 99, .logprobs = true,
                                    .priority = -3};
     r.ignore_eos = r.no_bos = r.has_seed = true;
+    CHECK_EQ_INT(ts_request_set_cache_salt(&r, "tenant-7"), TS_OK);
+    CHECK(r.params.cache_salt != 0);
     Tessera__V1__GenerateRequest q;
     Tessera__V1__SamplingParams sp;
     ts_request_to_generate(&r, &q, &sp);
@@ -234,6 +239,7 @@ static void test_generate_request_round_trip(void) {
     CHECK_EQ_INT(b.n_stops, 1);
     CHECK_EQ_STR(b.stops[0], "\n\n");
     CHECK(b.ignore_eos && b.no_bos);
+    CHECK_EQ_STR(b.cache_salt, "tenant-7");
     CHECK(params_equal(&b.params, &r.params));
     tessera__v1__generate_request__free_unpacked(back, NULL);
     ts_request_free(&b);
@@ -246,6 +252,7 @@ static void test_submit_round_trip_and_stop_ids_beyond_the_cap(void) {
     p.temperature = 0.7f;
     p.stop_ids[0] = 2;
     p.n_stop_ids = 1;
+    p.cache_salt = 0xfeedull;
     Tessera__V1__Submit s = TESSERA__V1__SUBMIT__INIT;
     Tessera__V1__SamplingParams sp;
     ts_request_params_to_submit(&p, &s, &sp);

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""The prefix cache through the serving path: tessera-coordinator (gRPC and HTTP) + one
+tessera-node with 4-token blocks, a Python client.
+
+Checks: a second request sharing a 40-token prefix reports usage.cached_prompt_tokens = 40 (the
+shared full blocks) and its tokens equal those of the same request under a fresh cache salt
+(computed from scratch: no hit); the same salt again hits every full block but the last token's;
+another salt never sees a tenant's blocks; the HTTP API reports the same count as
+usage.prompt_tokens_details.cached_tokens with the same text; Health's prefix-cache counters
+(from the node's heartbeats) add up to the queries and hits of the requests sent.
+
+  test_prefix_cache_serving.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
+"""
+import http.client
+import json
+
+import harness
+import serving_cluster as sc
+
+
+def http_completion(port, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/v1/completions", body=json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def main():
+    f = harness.Failures()
+    c = sc.from_args()
+    try:
+        port = harness.free_port()
+        c.start_coordinator("--http-listen", "127.0.0.1:%d" % port)
+        c.start_node("g0", "--block-size", "4")
+        c.wait_groups(1)
+        system = [1 + (i * 37) % 500 for i in range(40)]
+        a = system + [1 + (i * 13 + 5) % 500 for i in range(8)]
+        b = system + [1 + (i * 29 + 3) % 500 for i in range(8)]
+        queries = hits = 0
+
+        def gen(ids, salt=""):
+            nonlocal queries, hits
+            _, out, msgs = c.generate(prompt_ids=ids, max_tokens=8, cache_salt=salt)
+            u = msgs[-1].usage
+            queries += len(ids)
+            hits += u.cached_prompt_tokens
+            return out, u
+
+        _, ua = gen(a)
+        f.check(ua.cached_prompt_tokens == 0, "first request: nothing cached (%d)"
+                % ua.cached_prompt_tokens)
+        ids_b, ub = gen(b)
+        f.check(ub.cached_prompt_tokens == 40,
+                "shared prefix: 40 cached prompt tokens (got %d)" % ub.cached_prompt_tokens)
+        ids_ref, uref = gen(b, "fresh-1")
+        f.check(uref.cached_prompt_tokens == 0, "a new salt computes everything (%d)"
+                % uref.cached_prompt_tokens)
+        f.check(ids_b == ids_ref and len(ids_b) == 8,
+                "tokens with a cache hit equal those without: %s vs %s" % (ids_b, ids_ref))
+        ids_again, uagain = gen(b, "fresh-1")
+        f.check(uagain.cached_prompt_tokens == 44,
+                "the same salt again: 44 cached (every full block before the last token), got %d"
+                % uagain.cached_prompt_tokens)
+        f.check(ids_again == ids_ref, "the salted hit gives the same tokens")
+        _, uother = gen(b, "fresh-2")
+        f.check(uother.cached_prompt_tokens == 0, "another tenant's salt sees none of its blocks")
+
+        status, doc = http_completion(port, {"prompt": b, "max_tokens": 8, "temperature": 0,
+                                             "cache_salt": "fresh-1"})
+        usage = doc.get("usage", {}) if isinstance(doc, dict) else {}
+        cached = usage.get("prompt_tokens_details", {}).get("cached_tokens")
+        f.check(status == 200 and cached == 44,
+                "HTTP usage.prompt_tokens_details.cached_tokens = 44 (%s %s)" % (status, doc))
+        queries += len(b)
+        hits += cached or 0
+        grpc_text, _, _ = c.generate(prompt_ids=b, max_tokens=8)
+        queries += len(b)
+        hits += 44  # the unsalted chain of b was cached by the second request
+        f.check(status == 200 and doc["choices"][0]["text"] == grpc_text,
+                "HTTP text equals the gRPC text")
+        status, doc = http_completion(port, {"prompt": b, "cache_salt": 7})
+        f.check(status == 400 and "cache_salt" in json.dumps(doc),
+                "a non-string cache_salt is a 400 naming it (%s %s)" % (status, doc))
+        status, doc = http_completion(port, {"prompt": b, "cache_salt": "x" * 300})
+        f.check(status == 400 and "cache_salt" in json.dumps(doc),
+                "a cache_salt over 256 bytes is a 400 naming it (%s %s)" % (status, doc))
+
+        last = [None]
+
+        def counted():
+            last[0] = c.health().groups[0]
+            return (last[0].prefix_cache_query_tokens == queries
+                    and last[0].prefix_cache_hit_tokens == hits)
+        f.check(harness.wait_for(counted, 15, 0.1),
+                "Health counts %d queried and %d hit prompt tokens: %s" % (queries, hits, last[0]))
+        f.check(last[0].kv_blocks_cached > 0, "Health shows cached blocks")
+    finally:
+        sc.finish(c, f)
+
+
+if __name__ == "__main__":
+    main()

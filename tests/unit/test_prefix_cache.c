@@ -1,0 +1,173 @@
+/*
+ * test_prefix_cache.c — the prefix cache through the real engine and scheduler on the bundled
+ * model: a request sharing a prefix with an earlier one computes only its uncached tail (the
+ * scheduler's counters and the request's n_cached say how much), and its tokens and log-probs
+ * equal, bit for bit, those of a run with the cache off. Salts keep prefixes apart; under
+ * memory pressure eviction takes chains from their ends, so a conversation's history survives.
+ */
+#include "common/error.h"
+#include "common/kv_hash.h"
+#include "node/runtime.h"
+#include "tests/unit/test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { BS = 4, MAX_OUT = 64 };
+
+typedef struct run {
+    int32_t tokens[MAX_OUT];
+    float logprobs[MAX_OUT];
+    int n;
+    int32_t n_cached, n_prompt;
+    bool done;
+} run;
+
+static void on_event(void *user, const ts_sched_event *ev) {
+    run *r = user;
+    if (ev->token >= 0 && r->n < MAX_OUT) {
+        r->tokens[r->n] = ev->token;
+        r->logprobs[r->n++] = ev->logprob;
+    }
+    r->n_cached = ev->n_cached;
+    r->n_prompt = ev->n_prompt;
+    if (ev->finish != TS_FINISH_NONE) r->done = true;
+}
+
+static ts_runtime *open_rt(bool no_prefix_cache, size_t kv_memory) {
+    ts_runtime_options o;
+    ts_runtime_options_default(&o);
+    o.threads = 1;
+    o.block_size = BS;
+    o.ctx = 128;
+    o.kv_memory = kv_memory;
+    o.no_prefix_cache = no_prefix_cache;
+    o.log_level = "warn";
+    ts_runtime *rt = NULL;
+    int rc = ts_runtime_open(&o, &rt);
+    if (rc) fprintf(stderr, "runtime: %s\n", ts_error_message());
+    CHECK_OK(rc);
+    return rt;
+}
+
+static run generate(ts_runtime *rt, uint64_t id, const int32_t *prompt, int32_t n,
+                    const char *salt) {
+    run r = {0};
+    ts_request_params p = ts_request_params_default();
+    p.max_tokens = 12;
+    p.logprobs = true;
+    p.cache_salt = ts_kv_salt_digest(salt);
+    ts_sched *s = ts_runtime_scheduler(rt);
+    CHECK_OK(ts_sched_submit(s, id, prompt, n, &p));
+    while (!r.done && ts_sched_has_work(s))
+        CHECK_OK(ts_sched_step(s, on_event, &r));
+    return r;
+}
+
+static bool same_bits(const run *a, const run *b) {
+    return a->n == b->n && a->n > 0 && memcmp(a->tokens, b->tokens, sizeof a->tokens) == 0 &&
+           memcmp(a->logprobs, b->logprobs, (size_t)a->n * sizeof(float)) == 0;
+}
+
+/* A "system prompt" of 33 ids (8 full blocks and one token), then a per-request question. */
+static void make_prompt(int32_t *out, int32_t question, int32_t n_question) {
+    for (int32_t i = 0; i < 33; i++)
+        out[i] = 1 + (i * 37) % 500;
+    for (int32_t i = 0; i < n_question; i++)
+        out[33 + i] = 1 + (question * 101 + i * 13) % 500;
+}
+
+static void test_second_request_computes_only_its_tail(void) {
+    ts_runtime *on = open_rt(false, 0), *off = open_rt(true, 0);
+    int32_t a[64], b[64];
+    make_prompt(a, 1, 10);
+    make_prompt(b, 2, 7); /* 40 tokens: the first 32 are cached after a */
+    run ra = generate(on, 1, a, 43, NULL);
+    CHECK_EQ_INT(ra.n_cached, 0);
+    ts_sched_stats before, after;
+    ts_sched_get_stats(ts_runtime_scheduler(on), &before);
+    run rb = generate(on, 2, b, 40, NULL);
+    ts_sched_get_stats(ts_runtime_scheduler(on), &after);
+    CHECK_EQ_INT(rb.n_cached, 32);
+    CHECK_EQ_INT(after.cache_query_tokens - before.cache_query_tokens, 40);
+    CHECK_EQ_INT(after.cache_hit_tokens - before.cache_hit_tokens, 32);
+    /* only the 8 uncached prompt tokens were prefilled */
+    CHECK_EQ_INT(after.prefill_tokens - before.prefill_tokens, 8);
+    run rb_off = generate(off, 2, b, 40, NULL);
+    CHECK_EQ_INT(rb_off.n_cached, 0);
+    CHECK(same_bits(&rb, &rb_off));
+    /* the whole prompt again: every full block but the one holding the last token is reused */
+    run rb2 = generate(on, 3, b, 40, NULL);
+    CHECK_EQ_INT(rb2.n_cached, 36);
+    CHECK(same_bits(&rb2, &rb_off));
+    ts_sched_stats off_stats;
+    ts_sched_get_stats(ts_runtime_scheduler(off), &off_stats);
+    CHECK_EQ_INT(off_stats.cache_query_tokens, 0);
+    CHECK_EQ_INT(off_stats.cache_hit_tokens, 0);
+    ts_runtime_close(on);
+    ts_runtime_close(off);
+}
+
+static void test_salts_keep_prefixes_apart(void) {
+    ts_runtime *rt = open_rt(false, 0);
+    int32_t a[64];
+    make_prompt(a, 3, 8);
+    run first = generate(rt, 1, a, 41, "tenant-a");
+    run other = generate(rt, 2, a, 41, "tenant-b");
+    run shared = generate(rt, 3, a, 41, NULL);
+    run same = generate(rt, 4, a, 41, "tenant-a");
+    CHECK_EQ_INT(first.n_cached, 0);
+    CHECK_EQ_INT(other.n_cached, 0);
+    CHECK_EQ_INT(shared.n_cached, 0);
+    CHECK_EQ_INT(same.n_cached, 40);
+    CHECK(same_bits(&first, &other));
+    CHECK(same_bits(&first, &same));
+    ts_runtime_close(rt);
+}
+
+static void test_eviction_takes_chains_from_their_ends(void) {
+    /* Multi-turn: conversation A is cached, conversation B then needs more blocks than are
+     * free, so some of A's must go. Leaves first, B takes A's last blocks and A's next turn still
+     * finds the rest of its history (evicting A's first block, as a front-to-back release did,
+     * would have left none of it reachable). */
+    size_t per_block = 0;
+    {
+        ts_runtime *probe = open_rt(false, (size_t)1 << 20);
+        ts_sched_stats ps;
+        ts_sched_get_stats(ts_runtime_scheduler(probe), &ps);
+        per_block = ((size_t)1 << 20) / (size_t)ps.blocks_total;
+        ts_runtime_close(probe);
+    }
+    ts_runtime *rt = open_rt(false, per_block * 40 + per_block / 2);
+    ts_runtime *off = open_rt(true, 0);
+    ts_sched_stats st;
+    ts_sched_get_stats(ts_runtime_scheduler(rt), &st);
+    CHECK_EQ_INT(st.blocks_total, 40);
+    int32_t a[96], b[96];
+    for (int32_t i = 0; i < 96; i++) {
+        a[i] = 1 + (i * 37) % 500;
+        b[i] = 1 + (i * 53 + 7) % 500;
+    }
+    /* A: 80 tokens + 12 generated = 22 full blocks cached (and one partial, not cached) */
+    run ra = generate(rt, 1, a, 80, NULL);
+    CHECK_EQ_INT(ra.n, 12);
+    /* B: 23 blocks; 18 are free, so 5 of A's 22 are evicted: A's blocks 17 .. 21 */
+    run rb = generate(rt, 2, b, 80, NULL);
+    CHECK_EQ_INT(rb.n_cached, 0);
+    /* A's next turn: its first 80 tokens and a new question: blocks 0 .. 16 are still there */
+    for (int32_t i = 80; i < 90; i++)
+        a[i] = 1 + (i * 11) % 500;
+    run ra2 = generate(rt, 3, a, 90, NULL);
+    CHECK_EQ_INT(ra2.n_cached, 68);
+    run ref = generate(off, 3, a, 90, NULL);
+    CHECK(same_bits(&ra2, &ref));
+    ts_runtime_close(rt);
+    ts_runtime_close(off);
+}
+
+int main(void) {
+    RUN(test_second_request_computes_only_its_tail);
+    RUN(test_salts_keep_prefixes_apart);
+    RUN(test_eviction_takes_chains_from_their_ends);
+    return test_summary();
+}
