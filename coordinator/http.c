@@ -8,6 +8,7 @@
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /metrics               Prometheus text format (metrics.h)
+ *   POST /tokenize, /detokenize vLLM's: a prompt or chat messages → token ids, ids → text
  *   GET  /v1/models[/ID]        the served model (context_length: the largest group context)
  *   POST /v1/completions        prompt: a string, token ids, or a list of one of those
  *   POST /v1/chat/completions   messages (and tools) through the chat template (chat/chat.h:
@@ -587,11 +588,15 @@ static int chat_prompt(co_http *srv, const ts_json *root, ts_request *req, compl
         return field_error(o, "messages", "messages must be a non-empty array of messages");
     if (tools && tools->type != TS_JSON_ARRAY)
         return field_error(o, "tools", "tools must be an array");
+    const ts_json *agp = member(root, "add_generation_prompt");
+    if (agp && agp->type != TS_JSON_BOOL)
+        return field_error(o, "add_generation_prompt", "add_generation_prompt must be a boolean");
     if (!srv->chat) return field_error(o, "messages", "%s", srv->chat_why);
     ts_buf text = {0};
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = ts_chat_build_prompt(srv->chat, srv->co->tok, messages, tools, true, &text, &ids, &n);
+    int rc = ts_chat_build_prompt(srv->chat, srv->co->tok, messages, tools, !agp || agp->boolean,
+                                  &text, &ids, &n);
     ts_buf_free(&text);
     if (rc) {
         free(ids);
@@ -603,6 +608,16 @@ static int chat_prompt(co_http *srv, const ts_json *root, ts_request *req, compl
     }
     ts_request_take_ids(req, ids, (int32_t)n);
     return rc; /* co_request_admit adds every end-of-generation id */
+}
+
+/* 404 for a model this cluster does not serve (co->model_name is fixed at start: no lock). */
+static enum MHD_Result send_unknown_model(struct MHD_Connection *c, const co_http *srv,
+                                          const char *name) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "The model '%s' does not exist (this cluster serves '%s')",
+             name ? name : "", srv->co->model_name);
+    return send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", "model",
+                      "model_not_found");
 }
 
 static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,
@@ -641,17 +656,13 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     h->refs = 2; /* the connection's and the request's */
     hc->h = h;
 
-    pthread_mutex_lock(&co->mu);
     if (!co_serves_model(co, req.model)) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "The model '%s' does not exist (this cluster serves '%s')",
-                 req.model, co->model_name);
-        pthread_mutex_unlock(&co->mu);
+        enum MHD_Result q = send_unknown_model(c, srv, req.model);
         ts_request_free(&req);
         h->refs = 1;
-        return send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", "model",
-                          "model_not_found");
+        return q;
     }
+    pthread_mutex_lock(&co->mu);
     co_request *r = NULL;
     rc = co_request_admit(co, &req, INT64_MAX, &http_output, h, &r);
     if (rc) {
@@ -699,6 +710,149 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     return q;
 }
 
+/* ---- tokenize, detokenize (vLLM's shapes) ---- */
+
+/* The body as a JSON object with an optional served "model": 0, or the response was queued
+ * (*q) and *doc is NULL. */
+static int parse_body(co_http *srv, struct MHD_Connection *c, http_conn *hc, ts_json_doc **doc,
+                      enum MHD_Result *q) {
+    *doc = NULL;
+    char msg[600];
+    if (ts_json_parse(hc->body.data ? hc->body.data : "", hc->body.len, doc)) {
+        snprintf(msg, sizeof msg, "the body is not valid JSON: %s", ts_error_message());
+        *q = send_error(c, MHD_HTTP_BAD_REQUEST, msg, "invalid_request_error", NULL, NULL);
+        return TS_E_INVALID;
+    }
+    const ts_json *root = ts_json_root(*doc), *m = NULL;
+    if (root->type != TS_JSON_OBJECT)
+        *q = send_error(c, MHD_HTTP_BAD_REQUEST, "the request body must be a JSON object",
+                        "invalid_request_error", NULL, NULL);
+    else if ((m = member(root, "model")) && m->type != TS_JSON_STRING)
+        *q = send_error(c, MHD_HTTP_BAD_REQUEST, "model must be a string", "invalid_request_error",
+                        "model", NULL);
+    else if (m && !co_serves_model(srv->co, m->string))
+        *q = send_unknown_model(c, srv, m->string);
+    else
+        return TS_OK;
+    ts_json_doc_free(*doc);
+    *doc = NULL;
+    return TS_E_INVALID;
+}
+
+/* POST /tokenize: {"prompt": TEXT, "add_special_tokens": true} or {"messages": [...],
+ * "add_generation_prompt": true, "tools"} (through the chat template), "return_token_strs" →
+ * {"count", "max_model_len", "tokens", "token_strs"}. */
+static enum MHD_Result handle_tokenize(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
+    ts_json_doc *doc;
+    enum MHD_Result q;
+    if (parse_body(srv, c, hc, &doc, &q)) return q;
+    const ts_json *root = ts_json_root(doc);
+    const ts_json *prompt = member(root, "prompt"), *special = member(root, "add_special_tokens");
+    const ts_json *strs = member(root, "return_token_strs");
+    completion_opts o = {.chat = true};
+    ts_request req;
+    ts_request_init(&req);
+    int rc = TS_OK;
+    if (special && special->type != TS_JSON_BOOL)
+        rc = field_error(&o, "add_special_tokens", "add_special_tokens must be a boolean");
+    else if (strs && strs->type != TS_JSON_BOOL)
+        rc = field_error(&o, "return_token_strs", "return_token_strs must be a boolean");
+    else if (prompt && member(root, "messages"))
+        rc = field_error(&o, "prompt", "give either prompt or messages, not both");
+    else if (prompt && prompt->type != TS_JSON_STRING)
+        rc = field_error(&o, "prompt", "prompt must be a string");
+    else if (prompt) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        bool bos = (!special || special->boolean) && ts_tokenizer_adds_bos(srv->co->tok);
+        rc =
+            ts_tokenizer_encode(srv->co->tok, prompt->string, prompt->length, bos, false, &ids, &n);
+        if (!rc && n > INT32_MAX) rc = field_error(&o, "prompt", "prompt: too long");
+        if (rc)
+            free(ids);
+        else
+            ts_request_take_ids(&req, ids, (int32_t)n);
+    } else {
+        rc = chat_prompt(srv, root, &req, &o); /* "messages is required" when it is missing */
+    }
+    ts_buf b = {0};
+    if (!rc) {
+        ts_json_writer w;
+        ts_jw_init(&w, &b);
+        ts_jw_object_begin(&w);
+        ts_jw_key(&w, "count");
+        ts_jw_int(&w, req.n_prompt_ids);
+        ts_jw_key(&w, "max_model_len");
+        pthread_mutex_lock(&srv->co->mu);
+        ts_jw_int(&w, co_largest_context(srv->co));
+        pthread_mutex_unlock(&srv->co->mu);
+        ts_jw_key(&w, "tokens");
+        ts_jw_array_begin(&w);
+        for (int32_t i = 0; i < req.n_prompt_ids; i++)
+            ts_jw_int(&w, req.prompt_ids[i]);
+        ts_jw_array_end(&w);
+        ts_jw_key(&w, "token_strs");
+        if (strs && strs->boolean) {
+            ts_jw_array_begin(&w);
+            for (int32_t i = 0; i < req.n_prompt_ids; i++)
+                ts_jw_string(&w, ts_tokenizer_token_text(srv->co->tok, req.prompt_ids[i]));
+            ts_jw_array_end(&w);
+        } else {
+            ts_jw_null(&w);
+        }
+        ts_jw_object_end(&w);
+        rc = ts_jw_finish(&w);
+    }
+    ts_json_doc_free(doc);
+    ts_request_free(&req);
+    q = rc ? send_code(c, rc, ts_error_message(), o.param)
+           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    ts_buf_free(&b);
+    return q;
+}
+
+/* POST /detokenize: {"tokens": [ids]} → {"prompt": TEXT} (the pieces concatenated, as
+ * tessera generate prints them). */
+static enum MHD_Result handle_detokenize(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
+    ts_json_doc *doc;
+    enum MHD_Result q;
+    if (parse_body(srv, c, hc, &doc, &q)) return q;
+    const ts_json *tokens = member(ts_json_root(doc), "tokens");
+    completion_opts o = {0};
+    int32_t n_vocab = ts_tokenizer_n_vocab(srv->co->tok);
+    int rc = !tokens || tokens->type != TS_JSON_ARRAY
+                 ? field_error(&o, "tokens", "tokens must be an array of token ids")
+                 : TS_OK;
+    int32_t *ids = rc ? NULL : malloc((tokens->length ? tokens->length : 1) * sizeof *ids);
+    if (!rc && !ids) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < tokens->length; i++) {
+        const ts_json *t = &tokens->items[i];
+        if (t->type != TS_JSON_NUMBER || !t->is_integer || t->integer < 0 || t->integer >= n_vocab)
+            rc = field_error(&o, "tokens", "tokens[%zu] must be a token id in [0, %d)", i,
+                             (int)n_vocab);
+        else
+            ids[i] = (int32_t)t->integer;
+    }
+    ts_buf text = {0}, b = {0};
+    if (!rc) rc = ts_tokenizer_decode(srv->co->tok, ids, tokens->length, true, &text);
+    if (!rc) {
+        ts_json_writer w;
+        ts_jw_init(&w, &b);
+        ts_jw_object_begin(&w);
+        ts_jw_key(&w, "prompt");
+        ts_jw_string_n(&w, text.data ? text.data : "", text.len);
+        ts_jw_object_end(&w);
+        rc = ts_jw_finish(&w);
+    }
+    free(ids);
+    ts_json_doc_free(doc);
+    q = rc ? send_code(c, rc, ts_error_message(), o.param)
+           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    ts_buf_free(&text);
+    ts_buf_free(&b);
+    return q;
+}
+
 /* ---- models, health ---- */
 
 static void model_json(ts_json_writer *w, co_http *srv) {
@@ -736,14 +890,10 @@ static enum MHD_Result handle_models(co_http *srv, struct MHD_Connection *c, con
         ts_jw_array_end(&w);
         ts_jw_object_end(&w);
     }
-    char msg[600];
-    snprintf(msg, sizeof msg, "The model '%s' does not exist (this cluster serves '%s')",
-             id ? id : "", co->model_name);
     pthread_mutex_unlock(&co->mu);
     enum MHD_Result q;
     if (!found)
-        q = send_error(c, MHD_HTTP_NOT_FOUND, msg, "invalid_request_error", "model",
-                       "model_not_found");
+        q = send_unknown_model(c, srv, id);
     else if (ts_jw_finish(&w))
         q = send_code(c, TS_E_NOMEM, "out of memory", NULL);
     else
@@ -865,7 +1015,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                               "invalid_request_error", NULL, NULL);
         return handle_metrics(srv, c);
     }
-    if (!strncmp(url, "/v1/", 4) && !authorized(srv, c))
+    bool model_api =
+        !strncmp(url, "/v1/", 4) || !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
+    if (model_api && !authorized(srv, c))
         return send_error(c, MHD_HTTP_UNAUTHORIZED,
                           "Incorrect or missing API key (Authorization: Bearer KEY)",
                           "authentication_error", NULL, "invalid_api_key");
@@ -880,6 +1032,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /v1/completions",
                               "invalid_request_error", NULL, NULL);
         return handle_generate(srv, c, hc, false);
+    }
+    if (!strcmp(url, "/tokenize") || !strcmp(url, "/detokenize")) {
+        if (!post)
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST", "invalid_request_error",
+                              NULL, NULL);
+        return url[1] == 't' ? handle_tokenize(srv, c, hc) : handle_detokenize(srv, c, hc);
     }
     if (!strcmp(url, "/v1/chat/completions")) {
         if (!post)
