@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/flags.h"
+#include "common/kv_geometry.h"
 #include "kernels/kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -188,11 +189,12 @@ int main(int argc, char **argv) {
            max_n, t * 1e3, tflops, 100.0 * tflops / peak, peak);
 
     /* attention: f16 KV pool for 64 sequences of 2048 + 2048 tokens */
-    const int block_size = 16, ctx = 2048;
-    const int n_blocks = 64 * (ctx + 16) / block_size + 2 * (ctx / block_size) + 8;
+    const int block_size = TS_KV_BLOCK_SIZE_DEFAULT, ctx = 2048;
+    const int n_blocks = 64 * (ctx + block_size) / block_size + 2 * (ctx / block_size) + 8;
     ts_kv_layer kv = {.type = TS_DTYPE_F16, .n_blocks = n_blocks, .block_size = block_size,
                       .n_kv_heads = KV_HEADS, .head_dim = HEAD_DIM};
-    size_t pool = (size_t)n_blocks * block_size * KV_HEADS * HEAD_DIM * 2;
+    size_t pool =
+        (size_t)n_blocks * ts_kv_block_bytes(TS_DTYPE_F16, block_size, HEAD_DIM, KV_HEADS);
     kv.k = be->alloc(be, pool);
     kv.v = be->alloc(be, pool);
     if (!kv.k || !kv.v) die("KV cache");

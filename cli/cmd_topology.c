@@ -9,6 +9,12 @@
  * (node/shard.h gives the same refusal the nodes would). The sbatch scripts run it before they
  * start anything, so a bad request fails in seconds with a readable message, and each rank asks
  * it (--rank) for its device and cores before it starts.
+ *
+ * --node-command prints the tessera-node command line of one pool's launch (--pool K), each
+ * argument followed by a NUL byte (`mapfile -d ''` reads it), built by topology/node_command.h —
+ * the code `tessera up` builds its groups' command lines with — from the node settings given here
+ * (--coordinator or --coordinator-file, --name, --threads, -m and the engine flags `tessera up`
+ * takes), so the Slurm scripts spell no tessera-node flag.
  */
 #include "cli/commands.h"
 #include "common/buf.h"
@@ -20,6 +26,7 @@
 #include "model/model.h"
 #include "node/shard.h"
 #include "topology/cluster.h"
+#include "topology/node_command.h"
 #include "topology/placement.h"
 #include "topology/slurm_env.h"
 
@@ -276,6 +283,26 @@ static void print_text(const report *r) {
     }
 }
 
+/* For launchers: the node command line of pool `pool`'s launch, NUL after each argument. */
+static int print_node_command(const ts_plan *plan, int pool, ts_node_settings *ns) {
+    char node_bin[4096];
+    if (!plan) {
+        ts_error_set(TS_E_INVALID, "--node-command needs --plan");
+        return ts_cli_fail("topology", TS_EXIT_USAGE);
+    }
+    if (!ns->node_bin) {
+        if (ts_cli_sibling_path("tessera-node", node_bin, sizeof node_bin))
+            return ts_cli_fail("topology", TS_EXIT_FAILURE);
+        ns->node_bin = node_bin;
+    }
+    ts_node_argv argv;
+    if (ts_node_command(ns, plan, pool, -1, -1, &argv))
+        return ts_cli_fail("topology", TS_EXIT_USAGE);
+    for (int i = 0; i < argv.argc; i++)
+        fwrite(argv.argv[i], 1, strlen(argv.argv[i]) + 1, stdout);
+    return fflush(stdout) == 0 ? TS_EXIT_OK : TS_EXIT_FAILURE;
+}
+
 /* For launchers: one rank as "pool=decode group=1 host=n2 device=cuda:1 cpus=8-15", or (all)
  * every rank of the pool as "HOST/DEVICE/CPUS" joined by ';', in rank order. */
 static int print_rank(const ts_cluster *c, const ts_plan *plan, int pool, int rank, bool all) {
@@ -309,8 +336,9 @@ int ts_cmd_topology(int argc, char **argv) {
     const char *plan_text = NULL, *cluster_file = NULL, *model = NULL, *devices = "auto";
     bool json = false, allow_cross = false, local_only = false;
     int rank = -1, pool = 0;
-    bool bindings = false;
-    const ts_flag flags[] = {
+    bool bindings = false, node_command = false;
+    ts_node_settings ns = {0};
+    ts_flag flags[48] = {
         {"plan", 0, TS_FLAG_STRING, &plan_text,
          "pools to place: [ROLE:][GROUPSx]TP, comma-separated (mixed:2x4, prefill:1x2,decode:2x1; "
          "no GROUPS: as many as fit)",
@@ -333,10 +361,30 @@ int ts_cmd_topology(int argc, char **argv) {
         {"bindings", 0, TS_FLAG_BOOL, &bindings,
          "print the pool's ranks as HOST/DEVICE/CPUS;... in rank order (for tessera-bind.sh)", 0,
          0},
+        {"node-command", 0, TS_FLAG_BOOL, &node_command,
+         "print the tessera-node command line of the pool's launch (NUL after each argument)", 0,
+         0},
+        {"coordinator", 0, TS_FLAG_STRING, &ns.coordinator,
+         "with --node-command: the nodes dial this HOST:PORT", 0, 0},
+        {"coordinator-file", 0, TS_FLAG_STRING, &ns.coordinator_file,
+         "with --node-command: the nodes read the coordinator's HOST:PORT from this file", 0, 0},
+        {"name", 0, TS_FLAG_STRING, &ns.name,
+         "with --node-command: the pool's group names (NAME-gK; default the role)", 0, 0},
+        {"threads", 't', TS_FLAG_INT, &ns.threads,
+         "with --node-command: kernel threads per rank (0: the cores the launcher gives it)", 0,
+         1024},
+        {"node-bin", 0, TS_FLAG_STRING, &ns.node_bin,
+         "with --node-command: the tessera-node to run (default: the one next to tessera)", 0, 0},
+        {"log-level", 0, TS_FLAG_STRING, &ns.log_level, "with --node-command: the nodes' log level",
+         0, 0},
     };
+    int n_flags = 0; /* the entries above; the rest of the table is zeroed */
+    while (flags[n_flags].name)
+        n_flags++;
+    n_flags += ts_node_settings_flags(&ns, flags + n_flags);
     const char *positionals[1];
     ts_flags_result result = {positionals, 1, 0};
-    int rc = ts_flags_parse(USAGE, flags, sizeof flags / sizeof flags[0], argc, argv, 1, &result);
+    int rc = ts_flags_parse(USAGE, flags, n_flags, argc, argv, 1, &result);
     if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
     if (rc) return ts_cli_fail("topology", TS_EXIT_USAGE);
     if (result.n_positionals) {
@@ -384,6 +432,11 @@ int ts_cmd_topology(int argc, char **argv) {
             exit_code = ts_cli_fail("topology", ts_cli_exit_code(rc));
             goto done;
         }
+    }
+    if (node_command) {
+        ns.model = model;
+        exit_code = print_node_command(plan_text ? &plan : NULL, pool, &ns);
+        goto done;
     }
     if (rank >= 0 || bindings) {
         exit_code = print_rank(&cluster, plan_text ? &plan : NULL, pool, rank, bindings);

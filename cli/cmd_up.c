@@ -2,7 +2,10 @@
  * cmd_up.c — `tessera up`: a whole local cluster in the foreground.
  *
  * Starts tessera-coordinator and G node groups (`mpirun -np N tessera-node --tp N` when N > 1,
- * plain `tessera-node` when N == 1), all found next to the `tessera` executable; waits until
+ * plain `tessera-node` when N == 1), all found next to the `tessera` executable. Where each rank
+ * runs is the placement module's plan for this machine (topology/placement.h, oversubscribed: a
+ * local cluster shares the cores), and each group's command line is the one the Slurm scripts
+ * use too (topology/node_command.h). Waits until
  * Health lists every group; logs where it serves; then stays until SIGINT/SIGTERM, or until a
  * child dies (logged by name, exit 1). Stopping: SIGTERM to the coordinator, which lets running
  * requests finish and sends Shutdown to the groups; stragglers get SIGTERM, then SIGKILL.
@@ -11,7 +14,8 @@
  * prefill (TP --prefill-tp) and D with --role decode (TP --decode-tp), plus --groups mixed ones
  * (default none then). --cpus-per-group N pins group k to the cores kN .. kN+N-1 (modulo the
  * machine's) so that the pools do not share cores: the affinity is set on this process around
- * each spawn and inherited by the group's processes (mpirun runs with --bind-to none).
+ * each spawn and inherited by the group's processes (mpirun runs with --bind-to none). Without
+ * it nothing is pinned, and --threads 0 gives each rank the plan's share of the cores.
  *
  * Every child runs in its own process group, so the terminal's Ctrl-C reaches only this process,
  * which then stops the cluster in order (and a SIGKILL of an mpirun's group takes its ranks).
@@ -30,7 +34,10 @@
 #include "node/shard.h"
 #include "rpc/rpc_client.h"
 #include "tessera/v1/inference.pb-c.h"
+#include "topology/cluster.h"
 #include "topology/host.h"
+#include "topology/node_command.h"
+#include "topology/placement.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -47,7 +54,7 @@
 
 extern char **environ;
 
-enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 64 };
+enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 160 };
 
 typedef struct child {
     char name[64];
@@ -167,43 +174,6 @@ static int read_endpoint(const char *path, char *out, size_t size) {
     return ok && out[0];
 }
 
-/* --device cuda[:N] for the whole local cluster: every rank gets its own GPU, counted from N in
- * group order (group g's ranks are GPUs first_gpu[g] ..), so that NCCL (all-reduce within a
- * group, the KV transport between groups) never sees one GPU twice. When there are fewer GPUs
- * than ranks and every group has one rank, the groups share GPUs round robin; otherwise it is a
- * refusal that says what fits. Sets first_gpu[0 .. n_groups). */
-static int assign_gpus(const char *device, int base, const int *group_tp, int n_groups,
-                       int *first_gpu) {
-    int ranks = 0, widest = 1;
-    for (int g = 0; g < n_groups; g++) {
-        ranks += group_tp[g];
-        if (group_tp[g] > widest) widest = group_tp[g];
-    }
-    ts_host host;
-    int rc = ts_host_discover(&host);
-    if (rc) return ts_error_wrap(rc, "--device %s: looking for GPUs", device);
-    int n_gpus = host.n_gpus;
-    char note[sizeof host.gpu_note];
-    snprintf(note, sizeof note, "%s", host.gpu_note);
-    ts_host_free(&host);
-    if (base >= n_gpus)
-        return ts_error_set(TS_E_INVALID, "--device %s: this machine has %d GPU(s)%s%s", device,
-                            n_gpus, note[0] ? ": " : "", note);
-    int usable = n_gpus - base;
-    if (ranks > usable && widest > 1)
-        return ts_error_set(TS_E_INVALID,
-                            "--device %s: %d ranks need one GPU each, but %d GPU(s) from cuda:%d "
-                            "are here: lower --groups or the TP degrees",
-                            device, ranks, usable, base);
-    for (int g = 0, next = 0; g < n_groups; g++) {
-        first_gpu[g] = base + next % usable;
-        next += group_tp[g];
-    }
-    if (ranks > usable)
-        TS_WARN("up: %d single-rank groups share %d GPU(s) from cuda:%d", n_groups, usable, base);
-    return TS_OK;
-}
-
 /* Each group's tensor-parallel degree against the model, by the shard plan's own rules
  * (node/shard.h: the query heads divisible by the degree, the KV heads and the degree one a
  * multiple of the other, whole quantized blocks per rank), before any child starts: a bad degree
@@ -229,147 +199,121 @@ static int check_tp(const char *model, const int *group_tp, const char *const *f
     return rc;
 }
 
-int ts_cmd_up(int argc, char **argv) {
-    const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
-    const char *chat_template = NULL;
-    int http_port = 0;
-    int port = 50051, tp = 1, groups = -1, threads = 0, ctx = 0, startup_ms = 120000;
-    int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
-    const char *kv_memory = NULL, *device = NULL, *kv_transport = "tcp";
-    /* Engine flags handed to every tessera-node as given (the node validates them, with the
-     * messages `tessera generate` gives). */
-    static const char *const engine_flags[] = {"isa",        "device-memory", "kv-type",
-                                               "block-size", "batch-tokens",  "batch-seqs",
-                                               "prefill-chunk"};
-    enum { N_ENGINE_FLAGS = sizeof engine_flags / sizeof engine_flags[0] };
-    const char *engine_values[N_ENGINE_FLAGS] = {NULL};
-    bool no_prefix_cache = false;
-    ts_flag flags[] = {
-        {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
-         0},
-        {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
-        {"http-port", 0, TS_FLAG_INT, &http_port,
-         "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
-        {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
-         "HTTP API keys, one per line (default: no authentication)", 0, 0},
-        {"chat-template", 0, TS_FLAG_STRING, &chat_template,
-         "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0,
-         0},
-        {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
-        {"groups", 0, TS_FLAG_INT, &groups,
-         "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
-        {"prefill-groups", 0, TS_FLAG_INT, &prefill_groups, "groups with --role prefill", 0,
-         UP_MAX_GROUPS},
-        {"decode-groups", 0, TS_FLAG_INT, &decode_groups, "groups with --role decode", 0,
-         UP_MAX_GROUPS},
-        {"prefill-tp", 0, TS_FLAG_INT, &prefill_tp, "ranks per prefill group (default --tp)", 0,
-         64},
-        {"decode-tp", 0, TS_FLAG_INT, &decode_tp, "ranks per decode group (default --tp)", 0, 64},
-        {"cpus-per-group", 0, TS_FLAG_INT, &cpus_per_group,
-         "pin each group to its own N cores (0: no pinning)", 0, 4096},
-        {"threads", 't', TS_FLAG_INT, &threads,
-         "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
-        {"ctx", 'c', TS_FLAG_INT, &ctx, "context length per group; 0 = the model's", 0, 1 << 24},
-        {"kv-memory", 0, TS_FLAG_STRING, &kv_memory, "KV cache memory per rank (e.g. 512M)", 0, 0},
-        {"isa", 0, TS_FLAG_STRING, &engine_values[0], "CPU kernels: auto, scalar, avx2, avx512", 0,
-         0},
-        {"device-memory", 0, TS_FLAG_STRING, &engine_values[1],
-         "memory the backend may allocate per rank (e.g. 8G)", 0, 0},
-        {"kv-type", 0, TS_FLAG_STRING, &engine_values[2], "KV cache element type: f16 or f32", 0,
-         0},
-        {"block-size", 0, TS_FLAG_STRING, &engine_values[3], "tokens per KV block", 0, 0},
-        {"batch-tokens", 0, TS_FLAG_STRING, &engine_values[4], "tokens per engine step", 0, 0},
-        {"batch-seqs", 0, TS_FLAG_STRING, &engine_values[5], "sequences per engine step", 0, 0},
-        {"prefill-chunk", 0, TS_FLAG_STRING, &engine_values[6],
-         "prompt tokens per sequence per step (chunked prefill)", 0, 0},
-        {"no-prefix-cache", 0, TS_FLAG_BOOL, &no_prefix_cache,
-         "do not reuse the KV cache of shared prompt prefixes", 0, 0},
-        {"device", 0, TS_FLAG_STRING, &device,
-         "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0, 0},
-        {"kv-transport", 0, TS_FLAG_STRING, &kv_transport,
-         "how prefill groups send KV blocks to decode groups: tcp, or nccl (GPU to GPU; needs "
-         "--device cuda)",
-         0, 0},
-        {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
-         "write the API's HOST:PORT there once serving", 0, 0},
-        {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
-         1000, 86400000},
-        {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
-    };
-    ts_flags_result res = {NULL, 0, 0};
-    int rc = ts_flags_parse("tessera up [-m MODEL] [--port 50051] [--tp N] [--groups G] "
-                            "[--prefill-groups P --decode-groups D [--prefill-tp A] "
-                            "[--decode-tp B]] [--cpus-per-group N]",
-                            flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, 1, &res);
-    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
-    if (rc) return ts_cli_fail("up", TS_EXIT_USAGE);
-    ts_log_level level;
-    if (ts_log_parse_level(log_level, &level)) return ts_cli_fail("up", TS_EXIT_USAGE);
-    ts_log_set_level(level);
-    if (groups < 0) groups = prefill_groups + decode_groups > 0 ? 0 : 1;
-    if (!prefill_tp) prefill_tp = tp;
-    if (!decode_tp) decode_tp = tp;
-    if ((prefill_groups > 0) != (decode_groups > 0)) {
-        ts_error_set(TS_E_INVALID,
-                     "--prefill-groups and --decode-groups go together (got %d "
-                     "and %d)",
-                     prefill_groups, decode_groups);
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    }
-    ts_kvx_transport transport;
-    if (ts_kvx_transport_from_flags(kv_transport, device, &transport))
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    int n_groups = groups + prefill_groups + decode_groups;
-    if (n_groups < 1 || n_groups > UP_MAX_GROUPS) {
-        ts_error_set(TS_E_INVALID, "%d node groups in all (1 .. %d)", n_groups, UP_MAX_GROUPS);
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    }
-    if (model && access(model, R_OK) != 0) {
-        ts_error_set(TS_E_IO, "--model %s: %s", model, strerror(errno));
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    }
-    int group_tp[UP_MAX_GROUPS], first_gpu[UP_MAX_GROUPS];
-    const char *tp_flag[UP_MAX_GROUPS];
-    for (int g = 0; g < n_groups; g++) {
-        group_tp[g] = g < groups ? tp : g < groups + prefill_groups ? prefill_tp : decode_tp;
-        tp_flag[g] = g < groups ? "tp" : g < groups + prefill_groups ? "prefill-tp" : "decode-tp";
-    }
-    rc = check_tp(model, group_tp, tp_flag, n_groups);
-    if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
-    long first_index = 0;
-    const int gpus = device ? ts_backend_cuda_index(device, &first_index) : 0;
-    if (gpus < 0) return ts_cli_fail("up", TS_EXIT_USAGE);
-    if (device && !gpus && strcmp(device, "cpu") != 0) {
-        ts_error_set(TS_E_INVALID, "--device '%s': expected cpu, cuda or cuda:N", device);
-        return ts_cli_fail("up", TS_EXIT_USAGE);
-    }
-    if (gpus && assign_gpus(device, (int)first_index, group_tp, n_groups, first_gpu))
-        return ts_cli_fail("up", TS_EXIT_USAGE);
+/* --device cuda[:N] for the whole local cluster: every rank gets its own GPU, counted from N in
+ * group order, so that NCCL (all-reduce within a group, the KV transport between groups) never
+ * sees one GPU twice. When there are fewer GPUs than ranks and every group has one rank, the
+ * groups share GPUs round robin (the plan oversubscribes); otherwise it is a refusal that says
+ * what fits. Leaves in `local` the GPUs from N on (plan device d is then GPU N + d). */
+static int gpus_from(ts_host *local, const char *device, int base, int ranks, int widest) {
+    int n_gpus = local->n_gpus;
+    if (base >= n_gpus)
+        return ts_error_set(TS_E_INVALID, "--device %s: this machine has %d GPU(s)%s%s", device,
+                            n_gpus, local->gpu_note[0] ? ": " : "", local->gpu_note);
+    int usable = n_gpus - base;
+    if (ranks > usable && widest > 1)
+        return ts_error_set(TS_E_INVALID,
+                            "--device %s: %d ranks need one GPU each, but %d GPU(s) from cuda:%d "
+                            "are here: lower --groups or the TP degrees",
+                            device, ranks, usable, base);
+    if (ranks > usable)
+        TS_WARN("up: %d single-rank groups share %d GPU(s) from cuda:%d", ranks, usable, base);
+    memmove(local->gpus, local->gpus + base, (size_t)usable * sizeof *local->gpus);
+    if (local->peer)
+        for (int i = 0; i < usable; i++)
+            for (int j = 0; j < usable; j++)
+                local->peer[i * usable + j] = local->peer[(i + base) * n_gpus + j + base];
+    local->n_gpus = usable;
+    return TS_OK;
+}
 
-    char self[PATH_MAX], coord_bin[PATH_MAX + 32], node_bin[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-        ts_error_set(TS_E_IO, "cannot find the tessera executable's directory");
-        return ts_cli_fail("up", TS_EXIT_FAILURE);
+/* One child's command line, its strings copied (a restart runs it again). */
+typedef struct launch {
+    char *argv[UP_MAX_ARGS + 1];
+    int argc;
+    char store[4096];
+    size_t used;
+} launch;
+
+static int launch_add(launch *l, const char *arg) {
+    size_t len = strlen(arg) + 1;
+    if (l->argc == UP_MAX_ARGS || len > sizeof l->store - l->used)
+        return ts_error_set(TS_E_NOMEM, "tessera up: a command line longer than %d arguments",
+                            UP_MAX_ARGS);
+    memcpy(l->store + l->used, arg, len);
+    l->argv[l->argc++] = l->store + l->used;
+    l->argv[l->argc] = NULL;
+    l->used += len;
+    return TS_OK;
+}
+
+static int launch_add_all(launch *l, char *const *argv) {
+    int rc = TS_OK;
+    for (int i = 0; !rc && argv[i]; i++)
+        rc = launch_add(l, argv[i]);
+    return rc;
+}
+
+/* Group g of pool p: the node command line (topology/node_command.h), under mpirun when the
+ * group has several ranks — one app context, or one per rank (MPMD, still one MPI world and so
+ * one group) when its GPUs are not consecutive. `tmpdir`: the mpirun's own session directory. */
+static int group_launch(const ts_node_settings *ns, const ts_plan *plan, int p, int g,
+                        const char *tmpdir, launch *l) {
+    const ts_group_place *gp = &plan->groups[plan->pools[p].first_group + g];
+    ts_node_argv node;
+    int rc = TS_OK;
+    memset(l, 0, sizeof *l);
+    if (gp->tp == 1) {
+        rc = ts_node_command(ns, plan, p, g, -1, &node);
+        return rc ? rc : launch_add_all(l, node.argv);
     }
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = '\0';
-    snprintf(coord_bin, sizeof coord_bin, "%s/tessera-coordinator", self);
-    snprintf(node_bin, sizeof node_bin, "%s/tessera-node", self);
-    if (access(coord_bin, X_OK) || access(node_bin, X_OK)) {
-        ts_error_set(TS_E_IO, "tessera-coordinator and tessera-node must be next to tessera in %s",
-                     self);
-        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    /* mpiruns started together race creating one session directory ("File exists"): each gets
+     * its own. --oversubscribe: a local cluster shares the machine's cores. */
+    char *const mpirun[] = {"mpirun", "--oversubscribe",  "--bind-to",    "none",
+                            "--mca",  "orte_tmpdir_base", (char *)tmpdir, NULL};
+    rc = launch_add_all(l, mpirun);
+    bool per_rank = !ts_node_group_devices_consecutive(plan, plan->pools[p].first_group + g);
+    char np[16];
+    snprintf(np, sizeof np, "%d", per_rank ? 1 : gp->tp);
+    for (int r = 0; !rc && r < (per_rank ? gp->tp : 1); r++) {
+        if (r > 0) rc = launch_add(l, ":");
+        if (!rc) rc = launch_add(l, "-np");
+        if (!rc) rc = launch_add(l, np);
+        if (!rc) rc = ts_node_command(ns, plan, p, g, per_rank ? r : -1, &node);
+        if (!rc) rc = launch_add_all(l, node.argv);
     }
+    return rc;
+}
+
+/* The shape on the serving line: "2 groups x 2 ranks", "1 prefill groups x 2 ranks, 2 decode
+ * groups x 1 ranks" (pools in plan order: mixed, prefill, decode). */
+static void describe_plan(const ts_plan *plan, char *out, size_t size) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (int p = 0; p < plan->n_pools && len < size; p++) {
+        const ts_pool_spec *sp = &plan->pools[p].spec;
+        len += (size_t)snprintf(out + len, size - len, "%s%d %s%sgroups x %d ranks", p ? ", " : "",
+                                sp->groups, sp->role == TS_ROLE_MIXED ? "" : ts_role_name(sp->role),
+                                sp->role == TS_ROLE_MIXED ? "" : " ", sp->tp);
+    }
+}
+
+typedef struct up_options {
+    const char *model, *endpoint_file, *log_level, *api_key_file, *chat_template;
+    int http_port, port, threads, cpus_per_group, startup_ms;
+    const char *device;
+    int first_gpu;
+} up_options;
+
+/* Starts the coordinator and the plan's groups, serves until a signal or a child's death, and
+ * stops everything. Returns the exit code. */
+static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o) {
+    char coord_bin[PATH_MAX], node_bin[PATH_MAX];
+    if (ts_cli_sibling_path("tessera-coordinator", coord_bin, sizeof coord_bin) ||
+        ts_cli_sibling_path("tessera-node", node_bin, sizeof node_bin))
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads == 0 && !cpus_per_group) {
-        int ranks = groups * tp + prefill_groups * prefill_tp + decode_groups * decode_tp;
-        threads = (int)(cores / ranks);
-        if (threads < 1) threads = 1;
-    }
     cpu_set_t own_cpus;
-    if (cpus_per_group && sched_getaffinity(0, sizeof own_cpus, &own_cpus) != 0) {
+    if (o->cpus_per_group && sched_getaffinity(0, sizeof own_cpus, &own_cpus) != 0) {
         ts_error_set(TS_E_IO, "--cpus-per-group: cannot read this process's CPUs: %s",
                      strerror(errno));
         return ts_cli_fail("up", TS_EXIT_FAILURE);
@@ -382,15 +326,21 @@ int ts_cmd_up(int argc, char **argv) {
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
     snprintf(worker_ep, sizeof worker_ep, "%s/worker.endpoint", run_dir);
-    char tmp_ep[64] = "", listen[64], http_listen[64], ctx_s[16];
+    const char *endpoint_file = o->endpoint_file;
+    char tmp_ep[64] = "", listen[64], http_listen[64];
     if (!endpoint_file) {
         snprintf(tmp_ep, sizeof tmp_ep, "/tmp/tessera-up-%d.endpoint", (int)getpid());
         endpoint_file = tmp_ep;
     }
     remove(endpoint_file);
-    snprintf(listen, sizeof listen, "0.0.0.0:%d", port);
-    snprintf(http_listen, sizeof http_listen, "0.0.0.0:%d", http_port);
-    snprintf(ctx_s, sizeof ctx_s, "%d", ctx);
+    snprintf(listen, sizeof listen, "0.0.0.0:%d", o->port);
+    snprintf(http_listen, sizeof http_listen, "0.0.0.0:%d", o->http_port);
+    ns->node_bin = node_bin;
+    ns->coordinator_file = worker_ep;
+    ns->model = o->model;
+    ns->log_level = o->log_level;
+    ns->device = o->device;
+    ns->device_base = o->first_gpu;
 
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -399,6 +349,7 @@ int ts_cmd_up(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     up_state st = {0};
+    int rc;
     {
         char *args[UP_MAX_ARGS];
         int a = 0;
@@ -412,119 +363,58 @@ int ts_cmd_up(int argc, char **argv) {
         args[a++] = "--worker-endpoint-file";
         args[a++] = worker_ep;
         args[a++] = "--log-level";
-        args[a++] = (char *)log_level;
-        if (model) {
+        args[a++] = (char *)o->log_level;
+        if (o->model) {
             args[a++] = "-m";
-            args[a++] = (char *)model;
+            args[a++] = (char *)o->model;
         }
-        if (http_port) {
+        if (o->http_port) {
             args[a++] = "--http-listen";
             args[a++] = http_listen;
         }
-        if (api_key_file) {
+        if (o->api_key_file) {
             args[a++] = "--api-key-file";
-            args[a++] = (char *)api_key_file;
+            args[a++] = (char *)o->api_key_file;
         }
-        if (chat_template) {
+        if (o->chat_template) {
             args[a++] = "--chat-template";
-            args[a++] = (char *)chat_template;
+            args[a++] = (char *)o->chat_template;
         }
         args[a] = NULL;
         rc = spawn(&st, "tessera-coordinator", args);
     }
-    for (int g = 0; !rc && g < n_groups; g++) {
-        char *args[UP_MAX_ARGS], name[32], np_s[16], threads_s[16];
-        int a = 0;
-        /* mixed groups first, then prefill, then decode */
-        const char *role = g < groups                    ? "mixed"
-                           : g < groups + prefill_groups ? "prefill"
-                                                         : "decode";
-        int gtp = group_tp[g];
-        int k = g < groups                    ? g
-                : g < groups + prefill_groups ? g - groups
-                                              : g - groups - prefill_groups;
-        snprintf(name, sizeof name, "%s-%d", g < groups ? "group" : role, k);
-        snprintf(np_s, sizeof np_s, "%d", gtp);
-        char device_s[32];
-        int gthreads = threads ? threads : cpus_per_group / gtp > 0 ? cpus_per_group / gtp : 1;
-        snprintf(threads_s, sizeof threads_s, "%d", gthreads);
-        if (cpus_per_group) {
+    for (int g = 0; !rc && g < plan->n_groups; g++) {
+        const ts_group_place *gp = &plan->groups[g];
+        const ts_pool_place *pp = &plan->pools[gp->pool];
+        char name[32];
+        snprintf(name, sizeof name, "%s-%d",
+                 pp->spec.role == TS_ROLE_MIXED ? "group" : ts_role_name(pp->spec.role), gp->index);
+        ns->threads = o->threads;
+        if (o->cpus_per_group) {
+            if (!ns->threads)
+                ns->threads = o->cpus_per_group / gp->tp > 0 ? o->cpus_per_group / gp->tp : 1;
             cpu_set_t set;
             CPU_ZERO(&set);
-            for (int c = 0; c < cpus_per_group; c++)
-                CPU_SET((g * cpus_per_group + c) % cores, &set);
+            for (int c = 0; c < o->cpus_per_group; c++)
+                CPU_SET((g * o->cpus_per_group + c) % cores, &set);
             if (sched_setaffinity(0, sizeof set, &set) != 0) {
                 rc = ts_error_set(TS_E_IO, "--cpus-per-group: cannot pin group %s: %s", name,
                                   strerror(errno));
                 break;
             }
         }
-        if (gtp > 1) {
-            /* mpiruns started together race creating one session directory ("File exists"):
-             * each gets its own. */
+        if (gp->tp > 1) {
             snprintf(st.tmpdirs[g], sizeof st.tmpdirs[g], "/tmp/tessera-up-%d-g%d", (int)getpid(),
                      g);
             mkdir(st.tmpdirs[g], 0700);
-            args[a++] = "mpirun";
-            args[a++] = "--oversubscribe"; /* a local cluster shares the machine's cores */
-            args[a++] = "--bind-to";
-            args[a++] = "none";
-            args[a++] = "--mca";
-            args[a++] = "orte_tmpdir_base";
-            args[a++] = st.tmpdirs[g];
-            args[a++] = "-np";
-            args[a++] = np_s;
         }
-        args[a++] = node_bin;
-        args[a++] = "--coordinator-file";
-        args[a++] = worker_ep;
-        args[a++] = "--name";
-        args[a++] = name;
-        args[a++] = "--threads";
-        args[a++] = threads_s;
-        args[a++] = "--ctx";
-        args[a++] = ctx_s;
-        args[a++] = "--log-level";
-        args[a++] = (char *)log_level;
-        args[a++] = "--role";
-        args[a++] = (char *)role;
-        if (gtp > 1) {
-            args[a++] = "--tp";
-            args[a++] = np_s;
-        }
-        if (model) {
-            args[a++] = "-m";
-            args[a++] = (char *)model;
-        }
-        if (kv_memory) {
-            args[a++] = "--kv-memory";
-            args[a++] = (char *)kv_memory;
-        }
-        char engine_names[N_ENGINE_FLAGS][24];
-        for (int f = 0; f < N_ENGINE_FLAGS; f++) {
-            if (!engine_values[f]) continue;
-            snprintf(engine_names[f], sizeof engine_names[f], "--%s", engine_flags[f]);
-            args[a++] = engine_names[f];
-            args[a++] = (char *)engine_values[f];
-        }
-        if (no_prefix_cache) args[a++] = "--no-prefix-cache";
-        if (gpus) { /* this group's GPUs: device_s and the next gtp - 1 */
-            snprintf(device_s, sizeof device_s, "cuda:%d", first_gpu[g]);
-            args[a++] = "--device";
-            args[a++] = device_s;
-            args[a++] = "--device-per-rank";
-        } else if (device) {
-            args[a++] = "--device";
-            args[a++] = (char *)device;
-        }
-        args[a++] = "--kv-transport";
-        args[a++] = (char *)kv_transport;
-        args[a] = NULL;
+        static launch l; /* large; one at a time */
+        rc = group_launch(ns, plan, gp->pool, gp->index, st.tmpdirs[g], &l);
         char what[64];
         snprintf(what, sizeof what, "node %s", name);
-        rc = spawn(&st, what, args);
+        if (!rc) rc = spawn(&st, what, l.argv);
     }
-    if (cpus_per_group) sched_setaffinity(0, sizeof own_cpus, &own_cpus);
+    if (o->cpus_per_group) sched_setaffinity(0, sizeof own_cpus, &own_cpus);
     if (rc) {
         ts_cli_fail("up", TS_EXIT_FAILURE);
         stop_all(&st);
@@ -537,7 +427,7 @@ int ts_cmd_up(int argc, char **argv) {
     int exit_code = TS_EXIT_OK, status = 0;
     char ep[300] = "";
     ts_rpc_channel *ch = NULL;
-    int64_t deadline = ts_now_ns() + (int64_t)startup_ms * 1000000;
+    int64_t deadline = ts_now_ns() + (int64_t)o->startup_ms * 1000000;
     bool serving = false, stop = false;
     while (!stop) {
         struct timespec ts = {0, 200 * 1000000L};
@@ -557,25 +447,21 @@ int ts_cmd_up(int argc, char **argv) {
             exit_code = TS_EXIT_FAILURE;
             break;
         }
-        if (ch && registered_groups(ch) >= n_groups) {
-            if (prefill_groups)
-                TS_INFO("tessera up: serving %s on %s (%d prefill groups x %d ranks, %d decode "
-                        "groups x %d ranks, %d mixed groups x %d ranks)",
-                        model ? model : "the bundled model", ep, prefill_groups, prefill_tp,
-                        decode_groups, decode_tp, groups, tp);
-            else
-                TS_INFO("tessera up: serving %s on %s (%d groups x %d ranks)",
-                        model ? model : "the bundled model", ep, groups, tp);
+        if (ch && registered_groups(ch) >= plan->n_groups) {
+            char shape[256];
+            describe_plan(plan, shape, sizeof shape);
+            TS_INFO("tessera up: serving %s on %s (%s)", o->model ? o->model : "the bundled model",
+                    ep, shape);
             serving = true;
-            if (http_port)
+            if (o->http_port)
                 TS_INFO("tessera up: HTTP API on http://127.0.0.1:%d/v1 (try: curl "
                         "http://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a "
                         "time\", \"max_tokens\": 16}'%s)",
-                        http_port, http_port,
-                        api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
+                        o->http_port, o->http_port,
+                        o->api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
         } else if (ts_now_ns() > deadline) {
             TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
-                     startup_ms);
+                     o->startup_ms);
             exit_code = TS_EXIT_FAILURE;
             stop = true;
         }
@@ -586,8 +472,139 @@ int ts_cmd_up(int argc, char **argv) {
     if (tmp_ep[0]) remove(tmp_ep);
     remove(worker_ep);
     rmdir(run_dir);
-    for (int g = 0; g < n_groups; g++)
+    for (int g = 0; g < plan->n_groups; g++)
         if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */
     TS_INFO("tessera up: stopped");
+    return exit_code;
+}
+
+int ts_cmd_up(int argc, char **argv) {
+    const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
+    const char *chat_template = NULL;
+    int http_port = 0;
+    int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000;
+    int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
+    const char *device = NULL;
+    /* What every node gets the same (topology/node_command.h): the engine flags as given (the
+     * node validates them, with the messages `tessera generate` gives). */
+    ts_node_settings ns = {.kv_transport = "tcp"};
+    ts_flag flags[64] = {
+        {"model", 'm', TS_FLAG_STRING, &model, "model file (GGUF); default: the bundled model", 0,
+         0},
+        {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
+        {"http-port", 0, TS_FLAG_INT, &http_port,
+         "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
+        {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
+         "HTTP API keys, one per line (default: no authentication)", 0, 0},
+        {"chat-template", 0, TS_FLAG_STRING, &chat_template,
+         "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0, 0},
+        {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
+        {"groups", 0, TS_FLAG_INT, &groups,
+         "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
+        {"prefill-groups", 0, TS_FLAG_INT, &prefill_groups, "groups with --role prefill", 0,
+         UP_MAX_GROUPS},
+        {"decode-groups", 0, TS_FLAG_INT, &decode_groups, "groups with --role decode", 0,
+         UP_MAX_GROUPS},
+        {"prefill-tp", 0, TS_FLAG_INT, &prefill_tp, "ranks per prefill group (default --tp)", 0,
+         64},
+        {"decode-tp", 0, TS_FLAG_INT, &decode_tp, "ranks per decode group (default --tp)", 0, 64},
+        {"cpus-per-group", 0, TS_FLAG_INT, &cpus_per_group,
+         "pin each group to its own N cores (0: no pinning)", 0, 4096},
+        {"threads", 't', TS_FLAG_INT, &threads,
+         "kernel threads per rank; 0 = the cores divided among all ranks", 0, 1024},
+        {"device", 0, TS_FLAG_STRING, &device,
+         "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0, 0},
+        {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
+         "write the API's HOST:PORT there once serving", 0, 0},
+        {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
+         1000, 86400000},
+        {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
+    };
+    int n_flags = 0; /* the entries above; the rest of the table is zeroed */
+    while (flags[n_flags].name)
+        n_flags++;
+    n_flags += ts_node_settings_flags(&ns, flags + n_flags);
+    ts_flags_result res = {NULL, 0, 0};
+    int rc = ts_flags_parse("tessera up [-m MODEL] [--port 50051] [--tp N] [--groups G] "
+                            "[--prefill-groups P --decode-groups D [--prefill-tp A] "
+                            "[--decode-tp B]] [--cpus-per-group N]",
+                            flags, n_flags, argc, argv, 1, &res);
+    if (rc == TS_FLAGS_HELP) return TS_EXIT_OK;
+    if (rc) return ts_cli_fail("up", TS_EXIT_USAGE);
+    ts_log_level level;
+    if (ts_log_parse_level(log_level, &level)) return ts_cli_fail("up", TS_EXIT_USAGE);
+    ts_log_set_level(level);
+    if (groups < 0) groups = prefill_groups + decode_groups > 0 ? 0 : 1;
+    if (!prefill_tp) prefill_tp = tp;
+    if (!decode_tp) decode_tp = tp;
+    if ((prefill_groups > 0) != (decode_groups > 0)) {
+        ts_error_set(TS_E_INVALID,
+                     "--prefill-groups and --decode-groups go together (got %d "
+                     "and %d)",
+                     prefill_groups, decode_groups);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    ts_kvx_transport transport;
+    if (ts_kvx_transport_from_flags(ns.kv_transport, device, &transport))
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    int n_groups = groups + prefill_groups + decode_groups;
+    if (n_groups < 1 || n_groups > UP_MAX_GROUPS) {
+        ts_error_set(TS_E_INVALID, "%d node groups in all (1 .. %d)", n_groups, UP_MAX_GROUPS);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    if (model && access(model, R_OK) != 0) {
+        ts_error_set(TS_E_IO, "--model %s: %s", model, strerror(errno));
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    /* The pools, mixed groups first, then prefill, then decode (the plan numbers groups so). */
+    ts_plan_request req = {.oversubscribe = true};
+    const struct {
+        ts_role role;
+        int groups, tp;
+        const char *flag;
+    } pools[] = {{TS_ROLE_MIXED, groups, tp, "tp"},
+                 {TS_ROLE_PREFILL, prefill_groups, prefill_tp, "prefill-tp"},
+                 {TS_ROLE_DECODE, decode_groups, decode_tp, "decode-tp"}};
+    int group_tp[UP_MAX_GROUPS], ranks = 0, widest = 1;
+    const char *group_flag[UP_MAX_GROUPS];
+    for (int p = 0, g = 0; p < 3; p++) {
+        if (!pools[p].groups) continue;
+        req.pools[req.n_pools++] = (ts_pool_spec){pools[p].role, pools[p].groups, pools[p].tp};
+        for (int k = 0; k < pools[p].groups; k++, g++) {
+            group_tp[g] = pools[p].tp;
+            group_flag[g] = pools[p].flag;
+        }
+        ranks += pools[p].groups * pools[p].tp;
+        if (pools[p].tp > widest) widest = pools[p].tp;
+    }
+    rc = check_tp(model, group_tp, group_flag, n_groups);
+    if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
+    long first_index = 0;
+    const int gpus = device ? ts_backend_cuda_index(device, &first_index) : 0;
+    if (gpus < 0) return ts_cli_fail("up", TS_EXIT_USAGE);
+    if (device && !gpus && strcmp(device, "cpu") != 0) {
+        ts_error_set(TS_E_INVALID, "--device '%s': expected cpu, cuda or cuda:N", device);
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    req.devices = gpus ? TS_DEVICES_GPU : TS_DEVICES_CPU;
+    ts_host local = {0};
+    ts_cluster cluster = {0};
+    ts_plan plan = {0};
+    rc = ts_host_discover(&local);
+    if (rc) {
+        ts_error_wrap(rc, "looking at this machine's cores%s", gpus ? " and GPUs" : "");
+    } else if (gpus) {
+        rc = gpus_from(&local, device, (int)first_index, ranks, widest);
+    }
+    if (!rc) rc = ts_cluster_single(&local, &cluster);
+    if (!rc) rc = ts_plan_make(&cluster, &req, &plan);
+    ts_cluster_free(&cluster);
+    ts_host_free(&local);
+    if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
+    int exit_code = up_run(&ns, &plan,
+                           &(up_options){model, endpoint_file, log_level, api_key_file,
+                                         chat_template, http_port, port, threads, cpus_per_group,
+                                         startup_ms, device, (int)first_index});
+    ts_plan_free(&plan);
     return exit_code;
 }

@@ -8,6 +8,8 @@
 #ifndef TS_CLI_COMMANDS_H
 #define TS_CLI_COMMANDS_H
 
+#include <stddef.h>
+
 int ts_cmd_model(int argc, char **argv);    /* model inspect | model synth */
 int ts_cmd_tokenize(int argc, char **argv); /* tokenize -m MODEL -p TEXT [--no-bos] [--json] */
 int ts_cmd_template(int argc, char **argv); /* template -m MODEL -f MESSAGES.json: the chat prompt */
@@ -26,5 +28,10 @@ int ts_cli_fail(const char *cmd, int exit_code);
 
 /* Exit code for a TS_E code: TS_E_INVALID and TS_E_IO (bad input, unreadable path) → 2, else 1. */
 int ts_cli_exit_code(int ts_error_code);
+
+/* The path of executable `name` in the directory of the running tessera (tessera up and the
+ * Slurm scripts run tessera-coordinator and tessera-node from there). TS_E_IO when it is not
+ * there or not executable. */
+int ts_cli_sibling_path(const char *name, char *out, size_t size);
 
 #endif

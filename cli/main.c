@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -37,6 +38,20 @@ int ts_cli_fail(const char *cmd, int exit_code) {
 int ts_cli_exit_code(int ts_error_code) {
     return (ts_error_code == TS_E_INVALID || ts_error_code == TS_E_IO) ? TS_EXIT_USAGE
                                                                        : TS_EXIT_FAILURE;
+}
+
+int ts_cli_sibling_path(const char *name, char *out, size_t size) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return ts_error_set(TS_E_IO, "cannot find the tessera executable's directory");
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = '\0';
+    if ((size_t)snprintf(out, size, "%s/%s", self, name) >= size)
+        return ts_error_set(TS_E_IO, "%s/%s: path too long", self, name);
+    if (access(out, X_OK) != 0)
+        return ts_error_set(TS_E_IO, "%s must be next to tessera in %s", name, self);
+    return TS_OK;
 }
 
 static void usage(FILE *out) {

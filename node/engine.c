@@ -190,12 +190,10 @@ static int prepare_layer(ts_engine *e, int l) {
     return rc;
 }
 
-/* The automatic KV budget (opts.kv_memory == 0): a quarter of what the backend has free once
- * the weights are in place (other ranks on the host and the OS need the rest), 256 MiB when that
- * is unknown, and never more than max_batch_seqs sequences of the full context could use. */
+/* The automatic KV budget (opts.kv_memory == 0): TS_KV_MEMORY_AUTO (engine.h). */
 static size_t auto_kv_memory(ts_engine *e, size_t per_block, int32_t ctx) {
     size_t avail = e->be->memory_free ? e->be->memory_free(e->be) : 0;
-    size_t kv = avail ? avail / 4 : (size_t)256 << 20;
+    size_t kv = avail ? avail / TS_KV_MEMORY_AUTO_DIVISOR : TS_KV_MEMORY_AUTO_UNKNOWN;
     size_t blocks_per_seq = (size_t)(ctx + e->opts.block_size - 1) / (size_t)e->opts.block_size;
     size_t most = (size_t)e->opts.max_batch_seqs * blocks_per_seq * per_block;
     return kv < most ? kv : most;

@@ -42,13 +42,21 @@
 
 typedef struct ts_engine ts_engine;
 
+/* The automatic KV budget (kv_memory 0), defined here once, with the text the flags' help shows:
+ * a share of what the backend has free once the weights are in place (other ranks on the host
+ * and the OS need the rest), a fixed size when that is unknown, and never more than
+ * max_batch_seqs sequences of the full context could use. */
+enum { TS_KV_MEMORY_AUTO_DIVISOR = 4 };
+#define TS_KV_MEMORY_AUTO_UNKNOWN ((size_t)256 << 20)
+#define TS_KV_MEMORY_AUTO                                                                          \
+    "a quarter of the memory free after the weights (256 MiB when that is unknown), at most "      \
+    "what --batch-seqs full contexts need"
+
 typedef struct ts_engine_options {
     int32_t max_batch_tokens; /* tokens per step; <= 0: 512 */
     int32_t max_batch_seqs;   /* sequences per step; <= 0: 256 */
     int32_t block_size;       /* KV slots per block; <= 0: TS_KV_BLOCK_SIZE_DEFAULT */
-    size_t kv_memory;         /* KV cache bytes on this rank; 0: a quarter of the memory the
-                               * backend has free after the weights, capped at what
-                               * max_batch_seqs full-context sequences need */
+    size_t kv_memory;         /* KV cache bytes on this rank; 0: TS_KV_MEMORY_AUTO below */
     ts_dtype kv_type;         /* TS_DTYPE_F16 or TS_DTYPE_F32 */
     int32_t max_ctx;          /* longest sequence; <= 0: the model's trained context, shortened
                                * (with a warning) to what the KV memory holds */

@@ -30,7 +30,7 @@ void ts_runtime_options_default(ts_runtime_options *o) {
     memset(o, 0, sizeof *o);
     o->device = "cpu";
     o->isa = "auto";
-    o->kv_memory = 0; /* the engine sizes it from the model and the free memory */
+    o->kv_memory = 0; /* TS_KV_MEMORY_AUTO: the engine sizes it */
     o->kv_type = "f16";
     o->block_size = TS_KV_BLOCK_SIZE_DEFAULT;
     o->batch_tokens = 512;
@@ -58,8 +58,7 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        "context length in tokens; 0 = the model's, shortened to what the KV "
                        "memory holds", 0, 1 << 24};
     f[n++] = (ts_flag){"kv-memory", 0, TS_FLAG_SIZE, &o->kv_memory,
-                       "KV cache memory per rank (e.g. 512M, 4G); 0 = a quarter of the free "
-                       "memory, at most what --batch-seqs full contexts need", 0, 0};
+                       "KV cache memory per rank (e.g. 512M, 4G); 0 = " TS_KV_MEMORY_AUTO, 0, 0};
     f[n++] = (ts_flag){"device-memory", 0, TS_FLAG_SIZE, &o->device_memory,
                        "memory the backend may allocate per rank, KV cache included; 0 = all", 0,
                        0};

@@ -83,6 +83,11 @@ ts_check_plan() {
     [ "${TESSERA_ALLOW_CROSS_HOST_TP:-0}" = 1 ] && TS_TOPO_ARGS+=(--allow-cross-host-tp)
     "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_TOPO_ARGS[@]}" "${TS_MODEL_ARGS[@]}" ||
         ts_die "the requested plan '$1' does not fit this job (see the line above)" 2
+    # The node settings too (the same for every pool), before the coordinator starts.
+    # shellcheck disable=SC2086 # TESSERA_NODE_ARGS is split into words on purpose
+    "$TESSERA_BIN_DIR/tessera" topology --plan "$1" "${TS_TOPO_ARGS[@]}" --pool 0 --node-command \
+        --coordinator-file "$TESSERA_ENDPOINT_FILE" ${TESSERA_NODE_ARGS:-} > /dev/null ||
+        ts_die "TESSERA_NODE_ARGS='${TESSERA_NODE_ARGS:-}' refused (see the line above)" 2
 }
 
 ts_spawn() { # name, command...
@@ -145,7 +150,9 @@ ts_start_coordinator() {
 
 # One pool: name, role, groups, tp, index in the plan, [het group]. Each rank starts through
 # tessera-bind.sh with the plan's bindings computed here once, so every task gets the device
-# (and, with TESSERA_PIN=1, the cores) the plan gives its rank.
+# (and, with TESSERA_PIN=1, the cores) the plan gives its rank. The tessera-node command line is
+# the one `tessera up` builds (`tessera topology --node-command`, topology/node_command.h): this
+# script spells no node flag; TESSERA_NODE_ARGS are that command's node settings, checked there.
 ts_start_pool() {
     local name=$1 role=$2 groups=$3 tp=$4 index=$5 het=${6:-}
     local n=$((groups * tp))
@@ -157,12 +164,14 @@ ts_start_pool() {
     bindings=$("$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" "${TS_TOPO_ARGS[@]}" \
         --pool "$index" --bindings) ||
         ts_die "no bindings for pool $name (see above)"
-    local node=("$TS_LIB_DIR/tessera-bind.sh" "$bindings"
-                "$TESSERA_BIN_DIR/tessera-node" "${where[@]}"
-                --role "$role" --tp "$tp" --threads "$TESSERA_THREADS" --name "$name"
-                "${TS_MODEL_ARGS[@]}")
-    # shellcheck disable=SC2206
-    node+=(${TESSERA_NODE_ARGS:-})
+    local argv_file="$TS_RUN_DIR/$name.argv" cmd
+    # shellcheck disable=SC2086 # TESSERA_NODE_ARGS is split into words on purpose
+    "$TESSERA_BIN_DIR/tessera" topology --plan "$TS_PLAN" "${TS_TOPO_ARGS[@]}" --pool "$index" \
+        --node-command --node-bin "$TESSERA_BIN_DIR/tessera-node" "${where[@]}" --name "$name" \
+        --threads "$TESSERA_THREADS" "${TS_MODEL_ARGS[@]}" ${TESSERA_NODE_ARGS:-} > "$argv_file" ||
+        ts_die "no node command line for pool $name (TESSERA_NODE_ARGS='${TESSERA_NODE_ARGS:-}'; see above)" 2
+    mapfile -d '' -t cmd < "$argv_file"
+    local node=("$TS_LIB_DIR/tessera-bind.sh" "$bindings" "${cmd[@]}")
     ts_log "pool $name: $groups group(s) x TP $tp, role $role${het:+, component $het}"
     if [ "$TESSERA_LAUNCHER" = srun ]; then
         ts_spawn "$name" srun --mpi="$TESSERA_MPI" ${het:+--het-group=$het} --ntasks="$n" \

@@ -139,7 +139,7 @@ static int add_rank(placer *pl, int pool, int group, int group_rank, int h, int 
     r->group_rank = group_rank;
     r->pool_rank = plan->n_ranks - 1 - plan->pools[pool].first_rank;
     r->host = h;
-    r->device = plan->gpus ? slot : -1;
+    r->device = plan->gpus ? slot % pl->c->hosts[h].n_gpus : -1; /* slots wrap: oversubscribe */
     pl->hs[h].taken[slot] = 1;
     pl->hs[h].used++;
     return TS_OK;
@@ -153,7 +153,7 @@ static bool peer(const ts_host *host, int a, int b) {
 static bool choose_slots(const placer *pl, int h, int tp, int *slots) {
     const host_state *s = &pl->hs[h];
     const ts_host *host = &pl->c->hosts[h];
-    if (pl->plan->gpus && host->peer) {
+    if (pl->plan->gpus && host->peer && s->n_slots == host->n_gpus) {
         for (int start = 0; start < s->n_slots; start++) {
             if (s->taken[start]) continue;
             int n = 0;
@@ -351,14 +351,26 @@ static int make(const ts_cluster *c, const ts_plan_request *req, ts_plan *plan, 
                                     c->hosts[h].gpu_note);
     }
     plan->gpus = req->devices == TS_DEVICES_GPU || (req->devices == TS_DEVICES_AUTO && all_gpu);
+    int wanted = 0; /* ranks asked for, when every pool names its groups */
+    for (int p = 0; p < req->n_pools; p++) {
+        if (req->oversubscribe && req->pools[p].groups == 0)
+            return ts_error_set(TS_E_INVALID,
+                                "pool %s: a plan that shares the machine's devices needs a group "
+                                "count (e.g. %s:2x%d)",
+                                ts_role_name(req->pools[p].role), ts_role_name(req->pools[p].role),
+                                req->pools[p].tp);
+        wanted += req->pools[p].groups * req->pools[p].tp;
+    }
     pl->hs = calloc((size_t)c->n_hosts, sizeof *pl->hs);
     if (!pl->hs) return ts_error_set(TS_E_NOMEM, "out of memory placing ranks");
     for (int h = 0; h < c->n_hosts; h++) {
         const ts_host *host = &c->hosts[h];
         int devices = plan->gpus ? host->n_gpus : (host->slots > 0 ? host->slots : host->n_cores);
         host_state *s = &pl->hs[h];
+        if (req->oversubscribe && devices > 0 && wanted > devices) devices = wanted;
         s->n_slots = devices;
-        s->cap = host->slots > 0 && host->slots < devices ? host->slots : devices;
+        s->cap =
+            host->slots > 0 && host->slots < devices && !req->oversubscribe ? host->slots : devices;
         s->taken = calloc((size_t)devices, 1);
         if (!s->taken) return ts_error_set(TS_E_NOMEM, "out of memory placing ranks");
     }

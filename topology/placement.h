@@ -12,7 +12,9 @@
  *     against a heterogeneous allocation is refused.
  *   - Devices: GPUs when every usable host has one (one rank per GPU), else CPU "devices" (one
  *     rank per Slurm task, or per core without a launcher limit).
- *   - A host's capacity is its devices, capped by the tasks the launcher starts there (slots).
+ *   - A host's capacity is its devices, capped by the tasks the launcher starts there (slots);
+ *     with oversubscribe it is unlimited, and rank k beyond the devices gets device k modulo
+ *     their count.
  *   - Each group goes, whole, to the first host with room for it (groups of a pool therefore sit
  *     in host order, which matches Slurm's block distribution of ranks). On a GPU host the group's
  *     devices are chosen so that every pair has peer access (NVLink) when the matrix allows it.
@@ -57,6 +59,10 @@ typedef struct ts_plan_request {
     int n_pools;
     bool allow_cross_host_tp;
     ts_device_choice devices;
+    /* A local cluster (tessera up) shares the machine: a host takes any number of ranks, and the
+     * ranks beyond its devices share them round robin (CPU ranks then share cores, see below).
+     * Every pool must then name its group count. */
+    bool oversubscribe;
 } ts_plan_request;
 
 /* Parses pool specs into req->pools (other fields untouched). TS_E_INVALID with the pool text. */

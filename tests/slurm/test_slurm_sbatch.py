@@ -112,7 +112,8 @@ def scancel_during_stream(slurm, job, workdir, c, f, drain=False):
 
 def check_mpirun_launcher(slurm, workdir, args, f):
     """TESSERA_LAUNCHER=mpirun: Open MPI starts the ranks inside the allocation."""
-    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2", TESSERA_LAUNCHER="mpirun")
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2", TESSERA_LAUNCHER="mpirun",
+                             TESSERA_NODE_ARGS="--block-size 32")
     job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
                        os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
     c = ls.connect(args.pydir, ls.wait_endpoint(slurm, job, workdir))
@@ -123,6 +124,8 @@ def check_mpirun_launcher(slurm, workdir, args, f):
         raise
     f.check("launcher: mpirun" in ls.read(os.path.join(workdir, "tessera-%s.out" % job)),
             "mpirun launcher used")
+    f.check("KV blocks of 32" in ls.read(os.path.join(workdir, "tessera-%s.out" % job)),
+            "TESSERA_NODE_ARGS reach the nodes (--block-size 32)")
     check_greedy(c, f, "mpirun launcher")
     scancel_during_stream(slurm, job, workdir, c, f, drain=True)
 
@@ -139,6 +142,19 @@ def check_refused_plan(slurm, workdir, args, f):
     show = slurm.run(["scontrol", "show", "job", job], check=False).stdout
     f.check("ExitCode=2:0" in show, "bad plan: the job exits with code 2")
     f.check(not ls.job_processes(workdir), "bad plan: nothing was started")
+    # A misspelt node setting is refused by the one node command line builder before any step.
+    env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2",
+                             TESSERA_NODE_ARGS="--kv-memroy 8M")
+    job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
+                       os.path.join(ls.SOURCE_DIR, "slurm", "tessera.sbatch"), env, workdir)
+    f.check(harness.wait_for(lambda: slurm.job_state(job) == "", 60, 0.2),
+            "bad TESSERA_NODE_ARGS: job ends")
+    out = ls.read(os.path.join(workdir, "tessera-%s.out" % job))
+    f.check("unknown flag '--kv-memroy'" in out and "TESSERA_NODE_ARGS" in out,
+            "bad TESSERA_NODE_ARGS: the job output names the flag: " + out[-1000:])
+    show = slurm.run(["scontrol", "show", "job", job], check=False).stdout
+    f.check("ExitCode=2:0" in show, "bad TESSERA_NODE_ARGS: the job exits with code 2")
+    f.check(not ls.job_processes(workdir), "bad TESSERA_NODE_ARGS: no node was started")
 
 
 if __name__ == "__main__":

@@ -104,4 +104,24 @@ with tempfile.TemporaryDirectory() as d:
     p = topology(["--cluster", os.path.join(d, "missing.json")])
     f.check(p.returncode == 2 and "missing.json" in p.stderr, "missing cluster file")
 
+# --node-command: the tessera-node command line of a pool's launch (the Slurm scripts run it),
+# one NUL after each argument; node settings as `tessera up` takes them, typos refused.
+node = os.path.join(os.path.dirname(os.path.abspath(TESSERA)), "tessera-node")
+p = topology(["--plan", "decode:1x2", "--pool", "0", "--node-command",
+              "--coordinator", "h:7", "--name", "dec", "-m", harness.MODEL_F32,
+              "--kv-memory", "64M", "--no-prefix-cache", "--local"])
+f.check(p.returncode == 0 and p.stdout.endswith("\0") and
+        p.stdout.split("\0")[:-1] == [node, "--coordinator", "h:7", "--name", "dec", "--role",
+                                      "decode", "--tp", "2", "--threads", "0", "-m",
+                                      harness.MODEL_F32, "--kv-memory", "64M",
+                                      "--no-prefix-cache"],
+        "--node-command prints the pool's node command line: %r %s" % (p.stdout, p.stderr))
+for args, want in ((["--kv-memroy", "8M", "--coordinator", "h:7"], "unknown flag '--kv-memroy'"),
+                   ([], "no coordinator"),
+                   (["--pool", "3", "--coordinator", "h:7"], "the plan has 1 pool(s)")):
+    p = topology(["--plan", "decode:1x2", "--node-command", "--local"] + args)
+    f.check(p.returncode == 2 and want in p.stderr and not p.stdout,
+            "--node-command %s: exit 2 naming '%s' (got %d %r)" % (args, want, p.returncode,
+                                                                   p.stderr))
+
 f.finish()

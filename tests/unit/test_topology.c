@@ -6,6 +6,7 @@
 #include "test.h"
 #include "topology/cluster.h"
 #include "topology/hostlist.h"
+#include "topology/node_command.h"
 #include "topology/placement.h"
 #include "topology/slurm_env.h"
 
@@ -604,6 +605,99 @@ static void test_plan_spec_parsing(void) {
     CHECK(strstr(ts_error_message(), "mixed, prefill or decode") != NULL);
 }
 
+/* tessera up's local plan: more ranks than cores or GPUs, shared round robin. */
+static void test_plan_oversubscribed_shares_devices(void) {
+    ts_cluster c;
+    make_cluster(&c, 1, 2, 0, false, 0);
+    ts_plan_request req = {.oversubscribe = true, .devices = TS_DEVICES_CPU};
+    CHECK_OK(ts_plan_spec_parse("mixed:2x2,prefill:1x1", &req));
+    ts_plan p;
+    CHECK_OK(ts_plan_make(&c, &req, &p));
+    CHECK_EQ_INT(p.n_ranks, 5);
+    CHECK_EQ_INT(p.n_groups, 3);
+    for (int i = 0; i < p.n_ranks; i++) {
+        CHECK_EQ_INT(p.ranks[i].device, -1);
+        CHECK_EQ_INT(p.ranks[i].n_cores, 1);
+        CHECK_EQ_INT(p.ranks[i].core0, i % 2);
+    }
+    CHECK(strstr(p.notes, "5 ranks on 2 cores") != NULL);
+    ts_plan_free(&p);
+    CHECK_OK(ts_plan_spec_parse("2", &req));
+    CHECK_EQ_INT(ts_plan_make(&c, &req, &p), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "needs a group count (e.g. mixed:2x2)") != NULL);
+    ts_cluster_free(&c);
+    /* 3 single-rank groups on 2 GPUs: GPUs 0, 1, 0. */
+    make_cluster(&c, 1, 8, 2, true, 0);
+    req = (ts_plan_request){.oversubscribe = true, .devices = TS_DEVICES_GPU};
+    CHECK_OK(ts_plan_spec_parse("3x1", &req));
+    CHECK_OK(ts_plan_make(&c, &req, &p));
+    CHECK(p.gpus);
+    CHECK_EQ_INT(p.ranks[0].device, 0);
+    CHECK_EQ_INT(p.ranks[1].device, 1);
+    CHECK_EQ_INT(p.ranks[2].device, 0);
+    ts_plan_free(&p);
+    ts_cluster_free(&c);
+}
+
+static bool argv_is(const ts_node_argv *a, const char *want) {
+    char got[1024] = "";
+    for (int i = 0; i < a->argc; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", i ? " " : "", a->argv[i]);
+    if (strcmp(got, want)) fprintf(stderr, "  argv '%s'\n  want '%s'\n", got, want);
+    return !strcmp(got, want) && a->argv[a->argc] == NULL;
+}
+
+/* The one node command line: per group (tessera up) and per pool (Slurm). */
+static void test_node_command_for_groups_and_pools(void) {
+    ts_cluster c;
+    make_cluster(&c, 1, 8, 4, false, 0);
+    ts_plan p;
+    ts_plan_request req = {.devices = TS_DEVICES_GPU};
+    CHECK_OK(ts_plan_spec_parse("prefill:1x2,decode:2x1", &req));
+    CHECK_OK(ts_plan_make(&c, &req, &p));
+    ts_node_settings ns = {.node_bin = "/bin/tessera-node",
+                           .coordinator_file = "/tmp/ep",
+                           .model = "m.gguf",
+                           .device_base = 2,
+                           .kv_transport = "nccl"};
+    ts_flag flags[TS_NODE_SETTINGS_FLAGS];
+    CHECK_EQ_INT(ts_node_settings_flags(&ns, flags), TS_NODE_SETTINGS_FLAGS);
+    char *args[] = {"x", "--kv-memory", "1G", "--block-size", "32", "--no-prefix-cache", NULL};
+    ts_flags_result res = {NULL, 0, 0};
+    CHECK_OK(ts_flags_parse("x", flags, TS_NODE_SETTINGS_FLAGS, 6, args, 1, &res));
+    ts_node_argv a;
+    CHECK_OK(ts_node_command(&ns, &p, 0, 0, -1, &a));
+    CHECK(argv_is(&a, "/bin/tessera-node --coordinator-file /tmp/ep --name prefill-0 --role "
+                      "prefill --tp 2 --threads 2 -m m.gguf --kv-memory 1G --block-size 32 "
+                      "--no-prefix-cache --device cuda:2 --device-per-rank --kv-transport nccl"));
+    CHECK_OK(ts_node_command(&ns, &p, 1, 1, -1, &a));
+    CHECK(argv_is(&a, "/bin/tessera-node --coordinator-file /tmp/ep --name decode-1 --role "
+                      "decode --tp 1 --threads 2 -m m.gguf --kv-memory 1G --block-size 32 "
+                      "--no-prefix-cache --device cuda:5 --kv-transport nccl"));
+    CHECK_OK(ts_node_command(&ns, &p, 0, 0, 1, &a)); /* one rank alone: its GPU, the group's TP */
+    CHECK(argv_is(&a, "/bin/tessera-node --coordinator-file /tmp/ep --name prefill-0 --role "
+                      "prefill --tp 2 --threads 2 -m m.gguf --kv-memory 1G --block-size 32 "
+                      "--no-prefix-cache --device cuda:3 --kv-transport nccl"));
+    /* A pool launch: the launcher gives each rank its device. */
+    ns = (ts_node_settings){
+        .node_bin = "tessera-node", .coordinator = "h:1", .name = "dec", .threads = 3};
+    CHECK_OK(ts_node_command(&ns, &p, 1, -1, -1, &a));
+    CHECK(
+        argv_is(&a, "tessera-node --coordinator h:1 --name dec --role decode --tp 1 --threads 3"));
+    CHECK_EQ_INT(ts_node_command(&ns, &p, 2, -1, -1, &a), TS_E_INVALID);
+    CHECK_EQ_INT(ts_node_command(&ns, &p, 1, 2, -1, &a), TS_E_INVALID);
+    ns.coordinator = NULL;
+    CHECK_EQ_INT(ts_node_command(&ns, &p, 1, -1, -1, &a), TS_E_INVALID);
+    /* GPUs that are not consecutive cannot go through --device-per-rank. */
+    p.ranks[1].device = 3;
+    CHECK(!ts_node_group_devices_consecutive(&p, 0));
+    ns.coordinator = "h:1";
+    CHECK_EQ_INT(ts_node_command(&ns, &p, 0, 0, -1, &a), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "launch it rank by rank") != NULL);
+    ts_plan_free(&p);
+    ts_cluster_free(&c);
+}
+
 int main(void) {
     RUN(test_hostlist_expands_ranges_lists_and_padding);
     RUN(test_hostlist_expands_several_groups_last_fastest);
@@ -628,5 +722,7 @@ int main(void) {
     RUN(test_plan_cpu_ranks_split_cores);
     RUN(test_plan_pools_by_role);
     RUN(test_plan_spec_parsing);
+    RUN(test_plan_oversubscribed_shares_devices);
+    RUN(test_node_command_for_groups_and_pools);
     return test_summary();
 }
