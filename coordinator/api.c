@@ -209,6 +209,7 @@ static void health_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         m.requests_active = co->requests_active;
         m.requests_total = co->requests_total;
         m.requests_retried = co->requests_retried;
+        m.requests_failed_over = co->requests_failed_over;
         char *refused[CO_MAX_REFUSALS];
         int n_refused = co->n_refusals < CO_MAX_REFUSALS ? co->n_refusals : CO_MAX_REFUSALS;
         for (int k = 0; k < n_refused; k++)

@@ -88,6 +88,12 @@ struct co_request {
     ts_detok detok;
     ts_buf held;         /* decoded text not sent yet: it may begin a stop string */
     int32_t n_generated; /* tokens received from the node */
+    int32_t *generated;  /* their ids (a failover replays them), capacity generated_cap */
+    int32_t generated_cap;
+    /* After a failover: the prompt ids followed by the first n_replay generated ones, which the
+     * next group is sent (ts_request_params.replayed); NULL and 0 before. */
+    int32_t *replay_ids;
+    int32_t n_replay;
     int32_t n_cached;
     bool sent_first; /* the first message (with request_id) went out */
     int64_t t_arrival, t_dispatch, t_first, deadline_ns;
@@ -164,6 +170,7 @@ struct coordinator {
     uint64_t next_id;
     int64_t requests_active, requests_total;
     int64_t requests_retried; /* requests sent again after a group failed them (Health) */
+    int64_t requests_failed_over;        /* of those, ones that had streamed tokens (replayed) */
     char refusals[CO_MAX_REFUSALS][512]; /* membership.c: the latest refused attaches (Health) */
     int n_refusals;                      /* ever; the latest are refusals[(n - 1) % MAX] ... */
     int64_t kv_transfers; /* disagg.c: transfers reported done, and their total time */

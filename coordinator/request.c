@@ -52,6 +52,8 @@ void co_request_destroy(co_request *r) {
     if (r->out && r->out->release) r->out->release(r);
     ts_request_free(&r->req);
     ts_buf_free(&r->held);
+    free(r->generated);
+    free(r->replay_ids);
     free(r);
 }
 
@@ -294,6 +296,53 @@ static void on_token(coordinator *co, co_request *r, int32_t token, float logpro
     send_message(co, r, r->held.len - keep, token, logprob, TS_FINISH_NONE);
 }
 
+/* Group g failed r after it streamed tokens. Outputs are deterministic (the same seed, prompt
+ * and tokens give the same next token on any group, tests/integration/test_failover.py), so r
+ * goes on elsewhere: the prompt plus every token streamed so far is sent as a replay
+ * (ts_request_params.replayed), and the client's stream continues with no gap and no repeat.
+ * 0 when r was routed again (run or queued); otherwise r has been failed with UNAVAILABLE. */
+static int fail_over(coordinator *co, co_group *g, co_request *r, const char *why) {
+    int32_t n_prompt = r->req.n_prompt_ids, n = r->n_generated;
+    const char *no = co->shutting_down                        ? "the coordinator is shutting down"
+                     : r->attempts >= CO_MAX_ATTEMPTS         ? "it failed on too many groups"
+                     : n >= r->req.params.max_tokens          ? "nothing is left to generate"
+                     : co_live_groups(co) == 0                ? "no other node group is serving"
+                     : n_prompt + n >= co_largest_context(co) ? "no group's context holds it"
+                                                              : NULL;
+    if (!no) {
+        int32_t *ids = realloc(r->replay_ids, (size_t)(n_prompt + n) * sizeof *ids);
+        if (!ids) {
+            no = "coordinator out of memory";
+        } else {
+            memcpy(ids, r->req.prompt_ids, (size_t)n_prompt * sizeof *ids);
+            memcpy(ids + n_prompt, r->generated, (size_t)n * sizeof *ids);
+            r->replay_ids = ids;
+            r->n_replay = n;
+        }
+    }
+    if (no) {
+        co_request_fail(co, r, TS_E_UNAVAILABLE,
+                        "node group %s failed after %d tokens were streamed (%s); not continued "
+                        "elsewhere: %s",
+                        g->name, n, why, no);
+        return TS_E_UNAVAILABLE;
+    }
+    ts_log(TS_LOG_INFO, r->client_id,
+           "group %s failed after %d tokens were streamed (%s): continuing on another group",
+           g->name, n, why);
+    co->requests_retried++;
+    co->requests_failed_over++;
+    r->avoid = g;
+    if (co_route(co, r, true)) {
+        co_request_fail(
+            co, r, TS_E_UNAVAILABLE,
+            "node group %s failed after %d tokens were streamed (%s); no other group: %s", g->name,
+            n, why, ts_error_message());
+        return TS_E_UNAVAILABLE;
+    }
+    return TS_OK;
+}
+
 static void on_finish(coordinator *co, co_group *g, co_request *r,
                       const Tessera__V1__TokenEvent *ev) {
     ts_finish_reason reason = ts_finish_reason_from_pb(ev->finish_reason);
@@ -319,12 +368,15 @@ static void on_finish(coordinator *co, co_group *g, co_request *r,
                             ts_error_message());
         return;
     }
-    if (failed) {
+    if (failed && co->shutting_down) {
         co_request_fail(co, r, TS_E_UNAVAILABLE, "node group %s: %s", g->name,
-                        ev->error && ev->error[0] ? ev->error
-                        : co->shutting_down
-                            ? "the coordinator is shutting down (its grace period is over)"
-                            : "the request was cancelled");
+                        ev->error && ev->error[0]
+                            ? ev->error
+                            : "the coordinator is shutting down (its grace period is over)");
+        return;
+    }
+    if (failed) {
+        (void)fail_over(co, g, r, ev->error && ev->error[0] ? ev->error : "cancelled");
         return;
     }
     if (ts_detok_flush(&r->detok, &r->held)) {
@@ -356,7 +408,8 @@ static void on_event(coordinator *co, co_group *g, co_request *r,
     }
     if (r->decode && !r->on_decode && ev->token >= 0) r->first_token = ev->token;
     /* The prompt's cache hits are the prefill's: a decode group took the KV over (none cached) */
-    if (ev->prompt_tokens > 0 && !r->on_decode) r->n_cached = ev->cached_prompt_tokens;
+    if (ev->prompt_tokens > 0 && !r->on_decode && r->n_replay == 0)
+        r->n_cached = ev->cached_prompt_tokens;
     if ((ev->prompt_tokens > 0 || ev->token >= 0) &&
         (!r->series || strcmp(co_metrics_series_group(r->series), g->name)))
         r->series = co_metrics_series_of(co->metrics, g->name, r->req.params.priority);
@@ -365,6 +418,17 @@ static void on_event(coordinator *co, co_group *g, co_request *r,
         co_metrics_prompt(co->metrics, r->series, ev->prompt_tokens, ev->cached_prompt_tokens);
     }
     if (ev->token >= 0) {
+        if (r->n_generated == r->generated_cap) { /* kept for a failover's replay */
+            int32_t cap = r->generated_cap ? 2 * r->generated_cap : 64;
+            int32_t *ids = realloc(r->generated, (size_t)cap * sizeof *ids);
+            if (!ids) {
+                co_request_fail(co, r, TS_E_NOMEM, "coordinator out of memory");
+                return;
+            }
+            r->generated = ids;
+            r->generated_cap = cap;
+        }
+        r->generated[r->n_generated] = ev->token;
         int64_t now = ts_now_ns();
         r->n_generated++;
         if (!r->t_first) {
@@ -400,9 +464,8 @@ static void hook_events(coordinator *co, co_group *g, const Tessera__V1__TokenEv
     co_route_queue(co, ts_now_ns());
 }
 
-/* Requests of an ended group that have streamed nothing go back to the front of the queue
- * (another group runs them); the others end with UNAVAILABLE, since the client already holds
- * part of an answer that another group would not continue. */
+/* Requests of an ended group go back to the front of the queue (another group runs them): those
+ * that streamed nothing as they were, the others as a replay of what they streamed (fail_over). */
 static void hook_lost(coordinator *co, co_group *g, const char *why) {
     while (g->reqs) {
         co_request *r = g->reqs;
@@ -420,9 +483,7 @@ static void hook_lost(coordinator *co, co_group *g, const char *why) {
                                 why, ts_error_message());
             co_request_maybe_free(co, r);
         } else {
-            co_request_fail(co, r, TS_E_UNAVAILABLE,
-                            "node group %s failed after %d tokens were streamed: %s", g->name,
-                            r->n_generated, why);
+            (void)fail_over(co, g, r, why);
             co_request_maybe_free(co, r);
         }
     }

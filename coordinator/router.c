@@ -26,7 +26,8 @@ static int64_t work_of(const co_request *r) {
 
 static bool has_room(const co_group *g, const co_request *r) {
     int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-    return g->registered && !g->dead && g->n_active < max_seqs && r->req.n_prompt_ids < g->ctx;
+    return g->registered && !g->dead && g->n_active < max_seqs &&
+           r->req.n_prompt_ids + r->n_replay < g->ctx;
 }
 
 static co_group *pick(coordinator *co, const co_request *r) {
@@ -108,6 +109,12 @@ static int submit_to(coordinator *co, co_group *g, co_request *r) {
     s.request_id = r->id;
     s.n_prompt_ids = (size_t)r->req.n_prompt_ids;
     s.prompt_ids = r->req.prompt_ids;
+    if (r->n_replay > 0) { /* a failover: the prompt and what was streamed, then the rest */
+        s.prompt_ids = r->replay_ids;
+        s.n_prompt_ids = (size_t)(r->req.n_prompt_ids + r->n_replay);
+        s.max_tokens = r->req.params.max_tokens - r->n_replay;
+        s.replayed_tokens = r->n_replay;
+    }
     if (r->decode) { /* disaggregated (disagg.c): prefill and ship, or decode from the KV */
         s.kv_transfer_id = r->transfer_id;
         if (r->on_decode) {

@@ -201,6 +201,9 @@ static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_pr
     q->arrival = s->next_arrival++;
     q->params = *params;
     ts_rng_seed(&q->rng, params->seed);
+    /* A failover replay: the tokens generated before took one draw each when sampling. */
+    for (int32_t i = 0; params->temperature > 0.0f && i < params->replayed; i++)
+        (void)ts_rng_uniform(&q->rng);
     memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     q->n_prompt = q->n_tokens = n_prompt;
     q->root = ts_kv_hash_root(s->opts.cache_namespace, params->cache_salt);

@@ -138,6 +138,9 @@ int ts_request_validate(const ts_request *r, const ts_request_model *m) {
         return ts_error_set(TS_E_INVALID, "prompt_ids: negative count %d", r->n_prompt_ids);
     rc = check_ids("prompt_ids", r->prompt_ids, r->n_prompt_ids, n_vocab);
     if (rc) return rc;
+    if (r->params.replayed < 0 || (r->params.replayed > 0 && r->params.replayed >= r->n_prompt_ids))
+        return ts_error_set(TS_E_INVALID, "replayed: %d of %d prompt ids", r->params.replayed,
+                            r->n_prompt_ids);
     if (n_ctx > 0 && r->n_prompt_ids >= n_ctx)
         return ts_error_set(TS_E_INVALID,
                             "the prompt has %d tokens but the context holds %d (at most %d prompt "

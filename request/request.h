@@ -65,6 +65,12 @@ typedef struct ts_request_params {
     /* The prefix-cache salt (ts_kv_salt_digest of ts_request.cache_salt, common/kv_hash.h; 0:
      * none): requests share cached KV blocks only when their salts are equal. */
     uint64_t cache_salt;
+    /* A failover replay (coordinator → node only, never from a client): the last `replayed`
+     * prompt ids are tokens this request already generated and streamed on a group that failed.
+     * max_tokens then counts what is left; the sampler skips the random draws those tokens took,
+     * so the continuation is the one the failed group would have produced. 0 ≤ replayed <
+     * the number of prompt ids. */
+    int32_t replayed;
     /* End-of-sequence ids (not emitted). After a mapping from the wire n_stop_ids is the count
      * the message had, which may exceed TS_MAX_STOP_IDS (only that many are stored):
      * ts_request_validate refuses it, and nothing reads stop_ids before validating. */

@@ -119,6 +119,7 @@ void ts_request_params_from_submit(const Tessera__V1__Submit *m, ts_request_para
     p->logprobs = m->logprobs;
     p->priority = m->priority;
     p->cache_salt = m->cache_salt;
+    p->replayed = m->replayed_tokens;
     stop_ids_from_pb(m->stop_ids, m->n_stop_ids, p);
 }
 
@@ -130,6 +131,7 @@ void ts_request_params_to_submit(const ts_request_params *p, Tessera__V1__Submit
     s->logprobs = p->logprobs;
     s->priority = p->priority;
     s->cache_salt = p->cache_salt;
+    s->replayed_tokens = p->replayed;
     s->n_stop_ids = (size_t)(p->n_stop_ids < TS_MAX_STOP_IDS ? p->n_stop_ids : TS_MAX_STOP_IDS);
     s->stop_ids = (int32_t *)p->stop_ids;
 }

@@ -15,6 +15,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                          SKIP_RETURN_CODE 77)
     set_tests_properties(serving_node_submit PROPERTIES LABELS "integration;fault" TIMEOUT 180
                          SKIP_RETURN_CODE 77)
+    # Mid-stream failover (issue 18): a group killed while it streams; the stream goes on.
+    add_test(NAME failover_mid_stream_continues_exactly
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_failover.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    set_tests_properties(failover_mid_stream_continues_exactly PROPERTIES
+                         LABELS "integration;fault" TIMEOUT 300 SKIP_RETURN_CODE 77)
     add_test(NAME coordinator_passes_node_refusals_on_and_retries_failures
              COMMAND /usr/bin/python3
                      ${CMAKE_CURRENT_LIST_DIR}/integration/test_coordinator_node_refusals.py

@@ -257,6 +257,25 @@ def stream_until(c, n_tokens, **fields):
     return call, it
 
 
+def read_ids(it, n_tokens):
+    """Reads messages of a stream until it has at least n_tokens tokens: their ids."""
+    ids = []
+    while len(ids) < n_tokens:
+        ids.extend(next(it).token_ids)
+    return ids
+
+
+def rest_of(c, it):
+    """Reads a stream to its end: (token ids, (status code, details)), OK when it ended well."""
+    ids = []
+    try:
+        for m in it:
+            ids.extend(m.token_ids)
+        return ids, (c.grpc.StatusCode.OK, "")
+    except c.grpc.RpcError as e:
+        return ids, (e.code(), e.details())
+
+
 def drain_status(c, it, timeout):
     """Reads the rest of a stream in a thread; returns (code, details, seconds) or None if it
     did not end within timeout."""

@@ -74,7 +74,7 @@ static bool params_equal(const ts_request_params *a, const ts_request_params *b)
            a->repetition_penalty == b->repetition_penalty &&
            a->repetition_last_n == b->repetition_last_n && a->seed == b->seed &&
            a->logprobs == b->logprobs && a->priority == b->priority &&
-           a->cache_salt == b->cache_salt;
+           a->cache_salt == b->cache_salt && a->replayed == b->replayed;
 }
 
 static bool is_float_field(int id) {
@@ -253,6 +253,7 @@ static void test_submit_round_trip_and_stop_ids_beyond_the_cap(void) {
     p.stop_ids[0] = 2;
     p.n_stop_ids = 1;
     p.cache_salt = 0xfeedull;
+    p.replayed = 3;
     Tessera__V1__Submit s = TESSERA__V1__SUBMIT__INIT;
     Tessera__V1__SamplingParams sp;
     ts_request_params_to_submit(&p, &s, &sp);
@@ -293,6 +294,18 @@ static void test_eos_is_added_unless_ignored(void) {
     ts_request_free(&r);
 }
 
+/* A failover replay's tokens are part of the prompt: at least one prompt id is the client's. */
+static void test_replayed_lies_within_the_prompt(void) {
+    ts_request r = good(); /* 4 prompt ids */
+    r.params.replayed = 3;
+    CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_OK);
+    r.params.replayed = 4;
+    CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_E_INVALID);
+    CHECK(contains(ts_error_message(), "replayed: 4 of 4 prompt ids"));
+    r.params.replayed = -1;
+    CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_E_INVALID);
+}
+
 int main(void) {
     RUN(test_every_field_holds_at_its_limits_and_is_refused_outside);
     RUN(test_the_cli_and_the_wire_share_one_row_per_field);
@@ -302,5 +315,6 @@ int main(void) {
     RUN(test_generate_request_round_trip);
     RUN(test_submit_round_trip_and_stop_ids_beyond_the_cap);
     RUN(test_eos_is_added_unless_ignored);
+    RUN(test_replayed_lies_within_the_prompt);
     return test_summary();
 }
