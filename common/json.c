@@ -154,6 +154,34 @@ void ts_jw_null(ts_json_writer *w) {
     jw_raw(w, "null", 4);
 }
 
+void ts_jw_value(ts_json_writer *w, const ts_json *v) {
+    switch (v->type) {
+    case TS_JSON_NULL: ts_jw_null(w); break;
+    case TS_JSON_BOOL: ts_jw_bool(w, v->boolean); break;
+    case TS_JSON_NUMBER:
+        if (v->is_integer)
+            ts_jw_int(w, v->integer);
+        else
+            ts_jw_double(w, v->number);
+        break;
+    case TS_JSON_STRING: ts_jw_string_n(w, v->string, v->length); break;
+    case TS_JSON_ARRAY:
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < v->length; i++)
+            ts_jw_value(w, &v->items[i]);
+        ts_jw_array_end(w);
+        break;
+    case TS_JSON_OBJECT:
+        ts_jw_object_begin(w);
+        for (size_t i = 0; i < v->length; i++) {
+            ts_jw_key(w, v->members[i].key);
+            ts_jw_value(w, &v->members[i].value);
+        }
+        ts_jw_object_end(w);
+        break;
+    }
+}
+
 int ts_jw_finish(ts_json_writer *w) {
     if (w->error) return ts_error_set(w->error, "JSON writer: %s", ts_error_name(w->error));
     if (w->depth != 0 || w->key_pending)

@@ -47,6 +47,9 @@ void ts_jw_int(ts_json_writer *w, int64_t v);
 void ts_jw_double(ts_json_writer *w, double v);
 void ts_jw_bool(ts_json_writer *w, bool v);
 void ts_jw_null(ts_json_writer *w);
+/* Writes a parsed value (ts_json, below) as it is: what a stored JSON text re-emits through. */
+struct ts_json;
+void ts_jw_value(ts_json_writer *w, const struct ts_json *v);
 /* Returns 0 if the document is complete and no error happened, else the error code. */
 int ts_jw_finish(ts_json_writer *w);
 

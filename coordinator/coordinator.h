@@ -7,8 +7,11 @@
  *                (request/request_pb.h) → co_request_admit, outputs → GenerateResponse through
  *                its co_output callbacks; Tokenize, ListModels, Health.
  *   http.c       the HTTP adapter (http.h), the OpenAI-compatible API on its own listener
- *                (--http-listen), of the same shape; the batch runner is to be another. Adapters
- *                use only request.c's interface.
+ *                (--http-listen), of the same shape; http_batch.c its Files and Batches API
+ *                over the durable store (batch_store.c, --state-dir).
+ *   batch.c      the batch runner, the third adapter: lines of stored batches → the HTTP
+ *                mapping → co_request_admit at the lowest priority, results → the store.
+ *                Adapters use only request.c's interface (and co_route_spare).
  *   request.c    the adapters' interface (co_request_admit, co_request_client_done, the ticks)
  *                and one request's life: token events → incremental detokenization, stop
  *                strings across token boundaries, usage and timings, the outputs (co_output:
@@ -209,6 +212,11 @@ int co_route(coordinator *co, co_request *r, bool front);
  * co->mu. */
 void co_route_queue(coordinator *co, int64_t now);
 void co_queue_remove(coordinator *co, co_request *r);
+/* How many more requests the live groups could start at once, keeping an eighth of each group's
+ * sequence slots (at least one) free for interactive requests and counting the requests already
+ * waiting: what the batch runner fills, so that its work never waits in the queue. Under
+ * co->mu. */
+int co_route_spare(const coordinator *co);
 /* Detaches a request from its group (accounting). */
 void co_group_release(co_group *g, co_request *r);
 

@@ -32,6 +32,7 @@
  * guarded by co->mu.
  */
 #include "coordinator/http.h"
+#include "coordinator/http_internal.h"
 
 #include "common/buf.h"
 #include "common/clock.h"
@@ -68,6 +69,7 @@ struct co_http {
     int64_t created;
     ts_chat_template *chat; /* NULL: chat_why says why there is none */
     char chat_why[512];
+    struct co_store *store; /* the Files and Batches API's state (http_batch.c), or NULL */
 };
 
 typedef struct http_req {
@@ -92,6 +94,7 @@ typedef struct http_req {
 /* The connection's state across the handler's calls. */
 typedef struct http_conn {
     ts_buf body;
+    size_t limit; /* the largest body this path takes */
     bool too_big;
     http_req *h;
 } http_conn;
@@ -161,6 +164,9 @@ static unsigned status_of(int code, const char **type, const char **ecode) {
     case TS_E_INVALID:
         *type = "invalid_request_error", *ecode = NULL;
         return MHD_HTTP_BAD_REQUEST;
+    case TS_E_NOT_FOUND:
+        *type = "invalid_request_error", *ecode = "not_found";
+        return MHD_HTTP_NOT_FOUND;
     case TS_E_EXHAUSTED:
         *type = "rate_limit_error", *ecode = "rate_limit_exceeded";
         return MHD_HTTP_TOO_MANY_REQUESTS;
@@ -620,6 +626,15 @@ static enum MHD_Result send_unknown_model(struct MHD_Connection *c, const co_htt
                       "model_not_found");
 }
 
+/* The one JSON → ts_request mapping (the HTTP handlers and the batch runner). */
+static int map_body(co_http *srv, const ts_json *root, ts_request *req, completion_opts *o) {
+    pthread_mutex_lock(&srv->co->mu); /* the groups (co_largest_context) */
+    int rc = map_completion(srv, root, req, o);
+    pthread_mutex_unlock(&srv->co->mu);
+    if (!rc && o->chat) rc = chat_prompt(srv, root, req, o); /* no lock: pure */
+    return rc;
+}
+
 static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,
                                        bool chat) {
     coordinator *co = srv->co;
@@ -632,10 +647,7 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     ts_request req;
     ts_request_init(&req);
     completion_opts o = {.chat = chat};
-    pthread_mutex_lock(&co->mu); /* the groups (co_largest_context) */
-    int rc = map_completion(srv, ts_json_root(doc), &req, &o);
-    pthread_mutex_unlock(&co->mu);
-    if (!rc && chat) rc = chat_prompt(srv, ts_json_root(doc), &req, &o); /* no lock: pure */
+    int rc = map_body(srv, ts_json_root(doc), &req, &o);
     ts_json_doc_free(doc);
     if (rc) {
         ts_request_free(&req);
@@ -984,21 +996,22 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         hc = calloc(1, sizeof *hc);
         if (!hc) return MHD_NO;
         *con_cls = hc;
+        hc->limit = co_http_batch_max_body(url, method, srv->max_body);
         if (post) {
             const char *cl =
                 MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-            if (cl && strtoull(cl, NULL, 10) > srv->max_body) hc->too_big = true;
+            if (cl && strtoull(cl, NULL, 10) > hc->limit) hc->too_big = true;
             if (!hc->too_big) return MHD_YES; /* the body follows */
         }
     } else if (*upload_size) {
-        if (!hc->too_big && hc->body.len + *upload_size > srv->max_body) hc->too_big = true;
+        if (!hc->too_big && hc->body.len + *upload_size > hc->limit) hc->too_big = true;
         if (!hc->too_big && ts_buf_append(&hc->body, upload, *upload_size)) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
     if (hc->too_big) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", srv->max_body);
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", hc->limit);
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg, "invalid_request_error", NULL,
                           "request_too_large");
     }
@@ -1021,6 +1034,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_error(c, MHD_HTTP_UNAUTHORIZED,
                           "Incorrect or missing API key (Authorization: Bearer KEY)",
                           "authentication_error", NULL, "invalid_api_key");
+    if (co_http_batch_path(url)) /* the Files and Batches API (http_batch.c) */
+        return co_http_batch_handle(srv, c, url, method, hc->body.data, hc->body.len);
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (strcmp(method, MHD_HTTP_METHOD_GET))
             return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET", "invalid_request_error",
@@ -1102,6 +1117,7 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
     }
     srv->co = co;
     srv->max_body = o->max_body;
+    srv->store = o->store;
     srv->created = (int64_t)time(NULL);
     int rc = o->api_key_file ? load_keys(srv, o->api_key_file) : TS_OK;
     if (!rc) {
@@ -1153,4 +1169,55 @@ void co_http_stop(co_http *h) {
         free(h->keys[i]);
     ts_chat_template_close(h->chat);
     free(h);
+}
+
+/* ---- for the other files of the front door (http_internal.h) ---- */
+
+int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_stream,
+                        ts_request *req, const char **param) {
+    completion_opts o = {.chat = chat};
+    int rc = map_body(h, body, req, &o);
+    if (!rc && o.stream && !allow_stream)
+        rc = field_error(&o, "stream", "stream must be false here (results are stored)");
+    *param = o.param;
+    return rc;
+}
+
+int co_http_completion_body(co_http *h, bool chat, const char *id, int64_t created,
+                            const char *text, size_t n, ts_finish_reason reason,
+                            const ts_request_usage *usage, ts_buf *out) {
+    http_req r = {.srv = h, .chat = chat, .created = created};
+    snprintf(r.id, sizeof r.id, "%s", id);
+    return completion_json(out, &r, text, n, true, finish_name(reason), usage);
+}
+
+int co_http_error_body(int code, const char *message, const char *param, ts_buf *out,
+                       unsigned *status) {
+    const char *type, *ecode;
+    *status = status_of(code, &type, &ecode);
+    error_json(out, message, type, param, ecode);
+    return out->data ? TS_OK : TS_E_NOMEM;
+}
+
+enum MHD_Result co_http_send(struct MHD_Connection *c, unsigned status, const char *type,
+                             const char *data, size_t n) {
+    return send_buf(c, status, type, data, n, NULL);
+}
+
+enum MHD_Result co_http_send_error(struct MHD_Connection *c, unsigned status, const char *message,
+                                   const char *type, const char *param, const char *code) {
+    return send_error(c, status, message, type, param, code);
+}
+
+enum MHD_Result co_http_send_code(struct MHD_Connection *c, int code, const char *message,
+                                  const char *param) {
+    return send_code(c, code, message, param);
+}
+
+coordinator *co_http_coordinator(co_http *h) {
+    return h->co;
+}
+
+struct co_store *co_http_store(co_http *h) {
+    return h->store;
 }

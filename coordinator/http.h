@@ -15,7 +15,8 @@ typedef struct co_http_options {
     const char *listen;       /* "HOST:PORT" (port 0: any free port) */
     const char *api_key_file;  /* one key per line; NULL: no authentication */
     const char *chat_template; /* a built-in name or a file; NULL: the model's (chat/chat.h) */
-    size_t max_body;          /* request bodies larger than this get 413 */
+    size_t max_body;           /* request bodies larger than this get 413 (uploads: their own) */
+    struct co_store *store;    /* --state-dir: the Files and Batches API; NULL: they answer 404 */
     int max_connections;
 } co_http_options;
 

@@ -10,6 +10,8 @@
  * Shutdown and the server stops (what is still running ends with UNAVAILABLE); exit 0.
  */
 #include "coordinator/coordinator.h"
+#include "coordinator/batch.h"
+#include "coordinator/batch_store.h"
 #include "coordinator/http.h"
 
 #include "common/clock.h"
@@ -132,6 +134,8 @@ int main(int argc, char **argv) {
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
     const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
     const char *worker_endpoint_file = NULL;
+    const char *state_dir = NULL;
+    size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
     int http_max_connections = 256;
     int heartbeat_ms = 500, heartbeat_timeout_ms = 3000, max_queue = 1024, grace_ms = 10000;
@@ -169,6 +173,14 @@ int main(int argc, char **argv) {
          "larger HTTP request bodies get 413", 0, 0},
         {"http-max-connections", 0, TS_FLAG_INT, &http_max_connections,
          "HTTP connections at once", 1, 65536},
+        {"state-dir", 0, TS_FLAG_STRING, &state_dir,
+         "durable state (SQLite) of the Files and Batches API; batches continue after a restart "
+         "on the same directory (default: off; needs --http-listen)",
+         0, 0},
+        {"state-max-size", 0, TS_FLAG_SIZE, &state_max_size,
+         "cap of the state database; beyond it uploads and batches fail as on a full disk (0: "
+         "none)",
+         0, 0},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};
@@ -183,6 +195,14 @@ int main(int argc, char **argv) {
         ts_error_set(TS_E_INVALID, "--api-key-file needs --http-listen (the keys guard HTTP)");
         return fail(2);
     }
+    if (state_dir && !http_listen) {
+        ts_error_set(TS_E_INVALID, "--state-dir needs --http-listen (the Files and Batches API)");
+        return fail(2);
+    }
+    /* Before any thread: a corrupt or foreign database stops the coordinator with the reason. */
+    co_store *store = NULL;
+    if (state_dir && (rc = co_store_open(state_dir, (int64_t)state_max_size, &store)))
+        return fail(rc == TS_E_NOMEM ? 1 : 2);
 
     sigset_t set;
     sigemptyset(&set);
@@ -230,14 +250,17 @@ int main(int argc, char **argv) {
         if (rc) rc = ts_error_wrap(rc, "--worker-listen");
     }
     co_http *http = NULL;
+    co_batch *batch = NULL;
     if (!rc && http_listen) {
         co_http_options ho = {.listen = http_listen,
                               .api_key_file = api_key_file,
                               .chat_template = chat_template,
                               .max_body = http_max_body,
+                              .store = store,
                               .max_connections = http_max_connections};
         rc = co_http_start(co, &ho, &http);
     }
+    if (!rc && store) rc = co_batch_start(co, http, store, &batch);
     /* The worker endpoint first: whoever waits for the API's file finds both. */
     if (!rc && worker_endpoint_file)
         rc = write_endpoint_file("worker-endpoint-file", worker_endpoint_file, worker_listen,
@@ -246,9 +269,11 @@ int main(int argc, char **argv) {
         rc = write_endpoint_file("endpoint-file", endpoint_file, listen, ts_rpc_server_port(srv));
     if (rc) {
         fail(rc == TS_E_INVALID ? 2 : 1);
+        co_batch_stop(batch);
         co_http_stop(http);
         ts_rpc_server_destroy(srv);
         ts_rpc_server_destroy(wsrv);
+        co_store_close(store);
         return rc == TS_E_INVALID ? 2 : 1;
     }
     char ep[300], wep[300];
@@ -265,6 +290,8 @@ int main(int argc, char **argv) {
     int sig = wait_signal(co, &set, -1);
     TS_INFO("%s: stopping (running requests get up to %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
             grace_ms);
+    /* Batch work is durable: its running requests stop now and run again after a restart. */
+    co_batch_stop(batch);
     pthread_mutex_lock(&co->mu);
     co->shutting_down = true;
     pthread_mutex_unlock(&co->mu);
@@ -292,6 +319,7 @@ int main(int argc, char **argv) {
     ts_rpc_server_shutdown(wsrv, 1000);
     ts_rpc_server_destroy(srv);
     ts_rpc_server_destroy(wsrv);
+    co_store_close(store);
     /* Every call has ended: on_done freed each request and group. */
     ts_tokenizer_destroy(co->tok);
     co_metrics_destroy(co->metrics);

@@ -180,3 +180,15 @@ void co_route_queue(coordinator *co, int64_t now) {
         r = next;
     }
 }
+
+int co_route_spare(const coordinator *co) {
+    int spare = 0;
+    for (const co_group *g = co->groups; g; g = g->next) {
+        if (!g->registered || g->dead) continue;
+        int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
+        int keep = max_seqs >= 16 ? max_seqs / 8 : 1; /* an interactive request starts at once */
+        if (g->n_active < max_seqs - keep) spare += max_seqs - keep - g->n_active;
+    }
+    spare -= co->n_queued; /* waiting requests take free slots first */
+    return spare > 0 ? spare : 0;
+}

@@ -9,8 +9,8 @@ PACKAGES=(
   build-essential cmake pkg-config git
   # gRPC C core and protobuf-c
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
-  # the coordinator's HTTP API
-  libmicrohttpd-dev
+  # the coordinator's HTTP API and the durable state of its batches
+  libmicrohttpd-dev libsqlite3-dev
   # MPI bootstrap and CPU collectives; CPU topology
   libopenmpi-dev openmpi-bin libhwloc-dev
   # Python client tests
