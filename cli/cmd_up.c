@@ -18,8 +18,9 @@
  * it nothing is pinned, and --threads 0 gives each rank the plan's share of the cores.
  *
  * Every child runs in its own process group, so the terminal's Ctrl-C reaches only this process,
- * which then stops the cluster in order (and a SIGKILL of an mpirun's group takes its ranks).
- * Children are spawned before the first gRPC channel exists (a forked gRPC process hangs).
+ * which then stops the cluster in order; every child dies with tessera up (spawn_process), so a
+ * `kill -9` of it leaves nothing behind. A child is forked and at once replaced by exec, so a
+ * fork after gRPC has started is safe (NOTES.md: a forked process that uses gRPC hangs).
  */
 #include "cli/commands.h"
 #include "common/clock.h"
@@ -40,19 +41,18 @@
 #include "topology/placement.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 160 };
 
@@ -67,23 +67,77 @@ typedef struct up_state {
     char tmpdirs[UP_MAX_GROUPS][64]; /* mpirun session directories ("" if none) */
 } up_state;
 
+/* The path execv needs for `file`, searched in PATH here, before fork (the child may only make
+ * async-signal-safe calls: this process may have gRPC threads). */
+static int resolve_path(const char *file, char *out, size_t size) {
+    if (strchr(file, '/')) {
+        snprintf(out, size, "%s", file);
+        return TS_OK;
+    }
+    const char *path = getenv("PATH");
+    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+        size_t len = strcspn(p, ":");
+        if (len > 0 && (size_t)snprintf(out, size, "%.*s/%s", (int)len, p, file) < size &&
+            access(out, X_OK) == 0)
+            return TS_OK;
+        p += len + (p[len] == ':');
+    }
+    return ts_error_set(TS_E_IO, "%s is not on PATH", file);
+}
+
+/* Starts argv in its own process group (the terminal's Ctrl-C reaches only tessera up) with
+ * SIGKILL as its parent-death signal, so that a `kill -9` of tessera up takes its children with
+ * it (PR_SET_PDEATHSIG fires when the spawning thread ends: this main thread, which lives as long
+ * as tessera up). The getppid() check closes the race of a parent that died between fork and
+ * prctl. mpirun's ranks have process groups of their own and do not inherit the setting, but
+ * they end within about a second of their mpirun, when their connection to its PMIx server
+ * breaks (up_restarts_crashes_and_children_die_with_it checks the whole tree). An exec failure
+ * comes back through a close-on-exec pipe. */
+static int spawn_process(const char *name, char *const argv[], pid_t *out) {
+    char path[PATH_MAX];
+    int rc = resolve_path(argv[0], path, sizeof path);
+    if (rc) return ts_error_wrap(rc, "cannot start %s", name);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return ts_error_set(TS_E_IO, "cannot start %s: pipe: %s", name, strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setpgid(0, 0);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+        execv(path, argv);
+        int err = errno;
+        ssize_t w = write(fds[1], &err, sizeof err);
+        (void)w;
+        _exit(127);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return ts_error_set(TS_E_IO, "cannot start %s: fork: %s", name, strerror(errno));
+    }
+    setpgid(pid, pid); /* also here, so that a signal to the group right away reaches it */
+    int err = 0;
+    ssize_t got;
+    do
+        got = read(fds[0], &err, sizeof err);
+    while (got < 0 && errno == EINTR);
+    close(fds[0]);
+    if (got == (ssize_t)sizeof err) {
+        waitpid(pid, NULL, 0);
+        return ts_error_set(TS_E_IO, "cannot start %s (%s): %s", name, path, strerror(err));
+    }
+    *out = pid;
+    return TS_OK;
+}
+
 static int spawn(up_state *st, const char *name, char *const argv[]) {
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGTERM);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
     pid_t pid;
-    int err = posix_spawnp(&pid, argv[0], NULL, &attr, argv, environ);
-    posix_spawnattr_destroy(&attr);
-    if (err) return ts_error_set(TS_E_IO, "cannot start %s (%s): %s", name, argv[0], strerror(err));
+    int rc = spawn_process(name, argv, &pid);
+    if (rc) return rc;
     child *c = &st->kids[st->n_kids++];
     snprintf(c->name, sizeof c->name, "%s", name);
     c->pid = pid;
