@@ -21,6 +21,14 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                      --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
     set_tests_properties(failover_mid_stream_continues_exactly PROPERTIES
                          LABELS "integration;fault" TIMEOUT 300 SKIP_RETURN_CODE 77)
+    # The soak under faults (issue 18): gRPC and HTTP traffic while groups are killed and
+    # restarted; nothing lost, wrong or leaked. bench/soak.sh runs it for longer.
+    add_test(NAME soak_under_node_kills_loses_nothing
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/fault/test_soak.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR}
+                     --seconds 40 --quiet-seconds 8)
+    set_tests_properties(soak_under_node_kills_loses_nothing PROPERTIES
+                         LABELS fault TIMEOUT 240 SKIP_RETURN_CODE 77)
     add_test(NAME coordinator_passes_node_refusals_on_and_retries_failures
              COMMAND /usr/bin/python3
                      ${CMAKE_CURRENT_LIST_DIR}/integration/test_coordinator_node_refusals.py
