@@ -53,4 +53,23 @@ static inline uint64_t ts_kv_hash_block(uint64_t parent, const int32_t *tokens, 
     return h ? h : 1;
 }
 
+/* The checksum of a stored block's bytes (the host and disk tiers keep one per block and check
+ * it before a block goes back into the KV cache): 8 bytes at a time through the mixer, the
+ * position folded in so that moved words count, the tail zero-padded. Not cryptographic: it
+ * catches torn writes, bit rot and stray writes, not an adversary with write access. */
+static inline uint64_t ts_kv_block_checksum(const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h = ts_kv_hash_mix(0x636865636bull ^ (uint64_t)n);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p + i, 8);
+        h = ts_kv_hash_mix(h ^ w) + i;
+    }
+    uint64_t w = 0;
+    for (size_t k = 0; i + k < n; k++)
+        w |= (uint64_t)p[i + k] << (8 * k);
+    return ts_kv_hash_mix(h ^ w);
+}
+
 #endif

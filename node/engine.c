@@ -92,6 +92,11 @@ struct ts_engine {
     void *layer_hook_user;
     ts_engine_task_handler task_handler; /* see ts_engine_run_task */
     void *task_user;
+    struct {
+        uint32_t tag;
+        ts_engine_task_handler handler;
+        void *user;
+    } channels[4]; /* ts_engine_set_task_channel */
 };
 
 /* ------------------------------------------------------------------ setup */
@@ -670,7 +675,29 @@ void ts_engine_set_task_handler(ts_engine *e, ts_engine_task_handler handler, vo
 
 size_t ts_engine_task_max_bytes(const ts_engine *e) { return e->plan_capacity_words * 4; }
 
+void ts_engine_set_task_channel(ts_engine *e, uint32_t tag, ts_engine_task_handler handler,
+                                void *user) {
+    int free_i = -1;
+    for (int i = 0; i < 4; i++) {
+        if (e->channels[i].handler && e->channels[i].tag == tag)
+            free_i = i;
+        else if (!e->channels[i].handler && free_i < 0)
+            free_i = i;
+    }
+    TS_ASSERT(free_i >= 0); /* a handful of subsystems, known at build time */
+    e->channels[free_i].tag = tag;
+    e->channels[free_i].handler = handler;
+    e->channels[free_i].user = user;
+}
+
 static int32_t run_handler(ts_engine *e, const void *msg, size_t bytes) {
+    if (bytes >= 4) {
+        uint32_t tag;
+        memcpy(&tag, msg, 4);
+        for (int i = 0; i < 4; i++)
+            if (e->channels[i].handler && e->channels[i].tag == tag)
+                return e->channels[i].handler(e->channels[i].user, e, msg, bytes);
+    }
     if (!e->task_handler)
         return ts_error_set(TS_E_UNSUPPORTED, "rank %d has no group task handler", e->comm->rank);
     return e->task_handler(e->task_user, e, msg, bytes);

@@ -142,6 +142,13 @@ void ts_engine_set_task_handler(ts_engine *e, ts_engine_task_handler handler, vo
  * with TS_E_UNSUPPORTED. TS_E_INVALID when bytes exceeds ts_engine_task_max_bytes. A failed
  * collective (a dead rank) returns its error as ts_engine_step does. */
 int ts_engine_run_task(ts_engine *e, const void *msg, size_t bytes);
+
+/* A channel of group tasks with a handler of its own, so that two subsystems can each run tasks
+ * (the KV transfer through the handler above, the KV tiers through a channel: kv_tiers.h): a
+ * message whose first 4 bytes are `tag` (host order) goes to this handler on every rank, any
+ * other message to the default one. Every rank registers the same tags. NULL removes one. */
+void ts_engine_set_task_channel(ts_engine *e, uint32_t tag, ts_engine_task_handler handler,
+                                void *user);
 size_t ts_engine_task_max_bytes(const ts_engine *e);
 
 #endif

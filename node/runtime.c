@@ -23,6 +23,7 @@ struct ts_runtime {
     ts_backend *be;
     ts_comm *comm;
     ts_engine *engine;
+    ts_kv_tiers *tiers;
     ts_sched *sched;
 };
 
@@ -59,6 +60,11 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        "memory holds", 0, 1 << 24};
     f[n++] = (ts_flag){"kv-memory", 0, TS_FLAG_SIZE, &o->kv_memory,
                        "KV cache memory per rank (e.g. 512M, 4G); 0 = " TS_KV_MEMORY_AUTO, 0, 0};
+    f[n++] = (ts_flag){"kv-host-memory", 0, TS_FLAG_SIZE, &o->kv_host_memory,
+                       "host-memory tier of the KV cache per rank (e.g. 4G): prefix blocks the "
+                       "KV memory evicts are kept there and loaded back instead of recomputed; "
+                       "0 = none",
+                       0, 0};
     f[n++] = (ts_flag){"device-memory", 0, TS_FLAG_SIZE, &o->device_memory,
                        "memory the backend may allocate per rank, KV cache included; 0 = all", 0,
                        0};
@@ -166,10 +172,14 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     eo.max_ctx = o->ctx;
     rc = ts_engine_create(&rt->model, rt->be, rt->comm, &eo, &rt->engine);
     if (rc) goto fail;
+    ts_kv_tiers_options to = {.host_bytes = o->kv_host_memory};
+    rc = ts_kv_tiers_create(rt->engine, &to, &rt->tiers);
+    if (rc) goto fail;
     if (rt->comm->rank == 0) {
         ts_sched_options so = {
             .prefill_chunk = o->prefill_chunk,
             .no_prefix_cache = o->no_prefix_cache,
+            .tiers = rt->tiers,
             .cache_namespace = ts_kvx_fingerprint(&rt->model, kv_type,
                                                   ts_engine_options_get(rt->engine)->block_size)};
         rc = ts_sched_create(rt->engine, &so, &rt->sched);
@@ -189,6 +199,7 @@ int ts_runtime_close(ts_runtime *rt) {
     int rc = TS_OK;
     if (rt->engine && rt->comm && rt->comm->rank == 0) rc = ts_engine_stop_group(rt->engine);
     ts_sched_destroy(rt->sched);
+    ts_kv_tiers_destroy(rt->tiers);
     ts_engine_destroy(rt->engine);
     ts_backend_destroy(rt->be);
     if (rt->model_loaded) ts_model_free(&rt->model);
@@ -207,4 +218,5 @@ const ts_model *ts_runtime_model(const ts_runtime *rt) { return &rt->model; }
 ts_backend *ts_runtime_backend(const ts_runtime *rt) { return rt->be; }
 ts_engine *ts_runtime_engine(const ts_runtime *rt) { return rt->engine; }
 ts_sched *ts_runtime_scheduler(const ts_runtime *rt) { return rt->sched; }
+ts_kv_tiers *ts_runtime_kv_tiers(const ts_runtime *rt) { return rt->tiers; }
 ts_comm *ts_runtime_comm(const ts_runtime *rt) { return rt->comm; }

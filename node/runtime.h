@@ -20,7 +20,7 @@
 
 #include <stdbool.h>
 
-enum { TS_RUNTIME_MAX_FLAGS = 20 };
+enum { TS_RUNTIME_MAX_FLAGS = 24 };
 
 typedef struct ts_runtime_options {
     const char *model_path; /* NULL: the bundled model */
@@ -30,6 +30,7 @@ typedef struct ts_runtime_options {
     const char *isa;        /* "auto", "scalar", "avx2", "avx512" */
     int ctx;                /* context length; 0: the model's */
     size_t kv_memory;       /* KV cache bytes per rank */
+    size_t kv_host_memory;  /* host-memory KV tier bytes per rank (kv_tiers.h); 0: none */
     size_t device_memory;   /* backend memory budget per rank (weights, KV, scratch); 0: all */
     const char *kv_type;    /* "f16" or "f32" */
     int block_size;
@@ -66,6 +67,7 @@ const ts_model *ts_runtime_model(const ts_runtime *rt);
 ts_backend *ts_runtime_backend(const ts_runtime *rt);
 ts_engine *ts_runtime_engine(const ts_runtime *rt);
 ts_sched *ts_runtime_scheduler(const ts_runtime *rt); /* NULL on followers */
+ts_kv_tiers *ts_runtime_kv_tiers(const ts_runtime *rt); /* NULL when no tier is configured */
 ts_comm *ts_runtime_comm(const ts_runtime *rt);
 
 #endif

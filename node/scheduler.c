@@ -27,6 +27,7 @@ typedef struct seq {
     ts_rng rng;
     int32_t *tokens; /* [max_ctx] */
     int32_t n_prompt, n_tokens, n_computed, n_generated, n_cached;
+    int32_t n_loaded; /* of n_computed at admission, tokens loaded from a lower tier */
     int32_t *blocks; /* [max_blocks] block table */
     int32_t n_blocks;
     int32_t n_published; /* leading full blocks registered in the prefix cache */
@@ -106,6 +107,13 @@ static int32_t list_find(const seq_list *l, uint64_t id) {
 
 /* ------------------------------------------------------------------ setup */
 
+/* The pool gives up a cached block (its KV still intact): the lower tiers keep it. */
+static void on_evict(void *user, int32_t block, uint64_t hash, uint64_t parent,
+                     const int32_t *tokens) {
+    ts_sched *s = user;
+    ts_kv_tiers_store(s->opts.tiers, block, hash, parent, tokens);
+}
+
 int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **out) {
     *out = NULL;
     ts_sched *s = calloc(1, sizeof *s);
@@ -126,6 +134,7 @@ int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **
         free(s);
         return rc;
     }
+    if (s->opts.tiers && !s->opts.no_prefix_cache) ts_kv_pool_set_evict_hook(s->pool, on_evict, s);
     size_t S = (size_t)s->max_batch_seqs;
     s->batch_tokens = malloc((size_t)s->max_batch_tokens * sizeof *s->batch_tokens);
     s->batch_seqs = malloc(S * sizeof *s->batch_seqs);
@@ -388,6 +397,36 @@ static void attach_prefix(ts_sched *s, seq *q) {
         q->blocks[q->n_blocks++] = b;
         parent = h;
     }
+    q->n_loaded = 0;
+    /* The prefix may go on in a lower tier: load those blocks while that is cheaper than
+     * recomputing them (measured; kv_tiers.h). */
+    double prefill_ns_per_token =
+        s->stats.prefill_tokens > 0 ? (double)s->stats.prefill_ns / (double)s->stats.prefill_tokens
+                                    : 0.0;
+    for (int32_t i = q->n_blocks; s->opts.tiers && i < max_blocks; i++) {
+        const int32_t *toks = q->tokens + (size_t)i * (size_t)bs;
+        uint64_t h = ts_kv_hash_block(parent, toks, bs);
+        if (!ts_kv_tiers_has(s->opts.tiers, h, parent, toks) ||
+            !ts_kv_tiers_load_pays(s->opts.tiers, prefill_ns_per_token, bs))
+            break;
+        int32_t b;
+        if (ts_kv_pool_alloc(s->pool, &b) != TS_OK) break; /* (may store an evicted block) */
+        int rc = ts_kv_tiers_has(s->opts.tiers, h, parent, toks)
+                     ? ts_kv_tiers_load(s->opts.tiers, b, h, parent, toks)
+                     : TS_E_NOT_FOUND; /* the store just made room by evicting it */
+        if (rc) {
+            if (rc != TS_E_NOT_FOUND)
+                TS_WARN("request %llu: %s", (unsigned long long)q->id, ts_error_message());
+            ts_kv_pool_release(s->pool, b);
+            break;
+        }
+        int32_t parent_block = i > 0 ? q->blocks[i - 1] : -1;
+        int32_t kept = ts_kv_pool_publish(s->pool, b, h, parent, parent_block, toks);
+        if (kept != b) ts_kv_pool_release(s->pool, b);
+        q->blocks[q->n_blocks++] = kept;
+        q->n_loaded += bs;
+        parent = h;
+    }
     q->n_computed = q->n_blocks * bs;
     q->n_published = q->n_blocks;
     q->last_hash = parent;
@@ -404,6 +443,7 @@ static void count_admission(ts_sched *s, seq *q) {
     if (s->opts.no_prefix_cache) return;
     s->stats.cache_query_tokens += q->n_prompt;
     s->stats.cache_hit_tokens += q->n_cached;
+    s->stats.cache_host_hit_tokens += q->n_loaded < q->n_cached ? q->n_loaded : q->n_cached;
 }
 
 /* Registers the blocks q has completed since the last step. */

@@ -26,6 +26,7 @@
 
 #include "node/engine.h"
 #include "node/kv_pool.h"
+#include "node/kv_tiers.h"
 #include "request/request.h"
 
 #include <stdbool.h>
@@ -54,6 +55,8 @@ typedef struct ts_sched_options {
     bool no_prefix_cache;     /* do not reuse KV blocks of shared prompt prefixes */
     uint64_t cache_namespace; /* the model's KV fingerprint (ts_kvx_fingerprint): the prefix
                                * chains' root with each request's cache salt (kv_hash.h) */
+    ts_kv_tiers *tiers;       /* the group's lower KV tiers (kv_tiers.h; NULL: none): blocks the
+                               * pool evicts go there, and prefixes found there are loaded */
 } ts_sched_options;
 
 typedef struct ts_sched ts_sched;
@@ -68,6 +71,7 @@ typedef struct ts_sched_stats {
     /* Prefix cache, as vLLM counts it: prompt tokens looked up at each request's first
      * admission, and those found (what usage.cached_prompt_tokens reports). */
     int64_t cache_query_tokens, cache_hit_tokens;
+    int64_t cache_host_hit_tokens; /* of the hits, prompt tokens loaded from the host tier */
     int64_t prefill_ns, decode_ns; /* time in steps that held prefill / only decode tokens */
 } ts_sched_stats;
 

@@ -29,6 +29,8 @@ static const struct {
     [TS_NODE_PASS_CONNECT_TIMEOUT_MS] = {"connect-timeout-ms",
                                          "how long a node tries to reach the coordinator"},
     [TS_NODE_PASS_DRAIN_MS] = {"drain-ms", "on SIGTERM, time a node's running requests get"},
+    [TS_NODE_PASS_KV_HOST_MEMORY] = {"kv-host-memory",
+                                     "host-memory tier of the KV cache per rank (e.g. 4G)"},
 };
 
 int ts_node_settings_flags(ts_node_settings *s, ts_flag *flags) {

@@ -8,6 +8,10 @@ shared full blocks) and its tokens equal those of the same request under a fresh
 another salt never sees a tenant's blocks; the HTTP API reports the same count as
 usage.prompt_tokens_details.cached_tokens with the same text; Health's prefix-cache counters
 (from the node's heartbeats) add up to the queries and hits of the requests sent.
+Then the host tier in a TP 2 group (mpirun; each rank keeps its own shard): with a 40-block KV
+memory, a second conversation evicts the end of the first one's history into --kv-host-memory,
+and the first one's next turn gets all 80 tokens of its history back (68 from the device pool,
+12 loaded from the host tier) with the tokens of a cold run.
 
   test_prefix_cache_serving.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
@@ -27,6 +31,38 @@ def http_completion(port, body):
         return r.status, json.loads(r.read())
     finally:
         conn.close()
+
+
+def check_host_tier_tp2(c, f):
+    c.start_node("tp2", "--block-size", "4", "--ctx", "128", "--kv-memory", "51200",
+                 "--kv-host-memory", "1M", np=2)
+    h = c.wait_groups(2)
+    g = [x for x in h.groups if x.tp == 2]
+    f.check(len(g) == 1 and 30 <= g[0].kv_blocks_total <= 48,
+            "the TP 2 group has a small KV memory: %s" % g)
+    a = [1 + (i * 37) % 500 for i in range(80)]
+    b = [1 + (i * 53 + 7) % 500 for i in range(80)]
+    salt = "tp2-only"  # the other group has none of these blocks; route by a salt of its own
+
+    def gen(ids, s=salt):
+        _, out, msgs = c.generate(prompt_ids=ids, max_tokens=12, cache_salt=s)
+        return out, msgs[-1].usage.cached_prompt_tokens
+
+    # Both groups may serve: the test needs the TP 2 group, so stop the other one first.
+    for p in c.procs:
+        if "g0" in " ".join(getattr(p, "args", [])):
+            p.terminate()
+            p.wait(timeout=30)
+    c.wait_groups(1)
+    gen(a)
+    gen(b)
+    a2 = a + [1 + (i * 11) % 500 for i in range(80, 90)]
+    ids, cached = gen(a2)
+    f.check(cached == 80, "TP 2: the history comes back from the device pool and the host "
+            "tier (80 cached prompt tokens, got %d)" % cached)
+    ref, ref_cached = gen(a2, "cold")
+    f.check(ref_cached == 0 and ids == ref, "TP 2: tokens with host-tier blocks equal a cold "
+            "run's: %s vs %s" % (ids, ref))
 
 
 def main():
@@ -98,6 +134,7 @@ def main():
         f.check(harness.wait_for(counted, 15, 0.1),
                 "Health counts %d queried and %d hit prompt tokens: %s" % (queries, hits, last[0]))
         f.check(last[0].kv_blocks_cached > 0, "Health shows cached blocks")
+        check_host_tier_tp2(c, f)
     finally:
         sc.finish(c, f)
 

@@ -7,6 +7,7 @@
  */
 #include "common/error.h"
 #include "common/kv_hash.h"
+#include "node/kv_fingerprint.h"
 #include "node/runtime.h"
 #include "tests/unit/test.h"
 
@@ -34,7 +35,7 @@ static void on_event(void *user, const ts_sched_event *ev) {
     if (ev->finish != TS_FINISH_NONE) r->done = true;
 }
 
-static ts_runtime *open_rt(bool no_prefix_cache, size_t kv_memory) {
+static ts_runtime *open_rt_host(bool no_prefix_cache, size_t kv_memory, size_t host_memory) {
     ts_runtime_options o;
     ts_runtime_options_default(&o);
     o.threads = 1;
@@ -42,12 +43,17 @@ static ts_runtime *open_rt(bool no_prefix_cache, size_t kv_memory) {
     o.ctx = 128;
     o.kv_memory = kv_memory;
     o.no_prefix_cache = no_prefix_cache;
-    o.log_level = "warn";
+    o.kv_host_memory = host_memory;
+    o.log_level = "error"; /* the checksum test's warning is expected */
     ts_runtime *rt = NULL;
     int rc = ts_runtime_open(&o, &rt);
     if (rc) fprintf(stderr, "runtime: %s\n", ts_error_message());
     CHECK_OK(rc);
     return rt;
+}
+
+static ts_runtime *open_rt(bool no_prefix_cache, size_t kv_memory) {
+    return open_rt_host(no_prefix_cache, kv_memory, 0);
 }
 
 static run generate(ts_runtime *rt, uint64_t id, const int32_t *prompt, int32_t n,
@@ -125,38 +131,47 @@ static void test_salts_keep_prefixes_apart(void) {
     ts_runtime_close(rt);
 }
 
+/* Bytes of one KV block of the bundled model in the device pool. */
+static size_t block_bytes(void) {
+    ts_runtime *probe = open_rt(false, (size_t)1 << 20);
+    ts_sched_stats ps;
+    ts_sched_get_stats(ts_runtime_scheduler(probe), &ps);
+    ts_runtime_close(probe);
+    return ((size_t)1 << 20) / (size_t)ps.blocks_total;
+}
+
+/* Conversation A (80 tokens + 12 generated: 22 full blocks cached, and one partial, not cached),
+ * then conversation B, which needs 23 blocks of a 40-block pool: 18 are free, so 5 of A's 22
+ * are evicted (A's blocks 17 .. 21). Then `a` holds A's next turn: A's 80 tokens and a new
+ * question (90 tokens; blocks 0 .. 19 are A's). */
+static void two_conversations(ts_runtime *rt, int32_t *a) {
+    int32_t b[96];
+    for (int32_t i = 0; i < 96; i++) {
+        a[i] = 1 + (i * 37) % 500;
+        b[i] = 1 + (i * 53 + 7) % 500;
+    }
+    run ra = generate(rt, 1, a, 80, NULL);
+    CHECK_EQ_INT(ra.n, 12);
+    run rb = generate(rt, 2, b, 80, NULL);
+    CHECK_EQ_INT(rb.n_cached, 0);
+    for (int32_t i = 80; i < 90; i++)
+        a[i] = 1 + (i * 11) % 500;
+}
+
 static void test_eviction_takes_chains_from_their_ends(void) {
     /* Multi-turn: conversation A is cached, conversation B then needs more blocks than are
      * free, so some of A's must go. Leaves first, B takes A's last blocks and A's next turn still
      * finds the rest of its history (evicting A's first block, as a front-to-back release did,
      * would have left none of it reachable). */
-    size_t per_block = 0;
-    {
-        ts_runtime *probe = open_rt(false, (size_t)1 << 20);
-        ts_sched_stats ps;
-        ts_sched_get_stats(ts_runtime_scheduler(probe), &ps);
-        per_block = ((size_t)1 << 20) / (size_t)ps.blocks_total;
-        ts_runtime_close(probe);
-    }
+    size_t per_block = block_bytes();
     ts_runtime *rt = open_rt(false, per_block * 40 + per_block / 2);
     ts_runtime *off = open_rt(true, 0);
     ts_sched_stats st;
     ts_sched_get_stats(ts_runtime_scheduler(rt), &st);
     CHECK_EQ_INT(st.blocks_total, 40);
-    int32_t a[96], b[96];
-    for (int32_t i = 0; i < 96; i++) {
-        a[i] = 1 + (i * 37) % 500;
-        b[i] = 1 + (i * 53 + 7) % 500;
-    }
-    /* A: 80 tokens + 12 generated = 22 full blocks cached (and one partial, not cached) */
-    run ra = generate(rt, 1, a, 80, NULL);
-    CHECK_EQ_INT(ra.n, 12);
-    /* B: 23 blocks; 18 are free, so 5 of A's 22 are evicted: A's blocks 17 .. 21 */
-    run rb = generate(rt, 2, b, 80, NULL);
-    CHECK_EQ_INT(rb.n_cached, 0);
-    /* A's next turn: its first 80 tokens and a new question: blocks 0 .. 16 are still there */
-    for (int32_t i = 80; i < 90; i++)
-        a[i] = 1 + (i * 11) % 500;
+    int32_t a[96];
+    two_conversations(rt, a);
+    /* A's next turn: blocks 0 .. 16 are still there */
     run ra2 = generate(rt, 3, a, 90, NULL);
     CHECK_EQ_INT(ra2.n_cached, 68);
     run ref = generate(off, 3, a, 90, NULL);
@@ -165,9 +180,79 @@ static void test_eviction_takes_chains_from_their_ends(void) {
     ts_runtime_close(off);
 }
 
+static void test_host_tier_loads_evicted_blocks(void) {
+    size_t bb = block_bytes();
+    ts_runtime *rt = open_rt_host(false, bb * 40 + bb / 2, bb * 64);
+    ts_runtime *off = open_rt(true, 0);
+    CHECK(ts_runtime_kv_tiers(rt) != NULL);
+    int32_t a[96];
+    two_conversations(rt, a);
+    run ra2 = generate(rt, 3, a, 90, NULL);
+    /* blocks 0 .. 16 from the device pool, 17 .. 19 loaded from the host tier */
+    CHECK_EQ_INT(ra2.n_cached, 80);
+    ts_sched_stats st;
+    ts_sched_get_stats(ts_runtime_scheduler(rt), &st);
+    CHECK_EQ_INT(st.cache_host_hit_tokens, 12);
+    ts_kv_tiers_stats ts;
+    ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+    CHECK(ts.stored_blocks >= 5);
+    CHECK_EQ_INT(ts.loaded_blocks, 3);
+    CHECK(ts.host_blocks_used <= ts.host_blocks_total);
+    CHECK_EQ_INT(ts.checksum_failures, 0);
+    run ref = generate(off, 3, a, 90, NULL);
+    CHECK(same_bits(&ra2, &ref));
+    ts_runtime_close(rt);
+    ts_runtime_close(off);
+}
+
+static void test_host_tier_checksum_mismatch_is_recomputed(void) {
+    size_t bb = block_bytes();
+    ts_runtime *rt = open_rt_host(false, bb * 40 + bb / 2, bb * 64);
+    ts_runtime *off = open_rt(true, 0);
+    int32_t a[96];
+    two_conversations(rt, a);
+    /* damage A's block 18 in the host tier */
+    uint64_t key = ts_kv_hash_root(ts_kvx_fingerprint(ts_runtime_model(rt), TS_DTYPE_F16, BS), 0);
+    uint64_t parent = key;
+    for (int32_t i = 0; i <= 18; i++) {
+        parent = key;
+        key = ts_kv_hash_block(parent, a + i * BS, BS);
+    }
+    CHECK_OK(ts_kv_tiers_damage_for_test(ts_runtime_kv_tiers(rt), key, parent, a + 18 * BS));
+    run ra2 = generate(rt, 3, a, 90, NULL);
+    /* block 17 loads; 18 fails its checksum: discarded, it and the rest are recomputed */
+    CHECK_EQ_INT(ra2.n_cached, 72);
+    ts_kv_tiers_stats ts;
+    ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+    CHECK_EQ_INT(ts.checksum_failures, 1);
+    CHECK_EQ_INT(ts.loaded_blocks, 1);
+    CHECK(!ts_kv_tiers_has(ts_runtime_kv_tiers(rt), key, parent, a + 18 * BS));
+    run ref = generate(off, 3, a, 90, NULL);
+    CHECK(same_bits(&ra2, &ref));
+    ts_runtime_close(rt);
+    ts_runtime_close(off);
+}
+
+static void test_host_tier_too_small_is_refused(void) {
+    ts_runtime_options o;
+    ts_runtime_options_default(&o);
+    o.threads = 1;
+    o.block_size = BS;
+    o.ctx = 128;
+    o.kv_host_memory = 100; /* less than one block */
+    o.log_level = "error";
+    ts_runtime *rt = NULL;
+    CHECK_EQ_INT(ts_runtime_open(&o, &rt), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "--kv-host-memory") != NULL);
+    CHECK(rt == NULL);
+}
+
 int main(void) {
     RUN(test_second_request_computes_only_its_tail);
     RUN(test_salts_keep_prefixes_apart);
     RUN(test_eviction_takes_chains_from_their_ends);
+    RUN(test_host_tier_loads_evicted_blocks);
+    RUN(test_host_tier_checksum_mismatch_is_recomputed);
+    RUN(test_host_tier_too_small_is_refused);
     return test_summary();
 }

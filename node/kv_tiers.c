@@ -1,0 +1,220 @@
+/*
+ * kv_tiers.c — see kv_tiers.h.
+ *
+ * One group task per block and operation (store, load, drop): the message carries the key, the
+ * parent key and the block's tokens, so every rank's tier indexes and verifies exactly as the
+ * leader's. A rank's copy of a block is, per layer, its K heads then its V heads
+ * ([n_kv_heads][block_size][head_dim] each, as ts_engine_kv_read lays them out).
+ */
+#include "node/kv_tiers.h"
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/kv_geometry.h"
+#include "common/log.h"
+#include "node/kv_tier_host.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    TIER_TAG = 0x3154564b, /* "KVT1" */
+    OP_STORE = 1,
+    OP_LOAD = 2,
+    OP_DROP = 3,
+};
+
+typedef struct tier_msg {
+    uint32_t tag;
+    int32_t op;
+    int32_t block;
+    int32_t n_tokens;
+    uint64_t hash, parent;
+    int32_t tokens[]; /* block_size */
+} tier_msg;
+
+struct ts_kv_tiers {
+    ts_engine *engine;
+    ts_kv_tier_host *host;
+    int32_t n_layers, block_size, n_heads;
+    size_t part; /* bytes of one layer's K (or V) of this rank's heads of one block */
+    tier_msg *msg;
+    size_t msg_bytes;
+    ts_kv_tiers_stats stats;
+    bool warned_size;
+};
+
+/* ------------------------------------------------------------------ every rank */
+
+static int op_store(ts_kv_tiers *t, const tier_msg *m) {
+    int32_t slot = ts_kv_tier_host_reserve(t->host, m->hash, m->parent, m->tokens);
+    if (slot < 0) return TS_OK; /* held already: touched */
+    unsigned char *dst = ts_kv_tier_host_data(t->host, slot);
+    for (int32_t l = 0; l < t->n_layers; l++) {
+        unsigned char *k = dst + (size_t)l * 2 * t->part;
+        int rc = ts_engine_kv_read(t->engine, l, &m->block, 1, 0, t->n_heads, k, k + t->part);
+        if (rc) {
+            ts_kv_tier_host_abort(t->host, slot);
+            return ts_error_wrap(rc, "host KV tier: reading block %d", m->block);
+        }
+    }
+    ts_kv_tier_host_commit(t->host, slot);
+    return TS_OK;
+}
+
+static int op_load(ts_kv_tiers *t, const tier_msg *m) {
+    int32_t slot = ts_kv_tier_host_find(t->host, m->hash, m->parent, m->tokens);
+    if (slot < 0)
+        return ts_error_set(TS_E_NOT_FOUND, "host KV tier: block %016llx is not held on rank %d",
+                            (unsigned long long)m->hash, ts_engine_comm(t->engine)->rank);
+    int rc = ts_kv_tier_host_verify(t->host, slot);
+    if (rc) {
+        TS_WARN("rank %d: %s", ts_engine_comm(t->engine)->rank, ts_error_message());
+        return rc;
+    }
+    const unsigned char *src = ts_kv_tier_host_data(t->host, slot);
+    for (int32_t l = 0; l < t->n_layers; l++) {
+        const unsigned char *k = src + (size_t)l * 2 * t->part;
+        rc = ts_engine_kv_write(t->engine, l, &m->block, 1, 0, t->n_heads, k, k + t->part);
+        if (rc) return ts_error_wrap(rc, "host KV tier: writing block %d", m->block);
+    }
+    return TS_OK;
+}
+
+static int on_task(void *user, ts_engine *e, const void *msg, size_t bytes) {
+    (void)e;
+    ts_kv_tiers *t = user;
+    const tier_msg *m = msg;
+    if (bytes != t->msg_bytes || m->n_tokens != t->block_size)
+        return ts_error_set(TS_E_INTERNAL, "KV tier task of %zu bytes, expected %zu", bytes,
+                            t->msg_bytes);
+    switch (m->op) {
+    case OP_STORE: return op_store(t, m);
+    case OP_LOAD: return op_load(t, m);
+    case OP_DROP: {
+        int32_t slot = ts_kv_tier_host_find(t->host, m->hash, m->parent, m->tokens);
+        if (slot >= 0) ts_kv_tier_host_remove(t->host, slot);
+        return TS_OK;
+    }
+    default: return ts_error_set(TS_E_INTERNAL, "unknown KV tier task %d", m->op);
+    }
+}
+
+int ts_kv_tiers_create(ts_engine *e, const ts_kv_tiers_options *o, ts_kv_tiers **out) {
+    *out = NULL;
+    if (!o || o->host_bytes == 0) return TS_OK;
+    const ts_engine_options *eo = ts_engine_options_get(e);
+    const ts_model_hparams *hp = ts_engine_hparams(e);
+    ts_kv_tiers *t = calloc(1, sizeof *t);
+    if (!t) return ts_error_set(TS_E_NOMEM, "out of memory");
+    t->engine = e;
+    t->n_layers = hp->n_layers;
+    t->block_size = eo->block_size;
+    t->n_heads = ts_engine_shard(e)->n_kv_heads;
+    t->part = ts_kv_block_bytes(eo->kv_type, eo->block_size, hp->head_dim, t->n_heads);
+    t->msg_bytes = sizeof(tier_msg) + (size_t)t->block_size * sizeof(int32_t);
+    t->msg = calloc(1, t->msg_bytes);
+    int rc = t->msg ? TS_OK : ts_error_set(TS_E_NOMEM, "out of memory");
+    if (!rc)
+        rc = ts_kv_tier_host_create(o->host_bytes, (size_t)t->n_layers * 2 * t->part, t->block_size,
+                                    &t->host);
+    if (rc) {
+        ts_kv_tiers_destroy(t);
+        return rc;
+    }
+    t->stats.host_blocks_total = ts_kv_tier_host_capacity(t->host);
+    ts_engine_set_task_channel(e, TIER_TAG, on_task, t);
+    *out = t;
+    return TS_OK;
+}
+
+void ts_kv_tiers_destroy(ts_kv_tiers *t) {
+    if (!t) return;
+    if (t->host) ts_engine_set_task_channel(t->engine, TIER_TAG, NULL, NULL);
+    ts_kv_tier_host_destroy(t->host);
+    free(t->msg);
+    free(t);
+}
+
+/* ------------------------------------------------------------------ the leader */
+
+static int run(ts_kv_tiers *t, int32_t op, int32_t block, uint64_t hash, uint64_t parent,
+               const int32_t *tokens) {
+    if (t->msg_bytes > ts_engine_task_max_bytes(t->engine)) {
+        if (!t->warned_size)
+            TS_WARN("KV tiers off: a block's task (%zu bytes) exceeds the group's plan (%zu)",
+                    t->msg_bytes, ts_engine_task_max_bytes(t->engine));
+        t->warned_size = true;
+        return ts_error_set(TS_E_UNSUPPORTED, "KV tier tasks do not fit the group's plan");
+    }
+    t->msg->tag = TIER_TAG;
+    t->msg->op = op;
+    t->msg->block = block;
+    t->msg->n_tokens = t->block_size;
+    t->msg->hash = hash;
+    t->msg->parent = parent;
+    memcpy(t->msg->tokens, tokens, (size_t)t->block_size * sizeof *tokens);
+    return ts_engine_run_task(t->engine, t->msg, t->msg_bytes);
+}
+
+void ts_kv_tiers_store(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t parent,
+                       const int32_t *tokens) {
+    bool had = ts_kv_tier_host_find(t->host, hash, parent, tokens) >= 0;
+    int64_t t0 = ts_now_ns();
+    int rc = run(t, OP_STORE, block, hash, parent, tokens);
+    if (rc) {
+        TS_WARN("host KV tier: block %016llx not stored (%s)", (unsigned long long)hash,
+                ts_error_message());
+        (void)run(t, OP_DROP, block, hash, parent, tokens); /* keep the ranks' indexes equal */
+        return;
+    }
+    if (had) return;
+    t->stats.stored_blocks++;
+    t->stats.stored_bytes += (int64_t)ts_kv_tier_host_block_bytes(t->host);
+    t->stats.store_ns += ts_now_ns() - t0;
+}
+
+bool ts_kv_tiers_has(const ts_kv_tiers *t, uint64_t hash, uint64_t parent, const int32_t *tokens) {
+    return ts_kv_tier_host_find(t->host, hash, parent, tokens) >= 0;
+}
+
+bool ts_kv_tiers_load_pays(const ts_kv_tiers *t, double prefill_ns_per_token, int32_t block_size) {
+    if (t->stats.loaded_blocks == 0 || prefill_ns_per_token <= 0) return true; /* measure it */
+    double load = (double)t->stats.load_ns / (double)t->stats.loaded_blocks;
+    return load < prefill_ns_per_token * block_size;
+}
+
+int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t parent,
+                     const int32_t *tokens) {
+    if (!ts_kv_tiers_has(t, hash, parent, tokens))
+        return ts_error_set(TS_E_NOT_FOUND, "host KV tier: block %016llx is not held",
+                            (unsigned long long)hash);
+    int64_t t0 = ts_now_ns();
+    int rc = run(t, OP_LOAD, block, hash, parent, tokens);
+    if (rc) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ts_error_message());
+        if (rc == TS_E_FORMAT) t->stats.checksum_failures++;
+        (void)run(t, OP_DROP, block, hash, parent, tokens); /* every rank forgets it */
+        return ts_error_set(rc, "%s", why);
+    }
+    t->stats.loaded_blocks++;
+    t->stats.loaded_bytes += (int64_t)ts_kv_tier_host_block_bytes(t->host);
+    t->stats.load_ns += ts_now_ns() - t0;
+    return TS_OK;
+}
+
+void ts_kv_tiers_get_stats(const ts_kv_tiers *t, ts_kv_tiers_stats *out) {
+    *out = t->stats;
+    out->host_blocks_used = ts_kv_tier_host_n_used(t->host);
+}
+
+int ts_kv_tiers_damage_for_test(ts_kv_tiers *t, uint64_t hash, uint64_t parent,
+                                const int32_t *tokens) {
+    int32_t slot = ts_kv_tier_host_find(t->host, hash, parent, tokens);
+    if (slot < 0) return TS_E_NOT_FOUND;
+    unsigned char *d = ts_kv_tier_host_data(t->host, slot);
+    d[ts_kv_tier_host_block_bytes(t->host) / 2] ^= 0x40;
+    return TS_OK;
+}
