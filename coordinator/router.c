@@ -7,8 +7,8 @@
  * outstanding tokens (prompt tokens not yet processed + tokens still to generate, an estimate of
  * the work ahead of a new request) wins; a group the request just failed on is taken only when no
  * other fits. When no group has room the request waits here, highest priority first and in
- * arrival order within a priority (retried requests in front); more than --max-queue waiting
- * gives RESOURCE_EXHAUSTED. With prefill and decode
+ * arrival order within a priority (retried requests in front); more than --max-queued-requests
+ * of its priority waiting gives RESOURCE_EXHAUSTED. With prefill and decode
  * groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
  */
 #include "coordinator/coordinator.h"
@@ -146,6 +146,16 @@ int co_submit_to(coordinator *co, co_group *g, co_request *r) {
     return submit_to(co, g, r);
 }
 
+/* Requests of this priority in the wait queue: each priority has its own bound, so that a flood
+ * of batch work (or of one class) never keeps interactive requests out. The queue is short (its
+ * bound times the priorities in use), so it is counted, not indexed. */
+static int queued_at(const coordinator *co, int32_t priority) {
+    int n = 0;
+    for (const co_request *q = co->q_head; q; q = q->q_next)
+        n += q->req.params.priority == priority;
+    return n;
+}
+
 int co_route(coordinator *co, co_request *r, bool front) {
     co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
     if (g) {
@@ -155,9 +165,12 @@ int co_route(coordinator *co, co_request *r, bool front) {
         return TS_OK;
     }
     if (co_live_groups(co) == 0) return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
-    if (!front && co->n_queued >= co->max_queue)
-        return ts_error_set(TS_E_EXHAUSTED, "%d requests are waiting (--max-queue %d); retry later",
-                            co->n_queued, co->max_queue);
+    int waiting = front ? 0 : queued_at(co, r->req.params.priority);
+    if (!front && waiting >= co->max_queue)
+        return ts_error_set(TS_E_EXHAUSTED,
+                            "%d requests of priority %d are waiting (--max-queued-requests %d); "
+                            "retry later",
+                            waiting, r->req.params.priority, co->max_queue);
     queue_push(co, r, front);
     return TS_OK;
 }

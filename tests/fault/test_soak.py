@@ -198,7 +198,7 @@ def main():
     try:
         port = harness.free_port()
         c.start_coordinator("--http-listen", "127.0.0.1:%d" % port,
-                            "--heartbeat-timeout-ms", "3000", "--max-queue", "1000")
+                            "--heartbeat-timeout-ms", "3000", "--max-queued-requests", "1000")
         names = ["a", "b", "c"]
         nodes = {n: c.start_node(n, *CTX) for n in names}
         c.wait_groups(3)

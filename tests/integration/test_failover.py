@@ -5,7 +5,7 @@ replay (Submit.replayed_tokens: the sampler skips the draws those tokens took), 
 stream goes on; what it receives equals, token for token, a run without the fault.
 
 A coordinator (debug log: it names the group of each request) and two groups, on loopback:
-  1. Greedy: the serving group SIGKILLed after 40 tokens; the stream equals the reference run,
+  1. Greedy: the serving group SIGKILLed after 20 tokens; the stream equals the reference run,
      Health.requests_failed_over counts it, the killed node comes back.
   2. Sampled (temperature 0.9, top_p 0.95, repetition penalty 1.15 over 32 tokens, a seed): the
      same, so the random stream and the penalty window continue where they stopped.
@@ -23,8 +23,8 @@ import harness
 import serving_cluster as sc
 from serving_cluster import drain_status, stream_until
 
-CTX = ("--ctx", "4096")
-N_TOKENS = 2500  # long enough to be mid-stream when the kill lands; the reference finishes it
+CTX = ("--ctx", "4096")  # a 4000-token stream fits
+N_TOKENS = 4000  # long enough to be mid-stream when the kill lands; the reference finishes it
 
 
 def group_of(c, n_before):
@@ -60,7 +60,7 @@ def check_failover(c, f, nodes, start, label, fields):
     n = log_lines(c)
     call = c.generate_call(timeout=120, **fields)
     it = iter(call)
-    got = sc.read_ids(it, 40)
+    got = sc.read_ids(it, 20)
     n_before = len(got)
     harness.wait_for(lambda: group_of(c, n) is not None, 10, 0.02)
     victim = group_of(c, n)
@@ -125,7 +125,7 @@ def main():
         # 4. the last group: nothing can continue the stream
         kill_group(nodes["t1"])
         c.wait_groups(1, timeout=30)
-        _, it = stream_until(c, 40, **greedy("The sun"))
+        _, it = stream_until(c, 1, **greedy("The sun"))
         kill_group(nodes["t0"])
         r = drain_status(c, it, 30)
         f.check(r is not None and r[0] == c.grpc.StatusCode.UNAVAILABLE and "t0" in r[1],

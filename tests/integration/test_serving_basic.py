@@ -9,7 +9,7 @@ message and the server keeps serving; garbage bytes and HTTP/1.1 on the port do 
 cancel mid-stream and a passed client deadline give every KV block back (Health's
 kv_blocks_free counts evictable prefix-cache blocks as free, so it returns to kv_blocks_total);
 SIGTERM refuses new requests, gives a running stream the grace period then UNAVAILABLE, stops
-the coordinator with exit 0, and the node leaves with exit 0; with --max-queue 2
+the coordinator with exit 0, and the node leaves with exit 0; with --max-queued-requests 1
 and a group of one sequence, waiting requests run highest priority first and the fourth request
 gets RESOURCE_EXHAUSTED.
 
@@ -135,9 +135,10 @@ def check_cancel_frees_kv(c, f):
 
 
 def check_queue_limit(c, f):
-    """A group of --batch-seqs 1 runs one request; with --max-queue 2 two more wait in the
-    coordinator (the higher priority first) and the next one is refused with RESOURCE_EXHAUSTED."""
-    c.start_coordinator("--max-queue", "2", "--heartbeat-ms", "100")
+    """A group of --batch-seqs 1 runs one request; with --max-queued-requests 1 one request of
+    each priority waits in the coordinator (the higher priority first), and the next one of a
+    priority whose queue is full is refused with RESOURCE_EXHAUSTED."""
+    c.start_coordinator("--max-queued-requests", "1", "--heartbeat-ms", "100")
     c.start_node("narrow", "--batch-seqs", "1", "--ctx", "8192")
     c.wait_groups(1)
     a = c.generate_call(timeout=120, prompt="First in line", **LONG)
@@ -148,7 +149,8 @@ def check_queue_limit(c, f):
     high = c.generate_call(timeout=120, prompt="High priority", priority=5, **LONG)
     time.sleep(0.3)
     code, details = c.status_of(timeout=10, prompt="One too many", max_tokens=4)
-    f.check(code == c.grpc.StatusCode.RESOURCE_EXHAUSTED and "max-queue" in details,
+    f.check(code == c.grpc.StatusCode.RESOURCE_EXHAUSTED and "max-queued-requests" in details
+            and "priority 0" in details,
             "queue full → RESOURCE_EXHAUSTED (%s %r)" % (code, details))
     first_token = {}
 
