@@ -27,6 +27,7 @@ enum { POLL_MS = 100, FETCH_MAX = 256 };
 
 typedef struct run_batch {
     char id[40];
+    char input_file_id[40]; /* with a line's custom_id: the seed of a line that has none */
     bool chat; /* /v1/chat/completions, else /v1/completions */
     int64_t created_at, expires_at, window_s;
     int64_t cursor; /* lines up to here were fetched (admitted or finished) */
@@ -568,8 +569,8 @@ static void fill(co_batch *b, run_batch *rb, int *spare) {
             snprintf(rid, sizeof rid, "%s-%lld", rb->id, (long long)p[i].line);
             if (!rc) rc = ts_request_set_id(&req, rid);
             req.params.priority = urgent ? CO_BATCH_PRIORITY_URGENT : CO_BATCH_PRIORITY;
-            if (!req.has_seed) { /* one seed per line: a rerun after a crash samples the same */
-                req.params.seed = hash_str(rid);
+            if (!req.has_seed) { /* a rerun after a crash samples what the first run would */
+                req.params.seed = hash_str(rb->input_file_id) * 31 + hash_str(p[i].custom_id);
                 req.has_seed = true;
             }
             batch_item *it = rc ? NULL : calloc(1, sizeof *it);
@@ -667,6 +668,7 @@ static void round_once(co_batch *b) {
         if (!rb && (rb = calloc(1, sizeof *rb))) {
             snprintf(rb->id, sizeof rb->id, "%s", bi.id);
             rb->chat = !strcmp(bi.endpoint, "/v1/chat/completions");
+            snprintf(rb->input_file_id, sizeof rb->input_file_id, "%s", bi.input_file_id);
             rb->created_at = bi.created_at;
             rb->expires_at = bi.expires_at;
             rb->window_s = bi.window_s;

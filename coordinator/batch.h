@@ -16,8 +16,9 @@
  *   finalizing → completed when no request is left; expired at expires_at and cancelled after a
  *                cancel (the running requests cancelled, finished results kept; unfinished lines
  *                go to the error file as batch_expired / batch_cancelled).
- * A line without a seed gets one derived from its batch and line (not a fresh random one), so a
- * sampled request run again after a crash gives the same text as the first run would have.
+ * A line without a seed gets one derived from the input file and its custom_id (not a fresh
+ * random one), so a sampled request run again after a crash gives the text the first run would
+ * have given, and so does another batch over the same file.
  * A request that fails for a transient reason (no group, a group lost, the queue full) stays
  * pending and runs again; one the validation refuses is a failed line (status 400). After a
  * crash, restarting on the same --state-dir continues every batch: finished lines are not run

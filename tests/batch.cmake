@@ -8,5 +8,11 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
                      --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
     set_tests_properties(batch_api_openai_client PROPERTIES LABELS "integration;fault"
                          TIMEOUT 600 SKIP_RETURN_CODE 77)
+    # kill -9 of the coordinator mid-batch: the job continues, nothing lost or run twice.
+    add_test(NAME batch_survives_coordinator_kill
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_batch_recovery.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
+    set_tests_properties(batch_survives_coordinator_kill PROPERTIES LABELS "integration;fault"
+                         TIMEOUT 300 SKIP_RETURN_CODE 77)
   endif()
 endif()
