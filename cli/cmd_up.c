@@ -28,6 +28,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/secret.h"
 #include "kernels/kernels.h"
 #include "kvx/kv_transfer.h"
 #include "model/hf.h"
@@ -373,13 +374,23 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
 
-    /* The cluster's private files (mode 0700): the Worker listener's endpoint. */
-    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96];
+    /* The cluster's private files (mode 0700): the Worker listener's endpoint and the cluster
+     * secret (a new one per cluster, mode 0600), handed to the children by path, never argv. */
+    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96], secret_file[96];
+    char secret[TS_SECRET_MAX];
     if (!mkdtemp(run_dir)) {
         ts_error_set(TS_E_IO, "cannot make a directory in /tmp: %s", strerror(errno));
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
     snprintf(worker_ep, sizeof worker_ep, "%s/worker.endpoint", run_dir);
+    snprintf(secret_file, sizeof secret_file, "%s/cluster.secret", run_dir);
+    int rc = ts_secret_create_file(secret_file);
+    if (!rc) rc = ts_secret_load("cluster secret", secret_file, NULL, secret, sizeof secret);
+    if (rc) {
+        remove(secret_file);
+        rmdir(run_dir);
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
+    }
     const char *endpoint_file = o->endpoint_file;
     char tmp_ep[64] = "", listen[64], http_listen[64];
     if (!endpoint_file) {
@@ -391,6 +402,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     snprintf(http_listen, sizeof http_listen, "0.0.0.0:%d", o->http_port);
     ns->node_bin = node_bin;
     ns->coordinator_file = worker_ep;
+    ns->cluster_secret_file = secret_file;
     ns->model = o->model;
     ns->log_level = o->log_level;
     ns->device = o->device;
@@ -403,7 +415,6 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     up_state st = {0};
-    int rc;
     {
         char *args[UP_MAX_ARGS];
         int a = 0;
@@ -416,6 +427,8 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         args[a++] = "127.0.0.1:0";
         args[a++] = "--worker-endpoint-file";
         args[a++] = worker_ep;
+        args[a++] = "--cluster-secret-file";
+        args[a++] = secret_file;
         args[a++] = "--log-level";
         args[a++] = (char *)o->log_level;
         if (o->model) {
@@ -473,6 +486,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         ts_cli_fail("up", TS_EXIT_FAILURE);
         stop_all(&st);
         remove(worker_ep);
+        remove(secret_file);
         rmdir(run_dir);
         return TS_EXIT_FAILURE;
     }
@@ -495,8 +509,17 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
             break;
         }
         if (serving) continue;
+        /* Health through the Worker listener, with the secret: no API key or TLS in the way.
+         * The coordinator writes the API's endpoint file last. */
+        char wep[300];
+        ts_rpc_channel_options co;
+        ts_rpc_channel_options_default(&co);
+        ts_rpc_metadata md = {TS_CLUSTER_SECRET_KEY, secret};
+        co.metadata = &md;
+        co.n_metadata = 1;
         if (!ch && read_endpoint(endpoint_file, ep, sizeof ep) &&
-            ts_rpc_channel_create(ep, NULL, &ch) != TS_OK) {
+            read_endpoint(worker_ep, wep, sizeof wep) &&
+            ts_rpc_channel_create(wep, &co, &ch) != TS_OK) {
             ts_cli_fail("up", TS_EXIT_FAILURE);
             exit_code = TS_EXIT_FAILURE;
             break;
@@ -525,6 +548,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     stop_all(&st);
     if (tmp_ep[0]) remove(tmp_ep);
     remove(worker_ep);
+    remove(secret_file);
     rmdir(run_dir);
     for (int g = 0; g < plan->n_groups; g++)
         if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */

@@ -55,6 +55,7 @@ const char *ts_error_name(int code) {
     case TS_E_TIMEOUT: return "timed out";
     case TS_E_CANCELLED: return "cancelled";
     case TS_E_INTERNAL: return "internal error";
+    case TS_E_UNAUTHENTICATED: return "unauthenticated";
     default: return "unknown error";
     }
 }

@@ -29,6 +29,7 @@ enum {
     TS_E_TIMEOUT = -9,     /* a deadline passed */
     TS_E_CANCELLED = -10,  /* the work was cancelled by its owner */
     TS_E_INTERNAL = -11,   /* a bug or an unexpected library failure */
+    TS_E_UNAUTHENTICATED = -12, /* a missing or wrong credential (cluster secret, API key) */
 };
 
 /* Records a printf-style message for the calling thread and returns `code`. */

@@ -42,6 +42,7 @@
 #define TS_COORDINATOR_H
 
 #include "common/buf.h"
+#include "common/secret.h"
 #include "coordinator/metrics.h"
 #include "request/request.h"
 #include "rpc/rpc_server.h"
@@ -180,6 +181,9 @@ struct coordinator {
     double kv_transfer_ms_sum;
     bool shutting_down;
     co_metrics *metrics; /* metrics.h (its own lock) */
+    /* What node groups must prove on the Worker listener (common/secret.h); "" when none is
+     * configured (then the listener is loopback only). Set before serving, read-only after. */
+    char cluster_secret[TS_SECRET_MAX];
 };
 
 /* ---- api.c: the gRPC adapter (tessera.v1.Inference) ---- */
@@ -188,6 +192,10 @@ void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tok
 
 /* ---- membership.c: the bottom of the stack (node groups; reports up through co->hooks) ---- */
 void co_membership_method(coordinator *co, ts_rpc_method *attach);
+/* The Worker listener's ts_rpc_server_options.authorize (arg: the coordinator): a call must
+ * carry co->cluster_secret as its "tessera-cluster-secret" metadata, else TS_E_UNAUTHENTICATED
+ * (logged with the peer, never the secret) and the call never reaches a method. */
+int co_membership_authorize(ts_rpc_call *call, void *arg);
 /* Tick: ends groups that missed heartbeats. Under co->mu. */
 void co_membership_tick(coordinator *co, int64_t now);
 /* Ends a group (co->hooks.lost then takes its requests off it). Under co->mu. */

@@ -92,6 +92,12 @@ static void endpoint(const char *listen, int port, bool dialable, char *out, siz
 }
 
 /* Writes the dialable endpoint of a bound listener to `path` atomically (`flag` names it). */
+/* Whether a listen address binds loopback only. */
+static bool is_loopback(const char *listen) {
+    return !strncmp(listen, "127.", 4) || !strncmp(listen, "localhost:", 10) ||
+           !strncmp(listen, "[::1]:", 6);
+}
+
 static int write_endpoint_file(const char *flag, const char *path, const char *listen, int port) {
     char ep[300], tmp[PATH_MAX];
     endpoint(listen, port, true, ep, sizeof ep);
@@ -133,7 +139,7 @@ int main(int argc, char **argv) {
     const char *listen = "0.0.0.0:50051", *model_path = NULL, *endpoint_file = NULL;
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
     const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
-    const char *worker_endpoint_file = NULL;
+    const char *worker_endpoint_file = NULL, *cluster_secret_file = NULL;
     const char *state_dir = NULL;
     size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
@@ -149,6 +155,10 @@ int main(int argc, char **argv) {
          0},
         {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
          "once listening, write the API's HOST:PORT there (atomically)", 0, 0},
+        {"cluster-secret-file", 0, TS_FLAG_STRING, &cluster_secret_file,
+         "node groups must send the secret in this file (mode 0600); default: env "
+         "TESSERA_CLUSTER_SECRET, else none (then --worker-listen must be loopback)",
+         0, 0},
         {"worker-endpoint-file", 0, TS_FLAG_STRING, &worker_endpoint_file,
          "once listening, write the Worker listener's HOST:PORT there (atomically)", 0, 0},
         {"heartbeat-ms", 0, TS_FLAG_INT, &heartbeat_ms, "how often groups send heartbeats", 10,
@@ -206,6 +216,18 @@ int main(int argc, char **argv) {
     if (state_dir && (rc = co_store_open(state_dir, (int64_t)state_max_size, &store)))
         return fail(rc == TS_E_NOMEM ? 1 : 2);
 
+    char secret[TS_SECRET_MAX];
+    if (ts_secret_load("--cluster-secret-file", cluster_secret_file, TS_CLUSTER_SECRET_ENV, secret,
+                       sizeof secret))
+        return fail(2);
+    if (!secret[0] && !is_loopback(worker_listen)) {
+        ts_error_set(TS_E_INVALID,
+                     "--worker-listen %s: a Worker listener others can reach needs a cluster "
+                     "secret (--cluster-secret-file or TESSERA_CLUSTER_SECRET)",
+                     worker_listen);
+        return fail(2);
+    }
+
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -218,6 +240,8 @@ int main(int argc, char **argv) {
     co->heartbeat_ms = heartbeat_ms;
     co->heartbeat_timeout_ms = heartbeat_timeout_ms;
     co->max_queue = max_queue;
+    memcpy(co->cluster_secret, secret, sizeof secret);
+    memset(secret, 0, sizeof secret);
     if (co_metrics_create(&co->metrics)) return fail(1);
     rc = load_model(co, model_path);
     if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
@@ -229,6 +253,8 @@ int main(int argc, char **argv) {
     ts_rpc_server_options wso;
     ts_rpc_server_options_default(&wso);
     wso.address = worker_listen;
+    wso.authorize = co_membership_authorize;
+    wso.authorize_arg = co;
     ts_rpc_server *srv = NULL, *wsrv = NULL;
     ts_rpc_method generate, tokenize, list_models, health, attach;
     co_requests_init(co);
@@ -281,8 +307,9 @@ int main(int argc, char **argv) {
     char ep[300], wep[300];
     endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
     endpoint(worker_listen, ts_rpc_server_port(wsrv), false, wep, sizeof wep);
-    TS_INFO("tessera-coordinator: listening on %s (model %s); node groups attach on %s", ep,
-            co->model_name, wep);
+    TS_INFO("tessera-coordinator: listening on %s (model %s); node groups attach on %s (%s)", ep,
+            co->model_name, wep,
+            co->cluster_secret[0] ? "with the cluster secret" : "loopback, no cluster secret");
     if (http) {
         endpoint(http_listen, co_http_port(http), false, ep, sizeof ep);
         TS_INFO("tessera-coordinator: HTTP API on http://%s/v1%s", ep,

@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/secret.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,21 @@ static void attach_done(ts_rpc_call *call, int cancelled, void *arg) {
     ts_rpc_call_set_data(call, NULL);
     ts_rpc_call_unref(g->call);
     free(g);
+}
+
+int co_membership_authorize(ts_rpc_call *call, void *arg) {
+    const coordinator *co = arg;
+    if (!co->cluster_secret[0]) return TS_OK;
+    size_t len = 0;
+    const char *got = ts_rpc_call_metadata(call, TS_CLUSTER_SECRET_KEY, &len);
+    if (got && ts_secret_equal(got, len, co->cluster_secret, strlen(co->cluster_secret)))
+        return TS_OK;
+    const char *why = got ? "a wrong cluster secret" : "no cluster secret";
+    TS_WARN("refused %s from %s: %s", ts_rpc_call_method(call), ts_rpc_call_peer(call), why);
+    return ts_error_set(TS_E_UNAUTHENTICATED,
+                        "%s: this coordinator admits node groups with its cluster secret only "
+                        "(tessera-node --cluster-secret-file or TESSERA_CLUSTER_SECRET)",
+                        why);
 }
 
 void co_membership_method(coordinator *co, ts_rpc_method *attach) {

@@ -39,6 +39,8 @@ struct ts_rpc_channel {
     ts_rpc_channel_options opt;
     char *target;
     atomic_int n_streams;
+    grpc_metadata metadata[TS_RPC_MAX_METADATA]; /* opt.metadata's copy, sent on every call */
+    size_t n_metadata;
 };
 
 struct ts_rpc_stream {
@@ -51,6 +53,7 @@ struct ts_rpc_stream {
     int n_ops; /* batches in flight */
 
     /* Sending. */
+    grpc_metadata metadata[TS_RPC_MAX_METADATA]; /* the channel's, per call (gRPC's to touch) */
     ts_rpc_queue sendq;
     grpc_byte_buffer *writing;
     size_t writing_bytes;
@@ -99,13 +102,30 @@ int ts_rpc_channel_create(const char *target, const ts_rpc_channel_options *o,
                             "rpc channel %s: sizes, queue and keepalive options "
                             "must be positive",
                             target);
+    if (o->n_metadata < 0 || o->n_metadata > TS_RPC_MAX_METADATA || (o->n_metadata && !o->metadata))
+        return ts_error_set(TS_E_INVALID, "rpc channel %s: 0 .. %d metadata pairs", target,
+                            TS_RPC_MAX_METADATA);
+    for (int i = 0; i < o->n_metadata; i++)
+        if (!o->metadata[i].key || !o->metadata[i].value ||
+            !grpc_header_key_is_legal(grpc_slice_from_static_string(o->metadata[i].key)) ||
+            !grpc_header_nonbin_value_is_legal(grpc_slice_from_static_string(o->metadata[i].value)))
+            return ts_error_set(TS_E_INVALID,
+                                "rpc channel %s: metadata key %s: not a legal "
+                                "header key or value",
+                                target, o->metadata[i].key ? o->metadata[i].key : "(null)");
     ts_rpc_channel *ch = calloc(1, sizeof *ch);
     if (!ch || !(ch->target = strdup(target))) {
         free(ch);
         return ts_error_set(TS_E_NOMEM, "rpc channel %s: out of memory", target);
     }
     ch->opt = *o;
+    ch->opt.metadata = NULL;
     atomic_init(&ch->n_streams, 0);
+    for (int i = 0; i < o->n_metadata; i++) {
+        ch->metadata[i].key = grpc_slice_from_copied_string(o->metadata[i].key);
+        ch->metadata[i].value = grpc_slice_from_copied_string(o->metadata[i].value);
+    }
+    ch->n_metadata = (size_t)o->n_metadata;
     int rc = ts_rpc_loop_acquire(&ch->cq);
     if (rc != 0) {
         free(ch->target);
@@ -130,6 +150,10 @@ void ts_rpc_channel_destroy(ts_rpc_channel *ch) {
     if (!ch) return;
     TS_ASSERT(atomic_load(&ch->n_streams) == 0); /* destroy the streams first */
     grpc_channel_destroy(ch->channel);
+    for (size_t i = 0; i < ch->n_metadata; i++) {
+        grpc_slice_unref(ch->metadata[i].key);
+        grpc_slice_unref(ch->metadata[i].value);
+    }
     ts_rpc_loop_release();
     free(ch->target);
     free(ch);
@@ -160,6 +184,9 @@ static void stream_start_send_locked(ts_rpc_stream *s) {
     size_t n = 0;
     if (!s->initial_md_sent) {
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        memcpy(s->metadata, s->ch->metadata, s->ch->n_metadata * sizeof s->metadata[0]);
+        ops[n].data.send_initial_metadata.count = s->ch->n_metadata;
+        ops[n].data.send_initial_metadata.metadata = s->metadata;
         if (s->ch->opt.wait_for_ready)
             ops[n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
                            GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;

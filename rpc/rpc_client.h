@@ -43,6 +43,14 @@ struct ProtobufCMessage;
 typedef struct ts_rpc_channel ts_rpc_channel;
 typedef struct ts_rpc_stream ts_rpc_stream;
 
+/* Request metadata sent with every call of a channel (credentials: "authorization",
+ * "tessera-cluster-secret"). Keys lowercase; values printable ASCII. */
+typedef struct ts_rpc_metadata {
+    const char *key, *value;
+} ts_rpc_metadata;
+
+enum { TS_RPC_MAX_METADATA = 4 };
+
 typedef struct ts_rpc_channel_options {
     size_t max_recv_bytes;    /* largest message accepted; larger → RESOURCE_EXHAUSTED. 4 MiB */
     size_t max_send_bytes;    /* largest message sent. 4 MiB */
@@ -55,6 +63,9 @@ typedef struct ts_rpc_channel_options {
                                  deadline) instead of failing UNAVAILABLE at once. 0 */
     int own_connection;       /* 1: do not share the TCP connection with other channels to the
                                  same target (spreads load over connections). 0 */
+    const ts_rpc_metadata *metadata; /* n_metadata pairs sent with every call (copied at create;
+                                        at most TS_RPC_MAX_METADATA). None */
+    int n_metadata;
 } ts_rpc_channel_options;
 
 void ts_rpc_channel_options_default(ts_rpc_channel_options *o);

@@ -404,6 +404,16 @@ static void call_dispatch(ts_rpc_call *c) {
     c->peer = peer ? strdup(peer) : NULL;
     gpr_free(peer);
     c->deadline_ns = deadline_to_ns(c->details.deadline);
+    /* Credentials before anything else: a refused call never reaches its handler. */
+    int refused = 0;
+    char why[300] = "";
+    if (method && c->method_name && c->peer && s->opt.authorize) {
+        int rc = s->opt.authorize(c, s->opt.authorize_arg);
+        if (rc) {
+            refused = ts_rpc_status_from_error(rc);
+            snprintf(why, sizeof why, "%s", ts_error_message());
+        }
+    }
 
     pthread_mutex_lock(&c->mu);
     grpc_op op;
@@ -414,16 +424,19 @@ static void call_dispatch(ts_rpc_call *c) {
     grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->close_op, NULL);
     TS_ASSERT(e == GRPC_CALL_OK); /* the first batch on a fresh call */
     c->dispatched = 1;
-    if (!method || !c->method_name || !c->peer) {
+    if (!method || !c->method_name || !c->peer || refused) {
         char msg[300];
         if (!c->method_name || !c->peer)
             snprintf(msg, sizeof msg, "server out of memory");
+        else if (refused)
+            snprintf(msg, sizeof msg, "%s", why);
         else
             snprintf(msg, sizeof msg, "method %.200s is not implemented by this server",
                      c->method_name);
         c->finish_requested = 1;
-        c->status_code =
-            c->method_name && c->peer ? GRPC_STATUS_UNIMPLEMENTED : GRPC_STATUS_RESOURCE_EXHAUSTED;
+        c->status_code = !c->method_name || !c->peer ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                         : refused                   ? refused
+                                                     : GRPC_STATUS_UNIMPLEMENTED;
         c->status_details = grpc_slice_from_copied_string(msg);
         call_start_send_locked(c);
         pthread_mutex_unlock(&c->mu);
@@ -746,6 +759,20 @@ void ts_rpc_call_abort(ts_rpc_call *c, int status_code, const char *message) {
         call_start_send_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+const char *ts_rpc_call_metadata(const ts_rpc_call *c, const char *key, size_t *len) {
+    size_t key_len = strlen(key);
+    for (size_t i = 0; i < c->request_md.count; i++) {
+        const grpc_metadata *md = &c->request_md.metadata[i];
+        if (GRPC_SLICE_LENGTH(md->key) == key_len &&
+            !memcmp(GRPC_SLICE_START_PTR(md->key), key, key_len)) {
+            *len = GRPC_SLICE_LENGTH(md->value);
+            return (const char *)GRPC_SLICE_START_PTR(md->value);
+        }
+    }
+    *len = 0;
+    return NULL;
 }
 
 const char *ts_rpc_call_method(const ts_rpc_call *c) {

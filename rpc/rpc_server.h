@@ -82,6 +82,13 @@ typedef struct ts_rpc_server_options {
     int keepalive_timeout_ms;   /* close it when a ping is not answered in time. 5000 */
     int max_concurrent_streams; /* per connection; 0 = gRPC's default (unlimited) */
     int accept_depth;           /* calls requested from gRPC ahead of arrival. 32 */
+    /* Optional: checks every call's credentials when it arrives, on the loop thread, before
+     * any callback of its method (the metadata, ts_rpc_call_metadata, and the peer are there;
+     * the request message is not). 0 admits it; a TS_E code (message set, naming no secret)
+     * ends it with that code's status (TS_E_UNAUTHENTICATED → UNAUTHENTICATED) and the
+     * message, and the method never sees the call. Must not block. */
+    int (*authorize)(ts_rpc_call *call, void *arg);
+    void *authorize_arg;
 } ts_rpc_server_options;
 
 void ts_rpc_server_options_default(ts_rpc_server_options *o);
@@ -146,6 +153,11 @@ void ts_rpc_call_abort(ts_rpc_call *call, int status_code, const char *message);
 
 void ts_rpc_call_ref(ts_rpc_call *call);
 void ts_rpc_call_unref(ts_rpc_call *call); /* safe on NULL */
+
+/* The value of the client's request metadata `key` (lowercase, as gRPC keeps keys), not
+ * NUL-terminated, *len bytes; NULL (and *len 0) when the client sent none. Valid until on_done
+ * has returned (gRPC owns the bytes). The first value when a key is repeated. */
+const char *ts_rpc_call_metadata(const ts_rpc_call *call, const char *key, size_t *len);
 
 /* The method path, the peer ("ipv4:127.0.0.1:5555") — valid as long as the call object. */
 const char *ts_rpc_call_method(const ts_rpc_call *call);

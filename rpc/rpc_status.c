@@ -13,6 +13,7 @@ int ts_rpc_status_from_error(int ts_code) {
     case TS_E_NOT_FOUND: return TS_RPC_NOT_FOUND;
     case TS_E_TIMEOUT: return TS_RPC_DEADLINE_EXCEEDED;
     case TS_E_CANCELLED: return TS_RPC_CANCELLED;
+    case TS_E_UNAUTHENTICATED: return TS_RPC_UNAUTHENTICATED;
     default: return TS_RPC_INTERNAL;
     }
 }
@@ -29,6 +30,8 @@ int ts_rpc_error_from_status(int status_code) {
     case TS_RPC_DEADLINE_EXCEEDED: return TS_E_TIMEOUT;
     case TS_RPC_CANCELLED: return TS_E_CANCELLED;
     case TS_RPC_UNIMPLEMENTED: return TS_E_UNSUPPORTED;
+    case TS_RPC_UNAUTHENTICATED:
+    case TS_RPC_PERMISSION_DENIED: return TS_E_UNAUTHENTICATED;
     default: return TS_E_INTERNAL;
     }
 }

@@ -12,12 +12,14 @@
  *   TS_E_NOT_FOUND               → NOT_FOUND
  *   TS_E_TIMEOUT                 → DEADLINE_EXCEEDED
  *   TS_E_CANCELLED               → CANCELLED
+ *   TS_E_UNAUTHENTICATED         → UNAUTHENTICATED
  *   anything else                → INTERNAL
  *
  * and back (status → TS_E): OK → 0, INVALID_ARGUMENT / OUT_OF_RANGE / FAILED_PRECONDITION →
  * TS_E_INVALID, RESOURCE_EXHAUSTED → TS_E_EXHAUSTED, UNAVAILABLE → TS_E_UNAVAILABLE,
  * NOT_FOUND → TS_E_NOT_FOUND, DEADLINE_EXCEEDED → TS_E_TIMEOUT, CANCELLED → TS_E_CANCELLED,
- * UNIMPLEMENTED → TS_E_UNSUPPORTED, anything else → TS_E_INTERNAL.
+ * UNIMPLEMENTED → TS_E_UNSUPPORTED, UNAUTHENTICATED / PERMISSION_DENIED → TS_E_UNAUTHENTICATED,
+ * anything else → TS_E_INTERNAL.
  *
  * The numeric values equal gRPC's grpc_status_code (they are fixed by the wire protocol), so
  * users of rpc/ never need a gRPC header. All functions are pure and thread-safe.

@@ -43,10 +43,23 @@ ts_setup() {
     TESSERA_PIN=${TESSERA_PIN:-0}
     TS_LIB_DIR=${lib_dir:-$(dirname "${BASH_SOURCE[0]}")}
     TS_RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tessera-job-$SLURM_JOB_ID.XXXXXX")
+    ts_make_secret
     ts_pick_launcher
     trap 'ts_on_signal TERM' TERM
     trap 'ts_on_signal INT' INT
     trap 'ts_cleanup' EXIT
+}
+
+# A fresh cluster secret (256 random bits) in TS_RUN_DIR (mode 0700 from mktemp), mode 0600: the
+# coordinator reads the file; the pools get it in their environment (srun passes the job's
+# environment to its tasks; mpirun gets -x), never on a command line.
+ts_make_secret() {
+    TS_SECRET_FILE="$TS_RUN_DIR/cluster.secret"
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$TS_SECRET_FILE" &&
+        echo >> "$TS_SECRET_FILE") || ts_die "cannot write the cluster secret to $TS_SECRET_FILE"
+    [ "$(wc -c < "$TS_SECRET_FILE")" -eq 65 ] || ts_die "cannot read 32 random bytes from /dev/urandom"
+    TESSERA_CLUSTER_SECRET=$(cat "$TS_SECRET_FILE")
+    export TESSERA_CLUSTER_SECRET
 }
 
 # srun with the MPI plugin Open MPI works with (pmix, else pmi2), or mpirun inside the allocation.
@@ -125,6 +138,7 @@ ts_start_coordinator() {
     # shellcheck disable=SC2086 # extra flags are split into words on purpose
     ts_spawn coordinator "$TESSERA_BIN_DIR/tessera-coordinator" --listen "0.0.0.0:$TESSERA_PORT" \
         --endpoint-file "$own" --worker-listen "$worker_listen" --worker-endpoint-file "$own_worker" \
+        --cluster-secret-file "$TS_SECRET_FILE" \
         "${TS_MODEL_ARGS[@]}" ${TESSERA_COORDINATOR_ARGS:-}
     local i
     for ((i = 0; i < 600; i++)); do
@@ -182,8 +196,8 @@ ts_start_pool() {
             local var="SLURM_JOB_NODELIST_HET_GROUP_$het"
             mapfile -t hosts < <(scontrol show hostnames "${!var}")
         fi
-        ts_spawn "$name" mpirun -np "$n" ${het:+--host "$(IFS=,; echo "${hosts[*]}")"} \
-            "${node[@]}"
+        ts_spawn "$name" mpirun -np "$n" -x TESSERA_CLUSTER_SECRET \
+            ${het:+--host "$(IFS=,; echo "${hosts[*]}")"} "${node[@]}"
     fi
 }
 

@@ -111,6 +111,8 @@ int ts_node_command(const ts_node_settings *s, const ts_plan *plan, int pool, in
     int rc = add(out, s->node_bin);
     if (!rc && s->coordinator) rc = add_pair(out, "--coordinator", s->coordinator);
     if (!rc && !s->coordinator) rc = add_pair(out, "--coordinator-file", s->coordinator_file);
+    if (!rc && s->cluster_secret_file)
+        rc = add_pair(out, "--cluster-secret-file", s->cluster_secret_file);
     if (!rc) rc = add(out, "--name");
     if (!rc && g)
         rc = addf(out, "%s-%d", pp->spec.role == TS_ROLE_MIXED ? "group" : role, group);

@@ -8,7 +8,8 @@
  * the same way and the shell scripts spell no node flag.
  *
  * The command line, in this order:
- *   NODE_BIN (--coordinator HOST:PORT | --coordinator-file FILE) --name NAME --role ROLE --tp TP
+ *   NODE_BIN (--coordinator HOST:PORT | --coordinator-file FILE) [--cluster-secret-file F]
+ *   --name NAME --role ROLE --tp TP
  *   --threads N [-m MODEL] [--log-level L] [every engine flag given, as given]
  *   [--no-prefix-cache] [--device D [--device-per-rank]] [--kv-transport T]
  * Engine flags are passed as text: the node checks them with the messages `tessera generate`
@@ -65,6 +66,8 @@ typedef struct ts_node_settings {
     const char *node_bin;         /* the tessera-node executable */
     const char *coordinator;      /* HOST:PORT, or NULL to use coordinator_file */
     const char *coordinator_file; /* a file holding HOST:PORT (the node waits for it) */
+    const char *cluster_secret_file; /* --cluster-secret-file (a path: never the secret), or
+                                      * NULL (the node may take it from its environment) */
     const char *model;            /* NULL: the node's default (the bundled model) */
     const char *log_level;        /* NULL: the node's default */
     const char *name;             /* pool launches: the name (NULL: the role); group launches:

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "kvx/kv_transfer_group.h"
 #include "node/runtime.h"
 #include "worker/worker.h"
@@ -35,8 +36,8 @@ int main(int argc, char **argv) {
     ts_runtime_options ro;
     ts_runtime_options_default(&ro);
     ts_worker_options wo = {.role = "mixed", .connect_timeout_ms = 60000, .drain_ms = 10000};
-    const char *kv_transport = "tcp";
-    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 9];
+    const char *kv_transport = "tcp", *cluster_secret_file = NULL;
+    ts_flag flags[TS_RUNTIME_MAX_FLAGS + 10];
     int n = ts_runtime_flags(&ro, flags);
     flags[n++] = (ts_flag){"coordinator",
                            0,
@@ -50,6 +51,14 @@ int main(int argc, char **argv) {
                            TS_FLAG_STRING,
                            &wo.coordinator_file,
                            "file holding the coordinator's HOST:PORT (waited for)",
+                           0,
+                           0};
+    flags[n++] = (ts_flag){"cluster-secret-file",
+                           0,
+                           TS_FLAG_STRING,
+                           &cluster_secret_file,
+                           "the cluster secret to attach with (a file of mode 0600; default: env "
+                           "TESSERA_CLUSTER_SECRET, else none)",
                            0,
                            0};
     flags[n++] = (ts_flag){"connect-timeout-ms",
@@ -102,6 +111,11 @@ int main(int argc, char **argv) {
     }
     ts_kvx_transport transport;
     if (ts_kvx_transport_from_flags(kv_transport, ro.device, &transport)) return fail(2);
+    char secret[TS_SECRET_MAX];
+    if (ts_secret_load("--cluster-secret-file", cluster_secret_file, TS_CLUSTER_SECRET_ENV, secret,
+                       sizeof secret))
+        return fail(2);
+    wo.cluster_secret = secret;
     wo.comm_timeout_ms = ro.comm_timeout_ms;
 
     struct sigaction sa;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "kvx/kv_transfer.h"
 #include "request/request_pb.h"
 #include "rpc/rpc_client.h"
@@ -439,7 +440,14 @@ static int connect_coordinator(worker *w, int64_t deadline) {
         rc = read_endpoint_file(w->o->coordinator_file, deadline, target, sizeof target);
     if (rc) return rc;
     if (!w->ch) {
-        rc = ts_rpc_channel_create(target, NULL, &w->ch);
+        ts_rpc_channel_options co;
+        ts_rpc_channel_options_default(&co);
+        ts_rpc_metadata secret = {TS_CLUSTER_SECRET_KEY, w->o->cluster_secret};
+        if (w->o->cluster_secret && w->o->cluster_secret[0]) {
+            co.metadata = &secret;
+            co.n_metadata = 1;
+        }
+        rc = ts_rpc_channel_create(target, &co, &w->ch);
         if (rc) return ts_error_wrap(rc, "--coordinator %s", target);
     }
     ts_buf buf = {0};

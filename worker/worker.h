@@ -44,6 +44,7 @@
 typedef struct ts_worker_options {
     const char *coordinator;      /* "host:port", or NULL to read coordinator_file */
     const char *coordinator_file; /* a file holding "host:port", waited for */
+    const char *cluster_secret;   /* sent with Attach (common/secret.h); NULL or "": none */
     int connect_timeout_ms;       /* how long to try to reach the coordinator; <= 0: 60000 */
     const char *name;             /* group name; NULL: HOST-PID; "-gK" is appended when one
                                      MPI world holds several groups */

@@ -6,7 +6,8 @@
 Two ways to start it, both real processes:
   launcher="direct" (default): tessera-coordinator --listen 127.0.0.1:0 --endpoint-file F
       --worker-listen 127.0.0.1:0 --worker-endpoint-file W, then G node groups, each
-      `tessera-node --coordinator WORKER_HOST:PORT` (under `mpirun -np N` when
+      `tessera-node --coordinator WORKER_HOST:PORT`, all with a fresh TESSERA_CLUSTER_SECRET
+      in their environment (under `mpirun -np N` when
       N > 1); ready when the coordinator has logged G "node group ... attached" lines.
   launcher="up": `tessera up --port 0 --endpoint-file F ...`, which does the same; ready when it
       logs "tessera up: serving".
@@ -14,6 +15,7 @@ Leaving the block sends SIGTERM (a clean stop) and, after 30 s, kills the proces
 are left. The logs are printed when the cluster fails to start or the test body raised.
 """
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,11 +44,11 @@ class Cluster:
         self.target = None
         self.port = None
 
-    def _spawn(self, name, cmd):
+    def _spawn(self, name, cmd, env=None):
         path = os.path.join(self.dir.name, name + ".log")
         with open(path, "w") as log:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, env=harness.mpi_env(),
+                                 stderr=subprocess.STDOUT, env=env or harness.mpi_env(),
                                  start_new_session=True)
         self.procs.append((name, p, path))
         return path
@@ -74,10 +76,12 @@ class Cluster:
             self._wait("'tessera up: serving'", lambda: "tessera up: serving" in read(log)
                        and os.path.exists(endpoint_file))
         else:
+            # The cluster secret through the environment (tessera up hands it over in a file).
+            env = dict(harness.mpi_env(), TESSERA_CLUSTER_SECRET=secrets.token_hex(32))
             log = self._spawn("coordinator", [
                 os.path.join(bindir(self.tessera), "tessera-coordinator"), "-m", self.model,
                 "--listen", "127.0.0.1:0", "--endpoint-file", endpoint_file,
-                "--worker-listen", "127.0.0.1:0", "--worker-endpoint-file", worker_file])
+                "--worker-listen", "127.0.0.1:0", "--worker-endpoint-file", worker_file], env)
             self._wait("endpoint file", lambda: os.path.exists(endpoint_file))
             node = os.path.join(bindir(self.tessera), "tessera-node")
             target = read(worker_file).strip()
@@ -85,7 +89,7 @@ class Cluster:
                 prefix = harness.mpirun_prefix(self.tp) if self.tp > 1 else []
                 self._spawn("group%d" % g, prefix + [
                     node, "-m", self.model, "--tp", str(self.tp), "--coordinator", target,
-                    "--name", "g%d" % g] + threads + self.node_flags)
+                    "--name", "g%d" % g] + threads + self.node_flags, env)
             self._wait("%d attached groups" % self.groups,
                        lambda: read(log).count("attached from") >= self.groups)
         endpoint = read(endpoint_file).strip()

@@ -9,6 +9,7 @@ endpoints to files (--endpoint-file, --worker-endpoint-file); nodes read the wor
 import argparse
 import os
 import queue
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,7 @@ class Cluster:
         self.coordinator = None
         self.endpoint = None
         self.channel = None
+        self.secret = self.secret_file = None  # the cluster secret, made by start_coordinator
 
     @property
     def tmp(self):
@@ -64,9 +66,13 @@ class Cluster:
         for old in (ep_file, worker_file):
             if os.path.exists(old):
                 os.remove(old)  # a previous coordinator's
+        self.secret_file = os.path.join(self.tmp, "cluster.secret")
+        if not os.path.exists(self.secret_file):
+            self.secret = write_secret(self.secret_file)
         cmd = [os.path.join(self.bin_dir, "tessera-coordinator"), "--listen", "127.0.0.1:0",
                "--endpoint-file", ep_file, "--worker-listen", "127.0.0.1:0",
-               "--worker-endpoint-file", worker_file, "-m", harness.MODEL_F32] + list(extra)
+               "--worker-endpoint-file", worker_file, "--cluster-secret-file", self.secret_file,
+               "-m", harness.MODEL_F32] + list(extra)
         self.coordinator = self._spawn(cmd, "coordinator.log")
         if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
             raise AssertionError("the coordinator wrote no endpoint file:\n" + self.log(self.coordinator))
@@ -81,7 +87,7 @@ class Cluster:
 
     def start_node(self, name, *extra, np=0, tp=0):
         cmd = [os.path.join(self.bin_dir, "tessera-node"), "--coordinator-file",
-               self.worker_endpoint_file,
+               self.worker_endpoint_file, "--cluster-secret-file", self.secret_file,
                "--name", name, "-m", harness.MODEL_F32, "--threads", "1"] + list(extra)
         env = None
         if np:
@@ -102,6 +108,11 @@ class Cluster:
                 return f.read()[-4000:]
         except OSError:
             return ""
+
+    def log_full(self, p):
+        """The whole log of a process this Cluster started."""
+        with open(p.log_path, errors="replace") as f:
+            return f.read()
 
     def stop_all(self):
         for p in self.procs:
@@ -186,14 +197,25 @@ class Cluster:
         return harness.wait_for(idle, timeout, 0.05)
 
 
+def write_secret(path):
+    """A fresh cluster secret in a new file of mode 0600, as tessera up makes one; returns it."""
+    secret = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 class FakeGroup:
     """A node group leader in this process: a raw grpcio client of tessera.v1.Worker/Attach that
     registers like tessera-node, records every message the coordinator sends (received), and
     hands each Submit to on_submit(group, submit). target: the Worker listener by default;
-    metadata: sent with the call (e.g. the cluster secret). ended is set with code/details when
-    the stream is over."""
+    metadata: sent with the call (default: the cluster's secret, as tessera-node sends it).
+    ended is set with code/details when the stream is over."""
 
     def __init__(self, c, wpb, name, on_submit=None, target=None, metadata=None):
+        if metadata is None:
+            metadata = (("tessera-cluster-secret", c.secret),)
         self.wpb = wpb
         self.name = name
         self.on_submit = on_submit
@@ -307,6 +329,28 @@ def descendants(pid):
     for k in kids:
         out += [k] + descendants(k)
     return out
+
+
+def start_up(c, *flags):
+    """`tessera up` on port 0 with the bundled model and `flags`, started as a process of c;
+    returns it once it logs that it serves, with c.endpoint and c.channel set."""
+    ep = os.path.join(c.tmp, "endpoint")
+    if os.path.exists(ep):
+        os.remove(ep)
+    log = open(os.path.join(c.tmp, "up.log"), "w")
+    p = subprocess.Popen([os.path.join(c.bin_dir, "tessera"), "up", "-m", harness.MODEL_F32,
+                          "--port", "0", "--endpoint-file", ep, "--threads", "1"] + list(flags),
+                         stdout=log, stderr=subprocess.STDOUT, env=harness.mpi_env(),
+                         start_new_session=True)
+    p.log_path = log.name
+    c.procs.append(p)
+    ok = harness.wait_for(lambda: "tessera up: serving" in c.log(p) or p.poll() is not None, 120)
+    if not ok or p.poll() is not None:
+        raise AssertionError("tessera up did not start:\n" + c.log(p))
+    with open(ep) as f:
+        c.endpoint = f.read().strip()
+    c.channel = c.grpc.insecure_channel(c.endpoint)
+    return p
 
 
 def from_args():

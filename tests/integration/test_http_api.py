@@ -242,9 +242,8 @@ def main():
         # tessera up --http-port: passed to the coordinator, the URL printed
         c.stop_all()
         c.procs = []
-        import test_serving_up
         port = harness.free_port()
-        up = test_serving_up.start_up(c, "--groups", "1", "--http-port", str(port))
+        up = sc.start_up(c, "--groups", "1", "--http-port", str(port))
         f.check("HTTP API on http://127.0.0.1:%d/v1" % port in c.log(up),
                 "tessera up prints the HTTP URL:\n" + c.log(up))
         status, doc = raw(port, "POST", "/v1/completions",

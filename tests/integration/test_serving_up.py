@@ -21,31 +21,11 @@ def alive(pids):
             and "zombie" not in open("/proc/%d/status" % p).read()]
 
 
-def start_up(c, *flags):
-    ep = os.path.join(c.tmp, "endpoint")
-    if os.path.exists(ep):
-        os.remove(ep)
-    log = open(os.path.join(c.tmp, "up.log"), "w")
-    p = subprocess.Popen([os.path.join(c.bin_dir, "tessera"), "up", "-m", harness.MODEL_F32,
-                          "--port", "0", "--endpoint-file", ep, "--threads", "1"] + list(flags),
-                         stdout=log, stderr=subprocess.STDOUT, env=harness.mpi_env(),
-                         start_new_session=True)
-    p.log_path = log.name
-    c.procs.append(p)
-    ok = harness.wait_for(lambda: "tessera up: serving" in c.log(p) or p.poll() is not None, 120)
-    if not ok or p.poll() is not None:
-        raise AssertionError("tessera up did not start:\n" + c.log(p))
-    with open(ep) as f:
-        c.endpoint = f.read().strip()
-    c.channel = c.grpc.insecure_channel(c.endpoint)
-    return p
-
-
 def main():
     f = harness.Failures()
     c = sc.from_args()
     try:
-        up = start_up(c, "--groups", "2", "--tp", "2")
+        up = sc.start_up(c, "--groups", "2", "--tp", "2")
         line = [l for l in c.log(up).splitlines() if "tessera up: serving" in l][0]
         f.check(re.search(r"serving .* on 127\.0\.0\.1:\d+ \(2 groups x 2 ranks\)", line),
                 "the serving line names the endpoint and the shape (%r)" % line)
@@ -65,7 +45,7 @@ def main():
         f.check(harness.wait_for(lambda: not alive(kids), 10),
                 "SIGINT: nothing it started is left (%s)" % alive(kids))
 
-        up = start_up(c, "--groups", "1")
+        up = sc.start_up(c, "--groups", "1")
         nodes = [p for p in sc.descendants(up.pid)
                  if "tessera-node" in open("/proc/%d/cmdline" % p).read()]
         f.check(len(nodes) == 1, "one node process (%s)" % nodes)

@@ -13,7 +13,6 @@ import time
 
 import harness
 import serving_cluster as sc
-from test_serving_up import start_up
 
 
 def tree(pid):
@@ -57,7 +56,7 @@ def cmdline(pid):
 
 
 def killed_parent(c, f):
-    up = start_up(c, "--prefill-groups", "1", "--decode-groups", "1", "--decode-tp", "2")
+    up = sc.start_up(c, "--prefill-groups", "1", "--decode-groups", "1", "--decode-tp", "2")
     kids = tree(up.pid)
     names = " | ".join(cmdline(p) for p in kids)
     f.check(any("tessera-coordinator" in cmdline(p) for p in kids) and

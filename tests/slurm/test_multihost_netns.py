@@ -43,9 +43,10 @@ def client_main(endpoint, pydir, n_groups):
     print("RESULT " + json.dumps(result))
 
 
-def group_command(nsx, bin_dir, ep_file, name, hosts):
+def group_command(nsx, bin_dir, ep_file, secret_file, name, hosts):
     """(host to start on, command, env) of a TP group with one rank per host in `hosts`."""
-    node = [os.path.join(bin_dir, "tessera-node"), "--coordinator-file", ep_file, "--name", name,
+    node = [os.path.join(bin_dir, "tessera-node"), "--coordinator-file", ep_file,
+            "--cluster-secret-file", secret_file, "--name", name,
             "--tp", "2", "--threads", "1", "-m", harness.MODEL_F32]
     env = harness.mpi_env()
     if len(hosts) == 1:
@@ -79,10 +80,13 @@ def run_layout(nsx, args, f, what, groups):
     try:
         ep_file = os.path.join(tmp, "endpoint")
         worker_file = os.path.join(tmp, "worker.endpoint")
+        secret_file = os.path.join(tmp, "cluster.secret")
+        serving_cluster.write_secret(secret_file)
         spawn("coord", [os.path.join(args.bin_dir, "tessera-coordinator"), "--listen",
                         nsx.addr["coord"] + ":0", "--endpoint-file", ep_file,
                         "--worker-listen", nsx.addr["coord"] + ":0", "--worker-endpoint-file",
-                        worker_file, "-m", harness.MODEL_F32], "coordinator.log")
+                        worker_file, "--cluster-secret-file", secret_file, "-m",
+                        harness.MODEL_F32], "coordinator.log")
         if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
             logs()
             raise AssertionError("%s: the coordinator wrote no endpoint" % what)
@@ -92,7 +96,8 @@ def run_layout(nsx, args, f, what, groups):
                 "%s: the endpoint names the coordinator host's address: %s" % (what, endpoint))
         before = {h: nsx.eth0_bytes(h) for h in HOSTS}
         for name, hosts in groups.items():
-            host, cmd, env = group_command(nsx, args.bin_dir, worker_file, name, hosts)
+            host, cmd, env = group_command(nsx, args.bin_dir, worker_file, secret_file, name,
+                                           hosts)
             spawn(host, cmd, name + ".log", env=env)
         p = subprocess.run(nsx.exec_prefix("client") + [
             "/usr/bin/python3", os.path.abspath(__file__), "--client", endpoint, "--groups",

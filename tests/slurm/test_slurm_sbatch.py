@@ -4,13 +4,16 @@ streams greedy completions that match the reference, and scancel stops every pro
 
 usage: test_slurm_sbatch.py --bin-dir DIR --pydir DIR
 """
+import glob
 import os
+import stat
 import subprocess
 import threading
 
 import local_slurm as ls
 
 import harness  # noqa: E402  (local_slurm put tests/integration on the path)
+import serving_cluster as sc  # noqa: E402
 
 
 def check_greedy(c, f, what):
@@ -38,6 +41,31 @@ def check_cli_client(bin_dir, endpoint, f):
             % (p.returncode, p.stderr[-500:]))
 
 
+def check_secret(c, job, workdir, f):
+    """The job's cluster secret: a 0600 file in the job's private directory, in no process's
+    command line; its Worker listener refuses an Attach without it."""
+    from tessera.v1 import worker_pb2 as wpb
+    files = glob.glob(os.path.join(workdir, "tessera-job-%s.*" % job, "cluster.secret"))
+    if not f.check(len(files) == 1, "the job made one secret file (%s)" % files):
+        return
+    f.check(stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600, "the secret file is mode 0600")
+    with open(files[0]) as fh:
+        secret = fh.read().strip()
+    procs = ls.job_processes(workdir)
+    f.check(procs and not any(secret in p for p in procs),
+            "the secret is in none of the job's %d command lines" % len(procs))
+    f.check(secret not in ls.read(os.path.join(workdir, "tessera-%s.out" % job)),
+            "the secret is not in the job output")
+    with open(os.path.join(workdir, "tessera-%s.worker" % job)) as fh:
+        c.worker_endpoint = fh.read().strip()
+    c.secret = secret
+    intruder = sc.FakeGroup(c, wpb, "intruder", metadata=())
+    f.check(intruder.ended.wait(20) and intruder.code == c.grpc.StatusCode.UNAUTHENTICATED and
+            not intruder.received, "the job's Worker listener (%s) refuses an Attach without "
+            "the secret (%s)" % (c.worker_endpoint, intruder.code))
+    intruder.close()
+
+
 def body(slurm, workdir, args, f):
     env = ls.tessera_job_env(args.bin_dir, workdir, TESSERA_TP="2", TESSERA_PIN="1")
     job = slurm.submit(["-N2", "--ntasks-per-node=2", "--time=10"],
@@ -62,6 +90,7 @@ def body(slurm, workdir, args, f):
                 in out, "rank %d bound and pinned as planned" % rank)
     f.check("the plan put it on" not in out, "every rank runs on the host the plan chose")
     check_greedy(c, f, "sbatch cluster")
+    check_secret(c, job, workdir, f)
     check_cli_client(args.bin_dir, endpoint, f)
     f.check(c.wait_kv_idle(), "KV blocks all free after the requests")
     out = scancel_during_stream(slurm, job, workdir, c, f)

@@ -12,6 +12,7 @@ static void test_errors_map_to_the_documented_statuses(void) {
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_NOT_FOUND), TS_RPC_NOT_FOUND);
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_TIMEOUT), TS_RPC_DEADLINE_EXCEEDED);
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_CANCELLED), TS_RPC_CANCELLED);
+    CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_UNAUTHENTICATED), TS_RPC_UNAUTHENTICATED);
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_IO), TS_RPC_INTERNAL);
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_FORMAT), TS_RPC_INTERNAL);
     CHECK_EQ_INT(ts_rpc_status_from_error(TS_E_UNSUPPORTED), TS_RPC_INTERNAL);
@@ -29,14 +30,17 @@ static void test_statuses_map_back_to_errors(void) {
     CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_DEADLINE_EXCEEDED), TS_E_TIMEOUT);
     CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_CANCELLED), TS_E_CANCELLED);
     CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_UNIMPLEMENTED), TS_E_UNSUPPORTED);
+    CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_UNAUTHENTICATED), TS_E_UNAUTHENTICATED);
+    CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_PERMISSION_DENIED), TS_E_UNAUTHENTICATED);
     CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_UNKNOWN), TS_E_INTERNAL);
     CHECK_EQ_INT(ts_rpc_error_from_status(TS_RPC_DATA_LOSS), TS_E_INTERNAL);
     CHECK_EQ_INT(ts_rpc_error_from_status(99), TS_E_INTERNAL);
 }
 
 static void test_round_trip_keeps_the_mapped_codes(void) {
-    const int codes[] = {TS_OK,          TS_E_INVALID, TS_E_EXHAUSTED, TS_E_UNAVAILABLE,
-                         TS_E_NOT_FOUND, TS_E_TIMEOUT, TS_E_CANCELLED, TS_E_INTERNAL};
+    const int codes[] = {
+        TS_OK,        TS_E_INVALID,   TS_E_EXHAUSTED, TS_E_UNAVAILABLE,    TS_E_NOT_FOUND,
+        TS_E_TIMEOUT, TS_E_CANCELLED, TS_E_INTERNAL,  TS_E_UNAUTHENTICATED};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         CHECK_EQ_INT(ts_rpc_error_from_status(ts_rpc_status_from_error(codes[i])), codes[i]);
 }
