@@ -3,8 +3,8 @@
  * Like api.c it is an adapter over request.c only: a JSON body → ts_request → co_request_admit
  * with the co_output callbacks below → JSON or server-sent events, co_request_client_done when
  * the connection is over. The one validation (request/request.h) judges every field; this file
- * checks only JSON types and what it does not support yet (n > 1, echo, logprobs, penalties,
- * logit_bias), each a 400 naming the field.
+ * checks only JSON types and what it does not support yet (n > 1, echo, logprobs), each a 400
+ * naming the field.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /metrics               Prometheus text format (metrics.h)
@@ -315,23 +315,37 @@ static int unsupported(const ts_json *root, completion_opts *o) {
     if (lp && !(lp->type == TS_JSON_BOOL && !lp->boolean) &&
         !(lp->type == TS_JSON_NUMBER && lp->is_integer && lp->integer == 0))
         return field_error(o, "logprobs", "logprobs is not supported yet");
-    static const char *const zero[] = {"presence_penalty", "frequency_penalty"};
-    for (size_t i = 0; i < 2; i++) {
-        double d = 0;
-        if ((rc = get_number(root, zero[i], &d, &has, o))) return rc;
-        if (has && d != 0)
-            return field_error(o, zero[i],
-                               "%s is not supported yet (use repetition_penalty)", zero[i]);
-    }
     const ts_json *e = member(root, "echo");
     if (e && (e->type != TS_JSON_BOOL || e->boolean))
         return field_error(o, "echo", "echo is not supported yet");
-    const ts_json *lb = member(root, "logit_bias");
-    if (lb && (lb->type != TS_JSON_OBJECT || lb->length))
-        return field_error(o, "logit_bias", "logit_bias is not supported yet");
     const ts_json *suffix = member(root, "suffix");
     if (suffix && (suffix->type != TS_JSON_STRING || suffix->length))
         return field_error(o, "suffix", "suffix is not supported");
+    return TS_OK;
+}
+
+/* logit_bias: {"TOKEN_ID": bias, ...} → the request's entries (the count as given: the
+ * validation refuses more than TS_MAX_LOGIT_BIAS, the ids outside the vocabulary and the biases
+ * outside [-100, 100]). */
+static int map_logit_bias(const ts_json *lb, ts_request_params *p, completion_opts *o) {
+    if (!lb) return TS_OK;
+    if (lb->type != TS_JSON_OBJECT)
+        return field_error(o, "logit_bias",
+                           "logit_bias must be an object mapping token ids to biases");
+    for (size_t i = 0; i < lb->length; i++) {
+        const ts_json_member *m = &lb->members[i];
+        char *end = NULL;
+        long long id = strtoll(m->key, &end, 10);
+        if (m->key_length == 0 || *end || end != m->key + m->key_length)
+            return field_error(o, "logit_bias", "logit_bias: key '%s' is not a token id", m->key);
+        if (m->value.type != TS_JSON_NUMBER)
+            return field_error(o, "logit_bias", "logit_bias['%s'] must be a number", m->key);
+        if (i < TS_MAX_LOGIT_BIAS) {
+            p->logit_bias_ids[i] = id < -1 ? -1 : id > INT32_MAX ? INT32_MAX : (int32_t)id;
+            p->logit_bias[i] = (float)m->value.number;
+        }
+    }
+    p->n_logit_bias = lb->length > INT32_MAX ? INT32_MAX : (int32_t)lb->length;
     return TS_OK;
 }
 
@@ -371,6 +385,19 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     if (has) p->min_p = (float)dv;
     if ((rc = get_number(root, "repetition_penalty", &dv, &has, o))) return rc;
     if (has) p->repetition_penalty = (float)dv;
+    if ((rc = get_number(root, "presence_penalty", &dv, &has, o))) return rc;
+    if (has) p->presence_penalty = (float)dv;
+    if ((rc = get_number(root, "frequency_penalty", &dv, &has, o))) return rc;
+    if (has) p->frequency_penalty = (float)dv;
+    if ((rc = map_logit_bias(member(root, "logit_bias"), p, o))) return rc;
+    /* vLLM's priority: lower runs sooner; the request model's is higher first. The table's
+     * range is symmetric, so the negated value is judged by the same limits. */
+    if ((rc = get_integer(root, "priority", &iv, &has, o))) return rc;
+    if (has) p->priority = iv == INT32_MIN ? INT32_MAX : -clamp32(iv);
+    req->priority_lower_first = has;
+    const ts_json *user = member(root, "user"); /* accepted: an end-user id for abuse tracking */
+    if (user && user->type != TS_JSON_STRING)
+        return field_error(o, "user", "user must be a string");
     if ((rc = get_integer(root, "seed", &iv, &has, o))) return rc;
     p->seed = (uint64_t)iv;
     req->has_seed = has; /* else co_request_admit draws a fresh one */

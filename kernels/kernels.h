@@ -124,6 +124,12 @@ typedef struct ts_sampling {
     float repetition_penalty; /* 1: off; logit > 0 is divided by it, otherwise multiplied */
     const int32_t *recent;    /* tokens the penalty applies to (each distinct id once) */
     int32_t n_recent;
+    /* Additive biases after the penalty: logit[bias_ids[i]] += bias[i] for i < n_bias, in that
+     * order (an id may repeat; ids outside the vocabulary are ignored). The scheduler puts
+     * presence/frequency penalties and logit_bias here as one list. */
+    const int32_t *bias_ids;
+    const float *bias;
+    int32_t n_bias;
     float uniform;       /* the draw in [0, 1) that picks the token; ignored when greedy */
 } ts_sampling;
 
@@ -186,7 +192,7 @@ struct ts_backend {
                    int32_t *index_host, float *value_host);
     /* Picks one token per row of logits[n][n_cols] (full vocabulary) by params[row] (see
      * ts_sampling; the exact definition, which every backend follows, is at ts_ref_sample in
-     * kernels/cpu/ref.h: penalty, top-k, temperature, softmax, top-p, min-p, draw).
+     * kernels/cpu/ref.h: penalty, biases, top-k, temperature, softmax, top-p, min-p, draw).
      * logprob_host (may be NULL) receives log softmax(logits)[token] of the unmodified row.
      * Logits are not modified. */
     void (*sample)(ts_backend *be, const float *logits, int32_t n, int32_t n_cols,

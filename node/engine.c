@@ -595,7 +595,9 @@ static int forward(ts_engine *e, const ts_batch *b, bool full_logits, const ts_s
 static bool needs_full_logits(const ts_sampling *params, int32_t n_out, const float *logprobs) {
     if (logprobs) return true;
     for (int32_t j = 0; j < n_out; j++)
-        if (params[j].temperature > 0.0f || params[j].repetition_penalty != 1.0f) return true;
+        if (params[j].temperature > 0.0f || params[j].repetition_penalty != 1.0f ||
+            params[j].n_bias > 0)
+            return true;
     return false;
 }
 

@@ -28,6 +28,12 @@ typedef struct seq {
     int32_t *tokens; /* [max_ctx] */
     int32_t n_prompt, n_tokens, n_computed, n_generated, n_cached;
     int32_t n_loaded; /* of n_computed at admission, tokens loaded from a lower tier */
+    /* Presence/frequency penalties and logit_bias (all NULL when the request has none): the
+     * distinct generated ids, sorted, with their counts ([min(max_ctx, n_vocab)]), and the bias
+     * list of the step ([that + n_logit_bias], ts_sampling.bias_ids/bias). Sized at submit. */
+    int32_t *gen_ids, *gen_counts, n_gen_ids;
+    int32_t *bias_ids;
+    float *bias;
     int32_t *blocks; /* [max_blocks] block table */
     int32_t n_blocks;
     int32_t n_published; /* leading full blocks registered in the prefix cache */
@@ -158,6 +164,10 @@ static void seq_free(seq *q) {
     if (!q) return;
     free(q->tokens);
     free(q->blocks);
+    free(q->gen_ids);
+    free(q->gen_counts);
+    free(q->bias_ids);
+    free(q->bias);
     free(q);
 }
 
@@ -182,6 +192,7 @@ void ts_sched_destroy(ts_sched *s) {
 /* ------------------------------------------------------------------ submit / cancel */
 
 static void release_blocks(ts_sched *s, seq *q);
+static void append_generated(seq *q, int32_t token);
 
 /* Checks a new request and builds its sequence (not queued yet). */
 static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
@@ -202,7 +213,18 @@ static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_pr
     if (!q) return ts_error_set(TS_E_NOMEM, "out of memory");
     q->tokens = malloc((size_t)s->max_ctx * sizeof *q->tokens);
     q->blocks = malloc((size_t)s->max_blocks * sizeof *q->blocks);
-    if (!q->tokens || !q->blocks) {
+    bool biased = params->presence_penalty != 0.0f || params->frequency_penalty != 0.0f ||
+                  params->n_logit_bias > 0;
+    if (biased) {
+        size_t distinct = (size_t)(s->max_ctx < s->n_vocab ? s->max_ctx : s->n_vocab);
+        size_t n_bias = distinct + (size_t)params->n_logit_bias;
+        q->gen_ids = malloc(distinct * sizeof *q->gen_ids);
+        q->gen_counts = malloc(distinct * sizeof *q->gen_counts);
+        q->bias_ids = malloc(n_bias * sizeof *q->bias_ids);
+        q->bias = malloc(n_bias * sizeof *q->bias);
+    }
+    if (!q->tokens || !q->blocks ||
+        (biased && (!q->gen_ids || !q->gen_counts || !q->bias_ids || !q->bias))) {
         seq_free(q);
         return ts_error_set(TS_E_NOMEM, "out of memory");
     }
@@ -261,8 +283,7 @@ int ts_sched_submit_prefilled(ts_sched *s, uint64_t id, const int32_t *prompt, i
     q->n_blocks = n_blocks;
     q->n_computed = n_prompt;
     q->admitted = true; /* its prompt was computed elsewhere: no prefix-cache query here */
-    q->tokens[q->n_tokens++] = first_token;
-    q->n_generated = 1;
+    append_generated(q, first_token); /* n_generated = 1 */
     /* The prefill group drew one uniform for the first token (scheduler step: only when
      * sampling); skip it so that the rest of the sequence draws what a mixed group would. */
     if (params->temperature > 0.0f) (void)ts_rng_uniform(&q->rng);
@@ -285,6 +306,49 @@ void ts_sched_set_prompt_hook(ts_sched *s, ts_sched_prompt_hook hook, void *user
 }
 
 ts_kv_pool *ts_sched_pool(ts_sched *s) { return s->pool; }
+
+/* Appends a generated token, counting it for the penalties. */
+static void append_generated(seq *q, int32_t token) {
+    q->tokens[q->n_tokens++] = token;
+    q->n_generated++;
+    if (!q->gen_ids) return;
+    int32_t lo = 0, hi = q->n_gen_ids;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (q->gen_ids[mid] < token)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < q->n_gen_ids && q->gen_ids[lo] == token) {
+        q->gen_counts[lo]++;
+        return;
+    }
+    memmove(q->gen_ids + lo + 1, q->gen_ids + lo, (size_t)(q->n_gen_ids - lo) * sizeof(int32_t));
+    memmove(q->gen_counts + lo + 1, q->gen_counts + lo,
+            (size_t)(q->n_gen_ids - lo) * sizeof(int32_t));
+    q->gen_ids[lo] = token;
+    q->gen_counts[lo] = 1;
+    q->n_gen_ids++;
+}
+
+/* The step's additive biases (ts_sampling.bias_ids/bias): the penalties of the generated ids in
+ * id order, then logit_bias in the request's order. */
+static int32_t build_bias(seq *q) {
+    const ts_request_params *p = &q->params;
+    int32_t n = 0;
+    if (!q->gen_ids) return 0;
+    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f)
+        for (int32_t i = 0; i < q->n_gen_ids; i++, n++) {
+            q->bias_ids[n] = q->gen_ids[i];
+            q->bias[n] = -(p->frequency_penalty * (float)q->gen_counts[i] + p->presence_penalty);
+        }
+    for (int32_t i = 0; i < p->n_logit_bias; i++, n++) {
+        q->bias_ids[n] = p->logit_bias_ids[i];
+        q->bias[n] = p->logit_bias[i];
+    }
+    return n;
+}
 
 /* Back to front: the chain's tail goes onto the LRU list first and is evicted first. */
 static void release_blocks(ts_sched *s, seq *q) {
@@ -582,6 +646,9 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
                 .repetition_penalty = p->repetition_penalty,
                 .recent = q->tokens + q->n_tokens - lookback,
                 .n_recent = lookback,
+                .bias_ids = q->bias_ids,
+                .bias = q->bias,
+                .n_bias = build_bias(q),
                 .uniform = p->temperature > 0.0f ? ts_rng_uniform(&q->rng) : 0.0f,
             };
             want_logprobs |= p->logprobs;
@@ -624,8 +691,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
             finish_seq(s, q, TS_FINISH_STOP);
             continue;
         }
-        q->tokens[q->n_tokens++] = token;
-        q->n_generated++;
+        append_generated(q, token);
         ts_finish_reason finish = TS_FINISH_NONE;
         if (q->n_generated >= q->params.max_tokens || q->n_tokens >= s->max_ctx)
             finish = TS_FINISH_LENGTH;

@@ -36,6 +36,11 @@ static const ts_request_field fields[TS_REQUEST_FIELD_COUNT] = {
     [TS_REQUEST_FIELD_REQUEST_ID_BYTES] = {"request_id", NULL, 0, TS_REQUEST_ID_BYTES - 1, false,
                                            "bytes"},
     [TS_REQUEST_FIELD_CACHE_SALT_BYTES] = {"cache_salt", NULL, 0, 256, false, "bytes"},
+    [TS_REQUEST_FIELD_PRESENCE_PENALTY] = {"sampling.presence_penalty", NULL, -2, 2, false, NULL},
+    [TS_REQUEST_FIELD_FREQUENCY_PENALTY] = {"sampling.frequency_penalty", NULL, -2, 2, false, NULL},
+    [TS_REQUEST_FIELD_LOGIT_BIAS] = {"sampling.logit_bias", NULL, 0, TS_MAX_LOGIT_BIAS, false,
+                                     "entries"},
+    [TS_REQUEST_FIELD_LOGIT_BIAS_VALUE] = {"sampling.logit_bias[i]", NULL, -100, 100, false, NULL},
 };
 
 const ts_request_field *ts_request_field_get(ts_request_field_id id) {
@@ -86,6 +91,10 @@ static double value_of(const ts_request *r, ts_request_field_id id) {
         return r->request_id ? (double)strlen(r->request_id) : 0;
     case TS_REQUEST_FIELD_CACHE_SALT_BYTES:
         return r->cache_salt ? (double)strlen(r->cache_salt) : 0;
+    case TS_REQUEST_FIELD_PRESENCE_PENALTY: return p->presence_penalty;
+    case TS_REQUEST_FIELD_FREQUENCY_PENALTY: return p->frequency_penalty;
+    case TS_REQUEST_FIELD_LOGIT_BIAS: return p->n_logit_bias;
+    case TS_REQUEST_FIELD_LOGIT_BIAS_VALUE: return 0; /* per entry, in validate */
     case TS_REQUEST_FIELD_COUNT: break;
     }
     return 0;
@@ -118,6 +127,8 @@ static int check_ids(const char *name, const int32_t *ids, int32_t n, int32_t n_
 int ts_request_validate(const ts_request *r, const ts_request_model *m) {
     for (int id = 0; id < TS_REQUEST_FIELD_COUNT; id++) {
         double v = value_of(r, (ts_request_field_id)id);
+        if (id == TS_REQUEST_FIELD_PRIORITY && r->priority_lower_first)
+            v = -v; /* the limits are symmetric: as the client gave it */
         if (!in_limits(&fields[id], v)) return refuse(&fields[id], fields[id].name, v);
     }
     const ts_request_field *sb = &fields[TS_REQUEST_FIELD_STOP_BYTES];
@@ -129,8 +140,20 @@ int ts_request_validate(const ts_request *r, const ts_request_model *m) {
             return refuse(sb, name, len);
         }
     }
+    const ts_request_field *lb = &fields[TS_REQUEST_FIELD_LOGIT_BIAS_VALUE];
+    for (int32_t i = 0; i < r->params.n_logit_bias; i++) {
+        if (!in_limits(lb, r->params.logit_bias[i])) {
+            char name[64];
+            snprintf(name, sizeof name, "sampling.logit_bias[%d] (token %d)", i,
+                     r->params.logit_bias_ids[i]);
+            return refuse(lb, name, r->params.logit_bias[i]);
+        }
+    }
     int32_t n_vocab = m ? m->n_vocab : 0, n_ctx = m ? m->n_ctx : 0;
     int rc = check_ids("stop_ids", r->params.stop_ids, r->params.n_stop_ids, n_vocab);
+    if (!rc)
+        rc = check_ids("sampling.logit_bias token", r->params.logit_bias_ids,
+                       r->params.n_logit_bias, n_vocab);
     if (rc) return rc;
     if (r->n_prompt_ids == 0 && !(r->prompt && r->prompt[0]))
         return ts_error_set(TS_E_INVALID, "empty prompt: give prompt or prompt_ids");

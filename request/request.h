@@ -29,6 +29,7 @@ enum {
     TS_MAX_STOP_IDS = 16,      /* stop token ids of one request (ts_request_params.stop_ids) */
     TS_REQUEST_MAX_STOPS = 4,  /* stop strings of one request (OpenAI's limit) */
     TS_REQUEST_ID_BYTES = 128, /* a client's request id, NUL included */
+    TS_MAX_LOGIT_BIAS = 300,   /* logit_bias entries of one request (OpenAI's limit) */
 };
 
 typedef enum {
@@ -60,6 +61,16 @@ typedef struct ts_request_params {
     float repetition_penalty;  /* 1: off */
     int32_t repetition_last_n; /* tokens (prompt included) the penalty looks back over */
     uint64_t seed;             /* any value */
+    /* OpenAI's penalties over the tokens generated so far (not the prompt): the logit of a token
+     * that occurred c > 0 times loses frequency_penalty * c + presence_penalty. 0: off. */
+    float presence_penalty, frequency_penalty;
+    /* logit_bias: logit_bias[i] is added to the logit of logit_bias_ids[i] (after the penalties,
+     * before everything else; -100 and 100 in effect ban and force a token). As with stop_ids,
+     * after a wire mapping n_logit_bias is the count the message had (validation refuses more
+     * than TS_MAX_LOGIT_BIAS). */
+    int32_t logit_bias_ids[TS_MAX_LOGIT_BIAS];
+    float logit_bias[TS_MAX_LOGIT_BIAS];
+    int32_t n_logit_bias;
     bool logprobs;
     int32_t priority; /* higher runs first; interactive > batch */
     /* The prefix-cache salt (ts_kv_salt_digest of ts_request.cache_salt, common/kv_hash.h; 0:
@@ -93,6 +104,8 @@ typedef struct ts_request {
     int32_t n_stops;
     char *request_id; /* the client's id (NULL: none) */
     int64_t timeout_ms; /* deadline from arrival; 0: none */
+    bool priority_lower_first; /* the client's priority was -params.priority (vLLM's HTTP
+                                * convention: lower runs sooner); messages show its value */
     bool has_seed;      /* params.seed was given; else the coordinator draws a fresh random one
                          * where the request enters (ts_request_pick_seed) */
     char *cache_salt;   /* NULL or "": none; see ts_request_params.cache_salt */
@@ -111,12 +124,16 @@ typedef enum {
     TS_REQUEST_FIELD_REPETITION_LAST_N,
     TS_REQUEST_FIELD_PRIORITY,
     TS_REQUEST_FIELD_TIMEOUT_MS,
-    TS_REQUEST_FIELD_STOPS,       /* the number of stop strings */
-    TS_REQUEST_FIELD_STOP_BYTES,  /* the length of each stop string */
-    TS_REQUEST_FIELD_STOP_IDS,    /* the number of stop ids (each must be in the vocabulary) */
+    TS_REQUEST_FIELD_STOPS,        /* the number of stop strings */
+    TS_REQUEST_FIELD_STOP_BYTES,   /* the length of each stop string */
+    TS_REQUEST_FIELD_STOP_IDS,     /* the number of stop ids (each must be in the vocabulary) */
     TS_REQUEST_FIELD_PROMPT_BYTES, /* the length of the text prompt */
     TS_REQUEST_FIELD_REQUEST_ID_BYTES,
     TS_REQUEST_FIELD_CACHE_SALT_BYTES,
+    TS_REQUEST_FIELD_PRESENCE_PENALTY,
+    TS_REQUEST_FIELD_FREQUENCY_PENALTY,
+    TS_REQUEST_FIELD_LOGIT_BIAS, /* the number of entries (each id must be in the vocabulary) */
+    TS_REQUEST_FIELD_LOGIT_BIAS_VALUE, /* each entry's bias */
     TS_REQUEST_FIELD_COUNT
 } ts_request_field_id;
 
@@ -137,10 +154,10 @@ typedef struct ts_request_model {
     int32_t n_ctx;   /* a prompt of ids leaves at least one position: n_prompt_ids < n_ctx */
 } ts_request_model;
 
-/* The one validation: every field against the table, stop strings, stop ids and prompt ids
- * against the model. A prompt is required (text or ids); ids are checked once present, so a
- * text request may be validated before and after tokenizing. 0 or TS_E_INVALID with the
- * message. `m` may be NULL (nothing model-dependent checked). */
+/* The one validation: every field against the table, stop strings, logit_bias entries, stop
+ * ids, logit_bias ids and prompt ids against the model. A prompt is required (text or ids); ids are
+ * checked once present, so a text request may be validated before and after tokenizing. 0 or
+ * TS_E_INVALID with the message. `m` may be NULL (nothing model-dependent checked). */
 int ts_request_validate(const ts_request *r, const ts_request_model *m);
 
 /* ---- building one (owned storage) ---- */

@@ -45,6 +45,14 @@ static void sampling_from_pb(const Tessera__V1__SamplingParams *s, ts_request_pa
     p->repetition_penalty = s->repetition_penalty == 0.0f ? 1.0f : s->repetition_penalty;
     if (s->repetition_last_n) p->repetition_last_n = s->repetition_last_n;
     p->seed = s->seed;
+    p->presence_penalty = s->presence_penalty;
+    p->frequency_penalty = s->frequency_penalty;
+    size_t n =
+        s->n_logit_bias_ids < s->n_logit_bias_values ? s->n_logit_bias_ids : s->n_logit_bias_values;
+    size_t keep = n < TS_MAX_LOGIT_BIAS ? n : TS_MAX_LOGIT_BIAS;
+    if (keep) memcpy(p->logit_bias_ids, s->logit_bias_ids, keep * sizeof *p->logit_bias_ids);
+    if (keep) memcpy(p->logit_bias, s->logit_bias_values, keep * sizeof *p->logit_bias);
+    p->n_logit_bias = n > INT32_MAX ? INT32_MAX : (int32_t)n; /* validation refuses > the cap */
 }
 
 static void sampling_to_pb(const ts_request_params *p, Tessera__V1__SamplingParams *s) {
@@ -59,6 +67,12 @@ static void sampling_to_pb(const ts_request_params *p, Tessera__V1__SamplingPara
     s->repetition_last_n = p->repetition_last_n;
     s->seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED; /* a node runs with it */
     s->seed = p->seed;
+    s->presence_penalty = p->presence_penalty;
+    s->frequency_penalty = p->frequency_penalty;
+    size_t n = (size_t)(p->n_logit_bias < TS_MAX_LOGIT_BIAS ? p->n_logit_bias : TS_MAX_LOGIT_BIAS);
+    s->n_logit_bias_ids = s->n_logit_bias_values = p->n_logit_bias > 0 ? n : 0;
+    s->logit_bias_ids = (int32_t *)p->logit_bias_ids;
+    s->logit_bias_values = (float *)p->logit_bias;
 }
 
 static void stop_ids_from_pb(const int32_t *ids, size_t n, ts_request_params *p) {
@@ -84,6 +98,11 @@ int ts_request_from_generate(const Tessera__V1__GenerateRequest *q, ts_request *
     if (!rc && q->prompt[0]) rc = ts_request_set_text(out, q->prompt);
     else if (!rc && q->n_prompt_ids) rc = ts_request_set_ids(out, q->prompt_ids, q->n_prompt_ids);
     if (!rc && q->n_stop > INT32_MAX) rc = ts_error_set(TS_E_INVALID, "stop: too many strings");
+    if (!rc && q->sampling && q->sampling->n_logit_bias_ids != q->sampling->n_logit_bias_values)
+        rc = ts_error_set(TS_E_INVALID,
+                          "sampling.logit_bias_values: %zu values for %zu logit_bias_ids (one "
+                          "bias per id)",
+                          q->sampling->n_logit_bias_values, q->sampling->n_logit_bias_ids);
     for (size_t i = 0; !rc && i < q->n_stop; i++)
         rc = ts_request_add_stop(out, q->stop[i]);
     return rc;

@@ -255,6 +255,10 @@ int32_t ts_ref_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
         l[id] = l[id] > 0 ? l[id] / p->repetition_penalty : l[id] * p->repetition_penalty;
     }
 
+    /* 1b. additive biases, in order */
+    for (int32_t i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] >= 0 && p->bias_ids[i] < V) l[p->bias_ids[i]] += p->bias[i];
+
     /* 2. greedy */
     if (p->temperature <= 0.0f) {
         token = ts_ref_argmax_row(l, V);

@@ -80,6 +80,7 @@ int ts_ref_item_cmp(const void *a, const void *b);
 /* Sampling of one row. The exact definition every implementation follows (V = n_cols):
  *  1. l = logits; for each distinct id in recent (ids outside 0..V-1 ignored):
  *     l[id] = l[id] > 0 ? l[id] / penalty : l[id] * penalty.
+ *  1b. for i in 0 .. n_bias-1 in order (ids outside 0..V-1 ignored): l[bias_ids[i]] += bias[i].
  *  2. temperature <= 0: the token is argmax(l), lowest id on ties. Stop.
  *  3. top-k (0 < k < V): keep the k largest l, ties broken by lower id.
  *  4. l' = l / temperature over the kept ids; m = max l'; e = expf(l' - m);

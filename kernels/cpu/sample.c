@@ -136,6 +136,8 @@ int32_t ts_cpu_sample(const float *logits, int32_t n_cols, const ts_sampling *p,
         for (int32_t i = 0; i < p->n_recent; i++)
             if (p->recent[i] >= 0 && p->recent[i] < V) s.mark[p->recent[i]] = 0;
     }
+    for (int32_t i = 0; i < p->n_bias; i++) /* 1b. additive biases, in order */
+        if (p->bias_ids[i] >= 0 && p->bias_ids[i] < V) s.l[p->bias_ids[i]] += p->bias[i];
 
     /* 2. greedy */
     if (p->temperature <= 0.0f) {

@@ -36,7 +36,7 @@ const int STAGE = 4096; /* floats staged per chunk by the ordered sums */
 
 struct row_params {
     float temperature, top_p, min_p, penalty, uniform;
-    int32_t top_k, n_recent, recent0;
+    int32_t top_k, n_recent, recent0, n_bias, bias0;
 };
 
 struct row_state {
@@ -157,7 +157,8 @@ __device__ int32_t ordered_walk(const float *prob, const unsigned char *kept, in
 /* Steps 1-2 and the log-probability statistics; sets up the ids and keep marks. */
 __global__ void __launch_bounds__(THREADS)
     prep_kernel(const float *logits, int32_t V, const row_params *params, const int32_t *recent,
-                float *l_all, int32_t *ids_all, unsigned char *kept_all, row_state *state) {
+                const int32_t *bias_ids, const float *bias, float *l_all, int32_t *ids_all,
+                unsigned char *kept_all, row_state *state) {
     __shared__ double shd[THREADS];
     __shared__ float shf[THREADS];
     __shared__ int32_t shi[THREADS];
@@ -183,6 +184,9 @@ __global__ void __launch_bounds__(THREADS)
             l[id] = l[id] > 0 ? l[id] / p.penalty : l[id] * p.penalty;
         }
     }
+    if (threadIdx.x == 0) /* 1b. additive biases, in order */
+        for (int32_t i = p.bias0; i < p.bias0 + p.n_bias; i++)
+            if (bias_ids[i] >= 0 && bias_ids[i] < V) l[bias_ids[i]] += bias[i];
     __syncthreads();
     float mx = -INFINITY;
     for (int32_t j = threadIdx.x; j < V; j += THREADS)
@@ -331,10 +335,11 @@ void ts_cuda_sample(cuda_backend *c, const float *logits, int32_t n, int32_t n_c
         return;
     }
     bool any_sampled = false, any_topk = false, any_topp = false;
-    int64_t n_recent = 0;
+    int64_t n_recent = 0, n_bias = 0;
     for (int32_t i = 0; i < n; i++) {
         const ts_sampling *p = &params[i];
         if (p->repetition_penalty != 1.0f && p->n_recent > 0) n_recent += p->n_recent;
+        if (p->n_bias > 0) n_bias += p->n_bias;
         if (p->temperature <= 0.0f) continue;
         any_sampled = true;
         any_topk |= p->top_k > 0 && p->top_k < V;
@@ -344,9 +349,12 @@ void ts_cuda_sample(cuda_backend *c, const float *logits, int32_t n, int32_t n_c
     const size_t b_params = (size_t)n * sizeof(row_params),
                  b_offsets = (size_t)(n + 1) * sizeof(int32_t),
                  b_recent = (size_t)n_recent * sizeof(int32_t),
+                 b_bias = (size_t)n_bias * sizeof(int32_t), /* the ids; as many floats */
                  b_state = (size_t)n * sizeof(row_state);
     const size_t o_offsets = (b_params + 15) / 16 * 16, o_recent = o_offsets + (b_offsets + 15) / 16 * 16,
-                 o_state = o_recent + (b_recent + 15) / 16 * 16, total = o_state + b_state;
+                 o_bias_ids = o_recent + (b_recent + 15) / 16 * 16,
+                 o_bias = o_bias_ids + (b_bias + 15) / 16 * 16,
+                 o_state = o_bias + (b_bias + 15) / 16 * 16, total = o_state + b_state;
     char *host = (char *)ts_cuda_pinned(c, 1, total);
     char *dev = (char *)ts_cuda_scratch(c, 6, total);
     const size_t plane = (size_t)n * (size_t)V;
@@ -362,14 +370,20 @@ void ts_cuda_sample(cuda_backend *c, const float *logits, int32_t n, int32_t n_c
 
     row_params *hp = (row_params *)host;
     int32_t *hoff = (int32_t *)(host + o_offsets), *hrec = (int32_t *)(host + o_recent);
-    int32_t r0 = 0;
+    int32_t *hbid = (int32_t *)(host + o_bias_ids);
+    float *hbias = (float *)(host + o_bias);
+    int32_t r0 = 0, b0 = 0;
     for (int32_t i = 0; i < n; i++) {
         const ts_sampling *p = &params[i];
         int32_t nr = p->repetition_penalty != 1.0f && p->n_recent > 0 ? p->n_recent : 0;
+        int32_t nb = p->n_bias > 0 ? p->n_bias : 0;
         hp[i] = (row_params){p->temperature, p->top_p, p->min_p, p->repetition_penalty,
-                             p->uniform, p->top_k, nr, r0};
+                             p->uniform, p->top_k, nr, r0, nb, b0};
         if (nr) memcpy(hrec + r0, p->recent, (size_t)nr * sizeof(int32_t));
+        if (nb) memcpy(hbid + b0, p->bias_ids, (size_t)nb * sizeof(int32_t));
+        if (nb) memcpy(hbias + b0, p->bias, (size_t)nb * sizeof(float));
         r0 += nr;
+        b0 += nb;
     }
     for (int32_t i = 0; i <= n; i++)
         hoff[i] = i * V;
@@ -381,9 +395,11 @@ void ts_cuda_sample(cuda_backend *c, const float *logits, int32_t n, int32_t n_c
     }
     const row_params *dp = (const row_params *)dev;
     const int32_t *doff = (const int32_t *)(dev + o_offsets), *drec = (const int32_t *)(dev + o_recent);
+    const int32_t *dbid = (const int32_t *)(dev + o_bias_ids);
+    const float *dbias = (const float *)(dev + o_bias);
     row_state *dstate = (row_state *)(dev + o_state);
 
-    prep_kernel<<<n, THREADS, 0, s>>>(logits, V, dp, drec, l, ids, kept, dstate);
+    prep_kernel<<<n, THREADS, 0, s>>>(logits, V, dp, drec, dbid, dbias, l, ids, kept, dstate);
     ts_cuda_check_launch(c, "sample (prepare)");
     if (any_sampled) {
         if (any_topk) {

@@ -6,8 +6,13 @@
   2. Stop strings: a stop string that spans two tokens of the greedy text ends the completion
      before it, with finish_reason "stop", streamed and not, over HTTP and gRPC; the stream sends
      the text before it in several chunks (only what could still become the stop is held back).
-  3. Bad values are openai.BadRequestError naming the param and its limit (temperature above 2,
-     five stop strings) and INVALID_ARGUMENT over gRPC.
+  3. presence_penalty and frequency_penalty change the greedy text (and give the gRPC text for
+     the same values); logit_bias +100 forces a token at every step, -100 bans the greedy first
+     token; the extensions top_k 1 and min_p 1 pick the greedy text at temperature 1;
+     repetition_penalty changes it; priority and user are accepted.
+  4. Bad values are openai.BadRequestError naming the param and its limit (temperature above 2,
+     five stop strings, penalties outside [-2, 2], logit_bias keys, ids and values, priority,
+     user) and INVALID_ARGUMENT over gRPC.
 Everything the test starts is stopped.
 
   test_http_sampling.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -19,6 +24,7 @@ import subprocess
 import sys
 
 PROMPT = "Once upon a time"
+PEN_N = 48  # tokens: the bundled model repeats itself (and the penalties bite) after ~26
 
 
 def client(cfg):
@@ -73,10 +79,45 @@ def client(cfg):
           % (len(pieces), cfg["stop_tokens_before"]))
     check(all(stop not in p for p in pieces), "a chunk carries the stop string")
 
-    # 3. bad values name the param and the limit
+    # 3. penalties, logit_bias, extensions
+    greedy = cfg["greedy"]
+    n = PEN_N
+    check(text(temperature=0, max_tokens=n) == greedy, "greedy text")
+    for name in ["presence_penalty", "frequency_penalty"]:
+        t = text(temperature=0, max_tokens=n, **{name: 2.0})
+        check(t != greedy, "%s 2 leaves the greedy text as it is" % name)
+        check(t == cfg["grpc_" + name], "%s: HTTP %r != gRPC %r" % (name, t, cfg["grpc_" + name]))
+        check(t == text(temperature=0, max_tokens=n, **{name: 2.0}), "%s is deterministic" % name)
+    forced = cfg["forced_id"]
+    r = c.completions.create(model=model, prompt=PROMPT, max_tokens=5, temperature=1,
+                             logit_bias={str(forced): 100})
+    check(r.choices[0].text == cfg["forced_text"] and r.usage.completion_tokens == 5,
+          "logit_bias +100 on %d: %r, expected gRPC's %r" % (forced, r.choices[0].text,
+                                                             cfg["forced_text"]))
+    first = cfg["greedy_first_id"]
+    t = text(temperature=0, max_tokens=1, logit_bias={str(first): -100})
+    check(t != cfg["greedy_first_text"], "logit_bias -100 bans the greedy first token: %r" % t)
+    check(text(temperature=1, max_tokens=n, extra_body={"top_k": 1}) == greedy, "top_k 1")
+    check(text(temperature=1, max_tokens=n, extra_body={"min_p": 1.0}) == greedy, "min_p 1")
+    check(text(temperature=0, max_tokens=n, extra_body={"repetition_penalty": 1.5}) != greedy,
+          "repetition_penalty 1.5 leaves the greedy text as it is")
+    check(text(temperature=0, max_tokens=n, user="u-1", extra_body={"priority": -5}) == greedy,
+          "priority and user accepted")
+
+    # 4. bad values name the param and the limit
     for fields, param, words in [({"temperature": 2.5}, None, "[0, 2]"),
                                  ({"stop": ["a", "b", "c", "d", "e"]}, None, "0 to 4 strings"),
-                                 ({"seed": "x"}, "seed", "seed")]:
+                                 ({"seed": "x"}, "seed", "seed"),
+                                 ({"presence_penalty": 2.5}, None, "presence_penalty"),
+                                 ({"frequency_penalty": -3}, None, "[-2, 2]"),
+                                 ({"logit_bias": {"abc": 1}}, "logit_bias", "token id"),
+                                 ({"logit_bias": {"5": 101}}, None, "[-100, 100]"),
+                                 ({"logit_bias": {"99999": 1}}, None, "vocabulary"),
+                                 ({"logit_bias": {str(i): 1 for i in range(301)}}, None,
+                                  "0 to 300 entries"),
+                                 ({"logit_bias": [1]}, "logit_bias", "object"),
+                                 ({"extra_body": {"priority": 2000000}}, None, "got 2000000"),
+                                 ({"user": 5}, "user", "user must be a string")]:
         try:
             c.completions.create(model=model, prompt=PROMPT, max_tokens=2, **fields)
             check(False, "%s was accepted" % fields)
@@ -106,7 +147,32 @@ def spanning_stop(pieces):
 
 
 def grpc_checks(f, c, stop, expected):
+    """The same fields over gRPC; returns what the HTTP half compares with."""
     S = c.pb.SamplingParams
+    out = {}
+    greedy, ids, gmsgs = c.generate(prompt=PROMPT, max_tokens=PEN_N)
+    for name in ["presence_penalty", "frequency_penalty"]:
+        t, _, _ = c.generate(prompt=PROMPT, max_tokens=PEN_N, sampling=S(**{name: 2.0}))
+        f.check(t != greedy, "gRPC %s changes the greedy text" % name)
+        out["grpc_" + name] = t
+    forced = next(t for t in range(10, 500) if t not in ids)
+    ftext, fids, _ = c.generate(prompt=PROMPT, max_tokens=5, ignore_eos=True,
+                            sampling=S(temperature=1, logit_bias_ids=[forced],
+                                       logit_bias_values=[100]))
+    f.check(fids == [forced] * 5, "gRPC logit_bias +100 on %d: %s" % (forced, fids))
+    _, bids, _ = c.generate(prompt=PROMPT, max_tokens=1,
+                            sampling=S(logit_bias_ids=[ids[0]], logit_bias_values=[-100]))
+    f.check(bids and bids[0] != ids[0], "gRPC logit_bias -100 bans %d: %s" % (ids[0], bids))
+    for fields, words in [(dict(sampling=S(presence_penalty=5)), "presence_penalty"),
+                          (dict(sampling=S(logit_bias_ids=[1, 2], logit_bias_values=[1])),
+                           "1 values for 2"),
+                          (dict(sampling=S(logit_bias_ids=[1], logit_bias_values=[-101])),
+                           "[-100, 100]")]:
+        code, details = c.status_of(prompt=PROMPT, max_tokens=2, **fields)
+        f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and words in details,
+                "gRPC %s: INVALID_ARGUMENT naming %r (%s %r)" % (fields, words, code, details))
+    out.update(greedy=greedy, forced_id=forced, forced_text=ftext, greedy_first_id=ids[0],
+               greedy_first_text=gmsgs[0].text)
     t1, _, _ = c.generate(prompt=PROMPT, max_tokens=16, sampling=S(temperature=1, seed=99))
     t2, _, _ = c.generate(prompt=PROMPT, max_tokens=16, sampling=S(temperature=1, seed=99))
     f.check(t1 == t2, "gRPC seed 99 twice: %r != %r" % (t1, t2))
@@ -124,6 +190,7 @@ def grpc_checks(f, c, stop, expected):
         code, details = c.status_of(prompt=PROMPT, max_tokens=2, **fields)
         f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and words in details,
                 "gRPC %s: INVALID_ARGUMENT naming %r (%s %r)" % (fields, words, code, details))
+    return out
 
 
 def main():
@@ -143,10 +210,11 @@ def main():
         pieces = [m.text for m in msgs if m.token_ids]
         stop, expected, before = spanning_stop(pieces)
         f.check(stop is not None, "a stop string spanning two tokens in %r" % pieces)
-        grpc_checks(f, c, stop, expected)
+        cfg = grpc_checks(f, c, stop, expected)
         h = c.list_models()
-        cfg = {"base_url": "http://127.0.0.1:%d/v1" % port, "model": h.models[0].name, "n": n,
-               "stop": stop, "stop_expected": expected, "stop_tokens_before": before}
+        cfg.update({"base_url": "http://127.0.0.1:%d/v1" % port, "model": h.models[0].name,
+                    "n": n, "stop": stop, "stop_expected": expected,
+                    "stop_tokens_before": before})
         cl = subprocess.run([python, os.path.abspath(__file__), "--client", json.dumps(cfg)],
                             capture_output=True, text=True, timeout=300)
         f.check(cl.returncode == 0, "the openai client checks:\n%s%s" % (cl.stdout, cl.stderr))

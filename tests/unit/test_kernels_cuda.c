@@ -567,9 +567,13 @@ static void test_sample_matches_reference(void) {
     ps[9].temperature = 1.0f, ps[9].top_p = 0.0f;                     /* top-p keeps one */
     ps[10].temperature = 1.5f, ps[10].min_p = 1.0f;                   /* min-p keeps the best */
     ps[11].temperature = 0.5f, ps[11].top_k = 100000, ps[11].top_p = 0.5f;
+    /* additive biases (penalties, logit_bias): an id twice, one outside the vocabulary */
+    const int32_t bias_ids[] = {7, 3, 7, -1, 150, 100000};
+    const float bias[] = {-2.0f, 100.0f, -0.5f, 5.0f, 3.0f, 1.0f};
     for (int i = 0; i < 12; i++) {
         ps[i].recent = recent;
         ps[i].n_recent = 7;
+        if (i % 3 == 1 || i == 0) ps[i].bias_ids = bias_ids, ps[i].bias = bias, ps[i].n_bias = 6;
     }
     static const float draws[] = {0.0f, 0.37f, 0.999f};
     ts_rng rng;

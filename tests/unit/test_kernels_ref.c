@@ -356,6 +356,40 @@ static void test_sample_greedy_top_k_1_and_tiny_top_p_pick_the_argmax(void) {
     }
 }
 
+static void test_sample_biases_add_in_order_after_the_penalty(void) {
+    const float row[] = {2.0f, 1.0f, -1.0f, 0.5f};
+    const int32_t ids[] = {0, 2, 2, 9, -1};
+    const float bias[] = {-1.5f, 1.0f, 2.0f, 50.0f, 50.0f}; /* 9 and -1: outside, ignored */
+    ts_sampling p = plain;
+    p.temperature = 0.0f;
+    p.bias_ids = ids;
+    p.bias = bias;
+    p.n_bias = 5; /* l = {0.5, 1, 2, 0.5}: id 2 wins */
+    CHECK_EQ_INT(sample(row, 4, p, NULL), 2);
+    p.n_bias = 1; /* l = {0.5, 1, -1, 0.5} */
+    CHECK_EQ_INT(sample(row, 4, p, NULL), 1);
+    /* after the penalty: id 0's 2 / 4 = 0.5, then -1.5 */
+    const int32_t recent[] = {0, 1};
+    p.recent = recent;
+    p.n_recent = 2;
+    p.repetition_penalty = 4.0f;
+    p.n_bias = 1; /* l = {-1, 0.25, -1, 0.5} */
+    CHECK_EQ_INT(sample(row, 4, p, NULL), 3);
+    /* sampled: a bias of -100 bans the best token for any draw, +100 forces one */
+    const int32_t force[] = {2};
+    const float plus[] = {100.0f}, minus[] = {-100.0f};
+    for (float u = 0.0625f; u < 1.0f; u += 0.125f) { /* (u = 0 takes the first id with p > 0) */
+        ts_sampling q = plain;
+        q.uniform = u;
+        q.bias_ids = force;
+        q.n_bias = 1;
+        q.bias = plus;
+        CHECK_EQ_INT(sample(row, 4, q, NULL), 2);
+        q.bias = minus;
+        CHECK(sample(row, 4, q, NULL) != 2);
+    }
+}
+
 static void test_sample_draw_walks_ids_in_order(void) {
     const float row[] = {0.0f, 0.0f, 0.0f, 0.0f}; /* uniform: each id has 1/4 */
     ts_sampling p = plain;
@@ -546,6 +580,7 @@ int main(void) {
     RUN(test_sample_draw_walks_ids_in_order);
     RUN(test_sample_top_p_and_min_p_cut_the_tail);
     RUN(test_sample_repetition_penalty);
+    RUN(test_sample_biases_add_in_order_after_the_penalty);
     RUN(test_sample_logprob_is_of_the_unmodified_row);
     RUN(test_sample_empirical_distribution_matches_softmax);
     RUN(test_factory_devices_and_isa_names);

@@ -556,7 +556,8 @@ static void test_fast_sampler_picks_the_reference_token(void) {
     ts_rng_seed(&rng, 18);
     void *scratch = malloc(ts_ref_sample_scratch_bytes(V));
     float *logits = malloc((size_t)V * sizeof(float));
-    int32_t recent[32];
+    int32_t recent[32], bias_ids[8];
+    float bias[8];
     for (int e = 0; e < n_impls; e++) {
         ts_backend *be = make_backend(impls[e], 2);
         int mismatches = 0;
@@ -567,6 +568,10 @@ static void test_fast_sampler_picks_the_reference_token(void) {
             if (r % 5 == 0) logits[17] = logits[1234]; /* a tie */
             for (int i = 0; i < 32; i++)
                 recent[i] = (int32_t)(ts_rng_next(&rng) % (V + 10)) - 5;
+            for (int i = 0; i < 8; i++) { /* penalties and logit_bias, some ids out of range */
+                bias_ids[i] = i == 3 ? bias_ids[0] : (int32_t)(ts_rng_next(&rng) % (V + 10)) - 5;
+                bias[i] = ts_rng_normal(&rng) * (i == 5 ? 100.0f : 2.0f);
+            }
             ts_sampling p = {.temperature = r % 11 == 0 ? 0.0f : 0.3f + 0.2f * (float)(r % 6),
                              .top_k = r % 3 == 0 ? 0 : (int32_t)(1 + r % 97),
                              .top_p = r % 4 == 0 ? 1.0f : 0.05f + 0.15f * (float)(r % 7),
@@ -576,6 +581,9 @@ static void test_fast_sampler_picks_the_reference_token(void) {
                              .repetition_penalty = r % 2 ? 1.3f : 1.0f,
                              .recent = recent,
                              .n_recent = 32,
+                             .bias_ids = bias_ids,
+                             .bias = bias,
+                             .n_bias = r % 3 == 1 ? 8 : 0,
                              .uniform = ts_rng_uniform(&rng)};
             int32_t tok;
             float lp, ref_lp;

@@ -61,6 +61,14 @@ static void set_field(ts_request *r, ts_request_field_id id, double v) {
         if (id == TS_REQUEST_FIELD_REQUEST_ID_BYTES) r->request_id = text;
         if (id == TS_REQUEST_FIELD_CACHE_SALT_BYTES) r->cache_salt = text;
         break;
+    case TS_REQUEST_FIELD_PRESENCE_PENALTY: p->presence_penalty = (float)v; break;
+    case TS_REQUEST_FIELD_FREQUENCY_PENALTY: p->frequency_penalty = (float)v; break;
+    case TS_REQUEST_FIELD_LOGIT_BIAS: p->n_logit_bias = (int32_t)v; break; /* ids 0: in range */
+    case TS_REQUEST_FIELD_LOGIT_BIAS_VALUE:
+        p->n_logit_bias = 1;
+        p->logit_bias_ids[0] = 5;
+        p->logit_bias[0] = (float)v;
+        break;
     case TS_REQUEST_FIELD_COUNT: break;
     }
 }
@@ -74,12 +82,19 @@ static bool params_equal(const ts_request_params *a, const ts_request_params *b)
            a->repetition_penalty == b->repetition_penalty &&
            a->repetition_last_n == b->repetition_last_n && a->seed == b->seed &&
            a->logprobs == b->logprobs && a->priority == b->priority &&
-           a->cache_salt == b->cache_salt && a->replayed == b->replayed;
+           a->cache_salt == b->cache_salt && a->replayed == b->replayed &&
+           a->presence_penalty == b->presence_penalty &&
+           a->frequency_penalty == b->frequency_penalty && a->n_logit_bias == b->n_logit_bias &&
+           !memcmp(a->logit_bias_ids, b->logit_bias_ids,
+                   (size_t)a->n_logit_bias * sizeof *a->logit_bias_ids) &&
+           !memcmp(a->logit_bias, b->logit_bias, (size_t)a->n_logit_bias * sizeof *a->logit_bias);
 }
 
 static bool is_float_field(int id) {
     return id == TS_REQUEST_FIELD_TEMPERATURE || id == TS_REQUEST_FIELD_TOP_P ||
-           id == TS_REQUEST_FIELD_MIN_P || id == TS_REQUEST_FIELD_REPETITION_PENALTY;
+           id == TS_REQUEST_FIELD_MIN_P || id == TS_REQUEST_FIELD_REPETITION_PENALTY ||
+           id == TS_REQUEST_FIELD_PRESENCE_PENALTY || id == TS_REQUEST_FIELD_FREQUENCY_PENALTY ||
+           id == TS_REQUEST_FIELD_LOGIT_BIAS_VALUE;
 }
 
 static bool contains(const char *s, const char *needle) {
@@ -113,7 +128,10 @@ static void test_every_field_holds_at_its_limits_and_is_refused_outside(void) {
             const char *msg = ts_error_message();
             char lim[64];
             snprintf(lim, sizeof lim, f->unit ? "%.10g to %.10g" : "%.10g, %.10g]", f->min, f->max);
-            bool named = contains(msg, id == TS_REQUEST_FIELD_STOP_BYTES ? "stop[0]" : f->name);
+            bool named = contains(msg, id == TS_REQUEST_FIELD_STOP_BYTES ? "stop[0]"
+                                       : id == TS_REQUEST_FIELD_LOGIT_BIAS_VALUE
+                                           ? "sampling.logit_bias[0] (token 5)"
+                                           : f->name);
             if (!named || !contains(msg, lim))
                 fprintf(stderr, "  %s = %g: message %s\n", f->name, outside[i], msg);
             CHECK(named);
@@ -215,10 +233,21 @@ static void test_generate_request_round_trip(void) {
     CHECK_EQ_INT(ts_request_set_model(&r, "m"), TS_OK);
     CHECK_EQ_INT(ts_request_set_id(&r, "client-1"), TS_OK);
     CHECK_EQ_INT(ts_request_add_stop(&r, "\n\n"), TS_OK);
-    r.params = (ts_request_params){.max_tokens = 7, .temperature = 0.5f, .top_k = 3,
-                                   .top_p = 0.9f, .min_p = 0.1f, .repetition_penalty = 1.2f,
-                                   .repetition_last_n = 12, .seed = 99, .logprobs = true,
-                                   .priority = -3};
+    r.params = (ts_request_params){.max_tokens = 7,
+                                   .temperature = 0.5f,
+                                   .top_k = 3,
+                                   .top_p = 0.9f,
+                                   .min_p = 0.1f,
+                                   .repetition_penalty = 1.2f,
+                                   .repetition_last_n = 12,
+                                   .seed = 99,
+                                   .logprobs = true,
+                                   .priority = -3,
+                                   .presence_penalty = 0.5f,
+                                   .frequency_penalty = -0.25f,
+                                   .n_logit_bias = 2};
+    r.params.logit_bias_ids[0] = 3, r.params.logit_bias[0] = -100;
+    r.params.logit_bias_ids[1] = 1, r.params.logit_bias[1] = 2.5f;
     r.ignore_eos = r.no_bos = r.has_seed = true;
     CHECK_EQ_INT(ts_request_set_cache_salt(&r, "tenant-7"), TS_OK);
     CHECK(r.params.cache_salt != 0);
@@ -241,6 +270,10 @@ static void test_generate_request_round_trip(void) {
     CHECK(b.ignore_eos && b.no_bos);
     CHECK_EQ_STR(b.cache_salt, "tenant-7");
     CHECK(params_equal(&b.params, &r.params));
+    ts_request_free(&b);
+    back->sampling->n_logit_bias_values = 1; /* one bias for two ids */
+    CHECK_EQ_INT(ts_request_from_generate(back, &b), TS_E_INVALID);
+    CHECK(contains(ts_error_message(), "1 values for 2 logit_bias_ids"));
     tessera__v1__generate_request__free_unpacked(back, NULL);
     ts_request_free(&b);
     ts_request_free(&r);
@@ -254,6 +287,8 @@ static void test_submit_round_trip_and_stop_ids_beyond_the_cap(void) {
     p.n_stop_ids = 1;
     p.cache_salt = 0xfeedull;
     p.replayed = 3;
+    p.frequency_penalty = 1.5f;
+    p.logit_bias_ids[0] = 4, p.logit_bias[0] = 100, p.n_logit_bias = 1;
     Tessera__V1__Submit s = TESSERA__V1__SUBMIT__INIT;
     Tessera__V1__SamplingParams sp;
     ts_request_params_to_submit(&p, &s, &sp);
