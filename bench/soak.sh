@@ -5,7 +5,8 @@
 # every ~2.5 s and restarts it. Prints the soak's table (requests by kind, kills, failovers,
 # completed, wrong, failed by status, lost, p50/p99 TTFT and ITL quiet against chaos, coordinator
 # descriptors and memory before and after) for docs/benchmarks.md; exit 1 if any check failed.
-# Usage: bench/soak.sh [--minutes N] [BUILD_DIR]   (default 5 minutes, build/)
+# Usage: bench/soak.sh [--minutes N] [BUILD_DIR]   (default 5 minutes, build/; Debian's python3, which
+#   has python3-grpcio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=5
@@ -17,5 +18,5 @@ build=${1:-build}
 pydir=$build/rpc/ts_proto/python
 [ -d "$pydir/tessera" ] || { echo "soak.sh: no generated Python protos under $build/rpc (build first)" >&2; exit 2; }
 seconds=$(python3 -c "print(int(float('$minutes') * 60))")
-exec python3 tests/fault/test_soak.py --bin-dir "$build/bin" --pydir "$pydir" \
+exec /usr/bin/python3 tests/fault/test_soak.py --bin-dir "$build/bin" --pydir "$pydir" \
      --seconds "$seconds" --quiet-seconds 30
