@@ -357,6 +357,7 @@ typedef struct up_options {
     int http_port, port, threads, cpus_per_group, startup_ms;
     const char *device;
     int first_gpu;
+    const char *state_dir; /* the coordinator's --state-dir (batches), or NULL */
 } up_options;
 
 /* Starts the coordinator and the plan's groups, serves until a signal or a child's death, and
@@ -446,6 +447,10 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         if (o->chat_template) {
             args[a++] = "--chat-template";
             args[a++] = (char *)o->chat_template;
+        }
+        if (o->state_dir) {
+            args[a++] = "--state-dir";
+            args[a++] = (char *)o->state_dir;
         }
         args[a] = NULL;
         rc = spawn(&st, "tessera-coordinator", args);
@@ -558,7 +563,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
-    const char *chat_template = NULL;
+    const char *chat_template = NULL, *state_dir = NULL;
     int http_port = 0;
     int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
@@ -576,6 +581,10 @@ int ts_cmd_up(int argc, char **argv) {
          "HTTP API keys, one per line (default: no authentication)", 0, 0},
         {"chat-template", 0, TS_FLAG_STRING, &chat_template,
          "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0, 0},
+        {"state-dir", 0, TS_FLAG_STRING, &state_dir,
+         "durable state of the HTTP Files and Batches API; batches continue after a restart on "
+         "the same directory (needs --http-port)",
+         0, 0},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups,
          "mixed node groups (default 1, or 0 with prefill/decode groups)", 0, UP_MAX_GROUPS},
@@ -682,7 +691,7 @@ int ts_cmd_up(int argc, char **argv) {
     int exit_code = up_run(&ns, &plan,
                            &(up_options){model, endpoint_file, log_level, api_key_file,
                                          chat_template, http_port, port, threads, cpus_per_group,
-                                         startup_ms, device, (int)first_index});
+                                         startup_ms, device, (int)first_index, state_dir});
     ts_plan_free(&plan);
     return exit_code;
 }

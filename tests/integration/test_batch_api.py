@@ -17,7 +17,8 @@ one node of the bundled model:
      kept, the rest batch_expired.
   6. batches.list pages with limit/after; bad creates (unknown file, endpoint, window) are
      NotFoundError / BadRequestError with the param.
-  7. Durable state refused when broken: a database over --state-max-size fails the batch with
+  7. tessera up --state-dir passes the state to its coordinator (a batch completes).
+  8. Durable state refused when broken: a database over --state-max-size fails the batch with
      state_write_failed naming the full state; a corrupt tessera.db stops the coordinator at
      start with a message saying so (exit 2); a coordinator without --state-dir answers 404
      naming the flag.
@@ -341,6 +342,27 @@ def main():
         status, doc = raw(port, "GET", "/v1/batches")
         f.check(status == 404 and "--state-dir" in doc["error"]["message"],
                 "no --state-dir: 404 naming it (%s %s)" % (status, doc))
+
+        # tessera up --state-dir: the coordinator it starts serves batches
+        c.stop_all()
+        c.procs = []
+        import test_serving_up
+        port = free_port()
+        test_serving_up.start_up(c, "--groups", "1", "--http-port", str(port), "--state-dir",
+                                 os.path.join(c.tmp, "up-state"))
+        body, hdr = multipart({"purpose": "batch"}, "up.jsonl", json.dumps(
+            {"custom_id": "u", "method": "POST", "url": "/v1/completions",
+             "body": {"prompt": "Once", "max_tokens": 4, "temperature": 0}}).encode() + b"\n")
+        status, fdoc = raw(port, "POST", "/v1/files", body, hdr)
+        status, bdoc = raw(port, "POST", "/v1/batches", json.dumps(
+            {"input_file_id": fdoc["id"], "endpoint": "/v1/completions",
+             "completion_window": "24h"}), {"Content-Type": "application/json"})
+        end = time.time() + 60
+        while time.time() < end and bdoc.get("status") not in ("failed", "completed"):
+            time.sleep(0.1)
+            status, bdoc = raw(port, "GET", "/v1/batches/" + bdoc["id"])
+        f.check(bdoc.get("status") == "completed" and bdoc["request_counts"]["completed"] == 1,
+                "a batch through tessera up --state-dir: %s" % bdoc)
     finally:
         sc.finish(c, f)
 
