@@ -36,20 +36,11 @@ struct ts_kv_tier_host {
     int32_t *free_slots, n_free;
     int32_t head, tail;
     int32_t *table, table_size, n_tombstones;
+    ts_kv_tier_host_evict_hook evict_hook;
+    void *evict_user;
 };
 
-int ts_kv_tier_host_create(size_t capacity_bytes, size_t block_bytes, int32_t block_size,
-                           ts_kv_tier_host **out) {
-    *out = NULL;
-    if (block_bytes == 0 || block_size < 1)
-        return ts_error_set(TS_E_INVALID, "host KV tier: empty blocks");
-    size_t n = capacity_bytes / block_bytes;
-    if (n < 1)
-        return ts_error_set(TS_E_INVALID,
-                            "--kv-host-memory %zu holds no KV block (one block is %zu bytes on "
-                            "this rank)",
-                            capacity_bytes, block_bytes);
-    if (n > (1u << 28)) n = 1u << 28;
+static int create(size_t n, size_t block_bytes, int32_t block_size, ts_kv_tier_host **out) {
     ts_kv_tier_host *t = calloc(1, sizeof *t);
     if (!t) return ts_error_set(TS_E_NOMEM, "out of memory");
     t->capacity = (int32_t)n;
@@ -58,12 +49,12 @@ int ts_kv_tier_host_create(size_t capacity_bytes, size_t block_bytes, int32_t bl
     t->table_size = 16;
     while (t->table_size < 2 * t->capacity)
         t->table_size *= 2;
-    t->data = malloc(n * block_bytes);
+    t->data = block_bytes ? malloc(n * block_bytes) : NULL;
     t->tokens = malloc(n * (size_t)block_size * sizeof *t->tokens);
     t->entries = calloc(n, sizeof *t->entries);
     t->free_slots = malloc(n * sizeof *t->free_slots);
     t->table = malloc((size_t)t->table_size * sizeof *t->table);
-    if (!t->data || !t->tokens || !t->entries || !t->free_slots || !t->table) {
+    if ((block_bytes && !t->data) || !t->tokens || !t->entries || !t->free_slots || !t->table) {
         ts_kv_tier_host_destroy(t);
         return ts_error_set(TS_E_NOMEM, "--kv-host-memory: cannot allocate %zu bytes",
                             n * block_bytes);
@@ -76,6 +67,32 @@ int ts_kv_tier_host_create(size_t capacity_bytes, size_t block_bytes, int32_t bl
     t->head = t->tail = -1;
     *out = t;
     return TS_OK;
+}
+
+int ts_kv_tier_host_create(size_t capacity_bytes, size_t block_bytes, int32_t block_size,
+                           ts_kv_tier_host **out) {
+    *out = NULL;
+    if (block_bytes == 0 || block_size < 1)
+        return ts_error_set(TS_E_INVALID, "host KV tier: empty blocks");
+    size_t n = capacity_bytes / block_bytes;
+    if (n < 1)
+        return ts_error_set(TS_E_INVALID,
+                            "--kv-host-memory %zu holds no KV block (one block is %zu bytes on "
+                            "this rank)",
+                            capacity_bytes, block_bytes);
+    return create(n > (1u << 28) ? 1u << 28 : n, block_bytes, block_size, out);
+}
+
+int ts_kv_tier_host_create_index(int32_t n_slots, int32_t block_size, ts_kv_tier_host **out) {
+    *out = NULL;
+    if (n_slots < 1 || block_size < 1) return ts_error_set(TS_E_INVALID, "KV tier index: no slots");
+    return create((size_t)n_slots, 0, block_size, out);
+}
+
+void ts_kv_tier_host_set_evict_hook(ts_kv_tier_host *t, ts_kv_tier_host_evict_hook hook,
+                                    void *user) {
+    t->evict_hook = hook;
+    t->evict_user = user;
 }
 
 void ts_kv_tier_host_destroy(ts_kv_tier_host *t) {
@@ -101,11 +118,17 @@ int32_t ts_kv_tier_host_n_children(const ts_kv_tier_host *t, int32_t slot) {
     return t->entries[slot].n_children;
 }
 void *ts_kv_tier_host_data(ts_kv_tier_host *t, int32_t slot) {
-    return t->data + (size_t)slot * t->block_bytes;
+    return t->data ? t->data + (size_t)slot * t->block_bytes : NULL;
+}
+uint64_t ts_kv_tier_host_checksum(const ts_kv_tier_host *t, int32_t slot) {
+    return t->entries[slot].checksum;
 }
 
 static int32_t *slot_tokens(const ts_kv_tier_host *t, int32_t slot) {
     return t->tokens + (size_t)slot * (size_t)t->block_size;
+}
+const int32_t *ts_kv_tier_host_tokens(const ts_kv_tier_host *t, int32_t slot) {
+    return slot_tokens(t, slot);
 }
 
 /* ---- LRU ---- */
@@ -246,6 +269,11 @@ int32_t ts_kv_tier_host_reserve(ts_kv_tier_host *t, uint64_t hash, uint64_t pare
     if (t->n_free == 0) {
         int32_t victim = lru_leaf(t);
         if (victim < 0) return -1; /* every slot reserved: cannot happen with one owner */
+        if (t->evict_hook) {
+            const entry *v = &t->entries[victim];
+            t->evict_hook(t->evict_user, victim, v->hash, v->parent, slot_tokens(t, victim),
+                          ts_kv_tier_host_data(t, victim));
+        }
         ts_kv_tier_host_remove(t, victim);
     }
     int32_t s = t->free_slots[--t->n_free];
@@ -261,9 +289,15 @@ int32_t ts_kv_tier_host_reserve(ts_kv_tier_host *t, uint64_t hash, uint64_t pare
 }
 
 void ts_kv_tier_host_commit(ts_kv_tier_host *t, int32_t s) {
+    TS_ASSERT(t->data);
+    ts_kv_tier_host_commit_sum(t, s,
+                               ts_kv_block_checksum(ts_kv_tier_host_data(t, s), t->block_bytes));
+}
+
+void ts_kv_tier_host_commit_sum(ts_kv_tier_host *t, int32_t s, uint64_t checksum) {
     entry *e = &t->entries[s];
     TS_ASSERT(e->used && !e->committed);
-    e->checksum = ts_kv_block_checksum(ts_kv_tier_host_data(t, s), t->block_bytes);
+    e->checksum = checksum;
     int32_t p = entry_with_key(t, e->parent);
     if (p >= 0) {
         e->linked = true;

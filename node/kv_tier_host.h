@@ -15,6 +15,9 @@
  * the device pool last gave it up, which is leaves first already, and a block loaded back into
  * the device comes back here (touched) when the device evicts it again.
  *
+ * The same store without the bytes (ts_kv_tier_host_create_index) is the disk tier's index
+ * (kv_tier_disk.h): keys, LRU and leaves first are the same; the bytes live in files.
+ *
  * Not thread-safe: one owner (the rank's engine thread, kv_tiers.c).
  */
 #ifndef TS_NODE_KV_TIER_HOST_H
@@ -30,7 +33,17 @@ typedef struct ts_kv_tier_host ts_kv_tier_host;
  * when that is none; TS_E_NOMEM when the memory cannot be had. */
 int ts_kv_tier_host_create(size_t capacity_bytes, size_t block_bytes, int32_t block_size,
                            ts_kv_tier_host **out);
+/* The index alone: n_slots entries, no bytes (ts_kv_tier_host_data returns NULL; commit with
+ * ts_kv_tier_host_commit_sum; verify is the owner's business). */
+int ts_kv_tier_host_create_index(int32_t n_slots, int32_t block_size, ts_kv_tier_host **out);
 void ts_kv_tier_host_destroy(ts_kv_tier_host *t);
+
+/* Called for every committed entry a reserve evicts, before its slot is reused (data valid
+ * during the call; NULL for an index): a lower tier may keep it. Not for remove(). */
+typedef void (*ts_kv_tier_host_evict_hook)(void *user, int32_t slot, uint64_t hash, uint64_t parent,
+                                           const int32_t *tokens, const void *data);
+void ts_kv_tier_host_set_evict_hook(ts_kv_tier_host *t, ts_kv_tier_host_evict_hook hook,
+                                    void *user);
 
 int32_t ts_kv_tier_host_capacity(const ts_kv_tier_host *t); /* slots */
 int32_t ts_kv_tier_host_n_used(const ts_kv_tier_host *t);
@@ -46,6 +59,10 @@ int32_t ts_kv_tier_host_find(const ts_kv_tier_host *t, uint64_t hash, uint64_t p
 int32_t ts_kv_tier_host_reserve(ts_kv_tier_host *t, uint64_t hash, uint64_t parent,
                                 const int32_t *tokens);
 void ts_kv_tier_host_commit(ts_kv_tier_host *t, int32_t slot); /* checksums the bytes */
+void ts_kv_tier_host_commit_sum(ts_kv_tier_host *t, int32_t slot, uint64_t checksum);
+uint64_t ts_kv_tier_host_checksum(const ts_kv_tier_host *t, int32_t slot);
+/* The slot's tokens and keys (block_size tokens). */
+const int32_t *ts_kv_tier_host_tokens(const ts_kv_tier_host *t, int32_t slot);
 void ts_kv_tier_host_abort(ts_kv_tier_host *t, int32_t slot);
 
 /* The slot's bytes (block_bytes of them). */

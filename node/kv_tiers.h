@@ -3,7 +3,9 @@
  * keeps its own shard of each block (its KV heads, every layer) in its own host tier
  * (kv_tier_host.h), and the group leader drives them all in lock-step through group tasks
  * (engine.h: ts_engine_set_task_channel), so that every rank's tier holds the same keys in the
- * same LRU order and the leader's index speaks for the group.
+ * same LRU order and the leader's index speaks for the group. Below the host tier sits the disk
+ * tier (kv_tier_disk.h): blocks the host tier evicts (or, without a host tier, those the device
+ * pool evicts) are written there, and a prefix found there is loaded from it.
  *
  * The flow (scheduler.c):
  *   - a cached block the device pool evicts (kv_pool.h's evict hook) is stored: every rank copies
@@ -34,7 +36,11 @@
 typedef struct ts_kv_tiers ts_kv_tiers;
 
 typedef struct ts_kv_tiers_options {
-    size_t host_bytes; /* --kv-host-memory: host tier bytes per rank (0: no host tier) */
+    size_t host_bytes;    /* --kv-host-memory: host tier bytes per rank (0: no host tier) */
+    const char *disk_dir; /* --kv-disk: the disk tier's directory (NULL: no disk tier) */
+    size_t disk_bytes;    /* --kv-disk-size: the disk tier's bytes per rank */
+    uint64_t fingerprint; /* ts_kvx_fingerprint: the disk tier's files of another model are
+                           * never read */
 } ts_kv_tiers_options;
 
 typedef struct ts_kv_tiers_stats {
@@ -42,6 +48,8 @@ typedef struct ts_kv_tiers_stats {
     int64_t stored_blocks, stored_bytes, store_ns; /* copies into the tier */
     int64_t loaded_blocks, loaded_bytes, load_ns;  /* copies back into the device pool */
     int64_t checksum_failures;                     /* blocks discarded and recomputed */
+    int32_t disk_blocks_total, disk_blocks_used;
+    int64_t disk_loaded_blocks, disk_write_failures;
 } ts_kv_tiers_stats;
 
 /* Collective: every rank of the engine's group calls it with the same options (the tier of

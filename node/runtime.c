@@ -65,6 +65,13 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        "KV memory evicts are kept there and loaded back instead of recomputed; "
                        "0 = none",
                        0, 0};
+    f[n++] = (ts_flag){"kv-disk", 0, TS_FLAG_STRING, &o->kv_disk,
+                       "directory of the disk tier of the KV cache (below --kv-host-memory; kept "
+                       "across restarts, one subdirectory per rank)",
+                       0, 0};
+    f[n++] = (ts_flag){"kv-disk-size", 0, TS_FLAG_SIZE, &o->kv_disk_size,
+                       "bytes the disk tier may use per rank (e.g. 100G); required with --kv-disk",
+                       0, 0};
     f[n++] = (ts_flag){"device-memory", 0, TS_FLAG_SIZE, &o->device_memory,
                        "memory the backend may allocate per rank, KV cache included; 0 = all", 0,
                        0};
@@ -172,7 +179,17 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     eo.max_ctx = o->ctx;
     rc = ts_engine_create(&rt->model, rt->be, rt->comm, &eo, &rt->engine);
     if (rc) goto fail;
-    ts_kv_tiers_options to = {.host_bytes = o->kv_host_memory};
+    uint64_t fingerprint =
+        ts_kvx_fingerprint(&rt->model, kv_type, ts_engine_options_get(rt->engine)->block_size);
+    if (o->kv_disk && !o->kv_disk_size) {
+        rc = ts_error_set(TS_E_INVALID, "--kv-disk %s needs --kv-disk-size (bytes per rank)",
+                          o->kv_disk);
+        goto fail;
+    }
+    ts_kv_tiers_options to = {.host_bytes = o->kv_host_memory,
+                              .disk_dir = o->kv_disk && o->kv_disk[0] ? o->kv_disk : NULL,
+                              .disk_bytes = o->kv_disk_size,
+                              .fingerprint = fingerprint};
     rc = ts_kv_tiers_create(rt->engine, &to, &rt->tiers);
     if (rc) goto fail;
     if (rt->comm->rank == 0) {
@@ -180,8 +197,7 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
             .prefill_chunk = o->prefill_chunk,
             .no_prefix_cache = o->no_prefix_cache,
             .tiers = rt->tiers,
-            .cache_namespace = ts_kvx_fingerprint(&rt->model, kv_type,
-                                                  ts_engine_options_get(rt->engine)->block_size)};
+            .cache_namespace = fingerprint};
         rc = ts_sched_create(rt->engine, &so, &rt->sched);
         if (rc) goto fail;
     }

@@ -31,6 +31,8 @@ typedef struct ts_runtime_options {
     int ctx;                /* context length; 0: the model's */
     size_t kv_memory;       /* KV cache bytes per rank */
     size_t kv_host_memory;  /* host-memory KV tier bytes per rank (kv_tiers.h); 0: none */
+    const char *kv_disk;    /* disk KV tier directory (kv_tier_disk.h); NULL: none */
+    size_t kv_disk_size;    /* its bytes per rank (required with kv_disk) */
     size_t device_memory;   /* backend memory budget per rank (weights, KV, scratch); 0: all */
     const char *kv_type;    /* "f16" or "f32" */
     int block_size;

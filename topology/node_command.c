@@ -31,6 +31,8 @@ static const struct {
     [TS_NODE_PASS_DRAIN_MS] = {"drain-ms", "on SIGTERM, time a node's running requests get"},
     [TS_NODE_PASS_KV_HOST_MEMORY] = {"kv-host-memory",
                                      "host-memory tier of the KV cache per rank (e.g. 4G)"},
+    [TS_NODE_PASS_KV_DISK] = {"kv-disk", "directory of the disk tier of the KV cache"},
+    [TS_NODE_PASS_KV_DISK_SIZE] = {"kv-disk-size", "bytes of the disk tier per rank (e.g. 100G)"},
 };
 
 int ts_node_settings_flags(ts_node_settings *s, ts_flag *flags) {

@@ -35,6 +35,8 @@ static void on_event(void *user, const ts_sched_event *ev) {
     if (ev->finish != TS_FINISH_NONE) r->done = true;
 }
 
+static const char *disk_dir; /* --kv-disk of open_rt_host, when set */
+
 static ts_runtime *open_rt_host(bool no_prefix_cache, size_t kv_memory, size_t host_memory) {
     ts_runtime_options o;
     ts_runtime_options_default(&o);
@@ -44,6 +46,8 @@ static ts_runtime *open_rt_host(bool no_prefix_cache, size_t kv_memory, size_t h
     o.kv_memory = kv_memory;
     o.no_prefix_cache = no_prefix_cache;
     o.kv_host_memory = host_memory;
+    o.kv_disk = disk_dir;
+    o.kv_disk_size = disk_dir ? (size_t)1 << 20 : 0;
     o.log_level = "error"; /* the checksum test's warning is expected */
     ts_runtime *rt = NULL;
     int rc = ts_runtime_open(&o, &rt);
@@ -233,6 +237,66 @@ static void test_host_tier_checksum_mismatch_is_recomputed(void) {
     ts_runtime_close(off);
 }
 
+static void test_disk_tier_serves_evicted_blocks_and_survives_a_restart(void) {
+    char dir[] = "/tmp/tessera-prefix-disk-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    disk_dir = dir;
+    size_t bb = block_bytes();
+    ts_runtime *off = open_rt(true, 0);
+    /* no host tier: the device pool's evictions go straight to disk */
+    ts_runtime *rt = open_rt_host(false, bb * 40 + bb / 2, 0);
+    int32_t a[96];
+    two_conversations(rt, a);
+    run ra2 = generate(rt, 3, a, 90, NULL);
+    CHECK_EQ_INT(ra2.n_cached, 80);
+    ts_kv_tiers_stats ts;
+    ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+    CHECK_EQ_INT(ts.disk_loaded_blocks, 3);
+    run ref = generate(off, 3, a, 90, NULL);
+    CHECK(same_bits(&ra2, &ref));
+    /* a third conversation evicts the rest of A to disk (through a two-block host tier) */
+    ts_runtime_close(rt);
+    rt = open_rt_host(false, bb * 40 + bb / 2, bb * 2 + bb / 2);
+    int32_t c[96];
+    two_conversations(rt, a);
+    for (int32_t i = 0; i < 96; i++)
+        c[i] = 1 + (i * 71 + 3) % 500;
+    generate(rt, 4, c, 80, NULL);
+    ts_runtime_close(rt);
+    /* a restart: the device pool and the host tier are empty, the disk has A's history */
+    rt = open_rt_host(false, bb * 40 + bb / 2, bb * 2 + bb / 2);
+    ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+    CHECK(ts.disk_blocks_used >= 20);
+    CHECK(ts.disk_blocks_used <= ts.disk_blocks_total);
+    run after = generate(rt, 5, a, 90, NULL);
+    CHECK_EQ_INT(after.n_cached, 80);
+    ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+    CHECK_EQ_INT(ts.disk_loaded_blocks, 20);
+    CHECK(same_bits(&after, &ref));
+    ts_runtime_close(rt);
+    ts_runtime_close(off);
+    disk_dir = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_disk_tier_needs_a_size_and_a_writable_directory(void) {
+    ts_runtime_options o;
+    ts_runtime_options_default(&o);
+    o.threads = 1;
+    o.log_level = "error";
+    o.kv_disk = "/tmp";
+    ts_runtime *rt = NULL;
+    CHECK_EQ_INT(ts_runtime_open(&o, &rt), TS_E_INVALID);
+    CHECK(strstr(ts_error_message(), "--kv-disk-size") != NULL);
+    o.kv_disk = "/proc/version/kv"; /* below a file */
+    o.kv_disk_size = (size_t)1 << 20;
+    CHECK_EQ_INT(ts_runtime_open(&o, &rt), TS_E_IO);
+    CHECK(strstr(ts_error_message(), "--kv-disk") != NULL);
+    CHECK(rt == NULL);
+}
+
 static void test_host_tier_too_small_is_refused(void) {
     ts_runtime_options o;
     ts_runtime_options_default(&o);
@@ -254,5 +318,7 @@ int main(void) {
     RUN(test_host_tier_loads_evicted_blocks);
     RUN(test_host_tier_checksum_mismatch_is_recomputed);
     RUN(test_host_tier_too_small_is_refused);
+    RUN(test_disk_tier_serves_evicted_blocks_and_survives_a_restart);
+    RUN(test_disk_tier_needs_a_size_and_a_writable_directory);
     return test_summary();
 }
