@@ -578,7 +578,9 @@ int ts_cmd_up(int argc, char **argv) {
         {"http-port", 0, TS_FLAG_INT, &http_port,
          "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
-         "HTTP API keys, one per line (default: no authentication)", 0, 0},
+         "API keys, one per line, for HTTP and gRPC (also TESSERA_API_KEY, which the "
+         "coordinator inherits); default: no authentication",
+         0, 0},
         {"chat-template", 0, TS_FLAG_STRING, &chat_template,
          "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0, 0},
         {"state-dir", 0, TS_FLAG_STRING, &state_dir,

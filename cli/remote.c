@@ -8,6 +8,7 @@
 #include "tessera/v1/inference.pb-c.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,21 @@ int ts_remote_connect(const char *target, ts_rpc_channel **out) {
     if (!target || !strchr(target, ':'))
         return ts_error_set(TS_E_INVALID, "--server: expected HOST:PORT, got '%s'",
                             target ? target : "");
-    return ts_rpc_channel_create(target, NULL, out);
+    ts_rpc_channel_options o;
+    ts_rpc_channel_options_default(&o);
+    /* The cluster's API key, from the environment (never argv). */
+    const char *key = getenv("TESSERA_API_KEY");
+    char bearer[4200];
+    ts_rpc_metadata md = {"authorization", bearer};
+    if (key && key[0]) {
+        if (snprintf(bearer, sizeof bearer, "Bearer %s", key) >= (int)sizeof bearer)
+            return ts_error_set(TS_E_INVALID, "TESSERA_API_KEY: longer than 4096 bytes");
+        o.metadata = &md;
+        o.n_metadata = 1;
+    }
+    int rc = ts_rpc_channel_create(target, &o, out); /* copies the metadata */
+    explicit_bzero(bearer, sizeof bearer);
+    return rc;
 }
 
 int ts_remote_exit_code(int rc) {

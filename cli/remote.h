@@ -28,7 +28,8 @@
 int ts_remote_pack(const struct ProtobufCMessage *msg, ts_buf *out);
 
 /* A channel to HOST:PORT with the defaults of rpc_client.h: calls fail at once with UNAVAILABLE
- * when nothing listens there (no waiting for the server to appear). */
+ * when nothing listens there (no waiting for the server to appear). Every call carries the
+ * environment's TESSERA_API_KEY (authorization: Bearer KEY) when it is set. */
 int ts_remote_connect(const char *target, ts_rpc_channel **out);
 
 /* 2 for TS_E_INVALID (the server said INVALID_ARGUMENT, or a bad flag/target), else 1. */

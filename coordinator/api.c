@@ -35,6 +35,17 @@ static int bad(const char *fmt, ...) {
     return TS_E_INVALID;
 }
 
+/* The API keys (auth.h): false, with the call finished UNAUTHENTICATED, without a valid one. */
+static bool authorized(coordinator *co, ts_rpc_call *call) {
+    size_t n = 0;
+    const char *v = ts_rpc_call_metadata(call, "authorization", &n);
+    if (co_auth_check(co->auth, v, n)) return true;
+    ts_rpc_call_finish(call, TS_RPC_UNAUTHENTICATED,
+                       "missing or wrong API key (metadata authorization: Bearer KEY; the CLI "
+                       "sends TESSERA_API_KEY)");
+    return false;
+}
+
 /* ---- Generate: the request model in, its outputs as GenerateResponse messages out ---- */
 
 static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, float logprob,
@@ -90,6 +101,7 @@ static const co_output grpc_output = {
 
 static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     coordinator *co = arg;
+    if (!authorized(co, call)) return;
     Tessera__V1__GenerateRequest *q = tessera__v1__generate_request__unpack(NULL, len, data);
     if (!q) {
         ts_rpc_call_finish(call, TS_RPC_INVALID_ARGUMENT, "malformed GenerateRequest");
@@ -129,6 +141,7 @@ static void generate_done(ts_rpc_call *call, int cancelled, void *arg) {
 
 static void tokenize_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     coordinator *co = arg;
+    if (!authorized(co, call)) return;
     Tessera__V1__TokenizeRequest *q = tessera__v1__tokenize_request__unpack(NULL, len, data);
     if (!q) {
         ts_rpc_call_finish(call, TS_RPC_INVALID_ARGUMENT, "malformed TokenizeRequest");
@@ -162,6 +175,7 @@ static void tokenize_message(ts_rpc_call *call, const uint8_t *data, size_t len,
 
 static void list_models_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     coordinator *co = arg;
+    if (!authorized(co, call)) return;
     Tessera__V1__ModelInfo info = TESSERA__V1__MODEL_INFO__INIT;
     Tessera__V1__ModelInfo *infos[1] = {&info};
     pthread_mutex_lock(&co->mu);
@@ -226,8 +240,15 @@ static void health_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
     free(ptrs);
 }
 
+static void public_health_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
+    coordinator *co = arg;
+    if (co->protect_metrics && !authorized(co, call)) return;
+    health_message(call, data, len, arg);
+}
+
 void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tokenize,
-                    ts_rpc_method *list_models, ts_rpc_method *health) {
+                    ts_rpc_method *list_models, ts_rpc_method *health,
+                    ts_rpc_method *launcher_health) {
     *generate = (ts_rpc_method){.kind = TS_RPC_SERVER_STREAM,
                                 .on_message = generate_message,
                                 .on_done = generate_done,
@@ -235,5 +256,7 @@ void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tok
     *tokenize = (ts_rpc_method){.kind = TS_RPC_UNARY, .on_message = tokenize_message, .arg = co};
     *list_models =
         (ts_rpc_method){.kind = TS_RPC_UNARY, .on_message = list_models_message, .arg = co};
-    *health = (ts_rpc_method){.kind = TS_RPC_UNARY, .on_message = health_message, .arg = co};
+    *health = (ts_rpc_method){.kind = TS_RPC_UNARY, .on_message = public_health_message, .arg = co};
+    *launcher_health =
+        (ts_rpc_method){.kind = TS_RPC_UNARY, .on_message = health_message, .arg = co};
 }

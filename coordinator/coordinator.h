@@ -43,6 +43,7 @@
 
 #include "common/buf.h"
 #include "common/secret.h"
+#include "coordinator/auth.h"
 #include "coordinator/metrics.h"
 #include "request/request.h"
 #include "rpc/rpc_server.h"
@@ -184,11 +185,17 @@ struct coordinator {
     /* What node groups must prove on the Worker listener (common/secret.h); "" when none is
      * configured (then the listener is loopback only). Set before serving, read-only after. */
     char cluster_secret[TS_SECRET_MAX];
+    co_auth *auth;       /* auth.h: the API keys of both front doors (immutable) */
+    bool protect_metrics; /* the keys guard Health, /health and /metrics too */
 };
 
 /* ---- api.c: the gRPC adapter (tessera.v1.Inference) ---- */
+/* Every method but launcher_health checks the API keys (co->auth; health only with
+ * co->protect_metrics): UNAUTHENTICATED without a valid "authorization: Bearer KEY".
+ * launcher_health is Health without keys, for the Worker listener. */
 void co_api_methods(coordinator *co, ts_rpc_method *generate, ts_rpc_method *tokenize,
-                    ts_rpc_method *list_models, ts_rpc_method *health);
+                    ts_rpc_method *list_models, ts_rpc_method *health,
+                    ts_rpc_method *launcher_health);
 
 /* ---- membership.c: the bottom of the stack (node groups; reports up through co->hooks) ---- */
 void co_membership_method(coordinator *co, ts_rpc_method *attach);

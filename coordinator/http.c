@@ -54,7 +54,6 @@
 #include <time.h>
 
 enum {
-    HTTP_MAX_KEYS = 256,
     HTTP_MAX_PENDING = 8 << 20, /* streamed bytes a slow client may leave unread */
     HTTP_IDLE_S = 600,
 };
@@ -63,8 +62,6 @@ struct co_http {
     coordinator *co;
     struct MHD_Daemon *d;
     size_t max_body;
-    char *keys[HTTP_MAX_KEYS];
-    int n_keys;
     bool stopping; /* under co->mu */
     int64_t created;
     ts_chat_template *chat; /* NULL: chat_why says why there is none */
@@ -968,46 +965,13 @@ static enum MHD_Result handle_metrics(co_http *srv, struct MHD_Connection *c) {
 
 /* ---- authentication ---- */
 
-/* Constant time in the key's content: every key is compared over its whole length. */
-static bool authorized(const co_http *srv, struct MHD_Connection *c) {
-    if (!srv->n_keys) return true;
+/* The model API needs a key (when keys are set, auth.h); /health and /metrics only with
+ * --protect-metrics. Checked once the headers are in, before any body is read. */
+static bool authorized(const co_http *srv, struct MHD_Connection *c, const char *url) {
+    if ((!strcmp(url, "/health") || !strcmp(url, "/metrics")) && !srv->co->protect_metrics)
+        return true;
     const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!a || strncasecmp(a, "Bearer ", 7)) return false;
-    const char *key = a + 7;
-    size_t n = strlen(key);
-    bool ok = false;
-    for (int i = 0; i < srv->n_keys; i++) {
-        const char *k = srv->keys[i];
-        size_t kn = strlen(k);
-        unsigned char diff = (unsigned char)(kn != n);
-        for (size_t j = 0; j < kn; j++)
-            diff |= (unsigned char)(k[j] ^ (j < n ? key[j] : 0));
-        ok |= diff == 0;
-    }
-    return ok;
-}
-
-static int load_keys(co_http *srv, const char *path) {
-    FILE *f = fopen(path, "r");
-    if (!f) return ts_error_set(TS_E_INVALID, "--api-key-file %s: %s", path, strerror(errno));
-    char line[4096];
-    int rc = TS_OK;
-    while (!rc && fgets(line, sizeof line, f)) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = '\0';
-        while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
-            line[--n] = '\0';
-        const char *k = line + strspn(line, " \t");
-        if (!*k) continue;
-        if (srv->n_keys == HTTP_MAX_KEYS)
-            rc = ts_error_set(TS_E_INVALID, "--api-key-file %s: more than %d keys", path,
-                              HTTP_MAX_KEYS);
-        else if (!(srv->keys[srv->n_keys++] = strdup(k)))
-            rc = ts_error_set(TS_E_NOMEM, "out of memory");
-    }
-    fclose(f);
-    if (!rc && !srv->n_keys) rc = ts_error_set(TS_E_INVALID, "--api-key-file %s: no keys", path);
-    return rc;
+    return co_auth_check(srv->co->auth, a, a ? strlen(a) : 0);
 }
 
 /* ---- the handler ---- */
@@ -1023,6 +987,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         hc = calloc(1, sizeof *hc);
         if (!hc) return MHD_NO;
         *con_cls = hc;
+        if (!authorized(srv, c, url))
+            return send_error(c, MHD_HTTP_UNAUTHORIZED,
+                              "Incorrect or missing API key (Authorization: Bearer KEY)",
+                              "authentication_error", NULL, "invalid_api_key");
         hc->limit = co_http_batch_max_body(url, method, srv->max_body);
         if (post) {
             const char *cl =
@@ -1055,12 +1023,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                               "invalid_request_error", NULL, NULL);
         return handle_metrics(srv, c);
     }
-    bool model_api =
-        !strncmp(url, "/v1/", 4) || !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
-    if (model_api && !authorized(srv, c))
-        return send_error(c, MHD_HTTP_UNAUTHORIZED,
-                          "Incorrect or missing API key (Authorization: Bearer KEY)",
-                          "authentication_error", NULL, "invalid_api_key");
     if (co_http_batch_path(url)) /* the Files and Batches API (http_batch.c) */
         return co_http_batch_handle(srv, c, url, method, hc->body.data, hc->body.len);
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
@@ -1146,8 +1108,8 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
     srv->max_body = o->max_body;
     srv->store = o->store;
     srv->created = (int64_t)time(NULL);
-    int rc = o->api_key_file ? load_keys(srv, o->api_key_file) : TS_OK;
-    if (!rc) {
+    int rc = TS_OK;
+    {
         const char *model_tmpl = ts_tokenizer_chat_template(co->tok);
         rc = ts_chat_template_open(o->chat_template, model_tmpl, &srv->chat);
         if (rc && o->chat_template) {
@@ -1192,8 +1154,6 @@ void co_http_stop(co_http *h) {
     h->stopping = true;
     pthread_mutex_unlock(&h->co->mu);
     if (h->d) MHD_stop_daemon(h->d); /* waiters see `stopping` within a second */
-    for (int i = 0; i < h->n_keys; i++)
-        free(h->keys[i]);
     ts_chat_template_close(h->chat);
     free(h);
 }

@@ -1,6 +1,7 @@
 /*
  * http.h — the coordinator's HTTP front door: the OpenAI-compatible API (see http.c and
- * docs/api.md), an adapter over request.c like the gRPC one (api.c).
+ * docs/api.md), an adapter over request.c like the gRPC one (api.c). API keys: co->auth
+ * (auth.h), /health and /metrics too with co->protect_metrics.
  */
 #ifndef TS_COORDINATOR_HTTP_H
 #define TS_COORDINATOR_HTTP_H
@@ -12,8 +13,7 @@
 typedef struct co_http co_http;
 
 typedef struct co_http_options {
-    const char *listen;       /* "HOST:PORT" (port 0: any free port) */
-    const char *api_key_file;  /* one key per line; NULL: no authentication */
+    const char *listen;        /* "HOST:PORT" (port 0: any free port) */
     const char *chat_template; /* a built-in name or a file; NULL: the model's (chat/chat.h) */
     size_t max_body;           /* request bodies larger than this get 413 (uploads: their own) */
     struct co_store *store;    /* --state-dir: the Files and Batches API; NULL: they answer 404 */

@@ -140,6 +140,7 @@ int main(int argc, char **argv) {
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
     const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
     const char *worker_endpoint_file = NULL, *cluster_secret_file = NULL;
+    bool protect_metrics = false;
     const char *state_dir = NULL;
     size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
@@ -175,8 +176,11 @@ int main(int argc, char **argv) {
          "HOST:PORT for the OpenAI-compatible HTTP API (default: off; port 0: any free port)", 0,
          0},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
-         "HTTP API keys, one per line (Authorization: Bearer KEY); default: no authentication", 0,
-         0},
+         "API keys, one per line, for HTTP (Authorization: Bearer KEY) and gRPC (authorization "
+         "metadata); also the environment's TESSERA_API_KEY; default: no authentication",
+         0, 0},
+        {"protect-metrics", 0, TS_FLAG_BOOL, &protect_metrics,
+         "the API keys guard /health, /metrics and gRPC Health too", 0, 0},
         {"chat-template", 0, TS_FLAG_STRING, &chat_template,
          "HTTP chat completions: a built-in template (chatml, llama3, llama2, mistral) or a Jinja "
          "file; default: the model's",
@@ -203,10 +207,6 @@ int main(int argc, char **argv) {
     ts_log_level level;
     if (ts_log_parse_level(log_level, &level)) return fail(2);
     ts_log_set_level(level);
-    if (api_key_file && !http_listen) {
-        ts_error_set(TS_E_INVALID, "--api-key-file needs --http-listen (the keys guard HTTP)");
-        return fail(2);
-    }
     if (state_dir && !http_listen) {
         ts_error_set(TS_E_INVALID, "--state-dir needs --http-listen (the Files and Batches API)");
         return fail(2);
@@ -243,6 +243,15 @@ int main(int argc, char **argv) {
     memcpy(co->cluster_secret, secret, sizeof secret);
     memset(secret, 0, sizeof secret);
     if (co_metrics_create(&co->metrics)) return fail(1);
+    /* Keys from the environment and a file, never argv (ps shows argv). */
+    rc = co_auth_load(getenv("TESSERA_API_KEY"), api_key_file, &co->auth);
+    if (rc) return fail(rc == TS_E_INVALID ? 2 : 1);
+    co->protect_metrics = protect_metrics;
+    if (protect_metrics && !co_auth_required(co->auth)) {
+        ts_error_set(TS_E_INVALID, "--protect-metrics needs API keys (--api-key-file or "
+                                   "TESSERA_API_KEY)");
+        return fail(2);
+    }
     rc = load_model(co, model_path);
     if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
 
@@ -256,9 +265,9 @@ int main(int argc, char **argv) {
     wso.authorize = co_membership_authorize;
     wso.authorize_arg = co;
     ts_rpc_server *srv = NULL, *wsrv = NULL;
-    ts_rpc_method generate, tokenize, list_models, health, attach;
+    ts_rpc_method generate, tokenize, list_models, health, launcher_health, attach;
     co_requests_init(co);
-    co_api_methods(co, &generate, &tokenize, &list_models, &health);
+    co_api_methods(co, &generate, &tokenize, &list_models, &health, &launcher_health);
     co_membership_method(co, &attach);
     rc = ts_rpc_server_create(&so, &srv);
     if (!rc) rc = ts_rpc_server_add_method(srv, "/tessera.v1.Inference/Generate", &generate);
@@ -268,7 +277,7 @@ int main(int argc, char **argv) {
     if (!rc) rc = ts_rpc_server_create(&wso, &wsrv);
     if (!rc) rc = ts_rpc_server_add_method(wsrv, "/tessera.v1.Worker/Attach", &attach);
     /* Launchers (tessera up) watch the groups register through the Worker listener. */
-    if (!rc) rc = ts_rpc_server_add_method(wsrv, "/tessera.v1.Inference/Health", &health);
+    if (!rc) rc = ts_rpc_server_add_method(wsrv, "/tessera.v1.Inference/Health", &launcher_health);
     if (!rc) {
         rc = ts_rpc_server_start(srv);
         if (rc) rc = ts_error_wrap(rc, "--listen");
@@ -281,7 +290,6 @@ int main(int argc, char **argv) {
     co_batch *batch = NULL;
     if (!rc && http_listen) {
         co_http_options ho = {.listen = http_listen,
-                              .api_key_file = api_key_file,
                               .chat_template = chat_template,
                               .max_body = http_max_body,
                               .store = store,
@@ -313,7 +321,7 @@ int main(int argc, char **argv) {
     if (http) {
         endpoint(http_listen, co_http_port(http), false, ep, sizeof ep);
         TS_INFO("tessera-coordinator: HTTP API on http://%s/v1%s", ep,
-                api_key_file ? " (API keys required)" : "");
+                co_auth_required(co->auth) ? " (API keys required)" : "");
     }
 
     int sig = wait_signal(co, &set, -1);
@@ -352,6 +360,7 @@ int main(int argc, char **argv) {
     /* Every call has ended: on_done freed each request and group. */
     ts_tokenizer_destroy(co->tok);
     co_metrics_destroy(co->metrics);
+    co_auth_destroy(co->auth);
     pthread_mutex_destroy(&co->mu);
     free(co);
     TS_INFO("stopped");

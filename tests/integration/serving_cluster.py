@@ -43,6 +43,7 @@ class Cluster:
         self.endpoint = None
         self.channel = None
         self.secret = self.secret_file = None  # the cluster secret, made by start_coordinator
+        self.api_key = None  # sent with every call when set (--api-key-file, TESSERA_API_KEY)
 
     @property
     def tmp(self):
@@ -53,14 +54,15 @@ class Cluster:
 
     # ---- processes ----
 
-    def _spawn(self, cmd, log_name):
+    def _spawn(self, cmd, log_name, env=None):
         log = open(os.path.join(self.tmp, log_name), "w")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env=env)
         p.log_path = log.name
         self.procs.append(p)
         return p
 
-    def start_coordinator(self, *extra):
+    def start_coordinator(self, *extra, env=None):
         ep_file = os.path.join(self.tmp, "endpoint")
         worker_file = os.path.join(self.tmp, "worker.endpoint")
         for old in (ep_file, worker_file):
@@ -73,7 +75,7 @@ class Cluster:
                "--endpoint-file", ep_file, "--worker-listen", "127.0.0.1:0",
                "--worker-endpoint-file", worker_file, "--cluster-secret-file", self.secret_file,
                "-m", harness.MODEL_F32] + list(extra)
-        self.coordinator = self._spawn(cmd, "coordinator.log")
+        self.coordinator = self._spawn(cmd, "coordinator.log", env)
         if not harness.wait_for(lambda: os.path.exists(ep_file), 30):
             raise AssertionError("the coordinator wrote no endpoint file:\n" + self.log(self.coordinator))
         with open(ep_file) as f:
@@ -142,7 +144,11 @@ class Cluster:
         call = self.channel.unary_unary("/tessera.v1.Inference/" + method,
                                         request_serializer=req.SerializeToString,
                                         response_deserializer=resp_cls.FromString)
-        return call(req, timeout=timeout)
+        return call(req, timeout=timeout, metadata=self.metadata())
+
+    def metadata(self):
+        """The calls' metadata: the API key (self.api_key) when the coordinator wants one."""
+        return [("authorization", "Bearer " + self.api_key)] if self.api_key else None
 
     def health(self):
         return self._unary("Health", self.pb.HealthRequest(), self.pb.HealthResponse)
@@ -155,7 +161,7 @@ class Cluster:
             "/tessera.v1.Inference/Generate",
             request_serializer=self.pb.GenerateRequest.SerializeToString,
             response_deserializer=self.pb.GenerateResponse.FromString)
-        return call(self.pb.GenerateRequest(**fields), timeout=timeout)
+        return call(self.pb.GenerateRequest(**fields), timeout=timeout, metadata=self.metadata())
 
     def generate(self, timeout=60, **fields):
         """Runs a whole stream: (text, token ids, messages) or raises grpc.RpcError."""

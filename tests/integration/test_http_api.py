@@ -169,6 +169,7 @@ def main():
         c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--api-key-file", keys,
                             "--http-max-body", str(MAX_BODY), "--chat-template", "chatml")
         auth = {"Authorization": "Bearer " + KEY}
+        c.api_key = KEY  # the keys guard gRPC too
 
         status, doc = raw(port, "GET", "/health")
         f.check(status == 503 and doc and doc["status"] == "unavailable",
