@@ -57,9 +57,42 @@
 
 enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 160 };
 
+/* One child's command line, its strings copied (a restart runs it again). */
+typedef struct launch {
+    char *argv[UP_MAX_ARGS + 1];
+    int argc;
+    char store[4096];
+    size_t used;
+} launch;
+
+static int launch_add(launch *l, const char *arg) {
+    size_t len = strlen(arg) + 1;
+    if (l->argc == UP_MAX_ARGS || len > sizeof l->store - l->used)
+        return ts_error_set(TS_E_NOMEM, "tessera up: a command line longer than %d arguments",
+                            UP_MAX_ARGS);
+    memcpy(l->store + l->used, arg, len);
+    l->argv[l->argc++] = l->store + l->used;
+    l->argv[l->argc] = NULL;
+    l->used += len;
+    return TS_OK;
+}
+
+static int launch_add_all(launch *l, char *const *argv) {
+    int rc = TS_OK;
+    for (int i = 0; !rc && argv[i]; i++)
+        rc = launch_add(l, argv[i]);
+    return rc;
+}
+
 typedef struct child {
     char name[64];
-    pid_t pid; /* 0 once reaped */
+    pid_t pid;      /* 0 while not running */
+    launch cmd;     /* what it runs, again on a restart */
+    cpu_set_t cpus; /* --cpus-per-group: where it runs */
+    bool pinned;
+    int restarts;       /* restarts that count against the budget */
+    int64_t started_ns; /* its last start */
+    int64_t due_ns;     /* a crashed child's restart time; 0: none due */
 } child;
 
 typedef struct up_state {
@@ -69,7 +102,7 @@ typedef struct up_state {
 } up_state;
 
 /* The path execv needs for `file`, searched in PATH here, before fork (the child may only make
- * async-signal-safe calls: this process may have gRPC threads). */
+ * async-signal-safe calls: by a restart this process has gRPC threads). */
 static int resolve_path(const char *file, char *out, size_t size) {
     if (strchr(file, '/')) {
         snprintf(out, size, "%s", file);
@@ -92,8 +125,8 @@ static int resolve_path(const char *file, char *out, size_t size) {
  * as tessera up). The getppid() check closes the race of a parent that died between fork and
  * prctl. mpirun's ranks have process groups of their own and do not inherit the setting, but
  * they end within about a second of their mpirun, when their connection to its PMIx server
- * breaks (up_restarts_crashes_and_children_die_with_it checks the whole tree). An exec failure
- * comes back through a close-on-exec pipe. */
+ * breaks (up_supervision checks the whole tree). An exec failure comes back through a
+ * close-on-exec pipe. */
 static int spawn_process(const char *name, char *const argv[], pid_t *out) {
     char path[PATH_MAX];
     int rc = resolve_path(argv[0], path, sizeof path);
@@ -135,14 +168,36 @@ static int spawn_process(const char *name, char *const argv[], pid_t *out) {
     return TS_OK;
 }
 
-static int spawn(up_state *st, const char *name, char *const argv[]) {
-    pid_t pid;
-    int rc = spawn_process(name, argv, &pid);
-    if (rc) return rc;
-    child *c = &st->kids[st->n_kids++];
+/* Starts child c (again): its command line, pinned where --cpus-per-group put it. The affinity
+ * is set on this thread around the fork and inherited. */
+static int start(child *c) {
+    cpu_set_t own;
+    if (c->pinned) {
+        if (sched_getaffinity(0, sizeof own, &own) != 0 ||
+            sched_setaffinity(0, sizeof c->cpus, &c->cpus) != 0)
+            return ts_error_set(TS_E_IO, "--cpus-per-group: cannot pin %s: %s", c->name,
+                                strerror(errno));
+    }
+    int rc = spawn_process(c->name, c->cmd.argv, &c->pid);
+    if (c->pinned) sched_setaffinity(0, sizeof own, &own);
+    c->started_ns = ts_now_ns();
+    c->due_ns = 0;
+    return rc;
+}
+
+/* A new child: copies its command line and starts it. */
+static int spawn(up_state *st, const char *name, char *const argv[], const cpu_set_t *cpus) {
+    child *c = &st->kids[st->n_kids];
+    memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);
-    c->pid = pid;
-    return TS_OK;
+    int rc = launch_add_all(&c->cmd, argv);
+    if (cpus) {
+        c->cpus = *cpus;
+        c->pinned = true;
+    }
+    if (!rc) rc = start(c);
+    if (!rc) st->n_kids++;
+    return rc;
 }
 
 /* Reaps exited children; returns the first one that exited now (or NULL) and its status. */
@@ -281,33 +336,6 @@ static int gpus_from(ts_host *local, const char *device, int base, int ranks, in
     return TS_OK;
 }
 
-/* One child's command line, its strings copied (a restart runs it again). */
-typedef struct launch {
-    char *argv[UP_MAX_ARGS + 1];
-    int argc;
-    char store[4096];
-    size_t used;
-} launch;
-
-static int launch_add(launch *l, const char *arg) {
-    size_t len = strlen(arg) + 1;
-    if (l->argc == UP_MAX_ARGS || len > sizeof l->store - l->used)
-        return ts_error_set(TS_E_NOMEM, "tessera up: a command line longer than %d arguments",
-                            UP_MAX_ARGS);
-    memcpy(l->store + l->used, arg, len);
-    l->argv[l->argc++] = l->store + l->used;
-    l->argv[l->argc] = NULL;
-    l->used += len;
-    return TS_OK;
-}
-
-static int launch_add_all(launch *l, char *const *argv) {
-    int rc = TS_OK;
-    for (int i = 0; !rc && argv[i]; i++)
-        rc = launch_add(l, argv[i]);
-    return rc;
-}
-
 /* Group g of pool p: the node command line (topology/node_command.h), under mpirun when the
  * group has several ranks — one app context, or one per rank (MPMD, still one MPI world and so
  * one group) when its GPUs are not consecutive. `tmpdir`: the mpirun's own session directory. */
@@ -357,8 +385,138 @@ typedef struct up_options {
     int http_port, port, threads, cpus_per_group, startup_ms;
     const char *device;
     int first_gpu;
+    int max_restarts;      /* per child, see supervise */
     const char *state_dir; /* the coordinator's --state-dir (batches), or NULL */
 } up_options;
+
+/* The coordinator's command line, into args (UP_MAX_ARGS). */
+static void coordinator_args(const up_options *o, char *bin, char *listen, char *http_listen,
+                             const char *endpoint_file, const char *worker_ep,
+                             const char *secret_file, char **args) {
+    int a = 0;
+    args[a++] = bin;
+    args[a++] = "--listen";
+    args[a++] = listen;
+    args[a++] = "--endpoint-file";
+    args[a++] = (char *)endpoint_file;
+    args[a++] = "--worker-listen"; /* nodes attach on loopback, never on the API's port */
+    args[a++] = "127.0.0.1:0";
+    args[a++] = "--worker-endpoint-file";
+    args[a++] = (char *)worker_ep;
+    args[a++] = "--cluster-secret-file";
+    args[a++] = (char *)secret_file;
+    args[a++] = "--log-level";
+    args[a++] = (char *)o->log_level;
+    if (o->model) {
+        args[a++] = "-m";
+        args[a++] = (char *)o->model;
+    }
+    if (o->http_port) {
+        args[a++] = "--http-listen";
+        args[a++] = http_listen;
+    }
+    if (o->api_key_file) {
+        args[a++] = "--api-key-file";
+        args[a++] = (char *)o->api_key_file;
+    }
+    if (o->chat_template) {
+        args[a++] = "--chat-template";
+        args[a++] = (char *)o->chat_template;
+    }
+    if (o->state_dir) {
+        args[a++] = "--state-dir";
+        args[a++] = (char *)o->state_dir;
+    }
+    args[a] = NULL;
+}
+
+/* Replaces the value of `flag` in c's command line by 127.0.0.1:PORT or 0.0.0.0:PORT (host), PORT
+ * the one in the endpoint file `path` wrote by the coordinator that crashed. */
+static int same_port(child *c, const char *flag, const char *host, const char *path) {
+    char ep[300];
+    const char *colon = read_endpoint(path, ep, sizeof ep) ? strrchr(ep, ':') : NULL;
+    if (!colon) return ts_error_set(TS_E_INTERNAL, "no port in %s to listen on again", path);
+    char listen[64], *argv[UP_MAX_ARGS + 1];
+    snprintf(listen, sizeof listen, "%s:%s", host, colon + 1);
+    int n = 0;
+    for (; c->cmd.argv[n]; n++)
+        argv[n] = c->cmd.argv[n];
+    argv[n] = NULL;
+    for (int i = 0; i + 1 < n; i++)
+        if (!strcmp(argv[i], flag)) argv[i + 1] = listen;
+    static launch copy; /* large; its argv points into its own store, so copy it string by string */
+    memset(&copy, 0, sizeof copy);
+    int rc = launch_add_all(&copy, argv);
+    if (!rc) {
+        memset(&c->cmd, 0, sizeof c->cmd);
+        rc = launch_add_all(&c->cmd, copy.argv);
+    }
+    return rc;
+}
+
+/* A restarted coordinator listens where the first one did: clients keep their address, and the
+ * groups redial the Worker listener's (worker.h), so both ports stay. */
+static int coordinator_same_ports(child *c, const char *endpoint_file, const char *worker_ep) {
+    int rc = same_port(c, "--listen", "0.0.0.0", endpoint_file);
+    return rc ? rc : same_port(c, "--worker-listen", "127.0.0.1", worker_ep);
+}
+
+/* Supervision (issue 18). A child that crashes (killed by a signal, or an exit status other than
+ * 0 and 2: a runtime failure such as a node that lost its coordinator for --connect-timeout-ms,
+ * or an mpirun whose rank died) once the cluster
+ * serves is started again with the same command line after a backoff (UP_BACKOFF_FIRST_MS,
+ * doubling up to UP_BACKOFF_MAX_MS), at most o->max_restarts times; a child that then ran for
+ * UP_HEALTHY_S gets its budget back. Node groups re-attach to the coordinator by themselves, a
+ * restarted coordinator listens on the same ports and the groups redial it (worker.h). What does
+ * not restart stops the cluster (exit 1): a child that ends before the cluster first served
+ * (a bad flag, a model the node refuses: running it again would not help), one that exits 0 or 2
+ * (stopped on purpose, usage error), one whose budget is spent, or one that cannot be started.
+ * Every death, restart and refusal is logged naming the child. Returns TS_OK to go on. */
+enum { UP_BACKOFF_FIRST_MS = 500, UP_BACKOFF_MAX_MS = 15000, UP_HEALTHY_S = 60 };
+
+static int supervise(up_state *st, const up_options *o, bool serving, const char *endpoint_file,
+                     const char *worker_ep) {
+    int status;
+    for (child *dead; (dead = reap(st, &status));) {
+        char how[64];
+        describe_exit(status, how, sizeof how);
+        int64_t now = ts_now_ns();
+        if (now - dead->started_ns > (int64_t)UP_HEALTHY_S * 1000000000) dead->restarts = 0;
+        /* mpirun reports a rank killed by signal S as exit status 128 + S */
+        bool crashed = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0 &&
+                                               WEXITSTATUS(status) != TS_EXIT_USAGE);
+        if (!serving || !crashed) {
+            TS_ERROR("tessera up: %s %s; stopping the cluster", dead->name, how);
+            return TS_E_UNAVAILABLE;
+        }
+        if (dead->restarts >= o->max_restarts) {
+            TS_ERROR("tessera up: %s %s, and its %d restart(s) are spent (--max-restarts); "
+                     "stopping the cluster",
+                     dead->name, how, o->max_restarts);
+            return TS_E_UNAVAILABLE;
+        }
+        int shift = dead->restarts < 8 ? dead->restarts : 8;
+        int delay_ms = UP_BACKOFF_FIRST_MS << shift;
+        if (delay_ms > UP_BACKOFF_MAX_MS) delay_ms = UP_BACKOFF_MAX_MS;
+        dead->restarts++;
+        dead->due_ns = now + (int64_t)delay_ms * 1000000;
+        TS_WARN("tessera up: %s %s; restarting it in %d ms (restart %d of %d)", dead->name, how,
+                delay_ms, dead->restarts, o->max_restarts);
+    }
+    for (int i = 0; i < st->n_kids; i++) {
+        child *c = &st->kids[i];
+        if (!c->due_ns || ts_now_ns() < c->due_ns) continue;
+        int rc = i == 0 ? coordinator_same_ports(c, endpoint_file, worker_ep) : TS_OK;
+        if (!rc) rc = start(c);
+        if (rc) {
+            TS_ERROR("tessera up: cannot restart %s: %s; stopping the cluster", c->name,
+                     ts_error_message());
+            return rc;
+        }
+        TS_INFO("tessera up: restarted %s (pid %d)", c->name, (int)c->pid);
+    }
+    return TS_OK;
+}
 
 /* Starts the coordinator and the plan's groups, serves until a signal or a child's death, and
  * stops everything. Returns the exit code. */
@@ -368,12 +526,6 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         ts_cli_sibling_path("tessera-node", node_bin, sizeof node_bin))
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    cpu_set_t own_cpus;
-    if (o->cpus_per_group && sched_getaffinity(0, sizeof own_cpus, &own_cpus) != 0) {
-        ts_error_set(TS_E_IO, "--cpus-per-group: cannot read this process's CPUs: %s",
-                     strerror(errno));
-        return ts_cli_fail("up", TS_EXIT_FAILURE);
-    }
 
     /* The cluster's private files (mode 0700): the Worker listener's endpoint and the cluster
      * secret (a new one per cluster, mode 0600), handed to the children by path, never argv. */
@@ -415,46 +567,17 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    up_state st = {0};
-    {
-        char *args[UP_MAX_ARGS];
-        int a = 0;
-        args[a++] = coord_bin;
-        args[a++] = "--listen";
-        args[a++] = listen;
-        args[a++] = "--endpoint-file";
-        args[a++] = (char *)endpoint_file;
-        args[a++] = "--worker-listen"; /* nodes attach on loopback, never on the API's port */
-        args[a++] = "127.0.0.1:0";
-        args[a++] = "--worker-endpoint-file";
-        args[a++] = worker_ep;
-        args[a++] = "--cluster-secret-file";
-        args[a++] = secret_file;
-        args[a++] = "--log-level";
-        args[a++] = (char *)o->log_level;
-        if (o->model) {
-            args[a++] = "-m";
-            args[a++] = (char *)o->model;
-        }
-        if (o->http_port) {
-            args[a++] = "--http-listen";
-            args[a++] = http_listen;
-        }
-        if (o->api_key_file) {
-            args[a++] = "--api-key-file";
-            args[a++] = (char *)o->api_key_file;
-        }
-        if (o->chat_template) {
-            args[a++] = "--chat-template";
-            args[a++] = (char *)o->chat_template;
-        }
-        if (o->state_dir) {
-            args[a++] = "--state-dir";
-            args[a++] = (char *)o->state_dir;
-        }
-        args[a] = NULL;
-        rc = spawn(&st, "tessera-coordinator", args);
+    up_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        ts_error_set(TS_E_NOMEM, "out of memory");
+        remove(secret_file);
+        rmdir(run_dir);
+        return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
+    char *cargs[UP_MAX_ARGS];
+    coordinator_args(o, coord_bin, listen, http_listen, endpoint_file, worker_ep, secret_file,
+                     cargs);
+    rc = spawn(st, "tessera-coordinator", cargs, NULL);
     for (int g = 0; !rc && g < plan->n_groups; g++) {
         const ts_group_place *gp = &plan->groups[g];
         const ts_pool_place *pp = &plan->pools[gp->pool];
@@ -462,42 +585,38 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         snprintf(name, sizeof name, "%s-%d",
                  pp->spec.role == TS_ROLE_MIXED ? "group" : ts_role_name(pp->spec.role), gp->index);
         ns->threads = o->threads;
+        cpu_set_t set;
         if (o->cpus_per_group) {
             if (!ns->threads)
                 ns->threads = o->cpus_per_group / gp->tp > 0 ? o->cpus_per_group / gp->tp : 1;
-            cpu_set_t set;
             CPU_ZERO(&set);
             for (int c = 0; c < o->cpus_per_group; c++)
                 CPU_SET((g * o->cpus_per_group + c) % cores, &set);
-            if (sched_setaffinity(0, sizeof set, &set) != 0) {
-                rc = ts_error_set(TS_E_IO, "--cpus-per-group: cannot pin group %s: %s", name,
-                                  strerror(errno));
-                break;
-            }
         }
         if (gp->tp > 1) {
-            snprintf(st.tmpdirs[g], sizeof st.tmpdirs[g], "/tmp/tessera-up-%d-g%d", (int)getpid(),
+            snprintf(st->tmpdirs[g], sizeof st->tmpdirs[g], "/tmp/tessera-up-%d-g%d", (int)getpid(),
                      g);
-            mkdir(st.tmpdirs[g], 0700);
+            mkdir(st->tmpdirs[g], 0700);
         }
         static launch l; /* large; one at a time */
-        rc = group_launch(ns, plan, gp->pool, gp->index, st.tmpdirs[g], &l);
+        rc = group_launch(ns, plan, gp->pool, gp->index, st->tmpdirs[g], &l);
         char what[64];
         snprintf(what, sizeof what, "node %s", name);
-        if (!rc) rc = spawn(&st, what, l.argv);
+        if (!rc) rc = spawn(st, what, l.argv, o->cpus_per_group ? &set : NULL);
     }
-    if (o->cpus_per_group) sched_setaffinity(0, sizeof own_cpus, &own_cpus);
     if (rc) {
         ts_cli_fail("up", TS_EXIT_FAILURE);
-        stop_all(&st);
+        stop_all(st);
+        free(st);
         remove(worker_ep);
         remove(secret_file);
         rmdir(run_dir);
         return TS_EXIT_FAILURE;
     }
 
-    /* Wait for the endpoint and for every group to register, watching the children. */
-    int exit_code = TS_EXIT_OK, status = 0;
+    /* Wait for the endpoint and for every group to register, then serve; watch the children
+     * all along (supervise). */
+    int exit_code = TS_EXIT_OK;
     char ep[300] = "";
     ts_rpc_channel *ch = NULL;
     int64_t deadline = ts_now_ns() + (int64_t)o->startup_ms * 1000000;
@@ -505,11 +624,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     while (!stop) {
         struct timespec ts = {0, 200 * 1000000L};
         if (sigtimedwait(&sigs, NULL, &ts) > 0) break;
-        child *dead = reap(&st, &status);
-        if (dead) {
-            char how[64];
-            describe_exit(status, how, sizeof how);
-            TS_ERROR("tessera up: %s %s; stopping the cluster", dead->name, how);
+        if (supervise(st, o, serving, endpoint_file, worker_ep)) {
             exit_code = TS_EXIT_FAILURE;
             break;
         }
@@ -550,13 +665,14 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     }
     TS_INFO("tessera up: stopping the cluster");
     ts_rpc_channel_destroy(ch);
-    stop_all(&st);
+    stop_all(st);
     if (tmp_ep[0]) remove(tmp_ep);
     remove(worker_ep);
     remove(secret_file);
     rmdir(run_dir);
     for (int g = 0; g < plan->n_groups; g++)
-        if (st.tmpdirs[g][0]) rmdir(st.tmpdirs[g]); /* Open MPI removed what it made inside */
+        if (st->tmpdirs[g][0]) rmdir(st->tmpdirs[g]); /* Open MPI removed what it made inside */
+    free(st);
     TS_INFO("tessera up: stopped");
     return exit_code;
 }
@@ -565,7 +681,7 @@ int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
     const char *chat_template = NULL, *state_dir = NULL;
     int http_port = 0;
-    int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000;
+    int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000, max_restarts = 3;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *device = NULL;
     /* What every node gets the same (topology/node_command.h): the engine flags as given (the
@@ -608,6 +724,9 @@ int ts_cmd_up(int argc, char **argv) {
         {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
          1000, 86400000},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
+        {"max-restarts", 0, TS_FLAG_INT, &max_restarts,
+         "restarts of a crashed node group or coordinator, each (0: a crash stops the cluster)", 0,
+         1000},
     };
     int n_flags = 0; /* the entries above; the rest of the table is zeroed */
     while (flags[n_flags].name)
@@ -690,10 +809,11 @@ int ts_cmd_up(int argc, char **argv) {
     ts_cluster_free(&cluster);
     ts_host_free(&local);
     if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
-    int exit_code = up_run(&ns, &plan,
-                           &(up_options){model, endpoint_file, log_level, api_key_file,
-                                         chat_template, http_port, port, threads, cpus_per_group,
-                                         startup_ms, device, (int)first_index, state_dir});
+    int exit_code =
+        up_run(&ns, &plan,
+               &(up_options){model, endpoint_file, log_level, api_key_file, chat_template,
+                             http_port, port, threads, cpus_per_group, startup_ms, device,
+                             (int)first_index, max_restarts, state_dir});
     ts_plan_free(&plan);
     return exit_code;
 }

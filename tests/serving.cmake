@@ -53,7 +53,8 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
       set_tests_properties(serving_up PROPERTIES LABELS integration TIMEOUT 300
                            SKIP_RETURN_CODE 77)
-      # Supervision (issue 18): kill -9 of tessera up leaves nothing behind.
+      # Supervision (issue 18): crashed groups and coordinator restarted, kill -9 of tessera up
+      # leaves nothing behind.
       add_test(NAME up_supervision
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_up_supervision.py
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})

@@ -4,7 +4,8 @@
   1. `tessera up --groups 2 --tp 2` logs "tessera up: serving ... (2 groups x 2 ranks)" once Health
      lists both groups, serves a greedy completion, and on SIGINT stops every process it started
      and exits 0.
-  2. When one of its children dies, it logs which one, stops the rest and exits 1.
+  2. When one of its children dies and may not be restarted (--max-restarts 0), it logs which
+     one, stops the rest and exits 1 (restarts: test_up_supervision.py).
 
   test_serving_up.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
@@ -45,7 +46,7 @@ def main():
         f.check(harness.wait_for(lambda: not alive(kids), 10),
                 "SIGINT: nothing it started is left (%s)" % alive(kids))
 
-        up = sc.start_up(c, "--groups", "1")
+        up = sc.start_up(c, "--groups", "1", "--max-restarts", "0")
         nodes = [p for p in sc.descendants(up.pid)
                  if "tessera-node" in open("/proc/%d/cmdline" % p).read()]
         f.check(len(nodes) == 1, "one node process (%s)" % nodes)
