@@ -44,9 +44,20 @@ ts_cpu_isa ts_cpu_isa_detect(void) {
     if (avx512f && avx512dq && avx512bw && avx512vl && zmm_state) return TS_ISA_AVX512;
     return TS_ISA_AVX2;
 }
+
+int ts_cpu_has_avx512_vnni(void) {
+    if (ts_cpu_isa_detect() != TS_ISA_AVX512) return 0; /* the OS saves ZMM state, F/BW/VL */
+    unsigned int a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (c >> 11) & 1;
+}
 #else
 ts_cpu_isa ts_cpu_isa_detect(void) {
     return TS_ISA_SCALAR;
+}
+
+int ts_cpu_has_avx512_vnni(void) {
+    return 0;
 }
 #endif
 

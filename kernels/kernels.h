@@ -234,6 +234,9 @@ int ts_backend_device_offset(const char *device, int offset, char *out, size_t o
 int ts_cpu_isa_parse(const char *text, ts_cpu_isa *out);
 /* The best ISA of this CPU (AVX-512 needs F, BW, VL, DQ and F16C/FMA; AVX2 needs FMA, F16C). */
 ts_cpu_isa ts_cpu_isa_detect(void);
+/* Whether the CPU runs AVX-512 VNNI on 256-bit registers: ts_cpu_isa_detect() is AVX-512 and
+ * CPUID lists AVX512_VNNI (the quantized prefill tiles, kernels/cpu/qdot.h). */
+int ts_cpu_has_avx512_vnni(void);
 const char *ts_cpu_isa_name(ts_cpu_isa isa);
 
 #endif

@@ -438,7 +438,9 @@ int ts_cpu_backend_create(const ts_backend_options *opts, ts_cpu_impl impl, ts_b
     }
     c->k = impl_kernels(impl);
     for (int t = 0; t < TS_DTYPE_COUNT; t++)
-        c->qdot[t] = ts_cpu_qdot_for((ts_dtype)t, c->k != NULL);
+        c->qdot[t] = ts_cpu_qdot_for((ts_dtype)t, !c->k                        ? TS_ISA_SCALAR
+                                                  : impl == TS_CPU_IMPL_AVX512 ? TS_ISA_AVX512
+                                                                               : TS_ISA_AVX2);
     if (c->k) {
         c->thread_scratch = calloc((size_t)ts_threadpool_size(c->pool), sizeof(float *));
         rc = c->thread_scratch ? grow_thread_scratch(c, 0)

@@ -22,4 +22,20 @@ typedef void (*ts_vec_dot4_fn)(const void *w, const void *a, size_t a_stride, in
 ts_vec_dot_fn ts_qdot_avx2(ts_dtype type);
 ts_vec_dot4_fn ts_qdot4_avx2(ts_dtype type);
 
+/* A tile of a matrix product (prefill): `rows` weight rows w, w + w_stride, ... (bytes) times
+ * `tokens` activation rows a, a + a_stride, ...; output (row r, token t) goes to
+ * y[t * y_stride + r] with the bits of the single dot of that row and token. Each weight block
+ * is unpacked once for all the tile's tokens and each activation block loaded once for all its
+ * rows, so the tile does far fewer instructions per product than row-by-row dots. */
+typedef void (*ts_qtile_fn)(const void *w, size_t w_stride, const void *a, size_t a_stride,
+                            int64_t n, float *y, size_t y_stride);
+typedef struct ts_qtile {
+    ts_qtile_fn fn; /* NULL: no tile for the type */
+    int rows, tokens;
+} ts_qtile;
+
+/* AVX-512 VNNI with VL and BW (qgemm_vnni.c: vpdpbusd, vpdpwssd on 256-bit registers, 32 of
+ * them): the tile for `type`, or {NULL}. Only to be called where ts_cpu_has_avx512_vnni(). */
+ts_qtile ts_qtile_vnni(ts_dtype type);
+
 #endif

@@ -10,32 +10,11 @@
  */
 #include "kernels/cpu/qdot.h"
 
+#include "kernels/cpu/qdot_simd.h"
 #include "kernels/quant_blocks.h"
 
 #include <immintrin.h>
 #include <string.h>
-
-static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-/* 32 codes from 16 bytes of nibbles: element i from the low nibble of byte i, i + 16 from the
- * high nibble. */
-static inline __m256i nibbles_32(const uint8_t *qs) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-
-/* 0x10 in byte j where bit j of the 32-bit little-endian qh is set. */
-static inline __m256i high_bits_32(const uint8_t qh[4]) {
-    uint32_t bits;
-    memcpy(&bits, qh, 4);
-    const __m256i which = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                            0x0101010101010101, 0x0000000000000000);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), which);
-    const __m256i mask = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask);
-    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
 
 static inline __m256i sum_pairs_i16(__m256i p16) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
@@ -46,20 +25,9 @@ static inline __m256i dot_u8(__m256i c, __m256i a) {
     return sum_pairs_i16(_mm256_maddubs_epi16(c, a));
 }
 
-/* The reference's reduction of the 8 lane accumulators (quant.h). */
-static inline float lanes_sum(__m256 acc) {
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
 static inline __m256 lane_fma(float scale, __m256i p, __m256 acc) {
     return _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p), acc);
 }
-
-static inline __m256i load_i8(const int8_t *q) { return _mm256_loadu_si256((const __m256i *)q); }
-
-#define TS_AI static inline __attribute__((always_inline))
 
 /* ---- legacy types (Q8_0 or Q8_1 activations) ----
  * One template for every legacy type and for 1 or 4 activation rows: a block's codes are
@@ -70,20 +38,21 @@ static inline __m256i load_i8(const int8_t *q) { return _mm256_loadu_si256((cons
 TS_AI __m256i legacy_codes(ts_dtype t, const void *w, int64_t b, __m256i iq4_table) {
     switch (t) {
     case TS_DTYPE_Q4_0:
-        return _mm256_sub_epi8(nibbles_32(((const ts_block_q4_0 *)w)[b].qs), _mm256_set1_epi8(8));
-    case TS_DTYPE_Q4_1: return nibbles_32(((const ts_block_q4_1 *)w)[b].qs);
+        return _mm256_sub_epi8(ts_qd_nibbles_32(((const ts_block_q4_0 *)w)[b].qs),
+                               _mm256_set1_epi8(8));
+    case TS_DTYPE_Q4_1: return ts_qd_nibbles_32(((const ts_block_q4_1 *)w)[b].qs);
     case TS_DTYPE_Q5_0: {
         const ts_block_q5_0 *x = (const ts_block_q5_0 *)w + b;
-        return _mm256_sub_epi8(_mm256_or_si256(nibbles_32(x->qs), high_bits_32(x->qh)),
+        return _mm256_sub_epi8(_mm256_or_si256(ts_qd_nibbles_32(x->qs), ts_qd_high_bits_32(x->qh)),
                                _mm256_set1_epi8(16));
     }
     case TS_DTYPE_Q5_1: {
         const ts_block_q5_1 *x = (const ts_block_q5_1 *)w + b;
-        return _mm256_or_si256(nibbles_32(x->qs), high_bits_32(x->qh));
+        return _mm256_or_si256(ts_qd_nibbles_32(x->qs), ts_qd_high_bits_32(x->qh));
     }
-    case TS_DTYPE_Q8_0: return load_i8(((const ts_block_q8_0 *)w)[b].q);
+    case TS_DTYPE_Q8_0: return ts_qd_load(((const ts_block_q8_0 *)w)[b].q);
     default: /* IQ4_NL */
-        return _mm256_shuffle_epi8(iq4_table, nibbles_32(((const ts_block_iq4_nl *)w)[b].qs));
+        return _mm256_shuffle_epi8(iq4_table, ts_qd_nibbles_32(((const ts_block_iq4_nl *)w)[b].qs));
     }
 }
 
@@ -98,10 +67,11 @@ TS_AI size_t legacy_bytes(ts_dtype t) {
     }
 }
 
-TS_AI void legacy_dot(ts_dtype t, const void *w, const void *a, size_t a_stride, int64_t n,
-                      int nt, float *out) {
+TS_AI void legacy_dot(ts_dtype t, const void *w, const void *a, size_t a_stride, int64_t n, int nt,
+                      float *out) {
     const int with_min = t == TS_DTYPE_Q4_1 || t == TS_DTYPE_Q5_1; /* Q8_1 activations */
-    const size_t wb = legacy_bytes(t), ab = with_min ? sizeof(ts_block_q8_1) : sizeof(ts_block_q8_0);
+    const size_t wb = legacy_bytes(t),
+                 ab = with_min ? sizeof(ts_block_q8_1) : sizeof(ts_block_q8_0);
     const __m128i iq4 = _mm_loadu_si128((const __m128i *)ts_iq4nl_values);
     const __m256i iq4_table = _mm256_set_m128i(iq4, iq4);
     __m256 acc[4];
@@ -115,26 +85,27 @@ TS_AI void legacy_dot(ts_dtype t, const void *w, const void *a, size_t a_stride,
         uint16_t dh, mh = 0;
         memcpy(&dh, blk, 2);
         if (with_min) memcpy(&mh, blk + 2, 2);
-        const float dw = h2f(dh), mw = with_min ? h2f(mh) : 0.0f;
+        const float dw = ts_qd_h2f(dh), mw = with_min ? ts_qd_h2f(mh) : 0.0f;
         const __m256i c = legacy_codes(t, w, b, iq4_table);
         const __m256i c_abs = with_min ? c : _mm256_sign_epi8(c, c);
         for (int j = 0; j < nt; j++) {
             const char *ablk = (const char *)a + (size_t)j * a_stride + (size_t)b * ab;
             uint16_t da;
             memcpy(&da, ablk, 2);
-            const __m256i q = load_i8((const int8_t *)(ablk + (with_min ? 4 : 2)));
-            const __m256i p = with_min ? dot_u8(c, q)
-                                       : sum_pairs_i16(_mm256_maddubs_epi16(
-                                             c_abs, _mm256_sign_epi8(q, c)));
-            acc[j] = lane_fma(dw * h2f(da), p, acc[j]);
+            const __m256i q = ts_qd_load((const int8_t *)(ablk + (with_min ? 4 : 2)));
+            const __m256i p =
+                with_min ? dot_u8(c, q)
+                         : sum_pairs_i16(_mm256_maddubs_epi16(c_abs, _mm256_sign_epi8(q, c)));
+            acc[j] = lane_fma(dw * ts_qd_h2f(da), p, acc[j]);
             if (with_min) {
                 uint16_t sa;
                 memcpy(&sa, ablk + 2, 2);
-                accm[j] = __builtin_fmaf(mw, h2f(sa), accm[j]);
+                accm[j] = __builtin_fmaf(mw, ts_qd_h2f(sa), accm[j]);
             }
         }
     }
-    for (int j = 0; j < nt; j++) out[j] = lanes_sum(acc[j]) + accm[j];
+    for (int j = 0; j < nt; j++)
+        out[j] = ts_qd_lanes_sum(acc[j]) + accm[j];
 }
 
 #define LEGACY(name, T)                                                                            \
@@ -143,7 +114,7 @@ TS_AI void legacy_dot(ts_dtype t, const void *w, const void *a, size_t a_stride,
         legacy_dot(T, w, a, 0, n, 1, &r);                                                          \
         return r;                                                                                  \
     }                                                                                              \
-    static void dot4_##name(const void *w, const void *a, size_t s, int64_t n, float out[4]) {    \
+    static void dot4_##name(const void *w, const void *a, size_t s, int64_t n, float out[4]) {     \
         legacy_dot(T, w, a, s, n, 4, out);                                                         \
     }
 LEGACY(q4_0, TS_DTYPE_Q4_0)
@@ -156,13 +127,6 @@ LEGACY(iq4_nl, TS_DTYPE_IQ4_NL)
 
 /* ---- K-quants (Q8_K activations) ---- */
 
-static inline int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* The reference's float steps of one super-block. */
 static inline float kquant_step(float acc, float d, float dmin, float ad, int32_t isum,
                                 int32_t msum) {
@@ -172,8 +136,8 @@ static inline float kquant_step(float acc, float d, float dmin, float ad, int32_
 
 /* Q4_K and Q5_K: 4 pieces of 64 elements, the low nibbles the first 32 with scale 2p, the high
  * nibbles the next 32 with scale 2p + 1; each piece's codes unpacked once for the nt rows. */
-TS_AI void q45_K_dot(ts_dtype t, const void *w, const void *a, size_t a_stride, int64_t n,
-                     int nt, float *out) {
+TS_AI void q45_K_dot(ts_dtype t, const void *w, const void *a, size_t a_stride, int64_t n, int nt,
+                     float *out) {
     const int five = t == TS_DTYPE_Q5_K;
     const size_t wb = five ? sizeof(ts_block_q5_K) : sizeof(ts_block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
@@ -185,47 +149,51 @@ TS_AI void q45_K_dot(ts_dtype t, const void *w, const void *a, size_t a_stride, 
         const uint8_t *scales = five ? k5->scales : k4->scales;
         const uint8_t *qs = five ? k5->qs : k4->qs;
         uint8_t sc[8], mn[8];
-        for (int j = 0; j < 8; j++) ts_q4k_scale_min(j, scales, &sc[j], &mn[j]);
+        for (int j = 0; j < 8; j++)
+            ts_q4k_scale_min(j, scales, &sc[j], &mn[j]);
         const ts_block_q8_K *y[4];
         __m256i isum[4];
         for (int j = 0; j < nt; j++) {
             y[j] = (const ts_block_q8_K *)((const char *)a + (size_t)j * a_stride) + b;
             isum[j] = _mm256_setzero_si256();
         }
-        const __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)k5->qh)
-                                   : _mm256_setzero_si256();
+        const __m256i hbits =
+            five ? _mm256_loadu_si256((const __m256i *)k5->qh) : _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i lo = _mm256_and_si256(q, m4),
+                    hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             if (five) {
                 const __m256i hl = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * p), one);
                 const __m256i hh = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * p + 1), one);
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16(hl, 4));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(hh, 4));
             }
-            const __m256i slo = _mm256_set1_epi16(sc[2 * p]), shi = _mm256_set1_epi16(sc[2 * p + 1]);
+            const __m256i slo = _mm256_set1_epi16(sc[2 * p]),
+                          shi = _mm256_set1_epi16(sc[2 * p + 1]);
             for (int j = 0; j < nt; j++) {
-                const __m256i plo = _mm256_maddubs_epi16(lo, load_i8(y[j]->q + 64 * p));
-                const __m256i phi = _mm256_maddubs_epi16(hi, load_i8(y[j]->q + 64 * p + 32));
+                const __m256i plo = _mm256_maddubs_epi16(lo, ts_qd_load(y[j]->q + 64 * p));
+                const __m256i phi = _mm256_maddubs_epi16(hi, ts_qd_load(y[j]->q + 64 * p + 32));
                 isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(plo, slo));
                 isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(phi, shi));
             }
         }
-        const float d = h2f(k4->d), dmin = h2f(k4->dmin); /* the same place in Q5_K */
+        const float d = ts_qd_h2f(k4->d), dmin = ts_qd_h2f(k4->dmin); /* the same place in Q5_K */
         for (int j = 0; j < nt; j++) {
             int32_t msum = 0;
             for (int s = 0; s < 8; s++)
-                msum += (int32_t)mn[s] * ((int32_t)y[j]->bsums[2 * s] + (int32_t)y[j]->bsums[2 * s + 1]);
-            acc[j] = kquant_step(acc[j], d, dmin, y[j]->d, hsum_i32(isum[j]), msum);
+                msum += (int32_t)mn[s] *
+                        ((int32_t)y[j]->bsums[2 * s] + (int32_t)y[j]->bsums[2 * s + 1]);
+            acc[j] = kquant_step(acc[j], d, dmin, y[j]->d, ts_qd_hsum_i32(isum[j]), msum);
         }
     }
-    for (int j = 0; j < nt; j++) out[j] = acc[j];
+    for (int j = 0; j < nt; j++)
+        out[j] = acc[j];
 }
 
 /* Q6_K: per half h and quarter s, 32 unsigned 6-bit codes; code - 32 is formed as
  * maddubs(code, a) - maddubs(32, a) in int16, then each 16 elements' scale by pmaddwd. */
-TS_AI void q6_K_dot(const void *w, const void *a, size_t a_stride, int64_t n, int nt,
-                    float *out) {
+TS_AI void q6_K_dot(const void *w, const void *a, size_t a_stride, int64_t n, int nt, float *out) {
     const ts_block_q6_K *x = w;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -249,7 +217,7 @@ TS_AI void q6_K_dot(const void *w, const void *a, size_t a_stride, int64_t n, in
                 const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(x[b].scales[k + 1]),
                                                        _mm_set1_epi16(x[b].scales[k]));
                 for (int j = 0; j < nt; j++) {
-                    const __m256i act = load_i8(y[j]->q + 128 * h + 32 * s);
+                    const __m256i act = ts_qd_load(y[j]->q + 128 * h + 32 * s);
                     const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(code, act),
                                                          _mm256_maddubs_epi16(k32, act));
                     isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16, scale));
@@ -257,9 +225,11 @@ TS_AI void q6_K_dot(const void *w, const void *a, size_t a_stride, int64_t n, in
             }
         }
         for (int j = 0; j < nt; j++)
-            acc[j] = kquant_step(acc[j], h2f(x[b].d), 0.0f, y[j]->d, hsum_i32(isum[j]), 0);
+            acc[j] =
+                kquant_step(acc[j], ts_qd_h2f(x[b].d), 0.0f, y[j]->d, ts_qd_hsum_i32(isum[j]), 0);
     }
-    for (int j = 0; j < nt; j++) out[j] = acc[j];
+    for (int j = 0; j < nt; j++)
+        out[j] = acc[j];
 }
 
 static float dot_q4_K(const void *w, const void *a, int64_t n) {

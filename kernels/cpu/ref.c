@@ -44,7 +44,7 @@ void ts_ref_matmul(float *y, const float *x, int32_t n, const ts_weight *w) {
     if (ts_dtype_is_quantized(w->type)) { /* as llama.cpp: quantized activations (qmatmul.h) */
         void *act = malloc(ts_cpu_qmatmul_act_bytes(w, n) + 1);
         TS_ASSERT(act);
-        ts_cpu_qmatmul(NULL, y, x, n, w, act, (ts_cpu_qdot){NULL, NULL});
+        ts_cpu_qmatmul(NULL, y, x, n, w, act, (ts_cpu_qdot){.dot = NULL});
         free(act);
         return;
     }

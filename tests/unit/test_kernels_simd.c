@@ -159,6 +159,46 @@ static void test_matmul_is_batch_and_thread_invariant_bitwise(void) {
     }
 }
 
+/* Quantized weights: every implementation (the AVX2 dots, the VNNI tiles and their edges: rows
+ * past the last whole tile, tokens past the last whole tile) gives the reference's bits, for
+ * batches 1..64 and 1..3 threads. */
+static void test_quant_matmul_equals_reference_bitwise(void) {
+    static const int64_t shapes[][2] = {{16, 256}, {37, 512}, {64, 768}, {21, 96}};
+    static const int32_t n_list[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 33, 64};
+    enum { N_MAX = 64 };
+    ts_rng rng;
+    ts_rng_seed(&rng, 13);
+    for (int e = 0; e < n_impls; e++)
+        for (int th = 1; th <= 3; th++) {
+            ts_backend *be = make_backend(impls[e], th);
+            for (int t = 0; t < N_TYPES; t++)
+                for (int s = 0; s < 4; s++) {
+                    const int64_t rows = shapes[s][0], cols = shapes[s][1];
+                    if (!ts_dtype_is_quantized(all_types[t]) || !fits(all_types[t], cols)) continue;
+                    ts_weight host = tk_weight(&rng, all_types[t], rows, cols, 1.0f);
+                    ts_weight w = prepared(be, &host);
+                    float *x = tk_randn(&rng, (size_t)N_MAX * cols, 1.0f);
+                    float *y = malloc((size_t)N_MAX * rows * sizeof(float));
+                    float *yr = malloc((size_t)N_MAX * rows * sizeof(float));
+                    for (int ni = 0; ni < (int)(sizeof n_list / sizeof n_list[0]); ni++) {
+                        const int32_t n = n_list[ni];
+                        be->matmul(be, y, x, n, &w);
+                        ts_ref_matmul(yr, x, n, &host);
+                        if (!tk_same_bits(y, yr, (size_t)n * rows)) {
+                            fprintf(stderr, "  %s %s %lld x %lld, batch %d, %d threads\n",
+                                    ts_cpu_impl_name(impls[e]), ts_dtype_name(all_types[t]),
+                                    (long long)rows, (long long)cols, n, th);
+                            CHECK(0);
+                        }
+                    }
+                    be->weight_release(be, &w);
+                    free(x), free(y), free(yr);
+                    tk_weight_free(&host);
+                }
+            ts_backend_destroy(be);
+        }
+}
+
 /* Prepared weights: one FMA chain per output in k order, so every instruction set gives the
  * same bits, prefill and decode alike, for every weight type. */
 static void test_matmul_panels_agree_across_instruction_sets(void) {
@@ -646,6 +686,7 @@ int main(void) {
     if (n_impls == 0) test_skip("this CPU has no AVX2: only the scalar reference runs here");
     RUN(test_matmul_every_type_and_odd_shape_against_reference);
     RUN(test_matmul_is_batch_and_thread_invariant_bitwise);
+    RUN(test_quant_matmul_equals_reference_bitwise);
     RUN(test_matmul_panels_agree_across_instruction_sets);
     RUN(test_avx512_emulation_equals_real_avx512);
     RUN(test_rmsnorm_against_reference_and_invariant);

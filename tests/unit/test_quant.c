@@ -5,7 +5,7 @@
  *    same random blocks (tests/data/quant_reference.jsonl, tools/make_quant_reference.py);
  *  - the reference dot product against the double-precision dot of the dequantized weights and
  *    dequantized activations (so the dot reads the same layout as dequantization);
- *  - the fast (AVX2) dot products bit for bit against the reference;
+ *  - the fast (AVX2) dot products and the VNNI tiles bit for bit against the reference;
  *  - the activation quantizers' rounding and sums; non-finite scales are found.
  */
 #include "common/error.h"
@@ -179,6 +179,61 @@ static void test_fast_dots_equal_the_reference_bitwise(void) {
 #endif
 }
 
+/* The VNNI tiles: every output of a tile (rows x tokens, each row and token its own random data,
+ * a shared activation row reused at two places) has the bits of the reference dot. */
+static void test_vnni_tiles_equal_the_reference_bitwise(void) {
+#if defined(__x86_64__)
+    if (!ts_cpu_has_avx512_vnni()) {
+        printf("  (no AVX-512 VNNI on this CPU: the tiles are not run)\n");
+        return;
+    }
+    ts_rng rng;
+    ts_rng_seed(&rng, 5);
+    int checked = 0;
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const ts_dtype t = weight_types[ti];
+        const ts_qtile tile = ts_qtile_vnni(t);
+        if (!tile.fn) continue;
+        CHECK(tile.rows > 0 && tile.tokens > 0 && tile.rows <= 8 && tile.tokens <= 8);
+        const ts_dtype at = ts_dtype_info_of(t)->vec_dot_type;
+        for (int trial = 0; trial < 60; trial++) {
+            const int64_t n = 256 * (1 + trial % 5);
+            const size_t wrow = ts_dtype_row_bytes(t, n) + 8 * (trial % 3); /* odd strides too */
+            const size_t arow = ts_dtype_row_bytes(at, n) + 4 * (trial % 2);
+            char *w = calloc((size_t)tile.rows, wrow), *a = calloc((size_t)tile.tokens, arow);
+            for (int r = 0; r < tile.rows; r++)
+                tk_random_blocks(&rng, t, w + (size_t)r * wrow, n, trial % 7 == 0 ? 30.0f : 0.02f);
+            for (int j = 0; j < tile.tokens; j++) {
+                float *x = random_activations(&rng, n);
+                if ((trial + j) % 11 == 0) /* saturated codes: every activation at +-127 */
+                    for (int64_t i = 0; i < n; i++)
+                        x[i] = i % 3 ? 1.0f : -1.0f;
+                ts_quantize_act_row(at, x, a + (size_t)j * arow, n);
+                free(x);
+            }
+            if (tile.tokens > 2) memcpy(a + 2 * arow, a, arow);
+            const size_t ystride = (size_t)tile.rows + 3;
+            float *y = calloc((size_t)tile.tokens * ystride, sizeof(float));
+            tile.fn(w, wrow, a, arow, n, y, ystride);
+            for (int j = 0; j < tile.tokens; j++)
+                for (int r = 0; r < tile.rows; r++) {
+                    const float ref =
+                        ts_quant_vec_dot(t, w + (size_t)r * wrow, a + (size_t)j * arow, n);
+                    const float got = y[(size_t)j * ystride + (size_t)r];
+                    if (ts_f32_to_bits(ref) != ts_f32_to_bits(got)) {
+                        fprintf(stderr, "  %s n=%lld row %d token %d: tile %.9g, reference %.9g\n",
+                                ts_dtype_name(t), (long long)n, r, j, got, ref);
+                        CHECK(0);
+                    }
+                }
+            checked++;
+            free(w), free(a), free(y);
+        }
+    }
+    CHECK(checked >= 9 * 60);
+#endif
+}
+
 static void test_activation_quantizers(void) {
     ts_rng rng;
     ts_rng_seed(&rng, 3);
@@ -249,6 +304,7 @@ int main(void) {
     RUN(test_dequantize_matches_the_gguf_package_bit_for_bit);
     RUN(test_reference_dot_is_the_dot_of_the_dequantized_rows);
     RUN(test_fast_dots_equal_the_reference_bitwise);
+    RUN(test_vnni_tiles_equal_the_reference_bitwise);
     RUN(test_activation_quantizers);
     RUN(test_non_finite_scales_are_found);
     return test_summary();
