@@ -57,12 +57,20 @@ static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, f
     if (n) memcpy(copy, text, n);
     copy[n] = '\0';
     m.text = copy;
+    Tessera__V1__TopLogprobs top = TESSERA__V1__TOP_LOGPROBS__INIT, *tops = &top;
     if (token >= 0) {
         m.n_token_ids = 1;
         m.token_ids = &token;
         if (r->req.params.logprobs) {
             m.n_logprobs = 1;
             m.logprobs = &logprob;
+        }
+        if (r->n_top > 0) {
+            top.n_ids = top.n_logprobs = (size_t)r->n_top;
+            top.ids = (int32_t *)r->top_ids;
+            top.logprobs = (float *)r->top_logprobs;
+            m.n_top_logprobs = 1;
+            m.top_logprobs = &tops;
         }
     }
     /* request_id on the first and the last message */

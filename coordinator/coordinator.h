@@ -91,6 +91,11 @@ struct co_request {
     ts_request req;
 
     ts_detok detok;
+    /* While an output's tokens/finish runs for a token: that step's most probable ids and their
+     * log-probs (params.top_logprobs of them; n_top 0 otherwise), borrowed from the event. */
+    int32_t n_top;
+    const int32_t *top_ids;
+    const float *top_logprobs;
     ts_buf held;         /* decoded text not sent yet: it may begin a stop string */
     int32_t n_generated; /* tokens received from the node */
     int32_t *generated;  /* their ids (a failover replays them), capacity generated_cap */

@@ -69,6 +69,15 @@ struct co_http {
     struct co_store *store; /* the Files and Batches API's state (http_batch.c), or NULL */
 };
 
+/* One generated token's log-probabilities (params.logprobs), until a response carries it. */
+typedef struct lp_entry {
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    int32_t top_ids[TS_MAX_TOP_LOGPROBS];
+    float top_logprobs[TS_MAX_TOP_LOGPROBS];
+} lp_entry;
+
 typedef struct http_req {
     co_http *srv;
     pthread_cond_t cond;
@@ -86,6 +95,10 @@ typedef struct http_req {
     ts_request_usage usage;
     char id[160];
     int64_t created; /* Unix seconds of its arrival */
+    bool logprobs;   /* the request asked for them: choices carry "logprobs" */
+    lp_entry *lp;    /* tokens not written yet (a stream writes them with its next chunk) */
+    size_t n_lp, lp_cap;
+    int64_t text_offset; /* completions: where the next token's text starts in the choice */
 } http_req;
 
 /* The connection's state across the handler's calls. */
@@ -100,6 +113,7 @@ static void req_unref(http_req *h) { /* under co->mu */
     if (--h->refs > 0) return;
     pthread_cond_destroy(&h->cond);
     ts_buf_free(&h->out);
+    free(h->lp);
     free(h);
 }
 
@@ -308,10 +322,6 @@ static int unsupported(const ts_json *root, completion_opts *o) {
             return field_error(o, one[i], "%s must be 1 (several choices are not supported yet)",
                                one[i]);
     }
-    const ts_json *lp = member(root, "logprobs");
-    if (lp && !(lp->type == TS_JSON_BOOL && !lp->boolean) &&
-        !(lp->type == TS_JSON_NUMBER && lp->is_integer && lp->integer == 0))
-        return field_error(o, "logprobs", "logprobs is not supported yet");
     const ts_json *e = member(root, "echo");
     if (e && (e->type != TS_JSON_BOOL || e->boolean))
         return field_error(o, "echo", "echo is not supported yet");
@@ -343,6 +353,34 @@ static int map_logit_bias(const ts_json *lb, ts_request_params *p, completion_op
         }
     }
     p->n_logit_bias = lb->length > INT32_MAX ? INT32_MAX : (int32_t)lb->length;
+    return TS_OK;
+}
+
+/* Completions: logprobs an integer 0 to 5 (that many alternatives; 0 only the token's own).
+ * Chat: logprobs a boolean and top_logprobs 0 to 20 (which needs logprobs true). The request
+ * model's sampling.top_logprobs (at most 20) holds the count. */
+static int map_logprobs(const ts_json *root, ts_request_params *p, completion_opts *o) {
+    const ts_json *lp = member(root, "logprobs");
+    int64_t top = 0;
+    bool has_top;
+    int rc = o->chat ? get_integer(root, "top_logprobs", &top, &has_top, o) : TS_OK;
+    if (rc) return rc;
+    if (!o->chat) {
+        if (!lp) return TS_OK;
+        if (lp->type != TS_JSON_NUMBER || !lp->is_integer || lp->integer < 0 || lp->integer > 5)
+            return field_error(o, "logprobs",
+                               "logprobs must be an integer from 0 to 5 (the most likely tokens "
+                               "to report at each position)");
+        p->logprobs = true;
+        p->top_logprobs = (int32_t)lp->integer;
+        return TS_OK;
+    }
+    if (lp && lp->type != TS_JSON_BOOL)
+        return field_error(o, "logprobs", "logprobs must be a boolean (chat completions)");
+    p->logprobs = lp && lp->boolean;
+    if (has_top && !p->logprobs)
+        return field_error(o, "top_logprobs", "top_logprobs needs logprobs: true");
+    if (has_top) p->top_logprobs = clamp32(top); /* the table judges it: [0, 20] */
     return TS_OK;
 }
 
@@ -392,6 +430,7 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     if ((rc = get_integer(root, "priority", &iv, &has, o))) return rc;
     if (has) p->priority = iv == INT32_MIN ? INT32_MAX : -clamp32(iv);
     req->priority_lower_first = has;
+    if ((rc = map_logprobs(root, p, o))) return rc;
     const ts_json *user = member(root, "user"); /* accepted: an end-user id for abuse tracking */
     if (user && user->type != TS_JSON_STRING)
         return field_error(o, "user", "user must be a string");
@@ -444,6 +483,117 @@ static void write_usage(ts_json_writer *w, const ts_request_usage *u) {
     ts_jw_object_end(w);
 }
 
+static void write_token(ts_json_writer *w, const char *piece, size_t len, bool with_bytes) {
+    ts_jw_key(w, "token");
+    ts_jw_string_n(w, piece, len);
+    if (!with_bytes) return;
+    ts_jw_key(w, "bytes");
+    ts_jw_array_begin(w);
+    for (size_t i = 0; i < len; i++)
+        ts_jw_int(w, (unsigned char)piece[i]);
+    ts_jw_array_end(w);
+}
+
+/* The choice's "logprobs" from the pending entries (which it consumes). Completions:
+ * {"tokens", "token_logprobs", "top_logprobs": [{TOKEN: logprob}], "text_offset"}; chat:
+ * {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}.
+ * Tokens are each token's own text (invalid UTF-8 as U+FFFD; chat's bytes are exact). */
+static void write_logprobs(ts_json_writer *w, http_req *h) {
+    const ts_tokenizer *tok = h->srv->co->tok;
+    ts_jw_key(w, "logprobs");
+    if (!h->logprobs) {
+        ts_jw_null(w);
+        return;
+    }
+    ts_jw_object_begin(w);
+    size_t len;
+    const char *piece;
+    if (h->chat) {
+        ts_jw_key(w, "content");
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < h->n_lp; i++) {
+            const lp_entry *e = &h->lp[i];
+            ts_jw_object_begin(w);
+            piece = ts_tokenizer_piece(tok, e->token, &len);
+            write_token(w, piece, len, true);
+            ts_jw_key(w, "logprob");
+            ts_jw_double(w, e->logprob);
+            ts_jw_key(w, "top_logprobs");
+            ts_jw_array_begin(w);
+            for (int32_t k = 0; k < e->n_top; k++) {
+                ts_jw_object_begin(w);
+                piece = ts_tokenizer_piece(tok, e->top_ids[k], &len);
+                write_token(w, piece, len, true);
+                ts_jw_key(w, "logprob");
+                ts_jw_double(w, e->top_logprobs[k]);
+                ts_jw_object_end(w);
+            }
+            ts_jw_array_end(w);
+            ts_jw_object_end(w);
+        }
+        ts_jw_array_end(w);
+    } else {
+        ts_jw_key(w, "tokens");
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < h->n_lp; i++) {
+            piece = ts_tokenizer_piece(tok, h->lp[i].token, &len);
+            ts_jw_string_n(w, piece, len);
+        }
+        ts_jw_array_end(w);
+        ts_jw_key(w, "token_logprobs");
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < h->n_lp; i++)
+            ts_jw_double(w, h->lp[i].logprob);
+        ts_jw_array_end(w);
+        ts_jw_key(w, "top_logprobs");
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < h->n_lp; i++) {
+            ts_jw_object_begin(w);
+            for (int32_t k = 0; k < h->lp[i].n_top; k++) {
+                piece = ts_tokenizer_piece(tok, h->lp[i].top_ids[k], &len);
+                char key[256];
+                snprintf(key, sizeof key, "%.*s", (int)(len < 255 ? len : 255), piece);
+                ts_jw_key(w, key);
+                ts_jw_double(w, h->lp[i].top_logprobs[k]);
+            }
+            ts_jw_object_end(w);
+        }
+        ts_jw_array_end(w);
+        ts_jw_key(w, "text_offset");
+        ts_jw_array_begin(w);
+        for (size_t i = 0; i < h->n_lp; i++) {
+            ts_jw_int(w, h->text_offset);
+            (void)ts_tokenizer_piece(tok, h->lp[i].token, &len);
+            h->text_offset += (int64_t)len;
+        }
+        ts_jw_array_end(w);
+    }
+    ts_jw_object_end(w);
+    h->n_lp = 0;
+}
+
+/* Keeps the token's log-probabilities (and the step's most likely tokens) for the next choice
+ * written. */
+static int keep_logprob(http_req *h, co_request *r, int32_t token, float logprob) {
+    if (!h->logprobs || token < 0) return TS_OK;
+    if (h->n_lp == h->lp_cap) {
+        size_t cap = h->lp_cap ? 2 * h->lp_cap : 16;
+        lp_entry *lp = realloc(h->lp, cap * sizeof *lp);
+        if (!lp) return TS_E_NOMEM;
+        h->lp = lp;
+        h->lp_cap = cap;
+    }
+    lp_entry *e = &h->lp[h->n_lp++];
+    e->token = token;
+    e->logprob = logprob;
+    e->n_top = r->n_top < TS_MAX_TOP_LOGPROBS ? r->n_top : TS_MAX_TOP_LOGPROBS;
+    if (e->n_top > 0) {
+        memcpy(e->top_ids, r->top_ids, (size_t)e->n_top * sizeof *e->top_ids);
+        memcpy(e->top_logprobs, r->top_logprobs, (size_t)e->n_top * sizeof *e->top_logprobs);
+    }
+    return TS_OK;
+}
+
 /* {"id", "object", "created", "model", "choices": [one] or none, and usage when given}. The
  * choice: a completion's "text"; a chat's "message" ({"role", "content"}) or, in a stream,
  * "delta" (the role in the first one, the content while there is some). */
@@ -486,8 +636,7 @@ static int completion_json(ts_buf *b, http_req *h, const char *text, size_t n, b
             }
             ts_jw_object_end(&w);
         }
-        ts_jw_key(&w, "logprobs");
-        ts_jw_null(&w);
+        write_logprobs(&w, h);
         ts_jw_key(&w, "finish_reason");
         if (finish)
             ts_jw_string(&w, finish);
@@ -511,9 +660,9 @@ static int sse_event(http_req *h, const char *text, size_t n, bool with_choice, 
 
 static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
     http_req *h = r->out_user;
-    (void)token, (void)logprob;
     if (h->out.len - h->out_off > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
-    int rc = TS_OK;
+    int rc = keep_logprob(h, r, token, logprob);
+    if (rc) return rc;
     if (!h->stream)
         rc = ts_buf_append(&h->out, text, n);
     else if (n)
@@ -525,10 +674,10 @@ static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, 
 static int out_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
                       ts_finish_reason reason, const ts_request_usage *usage) {
     http_req *h = r->out_user;
-    (void)token, (void)logprob;
     h->reason = reason;
     h->usage = *usage;
-    int rc;
+    int rc = keep_logprob(h, r, token, logprob);
+    if (rc) return rc;
     if (!h->stream) {
         rc = ts_buf_append(&h->out, text, n);
     } else {
@@ -687,6 +836,7 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     pthread_cond_init(&h->cond, NULL);
     h->stream = o.stream;
     h->include_usage = o.include_usage;
+    h->logprobs = req.params.logprobs;
     h->chat = chat;
     h->created = (int64_t)time(NULL);
     h->refs = 2; /* the connection's and the request's */

@@ -440,7 +440,14 @@ static void on_event(coordinator *co, co_group *g, co_request *r,
         }
         r->t_last = now;
         g->outstanding--;
-        if (!r->closed) on_token(co, r, ev->token, ev->logprob);
+        if (!r->closed) {
+            size_t n_top = ev->n_top_ids < ev->n_top_logprobs ? ev->n_top_ids : ev->n_top_logprobs;
+            r->n_top = (int32_t)(n_top <= TS_MAX_TOP_LOGPROBS ? n_top : 0);
+            r->top_ids = ev->top_ids;
+            r->top_logprobs = ev->top_logprobs;
+            on_token(co, r, ev->token, ev->logprob);
+            r->n_top = 0; /* r may be closed, not freed: the adapter's done is still to come */
+        }
     }
     if (ev->finish_reason == TESSERA__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {
         /* disaggregated: on to decode */

@@ -87,6 +87,7 @@ struct ts_engine {
     float *host_logits_local;  /* [max_batch_seqs][max_vocab_shard] */
     float *host_logits_all;    /* [size][max_batch_seqs][max_vocab_shard] (leader) */
     float *host_logits_full;   /* [max_batch_seqs][n_vocab] (leader) */
+    float *host_row;           /* [n_vocab] (leader of a group of one): top log-probs */
 
     ts_engine_layer_hook layer_hook; /* see ts_engine_set_layer_hook */
     void *layer_hook_user;
@@ -330,6 +331,7 @@ int ts_engine_create(const ts_model *m, ts_backend *be, ts_comm *comm,
     e->up = backend_alloc(e, T * (size_t)s->n_ff * f, "activations", &rc);
     e->logits = backend_alloc(e, S * (size_t)s->n_vocab * f, "logits", &rc);
     bool leader = comm->rank == 0;
+    if (leader && comm->size == 1) e->host_row = host_alloc((size_t)hp->n_vocab * f, &rc);
     if (leader && comm->size > 1)
         e->logits_full = backend_alloc(e, S * (size_t)hp->n_vocab * f, "logits", &rc);
 
@@ -405,6 +407,7 @@ void ts_engine_destroy(ts_engine *e) {
     free(e->host_logits_local);
     free(e->host_logits_all);
     free(e->host_logits_full);
+    free(e->host_row);
     free(e);
 }
 
@@ -655,6 +658,53 @@ int ts_engine_step(ts_engine *e, const ts_batch *b, const ts_sampling *params, i
                    float *logprobs) {
     bool full = needs_full_logits(params, count_outputs(b), logprobs);
     return step(e, b, full, params, tokens, logprobs, NULL);
+}
+
+/* The n most probable ids of row and their log softmax, computed as ts_ref_logprob does (the
+ * value the sampler reports for a picked token): most probable first, ties by lower id. */
+static void top_of_row(const float *row, int32_t V, int32_t n, int32_t *ids, float *lps) {
+    int32_t arg = 0;
+    for (int32_t j = 1; j < V; j++)
+        if (row[j] > row[arg]) arg = j;
+    float max = row[arg];
+    double sum = 0.0;
+    for (int32_t j = 0; j < V; j++)
+        sum += exp((double)row[j] - (double)max);
+    int32_t k = 0; /* ids[0 .. k) sorted by row value, descending */
+    for (int32_t j = 0; j < V; j++) {
+        if (k == n && !(row[j] > row[ids[n - 1]])) continue;
+        int32_t i = k < n ? k++ : n - 1;
+        while (i > 0 && row[j] > row[ids[i - 1]]) {
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        ids[i] = j;
+    }
+    for (int32_t i = 0; i < k; i++)
+        lps[i] = (float)((double)(row[ids[i]] - max) - log(sum));
+}
+
+int ts_engine_step_top(ts_engine *e, const ts_batch *b, const ts_sampling *params, int32_t *tokens,
+                       float *logprobs, const int32_t *n_top, int32_t *top_ids,
+                       float *top_logprobs) {
+    TS_ASSERT(!n_top || logprobs);
+    bool full = needs_full_logits(params, count_outputs(b), logprobs);
+    int rc = step(e, b, full, params, tokens, logprobs, NULL);
+    if (rc || !n_top) return rc;
+    const int32_t V = e->hp.n_vocab, n_out = count_outputs(b);
+    for (int32_t j = 0; j < n_out; j++) {
+        int32_t n = n_top[j] < TS_ENGINE_MAX_TOP_LOGPROBS ? n_top[j] : TS_ENGINE_MAX_TOP_LOGPROBS;
+        if (n <= 0) continue;
+        const float *row = e->host_logits_full + (size_t)j * (size_t)V; /* gathered: a group */
+        if (e->comm->size == 1) {
+            e->be->download(e->be, e->host_row, e->logits + (size_t)j * (size_t)V,
+                            (size_t)V * sizeof(float));
+            row = e->host_row;
+        }
+        top_of_row(row, V, n, top_ids + (size_t)j * TS_ENGINE_MAX_TOP_LOGPROBS,
+                   top_logprobs + (size_t)j * TS_ENGINE_MAX_TOP_LOGPROBS);
+    }
+    return TS_OK;
 }
 
 int ts_engine_step_logits(ts_engine *e, const ts_batch *b, float *logits) {

@@ -82,6 +82,18 @@ ts_backend *ts_engine_backend(const ts_engine *e);
 int ts_engine_step(ts_engine *e, const ts_batch *batch, const ts_sampling *params,
                    int32_t *tokens, float *logprobs);
 
+enum { TS_ENGINE_MAX_TOP_LOGPROBS = 20 };
+
+/* Leader only. ts_engine_step, and for each output row j with n_top[j] > 0 the n_top[j]
+ * (<= TS_ENGINE_MAX_TOP_LOGPROBS) most probable ids of its unmodified row with their
+ * log-probabilities, defined as the logprobs of the picked tokens (log softmax of the raw
+ * logits, before penalties and temperature), most probable first, ties by lower id: into
+ * top_ids / top_logprobs [j * TS_ENGINE_MAX_TOP_LOGPROBS ...]. logprobs must not be NULL when
+ * n_top is given. A greedy pick without penalties or biases is top_ids[0] with the same value. */
+int ts_engine_step_top(ts_engine *e, const ts_batch *batch, const ts_sampling *params,
+                       int32_t *tokens, float *logprobs, const int32_t *n_top, int32_t *top_ids,
+                       float *top_logprobs);
+
 /* Leader only. Runs one step like ts_engine_step but picks nothing: logits receives the full
  * vocabulary row ([n][n_vocab] f32, host memory) of the j-th sequence with want_logits, in batch
  * order (gathered from every rank of a group). For scoring text (tessera perplexity): a prompt

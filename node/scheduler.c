@@ -67,6 +67,9 @@ struct ts_sched {
     ts_sampling *sampling;
     int32_t *picked;
     float *picked_logprobs;
+    int32_t *step_n_top; /* [max_batch_seqs] top_logprobs of each output row */
+    int32_t *top_ids;    /* [max_batch_seqs][TS_ENGINE_MAX_TOP_LOGPROBS] */
+    float *top_logprobs; /* [max_batch_seqs][TS_ENGINE_MAX_TOP_LOGPROBS] */
     ts_sched_event *events;
     int32_t n_events, events_cap;
     ts_sched_release_hook release_hook;
@@ -76,6 +79,9 @@ struct ts_sched {
 };
 
 /* ------------------------------------------------------------------ lists */
+
+_Static_assert((int)TS_ENGINE_MAX_TOP_LOGPROBS == (int)TS_MAX_TOP_LOGPROBS,
+               "the engine reports as many top log-probs as a request may ask for");
 
 static bool runs_before(const seq *a, const seq *b) {
     if (a->params.priority != b->params.priority) return a->params.priority > b->params.priority;
@@ -149,10 +155,14 @@ int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **
     s->sampling = malloc(S * sizeof *s->sampling);
     s->picked = malloc(S * sizeof *s->picked);
     s->picked_logprobs = malloc(S * sizeof *s->picked_logprobs);
+    s->step_n_top = malloc(S * sizeof *s->step_n_top);
+    s->top_ids = malloc(S * TS_ENGINE_MAX_TOP_LOGPROBS * sizeof *s->top_ids);
+    s->top_logprobs = malloc(S * TS_ENGINE_MAX_TOP_LOGPROBS * sizeof *s->top_logprobs);
     s->events_cap = (int32_t)S * 2 + 16;
     s->events = malloc((size_t)s->events_cap * sizeof *s->events);
     if (!s->batch_tokens || !s->batch_seqs || !s->batch_block_ids || !s->step_seqs ||
-        !s->sampling || !s->picked || !s->picked_logprobs || !s->events) {
+        !s->sampling || !s->picked || !s->picked_logprobs || !s->events || !s->step_n_top ||
+        !s->top_ids || !s->top_logprobs) {
         ts_sched_destroy(s);
         return ts_error_set(TS_E_NOMEM, "out of memory for scheduler buffers");
     }
@@ -185,6 +195,9 @@ void ts_sched_destroy(ts_sched *s) {
     free(s->sampling);
     free(s->picked);
     free(s->picked_logprobs);
+    free(s->step_n_top);
+    free(s->top_ids);
+    free(s->top_logprobs);
     free(s->events);
     free(s);
 }
@@ -362,9 +375,15 @@ static void release_blocks(ts_sched *s, seq *q) {
 static void push_event(ts_sched *s, const seq *q, int32_t token, float logprob,
                        ts_finish_reason finish) {
     TS_ASSERT(s->n_events < s->events_cap);
-    s->events[s->n_events++] = (ts_sched_event){q->id,         token,        logprob,
-                                                finish,        q->n_prompt,  q->n_cached,
-                                                q->n_generated};
+    ts_sched_event *ev = &s->events[s->n_events++];
+    memset(ev, 0, sizeof *ev);
+    ev->request_id = q->id;
+    ev->token = token;
+    ev->logprob = logprob;
+    ev->finish = finish;
+    ev->n_prompt = q->n_prompt;
+    ev->n_cached = q->n_cached;
+    ev->n_generated = q->n_generated;
 }
 
 static void flush_events(ts_sched *s, ts_sched_emit emit, void *user) {
@@ -623,7 +642,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
 
     /* The batch: chosen sequences in order, their pending tokens and block tables. */
     int32_t row = 0, n_block_ids = 0, n_out = 0, n_prefill_rows = 0;
-    bool want_logprobs = false;
+    bool want_logprobs = false, want_top = false;
     for (int32_t j = 0; j < n_chosen; j++) {
         seq *q = s->step_seqs[j];
         int32_t rows = q->step_rows;
@@ -651,7 +670,9 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
                 .n_bias = build_bias(q),
                 .uniform = p->temperature > 0.0f ? ts_rng_uniform(&q->rng) : 0.0f,
             };
-            want_logprobs |= p->logprobs;
+            want_logprobs |= p->logprobs || p->top_logprobs > 0;
+            s->step_n_top[n_out] = p->top_logprobs;
+            want_top |= p->top_logprobs > 0;
             n_out++;
         }
     }
@@ -663,8 +684,9 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
             s->prompt_hook(s->prompt_user, q->id, j, q->n_blocks);
     }
     int64_t t0 = ts_now_ns();
-    int rc = ts_engine_step(s->engine, &batch, s->sampling, s->picked,
-                            want_logprobs ? s->picked_logprobs : NULL);
+    int rc = ts_engine_step_top(s->engine, &batch, s->sampling, s->picked,
+                                want_logprobs ? s->picked_logprobs : NULL,
+                                want_top ? s->step_n_top : NULL, s->top_ids, s->top_logprobs);
     int64_t dt = ts_now_ns() - t0;
     if (rc) {
         ts_sched_abort_all(s, TS_FINISH_ERROR, emit, user);
@@ -685,7 +707,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
         if (!q->step_logits) continue;
         int32_t token = s->picked[out];
         float logprob = want_logprobs ? s->picked_logprobs[out] : 0.0f;
-        out++;
+        int32_t row_out = out++;
         if (is_stop_id(q, token)) {
             push_event(s, q, -1, 0.0f, TS_FINISH_STOP);
             finish_seq(s, q, TS_FINISH_STOP);
@@ -696,6 +718,14 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
         if (q->n_generated >= q->params.max_tokens || q->n_tokens >= s->max_ctx)
             finish = TS_FINISH_LENGTH;
         push_event(s, q, token, logprob, finish);
+        if (want_top && s->step_n_top[row_out] > 0) {
+            ts_sched_event *ev = &s->events[s->n_events - 1];
+            ev->n_top = s->step_n_top[row_out];
+            memcpy(ev->top_ids, s->top_ids + (size_t)row_out * TS_ENGINE_MAX_TOP_LOGPROBS,
+                   (size_t)ev->n_top * sizeof *ev->top_ids);
+            memcpy(ev->top_logprobs, s->top_logprobs + (size_t)row_out * TS_ENGINE_MAX_TOP_LOGPROBS,
+                   (size_t)ev->n_top * sizeof *ev->top_logprobs);
+        }
         if (finish != TS_FINISH_NONE) finish_seq(s, q, finish);
     }
     flush_events(s, emit, user);

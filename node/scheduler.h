@@ -45,6 +45,11 @@ typedef struct ts_sched_event {
     int32_t n_cached;        /* prompt tokens whose KV came from the prefix cache (fixed at
                               * the request's first admission; 0 before it) */
     int32_t n_generated;     /* tokens emitted so far, this one included */
+    /* with params.top_logprobs: the most probable ids of the step and their log-probs
+     * (ts_engine_step_top), n_top of them */
+    int32_t n_top;
+    int32_t top_ids[TS_ENGINE_MAX_TOP_LOGPROBS];
+    float top_logprobs[TS_ENGINE_MAX_TOP_LOGPROBS];
 } ts_sched_event;
 
 typedef void (*ts_sched_emit)(void *user, const ts_sched_event *ev);

@@ -41,6 +41,8 @@ static const ts_request_field fields[TS_REQUEST_FIELD_COUNT] = {
     [TS_REQUEST_FIELD_LOGIT_BIAS] = {"sampling.logit_bias", NULL, 0, TS_MAX_LOGIT_BIAS, false,
                                      "entries"},
     [TS_REQUEST_FIELD_LOGIT_BIAS_VALUE] = {"sampling.logit_bias[i]", NULL, -100, 100, false, NULL},
+    [TS_REQUEST_FIELD_TOP_LOGPROBS] = {"sampling.top_logprobs", NULL, 0, TS_MAX_TOP_LOGPROBS, false,
+                                       NULL},
 };
 
 const ts_request_field *ts_request_field_get(ts_request_field_id id) {
@@ -95,6 +97,7 @@ static double value_of(const ts_request *r, ts_request_field_id id) {
     case TS_REQUEST_FIELD_FREQUENCY_PENALTY: return p->frequency_penalty;
     case TS_REQUEST_FIELD_LOGIT_BIAS: return p->n_logit_bias;
     case TS_REQUEST_FIELD_LOGIT_BIAS_VALUE: return 0; /* per entry, in validate */
+    case TS_REQUEST_FIELD_TOP_LOGPROBS: return p->top_logprobs;
     case TS_REQUEST_FIELD_COUNT: break;
     }
     return 0;

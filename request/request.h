@@ -30,6 +30,7 @@ enum {
     TS_REQUEST_MAX_STOPS = 4,  /* stop strings of one request (OpenAI's limit) */
     TS_REQUEST_ID_BYTES = 128, /* a client's request id, NUL included */
     TS_MAX_LOGIT_BIAS = 300,   /* logit_bias entries of one request (OpenAI's limit) */
+    TS_MAX_TOP_LOGPROBS = 20,  /* top_logprobs of one request (OpenAI's chat limit) */
 };
 
 typedef enum {
@@ -72,6 +73,7 @@ typedef struct ts_request_params {
     float logit_bias[TS_MAX_LOGIT_BIAS];
     int32_t n_logit_bias;
     bool logprobs;
+    int32_t top_logprobs; /* with logprobs: the most probable tokens at each step, 0 to 20 */
     int32_t priority; /* higher runs first; interactive > batch */
     /* The prefix-cache salt (ts_kv_salt_digest of ts_request.cache_salt, common/kv_hash.h; 0:
      * none): requests share cached KV blocks only when their salts are equal. */
@@ -134,6 +136,7 @@ typedef enum {
     TS_REQUEST_FIELD_FREQUENCY_PENALTY,
     TS_REQUEST_FIELD_LOGIT_BIAS, /* the number of entries (each id must be in the vocabulary) */
     TS_REQUEST_FIELD_LOGIT_BIAS_VALUE, /* each entry's bias */
+    TS_REQUEST_FIELD_TOP_LOGPROBS,
     TS_REQUEST_FIELD_COUNT
 } ts_request_field_id;
 

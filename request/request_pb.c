@@ -45,6 +45,7 @@ static void sampling_from_pb(const Tessera__V1__SamplingParams *s, ts_request_pa
     p->repetition_penalty = s->repetition_penalty == 0.0f ? 1.0f : s->repetition_penalty;
     if (s->repetition_last_n) p->repetition_last_n = s->repetition_last_n;
     p->seed = s->seed;
+    p->top_logprobs = s->top_logprobs;
     p->presence_penalty = s->presence_penalty;
     p->frequency_penalty = s->frequency_penalty;
     size_t n =
@@ -67,6 +68,7 @@ static void sampling_to_pb(const ts_request_params *p, Tessera__V1__SamplingPara
     s->repetition_last_n = p->repetition_last_n;
     s->seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED; /* a node runs with it */
     s->seed = p->seed;
+    s->top_logprobs = p->top_logprobs;
     s->presence_penalty = p->presence_penalty;
     s->frequency_penalty = p->frequency_penalty;
     size_t n = (size_t)(p->n_logit_bias < TS_MAX_LOGIT_BIAS ? p->n_logit_bias : TS_MAX_LOGIT_BIAS);

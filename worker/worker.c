@@ -251,6 +251,9 @@ static void flush_events(worker *w) {
             evs[i].request_id = pe->ev.request_id;
             evs[i].token = pe->ev.token;
             evs[i].logprob = pe->ev.logprob;
+            evs[i].n_top_ids = evs[i].n_top_logprobs = (size_t)pe->ev.n_top;
+            evs[i].top_ids = (int32_t *)pe->ev.top_ids;
+            evs[i].top_logprobs = (float *)pe->ev.top_logprobs;
             evs[i].finish_reason = ts_finish_reason_to_pb(pe->ev.finish);
             evs[i].prompt_tokens = pe->ev.n_prompt;
             evs[i].cached_prompt_tokens = pe->ev.n_cached;

@@ -10,7 +10,12 @@
      the same values); logit_bias +100 forces a token at every step, -100 bans the greedy first
      token; the extensions top_k 1 and min_p 1 pick the greedy text at temperature 1;
      repetition_penalty changes it; priority and user are accepted.
-  4. Bad values are openai.BadRequestError naming the param and its limit (temperature above 2,
+  4. Log-probabilities: completions logprobs=3 give tokens whose text is the choice's, offsets,
+     and at each greedy step the token's logprob is the largest of its 3 top_logprobs (which
+     are <= 0 and sum to at most 1); the values are gRPC's for the same request; a stream carries
+     every token once; chat logprobs + top_logprobs=5 give content entries with exact bytes.
+     Over gRPC (logprobs + sampling.top_logprobs) the greedy token is the first of the top ids.
+  5. Bad values are openai.BadRequestError naming the param and its limit (temperature above 2,
      five stop strings, penalties outside [-2, 2], logit_bias keys, ids and values, priority,
      user) and INVALID_ARGUMENT over gRPC.
 Everything the test starts is stopped.
@@ -104,7 +109,46 @@ def client(cfg):
     check(text(temperature=0, max_tokens=n, user="u-1", extra_body={"priority": -5}) == greedy,
           "priority and user accepted")
 
-    # 4. bad values name the param and the limit
+    # 4. logprobs
+    import math
+    r = c.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    check(lp is not None and len(lp.tokens) == 8 and "".join(lp.tokens) == r.choices[0].text,
+          "completion logprobs tokens: %s" % lp)
+    offsets = [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
+    check(lp.text_offset == offsets, "text_offset %s != %s" % (lp.text_offset, offsets))
+    for i in range(8):
+        top = lp.top_logprobs[i]
+        check(len(top) == 3 and abs(max(top.values()) - lp.token_logprobs[i]) < 1e-6 and
+              all(v <= 0 for v in top.values()) and sum(math.exp(v) for v in top.values()) <= 1.0001,
+              "step %d: the greedy token's logprob %s is the max of %s" % (i, lp.token_logprobs[i],
+                                                                           top))
+    grpc_lps = cfg["grpc_logprobs"]
+    check(all(abs(a - b) < 1e-6 for a, b in zip(lp.token_logprobs, grpc_lps)) and
+          len(grpc_lps) == 8, "HTTP logprobs %s != gRPC's %s" % (lp.token_logprobs, grpc_lps))
+    chunks = list(c.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0,
+                                       logprobs=2, stream=True))
+    toks = [t for ch in chunks if ch.choices and ch.choices[0].logprobs
+            for t in ch.choices[0].logprobs.tokens]
+    check("".join(toks) == r.choices[0].text and len(toks) == 8,
+          "streamed logprobs tokens %s (text %r)" % (toks, r.choices[0].text))
+    s = c.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=1, seed=5,
+                             logprobs=5).choices[0].logprobs
+    check(all(s.token_logprobs[i] <= max(s.top_logprobs[i].values()) + 1e-6 for i in range(8)),
+          "sampled tokens: no logprob above the step's best")
+    m = c.chat.completions.create(model=model, messages=chat, max_tokens=6, temperature=0,
+                                  logprobs=True, top_logprobs=5)
+    content = m.choices[0].logprobs.content
+    check(len(content) == 6 and "".join(e.token for e in content) == m.choices[0].message.content,
+          "chat logprobs content: %s" % content)
+    for e in content:
+        check(len(e.top_logprobs) == 5 and abs(e.top_logprobs[0].logprob - e.logprob) < 1e-6 and
+              e.top_logprobs[0].token == e.token and bytes(e.bytes) == e.token.encode(),
+              "chat entry %s" % e)
+    m = c.chat.completions.create(model=model, messages=chat, max_tokens=3, temperature=0)
+    check(m.choices[0].logprobs is None, "chat without logprobs: null")
+
+    # 5. bad values name the param and the limit
     for fields, param, words in [({"temperature": 2.5}, None, "[0, 2]"),
                                  ({"stop": ["a", "b", "c", "d", "e"]}, None, "0 to 4 strings"),
                                  ({"seed": "x"}, "seed", "seed"),
@@ -117,7 +161,9 @@ def client(cfg):
                                   "0 to 300 entries"),
                                  ({"logit_bias": [1]}, "logit_bias", "object"),
                                  ({"extra_body": {"priority": 2000000}}, None, "got 2000000"),
-                                 ({"user": 5}, "user", "user must be a string")]:
+                                 ({"user": 5}, "user", "user must be a string"),
+                                 ({"logprobs": 6}, "logprobs", "0 to 5"),
+                                 ({"logprobs": True}, "logprobs", "0 to 5")]:
         try:
             c.completions.create(model=model, prompt=PROMPT, max_tokens=2, **fields)
             check(False, "%s was accepted" % fields)
@@ -126,6 +172,16 @@ def client(cfg):
             check(words in msg, "%s: the message names the limit %r: %r" % (fields, words, msg))
             check(param is None or e.param == param, "%s: param %s, got %s"
                   % (fields, param, e.param))
+    for fields, param, words in [({"logprobs": True, "top_logprobs": 21}, None, "[0, 20]"),
+                                 ({"top_logprobs": 2}, "top_logprobs", "logprobs: true"),
+                                 ({"logprobs": 1}, "logprobs", "boolean")]:
+        try:
+            c.chat.completions.create(model=model, messages=chat, max_tokens=2, **fields)
+            check(False, "chat %s was accepted" % fields)
+        except openai.BadRequestError as e:
+            msg = e.body.get("message", "") if isinstance(e.body, dict) else str(e)
+            check(words in msg and (param is None or e.param == param),
+                  "chat %s: %r (param %s)" % (fields, msg, e.param))
     print("".join("FAIL (openai client): %s\n" % b for b in bad), end="")
     return 1 if bad else 0
 
@@ -171,6 +227,21 @@ def grpc_checks(f, c, stop, expected):
         code, details = c.status_of(prompt=PROMPT, max_tokens=2, **fields)
         f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and words in details,
                 "gRPC %s: INVALID_ARGUMENT naming %r (%s %r)" % (fields, words, code, details))
+    _, lids, lmsgs = c.generate(prompt=PROMPT, max_tokens=8, logprobs=True,
+                                sampling=S(top_logprobs=4))
+    f.check(all(len(m.top_logprobs) == len(m.token_ids) for m in lmsgs), "gRPC top_logprobs "
+            "per token")
+    tops = [t for m in lmsgs for t in m.top_logprobs]
+    f.check(len(tops) == 8 and all(len(t.ids) == 4 and t.ids[0] == i for t, i in zip(tops, lids)),
+            "gRPC: the greedy token first among 4 top ids: %s %s" % (lids, tops))
+    lps = [v for m in lmsgs for v in m.logprobs]
+    f.check(all(abs(t.logprobs[0] - v) < 1e-7 for t, v in zip(tops, lps)),
+            "gRPC: the token's logprob is the top one's")
+    code, details = c.status_of(prompt=PROMPT, max_tokens=2, logprobs=True,
+                                sampling=S(top_logprobs=21))
+    f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and "top_logprobs" in details,
+            "gRPC top_logprobs 21: %s %s" % (code, details))
+    out["grpc_logprobs"] = lps
     out.update(greedy=greedy, forced_id=forced, forced_text=ftext, greedy_first_id=ids[0],
                greedy_first_text=gmsgs[0].text)
     t1, _, _ = c.generate(prompt=PROMPT, max_tokens=16, sampling=S(temperature=1, seed=99))

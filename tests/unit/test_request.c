@@ -69,6 +69,7 @@ static void set_field(ts_request *r, ts_request_field_id id, double v) {
         p->logit_bias_ids[0] = 5;
         p->logit_bias[0] = (float)v;
         break;
+    case TS_REQUEST_FIELD_TOP_LOGPROBS: p->top_logprobs = (int32_t)v; break;
     case TS_REQUEST_FIELD_COUNT: break;
     }
 }
@@ -85,6 +86,7 @@ static bool params_equal(const ts_request_params *a, const ts_request_params *b)
            a->cache_salt == b->cache_salt && a->replayed == b->replayed &&
            a->presence_penalty == b->presence_penalty &&
            a->frequency_penalty == b->frequency_penalty && a->n_logit_bias == b->n_logit_bias &&
+           a->top_logprobs == b->top_logprobs &&
            !memcmp(a->logit_bias_ids, b->logit_bias_ids,
                    (size_t)a->n_logit_bias * sizeof *a->logit_bias_ids) &&
            !memcmp(a->logit_bias, b->logit_bias, (size_t)a->n_logit_bias * sizeof *a->logit_bias);
@@ -245,7 +247,8 @@ static void test_generate_request_round_trip(void) {
                                    .priority = -3,
                                    .presence_penalty = 0.5f,
                                    .frequency_penalty = -0.25f,
-                                   .n_logit_bias = 2};
+                                   .n_logit_bias = 2,
+                                   .top_logprobs = 5};
     r.params.logit_bias_ids[0] = 3, r.params.logit_bias[0] = -100;
     r.params.logit_bias_ids[1] = 1, r.params.logit_bias[1] = 2.5f;
     r.ignore_eos = r.no_bos = r.has_seed = true;
