@@ -47,6 +47,7 @@
 #include <limits.h>
 #include <math.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,8 @@
 
 enum {
     HTTP_MAX_PENDING = 8 << 20, /* streamed bytes a slow client may leave unread */
-    HTTP_IDLE_S = 600,
+    HTTP_IDLE_S = 60,
+    HTTP_WAIT_MS = 200, /* how often a waiting handler looks for a client that went away */
 };
 
 struct co_http {
@@ -99,6 +101,7 @@ typedef struct http_req {
     lp_entry *lp;    /* tokens not written yet (a stream writes them with its next chunk) */
     size_t n_lp, lp_cap;
     int64_t text_offset; /* completions: where the next token's text starts in the choice */
+    int fd;          /* the connection's socket (client_gone), -1: unknown */
 } http_req;
 
 /* The connection's state across the handler's calls. */
@@ -714,12 +717,23 @@ static void out_release(co_request *r) {
 static const co_output http_output = {
     .tokens = out_tokens, .finish = out_finish, .error = out_error, .release = out_release};
 
-/* Waits (under co->mu) for the request's next bytes, its end, or the server's stop. */
+/* Waits (under co->mu) for the request's next bytes, its end, or the server's stop, at most
+ * HTTP_WAIT_MS: the caller checks client_gone between waits. */
 static void wait_req(http_req *h) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
+    ts.tv_nsec += HTTP_WAIT_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
     pthread_cond_timedwait(&h->cond, &h->srv->co->mu, &ts);
+}
+
+/* The client closed its connection (or it broke) while its request waits or runs: libmicrohttpd
+ * notices only when it next writes, which may be a long queue wait or generation away. */
+static bool client_gone(const http_req *h) {
+    if (h->fd < 0) return false;
+    struct pollfd p = {.fd = h->fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -741,7 +755,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             n = MHD_CONTENT_READER_END_OF_STREAM;
             break;
         }
-        if (h->srv->stopping) {
+        if (h->srv->stopping || client_gone(h)) { /* closing it ends the request */
             n = MHD_CONTENT_READER_END_WITH_ERROR;
             break;
         }
@@ -840,6 +854,9 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     h->chat = chat;
     h->created = (int64_t)time(NULL);
     h->refs = 2; /* the connection's and the request's */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    h->fd = ci ? ci->connect_fd : -1;
     hc->h = h;
 
     if (!co_serves_model(co, req.model)) {
@@ -877,8 +894,13 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
         return q;
     }
 
-    while (!h->done && !srv->stopping)
+    while (!h->done && !srv->stopping) {
+        if (client_gone(h)) { /* close: request_completed cancels the request, freeing its KV */
+            pthread_mutex_unlock(&co->mu);
+            return MHD_NO;
+        }
         wait_req(h);
+    }
     ts_buf b = {0};
     enum MHD_Result q;
     if (!h->done || h->err) {
@@ -1254,6 +1276,12 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
         freeaddrinfo(ai);
         return ts_error_set(TS_E_NOMEM, "out of memory");
     }
+    if (o->max_header && o->max_header < 4096) {
+        freeaddrinfo(ai);
+        free(srv);
+        return ts_error_set(TS_E_INVALID, "--http-max-header: at least 4096 bytes, got %zu",
+                            o->max_header);
+    }
     srv->co = co;
     srv->max_body = o->max_body;
     srv->store = o->store;
@@ -1280,7 +1308,10 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
             flags, 0, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_S, MHD_OPTION_END);
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_connections_per_ip,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->max_header ? o->max_header : (size_t)32768,
+            MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)(o->idle_timeout_s > 0 ? o->idle_timeout_s : HTTP_IDLE_S), MHD_OPTION_END);
         if (!srv->d)
             rc = ts_error_set(TS_E_IO, "--http-listen %s: cannot listen there", o->listen);
     }

@@ -18,6 +18,9 @@ typedef struct co_http_options {
     size_t max_body;           /* request bodies larger than this get 413 (uploads: their own) */
     struct co_store *store;    /* --state-dir: the Files and Batches API; NULL: they answer 404 */
     int max_connections;
+    int max_connections_per_ip; /* 0: no limit */
+    size_t max_header;          /* request line and headers; 0: libmicrohttpd's default */
+    int idle_timeout_s;         /* a connection silent this long is closed */
 } co_http_options;
 
 /* Starts the listener (its own threads). 0, or TS_E_INVALID (the address, the key file, the

@@ -141,6 +141,8 @@ int main(int argc, char **argv) {
     const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
     const char *worker_endpoint_file = NULL, *cluster_secret_file = NULL;
     bool protect_metrics = false;
+    int http_max_per_ip = 0, http_idle_s = 60;
+    size_t http_max_header = 32u << 10;
     const char *state_dir = NULL;
     size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
@@ -189,6 +191,14 @@ int main(int argc, char **argv) {
          0},
         {"http-max-connections", 0, TS_FLAG_INT, &http_max_connections, "HTTP connections at once",
          1, 65536},
+        {"http-max-connections-per-ip", 0, TS_FLAG_INT, &http_max_per_ip,
+         "HTTP connections at once from one address (0: no limit but --http-max-connections)", 0,
+         65536},
+        {"http-max-header", 0, TS_FLAG_SIZE, &http_max_header,
+         "bytes of an HTTP request line and headers; more gets 431 (or 414 for the URL)", 0, 0},
+        {"http-idle-timeout-s", 0, TS_FLAG_INT, &http_idle_s,
+         "an HTTP connection that sends nothing this long is closed (keep-alive, slow clients)", 1,
+         86400},
         {"state-dir", 0, TS_FLAG_STRING, &state_dir,
          "durable state (SQLite) of the Files and Batches API; batches continue after a restart "
          "on the same directory (default: off; needs --http-listen)",
@@ -293,7 +303,10 @@ int main(int argc, char **argv) {
                               .chat_template = chat_template,
                               .max_body = http_max_body,
                               .store = store,
-                              .max_connections = http_max_connections};
+                              .max_connections = http_max_connections,
+                              .max_connections_per_ip = http_max_per_ip,
+                              .max_header = http_max_header,
+                              .idle_timeout_s = http_idle_s};
         rc = co_http_start(co, &ho, &http);
     }
     if (!rc && store) rc = co_batch_start(co, http, store, &batch);

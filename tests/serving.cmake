@@ -78,11 +78,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
       set_tests_properties(http_grpc_sampling_surface PROPERTIES LABELS integration TIMEOUT 600
                            SKIP_RETURN_CODE 77)
-      # /tokenize, /detokenize, /health; API keys over HTTP, gRPC and the CLI.
-      add_test(NAME http_tokenize_health_api_keys
+      # /tokenize, /detokenize, /health; API keys over HTTP, gRPC and the CLI; connection limits,
+      # 429, a disconnect cancels (raw sockets).
+      add_test(NAME http_endpoints_keys_limits_disconnect
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_http_endpoints.py
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
-      set_tests_properties(http_tokenize_health_api_keys PROPERTIES LABELS integration
+      set_tests_properties(http_endpoints_keys_limits_disconnect PROPERTIES LABELS integration
                            TIMEOUT 120 SKIP_RETURN_CODE 77)
     endif()
   endif()

@@ -12,6 +12,13 @@
      are open, and guarded with --protect-metrics (gRPC Health too, but not on the Worker
      listener, which launchers watch with the cluster secret); a key file with a bad key or none stops the coordinator
      with exit 2 naming the line.
+  4. Connections (raw sockets; --http-idle-timeout-s 1, --http-max-header 8192, a node of one
+     sequence at a time and --max-queued-requests 0): two requests on one keep-alive connection;
+     a client that stops mid-header is dropped after the idle timeout; an oversized header is
+     431; a request that would wait in a full queue is 429 with Retry-After; a client that
+     disconnects mid-stream (its node paused, its KV blocks held) cancels its request: the
+     blocks come back, request_success_total{finished_reason="abort"} counts it, and it
+     generated far fewer than its max_tokens; the same for a non-streaming request.
 Everything the test starts is stopped.
 
   test_http_endpoints.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -19,7 +26,11 @@ Everything the test starts is stopped.
 import http.client
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
+import time
 
 import harness
 import serving_cluster as sc
@@ -206,6 +217,106 @@ def main():
                     "key file %r: exit 2 naming %s: %s %r" % (content, words, r.returncode,
                                                                 r.stderr))
         print("ok   3. API keys: HTTP 401 and gRPC UNAUTHENTICATED, --protect-metrics, the CLI")
+
+        # 4. connections: keep-alive, slow clients, big headers, 429, disconnects
+        c.procs = []
+        c.api_key = None
+        port = harness.free_port()
+        c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--http-idle-timeout-s", "1",
+                            "--http-max-header", "8192", "--max-queued-requests", "0",
+                            "--heartbeat-ms", "10", "--heartbeat-timeout-ms", "5000")
+        node = c.start_node("g0", "--batch-seqs", "1", "--ctx", "512")
+        c.wait_groups(1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        statuses, socks = [], []
+        for _ in range(2):
+            conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "Once"}))
+            r = conn.getresponse()
+            r.read()
+            statuses.append(r.status)
+            socks.append(conn.sock)
+        conn.close()
+        f.check(statuses == [200, 200] and socks[0] is socks[1] and socks[0] is not None,
+                "keep-alive: two requests on one connection (%s)" % statuses)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        t = time.time()
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        got = s.recv(100)
+        s.close()
+        f.check(got == b"" and time.time() - t < 4,
+                "a stalled client is dropped after the idle timeout (%r in %.1f s)"
+                % (got, time.time() - t))
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        got = s.recv(100)
+        s.close()
+        f.check(got.startswith(b"HTTP/1.1 431"), "an oversized header: 431 (%r)" % got[:40])
+
+        def kv_held():
+            return any(g.kv_blocks_free < g.kv_blocks_total for g in c.health().groups)
+
+        def counters():
+            """(aborted requests, generated tokens) of group g0, from /metrics."""
+            status, text = request(port, "GET", "/metrics")
+            m = re.search(rb'^tessera:request_success_total\{[^}]*group="g0"[^}]*'
+                          rb'finished_reason="abort"\} (\d+)', text, re.M)
+            gen = sum(float(v) for v in re.findall(
+                rb'^tessera:generation_tokens_total\{[^}]*group="g0"[^}]*\} (\S+)', text, re.M))
+            return (int(m.group(1)) if m else 0), gen
+
+        def stream_then_pause(stream):
+            """A long request over a raw socket; once the node holds its KV, the node is paused.
+            Returns the socket, or None when the request finished first."""
+            body = json.dumps({"prompt": "Once upon a time", "max_tokens": 480,
+                               "ignore_eos": True, "stream": stream}).encode()
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                      % len(body) + body)
+            harness.wait_for(kv_held, 5, 0.002)  # heartbeats every 10 ms
+            sc.signal_proc(node, signal.SIGSTOP)
+            time.sleep(0.1)
+            # the last heartbeat before the pause: it runs, holding blocks, and has not finished
+            if kv_held() and c.health().requests_active > 0:
+                return s
+            sc.signal_proc(node, signal.SIGCONT)
+            while s.recv(65536):  # it finished first: read it to the end (no disconnect)
+                pass
+            s.close()
+            return None
+
+        for stream in (True, False):
+            s = None
+            for _ in range(10):  # the node may finish before it is paused: again
+                aborts, gen = counters()
+                s = stream_then_pause(stream)
+                if s:
+                    break
+            f.check(s is not None, "stream %s: caught the request while it held KV" % stream)
+            if not s:
+                continue
+            # while it holds the only sequence, another request would wait: the queue is full
+            status, doc = None, None
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "Once"}))
+                r = conn.getresponse()
+                status, retry, doc = r.status, r.getheader("Retry-After"), json.loads(r.read())
+            finally:
+                conn.close()
+            f.check(status == 429 and retry and int(retry) >= 1 and
+                    doc["error"]["type"] == "rate_limit_error",
+                    "a full queue: 429 with Retry-After (%s %s %s)" % (status, retry, doc))
+            s.close()  # the client goes away while its node is paused
+            time.sleep(0.5)  # the coordinator notices and sends the cancel
+            sc.signal_proc(node, signal.SIGCONT)
+            f.check(c.wait_kv_idle(10), "stream %s: KV blocks back after the disconnect (%s)"
+                    % (stream, c.health()))
+            aborts2, gen2 = counters()
+            f.check(aborts2 == aborts + 1 and gen2 - gen < 480,
+                    "stream %s: counted as abort (%d -> %d), stopped early (%d of 480 tokens)"
+                    % (stream, aborts, aborts2, gen2 - gen))
+        print("ok   4. keep-alive, idle timeout, 431, 429 with Retry-After, disconnects cancel")
     finally:
         sc.finish(c, f)
 
