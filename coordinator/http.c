@@ -3,8 +3,8 @@
  * Like api.c it is an adapter over request.c only: a JSON body → ts_request → co_request_admit
  * with the co_output callbacks below → JSON or server-sent events, co_request_client_done when
  * the connection is over. The one validation (request/request.h) judges every field; this file
- * checks only JSON types and what it does not support yet (n > 1, echo, logprobs), each a 400
- * naming the field.
+ * checks only JSON types and what it does not support yet (n > 1, echo with logprobs), each a
+ * 400 naming the field.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /metrics               Prometheus text format (metrics.h)
@@ -208,6 +208,7 @@ static enum MHD_Result send_code(struct MHD_Connection *c, int code, const char 
 typedef struct completion_opts {
     bool chat;
     bool stream, include_usage;
+    bool echo;         /* completions: the prompt's text before the completion's */
     const char *param; /* the field a mapping error is about */
 } completion_opts;
 
@@ -325,9 +326,6 @@ static int unsupported(const ts_json *root, completion_opts *o) {
             return field_error(o, one[i], "%s must be 1 (several choices are not supported yet)",
                                one[i]);
     }
-    const ts_json *e = member(root, "echo");
-    if (e && (e->type != TS_JSON_BOOL || e->boolean))
-        return field_error(o, "echo", "echo is not supported yet");
     const ts_json *suffix = member(root, "suffix");
     if (suffix && (suffix->type != TS_JSON_STRING || suffix->length))
         return field_error(o, "suffix", "suffix is not supported");
@@ -434,6 +432,13 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
     if (has) p->priority = iv == INT32_MIN ? INT32_MAX : -clamp32(iv);
     req->priority_lower_first = has;
     if ((rc = map_logprobs(root, p, o))) return rc;
+    const ts_json *echo = o->chat ? NULL : member(root, "echo");
+    if (echo && echo->type != TS_JSON_BOOL) return field_error(o, "echo", "echo must be a boolean");
+    o->echo = echo && echo->boolean;
+    if (o->echo && p->logprobs)
+        return field_error(o, "echo",
+                           "echo with logprobs is not supported (the prompt's log-probabilities "
+                           "are not computed)");
     const ts_json *user = member(root, "user"); /* accepted: an end-user id for abuse tracking */
     if (user && user->type != TS_JSON_STRING)
         return field_error(o, "user", "user must be a string");
@@ -852,6 +857,20 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     h->include_usage = o.include_usage;
     h->logprobs = req.params.logprobs;
     h->chat = chat;
+    ts_buf echo = {0}; /* the prompt as given (text) or decoded (token ids) */
+    if (o.echo)
+        rc = req.prompt ? ts_buf_append_str(&echo, req.prompt)
+                        : ts_tokenizer_decode(co->tok, req.prompt_ids, (size_t)req.n_prompt_ids,
+                                              false, &echo);
+    if (!rc && o.echo && !o.stream) rc = ts_buf_append(&h->out, echo.data, echo.len);
+    if (rc) {
+        ts_buf_free(&echo);
+        ts_request_free(&req);
+        pthread_cond_destroy(&h->cond);
+        ts_buf_free(&h->out);
+        free(h);
+        return send_code(c, TS_E_NOMEM, "out of memory", NULL);
+    }
     h->created = (int64_t)time(NULL);
     h->refs = 2; /* the connection's and the request's */
     const union MHD_ConnectionInfo *ci =
@@ -861,6 +880,7 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
 
     if (!co_serves_model(co, req.model)) {
         enum MHD_Result q = send_unknown_model(c, srv, req.model);
+        ts_buf_free(&echo);
         ts_request_free(&req);
         h->refs = 1;
         return q;
@@ -871,10 +891,15 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     if (rc) {
         h->refs = 1; /* nothing was admitted: no release will come */
         pthread_mutex_unlock(&co->mu);
+        ts_buf_free(&echo);
         return send_code(c, rc, ts_error_message(), NULL);
     }
     h->r = r;
     snprintf(h->id, sizeof h->id, "%s-%s", chat ? "chatcmpl" : "cmpl", r->client_id);
+    /* A stream's echo: the first chunk (no output can have come: co->mu is held since admit). */
+    if (o.echo && h->stream && echo.len && sse_event(h, echo.data, echo.len, true, NULL, NULL))
+        ts_log(TS_LOG_WARN, r->client_id, "out of memory echoing the prompt");
+    ts_buf_free(&echo);
 
     if (h->stream) {
         h->refs++; /* the response's (stream_free) */
@@ -1347,6 +1372,7 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
     int rc = map_body(h, body, req, &o);
     if (!rc && o.stream && !allow_stream)
         rc = field_error(&o, "stream", "stream must be false here (results are stored)");
+    if (!rc && o.echo) rc = field_error(&o, "echo", "echo is not supported here");
     *param = o.param;
     return rc;
 }

@@ -15,6 +15,7 @@
      are <= 0 and sum to at most 1); the values are gRPC's for the same request; a stream carries
      every token once; chat logprobs + top_logprobs=5 give content entries with exact bytes.
      Over gRPC (logprobs + sampling.top_logprobs) the greedy token is the first of the top ids.
+     echo gives the prompt before the completion (a stream: as its first chunk).
   5. Bad values are openai.BadRequestError naming the param and its limit (temperature above 2,
      five stop strings, penalties outside [-2, 2], logit_bias keys, ids and values, priority,
      user) and INVALID_ARGUMENT over gRPC.
@@ -148,6 +149,15 @@ def client(cfg):
     m = c.chat.completions.create(model=model, messages=chat, max_tokens=3, temperature=0)
     check(m.choices[0].logprobs is None, "chat without logprobs: null")
 
+    # echo: the prompt, then the completion (streamed: the prompt first)
+    plain = text(temperature=0, max_tokens=8)
+    check(text(temperature=0, max_tokens=8, echo=True) == PROMPT + plain, "echo")
+    chunks = list(c.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0,
+                                       echo=True, stream=True))
+    pieces = [ch.choices[0].text for ch in chunks if ch.choices]
+    check(pieces and pieces[0] == PROMPT and "".join(pieces) == PROMPT + plain,
+          "streamed echo: %s" % pieces)
+
     # 5. bad values name the param and the limit
     for fields, param, words in [({"temperature": 2.5}, None, "[0, 2]"),
                                  ({"stop": ["a", "b", "c", "d", "e"]}, None, "0 to 4 strings"),
@@ -163,7 +173,9 @@ def client(cfg):
                                  ({"extra_body": {"priority": 2000000}}, None, "got 2000000"),
                                  ({"user": 5}, "user", "user must be a string"),
                                  ({"logprobs": 6}, "logprobs", "0 to 5"),
-                                 ({"logprobs": True}, "logprobs", "0 to 5")]:
+                                 ({"logprobs": True}, "logprobs", "0 to 5"),
+                                 ({"echo": True, "logprobs": 1}, "echo", "echo with logprobs"),
+                                 ({"echo": "yes"}, "echo", "boolean")]:
         try:
             c.completions.create(model=model, prompt=PROMPT, max_tokens=2, **fields)
             check(False, "%s was accepted" % fields)
