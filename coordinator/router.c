@@ -3,13 +3,14 @@
  *
  * A group can take a request when it is registered and healthy, the prompt fits its context, and
  * it runs fewer requests than its max_batch_seqs ("room": more would only wait in the node's own
- * queue, where no other group could pick them up). Among those the group with the fewest
- * outstanding tokens (prompt tokens not yet processed + tokens still to generate, an estimate of
- * the work ahead of a new request) wins; a group the request just failed on is taken only when no
- * other fits. When no group has room the request waits here, highest priority first and in
- * arrival order within a priority (retried requests in front); more than --max-queued-requests
- * of its priority waiting gives RESOURCE_EXHAUSTED. With prefill and decode
- * groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
+ * queue, where no other group could pick them up), or it runs lower-priority requests the new one
+ * displaces (the node preempts them: batch work never holds an interactive request back). Among
+ * those the group with the fewest outstanding tokens (prompt tokens not yet processed + tokens
+ * still to generate, an estimate of the work ahead of a new request) wins; a group the request just
+ * failed on is taken only when no other fits. When no group has room the request waits here,
+ * highest priority first and in arrival order within a priority (retried requests in front); more
+ * than --max-queued-requests of its priority waiting gives RESOURCE_EXHAUSTED. With prefill and
+ * decode groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
  */
 #include "coordinator/coordinator.h"
 
@@ -24,10 +25,17 @@ static int64_t work_of(const co_request *r) {
     return (int64_t)r->req.n_prompt_ids + r->req.params.max_tokens - r->n_generated;
 }
 
+/* A full group still has room for a request that outranks some it runs (interactive over batch
+ * filler): its scheduler preempts the lower-priority sequence within a step (node/scheduler.c),
+ * so the request never waits behind batch work; one such request per lower-priority one. */
 static bool has_room(const co_group *g, const co_request *r) {
     int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-    return g->registered && !g->dead && g->n_active < max_seqs &&
-           r->req.n_prompt_ids + r->n_replay < g->ctx;
+    if (!g->registered || g->dead || r->req.n_prompt_ids + r->n_replay >= g->ctx) return false;
+    if (g->n_active < max_seqs) return true;
+    int lower = 0;
+    for (const co_request *o = g->reqs; o; o = o->g_next)
+        lower += o->req.params.priority < r->req.params.priority;
+    return g->n_active - max_seqs < lower;
 }
 
 static co_group *pick(coordinator *co, const co_request *r) {

@@ -548,11 +548,34 @@ static void publish_full_blocks(ts_sched *s, seq *q) {
     }
 }
 
+/* 0. Interactive work first: while the first waiting sequence outranks the lowest-priority
+ * running one (batch filler) and could not start this step without it (no sequence slot left, or
+ * too few free KV blocks for its first chunk and the admission reserve), the running one is
+ * preempted, within this step. It waits behind the newcomer and is recomputed from its tokens
+ * when there is room again: by batch invariance its results do not change. Equal priorities
+ * never preempt each other here, so nothing thrashes. */
+static void make_room(ts_sched *s) {
+    while (s->waiting.n > 0 && s->running.n > 0) {
+        const seq *w = s->waiting.items[0];
+        const seq *low = s->running.items[s->running.n - 1];
+        if (low->params.priority >= w->params.priority) return;
+        int32_t pending = w->n_tokens - w->n_computed;
+        int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
+        if (chunk > s->max_batch_tokens) chunk = s->max_batch_tokens;
+        int32_t need = (chunk + s->block_size - 1) / s->block_size + s->running.n / 4;
+        bool no_slot = s->running.n >= s->max_batch_seqs;
+        bool no_blocks = ts_kv_pool_n_free(s->pool) < need;
+        if (!no_slot && !no_blocks) return;
+        preempt(s, s->running.n - 1);
+    }
+}
+
 /* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen. */
 static int32_t plan_step(ts_sched *s) {
     int32_t budget = s->max_batch_tokens;
     int32_t n_chosen = 0;
     for (int32_t i = 0; i < s->running.n; i++) s->running.items[i]->step_rows = 0;
+    make_room(s);
 
     /* 1. decoding sequences, in priority order; preempt from the back when blocks run out */
     for (int32_t i = 0; i < s->running.n && n_chosen < s->max_batch_seqs && budget > 0; i++) {

@@ -8,6 +8,9 @@
  *   3. waiting requests are admitted, highest priority first then oldest, while the budget,
  *      the sequence limit and free KV blocks allow. A new request first reuses cached full
  *      blocks of a shared prompt prefix (kv_pool.h) and prefills only the rest.
+ * Before that, a waiting request of a higher priority than the lowest running one (interactive
+ * work over batch filler) that could not start for want of a sequence slot or KV blocks preempts
+ * running lower-priority sequences, lowest first, within the step.
  * When a decoding sequence needs a KV block and none is free, the lowest-priority, most recently
  * admitted other sequence is preempted: its blocks are released and it goes back to the front of
  * the queue to be recomputed later (prompt + tokens generated so far). Kernels are

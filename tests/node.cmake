@@ -9,3 +9,8 @@ if(TARGET ts_node)
   ts_add_test(NAME prefix_cache_reuses_only_bitwise_equal_kv SOURCES unit/test_prefix_cache.c
               LIBS ts_node LABELS integration)
 endif()
+if(TARGET ts_node)
+  # Interactive requests preempt batch filler within a step; results unchanged (bundled model).
+  ts_add_test(NAME scheduler_interactive_preempts_batch SOURCES unit/test_sched_priority.c
+              LIBS ts_node LABELS integration)
+endif()

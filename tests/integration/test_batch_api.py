@@ -11,7 +11,9 @@ one node of the bundled model:
   3. A file with bad lines fails the batch at validation with every bad line and its number in
      errors.data (invalid JSON, duplicate custom_id, wrong url, wrong method, a body field of the
      wrong type, an unknown model).
-  4. Cancel keeps partial results: the finished lines in the output file, the others in the
+  4. Interactive requests sent while the batch fills every sequence slot (--batch-seqs 4) give
+     their greedy texts at once (the router lets them displace batch work, the node preempts it).
+     Cancel keeps partial results: the finished lines in the output file, the others in the
      error file as batch_cancelled, each custom_id exactly once.
   5. An expired window (completion_window "3s", an extension): status expired, finished work
      kept, the rest batch_expired.
@@ -96,12 +98,14 @@ def client(cfg):
     check(b.in_progress_at and b.finalizing_at and b.completed_at and b.usage and
           b.usage.output_tokens == 5 * N, "timestamps and usage: %s" % b)
     out = lines_of(b.output_file_id)
+    refs = {}
     check(sorted(o["custom_id"] for o in out) == ["req-%d" % i for i in range(5)],
           "one output line per custom_id: %s" % [o["custom_id"] for o in out])
     for o in out:
         i = int(o["custom_id"].split("-")[1])
         ref = c.completions.create(model=cfg["model"], prompt=PROMPTS[i], max_tokens=N,
                                    temperature=0)
+        refs[PROMPTS[i]] = ref.choices[0].text
         check(o["response"]["status_code"] == 200 and o["error"] is None and
               o["response"]["body"]["choices"][0]["text"] == ref.choices[0].text,
               "line %s: the text of /v1/completions (%r vs %r)" %
@@ -163,6 +167,19 @@ def client(cfg):
     end = time.time() + 60
     while time.time() < end and c.batches.retrieve(mb.id).request_counts.completed < 2:
         time.sleep(0.05)
+    # interactive requests while the batch fills every slot (--batch-seqs 4: three batch, one
+    # kept): four at once, so three displace batch sequences on the node; all give their text
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        t0 = time.time()
+        futs = [ex.submit(c.completions.create, model=cfg["model"], prompt=PROMPTS[i],
+                          max_tokens=N, temperature=0) for i in range(4)]
+        texts = [fu.result().choices[0].text for fu in futs]
+        took = time.time() - t0
+    check(texts == [refs[PROMPTS[i]] for i in range(4)],
+          "interactive requests beside a running batch: %s" % texts)
+    check(c.batches.retrieve(mb.id).status == "in_progress" and took < 10,
+          "they did not wait for the batch (%.1f s)" % took)
     cancelled = c.batches.cancel(mb.id)
     check(cancelled.status in ("cancelling", "cancelled"), "cancel: %s" % cancelled.status)
     mb = wait(mb.id)
@@ -254,7 +271,7 @@ def main():
         state = os.path.join(c.tmp, "state")
         c.start_coordinator("--http-listen", "127.0.0.1:%d" % port, "--state-dir", state,
                             "--chat-template", "chatml")
-        c.start_node("g0")
+        c.start_node("g0", "--batch-seqs", "4")
         c.wait_groups(1)
         h = c.list_models()
         cfg = {"base_url": "http://127.0.0.1:%d/v1" % port, "model": h.models[0].name,
@@ -346,10 +363,9 @@ def main():
         # tessera up --state-dir: the coordinator it starts serves batches
         c.stop_all()
         c.procs = []
-        import test_serving_up
         port = free_port()
-        test_serving_up.start_up(c, "--groups", "1", "--http-port", str(port), "--state-dir",
-                                 os.path.join(c.tmp, "up-state"))
+        sc.start_up(c, "--groups", "1", "--http-port", str(port), "--state-dir",
+                    os.path.join(c.tmp, "up-state"))
         body, hdr = multipart({"purpose": "batch"}, "up.jsonl", json.dumps(
             {"custom_id": "u", "method": "POST", "url": "/v1/completions",
              "body": {"prompt": "Once", "max_tokens": 4, "temperature": 0}}).encode() + b"\n")
