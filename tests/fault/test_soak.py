@@ -1,17 +1,25 @@
 #!/usr/bin/python3
 """A soak under faults (issue 18): interactive traffic over gRPC and HTTP at several priorities
-while a chaos loop SIGKILLs and restarts node groups; then nothing may be lost, duplicated,
-wrong or leaked.
+and a batch job, while a chaos loop SIGKILLs and restarts node groups and, once, the
+coordinator; then nothing may be lost, duplicated, wrong or leaked.
 
-The cluster: a coordinator (--http-listen) and three single-rank groups with the bundled model,
-all on loopback. First every request of a fixed set (greedy and seeded-sampling requests of
-several prompts and lengths) runs once on the undisturbed cluster: its reference text. Then for
---seconds, W client threads send requests of the set (gRPC streaming, HTTP streaming, HTTP
-non-streaming; gRPC priorities -1, 0, 1) while the chaos loop kills a random group every
---kill-every seconds (never the last one) and restarts it a moment later. Failover replays
-(docs/architecture.md "Failover") keep every stream going, so the verdict is strict:
-  - every request completed, with exactly its reference text (a wrong or repeated token shows
-    up as a different text); none failed, none hung (lost);
+The cluster: a coordinator (--http-listen, --state-dir, fixed ports so that the nodes redial a
+restarted one) and three single-rank groups with the bundled model, all on loopback. First every
+request of a fixed set (greedy and seeded-sampling requests of several prompts and lengths) runs
+once on the undisturbed cluster: its reference text. Then for --seconds, W client threads send
+requests of the set (gRPC streaming, HTTP streaming, HTTP non-streaming; gRPC priorities -1, 0,
+1) and a batch job of --batch-lines lines of the same set runs (Files and Batches API, priority
+-1, filling what interactive traffic leaves), while the chaos loop kills a random group every
+--kill-every seconds (never the last one) and restarts it a moment later; halfway through, the
+coordinator is killed with SIGKILL and started again on the same state directory. Failover
+replays (docs/architecture.md "Failover") keep every stream going through a group's death, and
+the batch store keeps the job through the coordinator's, so the verdict is strict:
+  - every interactive request completed, with exactly its reference text (a wrong or repeated
+    token shows up as a different text), except those open or sent while the coordinator was
+    down, which may end with a documented status (UNAVAILABLE, a refused connection, an HTTP
+    stream cut short); none hung (lost);
+  - the batch job completed, its output has every custom_id exactly once, each with the
+    reference text;
   - afterwards every group reports all its KV blocks free and nothing running;
   - the coordinator's open file descriptors and resident memory are back to their level after
     the warm-up (within 8 descriptors and 24 MiB + 25 %).
@@ -36,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 import serving_cluster as sc  # noqa: E402
 
-CTX = ("--ctx", "1024")
+CTX = ("--ctx", "1024", "--connect-timeout-ms", "60000")
 PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben", "One day, a bird",
            "The sun was hot", "Tom had a red ball"]
 
@@ -68,6 +76,12 @@ class Result:
     def __init__(self, name, kind):
         self.name, self.kind = name, kind
         self.text, self.status, self.ttft, self.gaps = None, None, None, []
+        self.t0, self.t1 = time.time(), None
+
+
+# What a client may see while the coordinator is down or has just restarted and its groups
+# are re-attaching (docs/api.md): UNAVAILABLE / 503, or for HTTP a refused or cut connection.
+OUTAGE_STATUSES = ("UNAVAILABLE", "HTTP 503", "HTTP client error", "stream ended without [DONE]")
 
 
 def run_grpc(c, name, fields, priority):
@@ -140,6 +154,66 @@ def run_http(port, name, fields, stream):
     return r
 
 
+def http_call(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body, headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def multipart(content):
+    boundary = "tesseraSoakBoundary"
+    body = ("--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"soak.jsonl\"\r\n"
+            "Content-Type: application/jsonl\r\n\r\n" % (boundary, boundary)).encode()
+    body += content + ("\r\n--%s--\r\n" % boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+def start_batch(port, reqs, n_lines):
+    """Uploads n_lines requests of the set and creates a batch: (batch id, custom_id -> name)."""
+    names, lines = {}, []
+    for i in range(n_lines):
+        name, fields = reqs[i % len(reqs)]
+        cid = "soak-%04d" % i
+        names[cid] = name
+        lines.append(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/completions",
+                                 "body": json.loads(http_body(fields, False))}))
+    body, hdr = multipart(("\n".join(lines) + "\n").encode())
+    status, doc = http_call(port, "POST", "/v1/files", body, hdr)
+    if status != 200:
+        raise AssertionError("batch upload: %s %s" % (status, doc[:300]))
+    create = json.dumps({"input_file_id": json.loads(doc)["id"], "endpoint": "/v1/completions",
+                         "completion_window": "24h"})
+    status, doc = http_call(port, "POST", "/v1/batches", create,
+                            {"Content-Type": "application/json"})
+    if status != 200:
+        raise AssertionError("batch create: %s %s" % (status, doc[:300]))
+    return json.loads(doc)["id"], names
+
+
+def finish_batch(port, bid, timeout):
+    """Waits for the batch to end: (batch object, output lines)."""
+    end, b = time.time() + timeout, None
+    while time.time() < end:
+        try:
+            status, doc = http_call(port, "GET", "/v1/batches/" + bid)
+            b = json.loads(doc) if status == 200 else b
+        except OSError:
+            pass
+        if b and b["status"] in ("completed", "failed", "expired", "cancelled"):
+            break
+        time.sleep(0.2)
+    out = []
+    if b and b.get("output_file_id"):
+        status, doc = http_call(port, "GET", "/v1/files/%s/content" % b["output_file_id"])
+        out = [json.loads(l) for l in doc.decode().splitlines() if l.strip()]
+    return b, out
+
+
 def pct(xs, q):
     if not xs:
         return float("nan")
@@ -172,8 +246,11 @@ def traffic(c, port, reqs, refs, seconds, n_workers, seed):
                 r = run_grpc(c, name, fields, rnd.choice([-1, 0, 1]))
             else:
                 r = run_http(port, name, fields, how == "http-stream")
+            r.t1 = time.time()
             with lock:
                 results.append(r)
+            if r.status != "OK":
+                time.sleep(0.05)  # the coordinator is down: do not spin
 
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(n_workers)]
     for t in threads:
@@ -192,13 +269,17 @@ def main():
     ap.add_argument("--kill-every", type=float, default=2.5)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--batch-lines", type=int, default=150)
     args = ap.parse_args()
     f = harness.Failures()
     c = sc.Cluster(args.bin_dir, args.pydir)
     try:
-        port = harness.free_port()
-        c.start_coordinator("--http-listen", "127.0.0.1:%d" % port,
+        port, worker_port = harness.free_port(), harness.free_port()
+        coordinator_args = ("--http-listen", "127.0.0.1:%d" % port,
+                            "--worker-listen", "127.0.0.1:%d" % worker_port,
+                            "--state-dir", os.path.join(c.tmp, "state"),
                             "--heartbeat-timeout-ms", "3000", "--max-queued-requests", "1000")
+        c.start_coordinator(*coordinator_args)
         names = ["a", "b", "c"]
         nodes = {n: c.start_node(n, *CTX) for n in names}
         c.wait_groups(3)
@@ -211,14 +292,30 @@ def main():
         quiet, lost_q = traffic(c, port, reqs, refs, args.quiet_seconds, args.workers, args.seed)
         f.check(c.wait_kv_idle(30), "after the quiet phase: every block free (%s)" % c.health())
         fds0, rss0 = proc_fds(c.coordinator.pid), proc_rss(c.coordinator.pid)
-        failed_over0 = c.health().requests_failed_over
+        bid, batch_names = start_batch(port, reqs, args.batch_lines)
 
         kills, restarts = [0], [0]
+        failed_over = [0]  # Health's count dies with a killed coordinator: summed across it
+        outage = [None, None]  # when the coordinator was down: [killed, serving again]
         chaos_stop = threading.Event()
+
+        def kill_coordinator():
+            failed_over[0] += c.health().requests_failed_over
+            outage[0] = time.time()
+            sc.signal_proc(c.coordinator, sc.SIGKILL)
+            c.coordinator.wait()
+            c.start_coordinator(*coordinator_args)
+            c.wait_groups(sum(nodes[n].poll() is None for n in names), timeout=60)
+            outage[1] = time.time()
 
         def chaos():
             rnd = random.Random(args.seed)
+            t_coordinator = time.time() + args.seconds / 2
             while not chaos_stop.wait(args.kill_every * (0.5 + rnd.random())):
+                if t_coordinator and time.time() > t_coordinator:
+                    t_coordinator = None
+                    kill_coordinator()
+                    continue
                 alive = [n for n in names if nodes[n].poll() is None]
                 if len(alive) < 2:
                     continue
@@ -241,18 +338,39 @@ def main():
         chaos_stop.set()
         th.join(30)
         c.wait_groups(3, timeout=60)
+        batch, batch_out = finish_batch(port, bid, 240)
         idle = c.wait_kv_idle(30)
         h = c.health()
-        failovers = h.requests_failed_over - failed_over0
+        failovers = failed_over[0] + h.requests_failed_over
+
+        def in_outage(r):
+            return (outage[0] is not None and r.t1 >= outage[0] - 0.1 and
+                    r.t0 <= outage[1] + 1.0 and r.status.startswith(OUTAGE_STATUSES))
 
         every = quiet + chaotic
         wrong = [r for r in every if r.status == "OK" and r.text != refs[r.name]]
-        failed = [r for r in every if r.status != "OK"]
-        by_status = {}
-        for r in failed:
-            key = r.status.split(" ")[0] + " " + r.kind
-            by_status[key] = by_status.get(key, 0) + 1
+        ended_by_outage = [r for r in every if r.status != "OK" and in_outage(r)]
+        failed = [r for r in every if r.status != "OK" and not in_outage(r)]
+        batch_ids = [o["custom_id"] for o in batch_out]
+        def batch_text(o):
+            resp = o.get("response") or {}
+            if resp.get("status_code") != 200:
+                return None
+            return resp["body"]["choices"][0]["text"]
+
+        batch_wrong = [o["custom_id"] for o in batch_out
+                       if batch_text(o) != refs.get(batch_names.get(o["custom_id"]))]
+        def count_by_status(rs):
+            out = {}
+            for r in rs:
+                key = " ".join(r.status.split(" ")[:2 if r.status.startswith("HTTP") else 1])
+                out[key + " " + r.kind] = out.get(key + " " + r.kind, 0) + 1
+            return out
+
+        by_status = count_by_status(failed)
         time.sleep(1)
+        # the restarted coordinator against the first one's level after the warm-up (the same
+        # program serving the same cluster)
         fds1, rss1 = proc_fds(c.coordinator.pid), proc_rss(c.coordinator.pid)
 
         kinds = {}
@@ -263,11 +381,18 @@ def main():
         print("| requests (chaos) by kind | %s |" % ", ".join("%s %d" % kv
                                                             for kv in sorted(kinds.items())))
         print("| requests (quiet) | %d |" % len(quiet))
-        print("| kills / restarts | %d / %d |" % (kills[0], restarts[0]))
+        print("| group kills / restarts | %d / %d |" % (kills[0], restarts[0]))
+        print("| coordinator kills | %d (down %.1f s) |"
+              % (outage[0] is not None, (outage[1] or 0) - (outage[0] or 0)))
+        print("| batch lines / done / wrong / status | %d / %d / %d / %s |"
+              % (args.batch_lines, len(batch_out), len(batch_wrong),
+                 batch and batch["status"]))
         print("| failovers (Health) | %d |" % failovers)
         print("| completed exactly | %d |" % (len(every) - len(wrong) - len(failed)))
         print("| wrong text | %d |" % len(wrong))
-        print("| failed by status | %s |" % (by_status or "none"))
+        print("| ended by the coordinator's kill (documented status) | %d: %s |"
+              % (len(ended_by_outage), count_by_status(ended_by_outage)))
+        print("| failed otherwise, by status | %s |" % (by_status or "none"))
         print("| lost (hung clients) | %d |" % (lost + lost_q))
         for label, rs in (("quiet", quiet), ("chaos", chaotic)):
             ttft = [r.ttft for r in rs if r.ttft is not None]
@@ -284,8 +409,17 @@ def main():
         f.check(failovers >= 1, "streams were failed over (%d)" % failovers)
         f.check(not wrong, "every completed request has its reference text (%d wrong: %s)"
                 % (len(wrong), [(r.name, r.kind, r.text[:40]) for r in wrong[:3]]))
-        f.check(not failed, "no request failed (%s; e.g. %s)"
+        f.check(not failed, "no request failed but by the coordinator's kill (%s; e.g. %s)"
                 % (by_status, [(r.name, r.kind, r.status[:160]) for r in failed[:3]]))
+        f.check(outage[0] is not None, "the coordinator was killed and restarted")
+        f.check(batch is not None and batch["status"] == "completed" and
+                batch["request_counts"]["completed"] == args.batch_lines,
+                "the batch job completed across the kills (%s)" % batch)
+        f.check(len(batch_ids) == args.batch_lines and set(batch_ids) == set(batch_names),
+                "the batch output has every custom_id exactly once (%d lines, %d distinct)"
+                % (len(batch_ids), len(set(batch_ids))))
+        f.check(not batch_wrong, "every batch line has its reference text (%d wrong: %s)"
+                % (len(batch_wrong), batch_wrong[:5]))
         f.check(lost + lost_q == 0, "no client hung (%d)" % (lost + lost_q))
         f.check(idle, "afterwards every group has all its KV blocks free (%s)" % h)
         f.check(fds1 <= fds0 + 8, "coordinator descriptors back (%d -> %d)" % (fds0, fds1))
