@@ -1279,6 +1279,36 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
 
 /* ---- the server ---- */
 
+/* What serving and mapping need (no listener): the coordinator, the chat template. */
+static int http_init(co_http *srv, coordinator *co, const char *chat_template) {
+    srv->co = co;
+    srv->created = (int64_t)time(NULL);
+    const char *model_tmpl = ts_tokenizer_chat_template(co->tok);
+    int rc = ts_chat_template_open(chat_template, model_tmpl, &srv->chat);
+    if (rc && chat_template)
+        return ts_error_wrap(TS_E_INVALID, "--chat-template %s", chat_template);
+    if (rc) { /* chat requests are refused, with the reason */
+        snprintf(srv->chat_why, sizeof srv->chat_why,
+                 "this cluster cannot serve chat: %s (start it with --chat-template NAME|FILE)",
+                 ts_error_message());
+        if (model_tmpl) TS_WARN("http: %s", srv->chat_why);
+    }
+    return TS_OK;
+}
+
+int co_http_mapper_create(coordinator *co, const char *chat_template, co_http **out) {
+    co_http *srv = calloc(1, sizeof *srv);
+    *out = NULL;
+    if (!srv) return ts_error_set(TS_E_NOMEM, "out of memory");
+    int rc = http_init(srv, co, chat_template);
+    if (rc) {
+        co_http_stop(srv);
+        return rc;
+    }
+    *out = srv;
+    return TS_OK;
+}
+
 int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
     *out = NULL;
     const char *colon = strrchr(o->listen, ':');
@@ -1307,24 +1337,9 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
         return ts_error_set(TS_E_INVALID, "--http-max-header: at least 4096 bytes, got %zu",
                             o->max_header);
     }
-    srv->co = co;
     srv->max_body = o->max_body;
     srv->store = o->store;
-    srv->created = (int64_t)time(NULL);
-    int rc = TS_OK;
-    {
-        const char *model_tmpl = ts_tokenizer_chat_template(co->tok);
-        rc = ts_chat_template_open(o->chat_template, model_tmpl, &srv->chat);
-        if (rc && o->chat_template) {
-            rc = ts_error_wrap(TS_E_INVALID, "--chat-template %s", o->chat_template);
-        } else if (rc) { /* chat requests are refused, with the reason */
-            snprintf(srv->chat_why, sizeof srv->chat_why,
-                     "this cluster cannot serve chat: %s (start it with --chat-template NAME|FILE)",
-                     ts_error_message());
-            if (model_tmpl) TS_WARN("http: %s", srv->chat_why);
-            rc = TS_OK;
-        }
-    }
+    int rc = http_init(srv, co, o->chat_template);
     if (!rc) {
         unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_POLL | MHD_USE_ERROR_LOG;

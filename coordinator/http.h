@@ -27,6 +27,9 @@ typedef struct co_http_options {
  * --chat-template; a model without a usable template only refuses chat requests),
  * TS_E_IO (cannot bind), TS_E_NOMEM; the message names the flag. */
 int co_http_start(coordinator *co, const co_http_options *o, co_http **out);
+/* The HTTP front door without a listener, for co_http_map_request (http_internal.h) alone:
+ * the fuzzer of the body → request mapping. Freed by co_http_stop. 0 or as co_http_start. */
+int co_http_mapper_create(coordinator *co, const char *chat_template, co_http **out);
 /* The port it listens on. */
 int co_http_port(const co_http *h);
 /* Stops it: waiting clients are told the server is going (503 / an error event), every

@@ -42,7 +42,7 @@ if command -v clang >/dev/null; then
   # every program of the tests labelled fuzz: the fuzzers and their corpus replays
   cmake --build build-fuzz -j"$jobs" --target fuzz_gguf fuzz_gguf_replay fuzz_tokenizer \
         fuzz_tokenizer_replay fuzz_safetensors fuzz_safetensors_replay fuzz_chat_template \
-        fuzz_chat_template_replay
+        fuzz_chat_template_replay fuzz_http_request fuzz_http_request_replay
   (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
 fi
 

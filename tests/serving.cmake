@@ -88,3 +88,17 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
     endif()
   endif()
 endif()
+
+# The fuzz entry point of the HTTP body → request-model mapping (no server), replaying its seed
+# corpus in every build (label fuzz); the real fuzzer with -DTESSERA_FUZZ=ON and clang.
+if(TARGET ts_coordinator)
+  ts_add_test(NAME fuzz_http_request_replay SOURCES fuzz/fuzz_http_request.c LIBS ts_coordinator
+              LABELS fuzz)
+  if(TESSERA_FUZZ)
+    # http.c instrumented; the rest of the coordinator from its library
+    ts_add_fuzzer(NAME fuzz_http_request
+                  SOURCES fuzz/fuzz_http_request.c ${PROJECT_SOURCE_DIR}/coordinator/http.c
+                  CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/http_request MAX_LEN 8192)
+    target_link_libraries(fuzz_http_request PRIVATE ts_coordinator)
+  endif()
+endif()
