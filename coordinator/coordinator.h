@@ -168,6 +168,7 @@ typedef struct co_group_hooks {
 struct coordinator {
     pthread_mutex_t mu;
     int heartbeat_ms, heartbeat_timeout_ms, max_queue; /* max_queue: per priority */
+    int64_t t_started;    /* ts_now_ns() at start: groups get heartbeat_timeout_ms to attach */
     co_group_hooks hooks; /* membership.c → request.c (co_requests_init) */
     ts_tokenizer *tok;
     char model_name[256];

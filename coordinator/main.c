@@ -250,6 +250,7 @@ int main(int argc, char **argv) {
     co->heartbeat_ms = heartbeat_ms;
     co->heartbeat_timeout_ms = heartbeat_timeout_ms;
     co->max_queue = max_queue;
+    co->t_started = ts_now_ns();
     memcpy(co->cluster_secret, secret, sizeof secret);
     memset(secret, 0, sizeof secret);
     if (co_metrics_create(&co->metrics)) return fail(1);

@@ -172,7 +172,12 @@ int co_route(coordinator *co, co_request *r, bool front) {
         submit_to(co, g, r); /* a failed send ended g and queued r again */
         return TS_OK;
     }
-    if (co_live_groups(co) == 0) return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
+    /* No group at all: UNAVAILABLE at once, except in a coordinator's first heartbeat timeout,
+     * when its groups may still be attaching (it was just started or restarted, and the nodes
+     * redial it): then the request waits, and request.c's tick ends it if none comes. */
+    if (co_live_groups(co) == 0 &&
+        ts_now_ns() - co->t_started > (int64_t)co->heartbeat_timeout_ms * 1000000)
+        return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
     int waiting = front ? 0 : queued_at(co, r->req.params.priority);
     if (!front && waiting >= co->max_queue)
         return ts_error_set(TS_E_EXHAUSTED,

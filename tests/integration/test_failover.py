@@ -5,6 +5,8 @@ replay (Submit.replayed_tokens: the sampler skips the draws those tokens took), 
 stream goes on; what it receives equals, token for token, a run without the fault.
 
 A coordinator (debug log: it names the group of each request) and two groups, on loopback:
+  0. A request sent to a coordinator that has just started, before any group attached (as after
+     a coordinator restart, while its nodes redial): it waits, and completes once they attach.
   1. Greedy: the serving group SIGKILLed after 20 tokens; the stream equals the reference run,
      Health.requests_failed_over counts it, the killed node comes back.
   2. Sampled (temperature 0.9, top_p 0.95, repetition penalty 1.15 over 32 tokens, a seed): the
@@ -17,6 +19,7 @@ A coordinator (debug log: it names the group of each request) and two groups, on
 """
 import os
 import re
+import threading
 import time
 
 import harness
@@ -106,8 +109,24 @@ def main():
         def start1(name):
             return c.start_node(name, *CTX)
 
+        early = {}
+
+        def send_early():
+            try:
+                early["ids"] = c.generate(timeout=60, **greedy("Once upon a time"))[1]
+            except c.grpc.RpcError as e:
+                early["error"] = "%s %s" % (e.code(), e.details())
+
+        th = threading.Thread(target=send_early)
+        th.start()
+        time.sleep(0.5)  # the request is in before any node starts
         nodes = {name: start1(name) for name in ("a", "b")}
         c.wait_groups(2)
+        th.join(60)
+        f.check(early.get("ids") == ids_of(c, **greedy("Once upon a time")),
+                "0. a request sent before any group attached completes exactly once one does "
+                "(%s)" % early.get("error", "%d tokens" % len(early.get("ids", []))))
+        print("ok   0. a request sent before any group attached waited and completed")
         check_failover(c, f, nodes, start1, "1. greedy", greedy("Once upon a time"))
         check_failover(c, f, nodes, start1, "2. sampled", sampled("The little dog"))
         for p in nodes.values():
