@@ -123,10 +123,11 @@ static int resolve_path(const char *file, char *out, size_t size) {
  * SIGKILL as its parent-death signal, so that a `kill -9` of tessera up takes its children with
  * it (PR_SET_PDEATHSIG fires when the spawning thread ends: this main thread, which lives as long
  * as tessera up). The getppid() check closes the race of a parent that died between fork and
- * prctl. mpirun's ranks have process groups of their own and do not inherit the setting, but
- * they end within about a second of their mpirun, when their connection to its PMIx server
- * breaks (up_supervision checks the whole tree). An exec failure comes back through a
- * close-on-exec pipe. */
+ * prctl. mpirun's ranks have process groups of their own and do not inherit the setting, so the
+ * nodes arm it themselves (--die-with-parent, topology/node_command.h): a rank ends with its
+ * mpirun (without it, about a second later, when its connection to mpirun's PMIx server breaks;
+ * up_supervision checks the whole tree). An exec failure comes back through a close-on-exec
+ * pipe. */
 static int spawn_process(const char *name, char *const argv[], pid_t *out) {
     char path[PATH_MAX];
     int rc = resolve_path(argv[0], path, sizeof path);
@@ -556,6 +557,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     ns->node_bin = node_bin;
     ns->coordinator_file = worker_ep;
     ns->cluster_secret_file = secret_file;
+    ns->die_with_parent = true; /* see spawn_process */
     ns->model = o->model;
     ns->log_level = o->log_level;
     ns->device = o->device;

@@ -153,5 +153,6 @@ int ts_node_command(const ts_node_settings *s, const ts_plan *plan, int pool, in
         rc = add_pair(out, "--device", s->device);
     }
     if (!rc && s->kv_transport) rc = add_pair(out, "--kv-transport", s->kv_transport);
+    if (!rc && s->die_with_parent) rc = add(out, "--die-with-parent");
     return rc;
 }

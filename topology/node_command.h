@@ -11,7 +11,7 @@
  *   NODE_BIN (--coordinator HOST:PORT | --coordinator-file FILE) [--cluster-secret-file F]
  *   --name NAME --role ROLE --tp TP
  *   --threads N [-m MODEL] [--log-level L] [every engine flag given, as given]
- *   [--no-prefix-cache] [--device D [--device-per-rank]] [--kv-transport T]
+ *   [--no-prefix-cache] [--device D [--device-per-rank]] [--kv-transport T] [--die-with-parent]
  * Engine flags are passed as text: the node checks them with the messages `tessera generate`
  * gives (a refused value stops the launch with the node's message).
  *
@@ -65,21 +65,23 @@ enum {
 enum { TS_NODE_SETTINGS_FLAGS = TS_NODE_PASS_COUNT + 2 };
 
 typedef struct ts_node_settings {
-    const char *node_bin;         /* the tessera-node executable */
-    const char *coordinator;      /* HOST:PORT, or NULL to use coordinator_file */
-    const char *coordinator_file; /* a file holding HOST:PORT (the node waits for it) */
+    const char *node_bin;            /* the tessera-node executable */
+    const char *coordinator;         /* HOST:PORT, or NULL to use coordinator_file */
+    const char *coordinator_file;    /* a file holding HOST:PORT (the node waits for it) */
     const char *cluster_secret_file; /* --cluster-secret-file (a path: never the secret), or
                                       * NULL (the node may take it from its environment) */
-    const char *model;            /* NULL: the node's default (the bundled model) */
-    const char *log_level;        /* NULL: the node's default */
-    const char *name;             /* pool launches: the name (NULL: the role); group launches:
-                                   * ignored */
-    int threads;                  /* kernel threads per rank; 0: see the header comment */
-    int device_base;              /* GPU plans: added to the plan's device numbers */
-    const char *device;           /* CPU plans: --device as given, or NULL */
-    const char *kv_transport;     /* --kv-transport, or NULL */
+    const char *model;               /* NULL: the node's default (the bundled model) */
+    const char *log_level;           /* NULL: the node's default */
+    const char *name;                /* pool launches: the name (NULL: the role); group launches:
+                                      * ignored */
+    int threads;                     /* kernel threads per rank; 0: see the header comment */
+    int device_base;                 /* GPU plans: added to the plan's device numbers */
+    const char *device;              /* CPU plans: --device as given, or NULL */
+    const char *kv_transport;        /* --kv-transport, or NULL */
     const char *pass[TS_NODE_PASS_COUNT]; /* as given on the command line, NULL where not */
     bool no_prefix_cache;
+    bool die_with_parent; /* --die-with-parent: tessera up, whose mpiruns' ranks must go with
+                           * their mpirun at once */
 } ts_node_settings;
 
 /* Writes the shared flags (the pass-through engine flags, --no-prefix-cache, --kv-transport)

@@ -16,9 +16,12 @@
 #include "worker/worker.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t g_stop;
 
@@ -33,10 +36,12 @@ static int fail(int code) {
 }
 
 int main(int argc, char **argv) {
+    pid_t launcher = getppid(); /* before anything: see --die-with-parent */
     ts_runtime_options ro;
     ts_runtime_options_default(&ro);
     ts_worker_options wo = {.role = "mixed", .connect_timeout_ms = 60000, .drain_ms = 10000};
     const char *kv_transport = "tcp", *cluster_secret_file = NULL;
+    bool die_with_parent = false;
     ts_flag flags[TS_RUNTIME_MAX_FLAGS + 10];
     int n = ts_runtime_flags(&ro, flags);
     flags[n++] = (ts_flag){"coordinator",
@@ -91,11 +96,26 @@ int main(int argc, char **argv) {
                            "--device cuda here and at the decode groups)",
                            0,
                            0};
+    flags[n++] = (ts_flag){"die-with-parent",
+                           0,
+                           TS_FLAG_BOOL,
+                           &die_with_parent,
+                           "end at once when the process that started this one ends (tessera up "
+                           "sets it: mpirun's ranks otherwise notice their mpirun's end only "
+                           "about a second later)",
+                           0,
+                           0};
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera-node [-m MODEL] --coordinator HOST:PORT [flags]", flags, n,
                             argc, argv, 1, &res);
     if (rc == TS_FLAGS_HELP) return 0;
     if (rc) return fail(2);
+    /* The launcher may have ended before the signal was armed: then its pid is gone as parent. */
+    if (die_with_parent && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != launcher)) {
+        ts_error_set(TS_E_UNAVAILABLE, "--die-with-parent: the process that started this one "
+                                       "has ended");
+        return fail(1);
+    }
     if (!wo.coordinator && !wo.coordinator_file) {
         const char *env = getenv("TESSERA_COORDINATOR");
         if (env && env[0]) wo.coordinator = env;

@@ -684,6 +684,11 @@ static void test_node_command_for_groups_and_pools(void) {
     CHECK_OK(ts_node_command(&ns, &p, 1, -1, -1, &a));
     CHECK(
         argv_is(&a, "tessera-node --coordinator h:1 --name dec --role decode --tp 1 --threads 3"));
+    ns.die_with_parent = true; /* tessera up's launches */
+    CHECK_OK(ts_node_command(&ns, &p, 1, -1, -1, &a));
+    CHECK(argv_is(&a, "tessera-node --coordinator h:1 --name dec --role decode --tp 1 --threads 3 "
+                      "--die-with-parent"));
+    ns.die_with_parent = false;
     CHECK_EQ_INT(ts_node_command(&ns, &p, 2, -1, -1, &a), TS_E_INVALID);
     CHECK_EQ_INT(ts_node_command(&ns, &p, 1, 2, -1, &a), TS_E_INVALID);
     ns.coordinator = NULL;
