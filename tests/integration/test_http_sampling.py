@@ -9,7 +9,8 @@
   3. presence_penalty and frequency_penalty change the greedy text (and give the gRPC text for
      the same values); logit_bias +100 forces a token at every step, -100 bans the greedy first
      token; the extensions top_k 1 and min_p 1 pick the greedy text at temperature 1;
-     repetition_penalty changes it; priority and user are accepted.
+     repetition_penalty changes it; priority and user are accepted. Seeded, penalised and biased
+     requests run together give the texts each gave alone.
   4. Log-probabilities: completions logprobs=3 give tokens whose text is the choice's, offsets,
      and at each greedy step the token's logprob is the largest of its 3 top_logprobs (which
      are <= 0 and sum to at most 1); the values are gRPC's for the same request; a stream carries
@@ -109,6 +110,17 @@ def client(cfg):
           "repetition_penalty 1.5 leaves the greedy text as it is")
     check(text(temperature=0, max_tokens=n, user="u-1", extra_body={"priority": -5}) == greedy,
           "priority and user accepted")
+    # determinism whatever else runs: seeded, penalised, biased requests in one batch give what
+    # each gave alone
+    import concurrent.futures
+    kinds = [dict(temperature=1, seed=11, frequency_penalty=1.0),
+             dict(temperature=0.7, seed=12, presence_penalty=1.5, logit_bias={"300": 3}),
+             dict(temperature=1, seed=13, top_p=0.9), dict(temperature=0, frequency_penalty=2.0)]
+    alone = [text(max_tokens=n, **k) for k in kinds]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda k: text(max_tokens=n, **k), kinds * 2))
+    check(together == alone * 2, "concurrent requests differ from each alone:\n%s\n%s"
+          % (alone, together))
 
     # 4. logprobs
     import math
