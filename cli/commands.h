@@ -20,6 +20,7 @@ int ts_cmd_perplexity(int argc, char **argv);   /* perplexity -m MODEL -f TEXT [
 int ts_cmd_topology(int argc, char **argv); /* topology [--plan SPEC] [--cluster FILE] [--json] */
 int ts_cmd_bench(int argc, char **argv); /* bench --server HOST:PORT: load a cluster, latency */
 int ts_cmd_up(int argc, char **argv);    /* up [-m MODEL] [--port P] [--tp N] [--groups G] */
+int ts_cmd_batch(int argc, char **argv); /* batch submit FILE.jsonl [--wait] | status | results */
 
 enum { TS_EXIT_OK = 0, TS_EXIT_FAILURE = 1, TS_EXIT_USAGE = 2 };
 

@@ -28,6 +28,7 @@ static const command commands[] = {
     {"topology", ts_cmd_topology, "show hosts, devices and the Slurm job; check a placement plan"},
     {"bench", ts_cmd_bench, "load a cluster (--server) with concurrent streams: TTFT, latency, tokens/s"},
     {"up", ts_cmd_up, "start a local cluster (coordinator + node groups) in the foreground"},
+    {"batch", ts_cmd_batch, "batch jobs on a cluster's HTTP API: submit, status, list, cancel, results"},
 };
 
 int ts_cli_fail(const char *cmd, int exit_code) {

@@ -14,5 +14,10 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
                      --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
     set_tests_properties(batch_survives_coordinator_kill PROPERTIES LABELS "integration;fault"
                          TIMEOUT 300 SKIP_RETURN_CODE 77)
+    add_test(NAME batch_cli_submit_wait_results
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_batch_cli.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
+    set_tests_properties(batch_cli_submit_wait_results PROPERTIES LABELS integration TIMEOUT 300
+                         SKIP_RETURN_CODE 77)
   endif()
 endif()
