@@ -95,9 +95,11 @@ if(TARGET ts_coordinator)
   ts_add_test(NAME fuzz_http_request_replay SOURCES fuzz/fuzz_http_request.c LIBS ts_coordinator
               LABELS fuzz)
   if(TESSERA_FUZZ)
-    # http.c instrumented; the rest of the coordinator from its library
+    # the mapping (http.c), the JSON parser and the validation instrumented; the rest of the
+    # coordinator from its library
     ts_add_fuzzer(NAME fuzz_http_request
                   SOURCES fuzz/fuzz_http_request.c ${PROJECT_SOURCE_DIR}/coordinator/http.c
+                          ${PROJECT_SOURCE_DIR}/common/json.c ${PROJECT_SOURCE_DIR}/request/request.c
                   CORPUS ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/http_request MAX_LEN 8192)
     target_link_libraries(fuzz_http_request PRIVATE ts_coordinator)
   endif()
