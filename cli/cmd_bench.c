@@ -60,7 +60,7 @@ enum {
 };
 
 typedef struct bench_opts {
-    const char *server, *model_name;
+    const char *server, *model_name, *tls_ca;
     int concurrency, requests, prompt_tokens, max_tokens, shared_prefix, timeout_ms;
     int64_t seed;
     int coordinator_pid;
@@ -505,7 +505,7 @@ static int compare(const bench_run *run, const request_result *alone) {
 
 static int bench(bench_opts *o) {
     ts_rpc_channel *ch = NULL;
-    int rc = ts_remote_connect(o->server, &ch);
+    int rc = ts_remote_connect(o->server, o->tls_ca, &ch);
     ts_remote_model model = {0};
     if (!rc) rc = ts_remote_model_info(ch, o->model_name, 30000, &model);
     if (!rc && model.vocab_size <= FIRST_ORDINARY_ID)
@@ -586,6 +586,7 @@ int ts_cmd_bench(int argc, char **argv) {
     bench_opts o = {.seed = 1};
     ts_flag flags[] = {
         {"server", 0, TS_FLAG_STRING, &o.server, "HOST:PORT of the cluster (tessera up)", 0, 0},
+        {"tls-ca", 0, TS_FLAG_STRING, &o.tls_ca, TS_REMOTE_TLS_CA_HELP, 0, 0},
         {"model-name", 0, TS_FLAG_STRING, &o.model_name, "served model; default: the server's", 0,
          0},
         {"concurrency", 'c', TS_FLAG_INT, &o.concurrency,

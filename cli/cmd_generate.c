@@ -54,7 +54,7 @@ static int print_json(const ts_local_gen *g, const int32_t *prompt, size_t n_pro
 /* ---- --server: the same output, streamed from a cluster's Generate ------------------------- */
 
 typedef struct remote_args {
-    const char *server;
+    const char *server, *tls_ca;
     bool json;
     const ts_request *req; /* validated */
 } remote_args;
@@ -114,7 +114,7 @@ static int remote_read(ts_rpc_stream *s, const char *prompt, ts_generate_output 
 
 static int generate_remote(const remote_args *a) {
     ts_rpc_channel *ch = NULL;
-    int rc = ts_remote_connect(a->server, &ch);
+    int rc = ts_remote_connect(a->server, a->tls_ca, &ch);
     if (rc) return remote_fail(rc);
     int32_t *prompt_ids = NULL;
     size_t n_prompt = 0;
@@ -234,7 +234,7 @@ int ts_cmd_generate(int argc, char **argv) {
     ts_request_params params = ts_request_params_default();
     const char *prompt = NULL;
     bool json = false, no_bos = false, ignore_eos = false, parse_special = false;
-    const char *server = NULL, *model_name = NULL;
+    const char *server = NULL, *model_name = NULL, *tls_ca = NULL;
     int timeout_ms = 0;
     /* The request's fields have no ranges here: their limits are request/request.h's table,
      * checked by ts_request_validate below (as at every other front door). */
@@ -255,6 +255,7 @@ int ts_cmd_generate(int argc, char **argv) {
                            "HOST:PORT of a cluster (tessera up): generate there; the runtime flags "
                            "(-m, --threads, ...) are then not used",
                            0, 0};
+    flags[n++] = (ts_flag){"tls-ca", 0, TS_FLAG_STRING, &tls_ca, TS_REMOTE_TLS_CA_HELP, 0, 0};
     flags[n++] = (ts_flag){"model-name", 0, TS_FLAG_STRING, &model_name,
                            "with --server: the served model to use; default: the server's", 0, 0};
     flags[n++] = (ts_flag){"timeout-ms", 0, TS_FLAG_INT, &timeout_ms,
@@ -288,7 +289,7 @@ int ts_cmd_generate(int argc, char **argv) {
     if (rc)
         exit_code = ts_cli_fail("generate", ts_cli_exit_code(rc));
     else if (server)
-        exit_code = generate_remote(&(remote_args){server, json, &req});
+        exit_code = generate_remote(&(remote_args){server, tls_ca, json, &req});
     else
         exit_code = generate_local(&ro, &req, parse_special, json);
     ts_request_free(&req);

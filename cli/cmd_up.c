@@ -35,6 +35,7 @@
 #include "model/model.h"
 #include "node/shard.h"
 #include "rpc/rpc_client.h"
+#include "rpc/rpc_tls.h"
 #include "tessera/v1/inference.pb-c.h"
 #include "topology/cluster.h"
 #include "topology/host.h"
@@ -388,6 +389,7 @@ typedef struct up_options {
     int first_gpu;
     int max_restarts;      /* per child, see supervise */
     const char *state_dir; /* the coordinator's --state-dir (batches), or NULL */
+    const char *tls_cert, *tls_key; /* checked; passed to the coordinator as paths */
 } up_options;
 
 /* The coordinator's command line, into args (UP_MAX_ARGS). */
@@ -427,6 +429,12 @@ static void coordinator_args(const up_options *o, char *bin, char *listen, char 
     if (o->state_dir) {
         args[a++] = "--state-dir";
         args[a++] = (char *)o->state_dir;
+    }
+    if (o->tls_cert) {
+        args[a++] = "--tls-cert";
+        args[a++] = (char *)o->tls_cert;
+        args[a++] = "--tls-key";
+        args[a++] = (char *)o->tls_key;
     }
     args[a] = NULL;
 }
@@ -649,15 +657,17 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         if (ch && registered_groups(ch) >= plan->n_groups) {
             char shape[256];
             describe_plan(plan, shape, sizeof shape);
-            TS_INFO("tessera up: serving %s on %s (%s)", o->model ? o->model : "the bundled model",
-                    ep, shape);
+            TS_INFO("tessera up: serving %s on %s%s (%s)",
+                    o->model ? o->model : "the bundled model", ep, o->tls_cert ? " with TLS" : "",
+                    shape);
             serving = true;
+            const char *scheme = o->tls_cert ? "https" : "http";
             if (o->http_port)
-                TS_INFO("tessera up: HTTP API on http://127.0.0.1:%d/v1 (try: curl "
-                        "http://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a "
+                TS_INFO("tessera up: HTTP API on %s://127.0.0.1:%d/v1 (try: curl%s "
+                        "%s://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a "
                         "time\", \"max_tokens\": 16}'%s)",
-                        o->http_port, o->http_port,
-                        o->api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
+                        scheme, o->http_port, o->tls_cert ? " --cacert CA.pem" : "", scheme,
+                        o->http_port, o->api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
         } else if (ts_now_ns() > deadline) {
             TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
                      o->startup_ms);
@@ -681,7 +691,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
-    const char *chat_template = NULL, *state_dir = NULL;
+    const char *chat_template = NULL, *state_dir = NULL, *tls_cert = NULL, *tls_key = NULL;
     int http_port = 0;
     int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000, max_restarts = 3;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
@@ -699,6 +709,9 @@ int ts_cmd_up(int argc, char **argv) {
          "API keys, one per line, for HTTP and gRPC (also TESSERA_API_KEY, which the "
          "coordinator inherits); default: no authentication",
          0, 0},
+        {"tls-cert", 0, TS_FLAG_STRING, &tls_cert,
+         "PEM certificate: the API and HTTP over TLS (with --tls-key)", 0, 0},
+        {"tls-key", 0, TS_FLAG_STRING, &tls_key, "PEM private key of --tls-cert", 0, 0},
         {"chat-template", 0, TS_FLAG_STRING, &chat_template,
          "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0, 0},
         {"state-dir", 0, TS_FLAG_STRING, &state_dir,
@@ -787,6 +800,10 @@ int ts_cmd_up(int argc, char **argv) {
         ranks += pools[p].groups * pools[p].tp;
         if (pools[p].tp > widest) widest = pools[p].tp;
     }
+    ts_tls_server tls; /* checked here: a bad file is a usage error before anything starts */
+    rc = ts_tls_server_load(tls_cert, tls_key, &tls);
+    ts_tls_server_free(&tls);
+    if (rc) return ts_cli_fail("up", TS_EXIT_USAGE);
     rc = check_tp(model, group_tp, group_flag, n_groups);
     if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
     long first_index = 0;
@@ -815,7 +832,7 @@ int ts_cmd_up(int argc, char **argv) {
         up_run(&ns, &plan,
                &(up_options){model, endpoint_file, log_level, api_key_file, chat_template,
                              http_port, port, threads, cpus_per_group, startup_ms, device,
-                             (int)first_index, max_restarts, state_dir});
+                             (int)first_index, max_restarts, state_dir, tls_cert, tls_key});
     ts_plan_free(&plan);
     return exit_code;
 }

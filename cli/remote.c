@@ -5,6 +5,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "rpc/rpc_tls.h"
 #include "tessera/v1/inference.pb-c.h"
 
 #include <stdbool.h>
@@ -12,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ts_remote_connect(const char *target, ts_rpc_channel **out) {
+int ts_remote_connect(const char *target, const char *tls_ca, ts_rpc_channel **out) {
+    *out = NULL;
     if (!target || !strchr(target, ':'))
         return ts_error_set(TS_E_INVALID, "--server: expected HOST:PORT, got '%s'",
                             target ? target : "");
@@ -28,8 +30,13 @@ int ts_remote_connect(const char *target, ts_rpc_channel **out) {
         o.metadata = &md;
         o.n_metadata = 1;
     }
-    int rc = ts_rpc_channel_create(target, &o, out); /* copies the metadata */
+    ts_buf ca = {0};
+    int rc = tls_ca ? ts_tls_ca_load(tls_ca, &ca) : TS_OK;
+    if (rc) rc = rc == TS_E_IO ? TS_E_INVALID : rc; /* a bad flag: a usage error */
+    o.tls_ca_pem = tls_ca ? ca.data : NULL;
+    if (!rc) rc = ts_rpc_channel_create(target, &o, out); /* copies the metadata and CA */
     explicit_bzero(bearer, sizeof bearer);
+    ts_buf_free(&ca);
     return rc;
 }
 

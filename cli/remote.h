@@ -29,8 +29,14 @@ int ts_remote_pack(const struct ProtobufCMessage *msg, ts_buf *out);
 
 /* A channel to HOST:PORT with the defaults of rpc_client.h: calls fail at once with UNAVAILABLE
  * when nothing listens there (no waiting for the server to appear). Every call carries the
- * environment's TESSERA_API_KEY (authorization: Bearer KEY) when it is set. */
-int ts_remote_connect(const char *target, ts_rpc_channel **out);
+ * environment's TESSERA_API_KEY (authorization: Bearer KEY) when it is set. tls_ca: NULL for
+ * plaintext, else --tls-ca, a PEM file of the certificates that vouch for the server's (TLS; the
+ * host in HOST:PORT must be one the certificate names); a bad --tls-ca file is TS_E_INVALID. */
+int ts_remote_connect(const char *target, const char *tls_ca, ts_rpc_channel **out);
+
+/* The --tls-ca flag's help, the same on every remote command. */
+#define TS_REMOTE_TLS_CA_HELP                                                                      \
+    "with --server: the cluster serves TLS; trust the CA certificates in this PEM file"
 
 /* 2 for TS_E_INVALID (the server said INVALID_ARGUMENT, or a bad flag/target), else 1. */
 int ts_remote_exit_code(int rc);

@@ -1344,15 +1344,30 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
         unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_POLL | MHD_USE_ERROR_LOG;
         if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-        srv->d = MHD_start_daemon(
-            flags, 0, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
-            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_connections_per_ip,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->max_header ? o->max_header : (size_t)32768,
-            MHD_OPTION_CONNECTION_TIMEOUT,
-            (unsigned)(o->idle_timeout_s > 0 ? o->idle_timeout_s : HTTP_IDLE_S), MHD_OPTION_END);
-        if (!srv->d)
+        /* TLS (GnuTLS inside libmicrohttpd): the PEM text stays the caller's until stop. */
+        struct MHD_OptionItem tls[] = {
+            {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)o->tls_key_pem},
+            {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)o->tls_cert_pem},
+            {MHD_OPTION_END, 0, NULL},
+        };
+        if (!o->tls_cert_pem)
+            tls[0].option = MHD_OPTION_END;
+        else if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            rc = ts_error_set(TS_E_UNSUPPORTED,
+                              "--tls-cert: this libmicrohttpd is built without TLS");
+        else
+            flags |= MHD_USE_TLS;
+        if (!rc)
+            srv->d = MHD_start_daemon(
+                flags, 0, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+                MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_connections_per_ip,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->max_header ? o->max_header : (size_t)32768,
+                MHD_OPTION_CONNECTION_TIMEOUT,
+                (unsigned)(o->idle_timeout_s > 0 ? o->idle_timeout_s : HTTP_IDLE_S),
+                MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        if (!rc && !srv->d)
             rc = ts_error_set(TS_E_IO, "--http-listen %s: cannot listen there", o->listen);
     }
     freeaddrinfo(ai);

@@ -21,6 +21,8 @@ typedef struct co_http_options {
     int max_connections_per_ip; /* 0: no limit */
     size_t max_header;          /* request line and headers; 0: libmicrohttpd's default */
     int idle_timeout_s;         /* a connection silent this long is closed */
+    const char *tls_cert_pem, *tls_key_pem; /* HTTPS with these (rpc/rpc_tls.h); NULL: HTTP.
+                                               The text must outlive the listener */
 } co_http_options;
 
 /* Starts the listener (its own threads). 0, or TS_E_INVALID (the address, the key file, the

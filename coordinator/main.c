@@ -21,6 +21,7 @@
 #include "common/paths.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "rpc/rpc_tls.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -143,6 +144,7 @@ int main(int argc, char **argv) {
     bool protect_metrics = false;
     int http_max_per_ip = 0, http_idle_s = 60;
     size_t http_max_header = 32u << 10;
+    const char *tls_cert = NULL, *tls_key = NULL;
     const char *state_dir = NULL;
     size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
@@ -207,6 +209,9 @@ int main(int argc, char **argv) {
          "cap of the state database; beyond it uploads and batches fail as on a full disk (0: "
          "none)",
          0, 0},
+        {"tls-cert", 0, TS_FLAG_STRING, &tls_cert,
+         "PEM certificate (chain): serve the gRPC API and HTTP over TLS (with --tls-key)", 0, 0},
+        {"tls-key", 0, TS_FLAG_STRING, &tls_key, "PEM private key of --tls-cert", 0, 0},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
     };
     ts_flags_result res = {NULL, 0, 0};
@@ -226,6 +231,8 @@ int main(int argc, char **argv) {
     if (state_dir && (rc = co_store_open(state_dir, (int64_t)state_max_size, &store)))
         return fail(rc == TS_E_NOMEM ? 1 : 2);
 
+    ts_tls_server tls; /* lives until exit: the HTTP listener reads its text */
+    if (ts_tls_server_load(tls_cert, tls_key, &tls)) return fail(2);
     char secret[TS_SECRET_MAX];
     if (ts_secret_load("--cluster-secret-file", cluster_secret_file, TS_CLUSTER_SECRET_ENV, secret,
                        sizeof secret))
@@ -270,6 +277,10 @@ int main(int argc, char **argv) {
     ts_rpc_server_options so;
     ts_rpc_server_options_default(&so);
     so.address = listen;
+    if (ts_tls_server_on(&tls)) {
+        so.tls_cert_pem = tls.cert.data;
+        so.tls_key_pem = tls.key.data;
+    }
     ts_rpc_server_options wso;
     ts_rpc_server_options_default(&wso);
     wso.address = worker_listen;
@@ -307,7 +318,9 @@ int main(int argc, char **argv) {
                               .max_connections = http_max_connections,
                               .max_connections_per_ip = http_max_per_ip,
                               .max_header = http_max_header,
-                              .idle_timeout_s = http_idle_s};
+                              .idle_timeout_s = http_idle_s,
+                              .tls_cert_pem = so.tls_cert_pem,
+                              .tls_key_pem = so.tls_key_pem};
         rc = co_http_start(co, &ho, &http);
     }
     if (!rc && store) rc = co_batch_start(co, http, store, &batch);
@@ -329,12 +342,13 @@ int main(int argc, char **argv) {
     char ep[300], wep[300];
     endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
     endpoint(worker_listen, ts_rpc_server_port(wsrv), false, wep, sizeof wep);
-    TS_INFO("tessera-coordinator: listening on %s (model %s); node groups attach on %s (%s)", ep,
-            co->model_name, wep,
+    TS_INFO("tessera-coordinator: listening on %s%s (model %s); node groups attach on %s (%s)", ep,
+            ts_tls_server_on(&tls) ? " with TLS" : "", co->model_name, wep,
             co->cluster_secret[0] ? "with the cluster secret" : "loopback, no cluster secret");
     if (http) {
         endpoint(http_listen, co_http_port(http), false, ep, sizeof ep);
-        TS_INFO("tessera-coordinator: HTTP API on http://%s/v1%s", ep,
+        TS_INFO("tessera-coordinator: HTTP API on http%s://%s/v1%s",
+                ts_tls_server_on(&tls) ? "s" : "", ep,
                 co_auth_required(co->auth) ? " (API keys required)" : "");
     }
 
@@ -373,6 +387,7 @@ int main(int argc, char **argv) {
     co_store_close(store);
     /* Every call has ended: on_done freed each request and group. */
     ts_tokenizer_destroy(co->tok);
+    ts_tls_server_free(&tls);
     co_metrics_destroy(co->metrics);
     co_auth_destroy(co->auth);
     pthread_mutex_destroy(&co->mu);

@@ -120,6 +120,7 @@ int ts_rpc_channel_create(const char *target, const ts_rpc_channel_options *o,
     }
     ch->opt = *o;
     ch->opt.metadata = NULL;
+    ch->opt.tls_ca_pem = NULL; /* gRPC copied it */
     atomic_init(&ch->n_streams, 0);
     for (int i = 0; i < o->n_metadata; i++) {
         ch->metadata[i].key = grpc_slice_from_copied_string(o->metadata[i].key);
@@ -139,7 +140,9 @@ int ts_rpc_channel_create(const char *target, const ts_rpc_channel_options *o,
     /* Streams are not replayable requests: no transparent retries (and no retry buffering). */
     ts_rpc_args_int(&args, GRPC_ARG_ENABLE_RETRIES, 0);
     if (o->own_connection) ts_rpc_args_int(&args, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds =
+        o->tls_ca_pem ? grpc_ssl_credentials_create(o->tls_ca_pem, NULL, NULL, NULL)
+                      : grpc_insecure_credentials_create();
     ch->channel = grpc_channel_create(target, creds, &args.set);
     grpc_channel_credentials_release(creds);
     *out = ch;

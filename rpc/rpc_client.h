@@ -66,6 +66,8 @@ typedef struct ts_rpc_channel_options {
     const ts_rpc_metadata *metadata; /* n_metadata pairs sent with every call (copied at create;
                                         at most TS_RPC_MAX_METADATA). None */
     int n_metadata;
+    const char *tls_ca_pem; /* TLS to a server whose certificate these PEM certificates vouch
+                               for (ts_tls_ca_load); NULL: plaintext */
 } ts_rpc_channel_options;
 
 void ts_rpc_channel_options_default(ts_rpc_channel_options *o);

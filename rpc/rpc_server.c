@@ -82,6 +82,7 @@ struct ts_rpc_server {
     char *address;
     grpc_completion_queue *cq;
     grpc_server *server;
+    grpc_server_credentials *creds; /* insecure, or SSL with the options' certificate */
     method_entry *methods;
     int n_methods;
     int port;
@@ -519,6 +520,14 @@ int ts_rpc_server_create(const ts_rpc_server_options *o, ts_rpc_server **out) {
         free(s);
         return rc;
     }
+    if (o->tls_cert_pem) { /* gRPC copies the PEM text */
+        grpc_ssl_pem_key_cert_pair pair = {o->tls_key_pem, o->tls_cert_pem};
+        s->creds = grpc_ssl_server_credentials_create_ex(
+            NULL, &pair, 1, GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, NULL);
+    } else {
+        s->creds = grpc_insecure_server_credentials_create();
+    }
+    s->opt.tls_cert_pem = s->opt.tls_key_pem = NULL;
     pthread_mutex_init(&s->mu, NULL);
     ts_rpc_cond_init(&s->cond);
     s->shutdown_op.complete = on_shutdown_complete;
@@ -570,9 +579,7 @@ int ts_rpc_server_start(ts_rpc_server *s) {
 
     s->server = grpc_server_create(&args.set, NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    s->port = grpc_server_add_http2_port(s->server, s->address, creds);
-    grpc_server_credentials_release(creds);
+    s->port = grpc_server_add_http2_port(s->server, s->address, s->creds);
     if (s->port == 0) {
         grpc_server_destroy(s->server); /* never started and no listener: allowed */
         s->server = NULL;
@@ -651,6 +658,7 @@ void ts_rpc_server_shutdown(ts_rpc_server *s, int grace_ms) {
 void ts_rpc_server_destroy(ts_rpc_server *s) {
     if (!s) return;
     ts_rpc_server_shutdown(s, 0);
+    grpc_server_credentials_release(s->creds);
     ts_rpc_loop_release();
     for (int i = 0; i < s->n_methods; i++)
         free(s->methods[i].path);

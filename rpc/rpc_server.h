@@ -89,6 +89,9 @@ typedef struct ts_rpc_server_options {
      * message, and the method never sees the call. Must not block. */
     int (*authorize)(ts_rpc_call *call, void *arg);
     void *authorize_arg;
+    /* TLS (rpc_tls.h loads and checks the files): PEM text of the certificate chain and its
+     * private key, copied at create; NULL: plaintext. No client certificates are asked for. */
+    const char *tls_cert_pem, *tls_key_pem;
 } ts_rpc_server_options;
 
 void ts_rpc_server_options_default(ts_rpc_server_options *o);

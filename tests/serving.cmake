@@ -66,6 +66,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
       set_tests_properties(http_api_openai_client PROPERTIES LABELS integration TIMEOUT 600
                            SKIP_RETURN_CODE 77)
+      # TLS on the gRPC and HTTP listeners: a test CA from openssl, grpcio and the openai client.
+      add_test(NAME tls_grpc_and_https_with_a_test_ca
+               COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_tls.py
+                       --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
+      set_tests_properties(tls_grpc_and_https_with_a_test_ca PROPERTIES LABELS integration
+                           TIMEOUT 300 SKIP_RETURN_CODE 77)
       # GET /metrics through prometheus_client's parser (PyPI, cached venv).
       add_test(NAME http_metrics_prometheus
                COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_http_metrics.py
