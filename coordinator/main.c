@@ -36,6 +36,21 @@ static int fail(int code) {
     return code;
 }
 
+/* After fail(): frees what a start that got as far as the state store and the coordinator made
+ * (either may be NULL), so that a refused flag leaves nothing behind (LeakSanitizer runs the
+ * refusal tests). Returns code. */
+static int free_started(int code, coordinator *co, co_store *store) {
+    co_store_close(store);
+    if (co) {
+        ts_tokenizer_destroy(co->tok);
+        co_metrics_destroy(co->metrics);
+        co_auth_destroy(co->auth);
+        pthread_mutex_destroy(&co->mu);
+        free(co);
+    }
+    return code;
+}
+
 /* The model's name: general.name, else the file name without ".gguf". */
 static void name_model(const ts_gguf *g, const char *path, char *out, size_t size) {
     ts_gguf_str s;
@@ -236,13 +251,13 @@ int main(int argc, char **argv) {
     char secret[TS_SECRET_MAX];
     if (ts_secret_load("--cluster-secret-file", cluster_secret_file, TS_CLUSTER_SECRET_ENV, secret,
                        sizeof secret))
-        return fail(2);
+        return free_started(fail(2), NULL, store);
     if (!secret[0] && !is_loopback(worker_listen)) {
         ts_error_set(TS_E_INVALID,
                      "--worker-listen %s: a Worker listener others can reach needs a cluster "
                      "secret (--cluster-secret-file or TESSERA_CLUSTER_SECRET)",
                      worker_listen);
-        return fail(2);
+        return free_started(fail(2), NULL, store);
     }
 
     sigset_t set;
@@ -252,7 +267,7 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     coordinator *co = calloc(1, sizeof *co);
-    if (!co) return fail(1);
+    if (!co) return free_started(fail(1), NULL, store);
     pthread_mutex_init(&co->mu, NULL);
     co->heartbeat_ms = heartbeat_ms;
     co->heartbeat_timeout_ms = heartbeat_timeout_ms;
@@ -260,18 +275,18 @@ int main(int argc, char **argv) {
     co->t_started = ts_now_ns();
     memcpy(co->cluster_secret, secret, sizeof secret);
     memset(secret, 0, sizeof secret);
-    if (co_metrics_create(&co->metrics)) return fail(1);
+    if (co_metrics_create(&co->metrics)) return free_started(fail(1), co, store);
     /* Keys from the environment and a file, never argv (ps shows argv). */
     rc = co_auth_load(getenv("TESSERA_API_KEY"), api_key_file, &co->auth);
-    if (rc) return fail(rc == TS_E_INVALID ? 2 : 1);
+    if (rc) return free_started(fail(rc == TS_E_INVALID ? 2 : 1), co, store);
     co->protect_metrics = protect_metrics;
     if (protect_metrics && !co_auth_required(co->auth)) {
         ts_error_set(TS_E_INVALID, "--protect-metrics needs API keys (--api-key-file or "
                                    "TESSERA_API_KEY)");
-        return fail(2);
+        return free_started(fail(2), co, store);
     }
     rc = load_model(co, model_path);
-    if (rc) return fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1);
+    if (rc) return free_started(fail(rc == TS_E_IO || rc == TS_E_INVALID ? 2 : 1), co, store);
 
     /* Two gRPC listeners on the process's one loop: the public API, and the Worker service. */
     ts_rpc_server_options so;
@@ -331,13 +346,12 @@ int main(int argc, char **argv) {
     if (!rc && endpoint_file)
         rc = write_endpoint_file("endpoint-file", endpoint_file, listen, ts_rpc_server_port(srv));
     if (rc) {
-        fail(rc == TS_E_INVALID ? 2 : 1);
+        int code = fail(rc == TS_E_INVALID ? 2 : 1);
         co_batch_stop(batch);
         co_http_stop(http);
         ts_rpc_server_destroy(srv);
         ts_rpc_server_destroy(wsrv);
-        co_store_close(store);
-        return rc == TS_E_INVALID ? 2 : 1;
+        return free_started(code, co, store);
     }
     char ep[300], wep[300];
     endpoint(listen, ts_rpc_server_port(srv), false, ep, sizeof ep);
