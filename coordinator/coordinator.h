@@ -45,6 +45,7 @@
 #include "common/secret.h"
 #include "coordinator/auth.h"
 #include "coordinator/metrics.h"
+#include "coordinator/prefix_index.h"
 #include "request/request.h"
 #include "rpc/rpc_server.h"
 #include "tessera/v1/inference.pb-c.h"
@@ -144,6 +145,8 @@ struct co_group {
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */
     char fingerprint[64];   /* Register.model_fingerprint: KV moves only between equal ones */
+    uint64_t fingerprint_value; /* the same, parsed: the root of its prefix-cache keys */
+    co_prefix_index *prefix;    /* the block keys it holds (heartbeats; router.c) */
     char kv_type[16];       /* Register.kv_type */
     int32_t kv_committed;   /* disagg.c: blocks reserved by requests on or headed to it */
     int n_incoming;         /* disagg.c: requests prefilling elsewhere for it */

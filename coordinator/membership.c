@@ -149,6 +149,7 @@ static void on_register(coordinator *co, co_group *g, const Tessera__V1__Registe
     g->max_seqs = r->max_batch_seqs;
     snprintf(g->kv_endpoint, sizeof g->kv_endpoint, "%s", r->kv_endpoint);
     snprintf(g->fingerprint, sizeof g->fingerprint, "%s", r->model_fingerprint);
+    g->fingerprint_value = strtoull(r->model_fingerprint, NULL, 16);
     snprintf(g->kv_type, sizeof g->kv_type, "%s", r->kv_type);
     Tessera__V1__Welcome w = TESSERA__V1__WELCOME__INIT;
     w.cluster = co->model_name;
@@ -218,6 +219,9 @@ static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
         if (hb->preemptions > g->preemptions)
             co_metrics_preemptions(co->metrics, g->name, hb->preemptions - g->preemptions);
         g->preemptions = hb->preemptions;
+        if (co_prefix_index_apply(&g->prefix, hb->cache_added, hb->n_cache_added, hb->cache_removed,
+                                  hb->n_cache_removed, hb->cache_snapshot))
+            TS_WARN("group %s: %s (routed without its cache)", g->name, ts_error_message());
         g->cache_query_tokens = hb->prefix_cache_query_tokens;
         g->cache_hit_tokens = hb->prefix_cache_hit_tokens;
     } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
@@ -253,6 +257,7 @@ static void attach_done(ts_rpc_call *call, int cancelled, void *arg) {
     pthread_mutex_unlock(&co->mu);
     ts_rpc_call_set_data(call, NULL);
     ts_rpc_call_unref(g->call);
+    co_prefix_index_free(g->prefix);
     free(g);
 }
 

@@ -5,9 +5,13 @@
  * it runs fewer requests than its max_batch_seqs ("room": more would only wait in the node's own
  * queue, where no other group could pick them up), or it runs lower-priority requests the new one
  * displaces (the node preempts them: batch work never holds an interactive request back). Among
- * those the group with the fewest outstanding tokens (prompt tokens not yet processed + tokens
- * still to generate, an estimate of the work ahead of a new request) wins; a group the request just
- * failed on is taken only when no other fits. When no group has room the request waits here,
+ * those, routing is cache-aware: the group with the least work ahead of the request wins,
+ * counted as its outstanding tokens (prompt tokens not yet processed + tokens still to generate)
+ * plus the prompt tokens it would have to compute — the prompt minus the leading blocks its
+ * prefix cache holds (prefix_index.h, from its heartbeats). So a request goes where its prefix
+ * is, unless that group's queue is longer than the prefill the cache saves: a hot system prompt
+ * does not pin one group. A group the request just failed on is taken only when no other fits.
+ * When no group has room the request waits here,
  * highest priority first and in arrival order within a priority (retried requests in front); more
  * than --max-queued-requests of its priority waiting gives RESOURCE_EXHAUSTED. With prefill and
  * decode groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
@@ -38,14 +42,26 @@ static bool has_room(const co_group *g, const co_request *r) {
     return g->n_active - max_seqs < lower;
 }
 
+/* The work a group would have before the request's first token: what it has outstanding and
+ * the prompt tokens it does not hold. */
+static int64_t work_ahead(const co_group *g, const co_request *r) {
+    int32_t cached =
+        co_prefix_index_match(g->prefix, g->fingerprint_value, r->req.params.cache_salt,
+                              r->req.prompt_ids, r->req.n_prompt_ids, g->block_size);
+    return g->outstanding + r->req.n_prompt_ids - cached;
+}
+
 static co_group *pick(coordinator *co, const co_request *r) {
     co_group *best = NULL;
+    int64_t best_work = 0;
     for (int pass = 0; pass < 2 && !best; pass++)
         for (co_group *g = co->groups; g; g = g->next) {
             if (!has_room(g, r) || (pass == 0 && g == r->avoid)) continue;
-            if (!best || g->outstanding < best->outstanding ||
-                (g->outstanding == best->outstanding && g->n_active < best->n_active))
+            int64_t work = work_ahead(g, r);
+            if (!best || work < best_work || (work == best_work && g->n_active < best->n_active)) {
                 best = g;
+                best_work = work;
+            }
         }
     return best;
 }

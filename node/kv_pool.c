@@ -45,7 +45,22 @@ struct ts_kv_pool {
     int32_t n_tombstones;
     ts_kv_pool_evict_hook evict_hook;
     void *evict_user;
+    /* The journal (NULL: not enabled): keys in [0, journal_cap), and in the second half whether
+     * each was removed (1) or added (0). */
+    uint64_t *journal;
+    int32_t n_journal, journal_cap;
+    bool journal_overflow;
 };
+
+static void journal(ts_kv_pool *p, uint64_t key, bool removed) {
+    if (!p->journal || p->journal_overflow) return;
+    if (p->n_journal == p->journal_cap) {
+        p->journal_overflow = true;
+        return;
+    }
+    p->journal[p->journal_cap + p->n_journal] = removed;
+    p->journal[p->n_journal++] = key;
+}
 
 int ts_kv_pool_create(int32_t n_blocks, int32_t block_size, ts_kv_pool **out) {
     *out = NULL;
@@ -80,6 +95,7 @@ void ts_kv_pool_destroy(ts_kv_pool *p) {
     free(p->tokens);
     free(p->free_stack);
     free(p->table);
+    free(p->journal);
     free(p);
 }
 
@@ -159,6 +175,7 @@ static void table_remove_block(ts_kv_pool *p, int32_t b) {
     }
     block_meta *m = &p->meta[b];
     TS_ASSERT(m->n_children == 0); /* leaves first */
+    journal(p, m->hash, true);
     if (m->parent_block >= 0) p->meta[m->parent_block].n_children--;
     m->cached = false;
     m->parent_block = -1;
@@ -248,6 +265,7 @@ int32_t ts_kv_pool_publish(ts_kv_pool *p, int32_t block, uint64_t hash, uint64_t
     m->parent_block = parent_block;
     m->n_children = 0;
     if (parent_block >= 0) p->meta[parent_block].n_children++;
+    journal(p, hash, false);
     memcpy(p->tokens + (size_t)block * (size_t)p->block_size, tokens,
            (size_t)p->block_size * sizeof *tokens);
     p->n_cached++;
@@ -272,6 +290,7 @@ void ts_kv_pool_clear_cache(ts_kv_pool *p) {
             lru_remove(p, b);
             p->free_stack[p->n_free_stack++] = b;
         }
+        journal(p, p->meta[b].hash, true);
         p->meta[b].cached = false;
         p->meta[b].parent_block = -1;
         p->meta[b].n_children = 0;
@@ -279,4 +298,45 @@ void ts_kv_pool_clear_cache(ts_kv_pool *p) {
     for (int32_t i = 0; i < p->table_size; i++) p->table[i] = SLOT_EMPTY;
     p->n_cached = 0;
     p->n_tombstones = 0;
+}
+
+void ts_kv_pool_journal_enable(ts_kv_pool *p) {
+    if (p->journal) return;
+    p->journal_cap = 4 * p->n_blocks;
+    p->journal = malloc(2 * (size_t)p->journal_cap * sizeof *p->journal);
+    if (!p->journal) p->journal_cap = 0; /* no memory: no journal, routing only loses hints */
+    p->n_journal = 0;
+    p->journal_overflow = true; /* the first take is a snapshot */
+}
+
+bool ts_kv_pool_journal_take(ts_kv_pool *p, uint64_t *added, int32_t *n_added, uint64_t *removed,
+                             int32_t *n_removed, int32_t max) {
+    *n_added = *n_removed = 0;
+    bool overflow = p->journal_overflow || !p->journal;
+    for (int32_t i = 0; !overflow && i < p->n_journal; i++) {
+        bool gone = p->journal[p->journal_cap + i] != 0;
+        int32_t *n = gone ? n_removed : n_added;
+        if (*n == max) {
+            overflow = true;
+            break;
+        }
+        uint64_t key = p->journal[i];
+        if (gone) /* an add earlier in this batch is void: removals apply first (kv_pool.h) */
+            for (int32_t k = 0; k < *n_added; k++)
+                if (added[k] == key) {
+                    added[k] = added[--*n_added];
+                    break;
+                }
+        (gone ? removed : added)[(*n)++] = key;
+    }
+    p->n_journal = 0;
+    p->journal_overflow = false;
+    return overflow;
+}
+
+int32_t ts_kv_pool_cached_keys(const ts_kv_pool *p, uint64_t *out, int32_t max) {
+    int32_t n = 0;
+    for (int32_t b = 0; b < p->n_blocks && n < max; b++)
+        if (p->meta[b].cached) out[n++] = p->meta[b].hash;
+    return n;
 }

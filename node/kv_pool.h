@@ -82,6 +82,19 @@ typedef void (*ts_kv_pool_evict_hook)(void *user, int32_t block, uint64_t hash, 
                                       const int32_t *tokens);
 void ts_kv_pool_set_evict_hook(ts_kv_pool *p, ts_kv_pool_evict_hook hook, void *user);
 
+/* ---- the journal: what the cache gained and lost, for cache-aware routing ----
+ * Once enabled, every key published and every key evicted or cleared is recorded until taken.
+ * ts_kv_pool_journal_take copies the keys added and removed since the last take (at most `max`
+ * of each) and empties the journal, so that applying the removals first and then the additions
+ * gives the cache's keys (a key added and then removed is only in `removed`); it returns true when
+ * the journal overflowed (more than 4 × n_blocks changes, or more than `max`): the caller should
+ * send a snapshot instead (ts_kv_pool_cached_keys). */
+void ts_kv_pool_journal_enable(ts_kv_pool *p);
+bool ts_kv_pool_journal_take(ts_kv_pool *p, uint64_t *added, int32_t *n_added, uint64_t *removed,
+                             int32_t *n_removed, int32_t max);
+/* Every cached block's key (at most max); returns the count. */
+int32_t ts_kv_pool_cached_keys(const ts_kv_pool *p, uint64_t *out, int32_t max);
+
 /* Drops the whole prefix cache (blocks in use stay in use; nothing goes to the hook). */
 void ts_kv_pool_clear_cache(ts_kv_pool *p);
 

@@ -41,6 +41,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                      --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
     set_tests_properties(worker_attach_needs_its_listener_and_the_cluster_secret PROPERTIES
                          LABELS "integration;fault" TIMEOUT 120 SKIP_RETURN_CODE 77)
+    # Cache-aware routing: two groups, two system prompts; an overloaded group is passed over.
+    add_test(NAME routing_sends_requests_where_their_prefix_is
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_cache_aware_routing.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera-coordinator> --pydir ${TS_SERVING_PYDIR})
+    set_tests_properties(routing_sends_requests_where_their_prefix_is PROPERTIES
+                         LABELS integration TIMEOUT 120 SKIP_RETURN_CODE 77)
     # The prefix cache end to end: cached_prompt_tokens (gRPC, HTTP), salts, Health counters.
     add_test(NAME prefix_cache_serving_counts_cached_tokens
              COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_prefix_cache_serving.py
@@ -110,3 +116,8 @@ if(TARGET ts_coordinator)
     target_link_libraries(fuzz_http_request PRIVATE ts_coordinator)
   endif()
 endif()
+
+# The coordinator's index of a group's prefix-cache keys (cache-aware routing), on its own.
+ts_add_test(NAME test_prefix_index
+            SOURCES unit/test_prefix_index.c ${PROJECT_SOURCE_DIR}/coordinator/prefix_index.c
+            LABELS unit)

@@ -63,6 +63,12 @@ typedef struct worker {
 
     bool send_failed;      /* the current stream is being dropped: send nothing more */
     ts_sched_stats stats;  /* the engine's latest figures, for heartbeats; under mu */
+    /* Prefix-cache keys for the next heartbeat (cache-aware routing); under mu. */
+    uint64_t *cache_add, *cache_del;
+    int32_t n_cache_add, n_cache_del, cache_max;
+    bool cache_snapshot;           /* cache_add is the whole cache */
+    bool cache_want_snapshot;      /* the next publish sends the whole cache */
+    uint64_t *take_add, *take_del; /* the engine thread's scratch */
     pending_event *events; /* produced by the current step */
     size_t n_events, cap_events;
     bool draining;
@@ -117,12 +123,23 @@ static void send_heartbeat(worker *w) {
     hb.prefill_tokens = st.prefill_tokens;
     hb.decode_tokens = st.decode_tokens;
     hb.preemptions = st.preemptions;
+    hb.n_cache_added = (size_t)w->n_cache_add;
+    hb.cache_added = w->cache_add;
+    hb.n_cache_removed = (size_t)w->n_cache_del;
+    hb.cache_removed = w->cache_del;
+    hb.cache_snapshot = w->cache_snapshot;
     hb.prefix_cache_query_tokens = st.cache_query_tokens;
     hb.prefix_cache_hit_tokens = st.cache_hit_tokens;
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
     nm.heartbeat = &hb;
     int rc = ts_rpc_stream_send_pb(w->stream, &nm.base, 0);
+    if (!rc) {
+        w->n_cache_add = w->n_cache_del = 0;
+        w->cache_snapshot = false;
+    } else {
+        w->cache_want_snapshot = true; /* the coordinator's view is lost with the stream */
+    }
     pthread_mutex_unlock(&w->mu);
     if (rc) {
         TS_WARN("sending a heartbeat failed (%s): dropping the connection", ts_error_message());
@@ -134,8 +151,36 @@ static void send_heartbeat(worker *w) {
 static void publish_stats(worker *w) {
     ts_sched_stats st;
     ts_sched_get_stats(w->sched, &st);
+    ts_kv_pool *pool = ts_sched_pool(w->sched);
+    int32_t na = 0, nd = 0;
+    bool snapshot = !w->take_add ||
+                    ts_kv_pool_journal_take(pool, w->take_add, &na, w->take_del, &nd, w->cache_max);
     pthread_mutex_lock(&w->mu);
     w->stats = st;
+    if (w->take_add) {
+        /* Deltas accumulate until a heartbeat takes them; when they outgrow what one should
+         * carry, or a snapshot is due, the whole cache goes instead. */
+        snapshot = snapshot || w->cache_want_snapshot || w->cache_snapshot ||
+                   w->n_cache_add + na > w->cache_max || w->n_cache_del + nd > w->cache_max;
+        if (snapshot) {
+            w->n_cache_add = ts_kv_pool_cached_keys(pool, w->cache_add, w->cache_max);
+            w->n_cache_del = 0;
+            w->cache_snapshot = true;
+            w->cache_want_snapshot = false;
+        } else {
+            /* the coordinator applies removals first: a key removed now is no longer added */
+            for (int32_t i = 0; i < nd; i++)
+                for (int32_t k = 0; k < w->n_cache_add; k++)
+                    if (w->cache_add[k] == w->take_del[i]) {
+                        w->cache_add[k] = w->cache_add[--w->n_cache_add];
+                        break;
+                    }
+            memcpy(w->cache_add + w->n_cache_add, w->take_add, (size_t)na * sizeof *w->cache_add);
+            memcpy(w->cache_del + w->n_cache_del, w->take_del, (size_t)nd * sizeof *w->cache_del);
+            w->n_cache_add += na;
+            w->n_cache_del += nd;
+        }
+    }
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -472,6 +517,9 @@ static int connect_coordinator(worker *w, int64_t deadline) {
             if (m && m->msg_case == TESSERA__V1__COORDINATOR_MESSAGE__MSG_WELCOME) {
                 w->heartbeat_ms = m->welcome->heartbeat_ms > 0 ? m->welcome->heartbeat_ms : 500;
                 tessera__v1__coordinator_message__free_unpacked(m, NULL);
+                pthread_mutex_lock(&w->mu);
+                w->cache_want_snapshot = true; /* a new connection knows nothing yet */
+                pthread_mutex_unlock(&w->mu);
                 publish_stats(w);
                 if (pthread_create(&w->rx, NULL, rx_main, w) != 0) {
                     rc = ts_error_set(TS_E_INTERNAL, "cannot start the receiver thread");
@@ -676,6 +724,19 @@ int ts_worker_run(ts_runtime *rt, const ts_worker_options *o, volatile sig_atomi
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     int rc = TS_OK;
+    /* Cache-aware routing: the pool records its changes for the heartbeats (without memory for
+     * them the group is routed without its cache, nothing worse). */
+    w->cache_max = 4 * ts_kv_pool_n_blocks(ts_sched_pool(w->sched));
+    w->cache_add = malloc((size_t)w->cache_max * sizeof(uint64_t));
+    w->cache_del = malloc((size_t)w->cache_max * sizeof(uint64_t));
+    w->take_add = malloc((size_t)w->cache_max * sizeof(uint64_t));
+    w->take_del = malloc((size_t)w->cache_max * sizeof(uint64_t));
+    if (w->cache_add && w->cache_del && w->take_add && w->take_del) {
+        ts_kv_pool_journal_enable(ts_sched_pool(w->sched));
+    } else {
+        free(w->take_add);
+        w->take_add = NULL;
+    }
     if (o->kvx) {
         const ts_engine_options *eo = ts_engine_options_get(ts_runtime_engine(rt));
         rc = ts_wdis_create(o->kvx, w->sched, eo->max_ctx, eo->block_size, 0, on_disagg_event, w,
@@ -692,6 +753,10 @@ int ts_worker_run(ts_runtime *rt, const ts_worker_options *o, volatile sig_atomi
     clear_events(w);
     free(w->events);
     free(w->inbox);
+    free(w->cache_add);
+    free(w->cache_del);
+    free(w->take_add);
+    free(w->take_del);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -236,6 +236,39 @@ static void test_churn_keeps_counts_consistent(void) {
     ts_kv_pool_destroy(p);
 }
 
+static void test_journal_reports_what_the_cache_gained_and_lost(void) {
+    ts_kv_pool *p = NULL;
+    CHECK_OK(ts_kv_pool_create(2, 1, &p));
+    ts_kv_pool_journal_enable(p);
+    uint64_t add[8], del[8];
+    int32_t na, nd;
+    CHECK(ts_kv_pool_journal_take(p, add, &na, del, &nd, 8)); /* the first take: a snapshot */
+    int32_t b[3], t[3] = {1, 2, 3};
+    uint64_t h[3];
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(ts_kv_pool_alloc(p, &b[i]));
+        h[i] = ts_kv_hash_block(ROOT, &t[i], 1);
+        ts_kv_pool_publish(p, b[i], h[i], ROOT, -1, &t[i]);
+        ts_kv_pool_release(p, b[i]);
+    }
+    CHECK(!ts_kv_pool_journal_take(p, add, &na, del, &nd, 8));
+    CHECK(na == 2 && nd == 0 && add[0] == h[0] && add[1] == h[1]);
+    /* a third block evicts h[0]; two more allocations evict h[1] and h[2], which was added within
+     * this take and so shows only as removed */
+    CHECK_OK(ts_kv_pool_alloc(p, &b[2]));
+    h[2] = ts_kv_hash_block(ROOT, &t[2], 1);
+    ts_kv_pool_publish(p, b[2], h[2], ROOT, -1, &t[2]);
+    ts_kv_pool_release(p, b[2]);
+    int32_t again;
+    CHECK_OK(ts_kv_pool_alloc(p, &again));
+    CHECK_OK(ts_kv_pool_alloc(p, &again));
+    CHECK(!ts_kv_pool_journal_take(p, add, &na, del, &nd, 8));
+    CHECK(na == 0 && nd == 3);
+    uint64_t snap[4];
+    CHECK_EQ_INT(ts_kv_pool_cached_keys(p, snap, 4), 0);
+    ts_kv_pool_destroy(p);
+}
+
 int main(void) {
     RUN(test_alloc_until_exhausted_then_reuse);
     RUN(test_refcount_keeps_shared_block);
@@ -246,5 +279,6 @@ int main(void) {
     RUN(test_shared_prefix_outlives_its_branches);
     RUN(test_publishing_cached_content_shares_the_first_copy);
     RUN(test_churn_keeps_counts_consistent);
+    RUN(test_journal_reports_what_the_cache_gained_and_lost);
     return test_summary();
 }
