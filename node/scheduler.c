@@ -206,6 +206,7 @@ void ts_sched_destroy(ts_sched *s) {
 
 static void release_blocks(ts_sched *s, seq *q);
 static void append_generated(seq *q, int32_t token);
+static void count_generated(seq *q, int32_t token);
 
 /* Checks a new request and builds its sequence (not queued yet). */
 static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_prompt,
@@ -250,6 +251,9 @@ static int new_seq(ts_sched *s, uint64_t id, const int32_t *prompt, int32_t n_pr
         (void)ts_rng_uniform(&q->rng);
     memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     q->n_prompt = q->n_tokens = n_prompt;
+    /* ... and they are generated tokens to the penalties, which the failed group counted. */
+    for (int32_t i = n_prompt - params->replayed; params->replayed > 0 && i < n_prompt; i++)
+        count_generated(q, prompt[i]);
     q->root = ts_kv_hash_root(s->opts.cache_namespace, params->cache_salt);
     q->last_hash = q->root;
     *out = q;
@@ -320,10 +324,8 @@ void ts_sched_set_prompt_hook(ts_sched *s, ts_sched_prompt_hook hook, void *user
 
 ts_kv_pool *ts_sched_pool(ts_sched *s) { return s->pool; }
 
-/* Appends a generated token, counting it for the penalties. */
-static void append_generated(seq *q, int32_t token) {
-    q->tokens[q->n_tokens++] = token;
-    q->n_generated++;
+/* Counts a generated token for the presence/frequency penalties. */
+static void count_generated(seq *q, int32_t token) {
     if (!q->gen_ids) return;
     int32_t lo = 0, hi = q->n_gen_ids;
     while (lo < hi) {
@@ -343,6 +345,13 @@ static void append_generated(seq *q, int32_t token) {
     q->gen_ids[lo] = token;
     q->gen_counts[lo] = 1;
     q->n_gen_ids++;
+}
+
+/* Appends a generated token, counting it for the penalties. */
+static void append_generated(seq *q, int32_t token) {
+    q->tokens[q->n_tokens++] = token;
+    q->n_generated++;
+    count_generated(q, token);
 }
 
 /* The step's additive biases (ts_sampling.bias_ids/bias): the penalties of the generated ids in

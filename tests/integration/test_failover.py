@@ -9,8 +9,9 @@ A coordinator (debug log: it names the group of each request) and two groups, on
      a coordinator restart, while its nodes redial): it waits, and completes once they attach.
   1. Greedy: the serving group SIGKILLed after 20 tokens; the stream equals the reference run,
      Health.requests_failed_over counts it, the killed node comes back.
-  2. Sampled (temperature 0.9, top_p 0.95, repetition penalty 1.15 over 32 tokens, a seed): the
-     same, so the random stream and the penalty window continue where they stopped.
+  2. Sampled (temperature 0.9, top_p 0.95, repetition penalty 1.15 over 32 tokens, presence
+     and frequency penalties, a seed): the same, so the random stream, the penalty window and
+     the counts of generated tokens continue where they stopped.
   3. The same two cases with two tensor-parallel groups of 2 ranks (mpirun), the victim's
      mpirun killed.
   4. The last group killed mid-stream: nothing can continue it, UNAVAILABLE naming the group.
@@ -97,7 +98,8 @@ def greedy(prompt):
 def sampled(prompt):
     return dict(prompt=prompt, max_tokens=N_TOKENS, ignore_eos=True,
                 sampling=dict(temperature=0.9, top_p=0.95, repetition_penalty=1.15,
-                              repetition_last_n=32, seed=1234))
+                              repetition_last_n=32, presence_penalty=0.4,
+                              frequency_penalty=0.3, seed=1234))
 
 
 def main():
