@@ -224,7 +224,7 @@ static int scan(ts_kv_tier_disk *d) {
                             h.parent, h.data_sum, toks};
     }
     closedir(dir);
-    qsort(list, n, sizeof *list, by_age);
+    if (n > 0) qsort(list, n, sizeof *list, by_age); /* list is NULL when the directory is empty */
     int32_t cap_blocks = ts_kv_tier_host_capacity(d->index);
     for (size_t i = 0; i < n; i++) {
         if (!rc) {
