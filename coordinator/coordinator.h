@@ -221,6 +221,10 @@ void co_membership_shutdown(coordinator *co, const char *reason);
 int co_live_groups(const coordinator *co);
 /* The largest context among the live groups (the model's when none): what a prompt must fit. */
 int32_t co_largest_context(const coordinator *co);
+/* The prompt a group is sent for r: the client's, plus the replayed tokens after a failover. */
+static inline int32_t co_request_sent_prompt(const co_request *r) {
+    return r->req.n_prompt_ids + r->n_replay;
+}
 /* Sends a message to a group; a failure ends the group. Under co->mu. Returns 0 or the error. */
 int co_group_send(coordinator *co, co_group *g, const Tessera__V1__CoordinatorMessage *m);
 void co_group_send_cancel(coordinator *co, co_group *g, uint64_t request_id);

@@ -61,8 +61,7 @@ static co_group *pick_decode(const coordinator *co, const co_group *p, const co_
     co_group *best = NULL;
     int32_t best_free = 0;
     for (co_group *d = co->groups; d; d = d->next) {
-        if (!live(d, "decode") || !d->kv_endpoint[0] ||
-            r->req.n_prompt_ids + r->n_replay + 1 >= d->ctx ||
+        if (!live(d, "decode") || !d->kv_endpoint[0] || co_request_sent_prompt(r) + 1 >= d->ctx ||
             strcmp(d->fingerprint, p->fingerprint) != 0) /* the same weights, or no KV to share */
             continue;
         int max_seqs = d->max_seqs > 0 ? d->max_seqs : 256;
@@ -85,7 +84,7 @@ static co_group *pick_prefill(const coordinator *co, const co_request *r) {
         for (co_group *g = co->groups; g; g = g->next) {
             int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
             if (!live(g, "prefill") || g->n_active >= max_seqs ||
-                r->req.n_prompt_ids + r->n_replay >= g->ctx || (pass == 0 && g == r->avoid))
+                co_request_sent_prompt(r) >= g->ctx || (pass == 0 && g == r->avoid))
                 continue;
             if (!best || g->outstanding < best->outstanding ||
                 (g->outstanding == best->outstanding && g->n_active < best->n_active))

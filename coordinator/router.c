@@ -34,7 +34,7 @@ static int64_t work_of(const co_request *r) {
  * so the request never waits behind batch work; one such request per lower-priority one. */
 static bool has_room(const co_group *g, const co_request *r) {
     int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-    if (!g->registered || g->dead || r->req.n_prompt_ids + r->n_replay >= g->ctx) return false;
+    if (!g->registered || g->dead || co_request_sent_prompt(r) >= g->ctx) return false;
     if (g->n_active < max_seqs) return true;
     int lower = 0;
     for (const co_request *o = g->reqs; o; o = o->g_next)
@@ -135,7 +135,7 @@ static int submit_to(coordinator *co, co_group *g, co_request *r) {
     s.prompt_ids = r->req.prompt_ids;
     if (r->n_replay > 0) { /* a failover: the prompt and what was streamed, then the rest */
         s.prompt_ids = r->replay_ids;
-        s.n_prompt_ids = (size_t)(r->req.n_prompt_ids + r->n_replay);
+        s.n_prompt_ids = (size_t)co_request_sent_prompt(r);
         s.max_tokens = r->req.params.max_tokens - r->n_replay;
         s.replayed_tokens = r->n_replay;
     }
