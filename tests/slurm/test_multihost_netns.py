@@ -43,17 +43,29 @@ def client_main(endpoint, pydir, n_groups):
     print("RESULT " + json.dumps(result))
 
 
-def group_command(nsx, bin_dir, ep_file, secret_file, name, hosts):
+def host_tmpdir(tmp, host):
+    """The TMPDIR of `host` (netns_agent.sh spells the same path for the daemons it starts)."""
+    path = os.path.join(tmp, host)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def group_command(nsx, bin_dir, ep_file, secret_file, name, hosts, tmp):
     """(host to start on, command, env) of a TP group with one rank per host in `hosts`."""
     node = [os.path.join(bin_dir, "tessera-node"), "--coordinator-file", ep_file,
             "--cluster-secret-file", secret_file, "--name", name,
             "--tp", "2", "--threads", "1", "-m", harness.MODEL_F32]
+    # The namespace "hosts" share /tmp and the hostname, so each gets its own TMPDIR: Open MPI's
+    # session directories (/tmp/ompi.HOST.UID/jf.N/...) would otherwise collide between the
+    # mpiruns and daemons of different "hosts" (mkdir ... File exists, and the group never starts).
     env = harness.mpi_env()
+    env["TMPDIR"] = host_tmpdir(tmp, hosts[0])
     if len(hosts) == 1:
         return hosts[0], harness.mpirun_prefix(2) + node, env
     # Ranks on several hosts: mpirun starts its daemons through an agent that enters the other
     # hosts' namespaces; MPI traffic goes over TCP on eth0, the only way between the hosts.
-    env.update({"TS_NETNS_PREFIX": nsx.prefix, "OMPI_MCA_btl": "self,tcp",
+    env.update({"TS_NETNS_TMPDIR": tmp,
+                "TS_NETNS_PREFIX": nsx.prefix, "OMPI_MCA_btl": "self,tcp",
                 "OMPI_MCA_btl_tcp_if_include": "eth0", "OMPI_MCA_oob_tcp_if_include": "eth0",
                 "OMPI_MCA_plm_rsh_agent": os.path.join(HERE, "netns_agent.sh")})
     return hosts[0], (harness.mpirun_prefix(len(hosts)) + ["--host", ",".join(h + ":1" for h in hosts)]
@@ -97,7 +109,7 @@ def run_layout(nsx, args, f, what, groups):
         before = {h: nsx.eth0_bytes(h) for h in HOSTS}
         for name, hosts in groups.items():
             host, cmd, env = group_command(nsx, args.bin_dir, worker_file, secret_file, name,
-                                           hosts)
+                                           hosts, tmp)
             spawn(host, cmd, name + ".log", env=env)
         p = subprocess.run(nsx.exec_prefix("client") + [
             "/usr/bin/python3", os.path.abspath(__file__), "--client", endpoint, "--groups",
