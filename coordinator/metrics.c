@@ -350,6 +350,7 @@ int co_metrics_render(coordinator *co, ts_buf *out) {
     /* The gauges: a snapshot under co->mu, so that no formatting happens under it. */
     char model[256];
     int n = 0, queued = 0;
+    int64_t retried, failed_over;
     pthread_mutex_lock(&co->mu);
     for (const co_group *g = co->groups; g; g = g->next)
         n += g->registered && !g->dead;
@@ -364,6 +365,8 @@ int co_metrics_render(coordinator *co, ts_buf *out) {
         r->kv_usage = g->kv_total > 0 ? 1.0 - (double)g->kv_free / g->kv_total : 0.0;
     }
     queued = co->n_queued;
+    retried = co->requests_retried;
+    failed_over = co->requests_failed_over;
     snprintf(model, sizeof model, "%s", co->model_name);
     pthread_mutex_unlock(&co->mu);
     if (!rows) return ts_error_set(TS_E_NOMEM, "out of memory");
@@ -390,6 +393,19 @@ int co_metrics_render(coordinator *co, ts_buf *out) {
         put(&b, "} %.6g\n", rows[i].kv_usage);
     }
     free(rows);
+    /* Counted by request.c in co's state (as Health reports them), not per series: a retried
+     * request changes group, and its series is that of the group that finishes it. */
+    family(&b, "tessera:request_retries_total", "counter",
+           "Requests sent again to another node group after theirs failed or left.");
+    put(&b, "tessera:request_retries_total{model=\"");
+    label_value(&b, model);
+    put(&b, "\"} %lld\n", (long long)retried);
+    family(&b, "tessera:request_failovers_total", "counter",
+           "Of the retried requests, those that had streamed tokens and went on by a replay "
+           "(mid-stream failover).");
+    put(&b, "tessera:request_failovers_total{model=\"");
+    label_value(&b, model);
+    put(&b, "\"} %lld\n", (long long)failed_over);
 
     co_metrics *m = co->metrics;
     pthread_mutex_lock(&m->mu);

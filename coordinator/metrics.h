@@ -9,7 +9,9 @@
  * error, and the histograms of time to first token, inter-token latency, end-to-end latency and
  * queue time. Their labels: model, group (the node group that ran it; "" when none did), and
  * priority_class ("interactive": priority >= 0, "batch": below). Per group (membership.c
- * reports): preemptions, from the nodes' heartbeats. Gauges (requests running and waiting, KV
+ * reports): preemptions, from the nodes' heartbeats. Retries and failovers (request.c's
+ * co->requests_retried and co->requests_failed_over, Health's counters) are read, like the
+ * gauges, from the coordinator's state when the text is rendered. Gauges (requests running and waiting, KV
  * cache usage) are read from the coordinator's state when the text is rendered.
  *
  * Series live as long as the co_metrics (a group that leaves keeps its counters; Prometheus

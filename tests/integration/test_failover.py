@@ -8,7 +8,8 @@ A coordinator (debug log: it names the group of each request) and two groups, on
   0. A request sent to a coordinator that has just started, before any group attached (as after
      a coordinator restart, while its nodes redial): it waits, and completes once they attach.
   1. Greedy: the serving group SIGKILLed after 20 tokens; the stream equals the reference run,
-     Health.requests_failed_over counts it, the killed node comes back.
+     Health.requests_failed_over and /metrics' tessera:request_failovers_total count it, the
+     killed node comes back.
   2. Sampled (temperature 0.9, top_p 0.95, repetition penalty 1.15 over 32 tokens, presence
      and frequency penalties, a seed): the same, so the random stream, the penalty window and
      the counts of generated tokens continue where they stopped.
@@ -18,6 +19,7 @@ A coordinator (debug log: it names the group of each request) and two groups, on
 
   test_failover.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
+import http.client
 import os
 import re
 import threading
@@ -56,11 +58,26 @@ def ids_of(c, **fields):
     return c.generate(timeout=120, **fields)[1]
 
 
+def metrics_failovers(c):
+    """tessera:request_failovers_total from GET /metrics of the coordinator's HTTP port."""
+    conn = http.client.HTTPConnection("127.0.0.1", c.http_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    m = re.search(r'^tessera:request_failovers_total\{model="[^"]*"\} (\d+)$', text, re.M)
+    if not m:
+        raise AssertionError("/metrics has no tessera:request_failovers_total:\n" + text)
+    return int(m.group(1))
+
+
 def check_failover(c, f, nodes, start, label, fields):
     want = ids_of(c, **fields)  # the reference: the same request, nothing killed
     f.check(len(want) == N_TOKENS, "%s: the reference ran to %d tokens (%d)"
             % (label, N_TOKENS, len(want)))
     before = c.health().requests_failed_over
+    before_metrics = metrics_failovers(c)
     n = log_lines(c)
     call = c.generate_call(timeout=120, **fields)
     it = iter(call)
@@ -85,6 +102,8 @@ def check_failover(c, f, nodes, start, label, fields):
             % (label, n_before, len(got), len(want), first_diff))
     f.check(c.health().requests_failed_over == before + 1,
             "%s: Health counts one failover" % label)
+    f.check(metrics_failovers(c) == before_metrics + 1,
+            "%s: /metrics counts one failover (tessera:request_failovers_total)" % label)
     print("ok   %s: %s killed after %d tokens, %d more streamed in %.1f s"
           % (label, victim, n_before, len(got) - n_before, time.time() - t0))
     nodes[victim] = start(victim)  # back for the next case
@@ -106,7 +125,9 @@ def main():
     f = harness.Failures()
     c = sc.from_args()
     try:
-        c.start_coordinator("--log-level", "debug", "--heartbeat-timeout-ms", "20000")
+        c.http_port = harness.free_port()
+        c.start_coordinator("--log-level", "debug", "--heartbeat-timeout-ms", "20000",
+                            "--http-listen", "127.0.0.1:%d" % c.http_port)
 
         def start1(name):
             return c.start_node(name, *CTX)
