@@ -178,6 +178,9 @@ static unsigned status_of(int code, const char **type, const char **ecode) {
     case TS_E_INVALID:
         *type = "invalid_request_error", *ecode = NULL;
         return MHD_HTTP_BAD_REQUEST;
+    case TS_E_UNSUPPORTED: /* a well-formed ask this server does not do: the client's to change */
+        *type = "invalid_request_error", *ecode = "unsupported";
+        return MHD_HTTP_BAD_REQUEST;
     case TS_E_NOT_FOUND:
         *type = "invalid_request_error", *ecode = "not_found";
         return MHD_HTTP_NOT_FOUND;
@@ -190,6 +193,9 @@ static unsigned status_of(int code, const char **type, const char **ecode) {
     case TS_E_TIMEOUT:
         *type = "server_error", *ecode = "timeout";
         return MHD_HTTP_GATEWAY_TIMEOUT;
+    case TS_E_UNAUTHENTICATED:
+        *type = "authentication_error", *ecode = "invalid_api_key";
+        return MHD_HTTP_UNAUTHORIZED;
     default:
         *type = "server_error", *ecode = NULL;
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -1185,9 +1191,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!hc) return MHD_NO;
         *con_cls = hc;
         if (!authorized(srv, c, url))
-            return send_error(c, MHD_HTTP_UNAUTHORIZED,
-                              "Incorrect or missing API key (Authorization: Bearer KEY)",
-                              "authentication_error", NULL, "invalid_api_key");
+            return send_code(c, TS_E_UNAUTHENTICATED,
+                             "Incorrect or missing API key (Authorization: Bearer KEY)", NULL);
         hc->limit = co_http_batch_max_body(url, method, srv->max_body);
         if (post) {
             const char *cl =
