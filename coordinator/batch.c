@@ -507,7 +507,8 @@ static void collect(co_batch *b) {
                                    .ok = !it->err,
                                    .line_json = lines[n].data,
                                    .prompt_tokens = it->usage.prompt_tokens,
-                                   .completion_tokens = it->usage.completion_tokens};
+                                   .completion_tokens = it->usage.completion_tokens,
+                                   .cached_tokens = it->usage.cached_prompt_tokens};
         n++;
     }
     int rc = res && lines ? co_store_results(b->store, res, n)

@@ -182,7 +182,7 @@ static const char schema_sql[] =
     " output_file_id TEXT, error_file_id TEXT, errors TEXT, metadata TEXT,"
     " total INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,"
     " failed INTEGER NOT NULL DEFAULT 0, prompt_tokens INTEGER NOT NULL DEFAULT 0,"
-    " completion_tokens INTEGER NOT NULL DEFAULT 0);"
+    " completion_tokens INTEGER NOT NULL DEFAULT 0, cached_tokens INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE requests (batch_id TEXT NOT NULL, line INTEGER NOT NULL,"
     " custom_id TEXT NOT NULL, body TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,"
     " out_line TEXT, PRIMARY KEY (batch_id, line), UNIQUE (batch_id, custom_id))"
@@ -227,6 +227,17 @@ static int check_or_create(co_store *s) {
                             "%s is not a Tessera state database (application id %lld); give "
                             "--state-dir a directory of its own",
                             s->path, (long long)app);
+    if (version == 1) { /* schema 1 lacked the batch's cached prompt tokens: add them (0) */
+        rc = exec(s,
+                  "BEGIN IMMEDIATE; ALTER TABLE batches ADD COLUMN cached_tokens INTEGER NOT NULL"
+                  " DEFAULT 0; PRAGMA user_version = 2; COMMIT",
+                  "upgrading the schema");
+        if (rc) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+        version = CO_STORE_SCHEMA;
+    }
     if (version != CO_STORE_SCHEMA)
         return ts_error_set(TS_E_FORMAT,
                             "%s has schema version %lld, this Tessera reads version %d%s", s->path,
@@ -481,7 +492,7 @@ static const char batch_cols[] =
     "id, endpoint, input_file_id, completion_window, window_s, status, created_at, failed_at,"
     " in_progress_at, finalizing_at, completed_at, expired_at, cancelling_at, cancelled_at,"
     " expires_at, output_file_id, error_file_id, errors, metadata, total, completed, failed,"
-    " prompt_tokens, completion_tokens";
+    " prompt_tokens, completion_tokens, cached_tokens";
 
 static void read_batch_row(sqlite3_stmt *st, co_batch_info *b) {
     memset(b, 0, sizeof *b);
@@ -504,6 +515,7 @@ static void read_batch_row(sqlite3_stmt *st, co_batch_info *b) {
     b->failed = sqlite3_column_int64(st, 21);
     b->prompt_tokens = sqlite3_column_int64(st, 22);
     b->completion_tokens = sqlite3_column_int64(st, 23);
+    b->cached_tokens = sqlite3_column_int64(st, 24);
 }
 
 static void read_batch_item(sqlite3_stmt *st, void *b) {
@@ -833,7 +845,7 @@ int co_store_results(co_store *s, const co_store_result *res, size_t n) {
         rc = prepare(s,
                      "UPDATE batches SET completed = completed + ?, failed = failed + ?,"
                      " prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + "
-                     "? WHERE id = ?",
+                     "?, cached_tokens = cached_tokens + ? WHERE id = ?",
                      &count, what);
     for (size_t i = 0; !rc && i < n; i++) {
         const co_store_result *r = &res[i];
@@ -853,7 +865,8 @@ int co_store_results(co_store *s, const co_store_result *res, size_t n) {
         sqlite3_bind_int(count, 2, r->ok ? 0 : 1);
         sqlite3_bind_int64(count, 3, r->prompt_tokens);
         sqlite3_bind_int64(count, 4, r->completion_tokens);
-        sqlite3_bind_text(count, 5, r->batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(count, 5, r->cached_tokens);
+        sqlite3_bind_text(count, 6, r->batch_id, -1, SQLITE_STATIC);
         x = sqlite3_step(count);
         if (x != SQLITE_DONE) rc = db_error(s, x, what);
     }

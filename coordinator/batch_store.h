@@ -34,7 +34,7 @@
 typedef struct co_store co_store;
 
 enum {
-    CO_STORE_SCHEMA = 1,
+    CO_STORE_SCHEMA = 2,
     CO_FILE_MAX_BYTES = 200 << 20, /* POST /v1/files: OpenAI's limits for batch input */
     CO_FILE_MAX_LINES = 50000,
 };
@@ -75,6 +75,7 @@ typedef struct co_batch_info {
     int64_t at[CO_BATCH_N_STATES]; /* the Unix second each state was entered, 0: never */
     int64_t total, completed, failed;
     int64_t prompt_tokens, completion_tokens;
+    int64_t cached_tokens; /* prompt tokens whose KV the prefix cache supplied */
 } co_batch_info;
 
 void co_batch_info_free(co_batch_info *b);
@@ -144,7 +145,7 @@ typedef struct co_store_result {
     int64_t line;
     bool ok;
     const char *line_json;
-    int64_t prompt_tokens, completion_tokens;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
 } co_store_result;
 /* Records results (one transaction; a result already recorded is left as it is, so nothing is
  * counted twice). */

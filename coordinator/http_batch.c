@@ -446,7 +446,7 @@ static void batch_json(ts_json_writer *w, const co_batch_info *b, const char *mo
     ts_jw_key(w, "input_tokens_details");
     ts_jw_object_begin(w);
     ts_jw_key(w, "cached_tokens");
-    ts_jw_int(w, 0);
+    ts_jw_int(w, b->cached_tokens);
     ts_jw_object_end(w);
     ts_jw_key(w, "output_tokens");
     ts_jw_int(w, b->completion_tokens);

@@ -7,7 +7,8 @@ one node of the bundled model:
   2. A completions batch and a chat batch run to `completed`: one output line per custom_id,
      each greedy text equal to the same request sent to /v1/completions or
      /v1/chat/completions, request_counts and usage filled, every state's timestamp set; a line
-     the one validation refuses (temperature 500) is a failed line (status 400, error file).
+     the one validation refuses (temperature 500) is a failed line (status 400, error file); a
+     prompt whose prefix is cached reports usage cached_tokens in its line and in the batch.
   3. A file with bad lines fails the batch at validation with every bad line and its number in
      errors.data (invalid JSON, duplicate custom_id, wrong url, wrong method, a body field of the
      wrong type, an unknown model).
@@ -131,6 +132,22 @@ def client(cfg):
           out[0]["response"]["body"]["choices"][0]["message"]["content"] ==
           ref.choices[0].message.content, "chat batch = chat.completions: %s vs %s" % (out, ref))
 
+    # ... usage counts the prefix cache: a long prompt sent interactively first (its full 16-token
+    # blocks published), then as a batch line, is served from the cache in both the line's usage
+    # and the batch's
+    long_prompt = " ".join(PROMPTS * 4)
+    c.completions.create(model=cfg["model"], prompt=long_prompt, max_tokens=1, temperature=0)
+    uf, _ = upload("cached.jsonl", [line("cached-1", long_prompt)])
+    ub = wait(c.batches.create(input_file_id=uf.id, endpoint="/v1/completions",
+                               completion_window="24h").id)
+    out = lines_of(ub.output_file_id)
+    got = out[0]["response"]["body"]["usage"] if len(out) == 1 else {}
+    cached = got.get("prompt_tokens_details", {}).get("cached_tokens", 0)
+    check(ub.status == "completed" and cached >= 16 and
+          ub.usage.input_tokens_details.cached_tokens == cached and
+          ub.usage.input_tokens == got.get("prompt_tokens"),
+          "cached prompt tokens in the line's usage (%s) and the batch's (%s)" % (got, ub.usage))
+
     # 3. validation errors with line numbers
     bad_lines = [
         line("v-1", "Once"),
@@ -212,7 +229,7 @@ def client(cfg):
     check(len(page.data) == 2 and page.has_more, "list limit 2: %s" % page)
     rest = c.batches.list(limit=100, after=page.data[-1].id)
     all_ids = [x.id for x in page.data] + [x.id for x in rest.data]
-    check(len(all_ids) == 5 and len(set(all_ids)) == 5 and all_ids[0] == eb.id,
+    check(len(all_ids) == 6 and len(set(all_ids)) == 6 and all_ids[0] == eb.id,
           "newest first, pages continue after: %s" % all_ids)
     for kw, err, param in [
             ({"input_file_id": "file-nope"}, openai.NotFoundError, "input_file_id"),
