@@ -10,6 +10,9 @@ custom_id exactly once and nothing else; every text (greedy lines, lines with a 
 sampled lines without one, which get a seed from the file and custom_id) equals the reference
 run's; the restarted coordinator admitted no more requests than were left unrecorded (finished
 ones are not run again: Health.requests_total <= total - completed before the kill).
+Last, the database is turned back into schema 1 (no batches.cached_tokens, user_version 1, as a
+Tessera of the first Batch API release wrote it): the restarted coordinator upgrades it in place
+and serves the finished batch as it was.
   test_batch_recovery.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
 import http.client
@@ -122,6 +125,25 @@ def main():
         diff = [o["custom_id"] for o in out
                 if o["response"]["body"]["choices"][0]["text"] != ref_text.get(o["custom_id"])]
         f.check(not diff, "texts equal the uninterrupted run's (differ: %s)" % diff[:10])
+
+        # a schema-1 database (before batches.cached_tokens) is upgraded at open
+        import sqlite3
+        c.coordinator.send_signal(signal.SIGKILL)
+        c.coordinator.wait()
+        db = sqlite3.connect(os.path.join(state, "tessera.db"))
+        db.executescript("ALTER TABLE batches DROP COLUMN cached_tokens; PRAGMA user_version = 1;")
+        db.close()
+        c.start_coordinator(*args)
+        old = get(bid)
+        db = sqlite3.connect(os.path.join(state, "tessera.db"))
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        cols = [r[1] for r in db.execute("PRAGMA table_info(batches)")]
+        db.close()
+        f.check(version == 2 and "cached_tokens" in cols, "upgraded to schema 2: %s %s"
+                % (version, cols))
+        f.check(old["status"] == "completed" and old["request_counts"] == b["request_counts"] and
+                old["usage"]["input_tokens_details"]["cached_tokens"] == 0,
+                "the upgraded database serves the batch: %s" % old)
     finally:
         sc.finish(c, f)
 
