@@ -3,8 +3,15 @@
  * Like api.c it is an adapter over request.c only: a JSON body → ts_request → co_request_admit
  * with the co_output callbacks below → JSON or server-sent events, co_request_client_done when
  * the connection is over. The one validation (request/request.h) judges every field; this file
- * checks only JSON types and what it does not support yet (n > 1, echo with logprobs), each a
- * 400 naming the field.
+ * checks only JSON types, n, and what it does not support (echo with logprobs, suffix, best_of
+ * other than n), each a 400 naming the field.
+ *
+ * Choices: a request with n samples and P prompts (a list) has P × n choices, each its own
+ * co_request, "index" prompt * n + sample. A prompt's first choice is admitted at once; its
+ * siblings once it has produced its first output, when its prompt's KV blocks are in the prefix
+ * cache (the scheduler publishes full blocks each step), so they prefill only the last partial
+ * block. With a seed, sample j runs with seed + j (reproducible, and different per sample).
+ * One failing choice fails the request; the others are cancelled.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /metrics               Prometheus text format (metrics.h)
@@ -80,27 +87,49 @@ typedef struct lp_entry {
     float top_logprobs[TS_MAX_TOP_LOGPROBS];
 } lp_entry;
 
+enum {
+    HTTP_MAX_N = 128,        /* n: samples per prompt */
+    HTTP_MAX_CHOICES = 1024, /* prompts × n of one request */
+};
+
+struct http_req;
+
+/* One choice: one prompt's one sample, run as its own co_request (whose out_user it is). */
+typedef struct http_choice {
+    struct http_req *h;
+    int32_t index;  /* in "choices": prompt * n + sample */
+    ts_request req; /* what it runs, until admitted (co_request_admit moves it) */
+    bool admitted;  /* admission was tried */
+    co_request *r;  /* NULL before admission and after its release */
+    bool started;   /* its first output came: its prompt's KV is in the prefix cache */
+    bool done;
+    bool sent_role; /* chat stream: the first delta (with the role) went out */
+    ts_buf echo;    /* echo: the prompt as given (text) or decoded (token ids) */
+    ts_buf text;    /* not streaming: the choice's text (the echo first) */
+    ts_finish_reason reason;
+    ts_request_usage usage;
+    lp_entry *lp; /* tokens not written yet (a stream writes them with its next chunk) */
+    size_t n_lp, lp_cap;
+    int64_t text_offset; /* completions: where the next token's text starts in the choice */
+} http_choice;
+
 typedef struct http_req {
     co_http *srv;
     pthread_cond_t cond;
     int refs;
-    co_request *r; /* NULL once the adapter is done with it */
     bool stream, include_usage;
-    bool chat;      /* /v1/chat/completions: chat.completion objects */
-    bool sent_role; /* chat stream: the first delta (with the role) went out */
-    ts_buf out; /* stream: SSE bytes not sent yet (from out_off); else: the completion text */
+    bool chat;     /* /v1/chat/completions: chat.completion objects */
+    bool logprobs; /* the request asked for them: choices carry "logprobs" */
+    http_choice *choices;
+    int32_t n_choices, per_prompt; /* per_prompt: n */
+    int32_t n_done;                /* choices finished */
+    ts_buf out;                    /* stream: SSE bytes not sent yet (from out_off) */
     size_t out_off;
-    bool done;
+    bool done; /* answered, failed, or the connection is over: outputs are refused */
     int err;
     char err_msg[512];
-    ts_finish_reason reason;
-    ts_request_usage usage;
     char id[160];
     int64_t created; /* Unix seconds of its arrival */
-    bool logprobs;   /* the request asked for them: choices carry "logprobs" */
-    lp_entry *lp;    /* tokens not written yet (a stream writes them with its next chunk) */
-    size_t n_lp, lp_cap;
-    int64_t text_offset; /* completions: where the next token's text starts in the choice */
     int fd;          /* the connection's socket (client_gone), -1: unknown */
 } http_req;
 
@@ -116,7 +145,14 @@ static void req_unref(http_req *h) { /* under co->mu */
     if (--h->refs > 0) return;
     pthread_cond_destroy(&h->cond);
     ts_buf_free(&h->out);
-    free(h->lp);
+    for (int32_t i = 0; i < h->n_choices; i++) {
+        http_choice *ch = &h->choices[i];
+        ts_request_free(&ch->req);
+        ts_buf_free(&ch->echo);
+        ts_buf_free(&ch->text);
+        free(ch->lp);
+    }
+    free(h->choices);
     free(h);
 }
 
@@ -215,6 +251,9 @@ typedef struct completion_opts {
     bool chat;
     bool stream, include_usage;
     bool echo;         /* completions: the prompt's text before the completion's */
+    int32_t n;         /* samples per prompt */
+    const ts_json *prompts; /* completions with a list of several prompts: the list (else NULL;
+                             * the request holds the first) */
     const char *param; /* the field a mapping error is about */
 } completion_opts;
 
@@ -286,23 +325,33 @@ static bool all_integers(const ts_json *a) {
     return true;
 }
 
+/* One prompt of a list: a string or a non-empty array of token ids. */
+static bool is_prompt(const ts_json *one) {
+    return one->type == TS_JSON_STRING ||
+           (one->type == TS_JSON_ARRAY && one->length > 0 && all_integers(one));
+}
+
+/* Prompt i of the list p (is_prompt) → the request's prompt. */
+static int prompt_item(const ts_json *p, size_t i, ts_request *req, completion_opts *o) {
+    const ts_json *one = &p->items[i];
+    return one->type == TS_JSON_STRING ? ts_request_set_text(req, one->string)
+                                       : prompt_ids(one, req, o);
+}
+
+/* A string, token ids, or a list of either (o->prompts; the request gets the first). */
 static int map_prompt(const ts_json *p, ts_request *req, completion_opts *o) {
     if (!p) return field_error(o, "prompt", "prompt is required");
     if (p->type == TS_JSON_STRING) return ts_request_set_text(req, p->string);
     if (p->type != TS_JSON_ARRAY || p->length == 0)
         return field_error(o, "prompt",
-                           "prompt must be a string, an array of token ids, or a list of one");
+                           "prompt must be a string, an array of token ids, or a list of them");
     if (all_integers(p)) return prompt_ids(p, req, o);
-    if (p->length > 1)
-        return field_error(o, "prompt",
-                           "prompt: a list of %zu prompts is not supported yet (give one)",
-                           p->length);
-    const ts_json *one = &p->items[0];
-    if (one->type == TS_JSON_STRING) return ts_request_set_text(req, one->string);
-    if (one->type == TS_JSON_ARRAY && one->length > 0 && all_integers(one))
-        return prompt_ids(one, req, o);
-    return field_error(o, "prompt",
-                       "prompt must be a string, an array of token ids, or a list of one");
+    for (size_t i = 0; i < p->length; i++)
+        if (!is_prompt(&p->items[i]))
+            return field_error(o, "prompt",
+                               "prompt[%zu] must be a string or a non-empty array of token ids", i);
+    if (p->length > 1) o->prompts = p;
+    return prompt_item(p, 0, req, o);
 }
 
 static int map_stop(const ts_json *s, ts_request *req, completion_opts *o) {
@@ -319,19 +368,24 @@ static int map_stop(const ts_json *s, ts_request *req, completion_opts *o) {
     return TS_OK;
 }
 
-/* What this first version refuses rather than ignores: a client asking for it would get
- * something else. */
-static int unsupported(const ts_json *root, completion_opts *o) {
-    int64_t v = 0;
+/* n (1 to HTTP_MAX_N samples per prompt), and what is refused rather than ignored, since a
+ * client asking for it would get something else: best_of other than n (choosing the best of
+ * several samples), suffix (insertion). */
+static int map_choices(const ts_json *root, completion_opts *o) {
+    int64_t n = 1, best_of = 1;
     bool has;
-    int rc;
-    static const char *const one[] = {"n", "best_of"};
-    for (size_t i = 0; i < 2; i++) {
-        if ((rc = get_integer(root, one[i], &v, &has, o))) return rc;
-        if (has && v != 1)
-            return field_error(o, one[i], "%s must be 1 (several choices are not supported yet)",
-                               one[i]);
-    }
+    int rc = get_integer(root, "n", &n, &has, o);
+    if (rc) return rc;
+    if (!has) n = 1;
+    if (n < 1 || n > HTTP_MAX_N)
+        return field_error(o, "n", "n must be in [1, %d], got %lld", HTTP_MAX_N, (long long)n);
+    o->n = (int32_t)n;
+    if ((rc = get_integer(root, "best_of", &best_of, &has, o))) return rc;
+    if (has && best_of != n)
+        return field_error(o, "best_of",
+                           "best_of must equal n (%lld) here: returning the best of several "
+                           "samples is not supported, got %lld",
+                           (long long)n, (long long)best_of);
     const ts_json *suffix = member(root, "suffix");
     if (suffix && (suffix->type != TS_JSON_STRING || suffix->length))
         return field_error(o, "suffix", "suffix is not supported");
@@ -399,12 +453,17 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
                           completion_opts *o) {
     if (root->type != TS_JSON_OBJECT)
         return field_error(o, NULL, "the request body must be a JSON object");
-    int rc = unsupported(root, o);
+    int rc = map_choices(root, o);
     if (rc) return rc;
     const ts_json *m = member(root, "model");
     if (m && m->type != TS_JSON_STRING) return field_error(o, "model", "model must be a string");
     if (m && (rc = ts_request_set_model(req, m->string))) return rc;
     if (!o->chat && (rc = map_prompt(member(root, "prompt"), req, o))) return rc;
+    size_t n_prompts = o->prompts ? o->prompts->length : 1;
+    if (n_prompts * (size_t)o->n > HTTP_MAX_CHOICES)
+        return field_error(o, o->prompts ? "prompt" : "n",
+                           "%zu prompts × n %d is %zu choices, more than %d", n_prompts, o->n,
+                           n_prompts * (size_t)o->n, HTTP_MAX_CHOICES);
     if ((rc = map_stop(member(root, "stop"), req, o))) return rc;
 
     ts_request_params *p = &req->params;
@@ -512,7 +571,7 @@ static void write_token(ts_json_writer *w, const char *piece, size_t len, bool w
  * {"tokens", "token_logprobs", "top_logprobs": [{TOKEN: logprob}], "text_offset"}; chat:
  * {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}.
  * Tokens are each token's own text (invalid UTF-8 as U+FFFD; chat's bytes are exact). */
-static void write_logprobs(ts_json_writer *w, http_req *h) {
+static void write_logprobs(ts_json_writer *w, const http_req *h, http_choice *ch) {
     const ts_tokenizer *tok = h->srv->co->tok;
     ts_jw_key(w, "logprobs");
     if (!h->logprobs) {
@@ -525,8 +584,8 @@ static void write_logprobs(ts_json_writer *w, http_req *h) {
     if (h->chat) {
         ts_jw_key(w, "content");
         ts_jw_array_begin(w);
-        for (size_t i = 0; i < h->n_lp; i++) {
-            const lp_entry *e = &h->lp[i];
+        for (size_t i = 0; i < ch->n_lp; i++) {
+            const lp_entry *e = &ch->lp[i];
             ts_jw_object_begin(w);
             piece = ts_tokenizer_piece(tok, e->token, &len);
             write_token(w, piece, len, true);
@@ -549,55 +608,55 @@ static void write_logprobs(ts_json_writer *w, http_req *h) {
     } else {
         ts_jw_key(w, "tokens");
         ts_jw_array_begin(w);
-        for (size_t i = 0; i < h->n_lp; i++) {
-            piece = ts_tokenizer_piece(tok, h->lp[i].token, &len);
+        for (size_t i = 0; i < ch->n_lp; i++) {
+            piece = ts_tokenizer_piece(tok, ch->lp[i].token, &len);
             ts_jw_string_n(w, piece, len);
         }
         ts_jw_array_end(w);
         ts_jw_key(w, "token_logprobs");
         ts_jw_array_begin(w);
-        for (size_t i = 0; i < h->n_lp; i++)
-            ts_jw_double(w, h->lp[i].logprob);
+        for (size_t i = 0; i < ch->n_lp; i++)
+            ts_jw_double(w, ch->lp[i].logprob);
         ts_jw_array_end(w);
         ts_jw_key(w, "top_logprobs");
         ts_jw_array_begin(w);
-        for (size_t i = 0; i < h->n_lp; i++) {
+        for (size_t i = 0; i < ch->n_lp; i++) {
             ts_jw_object_begin(w);
-            for (int32_t k = 0; k < h->lp[i].n_top; k++) {
-                piece = ts_tokenizer_piece(tok, h->lp[i].top_ids[k], &len);
+            for (int32_t k = 0; k < ch->lp[i].n_top; k++) {
+                piece = ts_tokenizer_piece(tok, ch->lp[i].top_ids[k], &len);
                 char key[256];
                 snprintf(key, sizeof key, "%.*s", (int)(len < 255 ? len : 255), piece);
                 ts_jw_key(w, key);
-                ts_jw_double(w, h->lp[i].top_logprobs[k]);
+                ts_jw_double(w, ch->lp[i].top_logprobs[k]);
             }
             ts_jw_object_end(w);
         }
         ts_jw_array_end(w);
         ts_jw_key(w, "text_offset");
         ts_jw_array_begin(w);
-        for (size_t i = 0; i < h->n_lp; i++) {
-            ts_jw_int(w, h->text_offset);
-            (void)ts_tokenizer_piece(tok, h->lp[i].token, &len);
-            h->text_offset += (int64_t)len;
+        for (size_t i = 0; i < ch->n_lp; i++) {
+            ts_jw_int(w, ch->text_offset);
+            (void)ts_tokenizer_piece(tok, ch->lp[i].token, &len);
+            ch->text_offset += (int64_t)len;
         }
         ts_jw_array_end(w);
     }
     ts_jw_object_end(w);
-    h->n_lp = 0;
+    ch->n_lp = 0;
 }
 
 /* Keeps the token's log-probabilities (and the step's most likely tokens) for the next choice
  * written. */
-static int keep_logprob(http_req *h, co_request *r, int32_t token, float logprob) {
-    if (!h->logprobs || token < 0) return TS_OK;
-    if (h->n_lp == h->lp_cap) {
-        size_t cap = h->lp_cap ? 2 * h->lp_cap : 16;
-        lp_entry *lp = realloc(h->lp, cap * sizeof *lp);
+static int keep_logprob(http_choice *ch, co_request *r, int32_t token, float logprob) {
+    if (!ch->h->logprobs || token < 0) return TS_OK;
+    if (ch->n_lp == ch->lp_cap) {
+        size_t cap = ch->lp_cap ? 2 * ch->lp_cap : 16;
+        lp_entry *lp = realloc(ch->lp, cap * sizeof *lp);
         if (!lp) return TS_E_NOMEM;
-        h->lp = lp;
-        h->lp_cap = cap;
+        ch->lp = lp;
+        ch->lp_cap = cap;
     }
-    lp_entry *e = &h->lp[h->n_lp++];
+    lp_entry *e = &ch->lp[ch->n_lp++];
     e->token = token;
     e->logprob = logprob;
     e->n_top = r->n_top < TS_MAX_TOP_LOGPROBS ? r->n_top : TS_MAX_TOP_LOGPROBS;
@@ -608,107 +667,103 @@ static int keep_logprob(http_req *h, co_request *r, int32_t token, float logprob
     return TS_OK;
 }
 
-/* {"id", "object", "created", "model", "choices": [one] or none, and usage when given}. The
- * choice: a completion's "text"; a chat's "message" ({"role", "content"}) or, in a stream,
- * "delta" (the role in the first one, the content while there is some). */
-static int completion_json(ts_buf *b, http_req *h, const char *text, size_t n, bool with_choice,
-                           const char *finish, const ts_request_usage *u) {
-    coordinator *co = h->srv->co;
-    ts_json_writer w;
-    ts_jw_init(&w, b);
-    ts_jw_object_begin(&w);
-    ts_jw_key(&w, "id");
-    ts_jw_string(&w, h->id);
-    ts_jw_key(&w, "object");
-    ts_jw_string(&w, !h->chat     ? "text_completion"
-                     : h->stream ? "chat.completion.chunk"
-                                 : "chat.completion");
-    ts_jw_key(&w, "created");
-    ts_jw_int(&w, h->created);
-    ts_jw_key(&w, "model");
-    ts_jw_string(&w, co->model_name);
-    ts_jw_key(&w, "choices");
-    ts_jw_array_begin(&w);
-    if (with_choice) {
-        ts_jw_object_begin(&w);
-        ts_jw_key(&w, "index");
-        ts_jw_int(&w, 0);
-        if (!h->chat) {
-            ts_jw_key(&w, "text");
-            ts_jw_string_n(&w, text, n);
-        } else {
-            ts_jw_key(&w, h->stream ? "delta" : "message");
-            ts_jw_object_begin(&w);
-            if (!h->stream || !h->sent_role) {
-                ts_jw_key(&w, "role");
-                ts_jw_string(&w, "assistant");
-                h->sent_role = true;
-            }
-            if (!h->stream || n || !finish) {
-                ts_jw_key(&w, "content");
-                ts_jw_string_n(&w, text, n);
-            }
-            ts_jw_object_end(&w);
-        }
-        write_logprobs(&w, h);
-        ts_jw_key(&w, "finish_reason");
-        if (finish)
-            ts_jw_string(&w, finish);
-        else
-            ts_jw_null(&w);
-        ts_jw_object_end(&w);
-    }
-    ts_jw_array_end(&w);
-    if (u) write_usage(&w, u);
-    ts_jw_object_end(&w);
-    return ts_jw_finish(&w);
+/* {"id", "object", "created", "model", "choices": [ — the head of every completion object. */
+static void head_json(ts_json_writer *w, const http_req *h) {
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "id");
+    ts_jw_string(w, h->id);
+    ts_jw_key(w, "object");
+    ts_jw_string(w, !h->chat    ? "text_completion"
+                    : h->stream ? "chat.completion.chunk"
+                                : "chat.completion");
+    ts_jw_key(w, "created");
+    ts_jw_int(w, h->created);
+    ts_jw_key(w, "model");
+    ts_jw_string(w, h->srv->co->model_name);
+    ts_jw_key(w, "choices");
+    ts_jw_array_begin(w);
 }
 
-static int sse_event(http_req *h, const char *text, size_t n, bool with_choice, const char *finish,
+/* One choice: a completion's "text"; a chat's "message" ({"role", "content"}) or, in a stream,
+ * "delta" (the role in the choice's first one, the content while there is some). */
+static void choice_json(ts_json_writer *w, const http_req *h, http_choice *ch, const char *text,
+                        size_t n, const char *finish) {
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "index");
+    ts_jw_int(w, ch->index);
+    if (!h->chat) {
+        ts_jw_key(w, "text");
+        ts_jw_string_n(w, text, n);
+    } else {
+        ts_jw_key(w, h->stream ? "delta" : "message");
+        ts_jw_object_begin(w);
+        if (!h->stream || !ch->sent_role) {
+            ts_jw_key(w, "role");
+            ts_jw_string(w, "assistant");
+            ch->sent_role = true;
+        }
+        if (!h->stream || n || !finish) {
+            ts_jw_key(w, "content");
+            ts_jw_string_n(w, text, n);
+        }
+        ts_jw_object_end(w);
+    }
+    write_logprobs(w, h, ch);
+    ts_jw_key(w, "finish_reason");
+    if (finish)
+        ts_jw_string(w, finish);
+    else
+        ts_jw_null(w);
+    ts_jw_object_end(w);
+}
+
+/* ], and "usage" when given}. */
+static int tail_json(ts_json_writer *w, const ts_request_usage *u) {
+    ts_jw_array_end(w);
+    if (u) write_usage(w, u);
+    ts_jw_object_end(w);
+    return ts_jw_finish(w);
+}
+
+/* A completion object with one choice (or none: ch NULL). */
+static int completion_json(ts_buf *b, const http_req *h, http_choice *ch, const char *text,
+                           size_t n, const char *finish, const ts_request_usage *u) {
+    ts_json_writer w;
+    ts_jw_init(&w, b);
+    head_json(&w, h);
+    if (ch) choice_json(&w, h, ch, text, n, finish);
+    return tail_json(&w, u);
+}
+
+/* The request's usage: every choice's completion tokens; each prompt's tokens (and its cached
+ * ones) once, from its first choice. */
+static ts_request_usage total_usage(const http_req *h) {
+    ts_request_usage u = {0};
+    for (int32_t i = 0; i < h->n_choices; i++) {
+        const ts_request_usage *c = &h->choices[i].usage;
+        u.completion_tokens += c->completion_tokens;
+        if (i % h->per_prompt) continue;
+        u.prompt_tokens += c->prompt_tokens;
+        u.cached_prompt_tokens += c->cached_prompt_tokens;
+    }
+    return u;
+}
+
+static int sse_event(http_req *h, http_choice *ch, const char *text, size_t n, const char *finish,
                      const ts_request_usage *u) {
     int rc = ts_buf_append_str(&h->out, "data: ");
-    if (!rc) rc = completion_json(&h->out, h, text, n, with_choice, finish, u);
+    if (!rc) rc = completion_json(&h->out, h, ch, text, n, finish, u);
     if (!rc) rc = ts_buf_append_str(&h->out, "\n\n");
     return rc;
 }
 
-static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
-    http_req *h = r->out_user;
-    if (h->out.len - h->out_off > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
-    int rc = keep_logprob(h, r, token, logprob);
-    if (rc) return rc;
-    if (!h->stream)
-        rc = ts_buf_append(&h->out, text, n);
-    else if (n)
-        rc = sse_event(h, text, n, true, NULL, NULL);
-    pthread_cond_signal(&h->cond);
-    return rc;
-}
-
-static int out_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
-                      ts_finish_reason reason, const ts_request_usage *usage) {
-    http_req *h = r->out_user;
-    h->reason = reason;
-    h->usage = *usage;
-    int rc = keep_logprob(h, r, token, logprob);
-    if (rc) return rc;
-    if (!h->stream) {
-        rc = ts_buf_append(&h->out, text, n);
-    } else {
-        rc = sse_event(h, text, n, true, finish_name(reason), NULL);
-        if (!rc && h->include_usage) rc = sse_event(h, NULL, 0, false, NULL, usage);
-        if (!rc) rc = ts_buf_append_str(&h->out, "data: [DONE]\n\n");
-    }
-    h->done = true;
-    pthread_cond_signal(&h->cond);
-    return rc;
-}
-
-static void out_error(co_request *r, int code, const char *message) {
-    http_req *h = r->out_user;
+/* The request fails (a choice failed or could not be admitted): a stream's last event is the
+ * error (its status line is gone), a waiting handler answers with it. Under co->mu. */
+static void fail_req(http_req *h, int code, const char *message) {
+    if (h->done) return;
     h->err = code;
     snprintf(h->err_msg, sizeof h->err_msg, "%s", message);
-    if (h->stream) { /* the status line is gone: the error is the last event */
+    if (h->stream) {
         const char *type, *ecode;
         status_of(code, &type, &ecode);
         ts_buf_append_str(&h->out, "data: ");
@@ -719,14 +774,89 @@ static void out_error(co_request *r, int code, const char *message) {
     pthread_cond_signal(&h->cond);
 }
 
+static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
+    http_choice *ch = r->out_user;
+    http_req *h = ch->h;
+    if (h->done) return TS_E_CANCELLED; /* the request failed, or its connection is over */
+    ch->started = true;
+    if (h->out.len - h->out_off > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
+    int rc = keep_logprob(ch, r, token, logprob);
+    if (rc) return rc;
+    if (!h->stream)
+        rc = ts_buf_append(&ch->text, text, n);
+    else if (n)
+        rc = sse_event(h, ch, text, n, NULL, NULL);
+    pthread_cond_signal(&h->cond);
+    return rc;
+}
+
+static int out_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
+                      ts_finish_reason reason, const ts_request_usage *usage) {
+    http_choice *ch = r->out_user;
+    http_req *h = ch->h;
+    if (h->done) return TS_E_CANCELLED;
+    ch->started = ch->done = true;
+    ch->reason = reason;
+    ch->usage = *usage;
+    int rc = keep_logprob(ch, r, token, logprob);
+    if (rc) return rc;
+    if (!h->stream)
+        rc = ts_buf_append(&ch->text, text, n);
+    else
+        rc = sse_event(h, ch, text, n, finish_name(reason), NULL);
+    if (++h->n_done == h->n_choices) {
+        if (!rc && h->stream && h->include_usage) {
+            ts_request_usage u = total_usage(h);
+            rc = sse_event(h, NULL, NULL, 0, NULL, &u);
+        }
+        if (!rc && h->stream) rc = ts_buf_append_str(&h->out, "data: [DONE]\n\n");
+        h->done = true;
+    }
+    pthread_cond_signal(&h->cond);
+    return rc;
+}
+
+static void out_error(co_request *r, int code, const char *message) {
+    http_choice *ch = r->out_user;
+    ch->done = true;
+    fail_req(ch->h, code, message);
+}
+
 static void out_release(co_request *r) {
-    http_req *h = r->out_user;
-    h->r = NULL;
-    req_unref(h);
+    http_choice *ch = r->out_user;
+    ch->r = NULL;
+    req_unref(ch->h);
 }
 
 static const co_output http_output = {
     .tokens = out_tokens, .finish = out_finish, .error = out_error, .release = out_release};
+
+/* Admits one choice (under co->mu): 0, or the refusal's code (its message in ts_error). */
+static int admit_choice(http_req *h, http_choice *ch) {
+    co_request *r = NULL;
+    ch->admitted = true;
+    int rc = co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
+    if (rc) return rc;
+    ch->r = r;
+    h->refs++; /* the co_request's (out_release) */
+    if (!h->id[0])
+        snprintf(h->id, sizeof h->id, "%s-%s", h->chat ? "chatcmpl" : "cmpl", r->client_id);
+    /* A stream's echo: the choice's first chunk (no output can have come: co->mu is held). */
+    if (h->stream && ch->echo.len && sse_event(h, ch, ch->echo.data, ch->echo.len, NULL, NULL))
+        ts_log(TS_LOG_WARN, r->client_id, "out of memory echoing the prompt");
+    return TS_OK;
+}
+
+/* Admits the choices whose prompt's first choice has started (its KV is then cached for them).
+ * A refusal fails the request. Under co->mu; the connection's thread, between waits. */
+static void admit_siblings(http_req *h) {
+    for (int32_t i = 0; i < h->n_choices && !h->done; i++) {
+        http_choice *ch = &h->choices[i];
+        if (ch->admitted || !h->choices[i - i % h->per_prompt].started) continue;
+        int rc = admit_choice(h, ch);
+        if (rc) fail_req(h, rc, ts_error_message());
+    }
+}
 
 /* Waits (under co->mu) for the request's next bytes, its end, or the server's stop, at most
  * HTTP_WAIT_MS: the caller checks client_gone between waits. */
@@ -754,6 +884,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     ssize_t n;
     pthread_mutex_lock(&co->mu);
     for (;;) {
+        admit_siblings(h);
         size_t avail = h->out.len - h->out_off;
         if (avail) {
             n = (ssize_t)(avail < max ? avail : max);
@@ -833,6 +964,72 @@ static int map_body(co_http *srv, const ts_json *root, ts_request *req, completi
     return rc;
 }
 
+/* A request of n_choices choices (refs 1: the connection's). NULL when out of memory. */
+static http_req *new_req(co_http *srv, const completion_opts *o, bool logprobs, int32_t n_choices) {
+    http_req *h = calloc(1, sizeof *h);
+    if (h) h->choices = calloc((size_t)n_choices, sizeof *h->choices);
+    if (!h || !h->choices) {
+        free(h);
+        return NULL;
+    }
+    h->srv = srv;
+    pthread_cond_init(&h->cond, NULL);
+    h->stream = o->stream;
+    h->include_usage = o->include_usage;
+    h->chat = o->chat;
+    h->logprobs = logprobs;
+    h->n_choices = n_choices;
+    h->per_prompt = o->n;
+    h->created = (int64_t)time(NULL);
+    h->refs = 1;
+    h->fd = -1;
+    for (int32_t i = 0; i < n_choices; i++) {
+        h->choices[i].h = h;
+        h->choices[i].index = i;
+        ts_request_init(&h->choices[i].req);
+    }
+    return h;
+}
+
+/* Every choice's request: prompt p's from `first` (the mapped request, with prompt 0) and
+ * o->prompts, sample j with seed + j when seeded; each its echo. 0 or TS_E_NOMEM. */
+static int build_choices(http_req *h, const ts_request *first, completion_opts *o) {
+    const ts_tokenizer *tok = h->srv->co->tok;
+    int rc = TS_OK;
+    for (int32_t i = 0; !rc && i < h->n_choices; i++) {
+        http_choice *ch = &h->choices[i];
+        int32_t p = i / h->per_prompt, j = i % h->per_prompt;
+        ts_request_free(&ch->req);
+        rc = ts_request_copy(&ch->req, j ? &h->choices[i - j].req : first);
+        if (!rc && p && !j) {
+            ts_request_clear_prompt(&ch->req);
+            rc = prompt_item(o->prompts, (size_t)p, &ch->req, o);
+        }
+        if (!rc && ch->req.has_seed) ch->req.params.seed += (uint64_t)j;
+        if (!rc && o->echo)
+            rc = ch->req.prompt
+                     ? ts_buf_append_str(&ch->echo, ch->req.prompt)
+                     : ts_tokenizer_decode(tok, ch->req.prompt_ids, (size_t)ch->req.n_prompt_ids,
+                                           false, &ch->echo);
+        if (!rc && o->echo && !h->stream)
+            rc = ts_buf_append(&ch->text, ch->echo.data, ch->echo.len);
+    }
+    return rc ? TS_E_NOMEM : TS_OK;
+}
+
+/* The non-streaming answer: every choice, the request's usage. */
+static int body_json(ts_buf *b, http_req *h) {
+    ts_json_writer w;
+    ts_jw_init(&w, b);
+    head_json(&w, h);
+    for (int32_t i = 0; i < h->n_choices; i++) {
+        http_choice *ch = &h->choices[i];
+        choice_json(&w, h, ch, ch->text.data, ch->text.len, finish_name(ch->reason));
+    }
+    ts_request_usage u = total_usage(h);
+    return tail_json(&w, &u);
+}
+
 static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,
                                        bool chat) {
     coordinator *co = srv->co;
@@ -846,66 +1043,41 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     ts_request_init(&req);
     completion_opts o = {.chat = chat};
     int rc = map_body(srv, ts_json_root(doc), &req, &o);
-    ts_json_doc_free(doc);
     if (rc) {
+        ts_json_doc_free(doc);
         ts_request_free(&req);
         return send_code(c, rc, ts_error_message(), o.param);
     }
-
-    http_req *h = calloc(1, sizeof *h);
-    if (!h) {
+    if (!co_serves_model(co, req.model)) {
+        enum MHD_Result q = send_unknown_model(c, srv, req.model);
+        ts_json_doc_free(doc);
         ts_request_free(&req);
-        return send_code(c, TS_E_NOMEM, "out of memory", NULL);
+        return q;
     }
-    h->srv = srv;
-    pthread_cond_init(&h->cond, NULL);
-    h->stream = o.stream;
-    h->include_usage = o.include_usage;
-    h->logprobs = req.params.logprobs;
-    h->chat = chat;
-    ts_buf echo = {0}; /* the prompt as given (text) or decoded (token ids) */
-    if (o.echo)
-        rc = req.prompt ? ts_buf_append_str(&echo, req.prompt)
-                        : ts_tokenizer_decode(co->tok, req.prompt_ids, (size_t)req.n_prompt_ids,
-                                              false, &echo);
-    if (!rc && o.echo && !o.stream) rc = ts_buf_append(&h->out, echo.data, echo.len);
+    int32_t n_prompts = o.prompts ? (int32_t)o.prompts->length : 1;
+    http_req *h = new_req(srv, &o, req.params.logprobs, n_prompts * o.n);
+    rc = h ? build_choices(h, &req, &o) : TS_E_NOMEM;
+    ts_json_doc_free(doc); /* o.prompts points into it */
+    ts_request_free(&req);
     if (rc) {
-        ts_buf_free(&echo);
-        ts_request_free(&req);
-        pthread_cond_destroy(&h->cond);
-        ts_buf_free(&h->out);
-        free(h);
+        if (h) req_unref(h); /* nothing admitted: the connection's is the only reference */
         return send_code(c, TS_E_NOMEM, "out of memory", NULL);
     }
-    h->created = (int64_t)time(NULL);
-    h->refs = 2; /* the connection's and the request's */
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     h->fd = ci ? ci->connect_fd : -1;
-    hc->h = h;
+    hc->h = h; /* completed() ends every admitted choice, and lets go of h */
 
-    if (!co_serves_model(co, req.model)) {
-        enum MHD_Result q = send_unknown_model(c, srv, req.model);
-        ts_buf_free(&echo);
-        ts_request_free(&req);
-        h->refs = 1;
-        return q;
-    }
     pthread_mutex_lock(&co->mu);
-    co_request *r = NULL;
-    rc = co_request_admit(co, &req, INT64_MAX, &http_output, h, &r);
-    if (rc) {
-        h->refs = 1; /* nothing was admitted: no release will come */
+    for (int32_t i = 0; !rc && i < h->n_choices; i += h->per_prompt)
+        rc = admit_choice(h, &h->choices[i]); /* each prompt's first: its siblings follow */
+    if (rc) { /* a choice refused: the admitted ones are cancelled when the connection ends */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ts_error_message());
+        h->done = true;
         pthread_mutex_unlock(&co->mu);
-        ts_buf_free(&echo);
-        return send_code(c, rc, ts_error_message(), NULL);
+        return send_code(c, rc, msg, NULL);
     }
-    h->r = r;
-    snprintf(h->id, sizeof h->id, "%s-%s", chat ? "chatcmpl" : "cmpl", r->client_id);
-    /* A stream's echo: the first chunk (no output can have come: co->mu is held since admit). */
-    if (o.echo && h->stream && echo.len && sse_event(h, echo.data, echo.len, true, NULL, NULL))
-        ts_log(TS_LOG_WARN, r->client_id, "out of memory echoing the prompt");
-    ts_buf_free(&echo);
 
     if (h->stream) {
         h->refs++; /* the response's (stream_free) */
@@ -925,15 +1097,15 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
         return q;
     }
 
-    while (!h->done && !srv->stopping) {
+    for (;;) {
+        admit_siblings(h);
+        if (h->done || srv->stopping) break;
         if (client_gone(h)) { /* close: request_completed cancels the request, freeing its KV */
             pthread_mutex_unlock(&co->mu);
             return MHD_NO;
         }
         wait_req(h);
     }
-    ts_buf b = {0};
-    enum MHD_Result q;
     if (!h->done || h->err) {
         int code = h->done ? h->err : TS_E_UNAVAILABLE;
         char msg[512];
@@ -941,10 +1113,11 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
         pthread_mutex_unlock(&co->mu);
         return send_code(c, code, msg, NULL);
     }
-    rc = completion_json(&b, h, h->out.data, h->out.len, true, finish_name(h->reason), &h->usage);
+    ts_buf b = {0};
+    rc = body_json(&b, h);
     pthread_mutex_unlock(&co->mu);
-    q = rc ? send_code(c, TS_E_NOMEM, "out of memory", NULL)
-           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    enum MHD_Result q = rc ? send_code(c, TS_E_NOMEM, "out of memory", NULL)
+                           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
     ts_buf_free(&b);
     return q;
 }
@@ -1265,8 +1438,11 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (hc->h) {
         coordinator *co = srv->co;
         pthread_mutex_lock(&co->mu);
-        if (hc->h->r) co_request_client_done(co, hc->h->r); /* may release: h->r is stale */
-        req_unref(hc->h);
+        http_req *h = hc->h;
+        h->done = true;                            /* no more outputs, no more admissions */
+        for (int32_t i = 0; i < h->n_choices; i++) /* each may release: ch->r is then NULL */
+            if (h->choices[i].r) co_request_client_done(co, h->choices[i].r);
+        req_unref(h); /* the connection's reference holds h through the loop */
         pthread_mutex_unlock(&co->mu);
     }
     ts_buf_free(&hc->body);
@@ -1408,6 +1584,11 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
     if (!rc && o.stream && !allow_stream)
         rc = field_error(&o, "stream", "stream must be false here (results are stored)");
     if (!rc && o.echo) rc = field_error(&o, "echo", "echo is not supported here");
+    if (!rc && o.n > 1)
+        rc = field_error(&o, "n", "n must be 1 here (one choice per batch line), got %d", o.n);
+    if (!rc && o.prompts)
+        rc = field_error(&o, "prompt", "one prompt per batch line, got a list of %zu",
+                         o.prompts->length);
     *param = o.param;
     return rc;
 }
@@ -1415,9 +1596,10 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
 int co_http_completion_body(co_http *h, bool chat, const char *id, int64_t created,
                             const char *text, size_t n, ts_finish_reason reason,
                             const ts_request_usage *usage, ts_buf *out) {
-    http_req r = {.srv = h, .chat = chat, .created = created};
+    http_req r = {.srv = h, .chat = chat, .created = created, .n_choices = 1, .per_prompt = 1};
+    http_choice ch = {.h = &r};
     snprintf(r.id, sizeof r.id, "%s", id);
-    return completion_json(out, &r, text, n, true, finish_name(reason), usage);
+    return completion_json(out, &r, &ch, text, n, finish_name(reason), usage);
 }
 
 int co_http_error_body(int code, const char *message, const char *param, ts_buf *out,

@@ -197,6 +197,52 @@ void ts_request_free(ts_request *r) {
     r->params = params;
 }
 
+static int copy_string(char **dst, const char *src) {
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? TS_E_NOMEM : TS_OK;
+}
+
+int ts_request_copy(ts_request *dst, const ts_request *src) {
+    *dst = *src; /* the scalars and params; every pointer is replaced below */
+    dst->model = dst->prompt = dst->request_id = dst->cache_salt = NULL;
+    dst->prompt_ids = NULL;
+    dst->stops = NULL;
+    dst->n_stops = 0;
+    int rc = copy_string(&dst->model, src->model);
+    if (!rc) rc = copy_string(&dst->prompt, src->prompt);
+    if (!rc) rc = copy_string(&dst->request_id, src->request_id);
+    if (!rc) rc = copy_string(&dst->cache_salt, src->cache_salt);
+    if (!rc && src->prompt_ids) {
+        size_t bytes = (size_t)(src->n_prompt_ids > 0 ? src->n_prompt_ids : 1) * sizeof(int32_t);
+        dst->prompt_ids = malloc(bytes);
+        if (dst->prompt_ids)
+            memcpy(dst->prompt_ids, src->prompt_ids,
+                   (size_t)(src->n_prompt_ids > 0 ? src->n_prompt_ids : 0) * sizeof(int32_t));
+        else
+            rc = TS_E_NOMEM;
+    }
+    if (!rc && src->n_stops > 0) {
+        dst->stops = calloc((size_t)src->n_stops, sizeof *dst->stops);
+        if (!dst->stops) rc = TS_E_NOMEM;
+        for (int32_t i = 0; !rc && i < src->n_stops; i++, dst->n_stops++) /* NULLs free */
+            rc = copy_string(&dst->stops[i], src->stops[i]);
+    }
+    if (rc) {
+        ts_request_free(dst);
+        ts_request_init(dst);
+        return ts_error_set(TS_E_NOMEM, "out of memory");
+    }
+    return TS_OK;
+}
+
+void ts_request_clear_prompt(ts_request *r) {
+    free(r->prompt);
+    free(r->prompt_ids);
+    r->prompt = NULL;
+    r->prompt_ids = NULL;
+    r->n_prompt_ids = 0;
+}
+
 static int set_string(char **dst, const char *src) {
     char *copy = strdup(src ? src : "");
     if (!copy) return ts_error_set(TS_E_NOMEM, "out of memory");

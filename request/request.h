@@ -169,6 +169,12 @@ int ts_request_validate(const ts_request *r, const ts_request_model *m);
 void ts_request_init(ts_request *r);
 /* Frees what the request owns and empties it; safe on an initialized or zeroed request. */
 void ts_request_free(ts_request *r);
+/* dst (uninitialized) becomes a deep copy of src: its own strings and arrays, equal fields.
+ * 0, or TS_E_NOMEM with dst empty (ts_request_init). For requests that differ in one field
+ * (the choices of an HTTP n > 1, the prompts of a list). */
+int ts_request_copy(ts_request *dst, const ts_request *src);
+/* Frees the prompt (text and ids), leaving everything else. */
+void ts_request_clear_prompt(ts_request *r);
 /* Each copies its argument, replacing an earlier value. 0 or TS_E_NOMEM. */
 int ts_request_set_text(ts_request *r, const char *text);
 int ts_request_set_ids(ts_request *r, const int32_t *ids, size_t n); /* TS_E_INVALID > INT32_MAX */

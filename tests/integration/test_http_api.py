@@ -12,7 +12,11 @@ bundled model:
      finish_reason, include_usage adds a usage chunk, and the stream ends with `data: [DONE]`.
   3. Bad fields are openai.BadRequestError naming the field (a type error, and a range error
      from the one validation); an unknown model is NotFoundError; a wrong or missing key is
-     AuthenticationError.
+     AuthenticationError. n: n=3 greedy gives three indexed copies of the completion and the
+     prompt's usage once; a seeded sampled n=3 is reproducible, its choices differ, choice 0 is
+     the n=1 completion, streamed it gives each index its text; two prompts × n=2 (echo) give
+     four choices; a chat stream with n=2 gives each choice its role, text and finish; n=129,
+     n=0, best_of != n and a bad list item are 400 naming the field.
   4. Raw HTTP: malformed JSON is 400 in OpenAI's error shape, a body over --http-max-body is 413,
      an unknown path 404, a wrong method 405.
   5. Chat (--chat-template chatml): the greedy reply and its prompt tokens are `tessera chat`'s
@@ -82,15 +86,60 @@ def client(cfg):
                                  ({"temperature": 500}, None, "temperature"),
                                  ({"max_tokens": 0}, None, "max_tokens"),
                                  ({"top_p": 0}, None, "top_p"),
-                                 ({"n": 3}, "n", "n must be 1")]:
+                                 ({"n": 129}, "n", "n must be in [1, 128]"),
+                                 ({"n": 0}, "n", "n must be in [1, 128]"),
+                                 ({"n": 2, "best_of": 3}, "best_of", "best_of must equal n"),
+                                 ({"prompt": ["Once", 7]}, "prompt", "prompt[1]")]:
         try:
-            c.completions.create(model=cfg["model"], prompt="Once", **fields)
+            c.completions.create(model=cfg["model"], **dict({"prompt": "Once"}, **fields))
             check(False, "%s was accepted" % fields)
         except openai.BadRequestError as e:
             msg = e.body.get("message", "") if isinstance(e.body, dict) else str(e)
             check(words in msg, "%s: the message names the field: %r" % (fields, msg))
             check(e.status_code == 400 and (param is None or e.param == param),
                   "%s: 400 with param %s: %s %s" % (fields, param, e.status_code, e.param))
+    # n: choices with their index, each prompt's usage once, sampled ones seeded per choice
+    n3 = c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],
+                              temperature=0, n=3, best_of=3)
+    check([ch.index for ch in n3.choices] == [0, 1, 2] and
+          all(ch.text == cfg["expected"] for ch in n3.choices),
+          "greedy n=3: three indexed copies of the one completion: %s" % n3.choices)
+    check(n3.usage.prompt_tokens == len(cfg["ids"]) and
+          n3.usage.completion_tokens == 3 * cfg["n"], "n=3 usage: %s" % n3.usage)
+    seeded = [c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],
+                                   temperature=1.0, n=3, seed=11) for _ in range(2)]
+    texts = [ch.text for ch in seeded[0].choices]
+    check([ch.text for ch in seeded[1].choices] == texts,
+          "a seeded n=3 is reproducible: %s vs %s" % (texts, [ch.text for ch in seeded[1].choices]))
+    check(len(set(texts)) > 1, "a seeded n=3 samples each choice apart: %s" % texts)
+    one = c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],
+                               temperature=1.0, seed=11)
+    check(one.choices[0].text == texts[0], "choice 0 of a seeded n is the n=1 completion")
+    streamed = {}
+    for ch in c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],
+                                   temperature=1.0, n=3, seed=11, stream=True):
+        for choice in ch.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+    check([streamed.get(i) for i in range(3)] == texts,
+          "a streamed n=3 gives each index its text: %s vs %s" % (streamed, texts))
+    lst = c.completions.create(model=cfg["model"], prompt=[cfg["prompt"], cfg["ids"]],
+                               max_tokens=cfg["n"], temperature=0, n=2, echo=True)
+    check([ch.index for ch in lst.choices] == [0, 1, 2, 3] and
+          all(ch.text == cfg["prompt"] + cfg["expected"] for ch in lst.choices[:2]) and
+          all(ch.text.endswith(cfg["expected"]) for ch in lst.choices[2:]),
+          "two prompts × n=2 with echo: four choices: %s" % lst.choices)
+    check(lst.usage.prompt_tokens == 2 * len(cfg["ids"]) and
+          lst.usage.completion_tokens == 4 * cfg["n"], "a list's usage: %s" % lst.usage)
+    chat_chunks = list(c.chat.completions.create(model=cfg["model"], messages=cfg["messages"],
+                                                 max_tokens=cfg["n"], temperature=0, n=2,
+                                                 stream=True))
+    for i in range(2):
+        mine = [ch.choices[0] for ch in chat_chunks if ch.choices and ch.choices[0].index == i]
+        check(mine and mine[0].delta.role == "assistant" and
+              all(x.delta.role is None for x in mine[1:]) and
+              "".join(x.delta.content or "" for x in mine) == cfg["chat_expected"] and
+              mine[-1].finish_reason == "length",
+              "chat stream n=2, choice %d: its role first, its text, its finish: %s" % (i, mine))
     try:
         c.completions.create(model="no-such-model", prompt="Once", max_tokens=2)
         check(False, "an unknown model was accepted")

@@ -14,7 +14,8 @@ A real coordinator (--http-listen) and one node with the bundled model and a sma
      observation per request and n-1 inter-token ones.
   3. A bad request counts in request_failure_total{error="invalid_request"}.
   4. The same long prompt twice: prefix_cache_hits_total moves by the cached_tokens the second
-     response reports, prefix_cache_queries_total by both prompts.
+     response reports, prefix_cache_queries_total by both prompts. n=4 on a new long prompt:
+     the three siblings take the prompt's full blocks from the cache.
   5. Three long requests at once overflow the KV cache: kv_cache_usage_perc is above 0 while they
      run and 0 again after, num_preemptions_total{group} counts the node's preemptions, and all
      three finish.
@@ -226,6 +227,23 @@ def main():
                 % (delta("tessera:prefix_cache_hits_total"), cached,
                    delta("tessera:prefix_cache_queries_total"), queried))
         print("ok   4. prefix-cache hits and queries as the responses report")
+
+        # n=4 on a new long prompt: the siblings start once the first choice has prefilled, and
+        # take every full block of the prompt from the cache
+        long_prompt = " ".join(["The dog ran to the park and played with a red ball."] * 4)
+        status, data = post(port, "/v1/completions", {"prompt": long_prompt, "max_tokens": 2,
+                                                      "temperature": 0.8, "seed": 3, "n": 4})
+        doc = json.loads(data)
+        before, after = after, m.families()
+        length = doc["usage"]["prompt_tokens"]
+        f.check(status == 200 and [ch["index"] for ch in doc["choices"]] == [0, 1, 2, 3] and
+                doc["usage"]["completion_tokens"] == 8, "n=4: %s %s" % (status, doc))
+        hits = delta("tessera:prefix_cache_hits_total", group="g0")
+        f.check(length > 32 and delta("tessera:prefix_cache_queries_total", group="g0") ==
+                4 * length and hits >= 3 * (length - 16),
+                "n=4 siblings share the prompt's KV: %s hits for 3 × %d prompt tokens" %
+                (hits, length))
+        print("ok   4b. the choices of n=4 share their prompt's cached KV")
 
         results = []
         seen = threading.Event()

@@ -344,6 +344,42 @@ static void test_replayed_lies_within_the_prompt(void) {
     CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_E_INVALID);
 }
 
+/* A copy owns everything it holds: freeing the original leaves it whole, and equal. */
+static void test_a_copy_owns_everything_it_holds(void) {
+    ts_request a, b;
+    ts_request_init(&a);
+    CHECK_EQ_INT(ts_request_set_text(&a, "Once upon"), TS_OK);
+    CHECK_EQ_INT(ts_request_set_ids(&a, ids, 4), TS_OK);
+    CHECK_EQ_INT(ts_request_set_model(&a, "m"), TS_OK);
+    CHECK_EQ_INT(ts_request_set_id(&a, "req-1"), TS_OK);
+    CHECK_EQ_INT(ts_request_set_cache_salt(&a, "tenant"), TS_OK);
+    CHECK_EQ_INT(ts_request_add_stop(&a, "\n\n"), TS_OK);
+    CHECK_EQ_INT(ts_request_add_stop(&a, "END"), TS_OK);
+    a.params.temperature = 0.7f;
+    a.params.seed = 42;
+    a.has_seed = true;
+    CHECK_EQ_INT(ts_request_copy(&b, &a), TS_OK);
+    uint64_t salt = a.params.cache_salt;
+    ts_request_free(&a);
+    CHECK(b.prompt && !strcmp(b.prompt, "Once upon"));
+    CHECK_EQ_INT(b.n_prompt_ids, 4);
+    CHECK_EQ_INT(b.prompt_ids[3], 4);
+    CHECK(b.model && !strcmp(b.model, "m"));
+    CHECK(b.request_id && !strcmp(b.request_id, "req-1"));
+    CHECK(b.cache_salt && !strcmp(b.cache_salt, "tenant"));
+    CHECK(b.params.cache_salt == salt && salt != 0);
+    CHECK_EQ_INT(b.n_stops, 2);
+    CHECK(!strcmp(b.stops[1], "END"));
+    CHECK(b.has_seed && b.params.seed == 42 && b.params.temperature == 0.7f);
+    ts_request_clear_prompt(&b);
+    CHECK(!b.prompt && !b.prompt_ids && b.n_prompt_ids == 0 && b.n_stops == 2);
+    ts_request_free(&b);
+    ts_request_init(&a); /* an empty request copies to an empty one */
+    CHECK_EQ_INT(ts_request_copy(&b, &a), TS_OK);
+    CHECK(!b.prompt && !b.prompt_ids && !b.stops && !b.model);
+    ts_request_free(&b);
+}
+
 int main(void) {
     RUN(test_every_field_holds_at_its_limits_and_is_refused_outside);
     RUN(test_the_cli_and_the_wire_share_one_row_per_field);
@@ -354,5 +390,6 @@ int main(void) {
     RUN(test_submit_round_trip_and_stop_ids_beyond_the_cap);
     RUN(test_eos_is_added_unless_ignored);
     RUN(test_replayed_lies_within_the_prompt);
+    RUN(test_a_copy_owns_everything_it_holds);
     return test_summary();
 }
