@@ -831,11 +831,28 @@ static void out_release(co_request *r) {
 static const co_output http_output = {
     .tokens = out_tokens, .finish = out_finish, .error = out_error, .release = out_release};
 
-/* Admits one choice (under co->mu): 0, or the refusal's code (its message in ts_error). */
-static int admit_choice(http_req *h, http_choice *ch) {
+/* The HTTP field a refusal of the one validation is about (its API name → OpenAI's). */
+static const char *http_param(const char *field, bool chat) {
+    if (!field) return NULL;
+    if (!strncmp(field, "sampling.", 9)) field += 9;
+    if (!strcmp(field, "prompt") || !strcmp(field, "prompt_ids"))
+        return chat ? "messages" : "prompt";
+    if (!strcmp(field, "top_logprobs")) return chat ? "top_logprobs" : "logprobs";
+    if (!strcmp(field, "stop_ids")) return NULL; /* the end-of-generation ids are the server's */
+    return field;
+}
+
+/* Admits one choice (under co->mu): 0, or the refusal's code (its message in ts_error, and
+ * *param the field a TS_E_INVALID is about, or NULL). */
+static int admit_choice(http_req *h, http_choice *ch, const char **param) {
     co_request *r = NULL;
+    const char *field = NULL;
+    /* Admission runs this same validation first (the fields, without the model): its refusal
+     * is this one, and the field gives the error its "param". */
+    (void)ts_request_check(&ch->req, NULL, &field);
     ch->admitted = true;
     int rc = co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
+    if (param) *param = rc == TS_E_INVALID ? http_param(field, h->chat) : NULL;
     if (rc) return rc;
     ch->r = r;
     h->refs++; /* the co_request's (out_release) */
@@ -853,7 +870,7 @@ static void admit_siblings(http_req *h) {
     for (int32_t i = 0; i < h->n_choices && !h->done; i++) {
         http_choice *ch = &h->choices[i];
         if (ch->admitted || !h->choices[i - i % h->per_prompt].started) continue;
-        int rc = admit_choice(h, ch);
+        int rc = admit_choice(h, ch, NULL);
         if (rc) fail_req(h, rc, ts_error_message());
     }
 }
@@ -1069,14 +1086,15 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     hc->h = h; /* completed() ends every admitted choice, and lets go of h */
 
     pthread_mutex_lock(&co->mu);
+    const char *param = NULL;
     for (int32_t i = 0; !rc && i < h->n_choices; i += h->per_prompt)
-        rc = admit_choice(h, &h->choices[i]); /* each prompt's first: its siblings follow */
+        rc = admit_choice(h, &h->choices[i], &param); /* each prompt's first: siblings follow */
     if (rc) { /* a choice refused: the admitted ones are cancelled when the connection ends */
         char msg[512];
         snprintf(msg, sizeof msg, "%s", ts_error_message());
         h->done = true;
         pthread_mutex_unlock(&co->mu);
-        return send_code(c, rc, msg, NULL);
+        return send_code(c, rc, msg, param);
     }
 
     if (h->stream) {

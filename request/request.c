@@ -128,12 +128,21 @@ static int check_ids(const char *name, const int32_t *ids, int32_t n, int32_t n_
 }
 
 int ts_request_validate(const ts_request *r, const ts_request_model *m) {
+    return ts_request_check(r, m, NULL);
+}
+
+int ts_request_check(const ts_request *r, const ts_request_model *m, const char **field) {
+    if (field) *field = NULL;
     for (int id = 0; id < TS_REQUEST_FIELD_COUNT; id++) {
         double v = value_of(r, (ts_request_field_id)id);
         if (id == TS_REQUEST_FIELD_PRIORITY && r->priority_lower_first)
             v = -v; /* the limits are symmetric: as the client gave it */
-        if (!in_limits(&fields[id], v)) return refuse(&fields[id], fields[id].name, v);
+        if (!in_limits(&fields[id], v)) {
+            if (field) *field = fields[id].name;
+            return refuse(&fields[id], fields[id].name, v);
+        }
     }
+    if (field) *field = "stop"; /* each refusal below names its own field */
     const ts_request_field *sb = &fields[TS_REQUEST_FIELD_STOP_BYTES];
     for (int32_t i = 0; i < r->n_stops; i++) {
         double len = r->stops[i] ? (double)strlen(r->stops[i]) : 0;
@@ -149,14 +158,19 @@ int ts_request_validate(const ts_request *r, const ts_request_model *m) {
             char name[64];
             snprintf(name, sizeof name, "sampling.logit_bias[%d] (token %d)", i,
                      r->params.logit_bias_ids[i]);
+            if (field) *field = "sampling.logit_bias";
             return refuse(lb, name, r->params.logit_bias[i]);
         }
     }
     int32_t n_vocab = m ? m->n_vocab : 0, n_ctx = m ? m->n_ctx : 0;
     int rc = check_ids("stop_ids", r->params.stop_ids, r->params.n_stop_ids, n_vocab);
-    if (!rc)
-        rc = check_ids("sampling.logit_bias token", r->params.logit_bias_ids,
-                       r->params.n_logit_bias, n_vocab);
+    if (rc) {
+        if (field) *field = "stop_ids";
+        return rc;
+    }
+    rc = check_ids("sampling.logit_bias token", r->params.logit_bias_ids, r->params.n_logit_bias,
+                   n_vocab);
+    if (field) *field = rc ? "sampling.logit_bias" : "prompt"; /* the rest is the prompt's */
     if (rc) return rc;
     if (r->n_prompt_ids == 0 && !(r->prompt && r->prompt[0]))
         return ts_error_set(TS_E_INVALID, "empty prompt: give prompt or prompt_ids");
@@ -172,6 +186,7 @@ int ts_request_validate(const ts_request *r, const ts_request_model *m) {
                             "the prompt has %d tokens but the context holds %d (at most %d prompt "
                             "tokens leave room for the completion)",
                             r->n_prompt_ids, n_ctx, n_ctx - 1);
+    if (field) *field = NULL;
     return TS_OK;
 }
 

@@ -162,6 +162,11 @@ typedef struct ts_request_model {
  * checked once present, so a text request may be validated before and after tokenizing. 0 or
  * TS_E_INVALID with the message. `m` may be NULL (nothing model-dependent checked). */
 int ts_request_validate(const ts_request *r, const ts_request_model *m);
+/* ts_request_validate that also says which field it refused: *field (when field is not NULL)
+ * gets its API name ("sampling.temperature", "stop", "stop_ids", "sampling.logit_bias",
+ * "prompt", ...; a table row's name), NULL when valid. For front doors whose errors name a
+ * field apart from the message (HTTP's "param"); the code, not the text, is the interface. */
+int ts_request_check(const ts_request *r, const ts_request_model *m, const char **field);
 
 /* ---- building one (owned storage) ---- */
 

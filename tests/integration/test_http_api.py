@@ -83,9 +83,10 @@ def client(cfg):
           chunks[-1].usage.completion_tokens == cfg["n"], "a final usage chunk: %s" % chunks[-1])
 
     for fields, param, words in [({"temperature": "hot"}, "temperature", "temperature"),
-                                 ({"temperature": 500}, None, "temperature"),
-                                 ({"max_tokens": 0}, None, "max_tokens"),
-                                 ({"top_p": 0}, None, "top_p"),
+                                 ({"temperature": 500}, "temperature", "temperature"),
+                                 ({"max_tokens": 0}, "max_tokens", "max_tokens"),
+                                 ({"top_p": 0}, "top_p", "top_p"),
+                                 ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "stop"),
                                  ({"n": 129}, "n", "n must be in [1, 128]"),
                                  ({"n": 0}, "n", "n must be in [1, 128]"),
                                  ({"n": 2, "best_of": 3}, "best_of", "best_of must equal n"),
@@ -96,7 +97,7 @@ def client(cfg):
         except openai.BadRequestError as e:
             msg = e.body.get("message", "") if isinstance(e.body, dict) else str(e)
             check(words in msg, "%s: the message names the field: %r" % (fields, msg))
-            check(e.status_code == 400 and (param is None or e.param == param),
+            check(e.status_code == 400 and e.param == param,
                   "%s: 400 with param %s: %s %s" % (fields, param, e.status_code, e.param))
     # n: choices with their index, each prompt's usage once, sampled ones seeded per choice
     n3 = c.completions.create(model=cfg["model"], prompt=cfg["prompt"], max_tokens=cfg["n"],

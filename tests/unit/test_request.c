@@ -380,6 +380,30 @@ static void test_a_copy_owns_everything_it_holds(void) {
     ts_request_free(&b);
 }
 
+/* ts_request_check names the refused field (the API's name), NULL when valid. */
+static void test_check_names_the_refused_field(void) {
+    const char *field = "x";
+    ts_request r = good();
+    CHECK_EQ_INT(ts_request_check(&r, NULL, &field), TS_OK);
+    CHECK(field == NULL);
+    r.params.temperature = 150;
+    CHECK_EQ_INT(ts_request_check(&r, NULL, &field), TS_E_INVALID);
+    CHECK(field && !strcmp(field, "sampling.temperature"));
+    r = good();
+    r.params.logit_bias_ids[0] = 3;
+    r.params.logit_bias[0] = 500;
+    r.params.n_logit_bias = 1;
+    CHECK_EQ_INT(ts_request_check(&r, NULL, &field), TS_E_INVALID);
+    CHECK(field && !strcmp(field, "sampling.logit_bias"));
+    r = good();
+    ts_request_model m = {.n_vocab = 3, .n_ctx = 64};
+    CHECK_EQ_INT(ts_request_check(&r, &m, &field), TS_E_INVALID); /* id 3 is outside [0, 3) */
+    CHECK(field && !strcmp(field, "prompt"));
+    r.n_prompt_ids = 0;
+    CHECK_EQ_INT(ts_request_check(&r, NULL, &field), TS_E_INVALID);
+    CHECK(field && !strcmp(field, "prompt"));
+}
+
 int main(void) {
     RUN(test_every_field_holds_at_its_limits_and_is_refused_outside);
     RUN(test_the_cli_and_the_wire_share_one_row_per_field);
@@ -391,5 +415,6 @@ int main(void) {
     RUN(test_eos_is_added_unless_ignored);
     RUN(test_replayed_lies_within_the_prompt);
     RUN(test_a_copy_owns_everything_it_holds);
+    RUN(test_check_names_the_refused_field);
     return test_summary();
 }
