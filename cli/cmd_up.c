@@ -6,7 +6,10 @@
  * runs is the placement module's plan for this machine (topology/placement.h, oversubscribed: a
  * local cluster shares the cores), and each group's command line is the one the Slurm scripts
  * use too (topology/node_command.h). Waits until
- * Health lists every group; logs where it serves; then stays until SIGINT/SIGTERM, or until a
+ * Health lists every group; logs where it serves (gRPC, and the OpenAI HTTP API with a curl
+ * example: on by default, port 8000, or a free one when --port is 0; --no-http turns it off; the
+ * coordinator writes the bound HTTP address to the run directory, --http-endpoint-file); then
+ * stays until SIGINT/SIGTERM, or until a
  * child dies (logged by name, exit 1). Stopping: SIGTERM to the coordinator, which lets running
  * requests finish and sends Shutdown to the groups; stragglers get SIGTERM, then SIGKILL.
  *
@@ -56,7 +59,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 160 };
+enum { UP_MAX_GROUPS = 64, UP_MAX_ARGS = 160, UP_HTTP_PORT = 8000 };
 
 /* One child's command line, its strings copied (a restart runs it again). */
 typedef struct launch {
@@ -384,7 +387,8 @@ static void describe_plan(const ts_plan *plan, char *out, size_t size) {
 
 typedef struct up_options {
     const char *model, *endpoint_file, *log_level, *api_key_file, *chat_template;
-    int http_port, port, threads, cpus_per_group, startup_ms;
+    int http_port; /* -1: no HTTP API; 0: any free port */
+    int port, threads, cpus_per_group, startup_ms;
     const char *device;
     int first_gpu;
     int max_restarts;      /* per child, see supervise */
@@ -394,7 +398,7 @@ typedef struct up_options {
 
 /* The coordinator's command line, into args (UP_MAX_ARGS). */
 static void coordinator_args(const up_options *o, char *bin, char *listen, char *http_listen,
-                             const char *endpoint_file, const char *worker_ep,
+                             const char *endpoint_file, const char *worker_ep, const char *http_ep,
                              const char *secret_file, char **args) {
     int a = 0;
     args[a++] = bin;
@@ -414,9 +418,11 @@ static void coordinator_args(const up_options *o, char *bin, char *listen, char 
         args[a++] = "-m";
         args[a++] = (char *)o->model;
     }
-    if (o->http_port) {
+    if (o->http_port >= 0) {
         args[a++] = "--http-listen";
         args[a++] = http_listen;
+        args[a++] = "--http-endpoint-file";
+        args[a++] = (char *)http_ep;
     }
     if (o->api_key_file) {
         args[a++] = "--api-key-file";
@@ -465,9 +471,12 @@ static int same_port(child *c, const char *flag, const char *host, const char *p
 
 /* A restarted coordinator listens where the first one did: clients keep their address, and the
  * groups redial the Worker listener's (worker.h), so both ports stay. */
-static int coordinator_same_ports(child *c, const char *endpoint_file, const char *worker_ep) {
+static int coordinator_same_ports(child *c, const up_options *o, const char *endpoint_file,
+                                  const char *worker_ep, const char *http_ep) {
     int rc = same_port(c, "--listen", "0.0.0.0", endpoint_file);
-    return rc ? rc : same_port(c, "--worker-listen", "127.0.0.1", worker_ep);
+    if (!rc) rc = same_port(c, "--worker-listen", "127.0.0.1", worker_ep);
+    if (!rc && o->http_port >= 0) rc = same_port(c, "--http-listen", "0.0.0.0", http_ep);
+    return rc;
 }
 
 /* Supervision (issue 18). A child that crashes (killed by a signal, or an exit status other than
@@ -484,7 +493,7 @@ static int coordinator_same_ports(child *c, const char *endpoint_file, const cha
 enum { UP_BACKOFF_FIRST_MS = 500, UP_BACKOFF_MAX_MS = 15000, UP_HEALTHY_S = 60 };
 
 static int supervise(up_state *st, const up_options *o, bool serving, const char *endpoint_file,
-                     const char *worker_ep) {
+                     const char *worker_ep, const char *http_ep) {
     int status;
     for (child *dead; (dead = reap(st, &status));) {
         char how[64];
@@ -515,7 +524,7 @@ static int supervise(up_state *st, const up_options *o, bool serving, const char
     for (int i = 0; i < st->n_kids; i++) {
         child *c = &st->kids[i];
         if (!c->due_ns || ts_now_ns() < c->due_ns) continue;
-        int rc = i == 0 ? coordinator_same_ports(c, endpoint_file, worker_ep) : TS_OK;
+        int rc = i == 0 ? coordinator_same_ports(c, o, endpoint_file, worker_ep, http_ep) : TS_OK;
         if (!rc) rc = start(c);
         if (rc) {
             TS_ERROR("tessera up: cannot restart %s: %s; stopping the cluster", c->name,
@@ -538,13 +547,14 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 
     /* The cluster's private files (mode 0700): the Worker listener's endpoint and the cluster
      * secret (a new one per cluster, mode 0600), handed to the children by path, never argv. */
-    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96], secret_file[96];
+    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96], http_ep[96], secret_file[96];
     char secret[TS_SECRET_MAX];
     if (!mkdtemp(run_dir)) {
         ts_error_set(TS_E_IO, "cannot make a directory in /tmp: %s", strerror(errno));
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
     snprintf(worker_ep, sizeof worker_ep, "%s/worker.endpoint", run_dir);
+    snprintf(http_ep, sizeof http_ep, "%s/http.endpoint", run_dir);
     snprintf(secret_file, sizeof secret_file, "%s/cluster.secret", run_dir);
     int rc = ts_secret_create_file(secret_file);
     if (!rc) rc = ts_secret_load("cluster secret", secret_file, NULL, secret, sizeof secret);
@@ -585,8 +595,8 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
     char *cargs[UP_MAX_ARGS];
-    coordinator_args(o, coord_bin, listen, http_listen, endpoint_file, worker_ep, secret_file,
-                     cargs);
+    coordinator_args(o, coord_bin, listen, http_listen, endpoint_file, worker_ep, http_ep,
+                     secret_file, cargs);
     rc = spawn(st, "tessera-coordinator", cargs, NULL);
     for (int g = 0; !rc && g < plan->n_groups; g++) {
         const ts_group_place *gp = &plan->groups[g];
@@ -634,7 +644,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     while (!stop) {
         struct timespec ts = {0, 200 * 1000000L};
         if (sigtimedwait(&sigs, NULL, &ts) > 0) break;
-        if (supervise(st, o, serving, endpoint_file, worker_ep)) {
+        if (supervise(st, o, serving, endpoint_file, worker_ep, http_ep)) {
             exit_code = TS_EXIT_FAILURE;
             break;
         }
@@ -662,12 +672,13 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
                     shape);
             serving = true;
             const char *scheme = o->tls_cert ? "https" : "http";
-            if (o->http_port)
-                TS_INFO("tessera up: HTTP API on %s://127.0.0.1:%d/v1 (try: curl%s "
-                        "%s://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a "
+            char hep[300]; /* the coordinator wrote it before the API's endpoint file */
+            if (o->http_port >= 0 && read_endpoint(http_ep, hep, sizeof hep))
+                TS_INFO("tessera up: HTTP API on %s://%s/v1 (try: curl%s "
+                        "%s://%s/v1/completions -d '{\"prompt\": \"Once upon a "
                         "time\", \"max_tokens\": 16}'%s)",
-                        scheme, o->http_port, o->tls_cert ? " --cacert CA.pem" : "", scheme,
-                        o->http_port, o->api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
+                        scheme, hep, o->tls_cert ? " --cacert CA.pem" : "", scheme, hep,
+                        o->api_key_file ? " -H 'Authorization: Bearer KEY'" : "");
         } else if (ts_now_ns() > deadline) {
             TS_ERROR("tessera up: the groups did not all register within %d ms; stopping",
                      o->startup_ms);
@@ -680,6 +691,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     stop_all(st);
     if (tmp_ep[0]) remove(tmp_ep);
     remove(worker_ep);
+    remove(http_ep);
     remove(secret_file);
     rmdir(run_dir);
     for (int g = 0; g < plan->n_groups; g++)
@@ -692,7 +704,8 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
     const char *chat_template = NULL, *state_dir = NULL, *tls_cert = NULL, *tls_key = NULL;
-    int http_port = 0;
+    int http_port = -1;
+    bool no_http = false;
     int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000, max_restarts = 3;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *device = NULL;
@@ -704,7 +717,10 @@ int ts_cmd_up(int argc, char **argv) {
          0},
         {"port", 0, TS_FLAG_INT, &port, "port of the cluster's API (0: any free port)", 0, 65535},
         {"http-port", 0, TS_FLAG_INT, &http_port,
-         "port of the OpenAI-compatible HTTP API on all interfaces (0: off)", 0, 65535},
+         "port of the OpenAI-compatible HTTP API on all interfaces (-1: 8000, or any free port "
+         "when --port is 0; 0: any free port)",
+         -1, 65535},
+        {"no-http", 0, TS_FLAG_BOOL, &no_http, "serve no HTTP API (gRPC only)", 0, 0},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
          "API keys, one per line, for HTTP and gRPC (also TESSERA_API_KEY, which the "
          "coordinator inherits); default: no authentication",
@@ -716,7 +732,7 @@ int ts_cmd_up(int argc, char **argv) {
          "HTTP chat completions: a built-in template or a Jinja file (default: the model's)", 0, 0},
         {"state-dir", 0, TS_FLAG_STRING, &state_dir,
          "durable state of the HTTP Files and Batches API; batches continue after a restart on "
-         "the same directory (needs --http-port)",
+         "the same directory (not with --no-http)",
          0, 0},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups,
@@ -758,6 +774,12 @@ int ts_cmd_up(int argc, char **argv) {
     if (ts_log_parse_level(log_level, &level)) return ts_cli_fail("up", TS_EXIT_USAGE);
     ts_log_set_level(level);
     if (groups < 0) groups = prefill_groups + decode_groups > 0 ? 0 : 1;
+    /* The HTTP API is on unless --no-http: 8000, or a free port beside a free gRPC port. */
+    if (no_http && state_dir) {
+        ts_error_set(TS_E_INVALID, "--state-dir needs the HTTP API (drop --no-http)");
+        return ts_cli_fail("up", TS_EXIT_USAGE);
+    }
+    http_port = no_http ? -1 : http_port >= 0 ? http_port : port == 0 ? 0 : UP_HTTP_PORT;
     if (!prefill_tp) prefill_tp = tp;
     if (!decode_tp) decode_tp = tp;
     if ((prefill_groups > 0) != (decode_groups > 0)) {

@@ -156,6 +156,7 @@ int main(int argc, char **argv) {
     const char *log_level = "info", *http_listen = NULL, *api_key_file = NULL;
     const char *chat_template = NULL, *worker_listen = "127.0.0.1:50052";
     const char *worker_endpoint_file = NULL, *cluster_secret_file = NULL;
+    const char *http_endpoint_file = NULL;
     bool protect_metrics = false;
     int http_max_per_ip = 0, http_idle_s = 60;
     size_t http_max_header = 32u << 10;
@@ -181,6 +182,10 @@ int main(int argc, char **argv) {
          0, 0},
         {"worker-endpoint-file", 0, TS_FLAG_STRING, &worker_endpoint_file,
          "once listening, write the Worker listener's HOST:PORT there (atomically)", 0, 0},
+        {"http-endpoint-file", 0, TS_FLAG_STRING, &http_endpoint_file,
+         "once listening, write the HTTP listener's HOST:PORT there (atomically; needs "
+         "--http-listen)",
+         0, 0},
         {"heartbeat-ms", 0, TS_FLAG_INT, &heartbeat_ms, "how often groups send heartbeats", 10,
          600000},
         {"heartbeat-timeout-ms", 0, TS_FLAG_INT, &heartbeat_timeout_ms,
@@ -237,6 +242,10 @@ int main(int argc, char **argv) {
     ts_log_level level;
     if (ts_log_parse_level(log_level, &level)) return fail(2);
     ts_log_set_level(level);
+    if (http_endpoint_file && !http_listen) {
+        ts_error_set(TS_E_INVALID, "--http-endpoint-file needs --http-listen");
+        return fail(2);
+    }
     if (state_dir && !http_listen) {
         ts_error_set(TS_E_INVALID, "--state-dir needs --http-listen (the Files and Batches API)");
         return fail(2);
@@ -339,7 +348,10 @@ int main(int argc, char **argv) {
         rc = co_http_start(co, &ho, &http);
     }
     if (!rc && store) rc = co_batch_start(co, http, store, &batch);
-    /* The worker endpoint first: whoever waits for the API's file finds both. */
+    /* The worker and HTTP endpoints first: whoever waits for the API's file finds them all. */
+    if (!rc && http_endpoint_file)
+        rc = write_endpoint_file("http-endpoint-file", http_endpoint_file, http_listen,
+                                 co_http_port(http));
     if (!rc && worker_endpoint_file)
         rc = write_endpoint_file("worker-endpoint-file", worker_endpoint_file, worker_listen,
                                  ts_rpc_server_port(wsrv));

@@ -22,7 +22,9 @@ bundled model:
   5. Chat (--chat-template chatml): the greedy reply and its prompt tokens are `tessera chat`'s
      for the same messages (a user-typed <|im_end|> included), streaming too (the role in the
      first delta); bad messages are BadRequestError with param "messages"; through `tessera up`
-     (no template for the bundled model) chat is a 400 naming --chat-template.
+     (no template for the bundled model) chat is a 400 naming --chat-template. Without
+     --http-port, `tessera up --port 0` serves HTTP on a free port and prints it with a curl
+     example; --no-http serves none; --no-http with --state-dir is a usage error.
 Everything the test starts is stopped.
 
   test_http_api.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -31,6 +33,7 @@ Everything the test starts is stopped.
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -305,6 +308,26 @@ def main():
         f.check(status == 400 and is_error_shape(doc) and
                 "--chat-template" in doc["error"]["message"],
                 "no chat template: 400 naming --chat-template (%s %s)" % (status, doc))
+
+        # tessera up serves HTTP by default: with --port 0 on a free port, printed with curl
+        c.stop_all()
+        c.procs = []
+        up = sc.start_up(c, "--groups", "1")
+        m = re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)/v1 \(try: curl ", c.log(up))
+        f.check(m is not None, "tessera up prints its default HTTP URL and a curl:\n" + c.log(up))
+        if m:
+            status, doc = raw(int(m.group(1)), "POST", "/v1/completions",
+                              json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0}))
+            f.check(status == 200 and doc["choices"][0]["text"] == expected,
+                    "a completion on tessera up's default HTTP port (%s %s)" % (status, doc))
+        c.stop_all()
+        c.procs = []
+        up = sc.start_up(c, "--groups", "1", "--no-http")
+        f.check("HTTP API" not in c.log(up), "--no-http: no HTTP API:\n" + c.log(up))
+        bad = subprocess.run([tessera, "up", "--no-http", "--state-dir", c.tmp],
+                             capture_output=True, text=True, timeout=60)
+        f.check(bad.returncode == 2 and "--no-http" in bad.stderr,
+                "--no-http with --state-dir: exit 2 naming it (%s)" % bad)
     finally:
         sc.finish(c, f)
 
