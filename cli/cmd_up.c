@@ -394,6 +394,7 @@ typedef struct up_options {
     int max_restarts;      /* per child, see supervise */
     const char *state_dir; /* the coordinator's --state-dir (batches), or NULL */
     const char *tls_cert, *tls_key; /* checked; passed to the coordinator as paths */
+    bool protect_metrics;           /* the coordinator's --protect-metrics */
 } up_options;
 
 /* The coordinator's command line, into args (UP_MAX_ARGS). */
@@ -432,6 +433,7 @@ static void coordinator_args(const up_options *o, char *bin, char *listen, char 
         args[a++] = "--chat-template";
         args[a++] = (char *)o->chat_template;
     }
+    if (o->protect_metrics) args[a++] = "--protect-metrics";
     if (o->state_dir) {
         args[a++] = "--state-dir";
         args[a++] = (char *)o->state_dir;
@@ -705,7 +707,7 @@ int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
     const char *chat_template = NULL, *state_dir = NULL, *tls_cert = NULL, *tls_key = NULL;
     int http_port = -1;
-    bool no_http = false;
+    bool no_http = false, protect_metrics = false;
     int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000, max_restarts = 3;
     int prefill_groups = 0, decode_groups = 0, prefill_tp = 0, decode_tp = 0, cpus_per_group = 0;
     const char *device = NULL;
@@ -721,6 +723,10 @@ int ts_cmd_up(int argc, char **argv) {
          "when --port is 0; 0: any free port)",
          -1, 65535},
         {"no-http", 0, TS_FLAG_BOOL, &no_http, "serve no HTTP API (gRPC only)", 0, 0},
+        {"protect-metrics", 0, TS_FLAG_BOOL, &protect_metrics,
+         "/health, /metrics and gRPC Health need an API key too (needs --api-key-file or "
+         "TESSERA_API_KEY)",
+         0, 0},
         {"api-key-file", 0, TS_FLAG_STRING, &api_key_file,
          "API keys, one per line, for HTTP and gRPC (also TESSERA_API_KEY, which the "
          "coordinator inherits); default: no authentication",
@@ -850,11 +856,11 @@ int ts_cmd_up(int argc, char **argv) {
     ts_cluster_free(&cluster);
     ts_host_free(&local);
     if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
-    int exit_code =
-        up_run(&ns, &plan,
-               &(up_options){model, endpoint_file, log_level, api_key_file, chat_template,
-                             http_port, port, threads, cpus_per_group, startup_ms, device,
-                             (int)first_index, max_restarts, state_dir, tls_cert, tls_key});
+    int exit_code = up_run(&ns, &plan,
+                           &(up_options){model, endpoint_file, log_level, api_key_file,
+                                         chat_template, http_port, port, threads, cpus_per_group,
+                                         startup_ms, device, (int)first_index, max_restarts,
+                                         state_dir, tls_cert, tls_key, protect_metrics});
     ts_plan_free(&plan);
     return exit_code;
 }

@@ -24,7 +24,8 @@ bundled model:
      first delta); bad messages are BadRequestError with param "messages"; through `tessera up`
      (no template for the bundled model) chat is a 400 naming --chat-template. Without
      --http-port, `tessera up --port 0` serves HTTP on a free port and prints it with a curl
-     example; --no-http serves none; --no-http with --state-dir is a usage error.
+     example; --no-http serves none; --no-http with --state-dir is a usage error;
+     --protect-metrics reaches the coordinator (/metrics without a key is 401).
 Everything the test starts is stopped.
 
   test_http_api.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -324,6 +325,18 @@ def main():
         c.procs = []
         up = sc.start_up(c, "--groups", "1", "--no-http")
         f.check("HTTP API" not in c.log(up), "--no-http: no HTTP API:\n" + c.log(up))
+        # --protect-metrics reaches the coordinator: /metrics needs a key
+        c.stop_all()
+        c.procs = []
+        up = sc.start_up(c, "--groups", "1", "--api-key-file", keys, "--protect-metrics")
+        m = re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)/v1", c.log(up))
+        f.check(m is not None, "tessera up --protect-metrics serves HTTP:\n" + c.log(up))
+        if m:
+            status, _ = raw(int(m.group(1)), "GET", "/metrics")
+            status_key, _ = raw(int(m.group(1)), "GET", "/health", None, auth)
+            f.check(status == 401 and status_key == 200,
+                    "tessera up --protect-metrics: /metrics 401 without a key (%s), /health 200 "
+                    "with one (%s)" % (status, status_key))
         bad = subprocess.run([tessera, "up", "--no-http", "--state-dir", c.tmp],
                              capture_output=True, text=True, timeout=60)
         f.check(bad.returncode == 2 and "--no-http" in bad.stderr,
