@@ -10,8 +10,9 @@ usage.prompt_tokens_details.cached_tokens with the same text; Health's prefix-ca
 (from the node's heartbeats) add up to the queries and hits of the requests sent.
 Then the host tier in a TP 2 group (mpirun; each rank keeps its own shard): with a 40-block KV
 memory, a second conversation evicts the end of the first one's history into --kv-host-memory,
-and the first one's next turn gets all 80 tokens of its history back (68 from the device pool,
-12 loaded from the host tier) with the tokens of a cold run.
+and the first one's next turn gets its history back (68 tokens from the device pool, and up to 12
+loaded from the host tier: at least one block; loads stop where they are measured dearer than
+recomputing, which a busy machine can make happen) with the tokens of a cold run.
 
   test_prefix_cache_serving.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
@@ -58,8 +59,13 @@ def check_host_tier_tp2(c, f):
     gen(b)
     a2 = a + [1 + (i * 11) % 500 for i in range(80, 90)]
     ids, cached = gen(a2)
-    f.check(cached == 80, "TP 2: the history comes back from the device pool and the host "
-            "tier (80 cached prompt tokens, got %d)" % cached)
+    # 68 tokens stay in the device pool; the host tier's blocks are loaded while loading is
+    # measured cheaper than recomputing (kv_tiers.h), so on a loaded machine a timing may stop
+    # the loads early: at least one block must come from the host tier, all 12 tokens when the
+    # measurements allow, and the tokens are a cold run's either way (below).
+    f.check(68 < cached <= 80 and cached % 4 == 0,
+            "TP 2: the history comes back from the device pool and the host tier (68 device + "
+            "4 to 12 host cached prompt tokens, got %d)" % cached)
     ref, ref_cached = gen(a2, "cold")
     f.check(ref_cached == 0 and ids == ref, "TP 2: tokens with host-tier blocks equal a cold "
             "run's: %s vs %s" % (ids, ref))
