@@ -102,10 +102,9 @@ typedef struct http_choice {
     bool admitted;  /* admission was tried */
     co_request *r;  /* NULL before admission and after its release */
     bool started;   /* its first output came: its prompt's KV is in the prefix cache */
-    bool done;
     bool sent_role; /* chat stream: the first delta (with the role) went out */
-    ts_buf echo;    /* echo: the prompt as given (text) or decoded (token ids) */
-    ts_buf text;    /* not streaming: the choice's text (the echo first) */
+    ts_buf echo;    /* streaming echo: the prompt, for the choice's first chunk */
+    ts_buf text;    /* not streaming: the choice's text (the echoed prompt first) */
     ts_finish_reason reason;
     ts_request_usage usage;
     lp_entry *lp; /* tokens not written yet (a stream writes them with its next chunk) */
@@ -795,7 +794,7 @@ static int out_finish(co_request *r, const char *text, size_t n, int32_t token, 
     http_choice *ch = r->out_user;
     http_req *h = ch->h;
     if (h->done) return TS_E_CANCELLED;
-    ch->started = ch->done = true;
+    ch->started = true;
     ch->reason = reason;
     ch->usage = *usage;
     int rc = keep_logprob(ch, r, token, logprob);
@@ -818,7 +817,6 @@ static int out_finish(co_request *r, const char *text, size_t n, int32_t token, 
 
 static void out_error(co_request *r, int code, const char *message) {
     http_choice *ch = r->out_user;
-    ch->done = true;
     fail_req(ch->h, code, message);
 }
 
@@ -849,7 +847,7 @@ static int admit_choice(http_req *h, http_choice *ch, const char **param) {
     const char *field = NULL;
     /* Admission runs this same validation first (the fields, without the model): its refusal
      * is this one, and the field gives the error its "param". */
-    (void)ts_request_check(&ch->req, NULL, &field);
+    if (param) (void)ts_request_check(&ch->req, NULL, &field);
     ch->admitted = true;
     int rc = co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
     if (param) *param = rc == TS_E_INVALID ? http_param(field, h->chat) : NULL;
@@ -1016,20 +1014,17 @@ static int build_choices(http_req *h, const ts_request *first, completion_opts *
     for (int32_t i = 0; !rc && i < h->n_choices; i++) {
         http_choice *ch = &h->choices[i];
         int32_t p = i / h->per_prompt, j = i % h->per_prompt;
-        ts_request_free(&ch->req);
         rc = ts_request_copy(&ch->req, j ? &h->choices[i - j].req : first);
         if (!rc && p && !j) {
             ts_request_clear_prompt(&ch->req);
             rc = prompt_item(o->prompts, (size_t)p, &ch->req, o);
         }
         if (!rc && ch->req.has_seed) ch->req.params.seed += (uint64_t)j;
+        ts_buf *echo = h->stream ? &ch->echo : &ch->text; /* the text: the prompt, then more */
         if (!rc && o->echo)
-            rc = ch->req.prompt
-                     ? ts_buf_append_str(&ch->echo, ch->req.prompt)
-                     : ts_tokenizer_decode(tok, ch->req.prompt_ids, (size_t)ch->req.n_prompt_ids,
-                                           false, &ch->echo);
-        if (!rc && o->echo && !h->stream)
-            rc = ts_buf_append(&ch->text, ch->echo.data, ch->echo.len);
+            rc = ch->req.prompt ? ts_buf_append_str(echo, ch->req.prompt)
+                                : ts_tokenizer_decode(tok, ch->req.prompt_ids,
+                                                      (size_t)ch->req.n_prompt_ids, false, echo);
     }
     return rc ? TS_E_NOMEM : TS_OK;
 }

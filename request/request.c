@@ -142,11 +142,11 @@ int ts_request_check(const ts_request *r, const ts_request_model *m, const char 
             return refuse(&fields[id], fields[id].name, v);
         }
     }
-    if (field) *field = "stop"; /* each refusal below names its own field */
     const ts_request_field *sb = &fields[TS_REQUEST_FIELD_STOP_BYTES];
     for (int32_t i = 0; i < r->n_stops; i++) {
         double len = r->stops[i] ? (double)strlen(r->stops[i]) : 0;
         if (!in_limits(sb, len)) {
+            if (field) *field = "stop";
             char name[32];
             snprintf(name, sizeof name, "stop[%d]", i);
             return refuse(sb, name, len);
@@ -212,36 +212,22 @@ void ts_request_free(ts_request *r) {
     r->params = params;
 }
 
-static int copy_string(char **dst, const char *src) {
-    *dst = src ? strdup(src) : NULL;
-    return src && !*dst ? TS_E_NOMEM : TS_OK;
-}
-
 int ts_request_copy(ts_request *dst, const ts_request *src) {
-    *dst = *src; /* the scalars and params; every pointer is replaced below */
+    *dst = *src; /* the scalars and params; what it owns is copied by the setters below */
     dst->model = dst->prompt = dst->request_id = dst->cache_salt = NULL;
     dst->prompt_ids = NULL;
+    dst->n_prompt_ids = 0;
     dst->stops = NULL;
     dst->n_stops = 0;
-    int rc = copy_string(&dst->model, src->model);
-    if (!rc) rc = copy_string(&dst->prompt, src->prompt);
-    if (!rc) rc = copy_string(&dst->request_id, src->request_id);
-    if (!rc) rc = copy_string(&dst->cache_salt, src->cache_salt);
-    if (!rc && src->prompt_ids) {
-        size_t bytes = (size_t)(src->n_prompt_ids > 0 ? src->n_prompt_ids : 1) * sizeof(int32_t);
-        dst->prompt_ids = malloc(bytes);
-        if (dst->prompt_ids)
-            memcpy(dst->prompt_ids, src->prompt_ids,
-                   (size_t)(src->n_prompt_ids > 0 ? src->n_prompt_ids : 0) * sizeof(int32_t));
-        else
-            rc = TS_E_NOMEM;
-    }
-    if (!rc && src->n_stops > 0) {
-        dst->stops = calloc((size_t)src->n_stops, sizeof *dst->stops);
-        if (!dst->stops) rc = TS_E_NOMEM;
-        for (int32_t i = 0; !rc && i < src->n_stops; i++, dst->n_stops++) /* NULLs free */
-            rc = copy_string(&dst->stops[i], src->stops[i]);
-    }
+    int rc = src->model ? ts_request_set_model(dst, src->model) : TS_OK;
+    if (!rc && src->prompt) rc = ts_request_set_text(dst, src->prompt);
+    if (!rc && src->request_id) rc = ts_request_set_id(dst, src->request_id);
+    if (!rc && src->cache_salt) rc = ts_request_set_cache_salt(dst, src->cache_salt);
+    if (!rc && src->prompt_ids)
+        rc = ts_request_set_ids(dst, src->prompt_ids,
+                                (size_t)(src->n_prompt_ids > 0 ? src->n_prompt_ids : 0));
+    for (int32_t i = 0; !rc && i < src->n_stops; i++)
+        rc = ts_request_add_stop(dst, src->stops[i]);
     if (rc) {
         ts_request_free(dst);
         ts_request_init(dst);
