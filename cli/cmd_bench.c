@@ -32,10 +32,19 @@
  * tokens (default 8); the others are the streams. Inter-token latency is then measured over the
  * streams only (what a long prefill does to running streams), and TTFT is reported for both kinds.
  *
+ * --http URL runs the workload a second time over the OpenAI HTTP API (streaming /v1/completions
+ * with the same prompt ids, greedy, ignore_eos, the usage in a last chunk), after the gRPC pass
+ * and with prompts of its own so that neither pass finds the other's in the prefix cache. Each
+ * client thread keeps one HTTP/1.1 connection, as the openai client's pool does. A chunk carries
+ * one token; the chunks that arrive in one read count as one gRPC message of that many tokens,
+ * so both protocols' latencies are measured alike. Both reports are printed, then HTTP's
+ * throughput over gRPC's and what HTTP adds to TTFT, ITL and the coordinator's CPU per token.
+ *
  * Exit: 0 when every request succeeded (and --verify found no difference), 1 otherwise, 2 for
  * bad flags or a request the server refused as INVALID_ARGUMENT before the run.
  */
 #include "cli/commands.h"
+#include "cli/http_client.h"
 #include "cli/remote.h"
 #include "common/buf.h"
 #include "common/clock.h"
@@ -44,6 +53,7 @@
 #include "common/json.h"
 #include "common/rng.h"
 #include "request/request_pb.h"
+#include "rpc/rpc_status.h"
 #include "tessera/v1/inference.pb-c.h"
 
 #include <pthread.h>
@@ -61,6 +71,7 @@ enum {
 
 typedef struct bench_opts {
     const char *server, *model_name, *tls_ca;
+    const char *http; /* --http URL: the same workload over the OpenAI HTTP API as well */
     int concurrency, requests, prompt_tokens, max_tokens, shared_prefix, timeout_ms;
     int64_t seed;
     int coordinator_pid;
@@ -85,6 +96,8 @@ typedef struct samples {
 typedef struct bench_run {
     const bench_opts *o;
     ts_rpc_channel *ch;
+    bool over_http;  /* this pass streams from o->http */
+    int prompt_base; /* request idx has the prompt of idx + prompt_base (each pass its own) */
     bool keep_ids;
     atomic_int next, done, running;
     atomic_llong tokens;
@@ -146,8 +159,8 @@ static int prompt_length(const bench_opts *o, int idx) {
     return o->prompt_tokens - idx % spread;
 }
 
-/* The synthetic prompt of request idx: the shared prefix from the seed alone, the rest from the
- * seed and idx. */
+/* The synthetic prompt number idx: the shared prefix from the seed alone, the rest from the seed
+ * and idx. */
 static void make_prompt(const bench_opts *o, int idx, int32_t *ids, int n) {
     int range = o->vocab_size - FIRST_ORDINARY_ID;
     ts_rng rng;
@@ -160,16 +173,28 @@ static void make_prompt(const bench_opts *o, int idx, int32_t *ids, int n) {
         ids[i] = FIRST_ORDINARY_ID + (int32_t)(ts_rng_next(&rng) % (uint64_t)range);
 }
 
-static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
-    int n = prompt_length(o, idx);
-    int32_t *ids = malloc((size_t)n * sizeof *ids);
+/* Request idx's prompt (malloc'd, *n ids; NULL when out of memory) and tokens to generate. */
+static int32_t *request_prompt(const bench_run *run, int idx, int *n) {
+    *n = prompt_length(run->o, idx);
+    int32_t *ids = malloc((size_t)*n * sizeof *ids);
+    if (ids) make_prompt(run->o, idx + run->prompt_base, ids, *n);
+    return ids;
+}
+
+static int request_max_tokens(const bench_opts *o, int idx) {
+    return is_long(o, idx) ? o->long_max_tokens : o->max_tokens;
+}
+
+static int pack_request(const bench_run *run, int idx, ts_buf *bytes) {
+    const bench_opts *o = run->o;
+    int n;
+    int32_t *ids = request_prompt(run, idx, &n);
     if (!ids) return ts_error_set(TS_E_NOMEM, "out of memory");
-    make_prompt(o, idx, ids, n);
     ts_request q; /* greedy */
     ts_request_init(&q);
     ts_request_take_ids(&q, ids, n);
     q.model = (char *)o->model_name; /* borrowed: not freed below */
-    q.params.max_tokens = is_long(o, idx) ? o->long_max_tokens : o->max_tokens;
+    q.params.max_tokens = request_max_tokens(o, idx);
     q.ignore_eos = true;
     Tessera__V1__GenerateRequest req;
     Tessera__V1__SamplingParams sp;
@@ -184,7 +209,7 @@ static int pack_request(const bench_opts *o, int idx, ts_buf *bytes) {
  * failure only (out of memory); the call's own status goes to r->status. */
 static int run_request(bench_run *run, int idx, request_result *r, samples *itl) {
     ts_buf req = {0}, msg = {0};
-    int rc = pack_request(run->o, idx, &req);
+    int rc = pack_request(run, idx, &req);
     ts_rpc_stream *s = NULL;
     int64_t t_open = ts_now_ns(), t_prev = 0;
     if (!rc)
@@ -234,15 +259,177 @@ static int run_request(bench_run *run, int idx, request_result *r, samples *itl)
     return rc;
 }
 
+/* ---- the same request over the OpenAI HTTP API ---- */
+
+/* The body of request idx as a streaming /v1/completions call: the same prompt ids, greedy,
+ * every token to max_tokens (ignore_eos is the server's extension, as vLLM's), the usage last. */
+static int http_body(const bench_run *run, int idx, ts_buf *out) {
+    const bench_opts *o = run->o;
+    int n;
+    int32_t *ids = request_prompt(run, idx, &n);
+    if (!ids) return ts_error_set(TS_E_NOMEM, "out of memory");
+    ts_json_writer w;
+    ts_jw_init(&w, out);
+    ts_jw_object_begin(&w);
+    if (o->model_name) {
+        ts_jw_key(&w, "model");
+        ts_jw_string(&w, o->model_name);
+    }
+    ts_jw_key(&w, "prompt");
+    ts_jw_array_begin(&w);
+    for (int i = 0; i < n; i++)
+        ts_jw_int(&w, ids[i]);
+    ts_jw_array_end(&w);
+    free(ids);
+    ts_jw_key(&w, "max_tokens");
+    ts_jw_int(&w, request_max_tokens(o, idx));
+    ts_jw_key(&w, "temperature");
+    ts_jw_int(&w, 0);
+    ts_jw_key(&w, "ignore_eos");
+    ts_jw_bool(&w, true);
+    ts_jw_key(&w, "stream");
+    ts_jw_bool(&w, true);
+    ts_jw_key(&w, "stream_options");
+    ts_jw_object_begin(&w);
+    ts_jw_key(&w, "include_usage");
+    ts_jw_bool(&w, true);
+    ts_jw_object_end(&w);
+    ts_jw_object_end(&w);
+    return ts_jw_finish(&w);
+}
+
+/* One HTTP stream's progress. Each chunk with a choice carries one token (the server sends a
+ * chunk per token with text; a token whose text it holds back, such as part of a UTF-8
+ * character, comes with the next). The chunks of one read count as the tokens of one gRPC
+ * message: k gaps of 1/k the distance from the previous read. */
+typedef struct http_stream {
+    bench_run *run;
+    int idx;
+    request_result *r;
+    samples *itl;
+    int64_t t_open, t_prev;
+    int pending;      /* token chunks of the current read */
+    int usage_tokens; /* the final usage's completion_tokens; -1: none came */
+    bool done;        /* data: [DONE] */
+    int error;        /* TS_E code of an error event, 0 when none */
+} http_stream;
+
+static int stream_event(void *arg, const char *data, size_t n) {
+    http_stream *s = arg;
+    if (!data) { /* every chunk of this read is in: time them */
+        if (!s->pending) return TS_OK;
+        int64_t now = ts_now_ns();
+        int rc = 0;
+        if (s->t_prev == 0)
+            s->r->ttft_ms = ts_ns_to_ms(now - s->t_open);
+        else if (!is_long(s->run->o, s->idx))
+            rc = samples_add(s->itl, ts_ns_to_ms(now - s->t_prev) / s->pending, (size_t)s->pending);
+        s->t_prev = now;
+        s->r->n_tokens += s->pending;
+        atomic_fetch_add(&s->run->tokens, (long long)s->pending);
+        s->pending = 0;
+        return rc;
+    }
+    if (n == 6 && !memcmp(data, "[DONE]", 6)) {
+        s->done = true;
+        return TS_OK;
+    }
+    ts_json_doc *doc = NULL;
+    if (ts_json_parse(data, n, &doc))
+        return ts_error_set(TS_E_FORMAT, "an event of the stream is not JSON: %.100s", data);
+    const ts_json *root = ts_json_root(doc), *err = ts_json_get(root, "error");
+    const ts_json *choices = ts_json_get(root, "choices"), *usage = ts_json_get(root, "usage");
+    int64_t tokens;
+    if (err) {
+        const char *type = NULL, *code = NULL, *message = NULL;
+        size_t len;
+        (void)ts_json_get_string(err, "type", &type, &len);
+        (void)ts_json_get_string(err, "code", &code, &len);
+        (void)ts_json_get_string(err, "message", &message, &len);
+        s->error = ts_http_error_code(200, type ? type : "server_error", code);
+        free(s->r->error);
+        s->r->error = strdup(message ? message : "(an error event without a message)");
+    } else if (choices && choices->type == TS_JSON_ARRAY && choices->length > 0) {
+        s->pending++;
+    }
+    if (usage && !ts_json_get_int(usage, "completion_tokens", &tokens))
+        s->usage_tokens = (int)tokens;
+    ts_json_doc_free(doc);
+    return TS_OK;
+}
+
+/* The message of an HTTP error answer's {"error": {...}}, its type and code; the body itself
+ * when it is not one. */
+static void http_error(int status, const ts_buf *body, request_result *r) {
+    ts_json_doc *doc = NULL;
+    const char *type = NULL, *code = NULL, *message = NULL;
+    size_t len;
+    if (!ts_json_parse(body->data ? body->data : "", body->len, &doc)) {
+        const ts_json *err = ts_json_get(ts_json_root(doc), "error");
+        (void)ts_json_get_string(err, "type", &type, &len);
+        (void)ts_json_get_string(err, "code", &code, &len);
+        (void)ts_json_get_string(err, "message", &message, &len);
+    }
+    r->status = ts_rpc_status_from_error(ts_http_error_code(status, type, code));
+    char text[400];
+    snprintf(text, sizeof text, "HTTP %d: %s", status,
+             message      ? message
+             : body->data ? body->data
+                          : "");
+    r->error = strdup(text);
+    ts_json_doc_free(doc);
+}
+
+/* run_request over HTTP on the worker's kept connection. A failure of the call (cannot connect,
+ * a broken stream, the deadline) is the request's status, as a gRPC call's would be. */
+static int run_http_request(bench_run *run, ts_http_conn *conn, int idx, request_result *r,
+                            samples *itl) {
+    ts_buf body = {0}, answer = {0};
+    int rc = http_body(run, idx, &body);
+    http_stream s = {.run = run, .idx = idx, .r = r, .itl = itl, .usage_tokens = -1};
+    s.t_open = ts_now_ns();
+    int64_t deadline = run->o->timeout_ms ? s.t_open + (int64_t)run->o->timeout_ms * 1000000 : 0;
+    int status = 0;
+    if (!rc)
+        rc = ts_http_request(conn, "POST", "/v1/completions", "application/json", body.data,
+                             body.len, deadline, stream_event, &s, &status, &answer);
+    ts_buf_free(&body);
+    if (rc == TS_E_NOMEM) {
+        ts_buf_free(&answer);
+        return rc;
+    }
+    r->status = TS_RPC_OK;
+    if (rc) {
+        r->status = ts_rpc_status_from_error(rc);
+        r->error = strdup(ts_error_message());
+    } else if (status / 100 != 2) {
+        http_error(status, &answer, r);
+    } else if (s.error) {
+        r->status = ts_rpc_status_from_error(s.error);
+    } else if (!s.done) {
+        r->status = TS_RPC_INTERNAL;
+        r->error = strdup("the stream ended without data: [DONE]");
+    } else if (s.usage_tokens >= 0 && s.usage_tokens != r->n_tokens) {
+        /* Chunks and tokens differ (held-back text): count what the server generated. */
+        atomic_fetch_add(&run->tokens, (long long)(s.usage_tokens - r->n_tokens));
+        r->n_tokens = s.usage_tokens;
+    }
+    ts_buf_free(&answer);
+    return TS_OK;
+}
+
 static void *worker(void *arg) {
     bench_run *run = arg;
     samples itl = {0};
-    int rc = 0;
+    ts_http_conn *conn = NULL; /* over HTTP: one kept connection per client thread */
+    int rc = run->over_http ? ts_http_conn_new(run->o->http, 600, &conn) : 0;
     int idx;
     while (!rc && (idx = atomic_fetch_add(&run->next, 1)) < run->o->requests) {
-        rc = run_request(run, idx, &run->results[idx], &itl);
+        rc = run->over_http ? run_http_request(run, conn, idx, &run->results[idx], &itl)
+                            : run_request(run, idx, &run->results[idx], &itl);
         atomic_fetch_add(&run->done, 1);
     }
+    ts_http_conn_free(conn);
     pthread_mutex_lock(&run->mu);
     if (!rc) rc = samples_append(&run->itl, &itl);
     if (rc && !run->rc) run->rc = rc;
@@ -337,6 +524,16 @@ static void clear_results(bench_run *run) {
     run->itl.n = 0;
 }
 
+/* Frees a pass's results kept aside (run->results stays). */
+static void free_results(bench_run *run, request_result *results) {
+    if (!results) return;
+    request_result *current = run->results;
+    run->results = results;
+    clear_results(run);
+    free(results);
+    run->results = current;
+}
+
 typedef struct report {
     int ok, failed;
     int by_status[N_STATUS];
@@ -393,68 +590,130 @@ static void write_percentiles(ts_json_writer *w, const char *key, const double p
     ts_jw_object_end(w);
 }
 
-static int print_json(const bench_opts *o, const report *rep, int mismatches) {
-    ts_buf out = {0};
-    ts_json_writer w;
-    ts_jw_init(&w, &out);
-    ts_jw_object_begin(&w);
-    ts_jw_key(&w, "server");
-    ts_jw_string(&w, o->server);
+/* One pass's figures as a JSON object. */
+static void write_report(ts_json_writer *w, const bench_opts *o, const char *server,
+                         const report *rep, int mismatches) {
+    ts_jw_object_begin(w);
+    ts_jw_key(w, "server");
+    ts_jw_string(w, server);
     const char *ints[] = {"concurrency",   "requests", "prompt_tokens", "max_tokens",
                           "shared_prefix", "ok",       "failed"};
     const int64_t vals[] = {o->concurrency,   o->requests, o->prompt_tokens, o->max_tokens,
                             o->shared_prefix, rep->ok,     rep->failed};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
-        ts_jw_key(&w, ints[i]);
-        ts_jw_int(&w, vals[i]);
+        ts_jw_key(w, ints[i]);
+        ts_jw_int(w, vals[i]);
     }
-    ts_jw_key(&w, "tokens");
-    ts_jw_int(&w, rep->tokens);
-    ts_jw_key(&w, "wall_s");
-    ts_jw_double(&w, rep->wall_s);
-    ts_jw_key(&w, "requests_per_s");
-    ts_jw_double(&w, rep->wall_s > 0 ? rep->ok / rep->wall_s : 0);
-    ts_jw_key(&w, "tokens_per_s");
-    ts_jw_double(&w, rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0);
-    write_percentiles(&w, "ttft_ms", rep->ttft);
-    write_percentiles(&w, "itl_ms", rep->itl);
+    ts_jw_key(w, "tokens");
+    ts_jw_int(w, rep->tokens);
+    ts_jw_key(w, "wall_s");
+    ts_jw_double(w, rep->wall_s);
+    ts_jw_key(w, "requests_per_s");
+    ts_jw_double(w, rep->wall_s > 0 ? rep->ok / rep->wall_s : 0);
+    ts_jw_key(w, "tokens_per_s");
+    ts_jw_double(w, rep->wall_s > 0 ? (double)rep->tokens / rep->wall_s : 0);
+    write_percentiles(w, "ttft_ms", rep->ttft);
+    write_percentiles(w, "itl_ms", rep->itl);
     if (o->long_every > 0) {
         const char *keys[] = {"long_prompt_every", "long_prompt_tokens", "long_max_tokens"};
         const int64_t lv[] = {o->long_every, o->long_tokens, o->long_max_tokens};
         for (int i = 0; i < 3; i++) {
-            ts_jw_key(&w, keys[i]);
-            ts_jw_int(&w, lv[i]);
+            ts_jw_key(w, keys[i]);
+            ts_jw_int(w, lv[i]);
         }
-        write_percentiles(&w, "long_ttft_ms", rep->ttft_long);
+        write_percentiles(w, "long_ttft_ms", rep->ttft_long);
     }
-    ts_jw_key(&w, "client_cpu_s");
-    ts_jw_double(&w, rep->cpu_s);
+    ts_jw_key(w, "client_cpu_s");
+    ts_jw_double(w, rep->cpu_s);
     if (rep->coordinator_cpu_s >= 0) {
-        ts_jw_key(&w, "coordinator_cpu_s");
-        ts_jw_double(&w, rep->coordinator_cpu_s);
+        ts_jw_key(w, "coordinator_cpu_s");
+        ts_jw_double(w, rep->coordinator_cpu_s);
     }
-    ts_jw_key(&w, "errors");
-    ts_jw_object_begin(&w);
+    ts_jw_key(w, "errors");
+    ts_jw_object_begin(w);
     for (int st = 0; st < N_STATUS; st++)
         if (rep->by_status[st]) {
-            ts_jw_key(&w, ts_rpc_status_name(st));
-            ts_jw_int(&w, rep->by_status[st]);
+            ts_jw_key(w, ts_rpc_status_name(st));
+            ts_jw_int(w, rep->by_status[st]);
         }
-    ts_jw_object_end(&w);
+    ts_jw_object_end(w);
     if (o->verify) {
-        ts_jw_key(&w, "verify_mismatches");
-        ts_jw_int(&w, mismatches);
+        ts_jw_key(w, "verify_mismatches");
+        ts_jw_int(w, mismatches);
     }
-    ts_jw_object_end(&w);
+    ts_jw_object_end(w);
+}
+
+/* The ratios a reader of --http wants: HTTP's throughput over gRPC's, and what HTTP adds to the
+ * latencies (ms) and to the coordinator's CPU per token (us). */
+typedef struct comparison {
+    double tokens_per_s_ratio, ttft_p50_added_ms, ttft_p99_added_ms, itl_p50_added_ms,
+        itl_p99_added_ms, coordinator_us_per_token_added;
+    bool has_coordinator;
+} comparison;
+
+static double tokens_per_s(const report *r) {
+    return r->wall_s > 0 ? (double)r->tokens / r->wall_s : 0.0;
+}
+
+static comparison compare_reports(const report *grpc, const report *http) {
+    comparison c = {
+        .tokens_per_s_ratio = tokens_per_s(grpc) > 0 ? tokens_per_s(http) / tokens_per_s(grpc) : 0,
+        .ttft_p50_added_ms = http->ttft[0] - grpc->ttft[0],
+        .ttft_p99_added_ms = http->ttft[2] - grpc->ttft[2],
+        .itl_p50_added_ms = http->itl[0] - grpc->itl[0],
+        .itl_p99_added_ms = http->itl[2] - grpc->itl[2],
+    };
+    if (grpc->coordinator_cpu_s >= 0 && http->coordinator_cpu_s >= 0 && grpc->tokens &&
+        http->tokens) {
+        c.has_coordinator = true;
+        c.coordinator_us_per_token_added = http->coordinator_cpu_s * 1e6 / (double)http->tokens -
+                                           grpc->coordinator_cpu_s * 1e6 / (double)grpc->tokens;
+    }
+    return c;
+}
+
+/* One JSON object: the pass's figures, or with --http {"grpc": {...}, "http": {...},
+ * "http_vs_grpc": {...}}. */
+static int print_json(const bench_opts *o, const report *grpc, const report *http, int mismatches) {
+    ts_buf out = {0};
+    ts_json_writer w;
+    ts_jw_init(&w, &out);
+    if (!http) {
+        write_report(&w, o, o->server, grpc, mismatches);
+    } else {
+        comparison c = compare_reports(grpc, http);
+        ts_jw_object_begin(&w);
+        ts_jw_key(&w, "grpc");
+        write_report(&w, o, o->server, grpc, mismatches);
+        ts_jw_key(&w, "http");
+        write_report(&w, o, o->http, http, mismatches);
+        ts_jw_key(&w, "http_vs_grpc");
+        ts_jw_object_begin(&w);
+        const char *keys[] = {"tokens_per_s_ratio", "ttft_p50_added_ms", "ttft_p99_added_ms",
+                              "itl_p50_added_ms", "itl_p99_added_ms"};
+        const double vals[] = {c.tokens_per_s_ratio, c.ttft_p50_added_ms, c.ttft_p99_added_ms,
+                               c.itl_p50_added_ms, c.itl_p99_added_ms};
+        for (int i = 0; i < 5; i++) {
+            ts_jw_key(&w, keys[i]);
+            ts_jw_double(&w, vals[i]);
+        }
+        if (c.has_coordinator) {
+            ts_jw_key(&w, "coordinator_us_per_token_added");
+            ts_jw_double(&w, c.coordinator_us_per_token_added);
+        }
+        ts_jw_object_end(&w);
+        ts_jw_object_end(&w);
+    }
     int rc = ts_jw_finish(&w);
     if (!rc) printf("%s\n", out.data);
     ts_buf_free(&out);
     return rc;
 }
 
-static void print_text(const bench_opts *o, const report *rep) {
+static void print_text(const bench_opts *o, const char *server, const report *rep) {
     printf("tessera bench: %s, concurrency %d, %d requests, prompt %d tokens%s, %d tokens each\n",
-           o->server, o->concurrency, o->requests, o->prompt_tokens,
+           server, o->concurrency, o->requests, o->prompt_tokens,
            o->verify ? " (L/2..L with --verify)" : "", o->max_tokens);
     printf("  requests   %d ok, %d failed in %.2f s  (%.2f req/s)\n", rep->ok, rep->failed,
            rep->wall_s, rep->wall_s > 0 ? rep->ok / rep->wall_s : 0.0);
@@ -542,8 +801,9 @@ static int bench(bench_opts *o) {
         if (!rc) run.itl.n = 0;
         if (!rc && show_progress) fprintf(stderr, "all at concurrency %d:\n", o->concurrency);
     }
+    if (!rc && o->http && show_progress) fprintf(stderr, "over gRPC (%s):\n", o->server);
     if (!rc) rc = run_pass(&run, o->concurrency, show_progress, &wall_s);
-    report rep;
+    report rep, rep_http;
     int mismatches = 0;
     if (!rc) rc = summarize(&run, wall_s, &rep);
     if (!rc && alone) {
@@ -555,25 +815,46 @@ static int bench(bench_opts *o) {
                 if (!rep.by_status[st]++) rep.first_error[st] = alone[i].error;
             }
     }
-    if (!rc && o->json)
-        rc = print_json(o, &rep, mismatches);
-    else if (!rc)
-        print_text(o, &rep);
+    /* --http: the same workload over the OpenAI HTTP API, with prompts of its own (the prefix
+     * cache would otherwise serve it what the gRPC pass computed). */
+    request_result *grpc_results = NULL;
+    if (!rc && o->http) {
+        grpc_results = run.results; /* rep points into them */
+        run.results = calloc((size_t)o->requests, sizeof *run.results);
+        if (!run.results) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+        run.over_http = true;
+        run.prompt_base = o->requests;
+        run.itl.n = 0;
+        if (!rc && show_progress) fprintf(stderr, "over HTTP (%s):\n", o->http);
+        if (!rc) rc = run_pass(&run, o->concurrency, show_progress, &wall_s);
+        if (!rc) rc = summarize(&run, wall_s, &rep_http);
+    }
+    if (!rc && o->json) {
+        rc = print_json(o, &rep, o->http ? &rep_http : NULL, mismatches);
+    } else if (!rc) {
+        print_text(o, o->server, &rep);
+        if (o->http) print_text(o, o->http, &rep_http);
+        if (o->http && rep.ok && rep_http.ok) { /* (a pass where nothing ran compares to nothing) */
+            comparison c = compare_reports(&rep, &rep_http);
+            printf("HTTP vs gRPC: %.3fx the tokens/s; adds TTFT p50 %+.2f ms, p99 %+.2f ms; ITL "
+                   "p50 %+.3f ms, p99 %+.3f ms",
+                   c.tokens_per_s_ratio, c.ttft_p50_added_ms, c.ttft_p99_added_ms,
+                   c.itl_p50_added_ms, c.itl_p99_added_ms);
+            if (c.has_coordinator)
+                printf("; coordinator CPU %+.2f us per token", c.coordinator_us_per_token_added);
+            printf("\n");
+        }
+    }
     if (!rc && o->verify && !o->json)
         printf("  verify     %d of %d requests identical alone and at concurrency %d\n",
                o->requests - mismatches - rep.failed, o->requests, o->concurrency);
     int exit_code = TS_EXIT_OK;
     if (rc)
         exit_code = ts_cli_fail("bench", TS_EXIT_FAILURE);
-    else if (rep.failed || mismatches)
+    else if (rep.failed || mismatches || (o->http && rep_http.failed))
         exit_code = TS_EXIT_FAILURE;
-    if (alone) {
-        request_result *concurrent = run.results;
-        run.results = alone;
-        clear_results(&run);
-        free(alone);
-        run.results = concurrent;
-    }
+    free_results(&run, grpc_results);
+    free_results(&run, alone);
     if (run.results) clear_results(&run);
     free(run.results);
     free(run.itl.v);
@@ -587,6 +868,10 @@ int ts_cmd_bench(int argc, char **argv) {
     ts_flag flags[] = {
         {"server", 0, TS_FLAG_STRING, &o.server, "HOST:PORT of the cluster (tessera up)", 0, 0},
         {"tls-ca", 0, TS_FLAG_STRING, &o.tls_ca, TS_REMOTE_TLS_CA_HELP, 0, 0},
+        {"http", 0, TS_FLAG_STRING, &o.http,
+         "http://HOST:PORT of the cluster's OpenAI API: run the same workload over it too, after "
+         "gRPC, and compare",
+         0, 0},
         {"model-name", 0, TS_FLAG_STRING, &o.model_name, "served model; default: the server's", 0,
          0},
         {"concurrency", 'c', TS_FLAG_INT, &o.concurrency,
@@ -611,8 +896,7 @@ int ts_cmd_bench(int argc, char **argv) {
          1 << 30},
         {"json", 0, TS_FLAG_BOOL, &o.json, "print one JSON object", 0, 0},
         {"long-prompt-every", 0, TS_FLAG_INT, &o.long_every,
-         "every K-th request has a long prompt (0: none); latency is then the others'", 0,
-         1 << 24},
+         "every K-th request has a long prompt (0: none); latency is then the others'", 0, 1 << 24},
         {"long-prompt-tokens", 0, TS_FLAG_INT, &o.long_tokens,
          "length of the long prompts; 0 = 1000", 0, 1 << 24},
         {"long-max-tokens", 0, TS_FLAG_INT, &o.long_max_tokens,
@@ -628,6 +912,14 @@ int ts_cmd_bench(int argc, char **argv) {
         ts_error_set(TS_E_INVALID, "missing --server HOST:PORT");
         return ts_cli_fail("bench", TS_EXIT_USAGE);
     }
+    if (o.http && o.verify) {
+        ts_error_set(TS_E_INVALID, "--verify compares token ids, which HTTP streams do not carry: "
+                                   "use one or the other");
+        return ts_cli_fail("bench", TS_EXIT_USAGE);
+    }
+    ts_http_conn *probe = NULL; /* the URL's form, before any request runs */
+    if (o.http && ts_http_conn_new(o.http, 0, &probe)) return ts_cli_fail("bench", TS_EXIT_USAGE);
+    ts_http_conn_free(probe);
     if (!o.concurrency) o.concurrency = o.overhead ? 64 : 1;
     if (!o.requests) o.requests = o.overhead ? 512 : 4 * o.concurrency;
     if (!o.prompt_tokens) o.prompt_tokens = o.overhead ? 4 : 32;

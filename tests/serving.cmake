@@ -97,6 +97,12 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET ts_proto)
                        --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
       set_tests_properties(http_endpoints_keys_limits_disconnect PROPERTIES LABELS integration
                            TIMEOUT 120 SKIP_RETURN_CODE 77)
+      # tessera bench --http: the same workload over gRPC and HTTP in one run, compared.
+      add_test(NAME bench_http_vs_grpc
+               COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_bench_http.py
+                       --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_SERVING_PYDIR})
+      set_tests_properties(bench_http_vs_grpc PROPERTIES LABELS integration TIMEOUT 300
+                           SKIP_RETURN_CODE 77)
     endif()
   endif()
 endif()
