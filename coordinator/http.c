@@ -57,6 +57,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -71,7 +72,7 @@ struct co_http {
     coordinator *co;
     struct MHD_Daemon *d;
     size_t max_body;
-    bool stopping; /* under co->mu */
+    atomic_bool stopping; /* set under co->mu; streams read it without */
     int64_t created;
     ts_chat_template *chat; /* NULL: chat_why says why there is none */
     char chat_why[512];
@@ -112,9 +113,17 @@ typedef struct http_choice {
     int64_t text_offset; /* completions: where the next token's text starts in the choice */
 } http_choice;
 
+/* Under co->mu, except a stream's bytes: out, out_off and out_end are under out_mu, which the
+ * output callbacks take inside co->mu (never the other way round), so that the connection's
+ * thread picks up each token without contending for the coordinator's lock with the thread
+ * that delivers every stream's tokens. A stream's connection thread waits on cond with out_mu,
+ * any other handler with co->mu. */
 typedef struct http_req {
     co_http *srv;
     pthread_cond_t cond;
+    pthread_mutex_t out_mu;
+    bool out_end;          /* stream: its last bytes are in out */
+    bool siblings_waiting; /* stream: choices wait for their prompt's first (the reader's own) */
     int refs;
     bool stream, include_usage;
     bool chat;     /* /v1/chat/completions: chat.completion objects */
@@ -143,6 +152,7 @@ typedef struct http_conn {
 static void req_unref(http_req *h) { /* under co->mu */
     if (--h->refs > 0) return;
     pthread_cond_destroy(&h->cond);
+    pthread_mutex_destroy(&h->out_mu);
     ts_buf_free(&h->out);
     for (int32_t i = 0; i < h->n_choices; i++) {
         http_choice *ch = &h->choices[i];
@@ -750,10 +760,30 @@ static ts_request_usage total_usage(const http_req *h) {
 
 static int sse_event(http_req *h, http_choice *ch, const char *text, size_t n, const char *finish,
                      const ts_request_usage *u) {
+    pthread_mutex_lock(&h->out_mu);
     int rc = ts_buf_append_str(&h->out, "data: ");
     if (!rc) rc = completion_json(&h->out, h, ch, text, n, finish, u);
     if (!rc) rc = ts_buf_append_str(&h->out, "\n\n");
+    pthread_mutex_unlock(&h->out_mu);
+    return rc; /* the caller signals the reader */
+}
+
+/* A stream's end: [DONE] unless the bytes are broken (out of memory). */
+static int sse_end(http_req *h, bool done_event) {
+    pthread_mutex_lock(&h->out_mu);
+    int rc = done_event ? ts_buf_append_str(&h->out, "data: [DONE]\n\n") : 0;
+    h->out_end = true;
+    pthread_mutex_unlock(&h->out_mu);
+    pthread_cond_signal(&h->cond);
     return rc;
+}
+
+/* The stream's bytes its client has not taken yet. */
+static size_t sse_pending(http_req *h) {
+    pthread_mutex_lock(&h->out_mu);
+    size_t n = h->out.len - h->out_off;
+    pthread_mutex_unlock(&h->out_mu);
+    return n;
 }
 
 /* The request fails (a choice failed or could not be admitted): a stream's last event is the
@@ -765,9 +795,12 @@ static void fail_req(http_req *h, int code, const char *message) {
     if (h->stream) {
         const char *type, *ecode;
         status_of(code, &type, &ecode);
+        pthread_mutex_lock(&h->out_mu);
         ts_buf_append_str(&h->out, "data: ");
         error_json(&h->out, message, type, NULL, ecode);
-        ts_buf_append_str(&h->out, "\n\ndata: [DONE]\n\n");
+        ts_buf_append_str(&h->out, "\n\n");
+        pthread_mutex_unlock(&h->out_mu);
+        sse_end(h, true);
     }
     h->done = true;
     pthread_cond_signal(&h->cond);
@@ -777,15 +810,18 @@ static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, 
     http_choice *ch = r->out_user;
     http_req *h = ch->h;
     if (h->done) return TS_E_CANCELLED; /* the request failed, or its connection is over */
+    bool first = !ch->started;
     ch->started = true;
-    if (h->out.len - h->out_off > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
+    if (h->stream && sse_pending(h) > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
     int rc = keep_logprob(ch, r, token, logprob);
     if (rc) return rc;
     if (!h->stream)
         rc = ts_buf_append(&ch->text, text, n);
     else if (n)
         rc = sse_event(h, ch, text, n, NULL, NULL);
-    pthread_cond_signal(&h->cond);
+    /* The handler wakes for a stream's bytes and for a first token (its siblings may start);
+     * a waiting non-streamed request's other tokens are no news to it. */
+    if (first || (h->stream && n)) pthread_cond_signal(&h->cond);
     return rc;
 }
 
@@ -808,7 +844,10 @@ static int out_finish(co_request *r, const char *text, size_t n, int32_t token, 
             ts_request_usage u = total_usage(h);
             rc = sse_event(h, NULL, NULL, 0, NULL, &u);
         }
-        if (!rc && h->stream) rc = ts_buf_append_str(&h->out, "data: [DONE]\n\n");
+        if (h->stream) {
+            int end = sse_end(h, !rc);
+            if (!rc) rc = end;
+        }
         h->done = true;
     }
     pthread_cond_signal(&h->cond);
@@ -863,25 +902,33 @@ static int admit_choice(http_req *h, http_choice *ch, const char **param) {
 }
 
 /* Admits the choices whose prompt's first choice has started (its KV is then cached for them).
- * A refusal fails the request. Under co->mu; the connection's thread, between waits. */
-static void admit_siblings(http_req *h) {
+ * A refusal fails the request. Under co->mu; the connection's thread, between waits. Whether
+ * choices still wait. */
+static bool admit_siblings(http_req *h) {
+    bool waiting = false;
     for (int32_t i = 0; i < h->n_choices && !h->done; i++) {
         http_choice *ch = &h->choices[i];
-        if (ch->admitted || !h->choices[i - i % h->per_prompt].started) continue;
+        if (ch->admitted) continue;
+        if (!h->choices[i - i % h->per_prompt].started) {
+            waiting = true;
+            continue;
+        }
         int rc = admit_choice(h, ch, NULL);
         if (rc) fail_req(h, rc, ts_error_message());
     }
+    return waiting && !h->done;
 }
 
-/* Waits (under co->mu) for the request's next bytes, its end, or the server's stop, at most
- * HTTP_WAIT_MS: the caller checks client_gone between waits. */
-static void wait_req(http_req *h) {
+/* Waits (under mu: co->mu, or a stream's out_mu) for the request's next bytes, its end, or the
+ * server's stop, at most HTTP_WAIT_MS; true when that time passed without a signal. The caller
+ * then checks client_gone (not after every token: a poll per token is a syscall per token). */
+static bool wait_req(http_req *h, pthread_mutex_t *mu) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += HTTP_WAIT_MS * 1000000L;
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&h->cond, &h->srv->co->mu, &ts);
+    return pthread_cond_timedwait(&h->cond, mu, &ts) == ETIMEDOUT; /* nothing came */
 }
 
 /* The client closed its connection (or it broke) while its request waits or runs: libmicrohttpd
@@ -897,9 +944,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     coordinator *co = h->srv->co;
     (void)pos;
     ssize_t n;
-    pthread_mutex_lock(&co->mu);
+    bool quiet = false; /* a wait timed out: is the client still there? */
+    pthread_mutex_lock(&h->out_mu);
     for (;;) {
-        admit_siblings(h);
+        if (h->siblings_waiting) { /* admission needs the coordinator's lock, and comes first */
+            pthread_mutex_unlock(&h->out_mu);
+            pthread_mutex_lock(&co->mu);
+            h->siblings_waiting = admit_siblings(h);
+            pthread_mutex_unlock(&co->mu);
+            pthread_mutex_lock(&h->out_mu);
+        }
         size_t avail = h->out.len - h->out_off;
         if (avail) {
             n = (ssize_t)(avail < max ? avail : max);
@@ -908,17 +962,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             if (h->out_off == h->out.len) h->out_off = h->out.len = 0;
             break;
         }
-        if (h->done) {
+        if (h->out_end) {
             n = MHD_CONTENT_READER_END_OF_STREAM;
             break;
         }
-        if (h->srv->stopping || client_gone(h)) { /* closing it ends the request */
+        if (atomic_load(&h->srv->stopping) || (quiet && client_gone(h))) { /* closing: the end */
             n = MHD_CONTENT_READER_END_WITH_ERROR;
             break;
         }
-        wait_req(h);
+        quiet = wait_req(h, &h->out_mu);
     }
-    pthread_mutex_unlock(&co->mu);
+    pthread_mutex_unlock(&h->out_mu);
     return n;
 }
 
@@ -989,7 +1043,9 @@ static http_req *new_req(co_http *srv, const completion_opts *o, bool logprobs, 
     }
     h->srv = srv;
     pthread_cond_init(&h->cond, NULL);
+    pthread_mutex_init(&h->out_mu, NULL);
     h->stream = o->stream;
+    h->siblings_waiting = o->stream && n_choices > 1 && o->n > 1;
     h->include_usage = o->include_usage;
     h->chat = o->chat;
     h->logprobs = logprobs;
@@ -1112,12 +1168,12 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
 
     for (;;) {
         admit_siblings(h);
-        if (h->done || srv->stopping) break;
+        if (h->done || atomic_load(&srv->stopping)) break;
         if (client_gone(h)) { /* close: request_completed cancels the request, freeing its KV */
             pthread_mutex_unlock(&co->mu);
             return MHD_NO;
         }
-        wait_req(h);
+        wait_req(h, &co->mu);
     }
     if (!h->done || h->err) {
         int code = h->done ? h->err : TS_E_UNAVAILABLE;
@@ -1581,7 +1637,7 @@ int co_http_port(const co_http *h) {
 void co_http_stop(co_http *h) {
     if (!h) return;
     pthread_mutex_lock(&h->co->mu);
-    h->stopping = true;
+    atomic_store(&h->stopping, true);
     pthread_mutex_unlock(&h->co->mu);
     if (h->d) MHD_stop_daemon(h->d); /* waiters see `stopping` within a second */
     ts_chat_template_close(h->chat);
