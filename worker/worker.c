@@ -187,13 +187,21 @@ static void publish_stats(worker *w) {
 static void *rx_main(void *arg) {
     worker *w = arg;
     ts_buf buf = {0};
-    int poll_ms = w->heartbeat_ms < 200 ? w->heartbeat_ms : 200;
-    int64_t next_heartbeat = 0;
+    int64_t period_ns = (int64_t)w->heartbeat_ms * 1000000LL;
+    int64_t next_heartbeat = ts_now_ns();
     while (!atomic_load(&w->rx_stop)) {
-        if (ts_now_ns() >= next_heartbeat) {
+        int64_t now = ts_now_ns();
+        if (now >= next_heartbeat) {
             send_heartbeat(w);
-            next_heartbeat = ts_now_ns() + (int64_t)w->heartbeat_ms * 1000000LL;
+            next_heartbeat += period_ns;
+            if (next_heartbeat <= now) next_heartbeat = now + period_ns; /* fell behind: skip */
         }
+        /* Wait only until the next heartbeat is due, so that heartbeats keep their period
+         * whatever arrives: sent at a message's arrival instead, they would sample the engine
+         * at the one moment it has not taken the new request yet (an idle group, always, under
+         * requests that each run shorter than a period). */
+        int64_t wait_ms = (next_heartbeat - now + 999999) / 1000000;
+        int poll_ms = (int)(wait_ms < 1 ? 1 : wait_ms > 200 ? 200 : wait_ms);
         int rc = ts_rpc_stream_recv(w->stream, &buf, poll_ms);
         if (rc == TS_E_TIMEOUT) continue;
         if (rc == 1) {
