@@ -27,12 +27,16 @@
  * 504), 401 for a missing or wrong key (when --api-key-file is given; checked in constant time
  * on every /v1/ path), 404 for an unknown path or model, 413 for a body over --http-max-body.
  *
- * Threads: libmicrohttpd runs a thread per connection (capped by max_connections). A handler
- * takes co->mu to admit; the co_output callbacks run under co->mu on the rpc thread and only
- * append to the request's buffer and signal its condition variable (paired with co->mu), which
- * the connection's thread waits on: the non-streaming handler until the request is done, the
- * streaming response's reader until bytes are due. A client that goes away ends the connection
- * (request_completed), which calls co_request_client_done: the node cancels it and frees its KV.
+ * Threads: libmicrohttpd runs every connection on one event thread (epoll; the connections
+ * capped by max_connections), so nothing here may block: a handler takes co->mu to admit and
+ * then suspends its connection (MHD_suspend_connection) until there is news, the non-streaming
+ * handler until its request is done, the streaming response's reader until bytes are due. The
+ * co_output callbacks run under co->mu on the rpc thread, append to the request's buffer and
+ * resume the connection if it is suspended (wake): the event thread then sends what is due for
+ * every resumed connection in one pass, rather than a thread per connection waking per token.
+ * libmicrohttpd does not watch a suspended connection's socket, so a watcher thread polls theirs
+ * every HTTP_WAIT_MS and resumes those whose client went away: the connection ends
+ * (completed()), which calls co_request_client_done: the node cancels it and frees its KV.
  *
  * Ownership: an http_req is shared by the connection (until request_completed), the co_request
  * (until its release callback) and a streaming response (until its free callback); the count is
@@ -65,7 +69,7 @@
 enum {
     HTTP_MAX_PENDING = 8 << 20, /* streamed bytes a slow client may leave unread */
     HTTP_IDLE_S = 60,
-    HTTP_WAIT_MS = 200, /* how often a waiting handler looks for a client that went away */
+    HTTP_WAIT_MS = 200, /* how often the watcher looks for clients that went away */
 };
 
 struct co_http {
@@ -73,6 +77,10 @@ struct co_http {
     struct MHD_Daemon *d;
     size_t max_body;
     atomic_bool stopping; /* set under co->mu; streams read it without */
+    struct http_req *live; /* requests with a connection (the watcher's), under co->mu */
+    pthread_t watcher;
+    bool watching;           /* the watcher thread runs */
+    pthread_cond_t watch_cv; /* paired with co->mu: stop wakes the watcher */
     int64_t created;
     ts_chat_template *chat; /* NULL: chat_why says why there is none */
     char chat_why[512];
@@ -113,15 +121,17 @@ typedef struct http_choice {
     int64_t text_offset; /* completions: where the next token's text starts in the choice */
 } http_choice;
 
-/* Under co->mu, except a stream's bytes: out, out_off and out_end are under out_mu, which the
- * output callbacks take inside co->mu (never the other way round), so that the connection's
- * thread picks up each token without contending for the coordinator's lock with the thread
- * that delivers every stream's tokens. A stream's connection thread waits on cond with out_mu,
- * any other handler with co->mu. */
+/* Under co->mu, except a stream's bytes and the connection's suspension: out, out_off, out_end,
+ * suspended and gone are under out_mu, which the output callbacks take inside co->mu (never the
+ * other way round), so that the event thread picks up each token without contending for the
+ * coordinator's lock with the thread that delivers every stream's tokens. */
 typedef struct http_req {
     co_http *srv;
-    pthread_cond_t cond;
     pthread_mutex_t out_mu;
+    struct MHD_Connection *conn;            /* while it has one (hc->h) */
+    bool suspended;                         /* conn is suspended: wake() resumes it */
+    bool gone;                              /* the watcher found its client gone */
+    struct http_req *live_prev, *live_next; /* in srv->live, under co->mu */
     bool out_end;          /* stream: its last bytes are in out */
     bool siblings_waiting; /* stream: choices wait for their prompt's first (the reader's own) */
     int refs;
@@ -151,7 +161,6 @@ typedef struct http_conn {
 
 static void req_unref(http_req *h) { /* under co->mu */
     if (--h->refs > 0) return;
-    pthread_cond_destroy(&h->cond);
     pthread_mutex_destroy(&h->out_mu);
     ts_buf_free(&h->out);
     for (int32_t i = 0; i < h->n_choices; i++) {
@@ -758,6 +767,28 @@ static ts_request_usage total_usage(const http_req *h) {
     return u;
 }
 
+/* There is news for the connection (bytes, the end, a first token): it runs again if it is
+ * suspended. Under out_mu; wake() takes it. Resuming only queues the connection for the event
+ * thread (never calls back into this file), so any lock may be held. */
+static void wake_locked(http_req *h) {
+    if (!h->suspended) return;
+    h->suspended = false;
+    MHD_resume_connection(h->conn);
+}
+
+static void wake(http_req *h) {
+    pthread_mutex_lock(&h->out_mu);
+    wake_locked(h);
+    pthread_mutex_unlock(&h->out_mu);
+}
+
+/* The event thread, in a handler or a stream's reader: nothing to do until wake(). Under out_mu,
+ * so that a wake cannot slip in between the decision and the suspension. */
+static void suspend_locked(http_req *h) {
+    MHD_suspend_connection(h->conn);
+    h->suspended = true;
+}
+
 static int sse_event(http_req *h, http_choice *ch, const char *text, size_t n, const char *finish,
                      const ts_request_usage *u) {
     pthread_mutex_lock(&h->out_mu);
@@ -765,7 +796,7 @@ static int sse_event(http_req *h, http_choice *ch, const char *text, size_t n, c
     if (!rc) rc = completion_json(&h->out, h, ch, text, n, finish, u);
     if (!rc) rc = ts_buf_append_str(&h->out, "\n\n");
     pthread_mutex_unlock(&h->out_mu);
-    return rc; /* the caller signals the reader */
+    return rc; /* the caller wakes the reader */
 }
 
 /* A stream's end: [DONE] unless the bytes are broken (out of memory). */
@@ -773,8 +804,8 @@ static int sse_end(http_req *h, bool done_event) {
     pthread_mutex_lock(&h->out_mu);
     int rc = done_event ? ts_buf_append_str(&h->out, "data: [DONE]\n\n") : 0;
     h->out_end = true;
+    wake_locked(h);
     pthread_mutex_unlock(&h->out_mu);
-    pthread_cond_signal(&h->cond);
     return rc;
 }
 
@@ -803,7 +834,7 @@ static void fail_req(http_req *h, int code, const char *message) {
         sse_end(h, true);
     }
     h->done = true;
-    pthread_cond_signal(&h->cond);
+    wake(h);
 }
 
 static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
@@ -819,9 +850,9 @@ static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, 
         rc = ts_buf_append(&ch->text, text, n);
     else if (n)
         rc = sse_event(h, ch, text, n, NULL, NULL);
-    /* The handler wakes for a stream's bytes and for a first token (its siblings may start);
+    /* The connection wakes for a stream's bytes and for a first token (its siblings may start);
      * a waiting non-streamed request's other tokens are no news to it. */
-    if (first || (h->stream && n)) pthread_cond_signal(&h->cond);
+    if (first || (h->stream && n)) wake(h);
     return rc;
 }
 
@@ -850,7 +881,7 @@ static int out_finish(co_request *r, const char *text, size_t n, int32_t token, 
         }
         h->done = true;
     }
-    pthread_cond_signal(&h->cond);
+    wake(h);
     return rc;
 }
 
@@ -919,58 +950,66 @@ static bool admit_siblings(http_req *h) {
     return waiting && !h->done;
 }
 
-/* Waits (under mu: co->mu, or a stream's out_mu) for the request's next bytes, its end, or the
- * server's stop, at most HTTP_WAIT_MS; true when that time passed without a signal. The caller
- * then checks client_gone (not after every token: a poll per token is a syscall per token). */
-static bool wait_req(http_req *h, pthread_mutex_t *mu) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += HTTP_WAIT_MS * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    return pthread_cond_timedwait(&h->cond, mu, &ts) == ETIMEDOUT; /* nothing came */
-}
-
-/* The client closed its connection (or it broke) while its request waits or runs: libmicrohttpd
- * notices only when it next writes, which may be a long queue wait or generation away. */
+/* The client closed its connection (or it broke) while its request waits or runs: nobody
+ * notices while the connection is suspended, which may be a long queue wait or generation. */
 static bool client_gone(const http_req *h) {
     if (h->fd < 0) return false;
     struct pollfd p = {.fd = h->fd, .events = POLLRDHUP};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
+/* The watcher thread: every HTTP_WAIT_MS, the suspended connections whose client went away are
+ * marked gone and resumed, to end (their handler or reader sees `gone`). */
+static void *watch_main(void *arg) {
+    co_http *srv = arg;
+    coordinator *co = srv->co;
+    pthread_mutex_lock(&co->mu);
+    while (!atomic_load(&srv->stopping)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += HTTP_WAIT_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&srv->watch_cv, &co->mu, &ts);
+        for (http_req *h = srv->live; h && !atomic_load(&srv->stopping); h = h->live_next) {
+            pthread_mutex_lock(&h->out_mu);
+            if (h->suspended && client_gone(h)) {
+                h->gone = true;
+                wake_locked(h);
+            }
+            pthread_mutex_unlock(&h->out_mu);
+        }
+    }
+    pthread_mutex_unlock(&co->mu);
+    return NULL;
+}
+
+/* The event thread: the stream's next bytes, its end, or 0 with the connection suspended until
+ * a wake. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     http_req *h = cls;
     coordinator *co = h->srv->co;
     (void)pos;
     ssize_t n;
-    bool quiet = false; /* a wait timed out: is the client still there? */
+    if (h->siblings_waiting) { /* admission needs the coordinator's lock, and comes first */
+        pthread_mutex_lock(&co->mu);
+        h->siblings_waiting = admit_siblings(h);
+        pthread_mutex_unlock(&co->mu);
+    }
     pthread_mutex_lock(&h->out_mu);
-    for (;;) {
-        if (h->siblings_waiting) { /* admission needs the coordinator's lock, and comes first */
-            pthread_mutex_unlock(&h->out_mu);
-            pthread_mutex_lock(&co->mu);
-            h->siblings_waiting = admit_siblings(h);
-            pthread_mutex_unlock(&co->mu);
-            pthread_mutex_lock(&h->out_mu);
-        }
-        size_t avail = h->out.len - h->out_off;
-        if (avail) {
-            n = (ssize_t)(avail < max ? avail : max);
-            memcpy(buf, h->out.data + h->out_off, (size_t)n);
-            h->out_off += (size_t)n;
-            if (h->out_off == h->out.len) h->out_off = h->out.len = 0;
-            break;
-        }
-        if (h->out_end) {
-            n = MHD_CONTENT_READER_END_OF_STREAM;
-            break;
-        }
-        if (atomic_load(&h->srv->stopping) || (quiet && client_gone(h))) { /* closing: the end */
-            n = MHD_CONTENT_READER_END_WITH_ERROR;
-            break;
-        }
-        quiet = wait_req(h, &h->out_mu);
+    size_t avail = h->out.len - h->out_off;
+    if (avail) {
+        n = (ssize_t)(avail < max ? avail : max);
+        memcpy(buf, h->out.data + h->out_off, (size_t)n);
+        h->out_off += (size_t)n;
+        if (h->out_off == h->out.len) h->out_off = h->out.len = 0;
+    } else if (h->out_end) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (atomic_load(&h->srv->stopping) || h->gone) { /* closing: the end */
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else {
+        suspend_locked(h);
+        n = 0;
     }
     pthread_mutex_unlock(&h->out_mu);
     return n;
@@ -1042,7 +1081,6 @@ static http_req *new_req(co_http *srv, const completion_opts *o, bool logprobs, 
         return NULL;
     }
     h->srv = srv;
-    pthread_cond_init(&h->cond, NULL);
     pthread_mutex_init(&h->out_mu, NULL);
     h->stream = o->stream;
     h->siblings_waiting = o->stream && n_choices > 1 && o->n > 1;
@@ -1098,6 +1136,38 @@ static int body_json(ts_buf *b, http_req *h) {
     return tail_json(&w, &u);
 }
 
+/* A non-streamed request after admission, and each time its connection is woken: the siblings
+ * whose prompt has started are admitted; when it is done (or failed, or the server stops) the
+ * response goes out, else the connection suspends until the next wake. */
+static enum MHD_Result generate_wait(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
+    coordinator *co = srv->co;
+    http_req *h = hc->h;
+    pthread_mutex_lock(&co->mu);
+    admit_siblings(h);
+    if (!h->done && !atomic_load(&srv->stopping)) {
+        pthread_mutex_lock(&h->out_mu);
+        bool gone = h->gone;
+        if (!gone) suspend_locked(h); /* under co->mu: no output can come before it */
+        pthread_mutex_unlock(&h->out_mu);
+        pthread_mutex_unlock(&co->mu);
+        return gone ? MHD_NO : MHD_YES; /* gone: close; completed() cancels, freeing its KV */
+    }
+    if (!h->done || h->err) {
+        int code = h->done ? h->err : TS_E_UNAVAILABLE;
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", h->done ? h->err_msg : "the coordinator is stopping");
+        pthread_mutex_unlock(&co->mu);
+        return send_code(c, code, msg, NULL);
+    }
+    ts_buf b = {0};
+    int rc = body_json(&b, h);
+    pthread_mutex_unlock(&co->mu);
+    enum MHD_Result q = rc ? send_code(c, TS_E_NOMEM, "out of memory", NULL)
+                           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
+    ts_buf_free(&b);
+    return q;
+}
+
 static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, http_conn *hc,
                                        bool chat) {
     coordinator *co = srv->co;
@@ -1134,9 +1204,13 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     h->fd = ci ? ci->connect_fd : -1;
+    h->conn = c;
     hc->h = h; /* completed() ends every admitted choice, and lets go of h */
 
     pthread_mutex_lock(&co->mu);
+    h->live_next = srv->live; /* the watcher's, until completed() */
+    if (srv->live) srv->live->live_prev = h;
+    srv->live = h;
     const char *param = NULL;
     for (int32_t i = 0; !rc && i < h->n_choices; i += h->per_prompt)
         rc = admit_choice(h, &h->choices[i], &param); /* each prompt's first: siblings follow */
@@ -1166,29 +1240,8 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
         return q;
     }
 
-    for (;;) {
-        admit_siblings(h);
-        if (h->done || atomic_load(&srv->stopping)) break;
-        if (client_gone(h)) { /* close: request_completed cancels the request, freeing its KV */
-            pthread_mutex_unlock(&co->mu);
-            return MHD_NO;
-        }
-        wait_req(h, &co->mu);
-    }
-    if (!h->done || h->err) {
-        int code = h->done ? h->err : TS_E_UNAVAILABLE;
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", h->done ? h->err_msg : "the coordinator is stopping");
-        pthread_mutex_unlock(&co->mu);
-        return send_code(c, code, msg, NULL);
-    }
-    ts_buf b = {0};
-    rc = body_json(&b, h);
     pthread_mutex_unlock(&co->mu);
-    enum MHD_Result q = rc ? send_code(c, TS_E_NOMEM, "out of memory", NULL)
-                           : send_buf(c, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
-    ts_buf_free(&b);
-    return q;
+    return generate_wait(srv, c, hc);
 }
 
 /* ---- tokenize, detokenize (vLLM's shapes) ---- */
@@ -1442,6 +1495,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             if (cl && strtoull(cl, NULL, 10) > hc->limit) hc->too_big = true;
             if (!hc->too_big) return MHD_YES; /* the body follows */
         }
+    } else if (hc->h && !hc->h->stream) { /* woken (wake()): a non-streamed request's news */
+        return generate_wait(srv, c, hc);
     } else if (*upload_size) {
         if (!hc->too_big && hc->body.len + *upload_size > hc->limit) hc->too_big = true;
         if (!hc->too_big && ts_buf_append(&hc->body, upload, *upload_size)) return MHD_NO;
@@ -1508,7 +1563,16 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
         coordinator *co = srv->co;
         pthread_mutex_lock(&co->mu);
         http_req *h = hc->h;
-        h->done = true;                            /* no more outputs, no more admissions */
+        h->done = true; /* no more outputs, no more admissions */
+        if (h->live_prev)
+            h->live_prev->live_next = h->live_next;
+        else
+            srv->live = h->live_next;
+        if (h->live_next) h->live_next->live_prev = h->live_prev;
+        h->live_prev = h->live_next = NULL;
+        pthread_mutex_lock(&h->out_mu);
+        h->conn = NULL; /* not suspended: the connection is over */
+        pthread_mutex_unlock(&h->out_mu);
         for (int32_t i = 0; i < h->n_choices; i++) /* each may release: ch->r is then NULL */
             if (h->choices[i].r) co_request_client_done(co, h->choices[i].r);
         req_unref(h); /* the connection's reference holds h through the loop */
@@ -1532,6 +1596,7 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
 /* What serving and mapping need (no listener): the coordinator, the chat template. */
 static int http_init(co_http *srv, coordinator *co, const char *chat_template) {
     srv->co = co;
+    pthread_cond_init(&srv->watch_cv, NULL);
     srv->created = (int64_t)time(NULL);
     const char *model_tmpl = ts_tokenizer_chat_template(co->tok);
     int rc = ts_chat_template_open(chat_template, model_tmpl, &srv->chat);
@@ -1591,8 +1656,10 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
     srv->store = o->store;
     int rc = http_init(srv, co, o->chat_template);
     if (!rc) {
-        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_POLL | MHD_USE_ERROR_LOG;
+        /* One event thread (epoll where there is one) for every connection; suspend/resume
+         * for requests that wait (see Threads above). */
+        unsigned flags =
+            MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
         if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
         /* TLS (GnuTLS inside libmicrohttpd): the PEM text stays the caller's until stop. */
         struct MHD_OptionItem tls[] = {
@@ -1619,6 +1686,9 @@ int co_http_start(coordinator *co, const co_http_options *o, co_http **out) {
                 MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
         if (!rc && !srv->d)
             rc = ts_error_set(TS_E_IO, "--http-listen %s: cannot listen there", o->listen);
+        if (!rc && pthread_create(&srv->watcher, NULL, watch_main, srv) != 0)
+            rc = ts_error_set(TS_E_INTERNAL, "cannot start the HTTP watcher thread");
+        srv->watching = !rc;
     }
     freeaddrinfo(ai);
     if (rc) {
@@ -1638,8 +1708,17 @@ void co_http_stop(co_http *h) {
     if (!h) return;
     pthread_mutex_lock(&h->co->mu);
     atomic_store(&h->stopping, true);
+    pthread_cond_signal(&h->watch_cv);
     pthread_mutex_unlock(&h->co->mu);
-    if (h->d) MHD_stop_daemon(h->d); /* waiters see `stopping` within a second */
+    if (h->watching) pthread_join(h->watcher, NULL);
+    /* No connection may stay suspended through MHD_stop_daemon: each resumed one sees
+     * `stopping` (a 503, or the stream's end) and none suspends again. */
+    pthread_mutex_lock(&h->co->mu);
+    for (http_req *r = h->live; r; r = r->live_next)
+        wake(r);
+    pthread_mutex_unlock(&h->co->mu);
+    if (h->d) MHD_stop_daemon(h->d);
+    pthread_cond_destroy(&h->watch_cv);
     ts_chat_template_close(h->chat);
     free(h);
 }
