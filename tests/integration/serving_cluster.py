@@ -99,8 +99,16 @@ class Cluster:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                              env=env)
         p.log_path = log.name
+        p.node_name = name  # stop_node finds it by this, never by its command line
         self.procs.append(p)
         return p
+
+    def stop_node(self, name, timeout=30):
+        """Stops (SIGTERM, then waits for) the node started with this --name."""
+        for p in self.procs:
+            if getattr(p, "node_name", None) == name and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=timeout)
 
     def log(self, p):
         if p is None:  # a client-only cluster object (the processes run elsewhere)
