@@ -122,6 +122,9 @@ struct co_request {
     co_request *q_prev, *q_next; /* wait queue */
     co_request *g_prev, *g_next; /* the group's requests */
     co_request *h_next;          /* hash chain */
+    /* Another sample of this request's prompt (co_request_admit_sample): it waits until it
+     * has its first token; 0 for a request of its own. */
+    uint64_t lead_id;
 
     /* Disaggregated (disagg.c): the decode group that receives the KV (while `group` is the
      * prefill group) or that runs the request (on_decode; then `group` is the same). */
@@ -284,6 +287,14 @@ void co_disagg_forget_group(coordinator *co, co_group *g);
  * is full), TS_E_NOMEM. Under co->mu. */
 int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, const co_output *out,
                      void *out_user, co_request **r_out);
+/* The same for another sample of lead's prompt (a request's n > 1 choices): admitted, validated
+ * and refused like any request, it then waits in the queue (outside --max-queued-requests:
+ * its bound is n) until lead has its first token or is over, and goes to lead's group when that
+ * has room, so that it reads the prompt's KV from the prefix cache instead of computing it again.
+ * Under co->mu, with lead admitted by co_request_admit (or this) under the same hold. */
+int co_request_admit_sample(coordinator *co, const co_request *lead, ts_request *req,
+                            int64_t deadline_ns, const co_output *out, void *out_user,
+                            co_request **r_out);
 /* The adapter's side is over (the client finished, cancelled or went away): a request still
  * running is cancelled on its group (which frees its KV blocks at once); the request is freed
  * when no group holds it. Under co->mu. */

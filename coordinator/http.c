@@ -7,10 +7,10 @@
  * other than n), each a 400 naming the field.
  *
  * Choices: a request with n samples and P prompts (a list) has P × n choices, each its own
- * co_request, "index" prompt * n + sample. A prompt's first choice is admitted at once; its
- * siblings once it has produced its first output, when its prompt's KV blocks are in the prefix
- * cache (the scheduler publishes full blocks each step), so they prefill only the last partial
- * block. With a seed, sample j runs with seed + j (reproducible, and different per sample).
+ * co_request, "index" prompt * n + sample, all admitted at once; a prompt's further samples
+ * (co_request_admit_sample) run once its first has produced a token, on its group, whose prefix
+ * cache then holds the prompt's KV blocks (the scheduler publishes full blocks each step), so
+ * they prefill only the last partial block. With a seed, sample j runs with seed + j (reproducible, and different per sample).
  * One failing choice fails the request; the others are cancelled.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
@@ -108,9 +108,7 @@ typedef struct http_choice {
     struct http_req *h;
     int32_t index;  /* in "choices": prompt * n + sample */
     ts_request req; /* what it runs, until admitted (co_request_admit moves it) */
-    bool admitted;  /* admission was tried */
     co_request *r;  /* NULL before admission and after its release */
-    bool started;   /* its first output came: its prompt's KV is in the prefix cache */
     bool sent_role; /* chat stream: the first delta (with the role) went out */
     ts_buf echo;    /* streaming echo: the prompt, for the choice's first chunk */
     ts_buf text;    /* not streaming: the choice's text (the echoed prompt first) */
@@ -133,7 +131,6 @@ typedef struct http_req {
     bool gone;                              /* the watcher found its client gone */
     struct http_req *live_prev, *live_next; /* in srv->live, under co->mu */
     bool out_end;          /* stream: its last bytes are in out */
-    bool siblings_waiting; /* stream: choices wait for their prompt's first (the reader's own) */
     int refs;
     bool stream, include_usage;
     bool chat;     /* /v1/chat/completions: chat.completion objects */
@@ -841,8 +838,6 @@ static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, 
     http_choice *ch = r->out_user;
     http_req *h = ch->h;
     if (h->done) return TS_E_CANCELLED; /* the request failed, or its connection is over */
-    bool first = !ch->started;
-    ch->started = true;
     if (h->stream && sse_pending(h) > HTTP_MAX_PENDING) return TS_E_EXHAUSTED;
     int rc = keep_logprob(ch, r, token, logprob);
     if (rc) return rc;
@@ -850,9 +845,9 @@ static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, 
         rc = ts_buf_append(&ch->text, text, n);
     else if (n)
         rc = sse_event(h, ch, text, n, NULL, NULL);
-    /* The connection wakes for a stream's bytes and for a first token (its siblings may start);
-     * a waiting non-streamed request's other tokens are no news to it. */
-    if (first || (h->stream && n)) wake(h);
+    /* The connection wakes for a stream's bytes; a waiting non-streamed request's tokens are no
+     * news to it. */
+    if (h->stream && n) wake(h);
     return rc;
 }
 
@@ -861,7 +856,6 @@ static int out_finish(co_request *r, const char *text, size_t n, int32_t token, 
     http_choice *ch = r->out_user;
     http_req *h = ch->h;
     if (h->done) return TS_E_CANCELLED;
-    ch->started = true;
     ch->reason = reason;
     ch->usage = *usage;
     int rc = keep_logprob(ch, r, token, logprob);
@@ -910,17 +904,19 @@ static const char *http_param(const char *field, bool chat) {
     return field;
 }
 
-/* Admits one choice (under co->mu): 0, or the refusal's code (its message in ts_error, and
- * *param the field a TS_E_INVALID is about, or NULL). */
-static int admit_choice(http_req *h, http_choice *ch, const char **param) {
+/* Admits one choice (under co->mu), another sample of lead's prompt unless lead is NULL (it then
+ * waits for lead's first token, co_request_admit_sample): 0, or the refusal's code (its message
+ * in ts_error, and *param the field a TS_E_INVALID is about, or NULL). */
+static int admit_choice(http_req *h, http_choice *ch, const co_request *lead, const char **param) {
     co_request *r = NULL;
     const char *field = NULL;
     /* Admission runs this same validation first (the fields, without the model): its refusal
      * is this one, and the field gives the error its "param". */
-    if (param) (void)ts_request_check(&ch->req, NULL, &field);
-    ch->admitted = true;
-    int rc = co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
-    if (param) *param = rc == TS_E_INVALID ? http_param(field, h->chat) : NULL;
+    (void)ts_request_check(&ch->req, NULL, &field);
+    int rc = lead ? co_request_admit_sample(h->srv->co, lead, &ch->req, INT64_MAX, &http_output,
+                                            ch, &r)
+                  : co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
+    *param = rc == TS_E_INVALID ? http_param(field, h->chat) : NULL;
     if (rc) return rc;
     ch->r = r;
     h->refs++; /* the co_request's (out_release) */
@@ -930,24 +926,6 @@ static int admit_choice(http_req *h, http_choice *ch, const char **param) {
     if (h->stream && ch->echo.len && sse_event(h, ch, ch->echo.data, ch->echo.len, NULL, NULL))
         ts_log(TS_LOG_WARN, r->client_id, "out of memory echoing the prompt");
     return TS_OK;
-}
-
-/* Admits the choices whose prompt's first choice has started (its KV is then cached for them).
- * A refusal fails the request. Under co->mu; the connection's thread, between waits. Whether
- * choices still wait. */
-static bool admit_siblings(http_req *h) {
-    bool waiting = false;
-    for (int32_t i = 0; i < h->n_choices && !h->done; i++) {
-        http_choice *ch = &h->choices[i];
-        if (ch->admitted) continue;
-        if (!h->choices[i - i % h->per_prompt].started) {
-            waiting = true;
-            continue;
-        }
-        int rc = admit_choice(h, ch, NULL);
-        if (rc) fail_req(h, rc, ts_error_message());
-    }
-    return waiting && !h->done;
 }
 
 /* The client closed its connection (or it broke) while its request waits or runs: nobody
@@ -988,14 +966,8 @@ static void *watch_main(void *arg) {
  * a wake. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     http_req *h = cls;
-    coordinator *co = h->srv->co;
     (void)pos;
     ssize_t n;
-    if (h->siblings_waiting) { /* admission needs the coordinator's lock, and comes first */
-        pthread_mutex_lock(&co->mu);
-        h->siblings_waiting = admit_siblings(h);
-        pthread_mutex_unlock(&co->mu);
-    }
     pthread_mutex_lock(&h->out_mu);
     size_t avail = h->out.len - h->out_off;
     if (avail) {
@@ -1083,7 +1055,6 @@ static http_req *new_req(co_http *srv, const completion_opts *o, bool logprobs, 
     h->srv = srv;
     pthread_mutex_init(&h->out_mu, NULL);
     h->stream = o->stream;
-    h->siblings_waiting = o->stream && n_choices > 1 && o->n > 1;
     h->include_usage = o->include_usage;
     h->chat = o->chat;
     h->logprobs = logprobs;
@@ -1136,14 +1107,13 @@ static int body_json(ts_buf *b, http_req *h) {
     return tail_json(&w, &u);
 }
 
-/* A non-streamed request after admission, and each time its connection is woken: the siblings
- * whose prompt has started are admitted; when it is done (or failed, or the server stops) the
- * response goes out, else the connection suspends until the next wake. */
+/* A non-streamed request after admission, and each time its connection is woken: when it is
+ * done (or failed, or the server stops) the response goes out, else the connection suspends
+ * until the next wake. */
 static enum MHD_Result generate_wait(co_http *srv, struct MHD_Connection *c, http_conn *hc) {
     coordinator *co = srv->co;
     http_req *h = hc->h;
     pthread_mutex_lock(&co->mu);
-    admit_siblings(h);
     if (!h->done && !atomic_load(&srv->stopping)) {
         pthread_mutex_lock(&h->out_mu);
         bool gone = h->gone;
@@ -1212,8 +1182,10 @@ static enum MHD_Result handle_generate(co_http *srv, struct MHD_Connection *c, h
     if (srv->live) srv->live->live_prev = h;
     srv->live = h;
     const char *param = NULL;
-    for (int32_t i = 0; !rc && i < h->n_choices; i += h->per_prompt)
-        rc = admit_choice(h, &h->choices[i], &param); /* each prompt's first: siblings follow */
+    for (int32_t i = 0; !rc && i < h->n_choices; i++) { /* a prompt's first, then its samples */
+        int32_t j = i % h->per_prompt;
+        rc = admit_choice(h, &h->choices[i], j ? h->choices[i - j].r : NULL, &param);
+    }
     if (rc) { /* a choice refused: the admitted ones are cancelled when the connection ends */
         char msg[512];
         snprintf(msg, sizeof msg, "%s", ts_error_message());

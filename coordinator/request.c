@@ -125,8 +125,8 @@ static int prepare(coordinator *co, ts_request *rq) {
     return rc;
 }
 
-int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, const co_output *out,
-                     void *out_user, co_request **r_out) {
+static int admit(coordinator *co, uint64_t lead_id, ts_request *req, int64_t deadline_ns,
+                 const co_output *out, void *out_user, co_request **r_out) {
     *r_out = NULL;
     co_request *r = calloc(1, sizeof *r);
     if (!r) {
@@ -158,6 +158,7 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
     /* Outputs first: a failed send to the chosen group may already end the request. */
     r->out = out;
     r->out_user = out_user;
+    r->lead_id = lead_id;
     rc = co_route(co, r, false);
     if (rc) {
         /* Not admitted (nothing was sent): the adapter reports rc and keeps its out_user. */
@@ -173,6 +174,17 @@ int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, cons
            r->req.params.max_tokens);
     *r_out = r;
     return TS_OK;
+}
+
+int co_request_admit(coordinator *co, ts_request *req, int64_t deadline_ns, const co_output *out,
+                     void *out_user, co_request **r_out) {
+    return admit(co, 0, req, deadline_ns, out, out_user, r_out);
+}
+
+int co_request_admit_sample(coordinator *co, const co_request *lead, ts_request *req,
+                            int64_t deadline_ns, const co_output *out, void *out_user,
+                            co_request **r_out) {
+    return admit(co, lead->id, req, deadline_ns, out, out_user, r_out);
 }
 
 void co_request_client_done(coordinator *co, co_request *r) {

@@ -15,6 +15,8 @@
  * highest priority first and in arrival order within a priority (retried requests in front); more
  * than --max-queued-requests of its priority waiting gives RESOURCE_EXHAUSTED. With prefill and
  * decode groups live, disagg.c picks instead (a prefill group and a decode group with KV room).
+ * A request's further samples (n > 1, co_request_admit_sample) wait until its first has a token,
+ * then follow it to its group, whose prefix cache now holds their prompt.
  */
 #include "coordinator/coordinator.h"
 
@@ -51,7 +53,19 @@ static int64_t work_ahead(const co_group *g, const co_request *r) {
     return g->outstanding + r->req.n_prompt_ids - cached;
 }
 
+/* Another sample of a prompt whose first request has no token yet: it waits, since until then
+ * its prompt's KV is in no prefix cache (and running it would compute the prompt again). */
+static bool waits_for_lead(coordinator *co, const co_request *r) {
+    if (!r->lead_id) return false;
+    const co_request *lead = co_request_find(co, r->lead_id);
+    return lead && !lead->closed && lead->n_generated == 0;
+}
+
 static co_group *pick(coordinator *co, const co_request *r) {
+    /* A sample goes where its prompt's first request runs: that group's prefix cache holds the
+     * prompt, before a heartbeat tells the prefix index so. */
+    const co_request *lead = r->lead_id ? co_request_find(co, r->lead_id) : NULL;
+    if (lead && lead->group && has_room(lead->group, r)) return lead->group;
     co_group *best = NULL;
     int64_t best_work = 0;
     for (int pass = 0; pass < 2 && !best; pass++)
@@ -172,15 +186,20 @@ int co_submit_to(coordinator *co, co_group *g, co_request *r) {
 
 /* Requests of this priority in the wait queue: each priority has its own bound, so that a flood
  * of batch work (or of one class) never keeps interactive requests out. The queue is short (its
- * bound times the priorities in use), so it is counted, not indexed. */
+ * bound times the priorities in use), so it is counted, not indexed. A request's further samples
+ * (n > 1) are not counted: they belong to an admitted request, bounded by its n. */
 static int queued_at(const coordinator *co, int32_t priority) {
     int n = 0;
     for (const co_request *q = co->q_head; q; q = q->q_next)
-        n += q->req.params.priority == priority;
+        n += q->req.params.priority == priority && !q->lead_id;
     return n;
 }
 
 int co_route(coordinator *co, co_request *r, bool front) {
+    if (waits_for_lead(co, r)) { /* part of an admitted request: its bound is its n */
+        queue_push(co, r, front);
+        return TS_OK;
+    }
     co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
     if (g) {
         ts_log(TS_LOG_DEBUG, r->client_id, "to group %s (%d active, %lld outstanding tokens)",
@@ -195,7 +214,7 @@ int co_route(coordinator *co, co_request *r, bool front) {
         ts_now_ns() - co->t_started > (int64_t)co->heartbeat_timeout_ms * 1000000)
         return ts_error_set(TS_E_UNAVAILABLE, "no node group is serving");
     int waiting = front ? 0 : queued_at(co, r->req.params.priority);
-    if (!front && waiting >= co->max_queue)
+    if (!front && !r->lead_id && waiting >= co->max_queue)
         return ts_error_set(TS_E_EXHAUSTED,
                             "%d requests of priority %d are waiting (--max-queued-requests %d); "
                             "retry later",
@@ -210,7 +229,9 @@ void co_route_queue(coordinator *co, int64_t now) {
     co_request *r = co->q_head;
     while (r) {
         co_request *next = r->q_next;
-        co_group *g = co_disagg_on(co) ? co_disagg_pick(co, r) : pick(co, r);
+        co_group *g = waits_for_lead(co, r) ? NULL
+                      : co_disagg_on(co)    ? co_disagg_pick(co, r)
+                                            : pick(co, r);
         if (!g) {
             r = next;
             continue; /* keep arrival order for this one; smaller ones may still fit */
