@@ -129,9 +129,12 @@ static int send_all(ts_http_conn *c, const void *data, size_t n) {
 }
 
 /* Reads what the server has sent (waiting for it): 1 with more bytes in c->in, 0 at the end of
- * the stream, or an error. */
+ * the stream, or an error. Bytes that come after the deadline are its miss, also when they were
+ * there at once (a loaded client reads a whole answer in one go). */
 static int fill(ts_http_conn *c, int64_t deadline_ns) {
     for (;;) {
+        if (deadline_ns > 0 && ts_now_ns() > deadline_ns)
+            return ts_error_set(TS_E_TIMEOUT, "%s: no answer within the deadline", c->base);
         int wait_ms = c->timeout_s > 0 ? c->timeout_s * 1000 : -1;
         bool by_deadline = false;
         if (deadline_ns > 0) {

@@ -72,8 +72,9 @@ def main():
                     "%s: %d requests ok (%r)" % (name, REQUESTS, r))
             f.check(r.get("tokens") == REQUESTS * MAX_TOKENS,
                     "%s: exactly %d tokens (%r)" % (name, REQUESTS * MAX_TOKENS, r.get("tokens")))
+            # ITL's p99: a loaded machine may deliver most of a tiny model's tokens in bursts
             f.check(r.get("ttft_ms", {}).get("p99", 0) > 0 and
-                    r.get("itl_ms", {}).get("p50", 0) > 0,
+                    r.get("itl_ms", {}).get("p99", 0) > 0,
                     "%s: TTFT and ITL measured (%r %r)" % (name, r.get("ttft_ms"), r.get("itl_ms")))
             if coordinator:
                 f.check("coordinator_cpu_s" in r, "%s: the coordinator's CPU measured" % name)
