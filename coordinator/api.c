@@ -11,6 +11,8 @@
  * RESOURCE_EXHAUSTED; otherwise it runs (router.c) and streams (request.c → the callbacks below,
  * one GenerateResponse per output). A client that cancels, goes away, or passes its deadline
  * ends the call; on_done then cancels the request on its node, which frees its KV blocks at once.
+ * A call with n samples runs n requests (co_request_admit_sample: they share the prompt's KV) whose
+ * messages carry their index; it ends OK when all n have finished, or with the first error.
  *
  * Tokenizing runs on the rpc loop thread: it is pure CPU work of O(n log n) in the prompt and
  * takes microseconds for typical prompts; the loop never waits on I/O or a lock held across I/O.
@@ -48,8 +50,37 @@ static bool authorized(coordinator *co, ts_rpc_call *call) {
 
 /* ---- Generate: the request model in, its outputs as GenerateResponse messages out ---- */
 
+/* One call's samples (GenerateRequest.n): each runs as a co_request of its own, the first
+ * admitted with co_request_admit, the others as its samples (co_request_admit_sample), and all
+ * stream into the one call. The call's data. Under co->mu: refs (the call's, until
+ * generate_done, and one per admitted sample, until its release), n_done, over. */
+typedef struct grpc_gen grpc_gen;
+typedef struct grpc_sample {
+    grpc_gen *gen;
+    int32_t index;
+    co_request *r; /* NULL before admission and after its release */
+} grpc_sample;
+
+struct grpc_gen {
+    ts_rpc_call *call; /* a reference, dropped with the last of refs */
+    int refs;
+    int32_t n, n_done;
+    bool over; /* failed or finished: the samples still running are cancelled at their output */
+    char id[TS_REQUEST_ID_BYTES]; /* request_id: the first sample's, for all of them */
+    grpc_sample samples[];
+};
+
+static void gen_unref(grpc_gen *gen) {
+    if (--gen->refs > 0) return;
+    ts_rpc_call_unref(gen->call);
+    free(gen);
+}
+
 static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, float logprob,
                      ts_finish_reason finish, const ts_request_usage *u) {
+    grpc_sample *s = r->out_user;
+    grpc_gen *gen = s->gen;
+    if (gen->over) return TS_E_CANCELLED; /* another sample failed: this one ends */
     Tessera__V1__GenerateResponse m = TESSERA__V1__GENERATE_RESPONSE__INIT;
     Tessera__V1__Usage usage;
     char *copy = malloc(n + 1); /* protobuf-c wants a NUL-terminated string */
@@ -57,6 +88,7 @@ static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, f
     if (n) memcpy(copy, text, n);
     copy[n] = '\0';
     m.text = copy;
+    m.index = s->index;
     Tessera__V1__TopLogprobs top = TESSERA__V1__TOP_LOGPROBS__INIT, *tops = &top;
     if (token >= 0) {
         m.n_token_ids = 1;
@@ -73,17 +105,19 @@ static int grpc_send(co_request *r, const char *text, size_t n, int32_t token, f
             m.top_logprobs = &tops;
         }
     }
-    /* request_id on the first and the last message */
-    if (!r->sent_first || finish != TS_FINISH_NONE) m.request_id = r->client_id;
+    /* request_id on each sample's first and last message */
+    if (!r->sent_first || finish != TS_FINISH_NONE) m.request_id = gen->id;
     if (finish != TS_FINISH_NONE) {
         m.finish_reason = ts_finish_reason_to_pb(finish);
         ts_request_usage_to_pb(u, &usage);
         m.usage = &usage;
     }
-    ts_rpc_call *call = r->out_user;
-    int rc = ts_rpc_call_send_pb(call, &m.base);
+    int rc = ts_rpc_call_send_pb(gen->call, &m.base);
     free(copy);
-    if (!rc && finish != TS_FINISH_NONE) ts_rpc_call_finish(call, TS_RPC_OK, NULL);
+    if (!rc && finish != TS_FINISH_NONE && ++gen->n_done == gen->n) {
+        gen->over = true;
+        ts_rpc_call_finish(gen->call, TS_RPC_OK, NULL);
+    }
     return rc;
 }
 
@@ -96,16 +130,36 @@ static int grpc_finish(co_request *r, const char *text, size_t n, int32_t token,
     return grpc_send(r, text, n, token, logprob, reason, usage);
 }
 
+/* A sample failed: so does the call (its other samples are cancelled by generate_done, or at
+ * their next output). */
 static void grpc_error(co_request *r, int code, const char *message) {
-    ts_rpc_call_abort(r->out_user, ts_rpc_status_from_error(code), message);
+    grpc_gen *gen = ((grpc_sample *)r->out_user)->gen;
+    if (gen->over) return;
+    gen->over = true;
+    ts_rpc_call_abort(gen->call, ts_rpc_status_from_error(code), message);
 }
 
 static void grpc_release(co_request *r) {
-    ts_rpc_call_unref(r->out_user);
+    grpc_sample *s = r->out_user;
+    s->r = NULL;
+    gen_unref(s->gen);
 }
 
 static const co_output grpc_output = {
     .tokens = grpc_tokens, .finish = grpc_finish, .error = grpc_error, .release = grpc_release};
+
+/* Admits sample i (under co->mu): a copy of the first's request, seed + i when seeded. */
+static int admit_sample(coordinator *co, grpc_gen *gen, const ts_request *first, int32_t i,
+                        int64_t deadline) {
+    ts_request req;
+    if (ts_request_copy(&req, first)) return TS_E_NOMEM;
+    if (req.has_seed) req.params.seed += (uint64_t)i;
+    grpc_sample *s = &gen->samples[i];
+    const co_request *lead = gen->samples[0].r;
+    int rc = co_request_admit_sample(co, lead, &req, deadline, &grpc_output, s, &s->r);
+    if (!rc) gen->refs++; /* the sample's (grpc_release) */
+    return rc;
+}
 
 static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len, void *arg) {
     coordinator *co = arg;
@@ -118,30 +172,56 @@ static void generate_message(ts_rpc_call *call, const uint8_t *data, size_t len,
     ts_request req;
     int rc = ts_request_from_generate(q, &req); /* the one mapping (request/request_pb.h) */
     tessera__v1__generate_request__free_unpacked(q, NULL);
+    if (!rc) rc = ts_request_validate(&req, NULL); /* n within its limits before allocating */
+    int32_t n = req.n > 0 ? req.n : 1;
+    grpc_gen *gen = rc ? NULL : calloc(1, sizeof *gen + (size_t)n * sizeof *gen->samples);
+    if (!rc && !gen) rc = ts_error_set(TS_E_NOMEM, "coordinator out of memory");
+    ts_request rest; /* the other samples' request: the first's before admission moves it */
+    ts_request_init(&rest);
+    if (!rc && n > 1 && ts_request_copy(&rest, &req))
+        rc = ts_error_set(TS_E_NOMEM, "coordinator out of memory");
     if (rc) {
+        free(gen);
         ts_request_free(&req);
         ts_rpc_call_fail(call, rc, NULL);
         return;
     }
-    co_request *r = NULL;
-    ts_rpc_call_ref(call); /* the request's (grpc_release) */
+    ts_rpc_call_ref(call); /* the samples' (gen_unref) */
+    gen->call = call;
+    gen->refs = 1; /* the call's (generate_done) */
+    gen->n = n;
+    for (int32_t i = 0; i < n; i++) {
+        gen->samples[i].gen = gen;
+        gen->samples[i].index = i;
+    }
+    ts_rpc_call_set_data(call, gen); /* generate_done ends every admitted sample */
+    int64_t deadline = ts_rpc_call_deadline_ns(call);
     pthread_mutex_lock(&co->mu);
-    rc = co_request_admit(co, &req, ts_rpc_call_deadline_ns(call), &grpc_output, call, &r);
-    if (rc) {
-        ts_rpc_call_unref(call);
+    grpc_sample *s0 = &gen->samples[0];
+    rc = co_request_admit(co, &req, deadline, &grpc_output, s0, &s0->r);
+    if (!rc) {
+        gen->refs++;
+        snprintf(gen->id, sizeof gen->id, "%s", s0->r->client_id);
+    }
+    for (int32_t i = 1; !rc && i < n; i++)
+        rc = admit_sample(co, gen, &rest, i, deadline);
+    if (rc) { /* the samples admitted are cancelled by generate_done */
+        gen->over = true;
         ts_rpc_call_fail(call, rc, NULL);
-    } else {
-        ts_rpc_call_set_data(call, r);
     }
     pthread_mutex_unlock(&co->mu);
+    ts_request_free(&rest);
 }
 
 static void generate_done(ts_rpc_call *call, int cancelled, void *arg) {
     coordinator *co = arg;
-    co_request *r = ts_rpc_call_data(call);
-    if (!r) return;
+    grpc_gen *gen = ts_rpc_call_data(call);
+    if (!gen) return;
     pthread_mutex_lock(&co->mu);
-    co_request_client_done(co, r);
+    gen->over = true;
+    for (int32_t i = 0; i < gen->n; i++) /* each may release: its r is then NULL */
+        if (gen->samples[i].r) co_request_client_done(co, gen->samples[i].r);
+    gen_unref(gen); /* the call's: it held gen through the loop */
     pthread_mutex_unlock(&co->mu);
 }
 

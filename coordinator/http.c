@@ -10,8 +10,8 @@
  * co_request, "index" prompt * n + sample, all admitted at once; a prompt's further samples
  * (co_request_admit_sample) run once its first has produced a token, on its group, whose prefix
  * cache then holds the prompt's KV blocks (the scheduler publishes full blocks each step), so
- * they prefill only the last partial block. With a seed, sample j runs with seed + j (reproducible, and different per sample).
- * One failing choice fails the request; the others are cancelled.
+ * they prefill only the last partial block. With a seed, sample j runs with seed + j (reproducible,
+ * and different per sample). One failing choice fails the request; the others are cancelled.
  *
  *   GET  /health                200 {"status":"ok"} while a group serves, else 503
  *   GET  /metrics               Prometheus text format (metrics.h)
@@ -97,7 +97,6 @@ typedef struct lp_entry {
 } lp_entry;
 
 enum {
-    HTTP_MAX_N = 128,        /* n: samples per prompt */
     HTTP_MAX_CHOICES = 1024, /* prompts × n of one request */
 };
 
@@ -130,7 +129,7 @@ typedef struct http_req {
     bool suspended;                         /* conn is suspended: wake() resumes it */
     bool gone;                              /* the watcher found its client gone */
     struct http_req *live_prev, *live_next; /* in srv->live, under co->mu */
-    bool out_end;          /* stream: its last bytes are in out */
+    bool out_end;                           /* stream: its last bytes are in out */
     int refs;
     bool stream, include_usage;
     bool chat;     /* /v1/chat/completions: chat.completion objects */
@@ -383,17 +382,17 @@ static int map_stop(const ts_json *s, ts_request *req, completion_opts *o) {
     return TS_OK;
 }
 
-/* n (1 to HTTP_MAX_N samples per prompt), and what is refused rather than ignored, since a
- * client asking for it would get something else: best_of other than n (choosing the best of
- * several samples), suffix (insertion). */
+/* n (1 to TS_MAX_SAMPLES samples per prompt; checked here, before the choices are made), and what
+ * is refused rather than ignored, since a client asking for it would get something else: best_of
+ * other than n (choosing the best of several samples), suffix (insertion). */
 static int map_choices(const ts_json *root, completion_opts *o) {
     int64_t n = 1, best_of = 1;
     bool has;
     int rc = get_integer(root, "n", &n, &has, o);
     if (rc) return rc;
     if (!has) n = 1;
-    if (n < 1 || n > HTTP_MAX_N)
-        return field_error(o, "n", "n must be in [1, %d], got %lld", HTTP_MAX_N, (long long)n);
+    if (n < 1 || n > TS_MAX_SAMPLES)
+        return field_error(o, "n", "n must be in [1, %d], got %lld", TS_MAX_SAMPLES, (long long)n);
     o->n = (int32_t)n;
     if ((rc = get_integer(root, "best_of", &best_of, &has, o))) return rc;
     if (has && best_of != n)
@@ -470,6 +469,7 @@ static int map_completion(co_http *srv, const ts_json *root, ts_request *req,
         return field_error(o, NULL, "the request body must be a JSON object");
     int rc = map_choices(root, o);
     if (rc) return rc;
+    req->n = o->n;
     const ts_json *m = member(root, "model");
     if (m && m->type != TS_JSON_STRING) return field_error(o, "model", "model must be a string");
     if (m && (rc = ts_request_set_model(req, m->string))) return rc;
@@ -913,9 +913,9 @@ static int admit_choice(http_req *h, http_choice *ch, const co_request *lead, co
     /* Admission runs this same validation first (the fields, without the model): its refusal
      * is this one, and the field gives the error its "param". */
     (void)ts_request_check(&ch->req, NULL, &field);
-    int rc = lead ? co_request_admit_sample(h->srv->co, lead, &ch->req, INT64_MAX, &http_output,
-                                            ch, &r)
-                  : co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
+    int rc =
+        lead ? co_request_admit_sample(h->srv->co, lead, &ch->req, INT64_MAX, &http_output, ch, &r)
+             : co_request_admit(h->srv->co, &ch->req, INT64_MAX, &http_output, ch, &r);
     *param = rc == TS_E_INVALID ? http_param(field, h->chat) : NULL;
     if (rc) return rc;
     ch->r = r;

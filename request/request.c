@@ -43,6 +43,7 @@ static const ts_request_field fields[TS_REQUEST_FIELD_COUNT] = {
     [TS_REQUEST_FIELD_LOGIT_BIAS_VALUE] = {"sampling.logit_bias[i]", NULL, -100, 100, false, NULL},
     [TS_REQUEST_FIELD_TOP_LOGPROBS] = {"sampling.top_logprobs", NULL, 0, TS_MAX_TOP_LOGPROBS, false,
                                        NULL},
+    [TS_REQUEST_FIELD_SAMPLES] = {"n", NULL, 1, TS_MAX_SAMPLES, false, NULL},
 };
 
 const ts_request_field *ts_request_field_get(ts_request_field_id id) {
@@ -98,6 +99,7 @@ static double value_of(const ts_request *r, ts_request_field_id id) {
     case TS_REQUEST_FIELD_LOGIT_BIAS: return p->n_logit_bias;
     case TS_REQUEST_FIELD_LOGIT_BIAS_VALUE: return 0; /* per entry, in validate */
     case TS_REQUEST_FIELD_TOP_LOGPROBS: return p->top_logprobs;
+    case TS_REQUEST_FIELD_SAMPLES: return r->n ? r->n : 1; /* 0: unset */
     case TS_REQUEST_FIELD_COUNT: break;
     }
     return 0;

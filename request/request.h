@@ -31,6 +31,7 @@ enum {
     TS_REQUEST_ID_BYTES = 128, /* a client's request id, NUL included */
     TS_MAX_LOGIT_BIAS = 300,   /* logit_bias entries of one request (OpenAI's limit) */
     TS_MAX_TOP_LOGPROBS = 20,  /* top_logprobs of one request (OpenAI's chat limit) */
+    TS_MAX_SAMPLES = 128,      /* n: samples of one prompt (OpenAI's limit) */
 };
 
 typedef enum {
@@ -111,6 +112,10 @@ typedef struct ts_request {
     bool has_seed;      /* params.seed was given; else the coordinator draws a fresh random one
                          * where the request enters (ts_request_pick_seed) */
     char *cache_salt;   /* NULL or "": none; see ts_request_params.cache_salt */
+    /* Samples of the prompt the client wants (OpenAI's n; 0: one). Only the front door reads
+     * it: it runs each sample as a request of its own (the coordinator's co_request_admit_sample),
+     * sample j with seed + j when seeded. */
+    int32_t n;
     ts_request_params params;
 } ts_request;
 
@@ -137,6 +142,7 @@ typedef enum {
     TS_REQUEST_FIELD_LOGIT_BIAS, /* the number of entries (each id must be in the vocabulary) */
     TS_REQUEST_FIELD_LOGIT_BIAS_VALUE, /* each entry's bias */
     TS_REQUEST_FIELD_TOP_LOGPROBS,
+    TS_REQUEST_FIELD_SAMPLES, /* n (0 counts as 1) */
     TS_REQUEST_FIELD_COUNT
 } ts_request_field_id;
 

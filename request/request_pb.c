@@ -94,6 +94,7 @@ int ts_request_from_generate(const Tessera__V1__GenerateRequest *q, ts_request *
     p->priority = q->priority;
     out->no_bos = q->no_bos;
     out->ignore_eos = q->ignore_eos;
+    out->n = q->n;
     int rc = ts_request_set_model(out, q->model);
     if (!rc && q->cache_salt[0]) rc = ts_request_set_cache_salt(out, q->cache_salt);
     if (!rc && q->request_id[0]) rc = ts_request_set_id(out, q->request_id);
@@ -130,6 +131,7 @@ void ts_request_to_generate(const ts_request *r, Tessera__V1__GenerateRequest *q
     q->request_id = r->request_id ? r->request_id : "";
     q->no_bos = r->no_bos;
     q->ignore_eos = r->ignore_eos;
+    q->n = r->n;
     q->cache_salt = r->cache_salt ? r->cache_salt : "";
 }
 

@@ -21,6 +21,11 @@
      ids outside the vocabulary, a prompt longer than the context) and its limit (temperature above 2,
      five stop strings, penalties outside [-2, 2], logit_bias keys, ids and values, priority,
      user) and INVALID_ARGUMENT over gRPC.
+  6. gRPC's n: n=3 streams samples 0-2 in one call, each with its last message and usage, the
+     call's request_id, samples 1 and 2 reading the prompt's full blocks from the prefix cache;
+     seeded, it is reproducible and sample j is the text of seed + j alone; greedy n=2 is the
+     greedy text twice; n 129 and -1 are INVALID_ARGUMENT; cancelling an n=4 call frees the KV
+     of every sample.
 Everything the test starts is stopped.
 
   test_http_sampling.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
@@ -286,7 +291,56 @@ def grpc_checks(f, c, stop, expected):
         code, details = c.status_of(prompt=PROMPT, max_tokens=2, **fields)
         f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and words in details,
                 "gRPC %s: INVALID_ARGUMENT naming %r (%s %r)" % (fields, words, code, details))
+    grpc_samples(f, c, greedy)
     return out
+
+
+def grpc_samples(f, c, greedy):
+    """GenerateRequest.n: indexed samples in one call, sharing the prompt's KV."""
+    S = c.pb.SamplingParams
+
+    def by_index(msgs):
+        texts, ends = {}, {}
+        for m in msgs:
+            texts[m.index] = texts.get(m.index, "") + m.text
+            if m.finish_reason:
+                ends.setdefault(m.index, []).append(m)
+        return texts, ends
+
+    long_ids = [1 + (i * 29) % 400 for i in range(40)]  # two full KV blocks of 16 and a part
+    kw = dict(prompt_ids=long_ids, max_tokens=16, ignore_eos=True, request_id="samples-1")
+    _, _, msgs = c.generate(n=3, sampling=S(temperature=1, seed=7), **kw)
+    texts, ends = by_index(msgs)
+    f.check(sorted(texts) == [0, 1, 2] and all(len(ends.get(i, [])) == 1 for i in range(3)),
+            "gRPC n=3: samples 0-2, each with one last message: %s" % sorted(ends.items()))
+    usage = {i: e[0].usage for i, e in ends.items()}
+    f.check(all(u.completion_tokens == 16 and u.prompt_tokens == 40 for u in usage.values()),
+            "gRPC n=3: each sample's usage: %s" % usage)
+    f.check(all(usage[i].cached_prompt_tokens >= 32 for i in (1, 2) if i in usage),
+            "gRPC n=3: samples 1 and 2 read the prompt's full blocks from the cache: %s" % usage)
+    f.check({m.request_id for m in msgs if m.request_id} == {"samples-1"},
+            "gRPC n=3: the call's request_id on every sample")
+    f.check(len(set(texts.values())) == 3, "gRPC n=3 sampled: three texts: %s" % texts)
+    again, _ = by_index(list(c.generate_call(n=3, sampling=S(temperature=1, seed=7), **kw)))
+    f.check(again == texts, "gRPC n=3 seeded: reproducible: %s vs %s" % (again, texts))
+    for j in range(3):
+        alone, _, _ = c.generate(sampling=S(temperature=1, seed=7 + j), **kw)
+        f.check(texts.get(j) == alone, "gRPC n=3: sample %d is seed 7 + %d's text (%r vs %r)"
+                % (j, j, texts.get(j), alone))
+    _, _, msgs = c.generate(prompt=PROMPT, max_tokens=PEN_N, n=2)
+    texts, _ = by_index(msgs)
+    f.check(texts == {0: greedy, 1: greedy}, "gRPC greedy n=2: the greedy text twice: %s" % texts)
+    for n in (129, -1):
+        code, details = c.status_of(prompt=PROMPT, max_tokens=2, n=n)
+        f.check(code == c.grpc.StatusCode.INVALID_ARGUMENT and "n must be in [1, 128]" in details,
+                "gRPC n=%d: INVALID_ARGUMENT naming n (%s %r)" % (n, code, details))
+    # Cancelled after the first message: every sample's KV is freed.
+    call = c.generate_call(prompt_ids=long_ids, max_tokens=100, ignore_eos=True, n=4,
+                           sampling=S(temperature=1))
+    next(call)
+    call.cancel()
+    f.check(c.wait_kv_idle(), "gRPC n=4 cancelled: every sample's KV blocks are freed: %s"
+            % c.health())
 
 
 def main():

@@ -70,6 +70,7 @@ static void set_field(ts_request *r, ts_request_field_id id, double v) {
         p->logit_bias[0] = (float)v;
         break;
     case TS_REQUEST_FIELD_TOP_LOGPROBS: p->top_logprobs = (int32_t)v; break;
+    case TS_REQUEST_FIELD_SAMPLES: r->n = (int32_t)v; break;
     case TS_REQUEST_FIELD_COUNT: break;
     }
 }
@@ -124,6 +125,7 @@ static void test_every_field_holds_at_its_limits_and_is_refused_outside(void) {
             if (i == 2 && !is_float_field(id)) continue; /* NaN: float fields only */
             if (f->unit && outside[i] < 0) continue;
             if (id == TS_REQUEST_FIELD_STOP_IDS && outside[i] > 40) continue;
+            if (id == TS_REQUEST_FIELD_SAMPLES && outside[i] == 0) continue; /* 0: unset, 1 */
             ts_request r = good();
             set_field(&r, (ts_request_field_id)id, outside[i]);
             CHECK_EQ_INT(ts_request_validate(&r, &m), TS_E_INVALID);
@@ -217,7 +219,14 @@ static void test_generate_request_zero_values_are_the_defaults(void) {
     CHECK_EQ_STR(r.prompt, "Once");
     CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_OK);
     CHECK(!r.has_seed); /* no seed: the coordinator draws one */
+    CHECK_EQ_INT(r.n, 0); /* one sample */
     ts_request_free(&r);
+    q.n = -1; /* 0 is unset (one sample); below it is refused */
+    CHECK_EQ_INT(ts_request_from_generate(&q, &r), TS_OK);
+    CHECK_EQ_INT(ts_request_validate(&r, NULL), TS_E_INVALID);
+    CHECK(contains(ts_error_message(), "n must be in [1, 128], got -1"));
+    ts_request_free(&r);
+    q.n = 0;
     sp.seed_given_case = TESSERA__V1__SAMPLING_PARAMS__SEED_GIVEN_SEED; /* seed 0, given */
     CHECK_EQ_INT(ts_request_from_generate(&q, &r), TS_OK);
     CHECK(r.has_seed && r.params.seed == 0);
@@ -252,6 +261,7 @@ static void test_generate_request_round_trip(void) {
     r.params.logit_bias_ids[0] = 3, r.params.logit_bias[0] = -100;
     r.params.logit_bias_ids[1] = 1, r.params.logit_bias[1] = 2.5f;
     r.ignore_eos = r.no_bos = r.has_seed = true;
+    r.n = 3;
     CHECK_EQ_INT(ts_request_set_cache_salt(&r, "tenant-7"), TS_OK);
     CHECK(r.params.cache_salt != 0);
     Tessera__V1__GenerateRequest q;
@@ -271,6 +281,7 @@ static void test_generate_request_round_trip(void) {
     CHECK_EQ_INT(b.n_stops, 1);
     CHECK_EQ_STR(b.stops[0], "\n\n");
     CHECK(b.ignore_eos && b.no_bos);
+    CHECK_EQ_INT(b.n, 3);
     CHECK_EQ_STR(b.cache_salt, "tenant-7");
     CHECK(params_equal(&b.params, &r.params));
     ts_request_free(&b);
