@@ -21,11 +21,12 @@
  * it nothing is pinned, and --threads 0 gives each rank the plan's share of the cores.
  *
  * Every child runs in its own process group, so the terminal's Ctrl-C reaches only this process,
- * which then stops the cluster in order; every child dies with tessera up (spawn_process), so a
+ * which then stops the cluster in order; every child dies with tessera up (cli/process.h), so a
  * `kill -9` of it leaves nothing behind. A child is forked and at once replaced by exec, so a
  * fork after gRPC has started is safe (NOTES.md: a forked process that uses gRPC hangs).
  */
 #include "cli/commands.h"
+#include "cli/process.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/flags.h"
@@ -105,74 +106,6 @@ typedef struct up_state {
     char tmpdirs[UP_MAX_GROUPS][64]; /* mpirun session directories ("" if none) */
 } up_state;
 
-/* The path execv needs for `file`, searched in PATH here, before fork (the child may only make
- * async-signal-safe calls: by a restart this process has gRPC threads). */
-static int resolve_path(const char *file, char *out, size_t size) {
-    if (strchr(file, '/')) {
-        snprintf(out, size, "%s", file);
-        return TS_OK;
-    }
-    const char *path = getenv("PATH");
-    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
-        size_t len = strcspn(p, ":");
-        if (len > 0 && (size_t)snprintf(out, size, "%.*s/%s", (int)len, p, file) < size &&
-            access(out, X_OK) == 0)
-            return TS_OK;
-        p += len + (p[len] == ':');
-    }
-    return ts_error_set(TS_E_IO, "%s is not on PATH", file);
-}
-
-/* Starts argv in its own process group (the terminal's Ctrl-C reaches only tessera up) with
- * SIGKILL as its parent-death signal, so that a `kill -9` of tessera up takes its children with
- * it (PR_SET_PDEATHSIG fires when the spawning thread ends: this main thread, which lives as long
- * as tessera up). The getppid() check closes the race of a parent that died between fork and
- * prctl. mpirun's ranks have process groups of their own and do not inherit the setting, so the
- * nodes arm it themselves (--die-with-parent, topology/node_command.h): a rank ends with its
- * mpirun (without it, about a second later, when its connection to mpirun's PMIx server breaks;
- * up_supervision checks the whole tree). An exec failure comes back through a close-on-exec
- * pipe. */
-static int spawn_process(const char *name, char *const argv[], pid_t *out) {
-    char path[PATH_MAX];
-    int rc = resolve_path(argv[0], path, sizeof path);
-    if (rc) return ts_error_wrap(rc, "cannot start %s", name);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return ts_error_set(TS_E_IO, "cannot start %s: pipe: %s", name, strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        setpgid(0, 0);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
-        execv(path, argv);
-        int err = errno;
-        ssize_t w = write(fds[1], &err, sizeof err);
-        (void)w;
-        _exit(127);
-    }
-    close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        return ts_error_set(TS_E_IO, "cannot start %s: fork: %s", name, strerror(errno));
-    }
-    setpgid(pid, pid); /* also here, so that a signal to the group right away reaches it */
-    int err = 0;
-    ssize_t got;
-    do
-        got = read(fds[0], &err, sizeof err);
-    while (got < 0 && errno == EINTR);
-    close(fds[0]);
-    if (got == (ssize_t)sizeof err) {
-        waitpid(pid, NULL, 0);
-        return ts_error_set(TS_E_IO, "cannot start %s (%s): %s", name, path, strerror(err));
-    }
-    *out = pid;
-    return TS_OK;
-}
-
 /* Starts child c (again): its command line, pinned where --cpus-per-group put it. The affinity
  * is set on this thread around the fork and inherited. */
 static int start(child *c) {
@@ -183,7 +116,7 @@ static int start(child *c) {
             return ts_error_set(TS_E_IO, "--cpus-per-group: cannot pin %s: %s", c->name,
                                 strerror(errno));
     }
-    int rc = spawn_process(c->name, c->cmd.argv, &c->pid);
+    int rc = ts_cli_spawn(c->name, c->cmd.argv, -1, &c->pid);
     if (c->pinned) sched_setaffinity(0, sizeof own, &own);
     c->started_ns = ts_now_ns();
     c->due_ns = 0;
@@ -395,6 +328,7 @@ typedef struct up_options {
     const char *state_dir; /* the coordinator's --state-dir (batches), or NULL */
     const char *tls_cert, *tls_key; /* checked; passed to the coordinator as paths */
     bool protect_metrics;           /* the coordinator's --protect-metrics */
+    const char *http_endpoint_file; /* where the HTTP API's HOST:PORT goes, or NULL (run dir) */
 } up_options;
 
 /* The coordinator's command line, into args (UP_MAX_ARGS). */
@@ -549,14 +483,18 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 
     /* The cluster's private files (mode 0700): the Worker listener's endpoint and the cluster
      * secret (a new one per cluster, mode 0600), handed to the children by path, never argv. */
-    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96], http_ep[96], secret_file[96];
+    char run_dir[64] = "/tmp/tessera-up-XXXXXX", worker_ep[96], http_ep[PATH_MAX], secret_file[96];
     char secret[TS_SECRET_MAX];
     if (!mkdtemp(run_dir)) {
         ts_error_set(TS_E_IO, "cannot make a directory in /tmp: %s", strerror(errno));
         return ts_cli_fail("up", TS_EXIT_FAILURE);
     }
     snprintf(worker_ep, sizeof worker_ep, "%s/worker.endpoint", run_dir);
-    snprintf(http_ep, sizeof http_ep, "%s/http.endpoint", run_dir);
+    if (o->http_endpoint_file)
+        snprintf(http_ep, sizeof http_ep, "%s", o->http_endpoint_file);
+    else
+        snprintf(http_ep, sizeof http_ep, "%s/http.endpoint", run_dir);
+    remove(http_ep); /* a previous cluster's: the coordinator writes it when it listens */
     snprintf(secret_file, sizeof secret_file, "%s/cluster.secret", run_dir);
     int rc = ts_secret_create_file(secret_file);
     if (!rc) rc = ts_secret_load("cluster secret", secret_file, NULL, secret, sizeof secret);
@@ -577,7 +515,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
     ns->node_bin = node_bin;
     ns->coordinator_file = worker_ep;
     ns->cluster_secret_file = secret_file;
-    ns->die_with_parent = true; /* see spawn_process */
+    ns->die_with_parent = true; /* see cli/process.h */
     ns->model = o->model;
     ns->log_level = o->log_level;
     ns->device = o->device;
@@ -706,6 +644,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
     const char *chat_template = NULL, *state_dir = NULL, *tls_cert = NULL, *tls_key = NULL;
+    const char *http_endpoint_file = NULL;
     int http_port = -1;
     bool no_http = false, protect_metrics = false;
     int port = 50051, tp = 1, groups = -1, threads = 0, startup_ms = 120000, max_restarts = 3;
@@ -758,6 +697,9 @@ int ts_cmd_up(int argc, char **argv) {
          "cpu (default), or cuda / cuda:N: one GPU per rank, from GPU N on, group by group", 0, 0},
         {"endpoint-file", 0, TS_FLAG_STRING, &endpoint_file,
          "write the API's HOST:PORT there once serving", 0, 0},
+        {"http-endpoint-file", 0, TS_FLAG_STRING, &http_endpoint_file,
+         "write the HTTP API's HOST:PORT there once it listens (the groups may still attach)", 0,
+         0},
         {"startup-timeout-ms", 0, TS_FLAG_INT, &startup_ms, "how long the groups get to register",
          1000, 86400000},
         {"log-level", 0, TS_FLAG_STRING, &log_level, "debug, info, warn, error or off", 0, 0},
@@ -781,8 +723,9 @@ int ts_cmd_up(int argc, char **argv) {
     ts_log_set_level(level);
     if (groups < 0) groups = prefill_groups + decode_groups > 0 ? 0 : 1;
     /* The HTTP API is on unless --no-http: 8000, or a free port beside a free gRPC port. */
-    if (no_http && state_dir) {
-        ts_error_set(TS_E_INVALID, "--state-dir needs the HTTP API (drop --no-http)");
+    if (no_http && (state_dir || http_endpoint_file)) {
+        ts_error_set(TS_E_INVALID, "--%s needs the HTTP API (drop --no-http)",
+                     state_dir ? "state-dir" : "http-endpoint-file");
         return ts_cli_fail("up", TS_EXIT_USAGE);
     }
     http_port = no_http ? -1 : http_port >= 0 ? http_port : port == 0 ? 0 : UP_HTTP_PORT;
@@ -856,11 +799,11 @@ int ts_cmd_up(int argc, char **argv) {
     ts_cluster_free(&cluster);
     ts_host_free(&local);
     if (rc) return ts_cli_fail("up", ts_cli_exit_code(rc));
-    int exit_code = up_run(&ns, &plan,
-                           &(up_options){model, endpoint_file, log_level, api_key_file,
-                                         chat_template, http_port, port, threads, cpus_per_group,
-                                         startup_ms, device, (int)first_index, max_restarts,
-                                         state_dir, tls_cert, tls_key, protect_metrics});
+    int exit_code = up_run(
+        &ns, &plan,
+        &(up_options){model, endpoint_file, log_level, api_key_file, chat_template, http_port, port,
+                      threads, cpus_per_group, startup_ms, device, (int)first_index, max_restarts,
+                      state_dir, tls_cert, tls_key, protect_metrics, http_endpoint_file});
     ts_plan_free(&plan);
     return exit_code;
 }
