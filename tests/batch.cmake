@@ -19,5 +19,11 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
                      --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
     set_tests_properties(batch_cli_submit_wait_results PROPERTIES LABELS integration TIMEOUT 300
                          SKIP_RETURN_CODE 77)
+    # tessera batch run: its own local cluster; kill -9 of it mid-run, then resumed.
+    add_test(NAME batch_run_offline_resumes_after_kill
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/test_batch_run.py
+                     --bin-dir $<TARGET_FILE_DIR:tessera> --pydir ${TS_BATCH_PYDIR})
+    set_tests_properties(batch_run_offline_resumes_after_kill PROPERTIES
+                         LABELS "integration;fault" TIMEOUT 400 SKIP_RETURN_CODE 77)
   endif()
 endif()
