@@ -12,8 +12,13 @@ if(TARGET tessera-coordinator AND TARGET tessera-node AND TARGET tessera AND TAR
     add_test(NAME slurm_disagg_hetjob_prefill_decode_pools
              COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/slurm/test_slurm_disagg.py
                      ${TS_SLURM_ARGS})
+    # slurm/tessera-batch.sbatch: a JSONL file as one job, requeued mid-run and resumed.
+    add_test(NAME slurm_batch_job_resumes_after_requeue
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/slurm/test_slurm_batch.py
+                     ${TS_SLURM_ARGS})
     set_tests_properties(slurm_sbatch_serves_and_scancel_stops
                          slurm_disagg_hetjob_prefill_decode_pools
+                         slurm_batch_job_resumes_after_requeue
                          PROPERTIES LABELS slurm TIMEOUT 400 SKIP_RETURN_CODE 77)
   endif()
 endif()
