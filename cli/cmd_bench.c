@@ -40,6 +40,15 @@
  * so both protocols' latencies are measured alike. Both reports are printed, then HTTP's
  * throughput over gRPC's and what HTTP adds to TTFT, ITL and the coordinator's CPU per token.
  *
+ * --rate R opens the loop: requests arrive as a Poisson process of R per second (the gaps drawn
+ * from --seed, so every run has the same schedule) instead of each client thread starting its
+ * next request when the last one ended; --concurrency is then the most requests in flight. A
+ * request's TTFT counts from its scheduled arrival, so time spent waiting for a free client
+ * thread is the server's delay as a user would see it; requests that started more than 10 ms
+ * late are counted ("late") so a reader can see when --concurrency was too small to keep the
+ * loop open. --prompt-base K gives request i synthetic prompt i + K: runs on one arrival
+ * schedule (one --seed) whose prompts must not meet in the prefix cache.
+ *
  * Exit: 0 when every request succeeded (and --verify found no difference), 1 otherwise, 2 for
  * bad flags or a request the server refused as INVALID_ARGUMENT before the run.
  */
@@ -56,6 +65,7 @@
 #include "rpc/rpc_status.h"
 #include "tessera/v1/inference.pb-c.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -76,6 +86,8 @@ typedef struct bench_opts {
     int64_t seed;
     int coordinator_pid;
     int long_every, long_tokens, long_max_tokens; /* --long-prompt-every ... */
+    double rate;     /* --rate: Poisson arrivals per second; 0: a closed loop */
+    int prompt_base; /* --prompt-base: request idx sends synthetic prompt idx + this */
     bool json, verify, overhead;
     int vocab_size;
 } bench_opts;
@@ -102,6 +114,9 @@ typedef struct bench_run {
     atomic_int next, done, running;
     atomic_llong tokens;
     request_result *results; /* one per request */
+    int64_t *arrival_ns;     /* --rate: request idx's arrival after the pass's start */
+    int64_t t0;              /* the pass's start */
+    atomic_int late;         /* --rate: requests started > 10 ms after their arrival */
     pthread_mutex_t mu;      /* guards itl */
     samples itl;
     int rc;                   /* a local failure (out of memory); under mu */
@@ -207,11 +222,11 @@ static int pack_request(const bench_run *run, int idx, ts_buf *bytes) {
 
 /* One request, start to end; fills r and adds its inter-token gaps to itl. Returns a local
  * failure only (out of memory); the call's own status goes to r->status. */
-static int run_request(bench_run *run, int idx, request_result *r, samples *itl) {
+static int run_request(bench_run *run, int idx, int64_t t_open, request_result *r, samples *itl) {
     ts_buf req = {0}, msg = {0};
     int rc = pack_request(run, idx, &req);
     ts_rpc_stream *s = NULL;
-    int64_t t_open = ts_now_ns(), t_prev = 0;
+    int64_t t_prev = 0;
     if (!rc)
         rc = ts_rpc_stream_open_request(run->ch, TS_REMOTE_GENERATE, req.data, req.len,
                                         run->o->timeout_ms, &s);
@@ -382,12 +397,12 @@ static void http_error(int status, const ts_buf *body, request_result *r) {
 
 /* run_request over HTTP on the worker's kept connection. A failure of the call (cannot connect,
  * a broken stream, the deadline) is the request's status, as a gRPC call's would be. */
-static int run_http_request(bench_run *run, ts_http_conn *conn, int idx, request_result *r,
-                            samples *itl) {
+static int run_http_request(bench_run *run, ts_http_conn *conn, int idx, int64_t t_open,
+                            request_result *r, samples *itl) {
     ts_buf body = {0}, answer = {0};
     int rc = http_body(run, idx, &body);
     http_stream s = {.run = run, .idx = idx, .r = r, .itl = itl, .usage_tokens = -1};
-    s.t_open = ts_now_ns();
+    s.t_open = t_open;
     int64_t deadline = run->o->timeout_ms ? s.t_open + (int64_t)run->o->timeout_ms * 1000000 : 0;
     int status = 0;
     if (!rc)
@@ -425,8 +440,15 @@ static void *worker(void *arg) {
     int rc = run->over_http ? ts_http_conn_new(run->o->http, 600, &conn) : 0;
     int idx;
     while (!rc && (idx = atomic_fetch_add(&run->next, 1)) < run->o->requests) {
-        rc = run->over_http ? run_http_request(run, conn, idx, &run->results[idx], &itl)
-                            : run_request(run, idx, &run->results[idx], &itl);
+        int64_t t_open = ts_now_ns();
+        if (run->arrival_ns) { /* an open loop: the request starts at its arrival */
+            int64_t arrival = run->t0 + run->arrival_ns[idx];
+            if (arrival > t_open) ts_sleep_ms((int)((arrival - t_open + 999999) / 1000000));
+            if (ts_now_ns() - arrival > 10 * 1000000LL) atomic_fetch_add(&run->late, 1);
+            t_open = arrival;
+        }
+        rc = run->over_http ? run_http_request(run, conn, idx, t_open, &run->results[idx], &itl)
+                            : run_request(run, idx, t_open, &run->results[idx], &itl);
         atomic_fetch_add(&run->done, 1);
     }
     ts_http_conn_free(conn);
@@ -489,7 +511,9 @@ static int run_pass(bench_run *run, int concurrency, bool show_progress, double 
     atomic_store(&run->next, 0);
     atomic_store(&run->done, 0);
     atomic_store(&run->tokens, 0);
+    atomic_store(&run->late, 0);
     int64_t t0 = ts_now_ns();
+    run->t0 = t0;
     double cpu0 = process_cpu_s();
     double server0 = run->o->coordinator_pid ? other_cpu_s(run->o->coordinator_pid) : -1.0;
     int started = 0, rc = 0;
@@ -541,6 +565,7 @@ typedef struct report {
     long long tokens;
     double wall_s, ttft[3], itl[3], cpu_s, coordinator_cpu_s;
     double ttft_long[3]; /* --long-prompt-every: the long prompts' TTFT (ttft: the streams') */
+    int late;            /* --rate: requests that started late */
 } report;
 
 static int summarize(bench_run *run, double wall_s, report *rep) {
@@ -576,6 +601,7 @@ static int summarize(bench_run *run, double wall_s, report *rep) {
     free(ttft_long.v);
     rep->cpu_s = run->cpu_s;
     rep->coordinator_cpu_s = run->coordinator_cpu_s;
+    rep->late = atomic_load(&run->late);
     return 0;
 }
 
@@ -622,6 +648,12 @@ static void write_report(ts_json_writer *w, const bench_opts *o, const char *ser
             ts_jw_int(w, lv[i]);
         }
         write_percentiles(w, "long_ttft_ms", rep->ttft_long);
+    }
+    if (o->rate > 0) {
+        ts_jw_key(w, "rate");
+        ts_jw_double(w, o->rate);
+        ts_jw_key(w, "late");
+        ts_jw_int(w, rep->late);
     }
     ts_jw_key(w, "client_cpu_s");
     ts_jw_double(w, rep->cpu_s);
@@ -726,6 +758,10 @@ static void print_text(const bench_opts *o, const char *server, const report *re
                "p90 %.2f  p99 %.2f (TTFT and ITL above: the other requests)\n",
                o->long_every, o->long_tokens, o->long_max_tokens, rep->ttft_long[0],
                rep->ttft_long[1], rep->ttft_long[2]);
+    if (o->rate > 0)
+        printf("  arrivals   Poisson, %.2f requests/s offered; %d started > 10 ms late%s\n",
+               o->rate, rep->late,
+               rep->late ? " (all client threads busy: raise --concurrency)" : "");
     printf("  client CPU %.2f s (%.0f%% of one core; %.2f us per token)\n", rep->cpu_s,
            rep->wall_s > 0 ? 100.0 * rep->cpu_s / rep->wall_s : 0.0,
            rep->tokens ? rep->cpu_s * 1e6 / (double)rep->tokens : 0.0);
@@ -762,6 +798,22 @@ static int compare(const bench_run *run, const request_result *alone) {
     return mismatches;
 }
 
+/* --rate: the arrival time of every request after the pass's start, a Poisson process (gaps
+ * exponential with mean 1/rate) drawn from the seed, so runs and passes share one schedule. */
+static int poisson_arrivals(const bench_opts *o, int64_t **out) {
+    int64_t *at = malloc((size_t)o->requests * sizeof *at);
+    if (!at) return ts_error_set(TS_E_NOMEM, "out of memory");
+    ts_rng rng;
+    ts_rng_seed(&rng, (uint64_t)o->seed ^ 0xA5A5A5A5u);
+    double t = 0;
+    for (int i = 0; i < o->requests; i++) {
+        at[i] = (int64_t)(t * 1e9);
+        t += -log(1.0 - (double)ts_rng_uniform(&rng)) / o->rate;
+    }
+    *out = at;
+    return 0;
+}
+
 static int bench(bench_opts *o) {
     ts_rpc_channel *ch = NULL;
     int rc = ts_remote_connect(o->server, o->tls_ca, &ch);
@@ -785,13 +837,14 @@ static int bench(bench_opts *o) {
         return ts_remote_exit_code(rc);
     }
     o->vocab_size = model.vocab_size;
-    bench_run run = {.o = o, .ch = ch, .keep_ids = o->verify};
+    bench_run run = {.o = o, .ch = ch, .keep_ids = o->verify, .prompt_base = o->prompt_base};
     pthread_mutex_init(&run.mu, NULL);
     run.results = calloc((size_t)o->requests, sizeof *run.results);
+    if (o->rate > 0) rc = poisson_arrivals(o, &run.arrival_ns);
     request_result *alone = NULL;
     bool show_progress = isatty(STDERR_FILENO);
     double wall_s = 0;
-    rc = run.results ? 0 : ts_error_set(TS_E_NOMEM, "out of memory");
+    if (!rc && !run.results) rc = ts_error_set(TS_E_NOMEM, "out of memory");
     if (!rc && o->verify) {
         if (show_progress) fprintf(stderr, "each request alone:\n");
         rc = run_pass(&run, 1, show_progress, &wall_s);
@@ -823,7 +876,7 @@ static int bench(bench_opts *o) {
         run.results = calloc((size_t)o->requests, sizeof *run.results);
         if (!run.results) rc = ts_error_set(TS_E_NOMEM, "out of memory");
         run.over_http = true;
-        run.prompt_base = o->requests;
+        run.prompt_base = o->prompt_base + o->requests;
         run.itl.n = 0;
         if (!rc && show_progress) fprintf(stderr, "over HTTP (%s):\n", o->http);
         if (!rc) rc = run_pass(&run, o->concurrency, show_progress, &wall_s);
@@ -857,6 +910,7 @@ static int bench(bench_opts *o) {
     free_results(&run, alone);
     if (run.results) clear_results(&run);
     free(run.results);
+    free(run.arrival_ns);
     free(run.itl.v);
     pthread_mutex_destroy(&run.mu);
     ts_rpc_channel_destroy(ch);
@@ -901,6 +955,13 @@ int ts_cmd_bench(int argc, char **argv) {
          "length of the long prompts; 0 = 1000", 0, 1 << 24},
         {"long-max-tokens", 0, TS_FLAG_INT, &o.long_max_tokens,
          "tokens generated for a long prompt; 0 = 8", 0, 1 << 24},
+        {"prompt-base", 0, TS_FLAG_INT, &o.prompt_base,
+         "request i sends synthetic prompt i + K (runs of one --seed that share no prompt)", 0,
+         1 << 30},
+        {"rate", 0, TS_FLAG_DOUBLE, &o.rate,
+         "an open loop: Poisson arrivals of R requests per second (0: each client thread starts "
+         "its next request when the last ended); --concurrency = the most in flight",
+         0, 1e6},
     };
     ts_flags_result res = {NULL, 0, 0};
     int rc = ts_flags_parse("tessera bench --server HOST:PORT [--concurrency C] [--requests R] "
