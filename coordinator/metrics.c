@@ -121,7 +121,7 @@ void co_metrics_destroy(co_metrics *m) {
 
 co_metrics_series *co_metrics_series_of(co_metrics *m, const char *group, int32_t priority) {
     if (!m) return NULL;
-    int cls = priority >= 0 ? CLASS_INTERACTIVE : CLASS_BATCH;
+    int cls = ts_priority_is_batch(priority) ? CLASS_BATCH : CLASS_INTERACTIVE;
     if (!group) group = "";
     pthread_mutex_lock(&m->mu);
     co_metrics_series *s = m->series;

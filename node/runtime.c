@@ -37,6 +37,7 @@ void ts_runtime_options_default(ts_runtime_options *o) {
     o->batch_tokens = 512;
     o->batch_seqs = 256;
     o->prefill_chunk = 512;
+    o->filler_slack = 0.1;
     o->comm_timeout_ms = 60000;
     o->log_level = "info";
 }
@@ -84,6 +85,14 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        1, 1 << 16};
     f[n++] = (ts_flag){"prefill-chunk", 0, TS_FLAG_INT, &o->prefill_chunk,
                        "prompt tokens per sequence per step (chunked prefill)", 1, 1 << 20};
+    f[n++] = (ts_flag){"filler-slack",
+                       0,
+                       TS_FLAG_DOUBLE,
+                       &o->filler_slack,
+                       "how much batch work may slow interactive work sharing its steps "
+                       "(0.1: steps 10% longer; 0: none beside it; 1: no limit)",
+                       0,
+                       1};
     f[n++] = (ts_flag){"no-prefix-cache", 0, TS_FLAG_BOOL, &o->no_prefix_cache,
                        "do not reuse the KV cache of shared prompt prefixes", 0, 0};
     f[n++] = (ts_flag){"tp", 0, TS_FLAG_INT, &o->tp,
@@ -193,11 +202,11 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     rc = ts_kv_tiers_create(rt->engine, &to, &rt->tiers);
     if (rc) goto fail;
     if (rt->comm->rank == 0) {
-        ts_sched_options so = {
-            .prefill_chunk = o->prefill_chunk,
-            .no_prefix_cache = o->no_prefix_cache,
-            .tiers = rt->tiers,
-            .cache_namespace = fingerprint};
+        ts_sched_options so = {.prefill_chunk = o->prefill_chunk,
+                               .filler_slack = o->filler_slack,
+                               .no_prefix_cache = o->no_prefix_cache,
+                               .tiers = rt->tiers,
+                               .cache_namespace = fingerprint};
         rc = ts_sched_create(rt->engine, &so, &rt->sched);
         if (rc) goto fail;
     }

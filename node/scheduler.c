@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "node/kv_pool.h"
+#include "node/step_cost.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,13 @@ struct ts_sched {
     void *release_user;
     ts_sched_prompt_hook prompt_hook;
     void *prompt_user;
+    ts_step_cost step_cost;      /* what steps cost here (filler_budget) */
+    int64_t interactive_seen_ns; /* the last step planned with interactive work; 0: never */
 };
+
+/* Interactive traffic counts as live this long after the last step that had interactive work:
+ * until then filler steps stay short, so that the next request does not wait long. */
+#define FILLER_LIVE_NS (2 * 1000000000LL)
 
 /* ------------------------------------------------------------------ lists */
 
@@ -132,6 +139,7 @@ int ts_sched_create(ts_engine *engine, const ts_sched_options *opts, ts_sched **
     if (!s) return ts_error_set(TS_E_NOMEM, "out of memory");
     s->engine = engine;
     s->opts = opts ? *opts : (ts_sched_options){0};
+    ts_step_cost_init(&s->step_cost);
     if (s->opts.prefill_chunk <= 0) s->opts.prefill_chunk = 512;
     if (s->opts.max_waiting <= 0) s->opts.max_waiting = 4096;
     const ts_engine_options *eo = ts_engine_options_get(engine);
@@ -467,10 +475,13 @@ static void preempt(ts_sched *s, int32_t running_index) {
     if (list_insert(&s->waiting, q) != TS_OK) TS_ASSERT(!"queue insert failed after removal");
 }
 
-/* The last running sequence in scheduling order other than `keep`, or -1. */
+/* The last running sequence in scheduling order other than `keep`, not in this step and not of
+ * a higher priority than keep, or -1. */
 static int32_t preemption_victim(const ts_sched *s, const seq *keep) {
-    for (int32_t i = s->running.n - 1; i >= 0; i--)
-        if (s->running.items[i] != keep && s->running.items[i]->step_rows == 0) return i;
+    for (int32_t i = s->running.n - 1; i >= 0; i--) {
+        const seq *q = s->running.items[i];
+        if (q != keep && q->step_rows == 0 && q->params.priority <= keep->params.priority) return i;
+    }
     return -1;
 }
 
@@ -579,16 +590,16 @@ static void make_room(ts_sched *s) {
     }
 }
 
-/* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen. */
-static int32_t plan_step(ts_sched *s) {
-    int32_t budget = s->max_batch_tokens;
-    int32_t n_chosen = 0;
-    for (int32_t i = 0; i < s->running.n; i++) s->running.items[i]->step_rows = 0;
-    make_room(s);
-
-    /* 1. decoding sequences, in priority order; preempt from the back when blocks run out */
-    for (int32_t i = 0; i < s->running.n && n_chosen < s->max_batch_seqs && budget > 0; i++) {
+/* Chooses, among the sequences of one class (interactive, or batch filler), this step's rows
+ * within *budget tokens, in three phases:
+ *   1. decoding sequences, in priority order; preempt from the back when blocks run out;
+ *   2. running sequences still prefilling, a chunk each;
+ *   3. waiting requests, admitted while there is room — never one of this class ahead of a
+ *      waiting request of a higher class that could not start. */
+static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chosen) {
+    for (int32_t i = 0; i < s->running.n && *n_chosen<s->max_batch_seqs && * budget> 0; i++) {
         seq *q = s->running.items[i];
+        if (ts_priority_is_batch(q->params.priority) != batch) continue;
         if (q->n_tokens - q->n_computed != 1) continue;
         while (!grow_blocks(s, q, q->n_computed + 1)) {
             int32_t victim = preemption_victim(s, q);
@@ -598,33 +609,33 @@ static int32_t plan_step(ts_sched *s) {
         }
         if (q->n_blocks * s->block_size < q->n_computed + 1) continue; /* wait for blocks */
         q->step_rows = 1;
-        budget--;
-        s->step_seqs[n_chosen++] = q;
+        (*budget)--;
+        s->step_seqs[(*n_chosen)++] = q;
     }
 
-    /* 2. running sequences still prefilling */
-    for (int32_t i = 0; i < s->running.n && n_chosen < s->max_batch_seqs && budget > 0; i++) {
+    for (int32_t i = 0; i < s->running.n && *n_chosen<s->max_batch_seqs && * budget> 0; i++) {
         seq *q = s->running.items[i];
+        if (ts_priority_is_batch(q->params.priority) != batch) continue;
         int32_t pending = q->n_tokens - q->n_computed;
         if (pending <= 1) continue; /* decoding: handled above */
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
-        if (chunk > budget) chunk = budget;
+        if (chunk > *budget) chunk = *budget;
         grow_blocks(s, q, q->n_computed + chunk);
         int32_t room = q->n_blocks * s->block_size - q->n_computed;
         if (chunk > room) chunk = room;
         if (chunk <= 0) continue;
         q->step_rows = chunk;
-        budget -= chunk;
-        s->step_seqs[n_chosen++] = q;
+        *budget -= chunk;
+        s->step_seqs[(*n_chosen)++] = q;
     }
 
-    /* 3. admit waiting requests while there is room */
-    while (s->waiting.n > 0 && n_chosen < s->max_batch_seqs && budget > 0) {
-        seq *q = s->waiting.items[0];
+    while (s->waiting.n > 0 && *n_chosen<s->max_batch_seqs && * budget> 0) {
+        seq *q = s->waiting.items[0]; /* in priority order: the other class first, or after */
+        if (ts_priority_is_batch(q->params.priority) != batch) break;
         attach_prefix(s, q);
         int32_t pending = q->n_tokens - q->n_computed;
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
-        if (chunk > budget) chunk = budget;
+        if (chunk > *budget) chunk = *budget;
         /* keep a few blocks free for the running sequences' next tokens */
         int32_t reserve = s->running.n / 4;
         int32_t need = (q->n_computed + chunk + s->block_size - 1) / s->block_size - q->n_blocks;
@@ -643,9 +654,48 @@ static int32_t plan_step(ts_sched *s) {
         if (list_insert(&s->running, q) != TS_OK) TS_ASSERT(!"running list insert failed");
         count_admission(s, q);
         q->step_rows = chunk;
-        budget -= chunk;
-        s->step_seqs[n_chosen++] = q;
+        *budget -= chunk;
+        s->step_seqs[(*n_chosen)++] = q;
     }
+}
+
+static bool has_interactive(const seq_list *l) {
+    for (int32_t i = 0; i < l->n; i++)
+        if (!ts_priority_is_batch(l->items[i]->params.priority)) return true;
+    return false;
+}
+
+/* The tokens batch filler may add to a step whose interactive rows are `interactive_rows`
+ * (scheduler.h, "Batch filler"): with interactive work active, as many as lengthen the step by
+ * at most opts.filler_slack; while interactive traffic is live (work seen in the last
+ * FILLER_LIVE_NS) but none is active, enough for (1 - slack) of the peak token rate; otherwise
+ * no limit. free = the step's fixed cost in tokens (step_cost.h). */
+static int32_t filler_budget(ts_sched *s, bool interactive_active, int32_t interactive_rows) {
+    int64_t now = ts_now_ns();
+    if (interactive_active) s->interactive_seen_ns = now;
+    bool live = s->interactive_seen_ns && now - s->interactive_seen_ns < FILLER_LIVE_NS;
+    double slack = s->opts.filler_slack;
+    if (!live || slack >= 1.0) return s->max_batch_tokens;
+    double free = ts_step_cost_free_tokens(&s->step_cost);
+    double limit = interactive_active ? slack * (free + interactive_rows)
+                                      : (slack > 0.0 ? free * (1.0 - slack) / slack : 0.0);
+    if (!interactive_active && limit < 1.0) limit = 1.0; /* always progress between requests */
+    return limit < (double)s->max_batch_tokens ? (int32_t)limit : s->max_batch_tokens;
+}
+
+/* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen.
+ * Interactive work first, then batch filler within what filler_budget leaves it. */
+static int32_t plan_step(ts_sched *s) {
+    int32_t budget = s->max_batch_tokens;
+    int32_t n_chosen = 0;
+    for (int32_t i = 0; i < s->running.n; i++)
+        s->running.items[i]->step_rows = 0;
+    make_room(s);
+    bool interactive = has_interactive(&s->running) || has_interactive(&s->waiting);
+    plan_class(s, false, &budget, &n_chosen);
+    int32_t filler = filler_budget(s, interactive, s->max_batch_tokens - budget);
+    if (filler > budget) filler = budget;
+    plan_class(s, true, &filler, &n_chosen);
     return n_chosen;
 }
 
@@ -724,6 +774,7 @@ int ts_sched_step(ts_sched *s, ts_sched_emit emit, void *user) {
         ts_sched_abort_all(s, TS_FINISH_ERROR, emit, user);
         return rc;
     }
+    ts_step_cost_add(&s->step_cost, row, dt);
     s->stats.steps++;
     s->stats.prefill_tokens += n_prefill_rows;
     s->stats.decode_tokens += row - n_prefill_rows;

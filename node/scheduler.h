@@ -11,6 +11,18 @@
  * Before that, a waiting request of a higher priority than the lowest running one (interactive
  * work over batch filler) that could not start for want of a sequence slot or KV blocks preempts
  * running lower-priority sequences, lowest first, within the step.
+ *
+ * Batch filler: sequences of the batch class (ts_priority_is_batch: priority < 0) fill what
+ * interactive work leaves of a step, and no more than keeps interactive latency where it would
+ * be without them. The step's cost is learned from the steps run (step_cost.h: a fixed part,
+ * weights read once, and a part per token), and with opts.filler_slack = s:
+ *   - a step with interactive work gets at most the batch tokens that lengthen it by s (on a
+ *     GPU, whose steps are memory-bound, many; on a compute-bound CPU, few);
+ *   - between interactive requests (interactive work within the last 2 s, none now) a step of
+ *     batch work alone holds just enough tokens to reach (1 - s) of the peak token rate, so a
+ *     request that arrives waits for a short step only;
+ *   - with no interactive traffic for 2 s, batch work gets the whole step.
+ * s >= 1 turns the limits off (batch work shares every step as interactive work does).
  * When a decoding sequence needs a KV block and none is free, the lowest-priority, most recently
  * admitted other sequence is preempted: its blocks are released and it goes back to the front of
  * the queue to be recomputed later (prompt + tokens generated so far). Kernels are
@@ -65,6 +77,8 @@ typedef struct ts_sched_options {
                                * chains' root with each request's cache salt (kv_hash.h) */
     ts_kv_tiers *tiers;       /* the group's lower KV tiers (kv_tiers.h; NULL: none): blocks the
                                * pool evicts go there, and prefixes found there are loaded */
+    double filler_slack;      /* how much batch filler may slow interactive work ("Batch
+                               * filler" above); 0: none beside it; >= 1: no limit */
 } ts_sched_options;
 
 typedef struct ts_sched ts_sched;

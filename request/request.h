@@ -95,6 +95,12 @@ typedef struct ts_request_params {
 /* Greedy, 16 tokens, no penalties, repetition_last_n 64, no stop ids, priority 0. */
 ts_request_params ts_request_params_default(void);
 
+/* The two classes of work: priority >= 0 is interactive, below it batch work (the batch runner's
+ * requests, which run as filler: node/scheduler.h). Metrics label by the same line. */
+static inline bool ts_priority_is_batch(int32_t priority) {
+    return priority < 0;
+}
+
 /* One request as a client gives it. */
 typedef struct ts_request {
     char *model;         /* NULL or "": the served model */

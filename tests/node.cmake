@@ -3,6 +3,7 @@ if(TARGET ts_node)
   ts_add_test(NAME test_kv_tier_host SOURCES unit/test_kv_tier_host.c LIBS ts_node LABELS unit)
   ts_add_test(NAME test_kv_tier_disk SOURCES unit/test_kv_tier_disk.c LIBS ts_node LABELS unit)
   ts_add_test(NAME test_shard SOURCES unit/test_shard.c LIBS ts_node LABELS unit)
+  ts_add_test(NAME test_step_cost SOURCES unit/test_step_cost.c LIBS ts_node LABELS unit)
 endif()
 if(TARGET ts_node)
   # The prefix cache through the engine and scheduler on the bundled model (a few seconds).

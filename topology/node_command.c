@@ -33,6 +33,8 @@ static const struct {
                                      "host-memory tier of the KV cache per rank (e.g. 4G)"},
     [TS_NODE_PASS_KV_DISK] = {"kv-disk", "directory of the disk tier of the KV cache"},
     [TS_NODE_PASS_KV_DISK_SIZE] = {"kv-disk-size", "bytes of the disk tier per rank (e.g. 100G)"},
+    [TS_NODE_PASS_FILLER_SLACK] = {"filler-slack",
+                                   "how much batch work may slow interactive work (0.1: 10%)"},
 };
 
 int ts_node_settings_flags(ts_node_settings *s, ts_flag *flags) {

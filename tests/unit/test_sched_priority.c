@@ -4,6 +4,10 @@
  * sequence slot, or the KV blocks it needs, preempts them within the step and gets its first
  * token at once; the preempted batch sequences resume later and every request's tokens equal, bit
  * for bit, those of a run alone. Equal priorities never preempt each other.
+ * And the filler limit (--filler-slack, scheduler.h "Batch filler"): with slack 0, no step that
+ * serves the interactive request carries a batch token (the batch sequences keep their slots and
+ * continue after it, one token per step while interactive traffic is live); with the limit off
+ * (slack 1) they share its steps. Either way every request's tokens equal those of a run alone.
  */
 #include "common/error.h"
 #include "node/runtime.h"
@@ -34,9 +38,12 @@ static void on_event(void *user, const ts_sched_event *ev) {
     if (ev->finish != TS_FINISH_NONE) r->done = true;
 }
 
+static double filler_slack = 0.1; /* the default */
+
 static ts_runtime *open_rt(int batch_seqs, size_t kv_memory) {
     ts_runtime_options o;
     ts_runtime_options_default(&o);
+    o.filler_slack = filler_slack;
     o.threads = 1;
     o.block_size = BS;
     o.ctx = 32;
@@ -147,10 +154,64 @@ static void test_equal_priorities_do_not_preempt(void) {
     ts_runtime_close(rt);
 }
 
+/* Steps the batch sequences alone a few times, then the interactive one with them; counts the
+ * steps that gave the interactive request a token and, of those, the ones that also gave a batch
+ * sequence one. */
+static void filler_beside(double slack, int *interactive_steps, int *shared_steps) {
+    filler_slack = slack;
+    ts_runtime *rt = open_rt(8, 0);
+    filler_slack = 0.1;
+    ts_sched *s = ts_runtime_scheduler(rt);
+    runs got = {0};
+    for (int i = 0; i < N_LOW; i++) {
+        ts_request_params p = params(priority_of(i), max_tokens[i]);
+        CHECK_OK(ts_sched_submit(s, (uint64_t)i + 1, prompts[i], 6, &p));
+    }
+    for (int k = 0; k < 4; k++)
+        CHECK_OK(ts_sched_step(s, on_event, &got));
+    ts_request_params p = params(0, max_tokens[N_LOW]);
+    CHECK_OK(ts_sched_submit(s, N_LOW + 1, prompts[N_LOW], 6, &p));
+    *interactive_steps = *shared_steps = 0;
+    while (ts_sched_has_work(s)) {
+        int before[N_LOW + 1];
+        for (int i = 0; i <= N_LOW; i++)
+            before[i] = got.r[i].n;
+        CHECK_OK(ts_sched_step(s, on_event, &got));
+        if (got.r[N_LOW].n == before[N_LOW]) continue;
+        (*interactive_steps)++;
+        bool batch_moved = false;
+        for (int i = 0; i < N_LOW; i++)
+            batch_moved |= got.r[i].n > before[i];
+        *shared_steps += batch_moved;
+    }
+    for (int i = 0; i <= N_LOW; i++) {
+        CHECK(got.r[i].done);
+        CHECK_EQ_INT(got.r[i].n, ref.r[i].n);
+        CHECK(!memcmp(got.r[i].tokens, ref.r[i].tokens, sizeof got.r[i].tokens));
+    }
+    ts_runtime_close(rt);
+}
+
+static void test_no_filler_beside_interactive_with_slack_0(void) {
+    int steps, shared;
+    filler_beside(0.0, &steps, &shared);
+    CHECK_EQ_INT(steps, max_tokens[N_LOW]);
+    CHECK_EQ_INT(shared, 0);
+}
+
+static void test_filler_shares_steps_without_a_limit(void) {
+    int steps, shared;
+    filler_beside(1.0, &steps, &shared);
+    CHECK_EQ_INT(steps, max_tokens[N_LOW]);
+    CHECK(shared >= steps - 1); /* every step but maybe the first (its prefill) */
+}
+
 int main(void) {
     alone(&ref);
     RUN(test_interactive_preempts_batch_for_a_slot);
     RUN(test_interactive_preempts_batch_for_blocks);
     RUN(test_equal_priorities_do_not_preempt);
+    RUN(test_no_filler_beside_interactive_with_slack_0);
+    RUN(test_filler_shares_steps_without_a_limit);
     return test_summary();
 }
