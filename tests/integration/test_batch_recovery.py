@@ -13,6 +13,11 @@ ones are not run again: Health.requests_total <= total - completed before the ki
 Last, the database is turned back into schema 1 (no batches.cached_tokens, user_version 1, as a
 Tessera of the first Batch API release wrote it): the restarted coordinator upgrades it in place
 and serves the finished batch as it was.
+Then a kill during finalizing: the output files and the final state are written in one
+transaction (co_store_batch_finish), so a kill inside it leaves the batch `finalizing` with no
+output file. The database is put in exactly that state (the finished batch's files deleted, its
+status finalizing) and the coordinator restarted: the batch completes again with the same lines,
+each once, and no request runs again.
   test_batch_recovery.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
 import http.client
@@ -144,6 +149,32 @@ def main():
         f.check(old["status"] == "completed" and old["request_counts"] == b["request_counts"] and
                 old["usage"]["input_tokens_details"]["cached_tokens"] == 0,
                 "the upgraded database serves the batch: %s" % old)
+
+        # the state a kill during finalizing leaves
+        FINALIZING = 3  # co_batch_status (coordinator/batch_store.h)
+        c.coordinator.send_signal(signal.SIGKILL)
+        c.coordinator.wait()
+        db = sqlite3.connect(os.path.join(state, "tessera.db"))
+        db.execute("DELETE FROM files WHERE id IN (SELECT output_file_id FROM batches WHERE id = ?"
+                   " UNION SELECT error_file_id FROM batches WHERE id = ?)", (bid, bid))
+        db.execute("UPDATE batches SET status = ?, output_file_id = NULL, error_file_id = NULL,"
+                   " completed_at = NULL WHERE id = ?", (FINALIZING, bid))
+        db.commit()
+        db.close()
+        c.start_coordinator(*args)
+        again = wait(bid, lambda b: b["status"] in done)
+        f.check(again["status"] == "completed" and again["output_file_id"] and
+                again["request_counts"] == b["request_counts"],
+                "finalizing after the restart: %s" % again)
+        out = outputs(again) if again["output_file_id"] else []
+        ids = [o["custom_id"] for o in out]
+        diff = [o["custom_id"] for o in out
+                if o["response"]["body"]["choices"][0]["text"] != ref_text.get(o["custom_id"])]
+        f.check(len(ids) == TOTAL and set(ids) == set(ref_text) and not diff,
+                "finalized again: %d lines, %d distinct, %d texts differ" %
+                (len(ids), len(set(ids)), len(diff)))
+        f.check(c.health().requests_total == 0,
+                "finalizing runs no request again: %d admitted" % c.health().requests_total)
     finally:
         sc.finish(c, f)
 
