@@ -144,6 +144,9 @@ struct co_group {
     int32_t running, waiting, kv_free, kv_cached; /* from the last heartbeat */
     int64_t preemptions;                          /* the node's count, from the last one */
     int64_t cache_query_tokens, cache_hit_tokens; /* prefix cache, from the last heartbeat */
+    int64_t cache_host_hit_tokens, cache_disk_hit_tokens; /* of the hits, from lower tiers */
+    Tessera__V1__KvTierStats kv_tiers; /* the last heartbeat's (has_kv_tiers), for metrics */
+    bool has_kv_tiers;
     int n_active;
     int64_t outstanding;    /* tokens still to process: prompts not started + tokens to generate */
     char kv_endpoint[1024]; /* Register.kv_endpoint: where a decode group receives KV */

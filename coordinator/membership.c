@@ -224,6 +224,10 @@ static void attach_message(ts_rpc_call *call, const uint8_t *data, size_t len, v
             TS_WARN("group %s: %s (routed without its cache)", g->name, ts_error_message());
         g->cache_query_tokens = hb->prefix_cache_query_tokens;
         g->cache_hit_tokens = hb->prefix_cache_hit_tokens;
+        g->cache_host_hit_tokens = hb->prefix_cache_host_hit_tokens;
+        g->cache_disk_hit_tokens = hb->prefix_cache_disk_hit_tokens;
+        g->has_kv_tiers = hb->kv_tiers != NULL;
+        if (hb->kv_tiers) g->kv_tiers = *hb->kv_tiers; /* scalars only: a plain copy */
     } else if (m->msg_case == TESSERA__V1__NODE_MESSAGE__MSG_EVENTS) {
         co->hooks.events(co, g, m->events);
     }

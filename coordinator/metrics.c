@@ -269,7 +269,110 @@ typedef struct gauge_row {
     char group[128];
     int32_t running, waiting;
     double kv_usage;
+    int64_t hit_tokens, host_hit_tokens, disk_hit_tokens;
+    bool has_tiers;
+    Tessera__V1__KvTierStats tiers;
 } gauge_row;
+
+/* One value of a group's lower KV tiers (gauge_row.tiers). */
+typedef double (*tier_value)(const gauge_row *r, const char *tier);
+
+static void tier_family(text *b, const char *model, const gauge_row *rows, int n, const char *name,
+                        const char *type, const char *help, const char *const *tiers,
+                        tier_value value) {
+    family(b, name, type, help);
+    for (int i = 0; i < n; i++) {
+        if (!rows[i].has_tiers) continue;
+        for (const char *const *t = tiers; *t; t++) {
+            labels_open(b, name, model, rows[i].group);
+            put(b, ",tier=\"%s\"", *t);
+            put(b, "} %.9g\n", value(&rows[i], *t));
+        }
+    }
+}
+
+static double tier_usage(const gauge_row *r, const char *tier) {
+    bool host = !strcmp(tier, "host");
+    double total = host ? r->tiers.host_blocks_total : r->tiers.disk_blocks_total;
+    double used = host ? r->tiers.host_blocks_used : r->tiers.disk_blocks_used;
+    return total > 0 ? used / total : 0.0;
+}
+static double tier_hits(const gauge_row *r, const char *tier) {
+    if (!strcmp(tier, "host")) return (double)r->host_hit_tokens;
+    if (!strcmp(tier, "disk")) return (double)r->disk_hit_tokens;
+    return (double)(r->hit_tokens - r->host_hit_tokens - r->disk_hit_tokens); /* device */
+}
+static double tier_loaded_blocks(const gauge_row *r, const char *tier) {
+    int64_t disk = r->tiers.disk_loaded_blocks;
+    return (double)(!strcmp(tier, "disk") ? disk : r->tiers.loaded_blocks - disk);
+}
+static double tier_loaded_bytes(const gauge_row *r, const char *tier) {
+    double per_block = r->tiers.loaded_blocks > 0
+                           ? (double)r->tiers.loaded_bytes / (double)r->tiers.loaded_blocks
+                           : 0.0;
+    return tier_loaded_blocks(r, tier) * per_block;
+}
+/* The families of one counter of the whole tiers (no tier label): a field of the heartbeat's
+ * KvTierStats (int64), times scale. */
+typedef struct tier_counter {
+    const char *name, *help;
+    size_t offset;
+    double scale;
+} tier_counter;
+
+static const tier_counter tier_counters[] = {
+    {"tessera:kv_tier_stored_blocks_total",
+     "KV blocks copied into the lower tiers (evicted from the device pool).",
+     offsetof(Tessera__V1__KvTierStats, stored_blocks), 1.0},
+    {"tessera:kv_tier_stored_bytes_total", "Bytes of KV copied into the lower tiers.",
+     offsetof(Tessera__V1__KvTierStats, stored_bytes), 1.0},
+    {"tessera:kv_tier_store_seconds_total", "Time spent copying KV blocks into the lower tiers.",
+     offsetof(Tessera__V1__KvTierStats, store_ns), 1e-9},
+    {"tessera:kv_tier_load_seconds_total",
+     "Time spent loading KV blocks back into the device pool.",
+     offsetof(Tessera__V1__KvTierStats, load_ns), 1e-9},
+    {"tessera:kv_tier_checksum_failures_total",
+     "Lower-tier blocks whose checksum failed: discarded and recomputed, never used.",
+     offsetof(Tessera__V1__KvTierStats, checksum_failures), 1.0},
+    {"tessera:kv_tier_disk_write_failures_total",
+     "Blocks the disk tier could not write (full or failing disk): kept out of it.",
+     offsetof(Tessera__V1__KvTierStats, disk_write_failures), 1.0},
+};
+
+/* The lower KV tiers of the groups that have them (--kv-host-memory, --kv-disk), from their
+ * heartbeats: the node's counts since it started (a restarted node starts again from 0, as
+ * Prometheus counters may). Hits are prompt tokens at a request's first admission, as
+ * tessera:prefix_cache_hits_total counts them, split by the tier their KV came from; the
+ * average load or store latency is the seconds over the blocks. */
+static void render_tiers(text *b, const char *model, const gauge_row *rows, int n) {
+    static const char *const both[] = {"host", "disk", NULL}, *const all[] = {"device", "host",
+                                                                              "disk", NULL};
+    bool any = false;
+    for (int i = 0; i < n; i++)
+        any |= rows[i].has_tiers;
+    if (!any) return; /* no group has a lower tier: no tier families at all */
+    tier_family(b, model, rows, n, "tessera:kv_tier_usage_perc", "gauge",
+                "Fraction of a lower KV tier's blocks in use (1 = full).", both, tier_usage);
+    tier_family(b, model, rows, n, "tessera:kv_tier_hits_total", "counter",
+                "Prompt tokens whose KV came from the prefix cache, by the tier that held it "
+                "(the sum is tessera:prefix_cache_hits_total's).",
+                all, tier_hits);
+    tier_family(b, model, rows, n, "tessera:kv_tier_loaded_blocks_total", "counter",
+                "KV blocks loaded back into the device pool instead of recomputed, by tier.", both,
+                tier_loaded_blocks);
+    tier_family(b, model, rows, n, "tessera:kv_tier_loaded_bytes_total", "counter",
+                "Bytes of KV loaded back into the device pool, by tier.", both, tier_loaded_bytes);
+    for (size_t c = 0; c < sizeof tier_counters / sizeof tier_counters[0]; c++) {
+        const tier_counter *tc = &tier_counters[c];
+        family(b, tc->name, "counter", tc->help);
+        for (int i = 0; i < n; i++) {
+            if (!rows[i].has_tiers) continue;
+            int64_t v = *(const int64_t *)((const char *)&rows[i].tiers + tc->offset);
+            labels_open(b, tc->name, model, rows[i].group);
+            put(b, "} %.9g\n", (double)v * tc->scale);
+        }
+    }
+}
 
 typedef struct counter_info {
     const char *name, *help;
@@ -363,6 +466,11 @@ int co_metrics_render(coordinator *co, ts_buf *out) {
         r->running = g->running;
         r->waiting = g->waiting;
         r->kv_usage = g->kv_total > 0 ? 1.0 - (double)g->kv_free / g->kv_total : 0.0;
+        r->hit_tokens = g->cache_hit_tokens;
+        r->host_hit_tokens = g->cache_host_hit_tokens;
+        r->disk_hit_tokens = g->cache_disk_hit_tokens;
+        r->has_tiers = g->has_kv_tiers;
+        r->tiers = g->kv_tiers;
     }
     queued = co->n_queued;
     retried = co->requests_retried;
@@ -392,6 +500,7 @@ int co_metrics_render(coordinator *co, ts_buf *out) {
         labels_open(&b, "tessera:kv_cache_usage_perc", model, rows[i].group);
         put(&b, "} %.6g\n", rows[i].kv_usage);
     }
+    render_tiers(&b, model, rows, k);
     free(rows);
     /* Counted by request.c in co's state (as Health reports them), not per series: a retried
      * request changes group, and its series is that of the group that finishes it. */

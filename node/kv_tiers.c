@@ -249,7 +249,8 @@ bool ts_kv_tiers_load_pays(const ts_kv_tiers *t, double prefill_ns_per_token, in
 }
 
 int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t parent,
-                     const int32_t *tokens) {
+                     const int32_t *tokens, bool *from_disk_out) {
+    if (from_disk_out) *from_disk_out = false;
     if (!ts_kv_tiers_has(t, hash, parent, tokens))
         return ts_error_set(TS_E_NOT_FOUND, "KV tiers: block %016llx is not held",
                             (unsigned long long)hash);
@@ -267,6 +268,7 @@ int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t pare
     if (from_disk) t->stats.disk_loaded_blocks++;
     t->stats.loaded_bytes += (int64_t)t->block_bytes;
     t->stats.load_ns += ts_now_ns() - t0;
+    if (from_disk_out) *from_disk_out = from_disk;
     return TS_OK;
 }
 

@@ -67,10 +67,11 @@ bool ts_kv_tiers_has(const ts_kv_tiers *t, uint64_t hash, uint64_t parent, const
  * recomputing it, given the measured prefill time per token (0: not measured yet). */
 bool ts_kv_tiers_load_pays(const ts_kv_tiers *t, double prefill_ns_per_token, int32_t block_size);
 /* Leader only, between steps: writes the block held under this key into device block `block`
- * on every rank. TS_E_NOT_FOUND when it is not held; TS_E_FORMAT when a rank's copy fails its
- * checksum (then it is dropped on every rank); the message says which. */
+ * on every rank; *from_disk (when not NULL) says whether the disk tier, not the host tier, held
+ * it. TS_E_NOT_FOUND when it is not held; TS_E_FORMAT when a rank's copy fails its checksum
+ * (then it is dropped on every rank); the message says which. */
 int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t parent,
-                     const int32_t *tokens);
+                     const int32_t *tokens, bool *from_disk);
 
 void ts_kv_tiers_get_stats(const ts_kv_tiers *t, ts_kv_tiers_stats *out);
 

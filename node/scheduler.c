@@ -28,7 +28,8 @@ typedef struct seq {
     ts_rng rng;
     int32_t *tokens; /* [max_ctx] */
     int32_t n_prompt, n_tokens, n_computed, n_generated, n_cached;
-    int32_t n_loaded; /* of n_computed at admission, tokens loaded from a lower tier */
+    int32_t n_loaded;      /* of n_computed at admission, tokens loaded from a lower tier */
+    int32_t n_loaded_disk; /* of those, tokens loaded from the disk tier */
     /* Presence/frequency penalties and logit_bias (all NULL when the request has none): the
      * distinct generated ids, sorted, with their counts ([min(max_ctx, n_vocab)]), and the bias
      * list of the step ([that + n_logit_bias], ts_sampling.bias_ids/bias). Sized at submit. */
@@ -500,7 +501,7 @@ static void attach_prefix(ts_sched *s, seq *q) {
         q->blocks[q->n_blocks++] = b;
         parent = h;
     }
-    q->n_loaded = 0;
+    q->n_loaded = q->n_loaded_disk = 0;
     /* The prefix may go on in a lower tier: load those blocks while that is cheaper than
      * recomputing them (measured; kv_tiers.h). */
     double prefill_ns_per_token =
@@ -514,8 +515,9 @@ static void attach_prefix(ts_sched *s, seq *q) {
             break;
         int32_t b;
         if (ts_kv_pool_alloc(s->pool, &b) != TS_OK) break; /* (may store an evicted block) */
+        bool from_disk = false;
         int rc = ts_kv_tiers_has(s->opts.tiers, h, parent, toks)
-                     ? ts_kv_tiers_load(s->opts.tiers, b, h, parent, toks)
+                     ? ts_kv_tiers_load(s->opts.tiers, b, h, parent, toks, &from_disk)
                      : TS_E_NOT_FOUND; /* the store just made room by evicting it */
         if (rc) {
             if (rc != TS_E_NOT_FOUND)
@@ -528,6 +530,7 @@ static void attach_prefix(ts_sched *s, seq *q) {
         if (kept != b) ts_kv_pool_release(s->pool, b);
         q->blocks[q->n_blocks++] = kept;
         q->n_loaded += bs;
+        if (from_disk) q->n_loaded_disk += bs;
         parent = h;
     }
     q->n_computed = q->n_blocks * bs;
@@ -546,7 +549,10 @@ static void count_admission(ts_sched *s, seq *q) {
     if (s->opts.no_prefix_cache) return;
     s->stats.cache_query_tokens += q->n_prompt;
     s->stats.cache_hit_tokens += q->n_cached;
-    s->stats.cache_host_hit_tokens += q->n_loaded < q->n_cached ? q->n_loaded : q->n_cached;
+    int32_t loaded = q->n_loaded < q->n_cached ? q->n_loaded : q->n_cached;
+    int32_t disk = q->n_loaded_disk < loaded ? q->n_loaded_disk : loaded;
+    s->stats.cache_host_hit_tokens += loaded - disk;
+    s->stats.cache_disk_hit_tokens += disk;
 }
 
 /* Registers the blocks q has completed since the last step. */

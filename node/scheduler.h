@@ -94,6 +94,7 @@ typedef struct ts_sched_stats {
      * admission, and those found (what usage.cached_prompt_tokens reports). */
     int64_t cache_query_tokens, cache_hit_tokens;
     int64_t cache_host_hit_tokens; /* of the hits, prompt tokens loaded from the host tier */
+    int64_t cache_disk_hit_tokens; /* and from the disk tier */
     int64_t prefill_ns, decode_ns; /* time in steps that held prefill / only decode tokens */
 } ts_sched_stats;
 

@@ -63,6 +63,8 @@ typedef struct worker {
 
     bool send_failed;      /* the current stream is being dropped: send nothing more */
     ts_sched_stats stats;  /* the engine's latest figures, for heartbeats; under mu */
+    ts_kv_tiers_stats tier_stats; /* the same of the lower KV tiers (has_tiers); under mu */
+    bool has_tiers;
     /* Prefix-cache keys for the next heartbeat (cache-aware routing); under mu. */
     uint64_t *cache_add, *cache_del;
     int32_t n_cache_add, n_cache_del, cache_max;
@@ -130,6 +132,26 @@ static void send_heartbeat(worker *w) {
     hb.cache_snapshot = w->cache_snapshot;
     hb.prefix_cache_query_tokens = st.cache_query_tokens;
     hb.prefix_cache_hit_tokens = st.cache_hit_tokens;
+    hb.prefix_cache_host_hit_tokens = st.cache_host_hit_tokens;
+    hb.prefix_cache_disk_hit_tokens = st.cache_disk_hit_tokens;
+    Tessera__V1__KvTierStats kt = TESSERA__V1__KV_TIER_STATS__INIT;
+    if (w->has_tiers) {
+        const ts_kv_tiers_stats *t = &w->tier_stats;
+        kt.host_blocks_total = t->host_blocks_total;
+        kt.host_blocks_used = t->host_blocks_used;
+        kt.disk_blocks_total = t->disk_blocks_total;
+        kt.disk_blocks_used = t->disk_blocks_used;
+        kt.stored_blocks = t->stored_blocks;
+        kt.stored_bytes = t->stored_bytes;
+        kt.store_ns = t->store_ns;
+        kt.loaded_blocks = t->loaded_blocks;
+        kt.loaded_bytes = t->loaded_bytes;
+        kt.load_ns = t->load_ns;
+        kt.disk_loaded_blocks = t->disk_loaded_blocks;
+        kt.checksum_failures = t->checksum_failures;
+        kt.disk_write_failures = t->disk_write_failures;
+        hb.kv_tiers = &kt;
+    }
     Tessera__V1__NodeMessage nm = TESSERA__V1__NODE_MESSAGE__INIT;
     nm.msg_case = TESSERA__V1__NODE_MESSAGE__MSG_HEARTBEAT;
     nm.heartbeat = &hb;
@@ -151,12 +173,17 @@ static void send_heartbeat(worker *w) {
 static void publish_stats(worker *w) {
     ts_sched_stats st;
     ts_sched_get_stats(w->sched, &st);
+    ts_kv_tiers *tiers = ts_runtime_kv_tiers(w->rt);
+    ts_kv_tiers_stats ts = {0};
+    if (tiers) ts_kv_tiers_get_stats(tiers, &ts);
     ts_kv_pool *pool = ts_sched_pool(w->sched);
     int32_t na = 0, nd = 0;
     bool snapshot = !w->take_add ||
                     ts_kv_pool_journal_take(pool, w->take_add, &na, w->take_del, &nd, w->cache_max);
     pthread_mutex_lock(&w->mu);
     w->stats = st;
+    w->tier_stats = ts;
+    w->has_tiers = tiers != NULL;
     if (w->take_add) {
         /* Deltas accumulate until a heartbeat takes them; when they outgrow what one should
          * carry, or a snapshot is due, the whole cache goes instead. */

@@ -12,12 +12,15 @@ Then the host tier in a TP 2 group (mpirun; each rank keeps its own shard): with
 memory, a second conversation evicts the end of the first one's history into --kv-host-memory,
 and the first one's next turn gets its history back (68 tokens from the device pool, and up to 12
 loaded from the host tier: at least one block; loads stop where they are measured dearer than
-recomputing, which a busy machine can make happen) with the tokens of a cold run.
+recomputing, which a busy machine can make happen) with the tokens of a cold run; /metrics
+splits the hits by tier (tessera:kv_tier_hits_total{tier="host"} = the tokens beyond the 68
+device ones) and counts the blocks stored into and loaded from the host tier.
 
   test_prefix_cache_serving.py --bin-dir BUILD/bin --pydir BUILD/rpc/ts_proto/python
 """
 import http.client
 import json
+import re
 
 import harness
 import serving_cluster as sc
@@ -34,7 +37,25 @@ def http_completion(port, body):
         conn.close()
 
 
-def check_host_tier_tp2(c, f):
+def tier_metrics(port):
+    """{(name, tier): value} of the tessera:kv_tier_* series, summed over groups."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'(tessera:kv_tier_\w+)\{([^}]*)\} (\S+)$', line)
+        if m:
+            tier = re.search(r'tier="([^"]*)"', m.group(2))
+            key = (m.group(1), tier.group(1) if tier else "")
+            out[key] = out.get(key, 0.0) + float(m.group(3))
+    return out
+
+
+def check_host_tier_tp2(c, f, port):
     c.start_node("tp2", "--block-size", "4", "--ctx", "128", "--kv-memory", "51200",
                  "--kv-host-memory", "1M", np=2)
     h = c.wait_groups(2)
@@ -65,6 +86,22 @@ def check_host_tier_tp2(c, f):
     f.check(68 < cached <= 80 and cached % 4 == 0,
             "TP 2: the history comes back from the device pool and the host tier (68 device + "
             "4 to 12 host cached prompt tokens, got %d)" % cached)
+    want = {("tessera:kv_tier_hits_total", "host"): cached - 68,
+            ("tessera:kv_tier_hits_total", "disk"): 0}
+    seen = [{}]
+
+    def tiers_counted():
+        seen[0] = tier_metrics(port)
+        return all(seen[0].get(k) == v for k, v in want.items())
+    f.check(harness.wait_for(tiers_counted, 15, 0.1),
+            "metrics: %d host-tier hit tokens, none from disk: %s" % (cached - 68, seen[0]))
+    m = seen[0]
+    f.check(m.get(("tessera:kv_tier_loaded_blocks_total", "host"), 0) >= (cached - 68) // 4 and
+            m.get(("tessera:kv_tier_stored_blocks_total", ""), 0) > 0 and
+            m.get(("tessera:kv_tier_stored_bytes_total", ""), 0) > 0 and
+            0 < m.get(("tessera:kv_tier_usage_perc", "host"), 0) <= 1 and
+            m.get(("tessera:kv_tier_checksum_failures_total", ""), -1) == 0,
+            "metrics: blocks stored into and loaded from the host tier: %s" % m)
     ref, ref_cached = gen(a2, "cold")
     f.check(ref_cached == 0 and ids == ref, "TP 2: tokens with host-tier blocks equal a cold "
             "run's: %s vs %s" % (ids, ref))
@@ -139,7 +176,7 @@ def main():
         f.check(harness.wait_for(counted, 15, 0.1),
                 "Health counts %d queried and %d hit prompt tokens: %s" % (queries, hits, last[0]))
         f.check(last[0].kv_blocks_cached > 0, "Health shows cached blocks")
-        check_host_tier_tp2(c, f)
+        check_host_tier_tp2(c, f, port)
     finally:
         sc.finish(c, f)
 

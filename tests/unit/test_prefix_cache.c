@@ -252,6 +252,10 @@ static void test_disk_tier_serves_evicted_blocks_and_survives_a_restart(void) {
     ts_kv_tiers_stats ts;
     ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
     CHECK_EQ_INT(ts.disk_loaded_blocks, 3);
+    ts_sched_stats ss;
+    ts_sched_get_stats(ts_runtime_scheduler(rt), &ss);
+    CHECK_EQ_INT(ss.cache_disk_hit_tokens, 12); /* the hits split by tier: these from disk */
+    CHECK_EQ_INT(ss.cache_host_hit_tokens, 0);
     run ref = generate(off, 3, a, 90, NULL);
     CHECK(same_bits(&ra2, &ref));
     /* a third conversation evicts the rest of A to disk (through a two-block host tier) */
@@ -272,6 +276,9 @@ static void test_disk_tier_serves_evicted_blocks_and_survives_a_restart(void) {
     CHECK_EQ_INT(after.n_cached, 80);
     ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
     CHECK_EQ_INT(ts.disk_loaded_blocks, 20);
+    ts_sched_get_stats(ts_runtime_scheduler(rt), &ss);
+    CHECK_EQ_INT(ss.cache_disk_hit_tokens, 80);
+    CHECK_EQ_INT(ss.cache_host_hit_tokens, 0);
     CHECK(same_bits(&after, &ref));
     ts_runtime_close(rt);
     ts_runtime_close(off);
