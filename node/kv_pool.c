@@ -195,22 +195,33 @@ static void table_rebuild(ts_kv_pool *p) {
     p->n_tombstones = 0;
 }
 
+/* Takes the least recently released cached block without cached children out of the cache,
+ * through the evict hook; -1 when no cached block is free. */
+static int32_t evict_one(ts_kv_pool *p) {
+    if (p->lru_head < 0) return -1;
+    int32_t b = p->lru_head;
+    while (b >= 0 && p->meta[b].n_children > 0)
+        b = p->meta[b].lru_next;
+    TS_ASSERT(b >= 0); /* a released chain always has a released leaf */
+    lru_remove(p, b);
+    if (p->evict_hook)
+        p->evict_hook(p->evict_user, b, p->meta[b].hash, p->meta[b].parent,
+                      p->tokens + (size_t)b * (size_t)p->block_size);
+    table_remove_block(p, b);
+    return b;
+}
+
+void ts_kv_pool_evict_all(ts_kv_pool *p) {
+    int32_t b;
+    while ((b = evict_one(p)) >= 0)
+        p->free_stack[p->n_free_stack++] = b;
+}
+
 int ts_kv_pool_alloc(ts_kv_pool *p, int32_t *block) {
     int32_t b;
     if (p->n_free_stack > 0) {
         b = p->free_stack[--p->n_free_stack];
-    } else if (p->lru_head >= 0) {
-        /* the least recently released cached block without cached children */
-        b = p->lru_head;
-        while (b >= 0 && p->meta[b].n_children > 0)
-            b = p->meta[b].lru_next;
-        TS_ASSERT(b >= 0); /* a released chain always has a released leaf */
-        lru_remove(p, b);
-        if (p->evict_hook)
-            p->evict_hook(p->evict_user, b, p->meta[b].hash, p->meta[b].parent,
-                          p->tokens + (size_t)b * (size_t)p->block_size);
-        table_remove_block(p, b);
-    } else {
+    } else if ((b = evict_one(p)) < 0) {
         return TS_E_EXHAUSTED;
     }
     p->meta[b].refcount = 1;

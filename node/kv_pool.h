@@ -98,4 +98,9 @@ int32_t ts_kv_pool_cached_keys(const ts_kv_pool *p, uint64_t *out, int32_t max);
 /* Drops the whole prefix cache (blocks in use stay in use; nothing goes to the hook). */
 void ts_kv_pool_clear_cache(ts_kv_pool *p);
 
+/* Evicts every cached block that is not in use, through the evict hook, in the order
+ * ts_kv_pool_alloc would (leaves first, least recently released first): what a shutdown does
+ * to hand the cache to the lower tiers. */
+void ts_kv_pool_evict_all(ts_kv_pool *p);
+
 #endif

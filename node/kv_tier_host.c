@@ -258,6 +258,24 @@ static int32_t lru_leaf(const ts_kv_tier_host *t) {
     return -1;
 }
 
+/* Hands the oldest leaf to the evict hook and removes it; false when none is committed. */
+static bool evict_one(ts_kv_tier_host *t) {
+    int32_t victim = lru_leaf(t);
+    if (victim < 0) return false;
+    if (t->evict_hook) {
+        const entry *v = &t->entries[victim];
+        t->evict_hook(t->evict_user, victim, v->hash, v->parent, slot_tokens(t, victim),
+                      ts_kv_tier_host_data(t, victim));
+    }
+    ts_kv_tier_host_remove(t, victim);
+    return true;
+}
+
+void ts_kv_tier_host_evict_all(ts_kv_tier_host *t) {
+    while (evict_one(t))
+        ;
+}
+
 int32_t ts_kv_tier_host_reserve(ts_kv_tier_host *t, uint64_t hash, uint64_t parent,
                                 const int32_t *tokens) {
     int32_t have = ts_kv_tier_host_find(t, hash, parent, tokens);
@@ -266,16 +284,8 @@ int32_t ts_kv_tier_host_reserve(ts_kv_tier_host *t, uint64_t hash, uint64_t pare
         lru_push(t, have);
         return -1;
     }
-    if (t->n_free == 0) {
-        int32_t victim = lru_leaf(t);
-        if (victim < 0) return -1; /* every slot reserved: cannot happen with one owner */
-        if (t->evict_hook) {
-            const entry *v = &t->entries[victim];
-            t->evict_hook(t->evict_user, victim, v->hash, v->parent, slot_tokens(t, victim),
-                          ts_kv_tier_host_data(t, victim));
-        }
-        ts_kv_tier_host_remove(t, victim);
-    }
+    if (t->n_free == 0 && !evict_one(t))
+        return -1; /* every slot reserved: cannot happen with one owner */
     int32_t s = t->free_slots[--t->n_free];
     entry *e = &t->entries[s];
     memset(e, 0, sizeof *e);

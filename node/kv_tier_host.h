@@ -74,6 +74,9 @@ int ts_kv_tier_host_verify(ts_kv_tier_host *t, int32_t slot);
 
 /* Removes an entry (slot from find). */
 void ts_kv_tier_host_remove(ts_kv_tier_host *t, int32_t slot);
+/* Gives up every committed block through the evict hook, in eviction order (leaves first,
+ * oldest first), and removes it: a shutdown hands the tier to the disk so. */
+void ts_kv_tier_host_evict_all(ts_kv_tier_host *t);
 
 /* Entries whose parent key is the slot's key (tests; the leaves-first rule). */
 int32_t ts_kv_tier_host_n_children(const ts_kv_tier_host *t, int32_t slot);

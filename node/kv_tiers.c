@@ -24,6 +24,7 @@ enum {
     OP_STORE = 1,
     OP_LOAD = 2,
     OP_DROP = 3,
+    OP_FLUSH = 4, /* the host tier's blocks to the disk tier */
 };
 
 typedef struct tier_msg {
@@ -143,6 +144,9 @@ static int on_task(void *user, ts_engine *e, const void *msg, size_t bytes) {
     switch (m->op) {
     case OP_STORE: return op_store(t, m);
     case OP_LOAD: return op_load(t, m);
+    case OP_FLUSH:
+        if (t->host && t->disk) ts_kv_tier_host_evict_all(t->host); /* via on_host_evict */
+        return TS_OK;
     case OP_DROP: {
         int32_t slot = t->host ? ts_kv_tier_host_find(t->host, m->hash, m->parent, m->tokens) : -1;
         if (slot >= 0) ts_kv_tier_host_remove(t->host, slot);
@@ -270,6 +274,22 @@ int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t pare
     t->stats.load_ns += ts_now_ns() - t0;
     if (from_disk_out) *from_disk_out = from_disk;
     return TS_OK;
+}
+
+bool ts_kv_tiers_has_disk(const ts_kv_tiers *t) {
+    return t && t->disk;
+}
+
+void ts_kv_tiers_flush(ts_kv_tiers *t) {
+    if (!t || !t->disk || !t->host) return;
+    int64_t failed = t->stats.disk_write_failures;
+    int32_t n = ts_kv_tier_host_n_used(t->host);
+    int rc = run(t, OP_FLUSH, -1, 0, 0, t->msg->tokens);
+    if (rc)
+        TS_WARN("KV tiers: the host tier was not written to disk (%s)", ts_error_message());
+    else
+        TS_INFO("KV tiers: %d host-tier blocks written to the disk tier (%lld failed)", n,
+                (long long)(t->stats.disk_write_failures - failed));
 }
 
 void ts_kv_tiers_get_stats(const ts_kv_tiers *t, ts_kv_tiers_stats *out) {

@@ -73,6 +73,12 @@ bool ts_kv_tiers_load_pays(const ts_kv_tiers *t, double prefill_ns_per_token, in
 int ts_kv_tiers_load(ts_kv_tiers *t, int32_t block, uint64_t hash, uint64_t parent,
                      const int32_t *tokens, bool *from_disk);
 
+/* Whether the tiers reach a disk (NULL: none), so that what they hold outlives the process. */
+bool ts_kv_tiers_has_disk(const ts_kv_tiers *t);
+/* Leader only, between steps, at shutdown: every rank writes its host tier's blocks to its disk
+ * tier (oldest first), so that a restart finds them there. No-op without both tiers. */
+void ts_kv_tiers_flush(ts_kv_tiers *t);
+
 void ts_kv_tiers_get_stats(const ts_kv_tiers *t, ts_kv_tiers_stats *out);
 
 /* For tests of the checksum path: flips one byte of this rank's copy of a held block. TS_OK, or

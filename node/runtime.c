@@ -222,6 +222,7 @@ fail:
 int ts_runtime_close(ts_runtime *rt) {
     if (!rt) return TS_OK;
     int rc = TS_OK;
+    if (rt->sched) ts_sched_flush_cache(rt->sched); /* the group still runs: tasks work */
     if (rt->engine && rt->comm && rt->comm->rank == 0) rc = ts_engine_stop_group(rt->engine);
     ts_sched_destroy(rt->sched);
     ts_kv_tiers_destroy(rt->tiers);

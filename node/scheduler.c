@@ -440,6 +440,12 @@ void ts_sched_abort_all(ts_sched *s, ts_finish_reason reason, ts_sched_emit emit
     }
 }
 
+void ts_sched_flush_cache(ts_sched *s) {
+    if (!ts_kv_tiers_has_disk(s->opts.tiers) || s->opts.no_prefix_cache) return;
+    ts_kv_pool_evict_all(s->pool); /* each through on_evict into the tiers */
+    ts_kv_tiers_flush(s->opts.tiers);
+}
+
 bool ts_sched_has_work(const ts_sched *s) { return s->running.n > 0 || s->waiting.n > 0; }
 
 void ts_sched_get_stats(const ts_sched *s, ts_sched_stats *out) {

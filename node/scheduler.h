@@ -124,6 +124,12 @@ void ts_sched_abort_all(ts_sched *s, ts_finish_reason reason, ts_sched_emit emit
 
 void ts_sched_get_stats(const ts_sched *s, ts_sched_stats *out);
 
+/* At shutdown, with a disk tier (kv_tiers.h): the prefix cache's free blocks go down the tiers
+ * (device pool → host tier → disk, leaves and oldest first), so a restarted node finds every
+ * cached prefix on disk, not only what was evicted before. Blocks still in use stay. No-op
+ * without a disk tier. */
+void ts_sched_flush_cache(ts_sched *s);
+
 /* ---- prefill/decode disaggregation (issue 5) ----
  *
  * A prefill group runs a request with max_tokens = 1 and ships its prompt's KV before the blocks

@@ -143,6 +143,27 @@ static void test_chain_released_back_to_front_is_evicted_from_its_leaf(void) {
     ts_kv_pool_destroy(p);
 }
 
+/* A shutdown's evict_all: every free cached block through the hook, leaves first; blocks in use
+ * stay, and the pool is then all free but those. */
+static void test_evict_all_hands_over_free_blocks_leaves_first(void) {
+    ts_kv_pool *p = NULL;
+    CHECK_OK(ts_kv_pool_create(6, 1, &p));
+    evicted ev = {0};
+    ts_kv_pool_set_evict_hook(p, on_evict, &ev);
+    int32_t chain[4], busy[2];
+    uint64_t keys[4], busy_keys[2];
+    make_chain(p, 100, 4, chain, keys);
+    make_chain(p, 200, 2, busy, busy_keys);
+    ts_kv_pool_release_seq(p, chain, 4);
+    ts_kv_pool_evict_all(p);
+    CHECK_EQ_INT(ev.n, 4);
+    for (int k = 0; k < 4; k++)
+        CHECK_EQ_INT(ev.blocks[k], chain[3 - k]);
+    CHECK_EQ_INT(ts_kv_pool_n_cached(p), 2); /* the busy chain is still cached, in use */
+    CHECK_EQ_INT(ts_kv_pool_n_free(p), 4);
+    ts_kv_pool_destroy(p);
+}
+
 static void test_parent_with_kept_child_is_never_evicted(void) {
     /* Released front to back (the old order), the first block is oldest on the LRU list; it
      * still must not go while its child is cached. */
@@ -270,6 +291,7 @@ static void test_journal_reports_what_the_cache_gained_and_lost(void) {
 }
 
 int main(void) {
+    RUN(test_evict_all_hands_over_free_blocks_leaves_first);
     RUN(test_alloc_until_exhausted_then_reuse);
     RUN(test_refcount_keeps_shared_block);
     RUN(test_prefix_lookup_requires_same_chain_and_tokens);

@@ -62,6 +62,34 @@ static void test_a_parent_with_kept_children_outlives_them(void) {
     ts_kv_tier_host_destroy(t);
 }
 
+typedef struct given {
+    uint64_t hashes[8];
+    int n;
+} given;
+
+static void on_give(void *user, int32_t slot, uint64_t hash, uint64_t parent, const int32_t *tokens,
+                    const void *data) {
+    (void)slot, (void)parent, (void)tokens, (void)data;
+    given *g = user;
+    g->hashes[g->n++] = hash;
+}
+
+/* A shutdown's evict_all: every block through the hook, leaves first, oldest first; then empty. */
+static void test_evict_all_gives_up_every_block_leaves_first(void) {
+    ts_kv_tier_host *t = NULL;
+    CHECK_OK(ts_kv_tier_host_create(4 * BYTES, BYTES, 1, &t));
+    given g = {0};
+    ts_kv_tier_host_set_evict_hook(t, on_give, &g);
+    CHECK(put(t, 11, 10, 1, 1)); /* child of 10, stored first */
+    CHECK(put(t, 50, 5, 9, 9));
+    CHECK(put(t, 10, 7, 0, 0));
+    ts_kv_tier_host_evict_all(t);
+    CHECK_EQ_INT(g.n, 3);
+    CHECK(g.hashes[0] == 11 && g.hashes[1] == 50 && g.hashes[2] == 10);
+    CHECK_EQ_INT(ts_kv_tier_host_n_used(t), 0);
+    ts_kv_tier_host_destroy(t);
+}
+
 static void test_checksum_mismatch_discards_the_block(void) {
     ts_kv_tier_host *t = NULL;
     CHECK_OK(ts_kv_tier_host_create(2 * BYTES, BYTES, 1, &t));
@@ -93,6 +121,7 @@ static void test_block_checksum_sees_every_word(void) {
 }
 
 int main(void) {
+    RUN(test_evict_all_gives_up_every_block_leaves_first);
     RUN(test_capacity_comes_from_bytes_and_is_never_exceeded);
     RUN(test_a_parent_with_kept_children_outlives_them);
     RUN(test_checksum_mismatch_discards_the_block);

@@ -258,8 +258,12 @@ static void test_disk_tier_serves_evicted_blocks_and_survives_a_restart(void) {
     CHECK_EQ_INT(ss.cache_host_hit_tokens, 0);
     run ref = generate(off, 3, a, 90, NULL);
     CHECK(same_bits(&ra2, &ref));
-    /* a third conversation evicts the rest of A to disk (through a two-block host tier) */
+    /* a third conversation evicts the rest of A to disk (through a two-block host tier); the
+     * close above wrote the whole cache to disk, so the disk starts empty again */
     ts_runtime_close(rt);
+    char wipe[128];
+    snprintf(wipe, sizeof wipe, "rm -rf '%s'/*", dir);
+    CHECK(system(wipe) == 0);
     rt = open_rt_host(false, bb * 40 + bb / 2, bb * 2 + bb / 2);
     int32_t c[96];
     two_conversations(rt, a);
@@ -282,6 +286,45 @@ static void test_disk_tier_serves_evicted_blocks_and_survives_a_restart(void) {
     CHECK(same_bits(&after, &ref));
     ts_runtime_close(rt);
     ts_runtime_close(off);
+    disk_dir = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A conversation that never left the device pool (nor the host tier) is on disk after an orderly
+ * shutdown: closing the runtime flushes the cache down the tiers, so a restart loads all of it. */
+static void test_shutdown_writes_the_cache_to_disk(void) {
+    char dir[] = "/tmp/tessera-prefix-flush-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    size_t bb = block_bytes();
+    int32_t a[96];
+    for (int32_t i = 0; i < 96; i++)
+        a[i] = 1 + (i * 29 + 5) % 500;
+    ts_runtime *off = open_rt(true, 0);
+    run ref = generate(off, 1, a, 90, NULL);
+    ts_runtime_close(off);
+    disk_dir = dir;
+    for (int host = 0; host < 2; host++) { /* without a host tier, and with a small one */
+        size_t host_bytes = host ? bb * 4 + bb / 2 : 0;
+        ts_runtime *rt = open_rt_host(false, bb * 40 + bb / 2, host_bytes);
+        run first = generate(rt, 1, a, 80, NULL);
+        CHECK(first.done);
+        ts_kv_tiers_stats ts;
+        ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+        CHECK_EQ_INT(ts.stored_blocks, 0); /* nothing was evicted: all of it in the device pool */
+        ts_runtime_close(rt);
+        rt = open_rt_host(false, bb * 40 + bb / 2, host_bytes);
+        run again = generate(rt, 2, a, 90, NULL);
+        CHECK_EQ_INT(again.n_cached, 80);
+        ts_kv_tiers_get_stats(ts_runtime_kv_tiers(rt), &ts);
+        CHECK_EQ_INT(ts.disk_loaded_blocks, 20);
+        CHECK(same_bits(&again, &ref));
+        ts_runtime_close(rt);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", dir);
+        CHECK(system(cmd) == 0);
+    }
     disk_dir = NULL;
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -326,6 +369,7 @@ int main(void) {
     RUN(test_host_tier_checksum_mismatch_is_recomputed);
     RUN(test_host_tier_too_small_is_refused);
     RUN(test_disk_tier_serves_evicted_blocks_and_survives_a_restart);
+    RUN(test_shutdown_writes_the_cache_to_disk);
     RUN(test_disk_tier_needs_a_size_and_a_writable_directory);
     return test_summary();
 }
