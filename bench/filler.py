@@ -32,18 +32,16 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+import cluster
+from cluster import log
+
 FIRST_ID, LAST_ID = 3, 500  # ordinary token ids every vocabulary has (the bundled one: 512)
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def http_json(base, method, path, body=None):
@@ -107,26 +105,12 @@ def wait_batch(base, batch_id):
 
 
 def start_cluster(args, d):
-    ep, hep = os.path.join(d, "endpoint"), os.path.join(d, "http.endpoint")
-    cmd = [os.path.join(args.build, "bin", "tessera"), "up", "--port", "0", "--http-port", "0",
-           "--endpoint-file", ep, "--http-endpoint-file", hep, "--state-dir",
-           os.path.join(d, "state"), "--log-level", "warn"]
-    if args.model != "bundled":
-        cmd += ["-m", args.model]
+    flags = ["--state-dir", os.path.join(d, "state")]
     if args.threads:
-        cmd += ["--threads", str(args.threads)]
+        flags += ["--threads", str(args.threads)]
     if args.groups:
-        cmd += ["--groups", str(args.groups)]
-    cmd += args.up_flag
-    log("+ " + " ".join(cmd))
-    p = subprocess.Popen(cmd, stdout=open(os.path.join(d, "up.log"), "w"),
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    t0 = time.time()
-    while not (os.path.exists(ep) and open(ep).read().strip()):
-        if p.poll() is not None or time.time() - t0 > 300:
-            raise SystemExit("tessera up exited or never served; see %s/up.log" % d)
-        time.sleep(0.1)
-    return p, open(ep).read().strip(), "http://" + open(hep).read().strip()
+        flags += ["--groups", str(args.groups)]
+    return cluster.start(args.build, args.model, d, flags + args.up_flag)
 
 
 def ratio(a, b):
@@ -152,12 +136,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    if not args.model:
-        args.model = os.path.expanduser("~/.cache/tessera/bench/110m-f16.gguf")
-        if not os.path.exists(args.model):
-            os.makedirs(os.path.dirname(args.model), exist_ok=True)
-            subprocess.run([os.path.join(args.build, "bin", "tessera"), "model", "synth",
-                            "--shape", "110m", "--type", "f16", "-o", args.model], check=True)
+    args.model = cluster.model_path(args.build, args.model)
     d = tempfile.mkdtemp(prefix="tessera-filler-")
     proc, ep, base = start_cluster(args, d)
     ok = True
@@ -213,11 +192,7 @@ def main():
             ok = False
         ok = ok and not (sat["failed"] or alone["failed"] or mixed["failed"]) and batch_tps > 0
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        cluster.stop(proc)
 
     def row(name, r):
         return "| %s | %d | %d | %.2f / %.2f | %.2f / %.2f | %.1f |" % (

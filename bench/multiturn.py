@@ -32,19 +32,16 @@ import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 
+import cluster
+from cluster import log
+
 FIRST_ID, LAST_ID = 3, 500  # ordinary token ids every vocabulary has
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def parse_size(text):
@@ -52,31 +49,6 @@ def parse_size(text):
     if not m:
         raise SystemExit("bad size %r (e.g. 64M)" % text)
     return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
-
-
-def start_cluster(args, d, flags):
-    ep, hep = os.path.join(d, "endpoint"), os.path.join(d, "http.endpoint")
-    model = [] if args.model == "bundled" else ["-m", args.model]
-    cmd = [os.path.join(args.build, "bin", "tessera"), "up"] + model + ["--port", "0",
-           "--http-port", "0", "--endpoint-file", ep, "--http-endpoint-file", hep,
-           "--log-level", "warn"] + (["--threads", str(args.threads)] if args.threads else []) + flags
-    log("+ " + " ".join(cmd))
-    p = subprocess.Popen(cmd, stdout=open(os.path.join(d, "up.log"), "w"),
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    t0 = time.time()
-    while not (os.path.exists(ep) and open(ep).read().strip()):
-        if p.poll() is not None or time.time() - t0 > 300:
-            raise SystemExit("tessera up exited or never served; see %s/up.log" % d)
-        time.sleep(0.1)
-    return p, open(ep).read().strip(), "http://" + open(hep).read().strip()
-
-
-def stop_cluster(p):
-    os.killpg(p.pid, signal.SIGTERM)
-    try:
-        p.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
 
 
 def tier_hits(base):
@@ -162,12 +134,7 @@ def main():
     import grpc
     from tessera.v1 import inference_pb2 as pb
 
-    if not args.model:
-        args.model = os.path.expanduser("~/.cache/tessera/bench/110m-f16.gguf")
-        if not os.path.exists(args.model):
-            os.makedirs(os.path.dirname(args.model), exist_ok=True)
-            subprocess.run([os.path.join(args.build, "bin", "tessera"), "model", "synth",
-                            "--shape", "110m", "--type", "f16", "-o", args.model], check=True)
+    args.model = cluster.model_path(args.build, args.model)
     rng = random.Random(args.seed)
     questions = [[[rng.randrange(FIRST_ID, LAST_ID) for _ in range(args.question_tokens)]
                   for _ in range(args.turns)] for _ in range(args.users)]
@@ -193,13 +160,14 @@ def main():
         name, flags = configs[key]
         d = tempfile.mkdtemp(prefix="tessera-multiturn-")
         flags = [os.path.join(d, "kv-disk") if f is None else f for f in flags]
-        p, ep, base = start_cluster(args, d, flags)
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        p, ep, base = cluster.start(args.build, args.model, d, threads + flags)
         try:
             results, answers, wall, errors = run_workload(args, grpc, pb, ep, questions)
             time.sleep(1.5)  # a heartbeat or two: the tier counters reach the coordinator
             tiers = tier_hits(base)
         finally:
-            stop_cluster(p)
+            cluster.stop(p)
             shutil.rmtree(d, ignore_errors=True)
         if errors:
             log("(%s) %d requests failed, the first: %s" % (key, len(errors), errors[0]))
