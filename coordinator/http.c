@@ -1709,6 +1709,10 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
     if (!rc && o.prompts)
         rc = field_error(&o, "prompt", "one prompt per batch line, got a list of %zu",
                          o.prompts->length);
+    if (!rc && req->params.logprobs) /* refused, not silently dropped from the output */
+        rc = field_error(&o, o.chat && req->params.top_logprobs ? "top_logprobs" : "logprobs",
+                         "logprobs are not supported in batch lines (their stored results carry "
+                         "text and usage)");
     *param = o.param;
     return rc;
 }

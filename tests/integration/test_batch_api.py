@@ -160,6 +160,7 @@ def client(cfg):
         line("v-8", "Once", model="no-such-model"),  # 8
         "",  # blank lines are skipped
         line("v-10", "Once"),
+        line("v-11", "Once", logprobs=2),  # 11: refused, not silently dropped
     ]
     vf, _ = upload("bad.jsonl", bad_lines)
     vb = wait(c.batches.create(input_file_id=vf.id, endpoint="/v1/completions",
@@ -167,12 +168,15 @@ def client(cfg):
     data = vb.errors.data if vb.errors else []
     got = {(e.line, e.code) for e in data}
     want = {(2, "invalid_json_line"), (4, "duplicate_custom_id"), (5, "invalid_url"),
-            (6, "invalid_method"), (7, "invalid_request"), (8, "model_not_found")}
+            (6, "invalid_method"), (7, "invalid_request"), (8, "model_not_found"),
+            (11, "invalid_request")}
     check(vb.status == "failed" and vb.failed_at and got == want,
           "validation: failed with each bad line: %s" % [(e.line, e.code, e.message) for e in data])
     check(any(e.line == 4 and "line 1" in e.message for e in data), "the duplicate names line 1")
     check(any(e.line == 7 and e.param == "body.temperature" for e in data),
           "the type error names body.temperature: %s" % data)
+    check(any(e.line == 11 and e.param == "body.logprobs" for e in data),
+          "logprobs in a batch line is refused naming body.logprobs: %s" % data)
 
     # 4. cancel keeps partial results
     # (the bundled model runs ~20k tokens/s: enough lines that the batch outlasts the checks)
