@@ -251,6 +251,10 @@ void co_queue_remove(coordinator *co, co_request *r);
  * waiting: what the batch runner fills, so that its work never waits in the queue. Under
  * co->mu. */
 int co_route_spare(const coordinator *co);
+/* The work a group would have before the request's first token: its outstanding tokens and the
+ * prompt tokens it does not hold in its prefix cache (from its heartbeats). The one measure both
+ * the router and the prefill choice of disagg.c minimise. Under co->mu. */
+int64_t co_route_work_ahead(const co_group *g, const co_request *r);
 /* Detaches a request from its group (accounting). */
 void co_group_release(co_group *g, co_request *r);
 

@@ -44,9 +44,7 @@ static bool has_room(const co_group *g, const co_request *r) {
     return g->n_active - max_seqs < lower;
 }
 
-/* The work a group would have before the request's first token: what it has outstanding and
- * the prompt tokens it does not hold. */
-static int64_t work_ahead(const co_group *g, const co_request *r) {
+int64_t co_route_work_ahead(const co_group *g, const co_request *r) {
     int32_t cached =
         co_prefix_index_match(g->prefix, g->fingerprint_value, r->req.params.cache_salt,
                               r->req.prompt_ids, r->req.n_prompt_ids, g->block_size);
@@ -71,7 +69,7 @@ static co_group *pick(coordinator *co, const co_request *r) {
     for (int pass = 0; pass < 2 && !best; pass++)
         for (co_group *g = co->groups; g; g = g->next) {
             if (!has_room(g, r) || (pass == 0 && g == r->avoid)) continue;
-            int64_t work = work_ahead(g, r);
+            int64_t work = co_route_work_ahead(g, r);
             if (!best || work < best_work || (work == best_work && g->n_active < best->n_active)) {
                 best = g;
                 best_work = work;

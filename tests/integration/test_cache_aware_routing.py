@@ -13,6 +13,9 @@ prompt tokens it does not hold. Checks:
   3. An overloaded group is passed over: while a long request runs on the group holding system
      prompt A, a short request with prompt A goes to the other group (0 cached tokens) instead
      of queuing behind it.
+  4. Prefill/decode split: the prefill group is chosen the same way. With system prompt A warm
+     on prefill group p0 and a second prefill group p1 started after it (listed first, so a
+     choice by load alone takes it on a tie), A's requests go to p0 and find A cached there.
 The busy group is frozen with SIGSTOP (well within the heartbeat timeout) while the other
 request is routed: the bundled model decodes a whole context in milliseconds, faster than a test
 can look.
@@ -93,6 +96,30 @@ def main():
         settle()
         f.check(cached_of(sys_a + question(22)) == 40, "with the load gone, A returns to its "
                 "group")
+
+        # 4. the prefill choice of the split counts caches too
+        c.stop_node("g0")
+        c.stop_node("g1")
+        c.wait_groups(0)
+        c.start_node("p0", "--block-size", "4", "--role", "prefill")
+        c.start_node("d0", "--block-size", "4", "--role", "decode")
+        c.wait_groups(2)
+        f.check(cached_of(sys_a + question(30)) == 0, "split: A's first request finds nothing")
+        c.start_node("p1", "--block-size", "4", "--role", "prefill")
+        c.wait_groups(3)
+        settle()
+        f.check(cached_of(sys_b + question(31)) == 0, "split: B's first request finds nothing")
+        settle()
+        hits = []
+        for k in range(32, 38):
+            hits.append(cached_of((sys_a if k % 2 == 0 else sys_b) + question(k)))
+            settle()
+        f.check(hits == [40] * 6, "split: each prompt goes to the prefill group holding its "
+                "prefix: cached %s" % hits)
+        h = c.health()
+        served = {g.name: g.prefix_cache_hit_tokens for g in h.groups if g.role == "prefill"}
+        f.check(len(served) == 2 and all(v > 0 for v in served.values()),
+                "split: both prefill groups served hits: %s" % served)
     finally:
         sc.finish(c, f)
 
