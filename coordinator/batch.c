@@ -38,20 +38,31 @@ typedef struct run_batch {
     struct run_batch *next;
 } run_batch;
 
+/* One choice of a line (its body's n: 1 to TS_MAX_SAMPLES), a co_request of its own: the first
+ * admitted with co_request_admit, the others as its samples (co_request_admit_sample, sharing
+ * the prompt's KV). */
+typedef struct batch_choice {
+    struct batch_item *it;
+    co_request *r; /* NULL once released */
+    ts_buf text;
+    ts_finish_reason reason;
+    ts_request_usage usage;
+    bool done;
+} batch_choice;
+
+/* A line in flight. Under co->mu; refs: the runner's and one per admitted choice. */
 typedef struct batch_item {
     co_batch *runner;
     run_batch *rb;
     int64_t line;
     char *custom_id;
-    co_request *r; /* NULL once released */
     int refs;
-    ts_buf text;
-    bool done;
+    int32_t n_choices, n_done;
+    batch_choice *choices;
+    bool done; /* every choice finished, or one failed (err) */
     int err;
     char err_msg[512];
-    ts_finish_reason reason;
-    ts_request_usage usage;
-    char request_id[TS_REQUEST_ID_BYTES];
+    char request_id[TS_REQUEST_ID_BYTES]; /* the first choice's */
     int64_t created;
     struct batch_item *next; /* the runner's in-flight list */
 } batch_item;
@@ -72,7 +83,9 @@ struct co_batch {
 
 static void item_unref(batch_item *it) {
     if (--it->refs > 0) return;
-    ts_buf_free(&it->text);
+    for (int32_t i = 0; it->choices && i < it->n_choices; i++)
+        ts_buf_free(&it->choices[i].text);
+    free(it->choices);
     free(it->custom_id);
     free(it);
 }
@@ -84,37 +97,39 @@ static void wake(co_batch *b) {
 }
 
 static int out_tokens(co_request *r, const char *text, size_t n, int32_t token, float logprob) {
-    batch_item *it = r->out_user;
+    batch_choice *c = r->out_user;
     (void)token, (void)logprob;
-    return ts_buf_append(&it->text, text, n);
+    return ts_buf_append(&c->text, text, n);
 }
 
 static int out_finish(co_request *r, const char *text, size_t n, int32_t token, float logprob,
                       ts_finish_reason reason, const ts_request_usage *usage) {
-    batch_item *it = r->out_user;
+    batch_choice *c = r->out_user;
+    batch_item *it = c->it;
     (void)token, (void)logprob;
-    int rc = ts_buf_append(&it->text, text, n);
-    it->reason = reason;
-    it->usage = *usage;
-    it->done = true;
-    snprintf(it->request_id, sizeof it->request_id, "%s", r->client_id);
-    wake(it->runner);
+    int rc = ts_buf_append(&c->text, text, n);
+    c->reason = reason;
+    c->usage = *usage;
+    c->done = true;
+    if (++it->n_done == it->n_choices) it->done = true;
+    if (it->done) wake(it->runner);
     return rc;
 }
 
+/* A choice failed: so does the line (collect cancels its other choices). */
 static void out_error(co_request *r, int code, const char *message) {
-    batch_item *it = r->out_user;
+    batch_item *it = ((batch_choice *)r->out_user)->it;
+    if (it->err) return;
     it->err = code;
     snprintf(it->err_msg, sizeof it->err_msg, "%s", message);
-    snprintf(it->request_id, sizeof it->request_id, "%s", r->client_id);
     it->done = true;
     wake(it->runner);
 }
 
 static void out_release(co_request *r) {
-    batch_item *it = r->out_user;
-    it->r = NULL;
-    item_unref(it);
+    batch_choice *c = r->out_user;
+    c->r = NULL;
+    item_unref(c->it);
 }
 
 static const co_output batch_output = {
@@ -427,6 +442,12 @@ static bool in_flight(co_batch *b, const run_batch *rb, int64_t line) {
     return false;
 }
 
+/* The runner is done with the line's requests: those still running are cancelled. Under co->mu. */
+static void item_done(coordinator *co, batch_item *it) {
+    for (int32_t i = 0; i < it->n_choices; i++)
+        if (it->choices[i].r) co_request_client_done(co, it->choices[i].r);
+}
+
 /* Cancels the batch's running requests (all of them when rb is NULL). Under co->mu. */
 static void cancel_items(co_batch *b, run_batch *rb) {
     for (batch_item **pp = &b->items; *pp;) {
@@ -437,7 +458,7 @@ static void cancel_items(co_batch *b, run_batch *rb) {
         }
         *pp = it->next;
         it->rb->n_in_flight--;
-        if (it->r) co_request_client_done(b->co, it->r);
+        item_done(b->co, it);
         item_unref(it);
     }
 }
@@ -447,6 +468,24 @@ static void mark_broken(run_batch *rb, const char *why) {
     rb->broken = true;
     snprintf(rb->broken_why, sizeof rb->broken_why, "%s", why);
     TS_ERROR("batch %s: %s", rb->id, why);
+}
+
+/* The line's response body: its choices, and the usage of all of them (the prompt's tokens once,
+ * every choice's completion tokens), which *usage gets too. */
+static int item_body(co_http *http, bool chat, const char *id, const batch_item *it,
+                     ts_request_usage *usage, ts_buf *body) {
+    co_http_choice_result *res = calloc((size_t)it->n_choices, sizeof *res);
+    if (!res) return ts_error_set(TS_E_NOMEM, "out of memory");
+    *usage = it->choices[0].usage;
+    usage->completion_tokens = 0;
+    for (int32_t i = 0; i < it->n_choices; i++) {
+        const batch_choice *c = &it->choices[i];
+        res[i] = (co_http_choice_result){c->text.data ? c->text.data : "", c->text.len, c->reason};
+        usage->completion_tokens += c->usage.completion_tokens;
+    }
+    int rc = co_http_completion_body(http, chat, id, it->created, res, it->n_choices, usage, body);
+    free(res);
+    return rc;
 }
 
 /* Finished items → results in the store (transient failures go back to pending). */
@@ -462,7 +501,7 @@ static void collect(co_batch *b) {
         }
         *pp = it->next;
         it->rb->n_in_flight--;
-        if (it->r) co_request_client_done(co, it->r);
+        item_done(co, it);
         it->next = done;
         done = it;
     }
@@ -485,14 +524,14 @@ static void collect(co_batch *b) {
         }
         int rc;
         char id[160];
+        ts_request_usage usage = {0};
         if (it->err) {
             rc = error_line(rb->id, it->line, it->custom_id, it->err, it->err_msg, NULL,
                             it->request_id, &lines[n]);
         } else {
             ts_buf body = {0};
             snprintf(id, sizeof id, "%s-%s", rb->chat ? "chatcmpl" : "cmpl", it->request_id);
-            rc = co_http_completion_body(b->http, rb->chat, id, it->created, it->text.data,
-                                         it->text.len, it->reason, &it->usage, &body);
+            rc = item_body(b->http, rb->chat, id, it, &usage, &body);
             if (!rc)
                 rc = output_line(rb->id, it->line, it->custom_id, 200, it->request_id, body.data,
                                  &lines[n]);
@@ -506,9 +545,9 @@ static void collect(co_batch *b) {
                                    .line = it->line,
                                    .ok = !it->err,
                                    .line_json = lines[n].data,
-                                   .prompt_tokens = it->usage.prompt_tokens,
-                                   .completion_tokens = it->usage.completion_tokens,
-                                   .cached_tokens = it->usage.cached_prompt_tokens};
+                                   .prompt_tokens = usage.prompt_tokens,
+                                   .completion_tokens = usage.completion_tokens,
+                                   .cached_tokens = usage.cached_prompt_tokens};
         n++;
     }
     int rc = res && lines ? co_store_results(b->store, res, n)
@@ -530,6 +569,53 @@ static void collect(co_batch *b) {
         done = next;
     }
     pthread_mutex_unlock(&co->mu);
+}
+
+/* Admits a line's choices (req.n of them, seeds seed + i) and puts it on the runner's list; on
+ * a failure the choices admitted are cancelled and the item dropped. Takes co->mu. */
+static int admit_line(co_batch *b, batch_item *it, run_batch *rb, int64_t line, const char *rid,
+                      int64_t now_s, ts_request *req, int32_t n_choices) {
+    coordinator *co = b->co;
+    it->runner = b;
+    it->rb = rb;
+    it->line = line;
+    it->refs = 1; /* the runner's; each admitted choice adds its own */
+    it->created = now_s;
+    it->n_choices = n_choices;
+    for (int32_t i = 0; i < n_choices; i++)
+        it->choices[i].it = it;
+    snprintf(it->request_id, sizeof it->request_id, "%s", rid);
+    ts_request rest; /* the samples' copy: admission takes req */
+    ts_request_init(&rest);
+    int rc = n_choices > 1 && ts_request_copy(&rest, req) ? TS_E_NOMEM : 0;
+    pthread_mutex_lock(&co->mu);
+    if (!rc)
+        rc =
+            co_request_admit(co, req, INT64_MAX, &batch_output, &it->choices[0], &it->choices[0].r);
+    if (!rc) it->refs++;
+    for (int32_t i = 1; !rc && i < n_choices; i++) {
+        ts_request sample;
+        if (ts_request_copy(&sample, &rest)) {
+            rc = ts_error_set(TS_E_NOMEM, "out of memory");
+            break;
+        }
+        sample.params.seed += (uint64_t)i; /* every line has a seed (the runner gives one) */
+        rc = co_request_admit_sample(co, it->choices[0].r, &sample, INT64_MAX, &batch_output,
+                                     &it->choices[i], &it->choices[i].r);
+        ts_request_free(&sample);
+        if (!rc) it->refs++;
+    }
+    if (!rc) {
+        it->next = b->items;
+        b->items = it;
+        rb->n_in_flight++;
+    } else {
+        item_done(co, it); /* cancels the choices admitted; their releases drop their refs */
+        item_unref(it);
+    }
+    pthread_mutex_unlock(&co->mu);
+    ts_request_free(&rest);
+    return rc;
 }
 
 /* Admits up to *spare pending requests of rb. */
@@ -574,40 +660,26 @@ static void fill(co_batch *b, run_batch *rb, int *spare) {
                 req.params.seed = hash_str(rb->input_file_id) * 31 + hash_str(p[i].custom_id);
                 req.has_seed = true;
             }
+            int32_t n_choices = req.n > 1 ? req.n : 1;
             batch_item *it = rc ? NULL : calloc(1, sizeof *it);
-            if (!rc && (!it || !(it->custom_id = strdup(p[i].custom_id)))) {
+            if (it) {
+                it->custom_id = strdup(p[i].custom_id);
+                it->choices = calloc((size_t)n_choices, sizeof *it->choices);
+            }
+            if (!rc && (!it || !it->custom_id || !it->choices)) {
+                if (it) free(it->custom_id), free(it->choices);
                 free(it);
                 it = NULL;
                 rc = ts_error_set(TS_E_NOMEM, "out of memory");
             }
             if (it) {
-                it->runner = b;
-                it->rb = rb;
-                it->line = p[i].line;
-                it->refs = 2; /* the runner's and the request's */
-                it->created = now_s;
-                snprintf(it->request_id, sizeof it->request_id, "%s", rid);
-                pthread_mutex_lock(&co->mu);
-                co_request *r = NULL;
-                rc = co_request_admit(co, &req, INT64_MAX, &batch_output, it, &r);
-                if (!rc) {
-                    it->r = r;
-                    it->next = b->items;
-                    b->items = it;
-                    rb->n_in_flight++;
-                } else {
-                    it->refs = 0;
-                }
-                pthread_mutex_unlock(&co->mu);
-                if (rc) {
-                    free(it->custom_id);
-                    free(it);
-                }
+                rc = admit_line(b, it, rb, p[i].line, rid, now_s, &req, n_choices);
+                it = NULL; /* the runner's list holds it, or it is gone */
             }
             ts_request_free(&req);
             if (!rc) {
                 rb->cursor = p[i].line;
-                (*spare)--;
+                *spare -= n_choices;
                 continue;
             }
             if (rc == TS_E_INVALID) { /* the one validation refused it: a failed line */

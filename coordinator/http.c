@@ -1704,8 +1704,6 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
     if (!rc && o.stream && !allow_stream)
         rc = field_error(&o, "stream", "stream must be false here (results are stored)");
     if (!rc && o.echo) rc = field_error(&o, "echo", "echo is not supported here");
-    if (!rc && o.n > 1)
-        rc = field_error(&o, "n", "n must be 1 here (one choice per batch line), got %d", o.n);
     if (!rc && o.prompts)
         rc = field_error(&o, "prompt", "one prompt per batch line, got a list of %zu",
                          o.prompts->length);
@@ -1718,12 +1716,18 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
 }
 
 int co_http_completion_body(co_http *h, bool chat, const char *id, int64_t created,
-                            const char *text, size_t n, ts_finish_reason reason,
+                            const co_http_choice_result *choices, int32_t n,
                             const ts_request_usage *usage, ts_buf *out) {
-    http_req r = {.srv = h, .chat = chat, .created = created, .n_choices = 1, .per_prompt = 1};
-    http_choice ch = {.h = &r};
+    http_req r = {.srv = h, .chat = chat, .created = created, .n_choices = n, .per_prompt = n};
     snprintf(r.id, sizeof r.id, "%s", id);
-    return completion_json(out, &r, &ch, text, n, finish_name(reason), usage);
+    ts_json_writer w;
+    ts_jw_init(&w, out);
+    head_json(&w, &r);
+    for (int32_t i = 0; i < n; i++) {
+        http_choice ch = {.h = &r, .index = i};
+        choice_json(&w, &r, &ch, choices[i].text, choices[i].len, finish_name(choices[i].reason));
+    }
+    return tail_json(&w, usage);
 }
 
 int co_http_error_body(int code, const char *message, const char *param, ts_buf *out,

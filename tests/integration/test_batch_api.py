@@ -132,6 +132,26 @@ def client(cfg):
           out[0]["response"]["body"]["choices"][0]["message"]["content"] ==
           ref.choices[0].message.content, "chat batch = chat.completions: %s vs %s" % (out, ref))
 
+    # ... n choices in a line: each its own sample (seed + j), as /v1/completions gives them
+    sampled = dict(temperature=0.9, seed=77, max_tokens=N, ignore_eos=True)
+    nf, _ = upload("n.jsonl", [line("n-3", PROMPTS[1], n=3, **sampled),
+                               line("n-1", PROMPTS[1], **sampled)])
+    nb = wait(c.batches.create(input_file_id=nf.id, endpoint="/v1/completions",
+                               completion_window="24h").id)
+    out = {o["custom_id"]: o["response"]["body"] for o in lines_of(nb.output_file_id)}
+    ref = c.completions.create(model=cfg["model"], prompt=PROMPTS[1], n=3, temperature=0.9,
+                               seed=77, max_tokens=N, extra_body={"ignore_eos": True})
+    three = out.get("n-3", {})
+    got = [(ch["index"], ch["text"]) for ch in three.get("choices", [])]
+    want = [(ch.index, ch.text) for ch in sorted(ref.choices, key=lambda ch: ch.index)]
+    check(nb.status == "completed" and got == want and len(set(t for _, t in got)) > 1,
+          "a line with n=3 has the 3 choices of /v1/completions: %s vs %s" % (got, want))
+    check(three.get("usage", {}).get("completion_tokens") == 3 * N and
+          three.get("usage", {}).get("prompt_tokens") == ref.usage.prompt_tokens,
+          "its usage: the prompt once, every choice's tokens: %s" % three.get("usage"))
+    one = out.get("n-1", {}).get("choices", [{}])
+    check(one[0].get("text") == want[0][1], "choice 0 is the n=1 answer of the same seed")
+
     # ... usage counts the prefix cache: a long prompt sent interactively first (its full 16-token
     # blocks published), then as a batch line, is served from the cache in both the line's usage
     # and the batch's
@@ -233,7 +253,7 @@ def client(cfg):
     check(len(page.data) == 2 and page.has_more, "list limit 2: %s" % page)
     rest = c.batches.list(limit=100, after=page.data[-1].id)
     all_ids = [x.id for x in page.data] + [x.id for x in rest.data]
-    check(len(all_ids) == 6 and len(set(all_ids)) == 6 and all_ids[0] == eb.id,
+    check(len(all_ids) == 7 and len(set(all_ids)) == 7 and all_ids[0] == eb.id,
           "newest first, pages continue after: %s" % all_ids)
     for kw, err, param in [
             ({"input_file_id": "file-nope"}, openai.NotFoundError, "input_file_id"),

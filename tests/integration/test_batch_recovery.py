@@ -7,9 +7,11 @@ then a second batch over the same file is hit by kill -9 of the coordinator twic
 batches.create (validating or just started) and mid-run, each time restarted on the same
 --state-dir. Checked after the restarts: the batch completes; the output file has every
 custom_id exactly once and nothing else; every text (greedy lines, lines with a seed, and
-sampled lines without one, which get a seed from the file and custom_id) equals the reference
+sampled lines without one, which get a seed from the file and custom_id; lines of n = 2 choices,
+every choice) equals the reference
 run's; the restarted coordinator admitted no more requests than were left unrecorded (finished
-ones are not run again: Health.requests_total <= total - completed before the kill).
+ones are not run again: Health.requests_total <= the requests of the lines not completed before
+the kill).
 Last, the database is turned back into schema 1 (no batches.cached_tokens, user_version 1, as a
 Tessera of the first Batch API release wrote it): the restarted coordinator upgrades it in place
 and serves the finished batch as it was.
@@ -38,11 +40,19 @@ def lines():
                 "temperature": 0}
         if i % 3 == 1:
             body.update(temperature=0.9, seed=1000 + i)
+            if i % 6 == 1:
+                body.update(n=2)  # two choices: both rerun after a kill, the same texts
         elif i % 3 == 2:
             body.update(temperature=0.9)  # no seed: the runner derives one
         out.append({"custom_id": "r-%03d" % i, "method": "POST", "url": "/v1/completions",
                     "body": body})
     return out
+
+
+def texts(o):
+    """Every choice's text of an output line, in index order."""
+    return [ch["text"] for ch in sorted(o["response"]["body"]["choices"],
+                                        key=lambda ch: ch["index"])]
 
 
 def main():
@@ -97,7 +107,7 @@ def main():
         status, ref = raw(http_port, "POST", "/v1/batches", create, jh)
         ref = wait(ref["id"], lambda b: b["status"] in done)
         f.check(ref["status"] == "completed", "the reference batch: %s" % ref)
-        ref_text = {o["custom_id"]: o["response"]["body"]["choices"][0]["text"]
+        ref_text = {o["custom_id"]: texts(o)
                     for o in outputs(ref)}
         f.check(len(ref_text) == TOTAL, "reference: %d lines" % len(ref_text))
 
@@ -120,15 +130,16 @@ def main():
         f.check(b["status"] == "completed" and b["request_counts"]["completed"] == TOTAL and
                 b["request_counts"]["failed"] == 0, "completed after the kills: %s" % b)
         admitted = c.health().requests_total
-        f.check(0 < admitted <= TOTAL - before,
-                "finished requests not run again: %d admitted after the restart, %d were left"
-                % (admitted, TOTAL - before))
+        two = sum(1 for l in lines() if l["body"].get("n") == 2)  # lines of two requests
+        f.check(0 < admitted <= TOTAL - before + two,
+                "finished requests not run again: %d admitted after the restart, %d lines (of "
+                "at most %d requests) were left" % (admitted, TOTAL - before, TOTAL - before + two))
         out = outputs(b)
         ids = [o["custom_id"] for o in out]
         f.check(len(ids) == TOTAL and set(ids) == set(ref_text),
                 "every custom_id exactly once: %d lines, %d distinct" % (len(ids), len(set(ids))))
         diff = [o["custom_id"] for o in out
-                if o["response"]["body"]["choices"][0]["text"] != ref_text.get(o["custom_id"])]
+                if texts(o) != ref_text.get(o["custom_id"])]
         f.check(not diff, "texts equal the uninterrupted run's (differ: %s)" % diff[:10])
 
         # a schema-1 database (before batches.cached_tokens) is upgraded at open
@@ -169,7 +180,7 @@ def main():
         out = outputs(again) if again["output_file_id"] else []
         ids = [o["custom_id"] for o in out]
         diff = [o["custom_id"] for o in out
-                if o["response"]["body"]["choices"][0]["text"] != ref_text.get(o["custom_id"])]
+                if texts(o) != ref_text.get(o["custom_id"])]
         f.check(len(ids) == TOTAL and set(ids) == set(ref_text) and not diff,
                 "finalized again: %d lines, %d distinct, %d texts differ" %
                 (len(ids), len(set(ids)), len(diff)))
