@@ -329,6 +329,7 @@ typedef struct up_options {
     const char *tls_cert, *tls_key; /* checked; passed to the coordinator as paths */
     bool protect_metrics;           /* the coordinator's --protect-metrics */
     const char *http_endpoint_file; /* where the HTTP API's HOST:PORT goes, or NULL (run dir) */
+    const char *routing;            /* the coordinator's --routing, or NULL (its default) */
 } up_options;
 
 /* The coordinator's command line, into args (UP_MAX_ARGS). */
@@ -368,6 +369,10 @@ static void coordinator_args(const up_options *o, char *bin, char *listen, char 
         args[a++] = (char *)o->chat_template;
     }
     if (o->protect_metrics) args[a++] = "--protect-metrics";
+    if (o->routing) {
+        args[a++] = "--routing";
+        args[a++] = (char *)o->routing;
+    }
     if (o->state_dir) {
         args[a++] = "--state-dir";
         args[a++] = (char *)o->state_dir;
@@ -644,6 +649,7 @@ static int up_run(ts_node_settings *ns, const ts_plan *plan, const up_options *o
 int ts_cmd_up(int argc, char **argv) {
     const char *model = NULL, *endpoint_file = NULL, *log_level = "info", *api_key_file = NULL;
     const char *chat_template = NULL, *state_dir = NULL, *tls_cert = NULL, *tls_key = NULL;
+    const char *routing = NULL;
     const char *http_endpoint_file = NULL;
     int http_port = -1;
     bool no_http = false, protect_metrics = false;
@@ -678,6 +684,10 @@ int ts_cmd_up(int argc, char **argv) {
         {"state-dir", 0, TS_FLAG_STRING, &state_dir,
          "durable state of the HTTP Files and Batches API; batches continue after a restart on "
          "the same directory (not with --no-http)",
+         0, 0},
+        {"routing", 0, TS_FLAG_STRING, &routing,
+         "how the coordinator picks a request's group: cache (default: least work ahead, cached "
+         "prefixes counted) or round-robin (a baseline)",
          0, 0},
         {"tp", 0, TS_FLAG_INT, &tp, "ranks per group (tensor-parallel degree)", 1, 64},
         {"groups", 0, TS_FLAG_INT, &groups,
@@ -803,7 +813,7 @@ int ts_cmd_up(int argc, char **argv) {
         &ns, &plan,
         &(up_options){model, endpoint_file, log_level, api_key_file, chat_template, http_port, port,
                       threads, cpus_per_group, startup_ms, device, (int)first_index, max_restarts,
-                      state_dir, tls_cert, tls_key, protect_metrics, http_endpoint_file});
+                      state_dir, tls_cert, tls_key, protect_metrics, http_endpoint_file, routing});
     ts_plan_free(&plan);
     return exit_code;
 }

@@ -177,6 +177,8 @@ typedef struct co_group_hooks {
 struct coordinator {
     pthread_mutex_t mu;
     int heartbeat_ms, heartbeat_timeout_ms, max_queue; /* max_queue: per priority */
+    bool round_robin;     /* --routing round-robin: groups in turn, caches and load ignored */
+    uint64_t rr_turn;     /* the next turn of round_robin */
     int64_t t_started;    /* ts_now_ns() at start: groups get heartbeat_timeout_ms to attach */
     co_group_hooks hooks; /* membership.c → request.c (co_requests_init) */
     ts_tokenizer *tok;

@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
     int http_max_per_ip = 0, http_idle_s = 60;
     size_t http_max_header = 32u << 10;
     const char *tls_cert = NULL, *tls_key = NULL;
-    const char *state_dir = NULL;
+    const char *state_dir = NULL, *routing = "cache";
     size_t state_max_size = 0;
     size_t http_max_body = 32u << 20;
     int http_max_connections = 256;
@@ -190,6 +190,10 @@ int main(int argc, char **argv) {
          600000},
         {"heartbeat-timeout-ms", 0, TS_FLAG_INT, &heartbeat_timeout_ms,
          "a group silent this long is removed", 50, 3600000},
+        {"routing", 0, TS_FLAG_STRING, &routing,
+         "how a request's group is chosen: cache (the least work ahead, its cached prefix counted "
+         "as done) or round-robin (in turn; a baseline)",
+         0, 0},
         {"max-queued-requests", 0, TS_FLAG_INT, &max_queue,
          "requests of one priority that may wait for a group; one more gets RESOURCE_EXHAUSTED "
          "(HTTP 429)",
@@ -250,6 +254,10 @@ int main(int argc, char **argv) {
         ts_error_set(TS_E_INVALID, "--state-dir needs --http-listen (the Files and Batches API)");
         return fail(2);
     }
+    if (strcmp(routing, "cache") && strcmp(routing, "round-robin")) {
+        ts_error_set(TS_E_INVALID, "--routing: cache or round-robin, got '%s'", routing);
+        return fail(2);
+    }
     /* Before any thread: a corrupt or foreign database stops the coordinator with the reason. */
     co_store *store = NULL;
     if (state_dir && (rc = co_store_open(state_dir, (int64_t)state_max_size, &store)))
@@ -281,6 +289,7 @@ int main(int argc, char **argv) {
     co->heartbeat_ms = heartbeat_ms;
     co->heartbeat_timeout_ms = heartbeat_timeout_ms;
     co->max_queue = max_queue;
+    co->round_robin = !strcmp(routing, "round-robin");
     co->t_started = ts_now_ns();
     memcpy(co->cluster_secret, secret, sizeof secret);
     memset(secret, 0, sizeof secret);

@@ -59,7 +59,21 @@ static bool waits_for_lead(coordinator *co, const co_request *r) {
     return lead && !lead->closed && lead->n_generated == 0;
 }
 
+/* --routing round-robin (a baseline to measure cache-aware routing against): the groups with
+ * room in turn. */
+static co_group *pick_round_robin(coordinator *co, const co_request *r) {
+    int n = 0;
+    for (co_group *g = co->groups; g; g = g->next)
+        n += has_room(g, r);
+    if (n == 0) return NULL;
+    int k = (int)(co->rr_turn++ % (uint64_t)n);
+    for (co_group *g = co->groups; g; g = g->next)
+        if (has_room(g, r) && k-- == 0) return g;
+    return NULL;
+}
+
 static co_group *pick(coordinator *co, const co_request *r) {
+    if (co->round_robin) return pick_round_robin(co, r);
     /* A sample goes where its prompt's first request runs: that group's prefix cache holds the
      * prompt, before a heartbeat tells the prefix index so. */
     const co_request *lead = r->lead_id ? co_request_find(co, r->lead_id) : NULL;
