@@ -53,3 +53,31 @@ def stop(p):
         p.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
+
+
+def generate_stub(grpc, pb, ep):
+    """(channel, Generate callable) on the cluster's gRPC API."""
+    channel = grpc.insecure_channel(ep)
+    return channel, channel.unary_stream(
+        "/tessera.v1.Inference/Generate", request_serializer=pb.GenerateRequest.SerializeToString,
+        response_deserializer=pb.GenerateResponse.FromString)
+
+
+def stream(generate, pb, prompt_ids, max_tokens):
+    """One greedy request of exactly max_tokens tokens (ignore_eos): (seconds to the first
+    token, the token ids, the last usage). Raises grpc.RpcError."""
+    t0, ttft, ids, usage = time.time(), None, [], None
+    for m in generate(pb.GenerateRequest(prompt_ids=prompt_ids, max_tokens=max_tokens,
+                                         ignore_eos=True), timeout=600):
+        if m.token_ids and ttft is None:
+            ttft = time.time() - t0
+        ids.extend(m.token_ids)
+        if m.HasField("usage"):
+            usage = m.usage
+    return ttft, ids, usage
+
+
+def pct(values, q):
+    """The nearest-rank q-quantile of values (0 when there are none)."""
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] if v else 0.0

@@ -39,7 +39,7 @@ import time
 import urllib.request
 
 import cluster
-from cluster import log
+from cluster import log, pct
 
 FIRST_ID, LAST_ID = 3, 500  # ordinary token ids every vocabulary has
 
@@ -63,10 +63,7 @@ def tier_hits(base):
 
 def run_workload(args, grpc, pb, ep, questions):
     """Runs every turn; returns (per-request results, answers by (user, turn), wall seconds)."""
-    channel = grpc.insecure_channel(ep)
-    generate = channel.unary_stream("/tessera.v1.Inference/Generate",
-                                    request_serializer=pb.GenerateRequest.SerializeToString,
-                                    response_deserializer=pb.GenerateResponse.FromString)
+    channel, generate = cluster.generate_stub(grpc, pb, ep)
     results, answers, errors = [], {}, []
     lock = threading.Lock()
 
@@ -75,17 +72,8 @@ def run_workload(args, grpc, pb, ep, questions):
         for turn in range(args.turns):
             for u in users:
                 prompt = history[u] + questions[u][turn]
-                t0 = time.time()
-                ttft, ids, usage = None, [], None
                 try:
-                    for m in generate(pb.GenerateRequest(prompt_ids=prompt,
-                                                         max_tokens=args.answer_tokens,
-                                                         ignore_eos=True), timeout=600):
-                        if m.token_ids and ttft is None:
-                            ttft = time.time() - t0
-                        ids.extend(m.token_ids)
-                        if m.HasField("usage"):
-                            usage = m.usage
+                    ttft, ids, usage = cluster.stream(generate, pb, prompt, args.answer_tokens)
                 except grpc.RpcError as e:
                     with lock:
                         errors.append("user %d turn %d: %s %s" % (u, turn, e.code(), e.details()))
@@ -106,11 +94,6 @@ def run_workload(args, grpc, pb, ep, questions):
     wall = time.time() - t0
     channel.close()
     return results, answers, wall, errors
-
-
-def pct(values, q):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] if v else 0.0
 
 
 def main():

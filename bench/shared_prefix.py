@@ -25,16 +25,13 @@ import threading
 import time
 
 import cluster
-from cluster import log
+from cluster import log, pct
 
 FIRST_ID, LAST_ID = 3, 500
 
 
 def run(args, grpc, pb, ep, requests):
-    channel = grpc.insecure_channel(ep)
-    generate = channel.unary_stream("/tessera.v1.Inference/Generate",
-                                    request_serializer=pb.GenerateRequest.SerializeToString,
-                                    response_deserializer=pb.GenerateResponse.FromString)
+    channel, generate = cluster.generate_stub(grpc, pb, ep)
     results, errors, lock = [None] * len(requests), [], threading.Lock()
     next_idx = [0]
 
@@ -45,16 +42,8 @@ def run(args, grpc, pb, ep, requests):
                 next_idx[0] += 1
             if i >= len(requests):
                 return
-            t0, ttft, ids, usage = time.time(), None, [], None
             try:
-                for m in generate(pb.GenerateRequest(prompt_ids=requests[i],
-                                                     max_tokens=args.answer_tokens,
-                                                     ignore_eos=True), timeout=600):
-                    if m.token_ids and ttft is None:
-                        ttft = time.time() - t0
-                    ids.extend(m.token_ids)
-                    if m.HasField("usage"):
-                        usage = m.usage
+                ttft, ids, usage = cluster.stream(generate, pb, requests[i], args.answer_tokens)
             except grpc.RpcError as e:
                 with lock:
                     errors.append("request %d: %s %s" % (i, e.code(), e.details()))
@@ -71,11 +60,6 @@ def run(args, grpc, pb, ep, requests):
     wall = time.time() - t0
     channel.close()
     return results, errors, wall
-
-
-def pct(values, q):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] if v else 0.0
 
 
 def main():
