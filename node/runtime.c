@@ -93,6 +93,15 @@ int ts_runtime_flags(ts_runtime_options *o, ts_flag *f) {
                        "(0.1: steps 10% longer; 0: none beside it; 1: no limit)",
                        0,
                        1};
+    f[n++] = (ts_flag){"decode-slack",
+                       0,
+                       TS_FLAG_DOUBLE,
+                       &o->decode_slack,
+                       "how much prompt chunks may lengthen a step of decoding streams (1: at "
+                       "most twice a decode step, sized from measured step times; 0: no limit "
+                       "but --prefill-chunk)",
+                       0,
+                       100};
     f[n++] = (ts_flag){"no-prefix-cache", 0, TS_FLAG_BOOL, &o->no_prefix_cache,
                        "do not reuse the KV cache of shared prompt prefixes", 0, 0};
     f[n++] = (ts_flag){"tp", 0, TS_FLAG_INT, &o->tp,
@@ -204,6 +213,7 @@ int ts_runtime_open(const ts_runtime_options *o, ts_runtime **out) {
     if (rt->comm->rank == 0) {
         ts_sched_options so = {.prefill_chunk = o->prefill_chunk,
                                .filler_slack = o->filler_slack,
+                               .decode_slack = o->decode_slack,
                                .no_prefix_cache = o->no_prefix_cache,
                                .tiers = rt->tiers,
                                .cache_namespace = fingerprint};

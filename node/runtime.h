@@ -40,6 +40,7 @@ typedef struct ts_runtime_options {
     int batch_seqs;
     int prefill_chunk;
     double filler_slack; /* ts_sched_options.filler_slack */
+    double decode_slack; /* ts_sched_options.decode_slack */
     bool no_prefix_cache;
     int tp;                 /* ranks per tensor-parallel group under MPI; 0: the whole world */
     int comm_timeout_ms;

@@ -78,7 +78,8 @@ struct ts_sched {
     void *release_user;
     ts_sched_prompt_hook prompt_hook;
     void *prompt_user;
-    ts_step_cost step_cost;      /* what steps cost here (filler_budget) */
+    ts_step_cost step_cost;      /* what steps cost here (filler_budget, prefill_limit) */
+    int32_t step_prefill_left;   /* prompt tokens the step being planned may still take */
     int64_t interactive_seen_ns; /* the last step planned with interactive work; 0: never */
 };
 
@@ -609,7 +610,7 @@ static void make_room(ts_sched *s) {
  *   3. waiting requests, admitted while there is room — never one of this class ahead of a
  *      waiting request of a higher class that could not start. */
 static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chosen) {
-    for (int32_t i = 0; i < s->running.n && *n_chosen<s->max_batch_seqs && * budget> 0; i++) {
+    for (int32_t i = 0; i < s->running.n && (*n_chosen) < s->max_batch_seqs && (*budget) > 0; i++) {
         seq *q = s->running.items[i];
         if (ts_priority_is_batch(q->params.priority) != batch) continue;
         if (q->n_tokens - q->n_computed != 1) continue;
@@ -625,29 +626,34 @@ static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chos
         s->step_seqs[(*n_chosen)++] = q;
     }
 
-    for (int32_t i = 0; i < s->running.n && *n_chosen<s->max_batch_seqs && * budget> 0; i++) {
+    for (int32_t i = 0; i < s->running.n && (*n_chosen) < s->max_batch_seqs && (*budget) > 0; i++) {
         seq *q = s->running.items[i];
         if (ts_priority_is_batch(q->params.priority) != batch) continue;
         int32_t pending = q->n_tokens - q->n_computed;
         if (pending <= 1) continue; /* decoding: handled above */
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
         if (chunk > *budget) chunk = *budget;
+        if (chunk > s->step_prefill_left) chunk = s->step_prefill_left;
+        if (chunk <= 0) continue;
         grow_blocks(s, q, q->n_computed + chunk);
         int32_t room = q->n_blocks * s->block_size - q->n_computed;
         if (chunk > room) chunk = room;
         if (chunk <= 0) continue;
         q->step_rows = chunk;
         *budget -= chunk;
+        s->step_prefill_left -= chunk;
         s->step_seqs[(*n_chosen)++] = q;
     }
 
-    while (s->waiting.n > 0 && *n_chosen<s->max_batch_seqs && * budget> 0) {
+    while (s->waiting.n > 0 && (*n_chosen) < s->max_batch_seqs && (*budget) > 0 &&
+           s->step_prefill_left > 0) {
         seq *q = s->waiting.items[0]; /* in priority order: the other class first, or after */
         if (ts_priority_is_batch(q->params.priority) != batch) break;
         attach_prefix(s, q);
         int32_t pending = q->n_tokens - q->n_computed;
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
         if (chunk > *budget) chunk = *budget;
+        if (chunk > s->step_prefill_left) chunk = s->step_prefill_left;
         /* keep a few blocks free for the running sequences' next tokens */
         int32_t reserve = s->running.n / 4;
         int32_t need = (q->n_computed + chunk + s->block_size - 1) / s->block_size - q->n_blocks;
@@ -667,6 +673,7 @@ static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chos
         count_admission(s, q);
         q->step_rows = chunk;
         *budget -= chunk;
+        s->step_prefill_left -= chunk;
         s->step_seqs[(*n_chosen)++] = q;
     }
 }
@@ -695,6 +702,20 @@ static int32_t filler_budget(ts_sched *s, bool interactive_active, int32_t inter
     return limit < (double)s->max_batch_tokens ? (int32_t)limit : s->max_batch_tokens;
 }
 
+/* The prompt tokens a step may take beside its decoding sequences (scheduler.h, "Smooth
+ * decode"): opts.decode_slack × (the step's fixed cost in tokens + the decode rows), at least
+ * one so that prompts always advance; no limit without the option or without decoding. */
+static int32_t prefill_limit(const ts_sched *s) {
+    if (s->opts.decode_slack <= 0.0) return INT32_MAX;
+    int32_t decoding = 0;
+    for (int32_t i = 0; i < s->running.n; i++)
+        decoding += s->running.items[i]->n_tokens - s->running.items[i]->n_computed == 1;
+    if (decoding == 0) return INT32_MAX;
+    double limit = s->opts.decode_slack * (ts_step_cost_free_tokens(&s->step_cost) + decoding);
+    if (limit < 1.0) return 1;
+    return limit < (double)s->max_batch_tokens ? (int32_t)limit : s->max_batch_tokens;
+}
+
 /* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen.
  * Interactive work first, then batch filler within what filler_budget leaves it. */
 static int32_t plan_step(ts_sched *s) {
@@ -703,6 +724,7 @@ static int32_t plan_step(ts_sched *s) {
     for (int32_t i = 0; i < s->running.n; i++)
         s->running.items[i]->step_rows = 0;
     make_room(s);
+    s->step_prefill_left = prefill_limit(s);
     bool interactive = has_interactive(&s->running) || has_interactive(&s->waiting);
     plan_class(s, false, &budget, &n_chosen);
     int32_t filler = filler_budget(s, interactive, s->max_batch_tokens - budget);

@@ -23,6 +23,13 @@
  *     request that arrives waits for a short step only;
  *   - with no interactive traffic for 2 s, batch work gets the whole step.
  * s >= 1 turns the limits off (batch work shares every step as interactive work does).
+ *
+ * Smooth decode (opts.decode_slack = d > 0): a step that carries decoding sequences takes at most
+ * (1 + d) times the time of those decode rows alone, by the same learned cost: the step's prompt
+ * chunks together hold at most d × (fixed cost in tokens + decode rows) tokens, so a long prompt
+ * arriving stretches no decoding stream's inter-token gap beyond that (its own first token comes
+ * later instead; the prefill/decode split avoids both). Without decoding sequences prompts get
+ * the whole step.
  * When a decoding sequence needs a KV block and none is free, the lowest-priority, most recently
  * admitted other sequence is preempted: its blocks are released and it goes back to the front of
  * the queue to be recomputed later (prompt + tokens generated so far). Kernels are
@@ -79,6 +86,8 @@ typedef struct ts_sched_options {
                                * pool evicts go there, and prefixes found there are loaded */
     double filler_slack;      /* how much batch filler may slow interactive work ("Batch
                                * filler" above); 0: none beside it; >= 1: no limit */
+    double decode_slack;      /* prefill beside decoding sequences ("Smooth decode" above);
+                               * 0: no limit but prefill_chunk */
 } ts_sched_options;
 
 typedef struct ts_sched ts_sched;

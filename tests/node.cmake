@@ -14,4 +14,7 @@ if(TARGET ts_node)
   # Interactive requests preempt batch filler within a step; results unchanged (bundled model).
   ts_add_test(NAME scheduler_interactive_preempts_batch SOURCES unit/test_sched_priority.c
               LIBS ts_node LABELS integration)
+  # Smooth decode: a long prompt beside decoding streams is spread over steps (bundled model).
+  ts_add_test(NAME scheduler_decode_slack_spreads_prompts SOURCES unit/test_sched_decode_slack.c
+              LIBS ts_node LABELS integration)
 endif()

@@ -35,6 +35,8 @@ static const struct {
     [TS_NODE_PASS_KV_DISK_SIZE] = {"kv-disk-size", "bytes of the disk tier per rank (e.g. 100G)"},
     [TS_NODE_PASS_FILLER_SLACK] = {"filler-slack",
                                    "how much batch work may slow interactive work (0.1: 10%)"},
+    [TS_NODE_PASS_DECODE_SLACK] = {"decode-slack",
+                                   "how much prompt chunks may lengthen a decode step (1: 2x)"},
 };
 
 int ts_node_settings_flags(ts_node_settings *s, ts_flag *flags) {
