@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench_disagg.sh — the disaggregation benchmark of docs/benchmarks.md (issue 5): streams decoding
-# while ~1000-token prompts keep arriving, on one mixed group with 2 cores versus one prefill
-# group (core 0) + one decode group (core 1).
+# while ~1000-token prompts keep arriving, on one mixed group with 2 cores (prompt chunks of
+# --prefill-chunk, then sized by --decode-slack ${DECODE_SLACK:-1}) versus one prefill group
+# (core 0) + one decode group (core 1).
 #
 #   bench/bench_disagg.sh BIN_DIR MODEL [BENCH FLAGS...]
 #
@@ -56,6 +57,15 @@ start_coordinator mixed
 PIDS="$PIDS $!"
 wait_groups mixed 1
 run "mixed, 1 group x 2 threads"
+stop
+
+# the same mixed group with prompt chunks sized from the step cost (--decode-slack, issue 19)
+start_coordinator smooth
+"$BIN/tessera-node" -m "$MODEL" --threads 2 --role mixed --coordinator-file "$TMP/worker-ep" \
+    --name mixed-0 --decode-slack "${DECODE_SLACK:-1}" >"$TMP/node-smooth.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_groups smooth 1
+run "mixed, 1 group x 2 threads, --decode-slack ${DECODE_SLACK:-1}"
 stop
 
 start_coordinator disagg
