@@ -8,7 +8,8 @@
 #   3. compute-sanitizer memcheck on the kernel test (when the toolkit has compute-sanitizer)
 #   4. benchmarks: tessera-bench-cuda (kernels against the measured HBM bandwidth and the bf16
 #      peak), bench-engine on the bundled model, and unless --quick bench-engine on a synthetic
-#      Llama-3-8B-shaped bf16 model (16 GB file in $TMPDIR, 2048-token prefill, decode)
+#      Llama-3-8B-shaped bf16 model (16 GB file in $TMPDIR, 2048-token prefill, decode), and
+#      bench/filler.py on the GPU (batch work beside interactive load; at most 3 minutes)
 # Usage: scripts/gpu-check.sh [--quick] [--build DIR] [--peak-tflops N]
 # Writes the logs and summary.txt to DIR/gpu-check/ (GPU_CHECK_OUT overrides). Exit code 0 only
 # if the build, every test and the memcheck passed (benchmarks report, they do not fail).
@@ -117,6 +118,19 @@ if [ $quick -eq 0 ]; then
     else
       note "bench-engine llama3-8b: FAILED: $(tail -1 "$out/bench-engine-llama3-8b.json")"
     fi
+  fi
+fi
+
+if [ $full -eq 1 ] && [ $quick -eq 0 ]; then
+  # batch work as filler where a step's fixed cost is large (docs/benchmarks.md, issue 16): the
+  # 110M shape on the GPU, interactive load alone and beside a batch job
+  if timeout 180 python3 bench/filler.py --build "$build" --up-flag=--device=cuda \
+       --interactive-s 20 --batch-requests 3000 --saturated-requests 256 \
+       >"$out/filler.txt" 2>"$out/filler.err"; then
+    note "filler (bench/filler.py, GPU):"
+    tee -a "$summary" <"$out/filler.txt"
+  else
+    note "filler: FAILED (see $out/filler.err): $(tail -1 "$out/filler.err")"
   fi
 fi
 
