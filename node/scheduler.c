@@ -79,7 +79,6 @@ struct ts_sched {
     ts_sched_prompt_hook prompt_hook;
     void *prompt_user;
     ts_step_cost step_cost;      /* what steps cost here (filler_budget, prefill_limit) */
-    int32_t step_prefill_left;   /* prompt tokens the step being planned may still take */
     int64_t interactive_seen_ns; /* the last step planned with interactive work; 0: never */
 };
 
@@ -603,14 +602,21 @@ static void make_room(ts_sched *s) {
     }
 }
 
+/* What the step being planned may still take: rows in all (the class's budget), and of them
+ * prompt rows (prefill_limit). */
+typedef struct step_room {
+    int32_t tokens, prompt_tokens;
+} step_room;
+
 /* Chooses, among the sequences of one class (interactive, or batch filler), this step's rows
- * within *budget tokens, in three phases:
+ * within room, in three phases:
  *   1. decoding sequences, in priority order; preempt from the back when blocks run out;
  *   2. running sequences still prefilling, a chunk each;
  *   3. waiting requests, admitted while there is room — never one of this class ahead of a
  *      waiting request of a higher class that could not start. */
-static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chosen) {
-    for (int32_t i = 0; i < s->running.n && (*n_chosen) < s->max_batch_seqs && (*budget) > 0; i++) {
+static void plan_class(ts_sched *s, bool batch, step_room *room, int32_t *n_chosen) {
+    for (int32_t i = 0; i < s->running.n && *n_chosen < s->max_batch_seqs && room->tokens > 0;
+         i++) {
         seq *q = s->running.items[i];
         if (ts_priority_is_batch(q->params.priority) != batch) continue;
         if (q->n_tokens - q->n_computed != 1) continue;
@@ -622,38 +628,39 @@ static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chos
         }
         if (q->n_blocks * s->block_size < q->n_computed + 1) continue; /* wait for blocks */
         q->step_rows = 1;
-        (*budget)--;
+        room->tokens--;
         s->step_seqs[(*n_chosen)++] = q;
     }
 
-    for (int32_t i = 0; i < s->running.n && (*n_chosen) < s->max_batch_seqs && (*budget) > 0; i++) {
+    for (int32_t i = 0; i < s->running.n && *n_chosen < s->max_batch_seqs && room->tokens > 0;
+         i++) {
         seq *q = s->running.items[i];
         if (ts_priority_is_batch(q->params.priority) != batch) continue;
         int32_t pending = q->n_tokens - q->n_computed;
         if (pending <= 1) continue; /* decoding: handled above */
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
-        if (chunk > *budget) chunk = *budget;
-        if (chunk > s->step_prefill_left) chunk = s->step_prefill_left;
+        if (chunk > room->tokens) chunk = room->tokens;
+        if (chunk > room->prompt_tokens) chunk = room->prompt_tokens;
         if (chunk <= 0) continue;
         grow_blocks(s, q, q->n_computed + chunk);
-        int32_t room = q->n_blocks * s->block_size - q->n_computed;
-        if (chunk > room) chunk = room;
+        int32_t space = q->n_blocks * s->block_size - q->n_computed;
+        if (chunk > space) chunk = space;
         if (chunk <= 0) continue;
         q->step_rows = chunk;
-        *budget -= chunk;
-        s->step_prefill_left -= chunk;
+        room->tokens -= chunk;
+        room->prompt_tokens -= chunk;
         s->step_seqs[(*n_chosen)++] = q;
     }
 
-    while (s->waiting.n > 0 && (*n_chosen) < s->max_batch_seqs && (*budget) > 0 &&
-           s->step_prefill_left > 0) {
+    while (s->waiting.n > 0 && *n_chosen < s->max_batch_seqs && room->tokens > 0 &&
+           room->prompt_tokens > 0) {
         seq *q = s->waiting.items[0]; /* in priority order: the other class first, or after */
         if (ts_priority_is_batch(q->params.priority) != batch) break;
         attach_prefix(s, q);
         int32_t pending = q->n_tokens - q->n_computed;
         int32_t chunk = pending < s->opts.prefill_chunk ? pending : s->opts.prefill_chunk;
-        if (chunk > *budget) chunk = *budget;
-        if (chunk > s->step_prefill_left) chunk = s->step_prefill_left;
+        if (chunk > room->tokens) chunk = room->tokens;
+        if (chunk > room->prompt_tokens) chunk = room->prompt_tokens;
         /* keep a few blocks free for the running sequences' next tokens */
         int32_t reserve = s->running.n / 4;
         int32_t need = (q->n_computed + chunk + s->block_size - 1) / s->block_size - q->n_blocks;
@@ -662,8 +669,8 @@ static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chos
             break;
         }
         grow_blocks(s, q, q->n_computed + chunk);
-        int32_t room = q->n_blocks * s->block_size - q->n_computed;
-        if (chunk > room) chunk = room;
+        int32_t space = q->n_blocks * s->block_size - q->n_computed;
+        if (chunk > space) chunk = space;
         if (chunk <= 0) {
             release_blocks(s, q);
             break;
@@ -672,16 +679,15 @@ static void plan_class(ts_sched *s, bool batch, int32_t *budget, int32_t *n_chos
         if (list_insert(&s->running, q) != TS_OK) TS_ASSERT(!"running list insert failed");
         count_admission(s, q);
         q->step_rows = chunk;
-        *budget -= chunk;
-        s->step_prefill_left -= chunk;
+        room->tokens -= chunk;
+        room->prompt_tokens -= chunk;
         s->step_seqs[(*n_chosen)++] = q;
     }
 }
 
+/* Lists are in priority order (runs_before): interactive work is first when there is any. */
 static bool has_interactive(const seq_list *l) {
-    for (int32_t i = 0; i < l->n; i++)
-        if (!ts_priority_is_batch(l->items[i]->params.priority)) return true;
-    return false;
+    return l->n > 0 && !ts_priority_is_batch(l->items[0]->params.priority);
 }
 
 /* The tokens batch filler may add to a step whose interactive rows are `interactive_rows`
@@ -719,17 +725,16 @@ static int32_t prefill_limit(const ts_sched *s) {
 /* Chooses this step's sequences and their rows (seq.step_rows); returns the number chosen.
  * Interactive work first, then batch filler within what filler_budget leaves it. */
 static int32_t plan_step(ts_sched *s) {
-    int32_t budget = s->max_batch_tokens;
     int32_t n_chosen = 0;
     for (int32_t i = 0; i < s->running.n; i++)
         s->running.items[i]->step_rows = 0;
     make_room(s);
-    s->step_prefill_left = prefill_limit(s);
+    step_room room = {s->max_batch_tokens, prefill_limit(s)};
     bool interactive = has_interactive(&s->running) || has_interactive(&s->waiting);
-    plan_class(s, false, &budget, &n_chosen);
-    int32_t filler = filler_budget(s, interactive, s->max_batch_tokens - budget);
-    if (filler > budget) filler = budget;
-    plan_class(s, true, &filler, &n_chosen);
+    plan_class(s, false, &room, &n_chosen);
+    int32_t filler = filler_budget(s, interactive, s->max_batch_tokens - room.tokens);
+    if (filler < room.tokens) room.tokens = filler;
+    plan_class(s, true, &room, &n_chosen);
     return n_chosen;
 }
 
