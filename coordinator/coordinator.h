@@ -253,10 +253,13 @@ void co_queue_remove(coordinator *co, co_request *r);
  * waiting: what the batch runner fills, so that its work never waits in the queue. Under
  * co->mu. */
 int co_route_spare(const coordinator *co);
-/* The work a group would have before the request's first token: its outstanding tokens and the
- * prompt tokens it does not hold in its prefix cache (from its heartbeats). The one measure both
- * the router and the prefill choice of disagg.c minimise. Under co->mu. */
-int64_t co_route_work_ahead(const co_group *g, const co_request *r);
+/* Of the groups `fits` accepts, the one with the least work ahead of the request: its
+ * outstanding tokens plus the prompt tokens it does not hold in its prefix cache (from its
+ * heartbeats); fewer active requests break a tie; the group the request just failed on only when
+ * no other fits. NULL when none fits. The one choice of the router and of disagg.c's prefill
+ * group. Under co->mu. */
+co_group *co_route_least_work(coordinator *co, const co_request *r,
+                              bool (*fits)(const co_group *g, const co_request *r));
 /* Detaches a request from its group (accounting). */
 void co_group_release(co_group *g, co_request *r);
 

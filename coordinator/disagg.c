@@ -78,24 +78,16 @@ static co_group *pick_decode(const coordinator *co, const co_group *p, const co_
     return best;
 }
 
+/* A prefill group that can take the request now. */
+static bool prefill_fits(const co_group *g, const co_request *r) {
+    int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
+    return live(g, "prefill") && g->n_active < max_seqs && co_request_sent_prompt(r) < g->ctx;
+}
+
 /* The prefill group with the least work ahead of the request, its cached prefix counted as done
- * (router.c's measure: a prompt whose prefix a prefill group holds is not computed again). */
-static co_group *pick_prefill(const coordinator *co, const co_request *r) {
-    co_group *best = NULL;
-    int64_t best_work = 0;
-    for (int pass = 0; pass < 2 && !best; pass++)
-        for (co_group *g = co->groups; g; g = g->next) {
-            int max_seqs = g->max_seqs > 0 ? g->max_seqs : 256;
-            if (!live(g, "prefill") || g->n_active >= max_seqs ||
-                co_request_sent_prompt(r) >= g->ctx || (pass == 0 && g == r->avoid))
-                continue;
-            int64_t work = co_route_work_ahead(g, r);
-            if (!best || work < best_work || (work == best_work && g->n_active < best->n_active)) {
-                best = g;
-                best_work = work;
-            }
-        }
-    return best;
+ * (the router's choice: a prompt whose prefix a prefill group holds is not computed again). */
+static co_group *pick_prefill(coordinator *co, const co_request *r) {
+    return co_route_least_work(co, r, prefill_fits);
 }
 
 co_group *co_disagg_pick(coordinator *co, co_request *r) {

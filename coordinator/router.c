@@ -44,7 +44,9 @@ static bool has_room(const co_group *g, const co_request *r) {
     return g->n_active - max_seqs < lower;
 }
 
-int64_t co_route_work_ahead(const co_group *g, const co_request *r) {
+/* The work a group would have before the request's first token: what it has outstanding and
+ * the prompt tokens it does not hold. */
+static int64_t work_ahead(const co_group *g, const co_request *r) {
     int32_t cached =
         co_prefix_index_match(g->prefix, g->fingerprint_value, r->req.params.cache_salt,
                               r->req.prompt_ids, r->req.n_prompt_ids, g->block_size);
@@ -78,12 +80,17 @@ static co_group *pick(coordinator *co, const co_request *r) {
      * prompt, before a heartbeat tells the prefix index so. */
     const co_request *lead = r->lead_id ? co_request_find(co, r->lead_id) : NULL;
     if (lead && lead->group && has_room(lead->group, r)) return lead->group;
+    return co_route_least_work(co, r, has_room);
+}
+
+co_group *co_route_least_work(coordinator *co, const co_request *r,
+                              bool (*fits)(const co_group *g, const co_request *r)) {
     co_group *best = NULL;
     int64_t best_work = 0;
     for (int pass = 0; pass < 2 && !best; pass++)
         for (co_group *g = co->groups; g; g = g->next) {
-            if (!has_room(g, r) || (pass == 0 && g == r->avoid)) continue;
-            int64_t work = co_route_work_ahead(g, r);
+            if (!fits(g, r) || (pass == 0 && g == r->avoid)) continue;
+            int64_t work = work_ahead(g, r);
             if (!best || work < best_work || (work == best_work && g->n_active < best->n_active)) {
                 best = g;
                 best_work = work;
