@@ -470,18 +470,15 @@ static void mark_broken(run_batch *rb, const char *why) {
     TS_ERROR("batch %s: %s", rb->id, why);
 }
 
-/* The line's response body: its choices, and the usage of all of them (the prompt's tokens once,
- * every choice's completion tokens), which *usage gets too. */
+/* The line's response body, and in *usage the usage of all its choices. */
 static int item_body(co_http *http, bool chat, const char *id, const batch_item *it,
                      ts_request_usage *usage, ts_buf *body) {
     co_http_choice_result *res = calloc((size_t)it->n_choices, sizeof *res);
     if (!res) return ts_error_set(TS_E_NOMEM, "out of memory");
-    *usage = it->choices[0].usage;
-    usage->completion_tokens = 0;
     for (int32_t i = 0; i < it->n_choices; i++) {
         const batch_choice *c = &it->choices[i];
-        res[i] = (co_http_choice_result){c->text.data ? c->text.data : "", c->text.len, c->reason};
-        usage->completion_tokens += c->usage.completion_tokens;
+        res[i] = (co_http_choice_result){c->text.data ? c->text.data : "", c->text.len, c->reason,
+                                         c->usage};
     }
     int rc = co_http_completion_body(http, chat, id, it->created, res, it->n_choices, usage, body);
     free(res);
@@ -571,19 +568,32 @@ static void collect(co_batch *b) {
     pthread_mutex_unlock(&co->mu);
 }
 
-/* Admits a line's choices (req.n of them, seeds seed + i) and puts it on the runner's list; on
- * a failure the choices admitted are cancelled and the item dropped. Takes co->mu. */
+/* A line's item for n_choices choices, holding the runner's reference; NULL when out of
+ * memory. */
+static batch_item *item_new(const char *custom_id, int32_t n_choices) {
+    batch_item *it = calloc(1, sizeof *it);
+    if (!it) return NULL;
+    it->custom_id = strdup(custom_id);
+    it->choices = calloc((size_t)n_choices, sizeof *it->choices);
+    it->n_choices = n_choices;
+    it->refs = 1; /* the runner's; each admitted choice adds its own */
+    for (int32_t i = 0; it->choices && i < n_choices; i++)
+        it->choices[i].it = it;
+    if (it->custom_id && it->choices) return it;
+    item_unref(it);
+    return NULL;
+}
+
+/* Admits a line's choices (it->n_choices of them, seeds seed + i) and puts it on the runner's
+ * list; on a failure the choices admitted are cancelled and the item dropped. Takes co->mu. */
 static int admit_line(co_batch *b, batch_item *it, run_batch *rb, int64_t line, const char *rid,
-                      int64_t now_s, ts_request *req, int32_t n_choices) {
+                      int64_t now_s, ts_request *req) {
     coordinator *co = b->co;
+    int32_t n_choices = it->n_choices;
     it->runner = b;
     it->rb = rb;
     it->line = line;
-    it->refs = 1; /* the runner's; each admitted choice adds its own */
     it->created = now_s;
-    it->n_choices = n_choices;
-    for (int32_t i = 0; i < n_choices; i++)
-        it->choices[i].it = it;
     snprintf(it->request_id, sizeof it->request_id, "%s", rid);
     ts_request rest; /* the samples' copy: admission takes req */
     ts_request_init(&rest);
@@ -661,21 +671,9 @@ static void fill(co_batch *b, run_batch *rb, int *spare) {
                 req.has_seed = true;
             }
             int32_t n_choices = req.n > 1 ? req.n : 1;
-            batch_item *it = rc ? NULL : calloc(1, sizeof *it);
-            if (it) {
-                it->custom_id = strdup(p[i].custom_id);
-                it->choices = calloc((size_t)n_choices, sizeof *it->choices);
-            }
-            if (!rc && (!it || !it->custom_id || !it->choices)) {
-                if (it) free(it->custom_id), free(it->choices);
-                free(it);
-                it = NULL;
-                rc = ts_error_set(TS_E_NOMEM, "out of memory");
-            }
-            if (it) {
-                rc = admit_line(b, it, rb, p[i].line, rid, now_s, &req, n_choices);
-                it = NULL; /* the runner's list holds it, or it is gone */
-            }
+            batch_item *it = rc ? NULL : item_new(p[i].custom_id, n_choices);
+            if (!rc && !it) rc = ts_error_set(TS_E_NOMEM, "out of memory");
+            if (it) rc = admit_line(b, it, rb, p[i].line, rid, now_s, &req); /* takes it */
             ts_request_free(&req);
             if (!rc) {
                 rb->cursor = p[i].line;

@@ -752,15 +752,17 @@ static int completion_json(ts_buf *b, const http_req *h, http_choice *ch, const 
 
 /* The request's usage: every choice's completion tokens; each prompt's tokens (and its cached
  * ones) once, from its first choice. */
+static void add_choice_usage(ts_request_usage *u, const ts_request_usage *c, bool prompt_first) {
+    u->completion_tokens += c->completion_tokens;
+    if (!prompt_first) return;
+    u->prompt_tokens += c->prompt_tokens;
+    u->cached_prompt_tokens += c->cached_prompt_tokens;
+}
+
 static ts_request_usage total_usage(const http_req *h) {
     ts_request_usage u = {0};
-    for (int32_t i = 0; i < h->n_choices; i++) {
-        const ts_request_usage *c = &h->choices[i].usage;
-        u.completion_tokens += c->completion_tokens;
-        if (i % h->per_prompt) continue;
-        u.prompt_tokens += c->prompt_tokens;
-        u.cached_prompt_tokens += c->cached_prompt_tokens;
-    }
+    for (int32_t i = 0; i < h->n_choices; i++)
+        add_choice_usage(&u, &h->choices[i].usage, i % h->per_prompt == 0);
     return u;
 }
 
@@ -1717,15 +1719,17 @@ int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_s
 
 int co_http_completion_body(co_http *h, bool chat, const char *id, int64_t created,
                             const co_http_choice_result *choices, int32_t n,
-                            const ts_request_usage *usage, ts_buf *out) {
+                            ts_request_usage *usage, ts_buf *out) {
     http_req r = {.srv = h, .chat = chat, .created = created, .n_choices = n, .per_prompt = n};
     snprintf(r.id, sizeof r.id, "%s", id);
+    *usage = (ts_request_usage){0};
     ts_json_writer w;
     ts_jw_init(&w, out);
     head_json(&w, &r);
     for (int32_t i = 0; i < n; i++) {
         http_choice ch = {.h = &r, .index = i};
         choice_json(&w, &r, &ch, choices[i].text, choices[i].len, finish_name(choices[i].reason));
+        add_choice_usage(usage, &choices[i].usage, i == 0); /* the n choices of one prompt */
     }
     return tail_json(&w, usage);
 }

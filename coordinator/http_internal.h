@@ -22,17 +22,20 @@
  * seed counter): call it without the lock. Streaming is refused when !allow_stream. */
 int co_http_map_request(co_http *h, bool chat, const ts_json *body, bool allow_stream,
                         ts_request *req, const char **param);
-/* One choice of a finished completion: its text and how it ended. */
+/* One finished choice of a completion: its text, how it ended, its usage. */
 typedef struct co_http_choice_result {
     const char *text;
     size_t len;
     ts_finish_reason reason;
+    ts_request_usage usage;
 } co_http_choice_result;
-/* The response body a non-streaming request gets: a text_completion or chat.completion object
- * with this id, creation time, the n choices (index 0 to n - 1) and usage. 0 or TS_E_NOMEM. */
+/* The response body a non-streaming request with one prompt gets: a text_completion or
+ * chat.completion object with this id, creation time, the n choices (index 0 to n - 1) and
+ * their usage (the prompt's tokens once, every choice's completion tokens; the same rule as the
+ * HTTP answers), which *usage gets too. 0 or TS_E_NOMEM. */
 int co_http_completion_body(co_http *h, bool chat, const char *id, int64_t created,
                             const co_http_choice_result *choices, int32_t n,
-                            const ts_request_usage *usage, ts_buf *out);
+                            ts_request_usage *usage, ts_buf *out);
 /* OpenAI's error object {"error": {message, type, param, code}} for a TS_E code; *status gets
  * the HTTP status the API answers it with. */
 int co_http_error_body(int code, const char *message, const char *param, ts_buf *out,
